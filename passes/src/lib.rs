@@ -1,0 +1,1 @@
+//! hecc's analyses and transforms, from the tensor graph to a scheduled HE plan.

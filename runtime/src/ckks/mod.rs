@@ -1,0 +1,1 @@
+//! hecc's own RNS-CKKS implementation.

@@ -1,0 +1,2 @@
+//! The hecc driver: composes front end, passes and runtime into the pipeline the CLI exposes.
+//! Only the CLI (`src/main.rs`) prints.

@@ -1,1 +1,3 @@
 //! hecc's analyses and transforms, from the tensor graph to a scheduled HE plan.
+
+pub mod approx;

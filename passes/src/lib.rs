@@ -1,3 +1,5 @@
 //! hecc's analyses and transforms, from the tensor graph to a scheduled HE plan.
 
 pub mod approx;
+pub mod he;
+pub mod lower;

@@ -1,0 +1,423 @@
+//! Scale and level management: places `rescale` and `drop_level` in an unmanaged circuit.
+//!
+//! The pass rebuilds the module in topological order (existing rescales and level drops are
+//! dropped and re-placed), so the result's types are inferred afresh. Policies:
+//!
+//! * [`RescalePolicy::Always`]: every multiplicative result is rescaled at once (EVA's "always").
+//! * [`RescalePolicy::Waterline`]: a value is rescaled only when a consumer needs it at the
+//!   waterline (before a multiplication, an output, or an addition to a value at lower scale), so
+//!   sums of products share one rescale (EVA's lazy waterline).
+//!
+//! Level and scale matching: operands of additive ops and `mac` are brought to the lowest
+//! operand level; a higher operand is dropped, and when its scale also differs, the drop is
+//! replaced by a multiplication by 1 encoded at the scale that makes the following rescale land
+//! exactly on the target scale. A `mul_scalar` feeding an addition is re-encoded at the scale that
+//! matches its partner. What cannot be matched is an error naming the node.
+//!
+//! The top level is chosen so that the lowest value sits at level 0 ([`manage`] runs the
+//! rebuild once at a high provisional level to measure the depth). With parameters set, rescales
+//! divide by the real primes and scales are tracked exactly.
+
+use hecc_ir::he::{HeError, Level, LogScale, Module, Op, Opcode, Params, ValueId};
+use petgraph::algo::toposort;
+use std::collections::HashMap;
+
+/// Where rescales go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RescalePolicy {
+    /// Rescale every product at once.
+    Always,
+    /// Rescale lazily, when a consumer needs the value at the waterline.
+    Waterline,
+}
+
+impl RescalePolicy {
+    /// Kebab-case name (`always`, `waterline`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RescalePolicy::Always => "always",
+            RescalePolicy::Waterline => "waterline",
+        }
+    }
+
+    /// Parses a policy name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "always" => Some(RescalePolicy::Always),
+            "waterline" | "lazy" => Some(RescalePolicy::Waterline),
+            _ => None,
+        }
+    }
+}
+
+/// Why management failed.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ManageError {
+    /// The module has a cycle.
+    #[error("the circuit has a cycle")]
+    #[diagnostic(code(hecc::manage::cycle))]
+    Cycle,
+    /// Two operands cannot be brought to a common scale.
+    #[error("{op} {node}: operand scales 2^{a:.3} and 2^{b:.3} at level {level} cannot be matched ({policy} policy)")]
+    #[diagnostic(
+        code(hecc::manage::scale),
+        help("this needs one more level on that path; try the other rescale policy")
+    )]
+    Scale {
+        /// The op.
+        op: &'static str,
+        /// The node in the source module.
+        node: ValueId,
+        /// One log-scale.
+        a: f64,
+        /// The other.
+        b: f64,
+        /// The level.
+        level: u32,
+        /// The policy in use.
+        policy: &'static str,
+    },
+    /// The circuit needs more levels than the parameters have.
+    #[error("the circuit needs {needed} levels but the parameters provide {available}")]
+    #[diagnostic(code(hecc::manage::levels))]
+    NotEnoughLevels {
+        /// Levels needed.
+        needed: u32,
+        /// Levels available.
+        available: u32,
+    },
+    /// A builder call failed.
+    #[error("rebuilding {node}: {source}")]
+    #[diagnostic(code(hecc::manage::build))]
+    Build {
+        /// The node in the source module.
+        node: ValueId,
+        /// The error.
+        #[source]
+        source: HeError,
+    },
+}
+
+const PROVISIONAL_TOP: u32 = 4096;
+
+/// Manages `src` with `policy`. Without `params`, picks the top level equal to the depth; with
+/// `params`, starts at the top level of the parameters (and fails if that is not enough).
+pub fn manage(
+    src: &Module,
+    policy: RescalePolicy,
+    params: Option<&Params>,
+) -> Result<Module, ManageError> {
+    let trial = rebuild(src, policy, Level(PROVISIONAL_TOP), None)?;
+    let lowest = trial
+        .ids()
+        .filter_map(|v| trial.ty(v))
+        .map(|t| t.level().0)
+        .min()
+        .unwrap_or(PROVISIONAL_TOP);
+    let depth = PROVISIONAL_TOP - lowest;
+    match params {
+        None => {
+            // Without primes every rescale removes the same bits, so shifting the levels of the
+            // trial build is exactly a rebuild at the right top level.
+            let mut m = trial;
+            let shift = PROVISIONAL_TOP - depth;
+            let ids: Vec<ValueId> = m.ids().collect();
+            for v in ids {
+                if let Some(n) = m.node_mut(v) {
+                    n.ty = n.ty.with_level(Level(n.ty.level().0 - shift));
+                    if let Op::DropLevel { to } = &mut n.op {
+                        *to = Level(to.0 - shift);
+                    }
+                }
+            }
+            Ok(m)
+        }
+        Some(p) => {
+            let available = p.primes.len().saturating_sub(1) as u32;
+            if available < depth {
+                return Err(ManageError::NotEnoughLevels {
+                    needed: depth,
+                    available,
+                });
+            }
+            rebuild(src, policy, Level(available), Some(p.clone()))
+        }
+    }
+}
+
+/// Levels consumed by the managed module: top input level minus the lowest level.
+pub fn depth_of(m: &Module) -> u32 {
+    let levels: Vec<u32> = m
+        .ids()
+        .filter_map(|v| m.ty(v))
+        .map(|t| t.level().0)
+        .collect();
+    levels.iter().max().copied().unwrap_or(0) - levels.iter().min().copied().unwrap_or(0)
+}
+
+struct Rebuild<'a> {
+    src: &'a Module,
+    out: Module,
+    policy: RescalePolicy,
+    waterline: f64,
+    map: HashMap<ValueId, ValueId>,
+    rescaled: HashMap<ValueId, ValueId>,
+}
+
+fn is_multiplicative(op: Opcode) -> bool {
+    matches!(
+        op,
+        Opcode::Mul | Opcode::Square | Opcode::MulPlain | Opcode::MulScalar | Opcode::Mac
+    )
+}
+
+impl Rebuild<'_> {
+    fn ty(&self, v: ValueId) -> (u32, f64, bool) {
+        let t = self.out.ty(v);
+        (
+            t.map_or(0, |t| t.level().0),
+            t.map_or(0.0, |t| t.log_scale().0),
+            t.is_some_and(|t| t.kind() == hecc_ir::he::Kind::Cipher),
+        )
+    }
+
+    /// Rescales `v` until its scale is at most the waterline (memoised).
+    fn down(&mut self, node: ValueId, v: ValueId) -> Result<ValueId, ManageError> {
+        if let Some(&r) = self.rescaled.get(&v) {
+            return Ok(r);
+        }
+        let mut cur = v;
+        loop {
+            let (level, scale, cipher) = self.ty(cur);
+            if !cipher || scale <= self.waterline || level == 0 {
+                break;
+            }
+            cur = self
+                .out
+                .rescale(cur)
+                .map_err(|source| ManageError::Build { node, source })?;
+        }
+        self.rescaled.insert(v, cur);
+        Ok(cur)
+    }
+
+    /// Brings `v` to `level` and (if `scale` is given) to that scale.
+    fn align(
+        &mut self,
+        node: ValueId,
+        v: ValueId,
+        level: u32,
+        scale: Option<f64>,
+        op: &'static str,
+    ) -> Result<ValueId, ManageError> {
+        let b = |source| ManageError::Build { node, source };
+        let (l, s, cipher) = self.ty(v);
+        let scale_ok = scale.is_none_or(|t| (t - s).abs() < 1e-9);
+        if l == level && scale_ok {
+            return Ok(v);
+        }
+        if l == level {
+            // Same level, different scale: re-encode a scalar product at the matching scale.
+            if let (Some(t), Some(n)) = (scale, self.out.node(v).cloned()) {
+                if let Op::MulScalar { value, log_scale } = n.op {
+                    let operand = self.out.operands(v)[0];
+                    let (_, so, _) = self.ty(operand);
+                    let need = t - so;
+                    if need >= 20.0 && (log_scale.0 - need).abs() > 1e-12 {
+                        return self
+                            .out
+                            .mul_scalar(operand, value, LogScale(need))
+                            .map_err(b);
+                    }
+                }
+            }
+            return Err(ManageError::Scale {
+                op,
+                node,
+                a: s,
+                b: scale.unwrap_or(s),
+                level,
+                policy: self.policy.name(),
+            });
+        }
+        if !cipher {
+            return Ok(v);
+        }
+        match scale {
+            Some(t) if !scale_ok => {
+                // Multiply by 1 at the scale that lands on `t` after one rescale, then drop.
+                let bits = self.out.rescale_bits(Level(l));
+                let enc = t + bits - s;
+                if enc < 20.0 {
+                    return Err(ManageError::Scale {
+                        op,
+                        node,
+                        a: s,
+                        b: t,
+                        level,
+                        policy: self.policy.name(),
+                    });
+                }
+                let one = self.out.mul_scalar(v, 1.0, LogScale(enc)).map_err(b)?;
+                let r = self.out.rescale(one).map_err(b)?;
+                if l - 1 == level {
+                    Ok(r)
+                } else {
+                    self.out.drop_level(r, Level(level)).map_err(b)
+                }
+            }
+            _ => self.out.drop_level(v, Level(level)).map_err(b),
+        }
+    }
+}
+
+fn rebuild(
+    src: &Module,
+    policy: RescalePolicy,
+    top: Level,
+    params: Option<Params>,
+) -> Result<Module, ManageError> {
+    let mut out = Module::new(src.meta.clone());
+    out.params = params;
+    for (_, name, layout) in src.layouts() {
+        out.add_layout(name, layout.clone())
+            .map_err(|source| ManageError::Build {
+                node: ValueId(0),
+                source,
+            })?;
+    }
+    for (_, c) in src.constants() {
+        out.push_constant(c.values.clone());
+    }
+    let waterline = src.meta.log_scale.0 + 1.0;
+    let mut r = Rebuild {
+        src,
+        out,
+        policy,
+        waterline,
+        map: HashMap::new(),
+        rescaled: HashMap::new(),
+    };
+    let order = toposort(src.graph(), None).map_err(|_| ManageError::Cycle)?;
+    for ix in order {
+        let v = ValueId::from_node(ix);
+        let Some(node) = src.node(v) else { continue };
+        let code = node.op.opcode();
+        let b = |source| ManageError::Build { node: v, source };
+        let ops: Vec<ValueId> = src
+            .operands(v)
+            .iter()
+            .filter_map(|o| r.map.get(o).copied())
+            .collect();
+        let new = match &node.op {
+            Op::Input { name, index } => {
+                let name = r.src.name(*name).unwrap_or("input").to_string();
+                let t = node.ty;
+                r.out
+                    .input(&name, *index, top, t.log_scale(), t.slots(), t.layout())
+                    .map_err(b)?
+            }
+            Op::Encode { constant } => {
+                let t = node.ty;
+                r.out
+                    .encode(*constant, top, t.log_scale(), t.layout())
+                    .map_err(b)?
+            }
+            Op::Rescale | Op::DropLevel { .. } => {
+                // Re-placed by this pass.
+                r.map.insert(v, ops[0]);
+                continue;
+            }
+            Op::Output { name, index } => {
+                let name = r.src.name(*name).unwrap_or("output").to_string();
+                let x = r.down(v, ops[0])?;
+                r.out.output(x, &name, *index).map_err(b)?
+            }
+            _ => {
+                let mut operands = ops.clone();
+                if is_multiplicative(code) {
+                    for o in operands.iter_mut() {
+                        *o = r.down(v, *o)?;
+                    }
+                }
+                let needs_common_scale = matches!(
+                    code,
+                    Opcode::Add | Opcode::Sub | Opcode::AddPlain | Opcode::SubPlain | Opcode::Mac
+                );
+                if operands.len() > 1 {
+                    // Waterline: an additive op mixing scales rescales the bigger ones first.
+                    if needs_common_scale {
+                        let min_scale = operands
+                            .iter()
+                            .map(|&o| r.ty(o).1)
+                            .fold(f64::INFINITY, f64::min);
+                        if min_scale <= r.waterline {
+                            for o in operands.iter_mut() {
+                                if r.ty(*o).1 > r.waterline {
+                                    *o = r.down(v, *o)?;
+                                }
+                            }
+                        }
+                    }
+                    let level = operands.iter().map(|&o| r.ty(o).0).min().unwrap_or(top.0);
+                    // The target scale: that of an operand already at the common level.
+                    let target = operands
+                        .iter()
+                        .find(|&&o| r.ty(o).0 == level)
+                        .map(|&o| r.ty(o).1);
+                    let mnemonic = node.op.mnemonic();
+                    for o in operands.iter_mut() {
+                        let want = if needs_common_scale { target } else { None };
+                        *o = r.align(v, *o, level, want, mnemonic)?;
+                    }
+                }
+                let mut op = node.op.clone();
+                if let Op::Mac(attrs) = &mut op {
+                    // Encode the scalars at the prime the following rescale removes, so the
+                    // result returns exactly to the operands' scale.
+                    if let Some(&o) = operands.first() {
+                        let (l, _, _) = r.ty(o);
+                        if r.out.params.is_some() && l > 0 {
+                            attrs.log_scale = LogScale(r.out.rescale_bits(Level(l)));
+                        }
+                    }
+                }
+                if let Op::MulScalar { log_scale, .. } = &mut op {
+                    if let Some(&o) = operands.first() {
+                        let (l, _, _) = r.ty(o);
+                        if r.out.params.is_some()
+                            && l > 0
+                            && (log_scale.0 - r.src.meta.log_scale.0).abs() < 1e-12
+                        {
+                            *log_scale = LogScale(r.out.rescale_bits(Level(l)));
+                        }
+                    }
+                }
+                let x = r.out.push(op, &operands).map_err(b)?;
+                // A scalar product that only feeds additions is a correction term of a product
+                // (or a ratio aligning two operands): it is matched at the addition, not rescaled.
+                let companion = code == Opcode::MulScalar
+                    && r.src.users(v).iter().all(|&u| {
+                        matches!(
+                            r.src.node(u).map(|n| n.op.opcode()),
+                            Some(Opcode::Add | Opcode::Sub)
+                        )
+                    });
+                if policy == RescalePolicy::Always && is_multiplicative(code) && !companion {
+                    let size = r.out.ty(x).map_or(2, |t| t.size());
+                    if size == 2 {
+                        r.down(v, x)?
+                    } else {
+                        x
+                    }
+                } else {
+                    x
+                }
+            }
+        };
+        r.map.insert(v, new);
+    }
+    let mut out = r.out;
+    crate::he::dce(&mut out);
+    Ok(out)
+}

@@ -1,0 +1,660 @@
+//! Lowering: from a verified tensor graph to an *unmanaged* HE circuit (no rescales, no level
+//! drops; every value at level 0 and its natural scale). The management passes
+//! ([`crate::he::manage`]) then place rescales and level drops by policy.
+//!
+//! Only the `batch` layout (BEAA element-wise packing: slot `i` holds image `i`, one ciphertext
+//! per tensor element) is lowered here. In it every linear op (conv, dense, pooling) is a
+//! multiply-accumulate of (ciphertext, scalar) pairs and needs no rotation; batch-norm, scaling
+//! and normalisation are absorbed by the lazy affine values of [`lazy`]; a quadratic costs one
+//! level; a polynomial of degree `d` costs `ceil(log2(d + 1))` levels through
+//! [`crate::approx::EvalPlan`].
+
+pub mod lazy;
+
+use crate::approx::{ActivationApprox, ApproxForm, ChebSeries, EvalPlan, PlanOp};
+use hecc_ir::he::{HeError, Layout, Level, LogScale, Meta, Module};
+use hecc_ir::tensor::{verify, Granularity, Graph, GraphError, NodeId, Op, Shape, Tensor};
+use lazy::{Emitter, Lazy};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// A lowered tensor element: a lazy ciphertext, or a linear combination not yet materialised
+/// (pooling outputs, so that the next linear layer absorbs the pooling weights and no level is
+/// spent on the pooling itself).
+#[derive(Clone, Debug)]
+enum Elem {
+    L(Lazy),
+    Lin(Rc<(Vec<(Lazy, f64)>, f64)>),
+}
+
+/// Most terms a folded linear combination may reach before it is materialised instead.
+const MAX_FOLDED_TERMS: usize = 4096;
+
+fn expand(terms: &[(&Elem, f64)]) -> (Vec<(Lazy, f64)>, f64) {
+    let mut out = Vec::with_capacity(terms.len());
+    let mut bias = 0.0;
+    for &(e, w) in terms {
+        match e {
+            Elem::L(x) => out.push((*x, w)),
+            Elem::Lin(l) => {
+                out.extend(l.0.iter().map(|&(x, c)| (x, c * w)));
+                bias += w * l.1;
+            }
+        }
+    }
+    (out, bias)
+}
+
+fn materialize(em: &mut Emitter<'_>, e: &Elem) -> Result<Lazy, HeError> {
+    match e {
+        Elem::L(x) => Ok(*x),
+        Elem::Lin(l) => em.mac(&l.0, l.1),
+    }
+}
+
+/// How relu and max-pool are replaced when lowering.
+#[derive(Clone, Debug, Default)]
+pub struct ActivationPolicy {
+    /// The replacement of `relu`; `None` makes `relu` an error.
+    pub relu: Option<ActivationApprox>,
+    /// The sign approximation for `max_pool`, with the bound on `|a - b|` it is valid for.
+    pub max: Option<ActivationApprox>,
+}
+
+/// Options of the lowering.
+#[derive(Clone, Debug)]
+pub struct LowerOptions {
+    /// Images per ciphertext (batch layout).
+    pub batch: u32,
+    /// Slots per ciphertext (`N / 2`).
+    pub slots: u32,
+    /// log2 of the scale of fresh ciphertexts and of encoded scalars.
+    pub log_scale: f64,
+    /// Replacements of the non-polynomial activations.
+    pub activations: ActivationPolicy,
+}
+
+/// Why a graph could not be lowered.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum LowerError {
+    /// The graph does not verify.
+    #[error("the model does not verify ({} problem(s)); run `hecc check` for details", .0.len())]
+    #[diagnostic(code(hecc::lower::invalid))]
+    Invalid(Vec<GraphError>),
+    /// An op needs an approximation policy that was not given.
+    #[error("node `{node}` ({op}) needs an approximation: {hint}")]
+    #[diagnostic(code(hecc::lower::needs_approximation))]
+    NeedsApproximation {
+        /// Node name.
+        node: String,
+        /// Op mnemonic.
+        op: &'static str,
+        /// What to pass.
+        hint: &'static str,
+    },
+    /// A weight named by a node is missing (the verifier normally catches this).
+    #[error("node `{node}`: weight `{weight}` is missing")]
+    #[diagnostic(code(hecc::lower::missing_weight))]
+    MissingWeight {
+        /// Node name.
+        node: String,
+        /// Weight name.
+        weight: String,
+    },
+    /// An output element does not depend on the input.
+    #[error("output `{output}` element {index} is a constant ({value}); nothing to encrypt")]
+    #[diagnostic(code(hecc::lower::constant_output))]
+    ConstantOutput {
+        /// Output node name.
+        output: String,
+        /// Element index.
+        index: usize,
+        /// The constant.
+        value: f64,
+    },
+    /// The batch does not fit the slots.
+    #[error("batch of {batch} images does not fit {slots} slots")]
+    #[diagnostic(
+        code(hecc::lower::batch),
+        help("use a smaller --batch or a larger ring degree")
+    )]
+    BatchTooLarge {
+        /// Requested batch.
+        batch: u32,
+        /// Slots available.
+        slots: u32,
+    },
+    /// Building the HE IR failed (a lowering bug if it happens).
+    #[error("building the HE circuit failed at node `{node}`: {source}")]
+    #[diagnostic(code(hecc::lower::build))]
+    Build {
+        /// Tensor node being lowered.
+        node: String,
+        /// The builder error.
+        #[source]
+        source: HeError,
+    },
+}
+
+/// Lowers `g` to an unmanaged HE module in the batch layout.
+pub fn lower_batch(g: &Graph, opts: &LowerOptions) -> Result<Module, LowerError> {
+    let shapes = verify(g).map_err(LowerError::Invalid)?;
+    if opts.batch == 0 || opts.batch > opts.slots {
+        return Err(LowerError::BatchTooLarge {
+            batch: opts.batch,
+            slots: opts.slots,
+        });
+    }
+    let order = g.topo_order().ok_or_else(|| LowerError::Invalid(vec![]))?;
+    let mut module = Module::new(Meta {
+        name: g.name.clone(),
+        batch: opts.batch,
+        log_scale: LogScale(opts.log_scale),
+    });
+    let layout = module
+        .add_layout("batch", Layout::BATCH)
+        .map_err(|source| LowerError::Build {
+            node: "<module>".into(),
+            source,
+        })?;
+    let mut em = Emitter::new(&mut module, LogScale(opts.log_scale));
+    let mut vals: HashMap<NodeId, Vec<Elem>> = HashMap::new();
+    for id in order {
+        let Some(node) = g.node(id) else { continue };
+        let name = node.name.clone();
+        let build = |source: HeError| LowerError::Build {
+            node: name.clone(),
+            source,
+        };
+        let elems: Vec<&Vec<Elem>> = g
+            .operand_ids(id)
+            .iter()
+            .filter_map(|o| vals.get(o))
+            .collect();
+        // Linear ops read elements as they are; every other op reads materialised values.
+        let linear = matches!(
+            node.op,
+            Op::Conv2d { .. }
+                | Op::Dense { .. }
+                | Op::AvgPool { .. }
+                | Op::GlobalAvgPool
+                | Op::Flatten
+                | Op::Reshape { .. }
+                | Op::Concat { .. }
+        );
+        let mut ins_owned: Vec<Vec<Lazy>> = Vec::new();
+        if !linear {
+            for e in &elems {
+                ins_owned.push(
+                    e.iter()
+                        .map(|x| materialize(&mut em, x))
+                        .collect::<Result<_, _>>()
+                        .map_err(&build)?,
+                );
+            }
+        }
+        let ins: Vec<&Vec<Lazy>> = ins_owned.iter().collect();
+        let in_shape = g
+            .operand_ids(id)
+            .first()
+            .and_then(|o| shapes.get(o))
+            .cloned()
+            .unwrap_or_default();
+        let out_shape = shapes.get(&id).cloned().unwrap_or_default();
+        let weight = |w: &str| -> Result<&Tensor, LowerError> {
+            g.weights.get(w).ok_or_else(|| LowerError::MissingWeight {
+                node: node.name.clone(),
+                weight: w.into(),
+            })
+        };
+        let out: Vec<Elem> = match &node.op {
+            Op::Input { shape, norm } => {
+                let c = shape.first().copied().unwrap_or(1).max(1);
+                let per_c = shape.numel() / c;
+                let mut v = Vec::with_capacity(shape.numel());
+                for k in 0..shape.numel() {
+                    let ch = k / per_c.max(1);
+                    let pick = |xs: &Vec<f64>, d: f64| {
+                        if xs.len() == 1 {
+                            xs[0]
+                        } else {
+                            xs.get(ch).copied().unwrap_or(d)
+                        }
+                    };
+                    let (mean, std) = (pick(&norm.mean, 0.0), pick(&norm.std, 1.0));
+                    let ct = em
+                        .module
+                        .input(
+                            &node.name,
+                            k as u32,
+                            Level(0),
+                            LogScale(opts.log_scale),
+                            opts.slots,
+                            layout,
+                        )
+                        .map_err(&build)?;
+                    em.fresh(ct);
+                    v.push(Elem::L(Lazy {
+                        ct: Some(ct),
+                        m: 1.0 / std,
+                        o: -mean / std,
+                    }));
+                }
+                v
+            }
+            Op::Conv2d {
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                groups,
+                weight: w,
+                bias,
+            } => {
+                let wt: Vec<f64> = weight(w)?.iter().copied().collect();
+                let bs: Option<Vec<f64>> = match bias {
+                    Some(b) => Some(weight(b)?.iter().copied().collect()),
+                    None => None,
+                };
+                let (c_in, h, wd) = (in_shape[0], in_shape[1], in_shape[2]);
+                let (oh, ow) = (out_shape[1], out_shape[2]);
+                let (kh, kw) = (kernel[0], kernel[1]);
+                let cg = c_in / groups;
+                let og = out_channels / groups;
+                let x = elems[0];
+                let mut v = Vec::with_capacity(out_shape.numel());
+                for o in 0..*out_channels {
+                    let grp = o / og.max(1);
+                    for y in 0..oh {
+                        for xx in 0..ow {
+                            let mut terms = Vec::with_capacity(cg * kh * kw);
+                            for ci in 0..cg {
+                                let c = grp * cg + ci;
+                                for i in 0..kh {
+                                    let iy = (y * stride[0] + i) as isize - padding[0] as isize;
+                                    if iy < 0 || iy >= h as isize {
+                                        continue;
+                                    }
+                                    for j in 0..kw {
+                                        let ix =
+                                            (xx * stride[1] + j) as isize - padding[1] as isize;
+                                        if ix < 0 || ix >= wd as isize {
+                                            continue;
+                                        }
+                                        let wv = wt[((o * cg + ci) * kh + i) * kw + j];
+                                        terms.push((
+                                            &x[(c * h + iy as usize) * wd + ix as usize],
+                                            wv,
+                                        ));
+                                    }
+                                }
+                            }
+                            let (terms, extra) = expand(&terms);
+                            let b = bs.as_ref().map_or(0.0, |b| b[o]) + extra;
+                            v.push(Elem::L(em.mac(&terms, b).map_err(&build)?));
+                        }
+                    }
+                }
+                v
+            }
+            Op::Dense {
+                out_features,
+                weight: w,
+                bias,
+            } => {
+                let wt: Vec<f64> = weight(w)?.iter().copied().collect();
+                let bs: Option<Vec<f64>> = match bias {
+                    Some(b) => Some(weight(b)?.iter().copied().collect()),
+                    None => None,
+                };
+                let x = elems[0];
+                let n_in = x.len();
+                let mut v = Vec::with_capacity(*out_features);
+                for o in 0..*out_features {
+                    let terms: Vec<(&Elem, f64)> =
+                        (0..n_in).map(|i| (&x[i], wt[o * n_in + i])).collect();
+                    let (terms, extra) = expand(&terms);
+                    v.push(Elem::L(
+                        em.mac(&terms, bs.as_ref().map_or(0.0, |b| b[o]) + extra)
+                            .map_err(&build)?,
+                    ));
+                }
+                v
+            }
+            Op::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                epsilon,
+            } => {
+                let (g_, b_, m_, v_) = (weight(gamma)?, weight(beta)?, weight(mean)?, weight(var)?);
+                let c = in_shape.first().copied().unwrap_or(1).max(1);
+                let per_c = in_shape.numel() / c;
+                ins[0]
+                    .iter()
+                    .enumerate()
+                    .map(|(k, x)| {
+                        let ch = k / per_c.max(1);
+                        let s = g_.iter().nth(ch).copied().unwrap_or(1.0)
+                            / (v_.iter().nth(ch).copied().unwrap_or(1.0) + epsilon).sqrt();
+                        let sh = b_.iter().nth(ch).copied().unwrap_or(0.0)
+                            - m_.iter().nth(ch).copied().unwrap_or(0.0) * s;
+                        Elem::L(x.affine(s, sh))
+                    })
+                    .collect()
+            }
+            Op::Flatten | Op::Reshape { .. } => elems[0].clone(),
+            Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+            } => {
+                let div = 1.0 / (kernel[0] * kernel[1]) as f64;
+                pool(
+                    &in_shape,
+                    &out_shape,
+                    *kernel,
+                    *stride,
+                    *padding,
+                    elems[0],
+                    |terms| sum_scaled(&mut em, terms, div),
+                )
+                .map_err(&build)?
+            }
+            Op::GlobalAvgPool => {
+                let (c, hw) = (in_shape[0], in_shape[1] * in_shape[2]);
+                let div = 1.0 / hw as f64;
+                let mut v = Vec::with_capacity(c);
+                for ch in 0..c {
+                    let t: Vec<&Elem> = (0..hw).map(|k| &elems[0][ch * hw + k]).collect();
+                    v.push(sum_scaled(&mut em, &t, div).map_err(&build)?);
+                }
+                v
+            }
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            } => {
+                let Some(approx) = opts.activations.max.clone() else {
+                    return Err(LowerError::NeedsApproximation {
+                        node: node.name.clone(),
+                        op: "max_pool",
+                        hint: "choose a max-pool policy (e.g. --activation minimax with a range)",
+                    });
+                };
+                let x: Vec<Elem> = ins[0].iter().map(|&l| Elem::L(l)).collect();
+                pool(
+                    &in_shape,
+                    &out_shape,
+                    *kernel,
+                    *stride,
+                    *padding,
+                    &x,
+                    |terms| {
+                        let mut layer: Vec<Lazy> = terms
+                            .iter()
+                            .map(|e| match e {
+                                Elem::L(l) => *l,
+                                Elem::Lin(_) => Lazy::constant(0.0),
+                            })
+                            .collect();
+                        while layer.len() > 1 {
+                            let mut next = Vec::with_capacity(layer.len().div_ceil(2));
+                            for pair in layer.chunks(2) {
+                                next.push(if pair.len() == 2 {
+                                    max2(&mut em, &approx, pair[0], pair[1])?
+                                } else {
+                                    pair[0]
+                                });
+                            }
+                            layer = next;
+                        }
+                        Ok(Elem::L(layer[0]))
+                    },
+                )
+                .map_err(&build)?
+            }
+            Op::Concat { axis } => concat(
+                &elems,
+                &g.operand_ids(id)
+                    .iter()
+                    .map(|o| shapes.get(o).cloned().unwrap_or_default())
+                    .collect::<Vec<_>>(),
+                *axis,
+            ),
+            Op::Add => {
+                let mut acc = ins[0].clone();
+                for other in &ins[1..] {
+                    for (a, b) in acc.iter_mut().zip(other.iter()) {
+                        *a = em.add(*a, *b).map_err(&build)?;
+                    }
+                }
+                acc.into_iter().map(Elem::L).collect()
+            }
+            Op::Scale { factor } => ins[0]
+                .iter()
+                .map(|x| Elem::L(x.affine(*factor, 0.0)))
+                .collect(),
+            Op::Square => ins[0]
+                .iter()
+                .map(|&x| em.quadratic(x, 1.0, 0.0, 0.0).map(Elem::L))
+                .collect::<Result<_, _>>()
+                .map_err(&build)?,
+            Op::Poly { coeffs } => {
+                let deg = coeffs.iter().rposition(|c| *c != 0.0).unwrap_or(0);
+                if deg <= 2 {
+                    let c = |i: usize| coeffs.get(i).copied().unwrap_or(0.0);
+                    ins[0]
+                        .iter()
+                        .map(|&x| em.quadratic(x, c(2), c(1), c(0)).map(Elem::L))
+                        .collect::<Result<_, _>>()
+                        .map_err(&build)?
+                } else {
+                    // The polynomial itself, as a Chebyshev series on [-1, 1] (exact conversion).
+                    let series = ChebSeries::interpolate(-1.0, 1.0, deg, |x| {
+                        coeffs.iter().rev().fold(0.0, |a, c| a * x + c)
+                    });
+                    let plan = EvalPlan::for_series(&series);
+                    ins[0]
+                        .iter()
+                        .map(|&x| run_plan(&mut em, &plan, x).map(Elem::L))
+                        .collect::<Result<_, _>>()
+                        .map_err(&build)?
+                }
+            }
+            Op::Quadratic {
+                granularity,
+                coeffs,
+            } => {
+                let t: Vec<f64> = weight(coeffs)?.iter().copied().collect();
+                let n = in_shape.numel();
+                let c = in_shape.first().copied().unwrap_or(1).max(1);
+                let per_c = n / c;
+                let (stride, idx): (usize, Box<dyn Fn(usize) -> usize>) = match granularity {
+                    Granularity::Layer => (1, Box::new(|_| 0)),
+                    Granularity::Channel => (c, Box::new(move |k| k / per_c.max(1))),
+                    Granularity::Element => (n, Box::new(|k| k)),
+                };
+                ins[0]
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &x)| {
+                        let i = idx(k);
+                        em.quadratic(x, t[i], t[stride + i], t[2 * stride + i])
+                            .map(Elem::L)
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(&build)?
+            }
+            Op::Relu => {
+                let Some(approx) = opts.activations.relu.clone() else {
+                    return Err(LowerError::NeedsApproximation {
+                        node: node.name.clone(),
+                        op: "relu",
+                        hint: "choose a ReLU policy with --activation (square, least-squares, chebyshev, minimax ...)",
+                    });
+                };
+                ins[0]
+                    .iter()
+                    .map(|&x| apply_approx(&mut em, &approx, x).map(Elem::L))
+                    .collect::<Result<_, _>>()
+                    .map_err(&build)?
+            }
+        };
+        vals.insert(id, out);
+    }
+    for &out in &g.outputs {
+        let Some(node) = g.node(out) else { continue };
+        let elems = vals.get(&out).cloned().unwrap_or_default();
+        for (k, e) in elems.into_iter().enumerate() {
+            let build = |source: HeError| LowerError::Build {
+                node: node.name.clone(),
+                source,
+            };
+            let x = materialize(&mut em, &e).map_err(&build)?;
+            let Some(v) = em.materialize(x).map_err(&build)? else {
+                return Err(LowerError::ConstantOutput {
+                    output: node.name.clone(),
+                    index: k,
+                    value: x.o,
+                });
+            };
+            em.module.output(v, &node.name, k as u32).map_err(&build)?;
+        }
+    }
+    Ok(module)
+}
+
+/// `div * sum(terms)`: plain additions when the terms share their pending factor up to sign (no
+/// level), else a linear combination left for the next linear layer to absorb, else a
+/// multiply-accumulate.
+fn sum_scaled(em: &mut Emitter<'_>, terms: &[&Elem], div: f64) -> Result<Elem, HeError> {
+    let lazies: Option<Vec<Lazy>> = terms
+        .iter()
+        .map(|e| match e {
+            Elem::L(l) => Some(*l),
+            Elem::Lin(_) => None,
+        })
+        .collect();
+    if let Some(ls) = lazies {
+        let m0 = ls.iter().find(|l| l.ct.is_some()).map(|l| l.m.abs());
+        let same = ls.iter().all(|l| l.ct.is_none() || Some(l.m.abs()) == m0);
+        if same {
+            let mut acc = Lazy::constant(0.0);
+            for l in ls {
+                acc = em.add(acc, l)?;
+            }
+            return Ok(Elem::L(acc.affine(div, 0.0)));
+        }
+    }
+    let t: Vec<(&Elem, f64)> = terms.iter().map(|&x| (x, div)).collect();
+    let (t, b) = expand(&t);
+    Ok(if t.len() <= MAX_FOLDED_TERMS {
+        Elem::Lin(Rc::new((t, b)))
+    } else {
+        Elem::L(em.mac(&t, b)?)
+    })
+}
+
+/// Runs an evaluation plan on a lazy value.
+pub fn run_plan(em: &mut Emitter<'_>, plan: &EvalPlan, x: Lazy) -> Result<Lazy, HeError> {
+    let mut regs: Vec<Lazy> = Vec::with_capacity(plan.ops.len());
+    for op in &plan.ops {
+        let r = match *op {
+            PlanOp::Input => x,
+            PlanOp::Mul(a, b) => em.mul(regs[a], regs[b])?,
+            PlanOp::MulScalar(a, c) => regs[a].affine(c, 0.0),
+            PlanOp::MulInt(a, k) => regs[a].affine(k as f64, 0.0),
+            PlanOp::Add(a, b) => em.add(regs[a], regs[b])?,
+            PlanOp::Sub(a, b) => em.add(regs[a], regs[b].affine(-1.0, 0.0))?,
+            PlanOp::AddScalar(a, c) => regs[a].affine(1.0, c),
+        };
+        regs.push(r);
+    }
+    Ok(regs.get(plan.output).copied().unwrap_or(x))
+}
+
+/// Applies an activation approximation to a lazy value.
+pub fn apply_approx(em: &mut Emitter<'_>, a: &ActivationApprox, x: Lazy) -> Result<Lazy, HeError> {
+    match &a.form {
+        ApproxForm::Series(s) => {
+            // Unit variable y = (2x - lo - hi) / (hi - lo): free on a lazy value.
+            let k = 2.0 / (s.hi - s.lo);
+            let y = x.affine(k, -(s.lo + s.hi) / (s.hi - s.lo));
+            let unit = ChebSeries::new(-1.0, 1.0, s.coeffs.clone());
+            run_plan(em, &EvalPlan::for_series(&unit), y)
+        }
+        ApproxForm::SignBased(cs) => {
+            let t = x.affine(1.0 / a.range, 0.0);
+            let mut s = t;
+            for stage in &cs.stages {
+                s = run_plan(em, &EvalPlan::for_series(stage), s)?;
+            }
+            let ts = em.mul(t, s)?;
+            let sum = em.add(t, ts)?;
+            Ok(sum.affine(a.range / 2.0, 0.0))
+        }
+    }
+}
+
+/// `max(a, b) = ((a + b) + (a - b) sign(a - b)) / 2`, using the sign-based approximation's
+/// composite sign scaled to its range.
+fn max2(em: &mut Emitter<'_>, a: &ActivationApprox, x: Lazy, y: Lazy) -> Result<Lazy, HeError> {
+    let d = em.add(x, y.affine(-1.0, 0.0))?;
+    // relu(d) + y = max(x, y)
+    let r = apply_approx(em, a, d)?;
+    em.add(r, y)
+}
+
+fn pool(
+    in_shape: &Shape,
+    out_shape: &Shape,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 4],
+    x: &[Elem],
+    mut f: impl FnMut(&[&Elem]) -> Result<Elem, HeError>,
+) -> Result<Vec<Elem>, HeError> {
+    let (c, h, w) = (in_shape[0], in_shape[1], in_shape[2]);
+    let (oh, ow) = (out_shape[1], out_shape[2]);
+    let mut v = Vec::with_capacity(out_shape.numel());
+    for ch in 0..c {
+        for y in 0..oh {
+            for xx in 0..ow {
+                let mut terms = Vec::with_capacity(kernel[0] * kernel[1]);
+                for i in 0..kernel[0] {
+                    let iy = (y * stride[0] + i) as isize - padding[0] as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    for j in 0..kernel[1] {
+                        let ix = (xx * stride[1] + j) as isize - padding[1] as isize;
+                        if ix < 0 || ix >= w as isize {
+                            continue;
+                        }
+                        terms.push(&x[(ch * h + iy as usize) * w + ix as usize]);
+                    }
+                }
+                v.push(f(&terms)?);
+            }
+        }
+    }
+    Ok(v)
+}
+
+fn concat(ins: &[&Vec<Elem>], shapes: &[Shape], axis: usize) -> Vec<Elem> {
+    // Row-major: outer = product of dims before axis, inner = product after.
+    let outer: usize = shapes
+        .first()
+        .map_or(1, |s| s[..axis.min(s.len())].iter().product());
+    let mut v = Vec::new();
+    for o in 0..outer {
+        for (x, s) in ins.iter().zip(shapes) {
+            let block: usize = s[axis.min(s.len())..].iter().product();
+            v.extend_from_slice(&x[o * block..(o + 1) * block]);
+        }
+    }
+    v
+}

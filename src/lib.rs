@@ -1,2 +1,6 @@
 //! The hecc driver: composes front end, passes and runtime into the pipeline the CLI exposes.
 //! Only the CLI (`src/main.rs`) prints.
+
+pub mod check;
+pub mod compile;
+pub mod report_text;

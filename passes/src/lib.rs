@@ -3,3 +3,6 @@
 pub mod approx;
 pub mod he;
 pub mod lower;
+pub mod params;
+pub mod report;
+pub mod plan;

@@ -46,7 +46,7 @@ fn check(g: &Graph, batch: usize, policy: RescalePolicy) -> (u32, f64) {
         log_scale: 40.0,
         activations: Default::default(),
     };
-    let raw = lower_batch(g, &opts).unwrap();
+    let raw = lower_batch(g, &opts).unwrap().module;
     let m = manage(&raw, policy, None).unwrap();
     verify(&m, &VerifyOptions::STRICT).unwrap_or_else(|e| panic!("{policy:?}: {e:?}"));
     let outs = interpret(&m, |_, index, _, _| {
@@ -102,7 +102,7 @@ fn debug_dump_lenet_always() {
         log_scale: 40.0,
         activations: Default::default(),
     };
-    let raw = lower_batch(&g, &opts).unwrap();
+    let raw = lower_batch(&g, &opts).unwrap().module;
     let m = manage(&raw, RescalePolicy::Always, None).unwrap();
     let text = hecc_ir::text::he_print::print_module(&m, &Default::default());
     std::fs::write("/tmp/lenet_always.he", text).unwrap();
@@ -126,7 +126,7 @@ fn time_squeezenet_phases() {
         log_scale: 40.0,
         activations: Default::default(),
     };
-    let raw = lower_batch(&g, &opts).unwrap();
+    let raw = lower_batch(&g, &opts).unwrap().module;
     eprintln!("lower: {:?}, {} nodes", t.elapsed(), raw.len());
     let t = std::time::Instant::now();
     let m = manage(&raw, RescalePolicy::Waterline, None).unwrap();

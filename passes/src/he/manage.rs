@@ -100,6 +100,24 @@ pub enum ManageError {
 
 const PROVISIONAL_TOP: u32 = 4096;
 
+/// A managed module with, for every new node, the source node whose rebuild created it.
+#[derive(Debug)]
+pub struct Managed {
+    /// The managed circuit.
+    pub module: Module,
+    /// `(first new id, source id)` in increasing order of new id: new nodes from `first` up to
+    /// the next entry were created while rebuilding `source`.
+    pub origin: Vec<(u32, ValueId)>,
+}
+
+impl Managed {
+    /// The source node a new node came from.
+    pub fn origin_of(&self, v: ValueId) -> Option<ValueId> {
+        let i = self.origin.partition_point(|&(start, _)| start <= v.0);
+        i.checked_sub(1).map(|i| self.origin[i].1)
+    }
+}
+
 /// Manages `src` with `policy`. Without `params`, picks the top level equal to the depth; with
 /// `params`, starts at the top level of the parameters (and fails if that is not enough).
 pub fn manage(
@@ -107,10 +125,20 @@ pub fn manage(
     policy: RescalePolicy,
     params: Option<&Params>,
 ) -> Result<Module, ManageError> {
+    manage_traced(src, policy, params).map(|m| m.module)
+}
+
+/// Like [`manage`], also returning where each new node came from.
+pub fn manage_traced(
+    src: &Module,
+    policy: RescalePolicy,
+    params: Option<&Params>,
+) -> Result<Managed, ManageError> {
     let trial = rebuild(src, policy, Level(PROVISIONAL_TOP), None)?;
     let lowest = trial
+        .module
         .ids()
-        .filter_map(|v| trial.ty(v))
+        .filter_map(|v| trial.module.ty(v))
         .map(|t| t.level().0)
         .min()
         .unwrap_or(PROVISIONAL_TOP);
@@ -119,7 +147,8 @@ pub fn manage(
         None => {
             // Without primes every rescale removes the same bits, so shifting the levels of the
             // trial build is exactly a rebuild at the right top level.
-            let mut m = trial;
+            let mut managed = trial;
+            let m = &mut managed.module;
             let shift = PROVISIONAL_TOP - depth;
             let ids: Vec<ValueId> = m.ids().collect();
             for v in ids {
@@ -130,7 +159,7 @@ pub fn manage(
                     }
                 }
             }
-            Ok(m)
+            Ok(managed)
         }
         Some(p) => {
             let available = p.primes.len().saturating_sub(1) as u32;
@@ -276,7 +305,7 @@ fn rebuild(
     policy: RescalePolicy,
     top: Level,
     params: Option<Params>,
-) -> Result<Module, ManageError> {
+) -> Result<Managed, ManageError> {
     let mut out = Module::new(src.meta.clone());
     out.params = params;
     for (_, name, layout) in src.layouts() {
@@ -299,8 +328,15 @@ fn rebuild(
         rescaled: HashMap::new(),
     };
     let order = toposort(src.graph(), None).map_err(|_| ManageError::Cycle)?;
+    let mut origin: Vec<(u32, ValueId)> = Vec::with_capacity(order.len());
     for ix in order {
         let v = ValueId::from_node(ix);
+        let next_id = r.out.graph().node_indices().next_back().map_or(0, |i| i.index() as u32 + 1);
+        if origin.last().is_none_or(|&(start, _)| start < next_id) {
+            origin.push((next_id, v));
+        } else if let Some(last) = origin.last_mut() {
+            last.1 = v;
+        }
         let Some(node) = src.node(v) else { continue };
         let code = node.op.opcode();
         let b = |source| ManageError::Build { node: v, source };
@@ -419,5 +455,5 @@ fn rebuild(
     }
     let mut out = r.out;
     crate::he::dce(&mut out);
-    Ok(out)
+    Ok(Managed { module: out, origin })
 }

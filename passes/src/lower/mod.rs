@@ -136,8 +136,38 @@ pub enum LowerError {
     },
 }
 
+/// A tensor-graph node and the HE nodes its lowering created.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LayerSpan {
+    /// Node name.
+    pub name: String,
+    /// Op mnemonic.
+    pub op: String,
+    /// Output shape.
+    pub shape: Vec<usize>,
+    /// HE node ids from the previous span's `end` up to (excluding) this `end`.
+    pub end: u32,
+}
+
+/// The result of lowering.
+#[derive(Debug)]
+pub struct Lowered {
+    /// The unmanaged circuit.
+    pub module: Module,
+    /// Which HE nodes each tensor node produced, in lowering order.
+    pub layers: Vec<LayerSpan>,
+}
+
+impl Lowered {
+    /// Index into [`Lowered::layers`] of the layer that created HE node `v`.
+    pub fn layer_of(&self, v: hecc_ir::he::ValueId) -> Option<usize> {
+        let i = self.layers.partition_point(|l| l.end <= v.0);
+        (i < self.layers.len()).then_some(i)
+    }
+}
+
 /// Lowers `g` to an unmanaged HE module in the batch layout.
-pub fn lower_batch(g: &Graph, opts: &LowerOptions) -> Result<Module, LowerError> {
+pub fn lower_batch(g: &Graph, opts: &LowerOptions) -> Result<Lowered, LowerError> {
     let shapes = verify(g).map_err(LowerError::Invalid)?;
     if opts.batch == 0 || opts.batch > opts.slots {
         return Err(LowerError::BatchTooLarge {
@@ -159,6 +189,7 @@ pub fn lower_batch(g: &Graph, opts: &LowerOptions) -> Result<Module, LowerError>
         })?;
     let mut em = Emitter::new(&mut module, LogScale(opts.log_scale));
     let mut vals: HashMap<NodeId, Vec<Elem>> = HashMap::new();
+    let mut layers: Vec<LayerSpan> = Vec::new();
     for id in order {
         let Some(node) = g.node(id) else { continue };
         let name = node.name.clone();
@@ -504,6 +535,12 @@ pub fn lower_batch(g: &Graph, opts: &LowerOptions) -> Result<Module, LowerError>
             }
         };
         vals.insert(id, out);
+        layers.push(LayerSpan {
+            name: node.name.clone(),
+            op: node.op.mnemonic().to_string(),
+            shape: out_shape.0.clone(),
+            end: em.module.graph().node_indices().next_back().map_or(0, |i| i.index() as u32 + 1),
+        });
     }
     for &out in &g.outputs {
         let Some(node) = g.node(out) else { continue };
@@ -523,8 +560,11 @@ pub fn lower_batch(g: &Graph, opts: &LowerOptions) -> Result<Module, LowerError>
             };
             em.module.output(v, &node.name, k as u32).map_err(&build)?;
         }
+        if let Some(last) = layers.last_mut() {
+            last.end = em.module.graph().node_indices().next_back().map_or(0, |i| i.index() as u32 + 1);
+        }
     }
-    Ok(module)
+    Ok(Lowered { module, layers })
 }
 
 /// `div * sum(terms)`: plain additions when the terms share their pending factor up to sign (no

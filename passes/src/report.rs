@@ -1,0 +1,340 @@
+//! Reports: per-layer and total operation counts, levels, depth, ciphertexts, memory, keys and
+//! estimated time of a managed circuit. Plain data (serde), printed by the CLI.
+
+use crate::lower::Lowered;
+use crate::he::Managed;
+use crate::params::ParamChoice;
+use hecc_ir::he::{Module, Op, ValueId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+
+/// Operation counts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OpCounts {
+    /// Ciphertext-ciphertext products (mul, square).
+    pub ct_mults: u64,
+    /// Ciphertext-plaintext products.
+    pub pt_mults: u64,
+    /// Ciphertext-scalar products (each multiply-accumulate term counts one).
+    pub scalar_mults: u64,
+    /// Additions and subtractions (of ciphertexts, plaintexts or constants).
+    pub additions: u64,
+    /// Relinearizations.
+    pub relins: u64,
+    /// Rescales.
+    pub rescales: u64,
+    /// Level drops.
+    pub drops: u64,
+    /// Rotations (and conjugations).
+    pub rotations: u64,
+    /// Distinct rotation steps.
+    pub rotation_steps: BTreeSet<i32>,
+}
+
+impl OpCounts {
+    fn add_node(&mut self, m: &Module, v: ValueId) {
+        let Some(n) = m.node(v) else { return };
+        match &n.op {
+            Op::Input { .. } | Op::Encode { .. } | Op::Output { .. } | Op::Negate => {}
+            Op::Add | Op::Sub | Op::AddPlain | Op::SubPlain | Op::AddScalar { .. } => self.additions += 1,
+            Op::Mul | Op::Square => self.ct_mults += 1,
+            Op::MulPlain => self.pt_mults += 1,
+            Op::MulScalar { .. } | Op::MulInteger { .. } => self.scalar_mults += 1,
+            Op::Mac(a) => {
+                self.scalar_mults += a.coeffs.len() as u64;
+                self.additions += a.coeffs.len().saturating_sub(1) as u64 + u64::from(a.bias.is_some());
+            }
+            Op::Relinearize => self.relins += 1,
+            Op::Rescale => self.rescales += 1,
+            Op::DropLevel { .. } => self.drops += 1,
+            Op::Rotate { steps } => {
+                self.rotations += 1;
+                self.rotation_steps.insert(*steps);
+            }
+            Op::Conjugate => self.rotations += 1,
+        }
+    }
+
+    fn merge(&mut self, o: &OpCounts) {
+        self.ct_mults += o.ct_mults;
+        self.pt_mults += o.pt_mults;
+        self.scalar_mults += o.scalar_mults;
+        self.additions += o.additions;
+        self.relins += o.relins;
+        self.rescales += o.rescales;
+        self.drops += o.drops;
+        self.rotations += o.rotations;
+        self.rotation_steps.extend(o.rotation_steps.iter().copied());
+    }
+}
+
+/// One tensor layer in the report.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LayerReport {
+    /// Node name.
+    pub name: String,
+    /// Op mnemonic.
+    pub op: String,
+    /// Output shape per image.
+    pub shape: Vec<usize>,
+    /// Highest level among the values the layer reads (None for inputs).
+    pub level_in: Option<u32>,
+    /// Lowest level of the values the layer produces.
+    pub level_out: Option<u32>,
+    /// Levels consumed by the layer.
+    pub depth: u32,
+    /// Operation counts.
+    pub ops: OpCounts,
+    /// Ciphertexts the layer leaves for its consumers.
+    pub ciphertexts: u64,
+    /// Their size in bytes.
+    pub bytes: u64,
+    /// Estimated time from the cost table, in seconds.
+    pub est_seconds: Option<f64>,
+}
+
+/// Key material sizes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyReport {
+    /// Public key bytes.
+    pub public_key: u64,
+    /// Relinearization key bytes.
+    pub relin_key: u64,
+    /// Rotation steps needing a Galois key.
+    pub rotation_steps: Vec<i32>,
+    /// Bytes of all Galois keys.
+    pub galois_keys: u64,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    /// Model name.
+    pub model: String,
+    /// Layout name.
+    pub layout: String,
+    /// Images per run.
+    pub batch: u32,
+    /// Rescale policy.
+    pub rescale_policy: String,
+    /// Activation policy.
+    pub activation: String,
+    /// Parameters.
+    pub params: ParamChoice,
+    /// Levels consumed end to end.
+    pub depth: u32,
+    /// Per layer.
+    pub layers: Vec<LayerReport>,
+    /// Totals.
+    pub totals: OpCounts,
+    /// HE nodes in the plan.
+    pub nodes: u64,
+    /// Keys.
+    pub keys: KeyReport,
+    /// Peak bytes of live ciphertexts in the plan's schedule.
+    pub peak_ciphertext_bytes: u64,
+    /// Peak number of live ciphertexts.
+    pub peak_ciphertexts: u64,
+    /// Estimated total time (s) from the cost table, if one was given.
+    pub est_seconds: Option<f64>,
+    /// Where the cost table came from.
+    pub cost_table: Option<String>,
+}
+
+/// Bytes of a ciphertext with `size` polynomials at `level` for ring degree `2^log_n`.
+pub fn ciphertext_bytes(log_n: u32, level: u32, size: u8) -> u64 {
+    u64::from(size) * (1u64 << log_n) * u64::from(level + 1) * 8
+}
+
+/// Measured costs of the backend's primitives (written by `hecc calibrate`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CostTable {
+    /// Description of the machine and run.
+    pub source: String,
+    /// Entries: `(log_n, op, microseconds per limb)`.
+    pub entries: Vec<CostEntry>,
+}
+
+/// One measured primitive.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CostEntry {
+    /// log2 N.
+    pub log_n: u32,
+    /// Primitive: `mul`, `relin`, `rescale`, `rotate`, `add`, `scalar_mul`, `mul_plain`.
+    pub op: String,
+    /// Microseconds per limb (cost grows linearly with the level).
+    pub us_per_limb: f64,
+}
+
+impl CostTable {
+    fn per_limb(&self, log_n: u32, op: &str) -> Option<f64> {
+        self.entries.iter().find(|e| e.log_n == log_n && e.op == op).map(|e| e.us_per_limb)
+    }
+
+    /// Estimated seconds for node `v` of `m`, or `None` when an op is missing from the table.
+    fn seconds(&self, log_n: u32, m: &Module, v: ValueId) -> Option<f64> {
+        let n = m.node(v)?;
+        let limbs = f64::from(m.operands(v).first().and_then(|&o| m.ty(o)).map_or(n.ty.level().0, |t| t.level().0) + 1);
+        let c = |op: &str| self.per_limb(log_n, op).map(|u| u * limbs * 1e-6);
+        Some(match &n.op {
+            Op::Input { .. } | Op::Encode { .. } | Op::Output { .. } | Op::DropLevel { .. } => 0.0,
+            Op::Add | Op::Sub | Op::AddPlain | Op::SubPlain | Op::AddScalar { .. } | Op::Negate => c("add")?,
+            Op::Mul | Op::Square => c("mul")?,
+            Op::MulPlain => c("mul_plain")?,
+            Op::MulScalar { .. } | Op::MulInteger { .. } => c("scalar_mul")?,
+            Op::Mac(a) => c("mac_term")? * a.coeffs.len() as f64,
+            Op::Relinearize => c("relin")?,
+            Op::Rescale => c("rescale")?,
+            Op::Rotate { .. } | Op::Conjugate => c("rotate")?,
+        })
+    }
+}
+
+/// Builds the report of a lowered and managed circuit.
+pub fn build(
+    lowered: &Lowered,
+    managed: &Managed,
+    params: &ParamChoice,
+    meta: (&str, &str, &str),
+    costs: Option<&CostTable>,
+) -> Report {
+    let m = &managed.module;
+    let log_n = params.log_n;
+    let mut layers: Vec<LayerReport> = lowered
+        .layers
+        .iter()
+        .map(|l| LayerReport {
+            name: l.name.clone(),
+            op: l.op.clone(),
+            shape: l.shape.clone(),
+            level_in: None,
+            level_out: None,
+            depth: 0,
+            ops: OpCounts::default(),
+            ciphertexts: 0,
+            bytes: 0,
+            est_seconds: costs.map(|_| 0.0),
+        })
+        .collect();
+    // Rescales and relinearizations belong to the layer of the value they act on, wherever the
+    // policy placed them.
+    let mut attributed: HashMap<ValueId, Option<usize>> = HashMap::new();
+    if let Ok(order) = petgraph::algo::toposort(m.graph(), None) {
+        for ix in order {
+            let v = ValueId::from_node(ix);
+            let own = managed.origin_of(v).and_then(|o| lowered.layer_of(o));
+            let l = match m.node(v).map(|n| &n.op) {
+                Some(Op::Rescale | Op::Relinearize) => {
+                    m.operands(v).first().and_then(|o| attributed.get(o).copied().flatten()).or(own)
+                }
+                _ => own,
+            };
+            attributed.insert(v, l);
+        }
+    }
+    let layer_of = |v: ValueId| attributed.get(&v).copied().flatten();
+    let mut totals = OpCounts::default();
+    let mut est_total = costs.map(|_| 0.0);
+    for v in m.ids() {
+        let Some(li) = layer_of(v) else { continue };
+        let Some(ty) = m.ty(v) else { continue };
+        let l = &mut layers[li];
+        l.ops.add_node(m, v);
+        let lvl = ty.level().0;
+        l.level_out = Some(l.level_out.map_or(lvl, |x| x.min(lvl)));
+        for o in m.operands(v) {
+            if layer_of(o) != Some(li) {
+                if let Some(t) = m.ty(o) {
+                    l.level_in = Some(l.level_in.map_or(t.level().0, |x| x.max(t.level().0)));
+                }
+            }
+        }
+        // Values read by another layer (or outputs) are what the layer leaves alive.
+        let users = m.users(v);
+        if users.iter().any(|&u| layer_of(u) != Some(li)) || matches!(m.node(v).map(|n| &n.op), Some(Op::Output { .. })) {
+            l.ciphertexts += 1;
+            l.bytes += ciphertext_bytes(log_n, lvl, ty.size());
+        }
+        if let (Some(t), Some(c)) = (costs, l.est_seconds.as_mut()) {
+            match t.seconds(log_n, m, v) {
+                Some(s) => *c += s,
+                None => l.est_seconds = None,
+            }
+        }
+    }
+    for l in &mut layers {
+        l.depth = match (l.level_in, l.level_out) {
+            (Some(i), Some(o)) => i.saturating_sub(o),
+            _ => 0,
+        };
+        totals.merge(&l.ops);
+        est_total = match (est_total, l.est_seconds) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+    }
+    let top = m.ids().filter_map(|v| m.ty(v)).map(|t| t.level().0).max().unwrap_or(0);
+    let bottom = m.ids().filter_map(|v| m.ty(v)).map(|t| t.level().0).min().unwrap_or(0);
+    let limbs_qp = u64::from(top + 1) + params.special_bits.len() as u64;
+    let n = 1u64 << log_n;
+    // Key-switching keys: dnum pairs of polynomials over QP; the uniform halves are seeded.
+    let ksk = u64::from(params.dnum) * n * limbs_qp * 8;
+    let steps: Vec<i32> = totals.rotation_steps.iter().copied().collect();
+    let (peak_ciphertexts, peak_ciphertext_bytes) = peak_live(m, log_n);
+    Report {
+        model: meta.0.into(),
+        layout: meta.1.into(),
+        batch: m.meta.batch,
+        rescale_policy: meta.2.into(),
+        activation: String::new(),
+        params: params.clone(),
+        depth: top - bottom,
+        layers,
+        totals,
+        nodes: m.len() as u64,
+        keys: KeyReport {
+            public_key: 2 * n * u64::from(top + 1) * 8,
+            relin_key: ksk,
+            galois_keys: ksk * steps.len() as u64,
+            rotation_steps: steps,
+        },
+        peak_ciphertexts,
+        peak_ciphertext_bytes,
+        est_seconds: est_total,
+        cost_table: costs.map(|c| c.source.clone()),
+    }
+}
+
+/// Peak number and bytes of live ciphertexts when the module runs in topological order
+/// (values freed after their last use).
+pub fn peak_live(m: &Module, log_n: u32) -> (u64, u64) {
+    let Ok(order) = petgraph::algo::toposort(m.graph(), None) else { return (0, 0) };
+    let mut remaining: HashMap<ValueId, usize> = HashMap::new();
+    let (mut live, mut bytes, mut peak, mut peak_bytes) = (0u64, 0u64, 0u64, 0u64);
+    for ix in order {
+        let v = ValueId::from_node(ix);
+        let Some(ty) = m.ty(v) else { continue };
+        let b = ciphertext_bytes(log_n, ty.level().0, ty.size());
+        let users = m.users(v).len();
+        if users > 0 {
+            remaining.insert(v, users);
+            live += 1;
+            bytes += b;
+        }
+        peak = peak.max(live);
+        peak_bytes = peak_bytes.max(bytes);
+        for o in m.operands(v) {
+            if let Some(r) = remaining.get_mut(&o) {
+                *r -= 1;
+                if *r == 0 {
+                    remaining.remove(&o);
+                    live -= 1;
+                    if let Some(t) = m.ty(o) {
+                        bytes -= ciphertext_bytes(log_n, t.level().0, t.size());
+                    }
+                }
+            }
+        }
+    }
+    (peak, peak_bytes)
+}

@@ -1,0 +1,414 @@
+//! CKKS encoding: the canonical embedding through an O(N log N) special FFT,
+//! plaintexts, and exact CRT decoding.
+//!
+//! Contract: a message of up to `N/2` complex (or real) slots, zero-padded to
+//! `N/2`, is mapped to the integer polynomial `round(scale * m)` where `m` has
+//! `m(zeta^(5^j)) = z_j` for `zeta = exp(i*pi/N)`, then reduced into the
+//! limbs of the requested level and put in NTT form. Decoding reconstructs
+//! each coefficient exactly from all limbs (multi-word CRT), centres it
+//! around zero, converts to `f64`, divides by the scale and evaluates the
+//! embedding. Scalars are encoded without an FFT as constant polynomials.
+
+use std::ops::{Add, Mul, Neg, Sub};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::context::Context;
+use super::error::{CkksError, Result};
+use super::poly::RnsPoly;
+
+/// A small complex number type (no external crate).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Complex64 {
+    /// Real part.
+    pub re: f64,
+    /// Imaginary part.
+    pub im: f64,
+}
+
+impl Complex64 {
+    /// `re + i*im`.
+    pub const fn new(re: f64, im: f64) -> Self {
+        Self { re, im }
+    }
+    /// Complex conjugate.
+    pub fn conj(self) -> Self {
+        Self::new(self.re, -self.im)
+    }
+    /// Modulus `|z|`.
+    pub fn norm(self) -> f64 {
+        self.re.hypot(self.im)
+    }
+    /// `exp(i*theta)`.
+    pub fn from_angle(theta: f64) -> Self {
+        Self::new(theta.cos(), theta.sin())
+    }
+    /// Multiplies by a real.
+    pub fn scale(self, s: f64) -> Self {
+        Self::new(self.re * s, self.im * s)
+    }
+}
+
+impl Add for Complex64 {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self::new(self.re + o.re, self.im + o.im)
+    }
+}
+impl Sub for Complex64 {
+    type Output = Self;
+    fn sub(self, o: Self) -> Self {
+        Self::new(self.re - o.re, self.im - o.im)
+    }
+}
+impl Mul for Complex64 {
+    type Output = Self;
+    fn mul(self, o: Self) -> Self {
+        Self::new(
+            self.re * o.re - self.im * o.im,
+            self.re * o.im + self.im * o.re,
+        )
+    }
+}
+impl Neg for Complex64 {
+    type Output = Self;
+    fn neg(self) -> Self {
+        Self::new(-self.re, -self.im)
+    }
+}
+
+/// An encoded message: a polynomial in NTT form at a level, with its scale.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plaintext {
+    pub(crate) poly: RnsPoly,
+    pub(crate) scale: f64,
+}
+
+impl Plaintext {
+    /// Level (number of ciphertext limbs minus one).
+    pub fn level(&self) -> usize {
+        self.poly.level()
+    }
+    /// Scale factor.
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+}
+
+/// Encoder/decoder of one parameter set.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    ctx: Arc<Context>,
+    /// Twiddles of the inverse special FFT at `[lenh + j]` for each stage.
+    inv_tw: Vec<Complex64>,
+    /// Twiddles of the forward special FFT at `[lenh + j]` for each stage.
+    fwd_tw: Vec<Complex64>,
+}
+
+fn bit_reverse_permute(v: &mut [Complex64]) {
+    let n = v.len();
+    let bits = n.trailing_zeros();
+    for i in 0..n {
+        let j = super::ntt::bit_reverse(i, bits);
+        if i < j {
+            v.swap(i, j);
+        }
+    }
+}
+
+pub(crate) fn check_scale(scale: f64) -> Result<()> {
+    if !(scale.is_finite() && scale >= 1.0) {
+        return Err(CkksError::InvalidInput(format!(
+            "scale {scale} must be finite and at least 1"
+        )));
+    }
+    Ok(())
+}
+
+impl Encoder {
+    /// Precomputes the FFT twiddles of the context's ring degree.
+    pub fn new(ctx: &Arc<Context>) -> Self {
+        let n = ctx.n();
+        let slots = n / 2;
+        let m = 2 * n; // order of zeta
+        let mut rot = Vec::with_capacity(slots);
+        let mut g = 1usize;
+        for _ in 0..slots {
+            rot.push(g);
+            g = (g * 5) % m;
+        }
+        let root = |k: usize| Complex64::from_angle(2.0 * std::f64::consts::PI * k as f64 / m as f64);
+        let mut inv_tw = vec![Complex64::default(); slots];
+        let mut fwd_tw = vec![Complex64::default(); slots];
+        let mut len = 2;
+        while len <= slots {
+            let lenh = len / 2;
+            let lenq = len * 4;
+            for j in 0..lenh {
+                let r = rot[j] % lenq;
+                fwd_tw[lenh + j] = root(r * (m / lenq));
+                inv_tw[lenh + j] = root((lenq - r) * (m / lenq));
+            }
+            len *= 2;
+        }
+        Self {
+            ctx: ctx.clone(),
+            inv_tw,
+            fwd_tw,
+        }
+    }
+
+    /// Number of slots, `N/2`.
+    pub fn slots(&self) -> usize {
+        self.ctx.n() / 2
+    }
+
+    /// Evaluates the embedding: coefficients (folded) -> slot values.
+    fn fft_special(&self, v: &mut [Complex64]) {
+        let size = v.len();
+        bit_reverse_permute(v);
+        let mut len = 2;
+        while len <= size {
+            let lenh = len / 2;
+            let tw = &self.fwd_tw[lenh..len];
+            for chunk in v.chunks_exact_mut(len) {
+                let (a, b) = chunk.split_at_mut(lenh);
+                for ((u, w), &t) in a.iter_mut().zip(b.iter_mut()).zip(tw) {
+                    let x = *u;
+                    let y = *w * t;
+                    *u = x + y;
+                    *w = x - y;
+                }
+            }
+            len *= 2;
+        }
+    }
+
+    /// Inverse of [`Self::fft_special`].
+    fn fft_special_inv(&self, v: &mut [Complex64]) {
+        let size = v.len();
+        let mut len = size;
+        while len >= 2 {
+            let lenh = len / 2;
+            let tw = &self.inv_tw[lenh..len];
+            for chunk in v.chunks_exact_mut(len) {
+                let (a, b) = chunk.split_at_mut(lenh);
+                for ((u, w), &t) in a.iter_mut().zip(b.iter_mut()).zip(tw) {
+                    let x = *u + *w;
+                    let y = (*u - *w) * t;
+                    *u = x;
+                    *w = y;
+                }
+            }
+            len /= 2;
+        }
+        bit_reverse_permute(v);
+        let inv = 1.0 / size as f64;
+        for x in v.iter_mut() {
+            *x = x.scale(inv);
+        }
+    }
+
+    fn check_level(&self, level: usize) -> Result<()> {
+        if level > self.ctx.max_level() {
+            return Err(CkksError::LevelUnavailable {
+                requested: level,
+                available: self.ctx.max_level(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Encodes up to `N/2` complex values at `level` and `scale`.
+    pub fn encode_complex(&self, values: &[Complex64], level: usize, scale: f64) -> Result<Plaintext> {
+        self.check_level(level)?;
+        check_scale(scale)?;
+        let slots = self.slots();
+        if values.len() > slots {
+            return Err(CkksError::InvalidInput(format!(
+                "{} values exceed the {slots} slots",
+                values.len()
+            )));
+        }
+        if values.iter().any(|z| !(z.re.is_finite() && z.im.is_finite())) {
+            return Err(CkksError::InvalidInput("non-finite value".into()));
+        }
+        let mut v = vec![Complex64::default(); slots];
+        v[..values.len()].copy_from_slice(values);
+        self.fft_special_inv(&mut v);
+        let n = self.ctx.n();
+        let mut coeffs = vec![0f64; n];
+        for (i, z) in v.iter().enumerate() {
+            coeffs[i] = (z.re * scale).round();
+            coeffs[i + slots] = (z.im * scale).round();
+        }
+        if coeffs.iter().any(|c| !c.is_finite()) {
+            return Err(CkksError::InvalidInput(
+                "scaled value is not finite".into(),
+            ));
+        }
+        let ctx = &self.ctx;
+        let mut poly = RnsPoly::zero(ctx, level + 1, 0, false);
+        poly.apply(ctx, |_, m, limb| {
+            for (o, &c) in limb.iter_mut().zip(&coeffs) {
+                *o = m.reduce_f64(c);
+            }
+        });
+        poly.to_ntt(ctx);
+        Ok(Plaintext { poly, scale })
+    }
+
+    /// Encodes up to `N/2` real values at `level` and `scale`.
+    pub fn encode(&self, values: &[f64], level: usize, scale: f64) -> Result<Plaintext> {
+        let v: Vec<Complex64> = values.iter().map(|&x| Complex64::new(x, 0.0)).collect();
+        self.encode_complex(&v, level, scale)
+    }
+
+    /// Encodes the real constant `c` in every slot (no FFT): the constant
+    /// polynomial `round(c * scale)`.
+    pub fn encode_scalar(&self, c: f64, level: usize, scale: f64) -> Result<Plaintext> {
+        self.check_level(level)?;
+        check_scale(scale)?;
+        let consts = scalar_limbs(&self.ctx, c, scale, level + 1)?;
+        let mut poly = RnsPoly::zero(&self.ctx, level + 1, 0, true);
+        poly.apply(&self.ctx, |i, _, limb| limb.fill(consts[i]));
+        Ok(Plaintext { poly, scale })
+    }
+
+    /// Decodes all `N/2` complex slots.
+    pub fn decode_complex(&self, pt: &Plaintext) -> Result<Vec<Complex64>> {
+        let ctx = &self.ctx;
+        let n = ctx.n();
+        let slots = n / 2;
+        check_scale(pt.scale)?;
+        let mut poly = pt.poly.clone();
+        poly.to_coeff(ctx);
+        let coeffs = crt_reconstruct_f64(ctx, &poly);
+        let inv = 1.0 / pt.scale;
+        let mut v: Vec<Complex64> = (0..slots)
+            .map(|i| Complex64::new(coeffs[i] * inv, coeffs[i + slots] * inv))
+            .collect();
+        self.fft_special(&mut v);
+        Ok(v)
+    }
+
+    /// Decodes the real parts of all `N/2` slots.
+    pub fn decode(&self, pt: &Plaintext) -> Result<Vec<f64>> {
+        Ok(self.decode_complex(pt)?.into_iter().map(|z| z.re).collect())
+    }
+}
+
+/// `round(c * scale)` reduced modulo each of the first `q_limbs` primes.
+pub(crate) fn scalar_limbs(ctx: &Context, c: f64, scale: f64, q_limbs: usize) -> Result<Vec<u64>> {
+    let v = (c * scale).round();
+    if !v.is_finite() {
+        return Err(CkksError::InvalidInput(format!(
+            "constant {c} at scale {scale} is not finite"
+        )));
+    }
+    Ok(ctx.moduli()[..q_limbs]
+        .iter()
+        .map(|m| m.reduce_f64(v))
+        .collect())
+}
+
+/// Exact CRT reconstruction of every coefficient of `poly` (coefficient form,
+/// no special limbs), centred in `(-Q/2, Q/2]`, converted to `f64`.
+pub(crate) fn crt_reconstruct_f64(ctx: &Context, poly: &RnsPoly) -> Vec<f64> {
+    let n = ctx.n();
+    let l = poly.level();
+    if l == 0 {
+        let q = ctx.moduli()[0].value();
+        return poly.data[..n]
+            .iter()
+            .map(|&x| if x > q / 2 { -((q - x) as f64) } else { x as f64 })
+            .collect();
+    }
+    let t = &ctx.levels[l].crt;
+    let w = t.words;
+    let moduli = &ctx.moduli()[..=l];
+    let inv_q: Vec<f64> = moduli.iter().map(|m| 1.0 / m.value() as f64).collect();
+    let mut out = vec![0f64; n];
+    out.par_chunks_mut(256)
+        .enumerate()
+        .for_each_init(
+            || (vec![0u64; w], vec![0u64; w]),
+            |(acc, tmp), (blk, chunk)| {
+                for (kk, o) in chunk.iter_mut().enumerate() {
+                    let k = blk * 256 + kk;
+                    acc.fill(0);
+                    let mut frac = 0f64;
+                    for (i, m) in moduli.iter().enumerate() {
+                        let (wi, wsi) = t.qhat_inv[i];
+                        let y = m.mul_shoup(poly.data[i * n + k], wi, wsi);
+                        frac += y as f64 * inv_q[i];
+                        // acc += y * qhat_i
+                        let mut carry = 0u128;
+                        for (a, &h) in acc.iter_mut().zip(&t.qhat[i]) {
+                            let s = *a as u128 + y as u128 * h as u128 + carry;
+                            *a = s as u64;
+                            carry = s >> 64;
+                        }
+                    }
+                    // acc < (l+1) Q; subtract floor(frac) * Q, correcting by one.
+                    let mut kq = frac.floor() as u64;
+                    loop {
+                        mul_words(&t.q, kq, tmp);
+                        if !less_than(acc, tmp) {
+                            sub_words(acc, tmp);
+                            break;
+                        }
+                        kq -= 1;
+                    }
+                    while !less_than(acc, &t.q) {
+                        sub_words(acc, &t.q);
+                    }
+                    // centre: if 2*acc > Q, value = acc - Q (negative)
+                    mul_words(acc, 2, tmp);
+                    *o = if less_than(&t.q, tmp) {
+                        tmp.copy_from_slice(&t.q);
+                        sub_words(tmp, acc);
+                        -words_to_f64(tmp)
+                    } else {
+                        words_to_f64(acc)
+                    };
+                }
+            },
+        );
+    out
+}
+
+fn mul_words(a: &[u64], m: u64, out: &mut [u64]) {
+    let mut carry = 0u128;
+    for (o, &x) in out.iter_mut().zip(a) {
+        let s = x as u128 * m as u128 + carry;
+        *o = s as u64;
+        carry = s >> 64;
+    }
+}
+
+fn less_than(a: &[u64], b: &[u64]) -> bool {
+    for (x, y) in a.iter().rev().zip(b.iter().rev()) {
+        if x != y {
+            return x < y;
+        }
+    }
+    false
+}
+
+fn sub_words(a: &mut [u64], b: &[u64]) {
+    let mut borrow = 0u64;
+    for (x, &y) in a.iter_mut().zip(b) {
+        let (d1, b1) = x.overflowing_sub(y);
+        let (d2, b2) = d1.overflowing_sub(borrow);
+        *x = d2;
+        borrow = (b1 || b2) as u64;
+    }
+}
+
+fn words_to_f64(a: &[u64]) -> f64 {
+    a.iter()
+        .rev()
+        .fold(0f64, |acc, &w| acc * 18446744073709551616.0 + w as f64)
+}

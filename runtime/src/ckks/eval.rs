@@ -1,0 +1,520 @@
+//! Homomorphic operations on ciphertexts.
+//!
+//! Contract: every operation checks that operand levels are equal (else
+//! [`CkksError::LevelMismatch`]) and, for additions, that scales agree within
+//! the evaluator's relative tolerance (else [`CkksError::ScaleMismatch`]).
+//! Results carry the right level and scale: products multiply scales,
+//! [`Evaluator::rescale`] divides by the dropped prime, and
+//! [`Evaluator::drop_to_level`] keeps the scale. Each allocating operation
+//! `op` has an in-place twin `op_assign` where that saves an allocation.
+//! Rotation by `k` moves slot `i + k` to slot `i`.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::context::Context;
+use super::encoding::{check_scale, scalar_limbs, Plaintext};
+use super::encrypt::Ciphertext;
+use super::error::{CkksError, Result};
+use super::keys::{GaloisKeys, KeySwitchKey, RelinKey};
+use super::poly::RnsPoly;
+use super::rns;
+
+/// Default relative tolerance when comparing scales of added operands.
+pub const DEFAULT_SCALE_TOLERANCE: f64 = 1e-4;
+
+/// Evaluator of one parameter set (stateless apart from the tolerance).
+#[derive(Clone, Debug)]
+pub struct Evaluator {
+    ctx: Arc<Context>,
+    scale_tolerance: f64,
+}
+
+const ACC_BLOCK: usize = 256;
+const LAZY_TERMS: usize = 63;
+
+impl Evaluator {
+    /// An evaluator with the default scale tolerance.
+    pub fn new(ctx: &Arc<Context>) -> Self {
+        Self {
+            ctx: ctx.clone(),
+            scale_tolerance: DEFAULT_SCALE_TOLERANCE,
+        }
+    }
+
+    /// Sets the relative tolerance used when scales must match. The relative
+    /// error an addition may introduce is bounded by this tolerance.
+    pub fn with_scale_tolerance(mut self, tol: f64) -> Self {
+        self.scale_tolerance = tol.abs();
+        self
+    }
+
+    /// The context.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// Whether two scales are equal within the tolerance.
+    pub fn scales_match(&self, a: f64, b: f64) -> bool {
+        (a - b).abs() <= self.scale_tolerance * a.abs().max(b.abs())
+    }
+
+    fn check_levels(a: usize, b: usize) -> Result<()> {
+        if a != b {
+            return Err(CkksError::LevelMismatch { left: a, right: b });
+        }
+        Ok(())
+    }
+
+    fn check_scales(&self, a: f64, b: f64) -> Result<()> {
+        if !self.scales_match(a, b) {
+            return Err(CkksError::ScaleMismatch { left: a, right: b });
+        }
+        Ok(())
+    }
+
+    fn check_size(ct: &Ciphertext, expected: usize) -> Result<()> {
+        if ct.polys.len() != expected {
+            return Err(CkksError::CiphertextSize {
+                expected,
+                found: ct.polys.len(),
+            });
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- add/sub
+
+    /// `a + b`.
+    pub fn add(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        let mut r = a.clone();
+        self.add_assign(&mut r, b)?;
+        Ok(r)
+    }
+
+    /// `a += b`.
+    pub fn add_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<()> {
+        self.add_sub_assign(a, b, false)
+    }
+
+    /// `a - b`.
+    pub fn sub(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        let mut r = a.clone();
+        self.sub_assign(&mut r, b)?;
+        Ok(r)
+    }
+
+    /// `a -= b`.
+    pub fn sub_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<()> {
+        self.add_sub_assign(a, b, true)
+    }
+
+    fn add_sub_assign(&self, a: &mut Ciphertext, b: &Ciphertext, sub: bool) -> Result<()> {
+        Self::check_levels(a.level(), b.level())?;
+        self.check_scales(a.scale, b.scale)?;
+        let ctx = &self.ctx;
+        while a.polys.len() < b.polys.len() {
+            let z = RnsPoly::zero(ctx, a.polys[0].q_limbs, 0, true);
+            a.polys.push(z);
+        }
+        for (x, y) in a.polys.iter_mut().zip(&b.polys) {
+            if sub {
+                x.sub_assign(ctx, y);
+            } else {
+                x.add_assign(ctx, y);
+            }
+        }
+        a.seed = None;
+        Ok(())
+    }
+
+    /// `-a`.
+    pub fn negate(&self, a: &Ciphertext) -> Ciphertext {
+        let mut r = a.clone();
+        self.negate_assign(&mut r);
+        r
+    }
+
+    /// `a = -a`.
+    pub fn negate_assign(&self, a: &mut Ciphertext) {
+        for p in a.polys.iter_mut() {
+            p.neg_assign(&self.ctx);
+        }
+        a.seed = None;
+    }
+
+    /// `ct + pt`.
+    pub fn add_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
+        let mut r = ct.clone();
+        self.add_plain_assign(&mut r, pt)?;
+        Ok(r)
+    }
+
+    /// `ct += pt`.
+    pub fn add_plain_assign(&self, ct: &mut Ciphertext, pt: &Plaintext) -> Result<()> {
+        Self::check_levels(ct.level(), pt.level())?;
+        self.check_scales(ct.scale, pt.scale)?;
+        ct.polys[0].add_assign(&self.ctx, &pt.poly);
+        ct.seed = None;
+        Ok(())
+    }
+
+    /// `ct - pt`.
+    pub fn sub_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
+        let mut r = ct.clone();
+        self.sub_plain_assign(&mut r, pt)?;
+        Ok(r)
+    }
+
+    /// `ct -= pt`.
+    pub fn sub_plain_assign(&self, ct: &mut Ciphertext, pt: &Plaintext) -> Result<()> {
+        Self::check_levels(ct.level(), pt.level())?;
+        self.check_scales(ct.scale, pt.scale)?;
+        ct.polys[0].sub_assign(&self.ctx, &pt.poly);
+        ct.seed = None;
+        Ok(())
+    }
+
+    /// `ct + c` in every slot (`c` is encoded at the ciphertext's scale).
+    pub fn add_scalar(&self, ct: &Ciphertext, c: f64) -> Result<Ciphertext> {
+        let mut r = ct.clone();
+        self.add_scalar_assign(&mut r, c)?;
+        Ok(r)
+    }
+
+    /// `ct += c` in every slot.
+    pub fn add_scalar_assign(&self, ct: &mut Ciphertext, c: f64) -> Result<()> {
+        let consts = scalar_limbs(&self.ctx, c, ct.scale, ct.level() + 1)?;
+        ct.polys[0].apply(&self.ctx, |i, m, limb| {
+            let v = consts[i];
+            for x in limb.iter_mut() {
+                *x = m.add(*x, v);
+            }
+        });
+        ct.seed = None;
+        Ok(())
+    }
+
+    /// `ct - c` in every slot.
+    pub fn sub_scalar(&self, ct: &Ciphertext, c: f64) -> Result<Ciphertext> {
+        self.add_scalar(ct, -c)
+    }
+
+    // ---------------------------------------------------------------- multiply
+
+    /// `a * b` (a size-3 ciphertext; relinearize next). Scale is the product.
+    pub fn mul(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        Self::check_size(a, 2)?;
+        Self::check_size(b, 2)?;
+        Self::check_levels(a.level(), b.level())?;
+        let ctx = &self.ctx;
+        let (a0, a1) = (&a.polys[0], &a.polys[1]);
+        let (b0, b1) = (&b.polys[0], &b.polys[1]);
+        let mut c0 = a0.clone();
+        c0.mul_assign(ctx, b0);
+        let mut c1 = a0.clone();
+        c1.mul_assign(ctx, b1);
+        c1.add_mul_assign(ctx, a1, b0);
+        let mut c2 = a1.clone();
+        c2.mul_assign(ctx, b1);
+        Ok(Ciphertext {
+            polys: vec![c0, c1, c2],
+            scale: a.scale * b.scale,
+            seed: None,
+        })
+    }
+
+    /// `a * a` (a size-3 ciphertext).
+    pub fn square(&self, a: &Ciphertext) -> Result<Ciphertext> {
+        Self::check_size(a, 2)?;
+        let ctx = &self.ctx;
+        let (a0, a1) = (&a.polys[0], &a.polys[1]);
+        let mut c0 = a0.clone();
+        c0.mul_assign(ctx, a0);
+        let mut c1 = a0.clone();
+        c1.mul_assign(ctx, a1);
+        let c1c = c1.clone();
+        c1.add_assign(ctx, &c1c);
+        let mut c2 = a1.clone();
+        c2.mul_assign(ctx, a1);
+        Ok(Ciphertext {
+            polys: vec![c0, c1, c2],
+            scale: a.scale * a.scale,
+            seed: None,
+        })
+    }
+
+    /// Relinearizes a size-3 ciphertext back to size 2.
+    pub fn relinearize(&self, ct: &Ciphertext, rk: &RelinKey) -> Result<Ciphertext> {
+        let mut r = ct.clone();
+        self.relinearize_assign(&mut r, rk)?;
+        Ok(r)
+    }
+
+    /// In-place [`Self::relinearize`].
+    pub fn relinearize_assign(&self, ct: &mut Ciphertext, rk: &RelinKey) -> Result<()> {
+        Self::check_size(ct, 3)?;
+        let ctx = &self.ctx;
+        let c2 = ct.polys.pop().ok_or(CkksError::CiphertextSize {
+            expected: 3,
+            found: 0,
+        })?;
+        let (u0, u1) = rns::key_switch(ctx, &c2, &rk.key.b, &rk.key.a);
+        ct.polys[0].add_assign(ctx, &u0);
+        ct.polys[1].add_assign(ctx, &u1);
+        ct.seed = None;
+        Ok(())
+    }
+
+    /// `a * b` followed by relinearization.
+    pub fn mul_relin(&self, a: &Ciphertext, b: &Ciphertext, rk: &RelinKey) -> Result<Ciphertext> {
+        let mut r = self.mul(a, b)?;
+        self.relinearize_assign(&mut r, rk)?;
+        Ok(r)
+    }
+
+    /// `ct * pt`; scale is the product.
+    pub fn mul_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
+        let mut r = ct.clone();
+        self.mul_plain_assign(&mut r, pt)?;
+        Ok(r)
+    }
+
+    /// `ct *= pt`.
+    pub fn mul_plain_assign(&self, ct: &mut Ciphertext, pt: &Plaintext) -> Result<()> {
+        Self::check_levels(ct.level(), pt.level())?;
+        for p in ct.polys.iter_mut() {
+            p.mul_assign(&self.ctx, &pt.poly);
+        }
+        ct.scale *= pt.scale;
+        ct.seed = None;
+        Ok(())
+    }
+
+    /// `ct * c` with the real constant `c` encoded as `round(c * scale)`; the
+    /// result's scale is `ct.scale() * scale`.
+    pub fn mul_scalar(&self, ct: &Ciphertext, c: f64, scale: f64) -> Result<Ciphertext> {
+        let mut r = ct.clone();
+        self.mul_scalar_assign(&mut r, c, scale)?;
+        Ok(r)
+    }
+
+    /// In-place [`Self::mul_scalar`].
+    pub fn mul_scalar_assign(&self, ct: &mut Ciphertext, c: f64, scale: f64) -> Result<()> {
+        check_scale(scale)?;
+        let consts = scalar_limbs(&self.ctx, c, scale, ct.level() + 1)?;
+        for p in ct.polys.iter_mut() {
+            p.mul_const_assign(&self.ctx, &consts);
+        }
+        ct.scale *= scale;
+        ct.seed = None;
+        Ok(())
+    }
+
+    /// `ct * k` for a small integer `k`, without scale growth.
+    pub fn mul_integer(&self, ct: &Ciphertext, k: i64) -> Ciphertext {
+        let mut r = ct.clone();
+        self.mul_integer_assign(&mut r, k);
+        r
+    }
+
+    /// In-place [`Self::mul_integer`].
+    pub fn mul_integer_assign(&self, ct: &mut Ciphertext, k: i64) {
+        let consts: Vec<u64> = self.ctx.moduli()[..=ct.level()]
+            .iter()
+            .map(|m| m.reduce_i64(k))
+            .collect();
+        for p in ct.polys.iter_mut() {
+            p.mul_const_assign(&self.ctx, &consts);
+        }
+        ct.seed = None;
+    }
+
+    /// `sum_i c_i * ct_i` with every `c_i` encoded at `scale`; products are
+    /// accumulated in u128 and reduced once per 63 terms. All ciphertexts must
+    /// share level, size and (within tolerance) scale; the result's scale is
+    /// `ct.scale() * scale`.
+    pub fn mul_scalar_accumulate(&self, terms: &[(&Ciphertext, f64)], scale: f64) -> Result<Ciphertext> {
+        check_scale(scale)?;
+        let (first, _) = terms
+            .first()
+            .ok_or_else(|| CkksError::InvalidInput("empty multiply-accumulate".into()))?;
+        let level = first.level();
+        let size = first.polys.len();
+        for (ct, _) in terms {
+            Self::check_levels(level, ct.level())?;
+            self.check_scales(first.scale, ct.scale)?;
+            Self::check_size(ct, size)?;
+        }
+        let ctx = &self.ctx;
+        let n = ctx.n();
+        let ql = level + 1;
+        let consts: Vec<Vec<u64>> = terms
+            .iter()
+            .map(|(_, c)| scalar_limbs(ctx, *c, scale, ql))
+            .collect::<Result<_>>()?;
+        let mut polys: Vec<RnsPoly> = (0..size).map(|_| RnsPoly::zero(ctx, ql, 0, true)).collect();
+        let mut chunks: Vec<(usize, usize, &mut [u64])> = Vec::with_capacity(size * ql);
+        for (pi, p) in polys.iter_mut().enumerate() {
+            for (li, limb) in p.data.chunks_mut(n).enumerate() {
+                chunks.push((pi, li, limb));
+            }
+        }
+        chunks.into_par_iter().for_each(|(pi, li, out)| {
+            let m = &ctx.moduli()[li];
+            for (blk, o) in out.chunks_mut(ACC_BLOCK).enumerate() {
+                let k0 = blk * ACC_BLOCK;
+                let mut acc = [0u128; ACC_BLOCK];
+                for (t, ((ct, _), c)) in terms.iter().zip(&consts).enumerate() {
+                    if t > 0 && t % LAZY_TERMS == 0 {
+                        for a in acc.iter_mut() {
+                            *a = m.reduce_u128(*a) as u128;
+                        }
+                    }
+                    let c = c[li] as u128;
+                    let src = &ct.polys[pi].data[li * n + k0..li * n + k0 + o.len()];
+                    for (a, &x) in acc.iter_mut().zip(src) {
+                        *a += x as u128 * c;
+                    }
+                }
+                for (o, a) in o.iter_mut().zip(acc.iter()) {
+                    *o = m.reduce_u128(*a);
+                }
+            }
+        });
+        Ok(Ciphertext {
+            polys,
+            scale: first.scale * scale,
+            seed: None,
+        })
+    }
+
+    // ---------------------------------------------------------------- levels
+
+    /// Divides by the last prime `q_l` with rounding: level `l -> l-1`, scale
+    /// `s -> s / q_l`.
+    pub fn rescale(&self, ct: &Ciphertext) -> Result<Ciphertext> {
+        let mut r = ct.clone();
+        self.rescale_assign(&mut r)?;
+        Ok(r)
+    }
+
+    /// In-place [`Self::rescale`].
+    pub fn rescale_assign(&self, ct: &mut Ciphertext) -> Result<()> {
+        let l = ct.level();
+        if l == 0 {
+            return Err(CkksError::LevelUnavailable {
+                requested: 0,
+                available: 0,
+            });
+        }
+        let q = self.ctx.moduli()[l].value() as f64;
+        for p in ct.polys.iter_mut() {
+            rns::rescale_poly(&self.ctx, p);
+        }
+        ct.scale /= q;
+        ct.seed = None;
+        Ok(())
+    }
+
+    /// Drops limbs down to `level` (scale unchanged).
+    pub fn drop_to_level(&self, ct: &Ciphertext, level: usize) -> Result<Ciphertext> {
+        let mut r = ct.clone();
+        self.drop_to_level_assign(&mut r, level)?;
+        Ok(r)
+    }
+
+    /// In-place [`Self::drop_to_level`].
+    pub fn drop_to_level_assign(&self, ct: &mut Ciphertext, level: usize) -> Result<()> {
+        if level > ct.level() {
+            return Err(CkksError::LevelUnavailable {
+                requested: level,
+                available: ct.level(),
+            });
+        }
+        for p in ct.polys.iter_mut() {
+            p.truncate_q(&self.ctx, level + 1);
+        }
+        if level != ct.level() {
+            ct.seed = None;
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- rotations
+
+    fn key_for<'a>(&self, gk: &'a GaloisKeys, g: u64, step: i64) -> Result<&'a KeySwitchKey> {
+        gk.keys.get(&g).ok_or(CkksError::MissingGaloisKey {
+            step,
+            galois_element: g,
+        })
+    }
+
+    fn apply_galois(
+        &self,
+        ct: &Ciphertext,
+        parts: &[RnsPoly],
+        key: &KeySwitchKey,
+        g: u64,
+    ) -> Ciphertext {
+        let ctx = &self.ctx;
+        let perm = ctx.galois_permutation(g);
+        let (acc0, acc1) = rns::key_inner_product(ctx, parts, &key.b, &key.a, Some(&perm));
+        let mut c0 = rns::mod_down(ctx, &acc0);
+        let c1 = rns::mod_down(ctx, &acc1);
+        c0.add_assign(ctx, &ct.polys[0].automorphism_ntt(ctx, g));
+        Ciphertext {
+            polys: vec![c0, c1],
+            scale: ct.scale,
+            seed: None,
+        }
+    }
+
+    /// Rotates by `step`: slot `i + step` moves to slot `i`.
+    pub fn rotate(&self, ct: &Ciphertext, step: i64, gk: &GaloisKeys) -> Result<Ciphertext> {
+        Self::check_size(ct, 2)?;
+        let g = self.ctx.galois_element(step);
+        if g == 1 {
+            return Ok(ct.clone());
+        }
+        let key = self.key_for(gk, g, step)?;
+        let parts = rns::decompose(&self.ctx, &ct.polys[1]);
+        Ok(self.apply_galois(ct, &parts, key, g))
+    }
+
+    /// Complex conjugation of every slot.
+    pub fn conjugate(&self, ct: &Ciphertext, gk: &GaloisKeys) -> Result<Ciphertext> {
+        Self::check_size(ct, 2)?;
+        let g = self.ctx.conjugation_element();
+        let key = self.key_for(gk, g, 0)?;
+        let parts = rns::decompose(&self.ctx, &ct.polys[1]);
+        Ok(self.apply_galois(ct, &parts, key, g))
+    }
+
+    /// Rotations of one ciphertext by each of `steps`, sharing one ModUp
+    /// decomposition of `c1` (hoisting). Output `i` is the rotation by `steps[i]`.
+    pub fn rotate_hoisted(&self, ct: &Ciphertext, steps: &[i64], gk: &GaloisKeys) -> Result<Vec<Ciphertext>> {
+        Self::check_size(ct, 2)?;
+        let mut keys = Vec::with_capacity(steps.len());
+        for &k in steps {
+            let g = self.ctx.galois_element(k);
+            keys.push((g, if g == 1 { None } else { Some(self.key_for(gk, g, k)?) }));
+        }
+        if keys.iter().all(|(_, k)| k.is_none()) {
+            return Ok(vec![ct.clone(); steps.len()]);
+        }
+        let parts = rns::decompose(&self.ctx, &ct.polys[1]);
+        Ok(keys
+            .into_iter()
+            .map(|(g, key)| match key {
+                None => {
+                    let mut c = ct.clone();
+                    c.seed = None;
+                    c
+                }
+                Some(key) => self.apply_galois(ct, &parts, key, g),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,267 @@
+//! Key material and key generation.
+//!
+//! Contract: all keys live in NTT form. The secret key is stored over all
+//! ciphertext and special primes (`Q * P`). The public key is `(b, a)` over
+//! `Q * P` with `b = -a*s + e`. A key-switching key from `s'` to `s` has one pair
+//! `(b_j, a_j)` over `Q * P` per digit `j` with
+//! `b_j = -a_j*s + e_j + P * [s' on the primes of digit j, 0 elsewhere]`.
+//! Every uniform `a` is expanded from a 32-byte ChaCha20 seed, which is what
+//! gets serialized. Randomness comes from ChaCha20 seeded by the operating
+//! system; a fixed seed is only reachable through the explicitly named
+//! `*_with_insecure_test_seed` constructors.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rand::{Rng, RngCore};
+use rand_chacha::rand_core::{OsRng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use super::context::Context;
+use super::error::{CkksError, Result};
+use super::params::{SecretDistribution, ERROR_STD_DEV};
+use super::poly::RnsPoly;
+
+/// A ChaCha20 generator seeded from the operating system.
+pub(crate) fn os_rng() -> Result<ChaCha20Rng> {
+    let mut seed = [0u8; 32];
+    OsRng
+        .try_fill_bytes(&mut seed)
+        .map_err(|e| CkksError::Rng(e.to_string()))?;
+    Ok(ChaCha20Rng::from_seed(seed))
+}
+
+/// A ChaCha20 generator from a fixed test seed (deterministic, insecure).
+pub(crate) fn test_rng(seed: u64) -> ChaCha20Rng {
+    ChaCha20Rng::seed_from_u64(seed)
+}
+
+/// Samples `N` coefficients of a rounded Gaussian with standard deviation 3.2,
+/// truncated at 6 sigma.
+pub(crate) fn sample_gaussian(rng: &mut ChaCha20Rng, n: usize) -> Vec<i64> {
+    let bound = (6.0 * ERROR_STD_DEV).round();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        // Box-Muller: two normals per draw.
+        let u1: f64 = 1.0 - rng.gen::<f64>(); // (0, 1]
+        let u2: f64 = rng.gen::<f64>();
+        let r = (-2.0 * u1.ln()).sqrt() * ERROR_STD_DEV;
+        let t = 2.0 * std::f64::consts::PI * u2;
+        for z in [r * t.cos(), r * t.sin()] {
+            let v = z.round();
+            if v.abs() <= bound && out.len() < n {
+                out.push(v as i64);
+            }
+        }
+    }
+    out
+}
+
+/// Samples a ternary secret with the given distribution.
+pub(crate) fn sample_ternary(rng: &mut ChaCha20Rng, n: usize, dist: SecretDistribution) -> Vec<i64> {
+    match dist {
+        SecretDistribution::UniformTernary => (0..n).map(|_| rng.gen_range(-1i64..=1)).collect(),
+        SecretDistribution::FixedHammingWeight(h) => {
+            let mut idx: Vec<usize> = (0..n).collect();
+            let mut out = vec![0i64; n];
+            for i in 0..(h as usize).min(n) {
+                let j = rng.gen_range(i..n);
+                idx.swap(i, j);
+                out[idx[i]] = if rng.gen::<bool>() { 1 } else { -1 };
+            }
+            out
+        }
+    }
+}
+
+/// Draws a fresh 32-byte seed.
+pub(crate) fn fresh_seed(rng: &mut ChaCha20Rng) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    rng.fill_bytes(&mut s);
+    s
+}
+
+/// The secret key `s` (NTT form over `Q * P`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecretKey {
+    pub(crate) s: RnsPoly,
+}
+
+/// The public encryption key `(b, a) = (-a*s + e, a)` over `Q * P`, NTT form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PublicKey {
+    pub(crate) b: RnsPoly,
+    pub(crate) a: RnsPoly,
+    pub(crate) seed: [u8; 32],
+}
+
+/// A hybrid key-switching key (one `(b_j, a_j)` per digit, over `Q * P`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct KeySwitchKey {
+    pub(crate) b: Vec<RnsPoly>,
+    pub(crate) a: Vec<RnsPoly>,
+    pub(crate) seeds: Vec<[u8; 32]>,
+}
+
+/// Relinearization key: switches `s^2` to `s`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RelinKey {
+    pub(crate) key: KeySwitchKey,
+}
+
+/// Galois keys: for each Galois element `g`, a key switching `s(X^g)` to `s`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GaloisKeys {
+    pub(crate) keys: BTreeMap<u64, KeySwitchKey>,
+}
+
+impl GaloisKeys {
+    /// The Galois elements present.
+    pub fn galois_elements(&self) -> Vec<u64> {
+        self.keys.keys().copied().collect()
+    }
+    /// Whether a key for Galois element `g` is present.
+    pub fn contains(&self, g: u64) -> bool {
+        self.keys.contains_key(&g)
+    }
+}
+
+/// Generates a secret key and the keys derived from it.
+pub struct KeyGenerator {
+    ctx: Arc<Context>,
+    sk: SecretKey,
+    rng: ChaCha20Rng,
+}
+
+impl KeyGenerator {
+    /// A new secret key from operating-system randomness.
+    pub fn new(ctx: &Arc<Context>) -> Result<Self> {
+        let rng = os_rng()?;
+        Ok(Self::with_rng(ctx, rng))
+    }
+
+    /// A new secret key from a fixed seed. Deterministic and therefore
+    /// **insecure**: for reproducible tests only.
+    pub fn new_with_insecure_test_seed(ctx: &Arc<Context>, seed: u64) -> Self {
+        Self::with_rng(ctx, test_rng(seed))
+    }
+
+    /// A generator for further keys of an existing secret key (OS randomness).
+    pub fn from_secret_key(ctx: &Arc<Context>, sk: SecretKey) -> Result<Self> {
+        Ok(Self {
+            ctx: ctx.clone(),
+            sk,
+            rng: os_rng()?,
+        })
+    }
+
+    fn with_rng(ctx: &Arc<Context>, mut rng: ChaCha20Rng) -> Self {
+        let coeffs = sample_ternary(&mut rng, ctx.n(), ctx.params().secret_distribution());
+        let mut s = RnsPoly::from_signed(ctx, &coeffs, ctx.q_count(), ctx.p_count());
+        s.to_ntt(ctx);
+        Self {
+            ctx: ctx.clone(),
+            sk: SecretKey { s },
+            rng,
+        }
+    }
+
+    /// The secret key.
+    pub fn secret_key(&self) -> &SecretKey {
+        &self.sk
+    }
+
+    fn error_poly(&mut self, q_limbs: usize, p_limbs: usize) -> RnsPoly {
+        let e = sample_gaussian(&mut self.rng, self.ctx.n());
+        let mut p = RnsPoly::from_signed(&self.ctx, &e, q_limbs, p_limbs);
+        p.to_ntt(&self.ctx);
+        p
+    }
+
+    /// A fresh public key.
+    pub fn public_key(&mut self) -> PublicKey {
+        let ctx = self.ctx.clone();
+        let (nq, np) = (ctx.q_count(), ctx.p_count());
+        let seed = fresh_seed(&mut self.rng);
+        let a = RnsPoly::uniform_from_seed(&ctx, &seed, nq, np);
+        let mut b = self.error_poly(nq, np);
+        let mut as_ = a.clone();
+        as_.mul_assign(&ctx, &self.sk.s);
+        b.sub_assign(&ctx, &as_);
+        PublicKey { b, a, seed }
+    }
+
+    /// Key switching from `s_prime` (NTT over `Q * P`) to the secret key.
+    fn key_switch_key(&mut self, s_prime: &RnsPoly) -> KeySwitchKey {
+        let ctx = self.ctx.clone();
+        let n = ctx.n();
+        let (nq, np) = (ctx.q_count(), ctx.p_count());
+        let alpha = ctx.params().digit_size();
+        let dnum = ctx.params().dnum();
+        let mut kb = Vec::with_capacity(dnum);
+        let mut ka = Vec::with_capacity(dnum);
+        let mut seeds = Vec::with_capacity(dnum);
+        for j in 0..dnum {
+            let seed = fresh_seed(&mut self.rng);
+            let a = RnsPoly::uniform_from_seed(&ctx, &seed, nq, np);
+            let mut b = self.error_poly(nq, np);
+            let mut as_ = a.clone();
+            as_.mul_assign(&ctx, &self.sk.s);
+            b.sub_assign(&ctx, &as_);
+            let (start, end) = (j * alpha, ((j + 1) * alpha).min(nq));
+            for i in start..end {
+                let m = &ctx.moduli()[i];
+                let pm = ctx.p_mod_q[i];
+                let pms = m.shoup(pm);
+                let sp = &s_prime.data[i * n..(i + 1) * n];
+                for (x, &v) in b.data[i * n..(i + 1) * n].iter_mut().zip(sp) {
+                    *x = m.add(*x, m.mul_shoup(v, pm, pms));
+                }
+            }
+            kb.push(b);
+            ka.push(a);
+            seeds.push(seed);
+        }
+        KeySwitchKey {
+            b: kb,
+            a: ka,
+            seeds,
+        }
+    }
+
+    /// The relinearization key (switches `s^2` to `s`).
+    pub fn relin_key(&mut self) -> RelinKey {
+        let mut s2 = self.sk.s.clone();
+        s2.mul_assign(&self.ctx, &self.sk.s);
+        RelinKey {
+            key: self.key_switch_key(&s2),
+        }
+    }
+
+    /// Galois keys for the rotation `steps` (positive: slot `i+k` moves to
+    /// slot `i`) and, if `conjugation`, for complex conjugation.
+    pub fn galois_keys(&mut self, steps: &[i64], conjugation: bool) -> GaloisKeys {
+        let mut elements: Vec<u64> = steps
+            .iter()
+            .map(|&k| self.ctx.galois_element(k))
+            .filter(|&g| g != 1)
+            .collect();
+        if conjugation {
+            elements.push(self.ctx.conjugation_element());
+        }
+        elements.sort_unstable();
+        elements.dedup();
+        let mut keys = BTreeMap::new();
+        for g in elements {
+            let sg = self.sk.s.automorphism_ntt(&self.ctx, g);
+            keys.insert(g, self.key_switch_key(&sg));
+        }
+        GaloisKeys { keys }
+    }
+}
+
+/// Drops the special limbs of a polynomial over `Q * P`.
+pub(crate) fn truncate_special(ctx: &Context, p: &mut RnsPoly) {
+    p.data.truncate(p.q_limbs * ctx.n());
+    p.p_limbs = 0;
+}

@@ -1,0 +1,96 @@
+//! Text rendering of a plan's report (the CLI prints it).
+
+use hecc_passes::report::Report;
+use std::fmt::Write;
+
+fn bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+fn opt_level(l: Option<u32>) -> String {
+    l.map_or("-".into(), |l| l.to_string())
+}
+
+/// Renders `r` as the table `hecc report` prints.
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let p = &r.params;
+    let _ = writeln!(s, "model {}  layout {}  batch {}  rescale {}  activation {}", r.model, r.layout, r.batch, r.rescale_policy, r.activation);
+    let _ = writeln!(
+        s,
+        "params N=2^{} ({} slots)  q0 {} bits  {} x {}-bit scale primes  {} special primes of {} bits  dnum {}  log2(QP) {}{}  security {}",
+        p.log_n,
+        1u64 << (p.log_n - 1),
+        p.q0_bits,
+        p.scale_bits.len(),
+        p.scale_bits.first().copied().unwrap_or(0),
+        p.special_bits.len(),
+        p.special_bits.first().copied().unwrap_or(0),
+        p.dnum,
+        p.log_qp,
+        p.bound.map_or(String::new(), |b| format!(" <= {b}")),
+        p.security.name()
+    );
+    let _ = writeln!(s, "depth {} levels  {} HE nodes", r.depth, r.nodes);
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:<20} {:<16} {:>5} {:>5} {:>5} {:>9} {:>11} {:>9} {:>7} {:>8} {:>6} {:>9} {:>10}{}",
+        "layer", "op", "l_in", "l_out", "depth", "ct*ct", "ct*scalar", "add", "relin", "rescale", "rot", "cts", "memory",
+        if r.est_seconds.is_some() { "   est. s" } else { "" }
+    );
+    for l in &r.layers {
+        let _ = writeln!(
+            s,
+            "{:<20} {:<16} {:>5} {:>5} {:>5} {:>9} {:>11} {:>9} {:>7} {:>8} {:>6} {:>9} {:>10}{}",
+            l.name,
+            format!("{} {:?}", l.op, l.shape).chars().take(16).collect::<String>(),
+            opt_level(l.level_in),
+            opt_level(l.level_out),
+            l.depth,
+            l.ops.ct_mults,
+            l.ops.scalar_mults + l.ops.pt_mults,
+            l.ops.additions,
+            l.ops.relins,
+            l.ops.rescales,
+            l.ops.rotations,
+            l.ciphertexts,
+            bytes(l.bytes),
+            l.est_seconds.map_or(String::new(), |t| format!(" {t:>9.3}"))
+        );
+    }
+    let t = &r.totals;
+    let _ = writeln!(
+        s,
+        "{:<20} {:<16} {:>5} {:>5} {:>5} {:>9} {:>11} {:>9} {:>7} {:>8} {:>6}",
+        "total", "", "", "", r.depth, t.ct_mults, t.scalar_mults + t.pt_mults, t.additions, t.relins, t.rescales, t.rotations
+    );
+    let _ = writeln!(s);
+    let k = &r.keys;
+    let _ = writeln!(
+        s,
+        "keys: public {}  relinearization {}  rotation: {} steps {:?} ({})",
+        bytes(k.public_key),
+        bytes(k.relin_key),
+        k.rotation_steps.len(),
+        k.rotation_steps,
+        bytes(k.galois_keys)
+    );
+    let _ = writeln!(s, "peak live ciphertexts: {} ({})", r.peak_ciphertexts, bytes(r.peak_ciphertext_bytes));
+    match (r.est_seconds, &r.cost_table) {
+        (Some(t), Some(src)) => {
+            let _ = writeln!(s, "estimated time: {t:.2} s total, {:.3} ms per image (cost table: {src})", t * 1e3 / f64::from(r.batch.max(1)));
+        }
+        _ => {
+            let _ = writeln!(s, "estimated time: no cost table (run `hecc calibrate` and pass --costs)");
+        }
+    }
+    s
+}

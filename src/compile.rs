@@ -66,7 +66,8 @@ pub fn parse_activation(spec: &str) -> Result<ReluMethod> {
         if arg.is_empty() {
             Ok(default)
         } else {
-            arg.parse().map_err(|_| miette!("activation `{spec}`: `{arg}` is not a degree"))
+            arg.parse()
+                .map_err(|_| miette!("activation `{spec}`: `{arg}` is not a degree"))
         }
     };
     Ok(match name {
@@ -102,7 +103,11 @@ pub struct Compiled {
     pub plan: Plan,
 }
 
-fn tensors(g: &Graph, ids: &[hecc_ir::tensor::NodeId], shapes: &hecc_ir::tensor::verify::Shapes) -> Vec<PlanTensor> {
+fn tensors(
+    g: &Graph,
+    ids: &[hecc_ir::tensor::NodeId],
+    shapes: &hecc_ir::tensor::verify::Shapes,
+) -> Vec<PlanTensor> {
     ids.iter()
         .filter_map(|&id| {
             let n = g.node(id)?;
@@ -110,7 +115,11 @@ fn tensors(g: &Graph, ids: &[hecc_ir::tensor::NodeId], shapes: &hecc_ir::tensor:
                 Op::Input { norm, .. } => norm.range,
                 _ => None,
             };
-            Some(PlanTensor { name: n.name.clone(), shape: shapes.get(&id).map(|s| s.0.clone()).unwrap_or_default(), range })
+            Some(PlanTensor {
+                name: n.name.clone(),
+                shape: shapes.get(&id).map(|s| s.0.clone()).unwrap_or_default(),
+                range,
+            })
         })
         .collect()
 }
@@ -137,18 +146,39 @@ pub fn compile(path: &Path, opts: &CompileOptions) -> Result<Compiled> {
 
 /// Compiles a loaded tensor graph.
 pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
-    let shapes = hecc_ir::tensor::verify(g).map_err(|errs| miette!("the model does not verify ({} problems); run `hecc check`", errs.len()))?;
+    let shapes = hecc_ir::tensor::verify(g).map_err(|errs| {
+        miette!(
+            "the model does not verify ({} problems); run `hecc check`",
+            errs.len()
+        )
+    })?;
     match opts.layout.as_str() {
         "batch" | "auto" => {}
-        "channel" => return Err(miette!("the channel layout is not implemented yet; use --layout batch")),
-        other => return Err(miette!("unknown layout `{other}` (expected batch, channel or auto)")),
+        "channel" => {
+            return Err(miette!(
+                "the channel layout is not implemented yet; use --layout batch"
+            ))
+        }
+        other => {
+            return Err(miette!(
+                "unknown layout `{other}` (expected batch, channel or auto)"
+            ))
+        }
     }
     let method = parse_activation(&opts.activation)?;
     let relu = ActivationApprox::relu(&method, opts.relu_range)?;
-    let activations = ActivationPolicy { relu: Some(relu.clone()), max: Some(relu) };
+    let activations = ActivationPolicy {
+        relu: Some(relu.clone()),
+        max: Some(relu),
+    };
     // 1. Depth at a provisional slot count.
     let probe_batch = opts.batch.unwrap_or(1).max(1);
-    let lower_opts = |slots: u32, batch: u32| LowerOptions { batch, slots, log_scale: f64::from(opts.scale_bits), activations: activations.clone() };
+    let lower_opts = |slots: u32, batch: u32| LowerOptions {
+        batch,
+        slots,
+        log_scale: f64::from(opts.scale_bits),
+        activations: activations.clone(),
+    };
     let lowered = lower_batch(g, &lower_opts(probe_batch, probe_batch))?;
     let managed = manage_traced(&lowered.module, opts.rescale, None)?;
     let depth = hecc_passes::he::depth_of(&managed.module);
@@ -164,11 +194,20 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
     let slots = 1u32 << (choice.log_n - 1);
     let batch = opts.batch.unwrap_or(slots);
     let backend = backend_params(&choice)?;
-    let he_params = hecc_ir::he::Params { log_n: choice.log_n, primes: backend.q().to_vec() };
+    let he_params = hecc_ir::he::Params {
+        log_n: choice.log_n,
+        primes: backend.q().to_vec(),
+    };
     // 3. The circuit at the real slot count and primes.
     let lowered = lower_batch(g, &lower_opts(slots, batch))?;
     let managed = manage_traced(&lowered.module, opts.rescale, Some(&he_params))?;
-    let mut rep = report::build(&lowered, &managed, &choice, (&g.name, "batch", opts.rescale.name()), opts.costs.as_ref());
+    let mut rep = report::build(
+        &lowered,
+        &managed,
+        &choice,
+        (&g.name, "batch", opts.rescale.name()),
+        opts.costs.as_ref(),
+    );
     rep.activation = opts.activation.clone();
     if let Some(budget) = opts.memory_budget {
         if rep.peak_ciphertext_bytes > budget {
@@ -198,4 +237,43 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         report: rep,
     };
     Ok(Compiled { plan })
+}
+
+/// Reads a cost table (JSON written by `hecc calibrate`).
+pub fn read_costs(path: &Path) -> Result<CostTable> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| miette!("cannot read cost table {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| miette!("{} is not a cost table: {e}", path.display()))
+}
+
+/// Writes `plan` to `path` atomically (a temporary file renamed into place), so an existing
+/// plan is never left half-written.
+pub fn write_plan(plan: &Plan, path: &Path) -> Result<()> {
+    let json = plan.to_json()?;
+    write_atomic(path, json.as_bytes())
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| miette!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        miette!("cannot move {} into place: {e}", path.display())
+    })
+}
+
+/// Reads a plan file.
+pub fn read_plan(path: &Path) -> Result<Plan> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| miette!("cannot read plan {}: {e}", path.display()))?;
+    Ok(Plan::from_json(&text)?)
 }

@@ -17,6 +17,49 @@ enum Cli {
     },
     /// Print a model's tensor IR in the text form (`--ir`, the default) or as Graphviz DOT
     /// (`--dot`). MODEL is a spec or ONNX file, a `.tir` tensor-IR text or a `.he` HE-IR text.
+    /// Compile a model to an encrypted-inference plan: lowering to the HE IR, scale and level
+    /// management, CKKS parameter selection at the requested security, and the report.
+    Compile {
+        /// The model file (`.yaml`/`.yml` spec or `.onnx`).
+        model: PathBuf,
+        /// Packing layout: `batch` (slot i = image i), `channel`, or `auto`.
+        #[arg(long, default_value = "auto")]
+        layout: String,
+        /// Images per encrypted run (default: all slots of the chosen ring).
+        #[arg(long)]
+        batch: Option<u32>,
+        /// Rescale policy: `waterline` (lazy) or `always`.
+        #[arg(long, default_value = "waterline")]
+        rescale: String,
+        /// Replacement of relu/max_pool: square, least-squares:D, chebyshev:D, taylor:D,
+        /// silu-taylor:D, cryptodl:D, minimax:ALPHA or minimax:D1,D2,...
+        #[arg(long, default_value = "square")]
+        activation: String,
+        /// Half-width B of the interval [-B, B] the ReLU approximation is fitted on.
+        #[arg(long, default_value_t = 8.0)]
+        relu_range: f64,
+        /// Bits of the CKKS scale (and of each scale prime).
+        #[arg(long, default_value_t = 40)]
+        scale_bits: u32,
+        /// Refuse plans whose live ciphertexts exceed this many bytes at their peak.
+        #[arg(long)]
+        memory_budget: Option<u64>,
+        /// A cost table written by `hecc calibrate`, for time estimates.
+        #[arg(long)]
+        costs: Option<PathBuf>,
+        /// Where to write the plan (JSON).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Print the report of a compiled plan: per-layer levels, depth, operation counts,
+    /// ciphertexts and memory, parameters, keys and estimated time.
+    Report {
+        /// The plan file written by `hecc compile`.
+        plan: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     Show {
         /// The model file (`.yaml`/`.yml`, `.onnx`, `.tir` or `.he`).
         model: PathBuf,
@@ -72,6 +115,75 @@ fn main() -> ExitCode {
         Cli::Show { model, ir: _, dot } => match show(&model, dot) {
             Ok(text) => {
                 print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e:?}");
+                ExitCode::FAILURE
+            }
+        },
+        Cli::Compile {
+            model,
+            layout,
+            batch,
+            rescale,
+            activation,
+            relu_range,
+            scale_bits,
+            memory_budget,
+            costs,
+            output,
+        } => {
+            let run = || -> miette::Result<String> {
+                let rescale = hecc_passes::he::RescalePolicy::parse(&rescale).ok_or_else(|| {
+                    miette::miette!(
+                        "unknown rescale policy `{rescale}` (expected waterline or always)"
+                    )
+                })?;
+                let costs = match costs {
+                    Some(p) => Some(hecc::compile::read_costs(&p)?),
+                    None => None,
+                };
+                let opts = hecc::compile::CompileOptions {
+                    layout,
+                    batch,
+                    rescale,
+                    activation,
+                    relu_range,
+                    scale_bits,
+                    memory_budget,
+                    costs,
+                    ..Default::default()
+                };
+                let compiled = hecc::compile::compile(&model, &opts)?;
+                hecc::compile::write_plan(&compiled.plan, &output)?;
+                Ok(hecc::report_text::render(&compiled.plan.report))
+            };
+            match run() {
+                Ok(text) => {
+                    print!("{text}");
+                    println!("plan written to {}", output.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e:?}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cli::Report { plan, json } => match hecc::compile::read_plan(&plan) {
+            Ok(p) => {
+                if json {
+                    match serde_json::to_string_pretty(&p.report) {
+                        Ok(t) => println!("{t}"),
+                        Err(e) => {
+                            eprintln!("cannot render the report: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                } else {
+                    print!("{}", hecc::report_text::render(&p.report));
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

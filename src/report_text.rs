@@ -11,7 +11,11 @@ fn bytes(b: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn opt_level(l: Option<u32>) -> String {
@@ -22,7 +26,11 @@ fn opt_level(l: Option<u32>) -> String {
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
     let p = &r.params;
-    let _ = writeln!(s, "model {}  layout {}  batch {}  rescale {}  activation {}", r.model, r.layout, r.batch, r.rescale_policy, r.activation);
+    let _ = writeln!(
+        s,
+        "model {}  layout {}  batch {}  rescale {}  activation {}",
+        r.model, r.layout, r.batch, r.rescale_policy, r.activation
+    );
     let _ = writeln!(
         s,
         "params N=2^{} ({} slots)  q0 {} bits  {} x {}-bit scale primes  {} special primes of {} bits  dnum {}  log2(QP) {}{}  security {}",
@@ -43,11 +51,28 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         s,
         "{:<20} {:<16} {:>5} {:>5} {:>5} {:>9} {:>11} {:>9} {:>7} {:>8} {:>6} {:>9} {:>10}{}",
-        "layer", "op", "l_in", "l_out", "depth", "ct*ct", "ct*scalar", "add", "relin", "rescale", "rot", "cts", "memory",
-        if r.est_seconds.is_some() { "   est. s" } else { "" }
+        "layer",
+        "op",
+        "l_in",
+        "l_out",
+        "depth",
+        "ct*ct",
+        "ct*scalar",
+        "add",
+        "relin",
+        "rescale",
+        "rot",
+        "cts",
+        "memory",
+        if r.est_seconds.is_some() {
+            "   est. s"
+        } else {
+            ""
+        }
     );
     for l in &r.layers {
-        let _ = writeln!(
+        let _ =
+            writeln!(
             s,
             "{:<20} {:<16} {:>5} {:>5} {:>5} {:>9} {:>11} {:>9} {:>7} {:>8} {:>6} {:>9} {:>10}{}",
             l.name,
@@ -70,7 +95,17 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         s,
         "{:<20} {:<16} {:>5} {:>5} {:>5} {:>9} {:>11} {:>9} {:>7} {:>8} {:>6}",
-        "total", "", "", "", r.depth, t.ct_mults, t.scalar_mults + t.pt_mults, t.additions, t.relins, t.rescales, t.rotations
+        "total",
+        "",
+        "",
+        "",
+        r.depth,
+        t.ct_mults,
+        t.scalar_mults + t.pt_mults,
+        t.additions,
+        t.relins,
+        t.rescales,
+        t.rotations
     );
     let _ = writeln!(s);
     let k = &r.keys;
@@ -83,13 +118,25 @@ pub fn render(r: &Report) -> String {
         k.rotation_steps,
         bytes(k.galois_keys)
     );
-    let _ = writeln!(s, "peak live ciphertexts: {} ({})", r.peak_ciphertexts, bytes(r.peak_ciphertext_bytes));
+    let _ = writeln!(
+        s,
+        "peak live ciphertexts: {} ({})",
+        r.peak_ciphertexts,
+        bytes(r.peak_ciphertext_bytes)
+    );
     match (r.est_seconds, &r.cost_table) {
         (Some(t), Some(src)) => {
-            let _ = writeln!(s, "estimated time: {t:.2} s total, {:.3} ms per image (cost table: {src})", t * 1e3 / f64::from(r.batch.max(1)));
+            let _ = writeln!(
+                s,
+                "estimated time: {t:.2} s total, {:.3} ms per image (cost table: {src})",
+                t * 1e3 / f64::from(r.batch.max(1))
+            );
         }
         _ => {
-            let _ = writeln!(s, "estimated time: no cost table (run `hecc calibrate` and pass --costs)");
+            let _ = writeln!(
+                s,
+                "estimated time: no cost table (run `hecc calibrate` and pass --costs)"
+            );
         }
     }
     s

@@ -4,5 +4,5 @@ pub mod approx;
 pub mod he;
 pub mod lower;
 pub mod params;
-pub mod report;
 pub mod plan;
+pub mod report;

@@ -130,7 +130,10 @@ pub const SPECIAL_BITS: u32 = 60;
 /// Chooses parameters for `req`.
 pub fn select(req: &ParamRequest) -> Result<ParamChoice, ParamError> {
     if !(20..=60).contains(&req.scale_bits) {
-        return Err(ParamError::Invalid(format!("scale bits must lie in 20..=60, got {}", req.scale_bits)));
+        return Err(ParamError::Invalid(format!(
+            "scale bits must lie in 20..=60, got {}",
+            req.scale_bits
+        )));
     }
     let q0_bits = (req.scale_bits + req.output_bits).clamp(50, 60);
     if q0_bits < req.scale_bits + req.output_bits {
@@ -195,7 +198,11 @@ pub fn select(req: &ParamRequest) -> Result<ParamChoice, ParamError> {
         special: SPECIAL_BITS,
         slots: req.slots,
         max_bound,
-        suggestion: if hints.is_empty() { "relax the security level".into() } else { format!("would fit: {}", hints.join("; or ")) },
+        suggestion: if hints.is_empty() {
+            "relax the security level".into()
+        } else {
+            format!("would fit: {}", hints.join("; or "))
+        },
     })
 }
 
@@ -204,7 +211,14 @@ mod tests {
     use super::*;
 
     fn req(depth: u32, slots: u64) -> ParamRequest {
-        ParamRequest { depth, scale_bits: 40, output_bits: 20, slots, security: Security::Bits128, min_log_n: 12 }
+        ParamRequest {
+            depth,
+            scale_bits: 40,
+            output_bits: 20,
+            slots,
+            security: Security::Bits128,
+            min_log_n: 12,
+        }
     }
 
     #[test]
@@ -223,7 +237,10 @@ mod tests {
     fn every_choice_respects_the_table() {
         for depth in 0..40 {
             if let Ok(p) = select(&req(depth, 1)) {
-                assert!(p.log_qp <= max_log_qp(p.log_n, Security::Bits128).unwrap(), "{p:?}");
+                assert!(
+                    p.log_qp <= max_log_qp(p.log_n, Security::Bits128).unwrap(),
+                    "{p:?}"
+                );
                 let limbs = depth + 1;
                 assert!(p.dnum * p.special_bits.len() as u32 >= limbs);
             }
@@ -235,7 +252,9 @@ mod tests {
         let e = select(&req(60, 1)).unwrap_err();
         let msg = format!("{e}");
         assert!(msg.contains("depth 60"), "{msg}");
-        let ParamError::NoneFit { suggestion, .. } = e else { panic!() };
+        let ParamError::NoneFit { suggestion, .. } = e else {
+            panic!()
+        };
         assert!(suggestion.contains("depth of at most 41"), "{suggestion}");
     }
 }

@@ -65,7 +65,9 @@ pub enum PlanError {
     #[diagnostic(code(hecc::plan::format))]
     Format(String),
     /// Another version.
-    #[error("plan format version {found} is not supported (this hecc reads version {PLAN_VERSION})")]
+    #[error(
+        "plan format version {found} is not supported (this hecc reads version {PLAN_VERSION})"
+    )]
     #[diagnostic(code(hecc::plan::version), help("recompile the model with this hecc"))]
     Version {
         /// Version in the file.
@@ -81,9 +83,12 @@ impl Plan {
 
     /// Reads a plan, checking the format tag and version.
     pub fn from_json(text: &str) -> Result<Plan, PlanError> {
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| PlanError::Format(e.to_string()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| PlanError::Format(e.to_string()))?;
         if v.get("format").and_then(|f| f.as_str()) != Some(PLAN_FORMAT) {
-            return Err(PlanError::Format("missing `\"format\": \"hecc-plan\"`".into()));
+            return Err(PlanError::Format(
+                "missing `\"format\": \"hecc-plan\"`".into(),
+            ));
         }
         let found = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0) as u32;
         if found != PLAN_VERSION {

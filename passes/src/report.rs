@@ -1,8 +1,8 @@
 //! Reports: per-layer and total operation counts, levels, depth, ciphertexts, memory, keys and
 //! estimated time of a managed circuit. Plain data (serde), printed by the CLI.
 
-use crate::lower::Lowered;
 use crate::he::Managed;
+use crate::lower::Lowered;
 use crate::params::ParamChoice;
 use hecc_ir::he::{Module, Op, ValueId};
 use serde::{Deserialize, Serialize};
@@ -36,13 +36,16 @@ impl OpCounts {
         let Some(n) = m.node(v) else { return };
         match &n.op {
             Op::Input { .. } | Op::Encode { .. } | Op::Output { .. } | Op::Negate => {}
-            Op::Add | Op::Sub | Op::AddPlain | Op::SubPlain | Op::AddScalar { .. } => self.additions += 1,
+            Op::Add | Op::Sub | Op::AddPlain | Op::SubPlain | Op::AddScalar { .. } => {
+                self.additions += 1
+            }
             Op::Mul | Op::Square => self.ct_mults += 1,
             Op::MulPlain => self.pt_mults += 1,
             Op::MulScalar { .. } | Op::MulInteger { .. } => self.scalar_mults += 1,
             Op::Mac(a) => {
                 self.scalar_mults += a.coeffs.len() as u64;
-                self.additions += a.coeffs.len().saturating_sub(1) as u64 + u64::from(a.bias.is_some());
+                self.additions +=
+                    a.coeffs.len().saturating_sub(1) as u64 + u64::from(a.bias.is_some());
             }
             Op::Relinearize => self.relins += 1,
             Op::Rescale => self.rescales += 1,
@@ -168,17 +171,28 @@ pub struct CostEntry {
 
 impl CostTable {
     fn per_limb(&self, log_n: u32, op: &str) -> Option<f64> {
-        self.entries.iter().find(|e| e.log_n == log_n && e.op == op).map(|e| e.us_per_limb)
+        self.entries
+            .iter()
+            .find(|e| e.log_n == log_n && e.op == op)
+            .map(|e| e.us_per_limb)
     }
 
     /// Estimated seconds for node `v` of `m`, or `None` when an op is missing from the table.
     fn seconds(&self, log_n: u32, m: &Module, v: ValueId) -> Option<f64> {
         let n = m.node(v)?;
-        let limbs = f64::from(m.operands(v).first().and_then(|&o| m.ty(o)).map_or(n.ty.level().0, |t| t.level().0) + 1);
+        let limbs = f64::from(
+            m.operands(v)
+                .first()
+                .and_then(|&o| m.ty(o))
+                .map_or(n.ty.level().0, |t| t.level().0)
+                + 1,
+        );
         let c = |op: &str| self.per_limb(log_n, op).map(|u| u * limbs * 1e-6);
         Some(match &n.op {
             Op::Input { .. } | Op::Encode { .. } | Op::Output { .. } | Op::DropLevel { .. } => 0.0,
-            Op::Add | Op::Sub | Op::AddPlain | Op::SubPlain | Op::AddScalar { .. } | Op::Negate => c("add")?,
+            Op::Add | Op::Sub | Op::AddPlain | Op::SubPlain | Op::AddScalar { .. } | Op::Negate => {
+                c("add")?
+            }
             Op::Mul | Op::Square => c("mul")?,
             Op::MulPlain => c("mul_plain")?,
             Op::MulScalar { .. } | Op::MulInteger { .. } => c("scalar_mul")?,
@@ -224,9 +238,11 @@ pub fn build(
             let v = ValueId::from_node(ix);
             let own = managed.origin_of(v).and_then(|o| lowered.layer_of(o));
             let l = match m.node(v).map(|n| &n.op) {
-                Some(Op::Rescale | Op::Relinearize) => {
-                    m.operands(v).first().and_then(|o| attributed.get(o).copied().flatten()).or(own)
-                }
+                Some(Op::Rescale | Op::Relinearize) => m
+                    .operands(v)
+                    .first()
+                    .and_then(|o| attributed.get(o).copied().flatten())
+                    .or(own),
                 _ => own,
             };
             attributed.insert(v, l);
@@ -251,7 +267,9 @@ pub fn build(
         }
         // Values read by another layer (or outputs) are what the layer leaves alive.
         let users = m.users(v);
-        if users.iter().any(|&u| layer_of(u) != Some(li)) || matches!(m.node(v).map(|n| &n.op), Some(Op::Output { .. })) {
+        if users.iter().any(|&u| layer_of(u) != Some(li))
+            || matches!(m.node(v).map(|n| &n.op), Some(Op::Output { .. }))
+        {
             l.ciphertexts += 1;
             l.bytes += ciphertext_bytes(log_n, lvl, ty.size());
         }
@@ -273,8 +291,18 @@ pub fn build(
             _ => None,
         };
     }
-    let top = m.ids().filter_map(|v| m.ty(v)).map(|t| t.level().0).max().unwrap_or(0);
-    let bottom = m.ids().filter_map(|v| m.ty(v)).map(|t| t.level().0).min().unwrap_or(0);
+    let top = m
+        .ids()
+        .filter_map(|v| m.ty(v))
+        .map(|t| t.level().0)
+        .max()
+        .unwrap_or(0);
+    let bottom = m
+        .ids()
+        .filter_map(|v| m.ty(v))
+        .map(|t| t.level().0)
+        .min()
+        .unwrap_or(0);
     let limbs_qp = u64::from(top + 1) + params.special_bits.len() as u64;
     let n = 1u64 << log_n;
     // Key-switching keys: dnum pairs of polynomials over QP; the uniform halves are seeded.
@@ -308,7 +336,9 @@ pub fn build(
 /// Peak number and bytes of live ciphertexts when the module runs in topological order
 /// (values freed after their last use).
 pub fn peak_live(m: &Module, log_n: u32) -> (u64, u64) {
-    let Ok(order) = petgraph::algo::toposort(m.graph(), None) else { return (0, 0) };
+    let Ok(order) = petgraph::algo::toposort(m.graph(), None) else {
+        return (0, 0);
+    };
     let mut remaining: HashMap<ValueId, usize> = HashMap::new();
     let (mut live, mut bytes, mut peak, mut peak_bytes) = (0u64, 0u64, 0u64, 0u64);
     for ix in order {

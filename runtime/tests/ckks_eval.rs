@@ -72,7 +72,11 @@ impl Fixture {
     }
     fn check(&self, name: &str, ct: &Ciphertext, want: &[f64], min_bits: f64) {
         let b = bits(&self.decrypt(ct), want);
-        eprintln!("{name}: {b:.1} bits (level {}, log2 scale {:.3})", ct.level(), ct.scale().log2());
+        eprintln!(
+            "{name}: {b:.1} bits (level {}, log2 scale {:.3})",
+            ct.level(),
+            ct.scale().log2()
+        );
         assert!(b >= min_bits, "{name}: {b:.1} bits < {min_bits}");
     }
 }
@@ -89,7 +93,11 @@ fn encode_decode_roundtrip_complex_and_real() {
         let pt = f.enc.encode_complex(&z, level, SCALE).unwrap();
         assert_eq!(pt.level(), level);
         let back = f.enc.decode_complex(&pt).unwrap();
-        let err = back.iter().zip(&z).map(|(a, b)| (*a - *b).norm()).fold(0f64, f64::max);
+        let err = back
+            .iter()
+            .zip(&z)
+            .map(|(a, b)| (*a - *b).norm())
+            .fold(0f64, f64::max);
         eprintln!("encode/decode level {level}: {:.1} bits", -err.log2());
         assert!(err < 2f64.powi(-30));
     }
@@ -101,7 +109,12 @@ fn encode_decode_roundtrip_complex_and_real() {
     assert!(back[3..].iter().all(|x| x.abs() < 1e-6));
     // scalar encoding (no FFT)
     let pt = f.enc.encode_scalar(-0.75, 1, SCALE).unwrap();
-    assert!(f.enc.decode(&pt).unwrap().iter().all(|x| (x + 0.75).abs() < 1e-9));
+    assert!(f
+        .enc
+        .decode(&pt)
+        .unwrap()
+        .iter()
+        .all(|x| (x + 0.75).abs() < 1e-9));
     assert!(f.enc.encode(&vec![0.0; slots + 1], 0, SCALE).is_err());
     assert!(f.enc.encode(&[f64::NAN], 0, SCALE).is_err());
     assert!(f.enc.encode(&[1.0], 9, SCALE).is_err());
@@ -140,16 +153,38 @@ fn every_operation_matches_plaintext_arithmetic() {
     let cx = f.encrypt(&x, top);
     let cy = f.encrypt(&y, top);
     let ev = f.eval.clone();
-    let zip = |g: &dyn Fn(f64, f64) -> f64| -> Vec<f64> { x.iter().zip(&y).map(|(&a, &b)| g(a, b)).collect() };
+    let zip = |g: &dyn Fn(f64, f64) -> f64| -> Vec<f64> {
+        x.iter().zip(&y).map(|(&a, &b)| g(a, b)).collect()
+    };
 
     f.check("add", &ev.add(&cx, &cy).unwrap(), &zip(&|a, b| a + b), 25.0);
     f.check("sub", &ev.sub(&cx, &cy).unwrap(), &zip(&|a, b| a - b), 25.0);
     f.check("negate", &ev.negate(&cx), &zip(&|a, _| -a), 25.0);
     let py = f.enc.encode(&y, top, SCALE).unwrap();
-    f.check("add_plain", &ev.add_plain(&cx, &py).unwrap(), &zip(&|a, b| a + b), 25.0);
-    f.check("sub_plain", &ev.sub_plain(&cx, &py).unwrap(), &zip(&|a, b| a - b), 25.0);
-    f.check("add_scalar", &ev.add_scalar(&cx, 0.375).unwrap(), &zip(&|a, _| a + 0.375), 25.0);
-    f.check("sub_scalar", &ev.sub_scalar(&cx, 1.5).unwrap(), &zip(&|a, _| a - 1.5), 25.0);
+    f.check(
+        "add_plain",
+        &ev.add_plain(&cx, &py).unwrap(),
+        &zip(&|a, b| a + b),
+        25.0,
+    );
+    f.check(
+        "sub_plain",
+        &ev.sub_plain(&cx, &py).unwrap(),
+        &zip(&|a, b| a - b),
+        25.0,
+    );
+    f.check(
+        "add_scalar",
+        &ev.add_scalar(&cx, 0.375).unwrap(),
+        &zip(&|a, _| a + 0.375),
+        25.0,
+    );
+    f.check(
+        "sub_scalar",
+        &ev.sub_scalar(&cx, 1.5).unwrap(),
+        &zip(&|a, _| a - 1.5),
+        25.0,
+    );
 
     let m = ev.mul(&cx, &cy).unwrap();
     assert_eq!(m.size(), 3);
@@ -162,13 +197,17 @@ fn every_operation_matches_plaintext_arithmetic() {
     assert!((rs.scale() - SCALE * SCALE / q_top).abs() < 1e-6 * rs.scale());
     f.check("mul+relin+rescale", &rs, &zip(&|a, b| a * b), 25.0);
 
-    let sq = ev.rescale(&ev.relinearize(&ev.square(&cx).unwrap(), &f.rk).unwrap()).unwrap();
+    let sq = ev
+        .rescale(&ev.relinearize(&ev.square(&cx).unwrap(), &f.rk).unwrap())
+        .unwrap();
     f.check("square+relin+rescale", &sq, &zip(&|a, _| a * a), 25.0);
 
     let mp = ev.rescale(&ev.mul_plain(&cx, &py).unwrap()).unwrap();
     f.check("mul_plain+rescale", &mp, &zip(&|a, b| a * b), 25.0);
 
-    let ms = ev.rescale(&ev.mul_scalar(&cx, -0.3, SCALE).unwrap()).unwrap();
+    let ms = ev
+        .rescale(&ev.mul_scalar(&cx, -0.3, SCALE).unwrap())
+        .unwrap();
     f.check("mul_scalar+rescale", &ms, &zip(&|a, _| -0.3 * a), 25.0);
 
     let mi = ev.mul_integer(&cx, -7);
@@ -185,12 +224,21 @@ fn every_operation_matches_plaintext_arithmetic() {
     let cxl = ev.drop_to_level(&cx, acc.level()).unwrap();
     let mut cxl = cxl;
     cxl.set_scale(acc.scale()).unwrap_or(());
-    let p = ev.rescale(&ev.mul_relin(&acc, &acc, &f.rk).unwrap()).unwrap();
+    let p = ev
+        .rescale(&ev.mul_relin(&acc, &acc, &f.rk).unwrap())
+        .unwrap();
     acc = p;
     f.check("(xy)^2", &acc, &zip(&|a, b| (a * b) * (a * b)), 20.0);
-    let p = ev.rescale(&ev.mul_scalar(&acc, 0.5, SCALE).unwrap()).unwrap();
+    let p = ev
+        .rescale(&ev.mul_scalar(&acc, 0.5, SCALE).unwrap())
+        .unwrap();
     assert_eq!(p.level(), 0);
-    f.check("(xy)^2/2 at level 0", &p, &zip(&|a, b| 0.5 * (a * b) * (a * b)), 18.0);
+    f.check(
+        "(xy)^2/2 at level 0",
+        &p,
+        &zip(&|a, b| 0.5 * (a * b) * (a * b)),
+        18.0,
+    );
     assert!(ev.rescale(&p).is_err());
 }
 
@@ -198,7 +246,9 @@ fn every_operation_matches_plaintext_arithmetic() {
 fn rotations_conjugation_and_hoisting() {
     let mut f = fixture(12, 2, vec![60], None);
     let slots = f.ctx.n() / 2;
-    let x: Vec<f64> = (0..slots).map(|i| (i as f64 / slots as f64) - 0.5).collect();
+    let x: Vec<f64> = (0..slots)
+        .map(|i| (i as f64 / slots as f64) - 0.5)
+        .collect();
     let cx = f.encrypt(&x, f.ctx.max_level());
     let steps = [1i64, 2, 5, -1, -3, 100];
     let rot = |k: i64| -> Vec<f64> {
@@ -222,7 +272,10 @@ fn rotations_conjugation_and_hoisting() {
         f.check(&format!("hoisted rotate {k}"), h, &rot(k), 25.0);
     }
     // composed rotations agree with a single one (a different key path)
-    let r23 = f.eval.rotate(&f.eval.rotate(&cx, 2, &f.gk).unwrap(), -1, &f.gk).unwrap();
+    let r23 = f
+        .eval
+        .rotate(&f.eval.rotate(&cx, 2, &f.gk).unwrap(), -1, &f.gk)
+        .unwrap();
     let b = bits(&f.decrypt(&r23), &plain[0]);
     eprintln!("rotate(rotate(x, 2), -1) vs rotate(x, 1): {b:.1} bits");
     assert!(b >= 25.0);
@@ -235,16 +288,25 @@ fn rotations_conjugation_and_hoisting() {
         other => panic!("expected MissingGaloisKey, got {other:?}"),
     }
     // conjugation on complex slots
-    let z: Vec<Complex64> = (0..slots).map(|i| Complex64::new(x[i], 0.25 - x[i])).collect();
+    let z: Vec<Complex64> = (0..slots)
+        .map(|i| Complex64::new(x[i], 0.25 - x[i]))
+        .collect();
     let pt = f.enc.encode_complex(&z, 1, SCALE).unwrap();
     let cz = f.pk_enc.encrypt(&pt).unwrap();
     let cc = f.eval.conjugate(&cz, &f.gk).unwrap();
     let got = f.enc.decode_complex(&f.dec.decrypt(&cc).unwrap()).unwrap();
-    let err = got.iter().zip(&z).map(|(a, b)| (*a - b.conj()).norm()).fold(0f64, f64::max);
+    let err = got
+        .iter()
+        .zip(&z)
+        .map(|(a, b)| (*a - b.conj()).norm())
+        .fold(0f64, f64::max);
     eprintln!("conjugate: {:.1} bits", -err.log2());
     assert!(err < 2f64.powi(-25));
     // rotation after a multiplication at a lower level
-    let sq = f.eval.rescale(&f.eval.mul_relin(&cx, &cx, &f.rk).unwrap()).unwrap();
+    let sq = f
+        .eval
+        .rescale(&f.eval.mul_relin(&cx, &cx, &f.rk).unwrap())
+        .unwrap();
     let r = f.eval.rotate(&sq, -3, &f.gk).unwrap();
     let want: Vec<f64> = rot(-3).iter().map(|v| v * v).collect();
     f.check("rotate -3 at level 1", &r, &want, 25.0);
@@ -271,7 +333,9 @@ fn multiply_accumulate_matches_sum_of_products() {
     // reference: the same via mul_scalar + add
     let mut r = f.eval.mul_scalar(&cts[0], ws[0], SCALE).unwrap();
     for (c, &w) in cts.iter().zip(&ws).skip(1) {
-        f.eval.add_assign(&mut r, &f.eval.mul_scalar(c, w, SCALE).unwrap()).unwrap();
+        f.eval
+            .add_assign(&mut r, &f.eval.mul_scalar(c, w, SCALE).unwrap())
+            .unwrap();
     }
     let r = f.eval.rescale(&r).unwrap();
     assert!(bits(&f.decrypt(&r), &f.decrypt(&acc)) > 30.0);
@@ -284,16 +348,37 @@ fn mismatched_levels_and_scales_are_errors() {
     let x = vec![0.5; 4];
     let a = f.encrypt(&x, 2);
     let b = f.encrypt(&x, 1);
-    assert!(matches!(f.eval.add(&a, &b), Err(CkksError::LevelMismatch { left: 2, right: 1 })));
-    assert!(matches!(f.eval.mul(&a, &b), Err(CkksError::LevelMismatch { .. })));
+    assert!(matches!(
+        f.eval.add(&a, &b),
+        Err(CkksError::LevelMismatch { left: 2, right: 1 })
+    ));
+    assert!(matches!(
+        f.eval.mul(&a, &b),
+        Err(CkksError::LevelMismatch { .. })
+    ));
     let pt = f.enc.encode(&x, 2, SCALE * 2.0).unwrap();
-    assert!(matches!(f.eval.add_plain(&a, &pt), Err(CkksError::ScaleMismatch { .. })));
+    assert!(matches!(
+        f.eval.add_plain(&a, &pt),
+        Err(CkksError::ScaleMismatch { .. })
+    ));
     let sq = f.eval.mul(&a, &a).unwrap();
-    assert!(matches!(f.eval.add(&sq, &a), Err(CkksError::ScaleMismatch { .. })));
-    assert!(matches!(f.eval.rotate(&sq, 1, &f.gk), Err(CkksError::CiphertextSize { .. })));
-    assert!(matches!(f.eval.relinearize(&a, &f.rk), Err(CkksError::CiphertextSize { .. })));
+    assert!(matches!(
+        f.eval.add(&sq, &a),
+        Err(CkksError::ScaleMismatch { .. })
+    ));
+    assert!(matches!(
+        f.eval.rotate(&sq, 1, &f.gk),
+        Err(CkksError::CiphertextSize { .. })
+    ));
+    assert!(matches!(
+        f.eval.relinearize(&a, &f.rk),
+        Err(CkksError::CiphertextSize { .. })
+    ));
     // a rescaled product (scale D^2/q) is accepted against D within the tolerance
-    let r = f.eval.rescale(&f.eval.mul_relin(&a, &a, &f.rk).unwrap()).unwrap();
+    let r = f
+        .eval
+        .rescale(&f.eval.mul_relin(&a, &a, &f.rk).unwrap())
+        .unwrap();
     let c = f.encrypt(&x, 1);
     let s = f.eval.add(&r, &c).unwrap();
     let mut want = vec![0.0; f.ctx.n() / 2];
@@ -302,19 +387,30 @@ fn mismatched_levels_and_scales_are_errors() {
     // ... but not with a zero tolerance
     let strict = Evaluator::new(&f.ctx).with_scale_tolerance(0.0);
     assert!(strict.add(&r, &c).is_err());
-    assert!(matches!(f.eval.drop_to_level(&b, 2), Err(CkksError::LevelUnavailable { .. })));
+    assert!(matches!(
+        f.eval.drop_to_level(&b, 2),
+        Err(CkksError::LevelUnavailable { .. })
+    ));
 }
 
 #[test]
 fn key_switching_variants_dnum_and_special_primes() {
     // (special primes, dnum): one digit per limb, one digit overall with many special primes,
     // and a partial last digit.
-    for (special, dnum) in [(vec![60], Some(5)), (vec![60, 60, 60, 60], Some(1)), (vec![60, 50], Some(3)), (vec![61, 61], None)] {
+    for (special, dnum) in [
+        (vec![60], Some(5)),
+        (vec![60, 60, 60, 60], Some(1)),
+        (vec![60, 50], Some(3)),
+        (vec![61, 61], None),
+    ] {
         let mut f = fixture(12, 4, special.clone(), dnum);
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let x = random_vec(&mut rng, 64);
         let cx = f.encrypt(&x, f.ctx.max_level());
-        let sq = f.eval.rescale(&f.eval.mul_relin(&cx, &cx, &f.rk).unwrap()).unwrap();
+        let sq = f
+            .eval
+            .rescale(&f.eval.mul_relin(&cx, &cx, &f.rk).unwrap())
+            .unwrap();
         let want: Vec<f64> = x.iter().map(|v| v * v).collect();
         let got = &f.decrypt(&sq)[..64];
         let b = bits(got, &want);
@@ -327,7 +423,10 @@ fn key_switching_variants_dnum_and_special_primes() {
         assert!(b >= 25.0);
         // the same at a low level (partial digits)
         let low = f.eval.drop_to_level(&cx, 1).unwrap();
-        let r = f.eval.rescale(&f.eval.mul_relin(&low, &low, &f.rk).unwrap()).unwrap();
+        let r = f
+            .eval
+            .rescale(&f.eval.mul_relin(&low, &low, &f.rk).unwrap())
+            .unwrap();
         assert!(bits(&f.decrypt(&r)[..64], &want) >= 25.0);
     }
 }
@@ -397,10 +496,14 @@ fn real_128_bit_parameter_set() {
     let ev = Evaluator::new(&ctx);
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let x = random_vec(&mut rng, ctx.n() / 2);
-    let mut c = e.encrypt(&enc.encode(&x, ctx.max_level(), SCALE).unwrap()).unwrap();
+    let mut c = e
+        .encrypt(&enc.encode(&x, ctx.max_level(), SCALE).unwrap())
+        .unwrap();
     let mut want = x.clone();
     for _ in 0..3 {
-        c = ev.rescale(&ev.square(&c).and_then(|s| ev.relinearize(&s, &rk)).unwrap()).unwrap();
+        c = ev
+            .rescale(&ev.square(&c).and_then(|s| ev.relinearize(&s, &rk)).unwrap())
+            .unwrap();
         want.iter_mut().for_each(|v| *v *= *v);
     }
     c = ev.rotate(&c, 3, &gk).unwrap();
@@ -408,6 +511,9 @@ fn real_128_bit_parameter_set() {
     let want: Vec<f64> = (0..n2).map(|i| want[(i + 3) % n2]).collect();
     let got = enc.decode(&dec.decrypt(&c).unwrap()).unwrap();
     let b = bits(&got, &want);
-    eprintln!("128-bit set, x^8 then rotate: {b:.1} bits at level {}", c.level());
+    eprintln!(
+        "128-bit set, x^8 then rotate: {b:.1} bits at level {}",
+        c.level()
+    );
     assert!(b >= 20.0);
 }

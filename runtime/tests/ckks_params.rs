@@ -31,7 +31,12 @@ fn security_table_accepts_and_refuses() {
         // refuse: one more 40-bit prime (if still above the limit) or a bigger chain
         let too_big = builder(log_n, 60, vec![40; k + 2], vec![60]).build();
         match too_big {
-            Err(CkksError::Insecure { limit: l, log_n: ln, ref level, log_qp }) => {
+            Err(CkksError::Insecure {
+                limit: l,
+                log_n: ln,
+                ref level,
+                log_qp,
+            }) => {
                 assert_eq!((l, ln), (limit, log_n));
                 assert!(log_qp > limit as f64);
                 assert!(level.contains("128"));
@@ -49,10 +54,18 @@ fn security_table_accepts_and_refuses() {
     // 192-bit refuses what 128-bit accepts
     let b = builder(13, 60, vec![40, 40], vec![60]);
     assert!(b.clone().build().is_ok());
-    let e = b.clone().security_level(SecurityLevel::Classical192).build().unwrap_err();
+    let e = b
+        .clone()
+        .security_level(SecurityLevel::Classical192)
+        .build()
+        .unwrap_err();
     assert!(e.to_string().contains("152"), "{e}");
     // the explicit opt-out accepts it
-    let p = b.security_level(SecurityLevel::Classical256).insecure_no_security_check().build().unwrap();
+    let p = b
+        .security_level(SecurityLevel::Classical256)
+        .insecure_no_security_check()
+        .build()
+        .unwrap();
     assert_eq!(p.security_level(), None);
 }
 
@@ -78,14 +91,20 @@ fn invalid_parameters_are_errors() {
     let sd = SecretDistribution::UniformTernary;
     assert!(CkksParameters::from_primes(13, q.clone(), p.clone(), 2, sd, None).is_ok());
     assert!(CkksParameters::from_primes(13, vec![q[0], q[0]], p.clone(), 2, sd, None).is_err());
-    assert!(CkksParameters::from_primes(13, vec![q[0], 1_000_000_007], p.clone(), 2, sd, None).is_err());
+    assert!(
+        CkksParameters::from_primes(13, vec![q[0], 1_000_000_007], p.clone(), 2, sd, None).is_err()
+    );
     assert!(CkksParameters::from_primes(13, vec![q[0], q[1] + 2 * 8192], p, 2, sd, None).is_err());
 }
 
 #[test]
 fn primes_are_ntt_friendly_distinct_and_deterministic() {
-    let a = builder(15, 60, vec![40; 16], vec![60, 60, 60]).build().unwrap();
-    let b = builder(15, 60, vec![40; 16], vec![60, 60, 60]).build().unwrap();
+    let a = builder(15, 60, vec![40; 16], vec![60, 60, 60])
+        .build()
+        .unwrap();
+    let b = builder(15, 60, vec![40; 16], vec![60, 60, 60])
+        .build()
+        .unwrap();
     assert_eq!(a, b);
     assert_eq!(a.dnum(), 6); // ceil(17 / 3)
     assert_eq!(a.max_level(), 16);
@@ -114,7 +133,10 @@ fn parameter_encoding_known_answer() {
     assert_eq!(p.dnum(), 3);
     let hex: String = p.fingerprint().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex, KAT_FINGERPRINT);
-    assert_eq!(p.canonical_encoding().len(), 16 + 4 + 4 + 3 * 8 + 4 + 8 + 4 + 1 + 4);
+    assert_eq!(
+        p.canonical_encoding().len(),
+        16 + 4 + 4 + 3 * 8 + 4 + 8 + 4 + 1 + 4
+    );
 }
 
 /// SHA-256 of the canonical encoding, computed independently (Python

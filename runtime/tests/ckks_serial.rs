@@ -44,7 +44,9 @@ fn setup() -> Setup {
 const SCALE: f64 = 1099511627776.0;
 
 fn decrypt(s: &Setup, sk: &SecretKey, ct: &Ciphertext) -> Vec<f64> {
-    s.enc.decode(&Decryptor::new(&s.ctx, sk).decrypt(ct).unwrap()).unwrap()
+    s.enc
+        .decode(&Decryptor::new(&s.ctx, sk).decrypt(ct).unwrap())
+        .unwrap()
 }
 
 fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
@@ -69,7 +71,12 @@ fn round_trips_of_every_object() {
     let pk2 = PublicKey::from_bytes(&ctx, &pkb).unwrap();
     assert_eq!(pk2, pk);
     let poly_bytes = (ctx.q_count() + ctx.p_count()) * ctx.n() * 8;
-    assert!(pkb.len() < poly_bytes + 200, "{} vs {}", pkb.len(), poly_bytes);
+    assert!(
+        pkb.len() < poly_bytes + 200,
+        "{} vs {}",
+        pkb.len(),
+        poly_bytes
+    );
     // relinearization and Galois keys
     let rk = s.kg.relin_key();
     let rk2 = RelinKey::from_bytes(&ctx, &rk.to_bytes(&ctx)).unwrap();
@@ -91,19 +98,36 @@ fn round_trips_of_every_object() {
     let ct2 = Ciphertext::from_bytes(&ctx, &ctb).unwrap();
     assert_eq!(ct2, ct);
     let ev = Evaluator::new(&ctx);
-    let r = ev.rotate(&ev.rescale(&ev.mul_relin(&ct2, &ct2, &rk2).unwrap()).unwrap(), 1, &gk2).unwrap();
+    let r = ev
+        .rotate(
+            &ev.rescale(&ev.mul_relin(&ct2, &ct2, &rk2).unwrap())
+                .unwrap(),
+            1,
+            &gk2,
+        )
+        .unwrap();
     let out = decrypt(&s, &sk2, &r);
     let want: Vec<f64> = (0..99).map(|i| x[i + 1] * x[i + 1]).collect();
     assert!(close(&out[..99], &want, 1e-6));
     // size-3 ciphertext at a lower level
-    let m = ev.mul(&ev.drop_to_level(&ct, 1).unwrap(), &ev.drop_to_level(&ct, 1).unwrap()).unwrap();
+    let m = ev
+        .mul(
+            &ev.drop_to_level(&ct, 1).unwrap(),
+            &ev.drop_to_level(&ct, 1).unwrap(),
+        )
+        .unwrap();
     let m2 = Ciphertext::from_bytes(&ctx, &m.to_bytes(&ctx)).unwrap();
     assert_eq!(m2, m);
     // symmetric ciphertext: c1 stored as a seed
     let mut se = SymmetricEncryptor::new(&ctx, &sk).unwrap();
     let sct = se.encrypt(&s.enc.encode(&x, 2, SCALE).unwrap()).unwrap();
     let sb = sct.to_bytes(&ctx);
-    assert!(sb.len() < ctb.len() / 2 + 100, "{} vs {}", sb.len(), ctb.len());
+    assert!(
+        sb.len() < ctb.len() / 2 + 100,
+        "{} vs {}",
+        sb.len(),
+        ctb.len()
+    );
     let sct2 = Ciphertext::from_bytes(&ctx, &sb).unwrap();
     assert!(sct2.is_seeded());
     assert_eq!(sct2, sct);
@@ -138,7 +162,10 @@ fn rejects_corrupted_truncated_and_mismatched_data() {
         Err(CkksError::WrongKind { .. })
     ));
     let e_kind = Plaintext::from_bytes(&ctx, &good).unwrap_err().to_string();
-    assert!(e_kind.contains("Plaintext") && e_kind.contains("Ciphertext"), "{e_kind}");
+    assert!(
+        e_kind.contains("Plaintext") && e_kind.contains("Ciphertext"),
+        "{e_kind}"
+    );
     // other parameters: fingerprint mismatch
     assert!(matches!(
         Ciphertext::from_bytes(&s.other, &good),
@@ -149,20 +176,37 @@ fn rejects_corrupted_truncated_and_mismatched_data() {
         Err(CkksError::FingerprintMismatch { .. })
     ));
     // truncation anywhere
-    for cut in [0, 5, HEADER_LEN - 1, HEADER_LEN + 3, good.len() / 2, good.len() - 1] {
+    for cut in [
+        0,
+        5,
+        HEADER_LEN - 1,
+        HEADER_LEN + 3,
+        good.len() / 2,
+        good.len() - 1,
+    ] {
         let r = Ciphertext::from_bytes(&ctx, &good[..cut]);
-        assert!(matches!(r, Err(CkksError::Truncated { .. })), "cut {cut}: {r:?}");
+        assert!(
+            matches!(r, Err(CkksError::Truncated { .. })),
+            "cut {cut}: {r:?}"
+        );
     }
     // trailing garbage
     let mut b = good.clone();
     b.push(0);
-    assert!(matches!(Ciphertext::from_bytes(&ctx, &b), Err(CkksError::Malformed(_))));
+    assert!(matches!(
+        Ciphertext::from_bytes(&ctx, &b),
+        Err(CkksError::Malformed(_))
+    ));
     // a limb value not below its modulus: overwrite the first word of c0
     let first_word = HEADER_LEN + 8 + 2 + 9;
     let mut b = good.clone();
     b[first_word..first_word + 8].copy_from_slice(&u64::MAX.to_le_bytes());
     match Ciphertext::from_bytes(&ctx, &b) {
-        Err(CkksError::LimbOutOfRange { limb: 0, value, modulus }) => {
+        Err(CkksError::LimbOutOfRange {
+            limb: 0,
+            value,
+            modulus,
+        }) => {
             assert_eq!(value, u64::MAX);
             assert_eq!(modulus, ctx.params().q()[0]);
         }
@@ -181,11 +225,17 @@ fn rejects_corrupted_truncated_and_mismatched_data() {
     let mut b = good.clone();
     let ql_off = HEADER_LEN + 8 + 2 + 1;
     b[ql_off..ql_off + 4].copy_from_slice(&9u32.to_le_bytes());
-    assert!(matches!(Ciphertext::from_bytes(&ctx, &b), Err(CkksError::Malformed(_))));
+    assert!(matches!(
+        Ciphertext::from_bytes(&ctx, &b),
+        Err(CkksError::Malformed(_))
+    ));
     // a corrupted scale
     let mut b = good.clone();
     b[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&f64::NAN.to_bits().to_le_bytes());
-    assert!(matches!(Ciphertext::from_bytes(&ctx, &b), Err(CkksError::Malformed(_))));
+    assert!(matches!(
+        Ciphertext::from_bytes(&ctx, &b),
+        Err(CkksError::Malformed(_))
+    ));
     // parameters: tampered prime no longer matches the fingerprint (or is refused)
     let mut pb = ctx.params().to_bytes();
     let prime_off = HEADER_LEN + 16 + 4 + 4;

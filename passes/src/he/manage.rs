@@ -331,7 +331,12 @@ fn rebuild(
     let mut origin: Vec<(u32, ValueId)> = Vec::with_capacity(order.len());
     for ix in order {
         let v = ValueId::from_node(ix);
-        let next_id = r.out.graph().node_indices().next_back().map_or(0, |i| i.index() as u32 + 1);
+        let next_id = r
+            .out
+            .graph()
+            .node_indices()
+            .next_back()
+            .map_or(0, |i| i.index() as u32 + 1);
         if origin.last().is_none_or(|&(start, _)| start < next_id) {
             origin.push((next_id, v));
         } else if let Some(last) = origin.last_mut() {
@@ -455,5 +460,8 @@ fn rebuild(
     }
     let mut out = r.out;
     crate::he::dce(&mut out);
-    Ok(Managed { module: out, origin })
+    Ok(Managed {
+        module: out,
+        origin,
+    })
 }

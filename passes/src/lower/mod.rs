@@ -539,7 +539,12 @@ pub fn lower_batch(g: &Graph, opts: &LowerOptions) -> Result<Lowered, LowerError
             name: node.name.clone(),
             op: node.op.mnemonic().to_string(),
             shape: out_shape.0.clone(),
-            end: em.module.graph().node_indices().next_back().map_or(0, |i| i.index() as u32 + 1),
+            end: em
+                .module
+                .graph()
+                .node_indices()
+                .next_back()
+                .map_or(0, |i| i.index() as u32 + 1),
         });
     }
     for &out in &g.outputs {
@@ -561,7 +566,12 @@ pub fn lower_batch(g: &Graph, opts: &LowerOptions) -> Result<Lowered, LowerError
             em.module.output(v, &node.name, k as u32).map_err(&build)?;
         }
         if let Some(last) = layers.last_mut() {
-            last.end = em.module.graph().node_indices().next_back().map_or(0, |i| i.index() as u32 + 1);
+            last.end = em
+                .module
+                .graph()
+                .node_indices()
+                .next_back()
+                .map_or(0, |i| i.index() as u32 + 1);
         }
     }
     Ok(Lowered { module, layers })

@@ -138,7 +138,8 @@ impl Encoder {
             rot.push(g);
             g = (g * 5) % m;
         }
-        let root = |k: usize| Complex64::from_angle(2.0 * std::f64::consts::PI * k as f64 / m as f64);
+        let root =
+            |k: usize| Complex64::from_angle(2.0 * std::f64::consts::PI * k as f64 / m as f64);
         let mut inv_tw = vec![Complex64::default(); slots];
         let mut fwd_tw = vec![Complex64::default(); slots];
         let mut len = 2;
@@ -221,7 +222,12 @@ impl Encoder {
     }
 
     /// Encodes up to `N/2` complex values at `level` and `scale`.
-    pub fn encode_complex(&self, values: &[Complex64], level: usize, scale: f64) -> Result<Plaintext> {
+    pub fn encode_complex(
+        &self,
+        values: &[Complex64],
+        level: usize,
+        scale: f64,
+    ) -> Result<Plaintext> {
         self.check_level(level)?;
         check_scale(scale)?;
         let slots = self.slots();
@@ -231,7 +237,10 @@ impl Encoder {
                 values.len()
             )));
         }
-        if values.iter().any(|z| !(z.re.is_finite() && z.im.is_finite())) {
+        if values
+            .iter()
+            .any(|z| !(z.re.is_finite() && z.im.is_finite()))
+        {
             return Err(CkksError::InvalidInput("non-finite value".into()));
         }
         let mut v = vec![Complex64::default(); slots];
@@ -244,9 +253,7 @@ impl Encoder {
             coeffs[i + slots] = (z.im * scale).round();
         }
         if coeffs.iter().any(|c| !c.is_finite()) {
-            return Err(CkksError::InvalidInput(
-                "scaled value is not finite".into(),
-            ));
+            return Err(CkksError::InvalidInput("scaled value is not finite".into()));
         }
         let ctx = &self.ctx;
         let mut poly = RnsPoly::zero(ctx, level + 1, 0, false);
@@ -322,7 +329,13 @@ pub(crate) fn crt_reconstruct_f64(ctx: &Context, poly: &RnsPoly) -> Vec<f64> {
         let q = ctx.moduli()[0].value();
         return poly.data[..n]
             .iter()
-            .map(|&x| if x > q / 2 { -((q - x) as f64) } else { x as f64 })
+            .map(|&x| {
+                if x > q / 2 {
+                    -((q - x) as f64)
+                } else {
+                    x as f64
+                }
+            })
             .collect();
     }
     let t = &ctx.levels[l].crt;
@@ -330,52 +343,50 @@ pub(crate) fn crt_reconstruct_f64(ctx: &Context, poly: &RnsPoly) -> Vec<f64> {
     let moduli = &ctx.moduli()[..=l];
     let inv_q: Vec<f64> = moduli.iter().map(|m| 1.0 / m.value() as f64).collect();
     let mut out = vec![0f64; n];
-    out.par_chunks_mut(256)
-        .enumerate()
-        .for_each_init(
-            || (vec![0u64; w], vec![0u64; w]),
-            |(acc, tmp), (blk, chunk)| {
-                for (kk, o) in chunk.iter_mut().enumerate() {
-                    let k = blk * 256 + kk;
-                    acc.fill(0);
-                    let mut frac = 0f64;
-                    for (i, m) in moduli.iter().enumerate() {
-                        let (wi, wsi) = t.qhat_inv[i];
-                        let y = m.mul_shoup(poly.data[i * n + k], wi, wsi);
-                        frac += y as f64 * inv_q[i];
-                        // acc += y * qhat_i
-                        let mut carry = 0u128;
-                        for (a, &h) in acc.iter_mut().zip(&t.qhat[i]) {
-                            let s = *a as u128 + y as u128 * h as u128 + carry;
-                            *a = s as u64;
-                            carry = s >> 64;
-                        }
+    out.par_chunks_mut(256).enumerate().for_each_init(
+        || (vec![0u64; w], vec![0u64; w]),
+        |(acc, tmp), (blk, chunk)| {
+            for (kk, o) in chunk.iter_mut().enumerate() {
+                let k = blk * 256 + kk;
+                acc.fill(0);
+                let mut frac = 0f64;
+                for (i, m) in moduli.iter().enumerate() {
+                    let (wi, wsi) = t.qhat_inv[i];
+                    let y = m.mul_shoup(poly.data[i * n + k], wi, wsi);
+                    frac += y as f64 * inv_q[i];
+                    // acc += y * qhat_i
+                    let mut carry = 0u128;
+                    for (a, &h) in acc.iter_mut().zip(&t.qhat[i]) {
+                        let s = *a as u128 + y as u128 * h as u128 + carry;
+                        *a = s as u64;
+                        carry = s >> 64;
                     }
-                    // acc < (l+1) Q; subtract floor(frac) * Q, correcting by one.
-                    let mut kq = frac.floor() as u64;
-                    loop {
-                        mul_words(&t.q, kq, tmp);
-                        if !less_than(acc, tmp) {
-                            sub_words(acc, tmp);
-                            break;
-                        }
-                        kq -= 1;
-                    }
-                    while !less_than(acc, &t.q) {
-                        sub_words(acc, &t.q);
-                    }
-                    // centre: if 2*acc > Q, value = acc - Q (negative)
-                    mul_words(acc, 2, tmp);
-                    *o = if less_than(&t.q, tmp) {
-                        tmp.copy_from_slice(&t.q);
-                        sub_words(tmp, acc);
-                        -words_to_f64(tmp)
-                    } else {
-                        words_to_f64(acc)
-                    };
                 }
-            },
-        );
+                // acc < (l+1) Q; subtract floor(frac) * Q, correcting by one.
+                let mut kq = frac.floor() as u64;
+                loop {
+                    mul_words(&t.q, kq, tmp);
+                    if !less_than(acc, tmp) {
+                        sub_words(acc, tmp);
+                        break;
+                    }
+                    kq -= 1;
+                }
+                while !less_than(acc, &t.q) {
+                    sub_words(acc, &t.q);
+                }
+                // centre: if 2*acc > Q, value = acc - Q (negative)
+                mul_words(acc, 2, tmp);
+                *o = if less_than(&t.q, tmp) {
+                    tmp.copy_from_slice(&t.q);
+                    sub_words(tmp, acc);
+                    -words_to_f64(tmp)
+                } else {
+                    words_to_f64(acc)
+                };
+            }
+        },
+    );
     out
 }
 

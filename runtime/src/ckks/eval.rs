@@ -335,7 +335,11 @@ impl Evaluator {
     /// accumulated in u128 and reduced once per 63 terms. All ciphertexts must
     /// share level, size and (within tolerance) scale; the result's scale is
     /// `ct.scale() * scale`.
-    pub fn mul_scalar_accumulate(&self, terms: &[(&Ciphertext, f64)], scale: f64) -> Result<Ciphertext> {
+    pub fn mul_scalar_accumulate(
+        &self,
+        terms: &[(&Ciphertext, f64)],
+        scale: f64,
+    ) -> Result<Ciphertext> {
         check_scale(scale)?;
         let (first, _) = terms
             .first()
@@ -494,12 +498,24 @@ impl Evaluator {
 
     /// Rotations of one ciphertext by each of `steps`, sharing one ModUp
     /// decomposition of `c1` (hoisting). Output `i` is the rotation by `steps[i]`.
-    pub fn rotate_hoisted(&self, ct: &Ciphertext, steps: &[i64], gk: &GaloisKeys) -> Result<Vec<Ciphertext>> {
+    pub fn rotate_hoisted(
+        &self,
+        ct: &Ciphertext,
+        steps: &[i64],
+        gk: &GaloisKeys,
+    ) -> Result<Vec<Ciphertext>> {
         Self::check_size(ct, 2)?;
         let mut keys = Vec::with_capacity(steps.len());
         for &k in steps {
             let g = self.ctx.galois_element(k);
-            keys.push((g, if g == 1 { None } else { Some(self.key_for(gk, g, k)?) }));
+            keys.push((
+                g,
+                if g == 1 {
+                    None
+                } else {
+                    Some(self.key_for(gk, g, k)?)
+                },
+            ));
         }
         if keys.iter().all(|(_, k)| k.is_none()) {
             return Ok(vec![ct.clone(); steps.len()]);

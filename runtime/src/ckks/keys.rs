@@ -58,7 +58,11 @@ pub(crate) fn sample_gaussian(rng: &mut ChaCha20Rng, n: usize) -> Vec<i64> {
 }
 
 /// Samples a ternary secret with the given distribution.
-pub(crate) fn sample_ternary(rng: &mut ChaCha20Rng, n: usize, dist: SecretDistribution) -> Vec<i64> {
+pub(crate) fn sample_ternary(
+    rng: &mut ChaCha20Rng,
+    n: usize,
+    dist: SecretDistribution,
+) -> Vec<i64> {
     match dist {
         SecretDistribution::UniformTernary => (0..n).map(|_| rng.gen_range(-1i64..=1)).collect(),
         SecretDistribution::FixedHammingWeight(h) => {

@@ -214,8 +214,14 @@ mod tests {
         let q = generate_primes(61, 1, log_n, &[]).unwrap()[0];
         let m = Modulus::new(q).unwrap();
         let t = NttTable::new(&m, log_n).unwrap();
-        let a: Vec<u64> = (0..256u64).map(|i| (i * 0x9e37_79b9_7f4a_7c15) % q).collect();
-        let lazy: Vec<u64> = a.iter().enumerate().map(|(i, &x)| x + (i as u64 % 4) * q).collect();
+        let a: Vec<u64> = (0..256u64)
+            .map(|i| (i * 0x9e37_79b9_7f4a_7c15) % q)
+            .collect();
+        let lazy: Vec<u64> = a
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| x + (i as u64 % 4) * q)
+            .collect();
         let (mut x, mut y) = (a.clone(), lazy);
         t.forward(&mut x);
         t.forward(&mut y);

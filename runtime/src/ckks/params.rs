@@ -334,7 +334,11 @@ impl CkksParameters {
     }
     /// `log2(Q * P)`.
     pub fn log_qp(&self) -> f64 {
-        self.q.iter().chain(&self.p).map(|&x| (x as f64).log2()).sum()
+        self.q
+            .iter()
+            .chain(&self.p)
+            .map(|&x| (x as f64).log2())
+            .sum()
     }
 
     /// Canonical byte encoding of everything that defines the ring and keys

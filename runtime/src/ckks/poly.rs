@@ -39,18 +39,20 @@ impl RnsPoly {
     }
 
     /// Reduces signed small coefficients into every limb (coefficient form).
-    pub(crate) fn from_signed(ctx: &Context, coeffs: &[i64], q_limbs: usize, p_limbs: usize) -> Self {
+    pub(crate) fn from_signed(
+        ctx: &Context,
+        coeffs: &[i64],
+        q_limbs: usize,
+        p_limbs: usize,
+    ) -> Self {
         let n = ctx.n();
         let mut p = Self::zero(ctx, q_limbs, p_limbs, false);
-        p.data
-            .par_chunks_mut(n)
-            .enumerate()
-            .for_each(|(i, limb)| {
-                let m = &ctx.moduli()[ctx.limb_modulus(q_limbs, i)];
-                for (o, &c) in limb.iter_mut().zip(coeffs) {
-                    *o = m.reduce_i64(c);
-                }
-            });
+        p.data.par_chunks_mut(n).enumerate().for_each(|(i, limb)| {
+            let m = &ctx.moduli()[ctx.limb_modulus(q_limbs, i)];
+            for (o, &c) in limb.iter_mut().zip(coeffs) {
+                *o = m.reduce_i64(c);
+            }
+        });
         p
     }
 
@@ -65,25 +67,22 @@ impl RnsPoly {
     ) -> Self {
         let n = ctx.n();
         let mut p = Self::zero(ctx, q_limbs, p_limbs, true);
-        p.data
-            .par_chunks_mut(n)
-            .enumerate()
-            .for_each(|(i, limb)| {
-                let g = ctx.limb_modulus(q_limbs, i);
-                let q = ctx.moduli()[g].value();
-                let mask = u64::MAX >> q.leading_zeros();
-                let mut rng = ChaCha20Rng::from_seed(*seed);
-                rng.set_stream(g as u64);
-                for o in limb.iter_mut() {
-                    loop {
-                        let v = rng.next_u64() & mask;
-                        if v < q {
-                            *o = v;
-                            break;
-                        }
+        p.data.par_chunks_mut(n).enumerate().for_each(|(i, limb)| {
+            let g = ctx.limb_modulus(q_limbs, i);
+            let q = ctx.moduli()[g].value();
+            let mask = u64::MAX >> q.leading_zeros();
+            let mut rng = ChaCha20Rng::from_seed(*seed);
+            rng.set_stream(g as u64);
+            for o in limb.iter_mut() {
+                loop {
+                    let v = rng.next_u64() & mask;
+                    if v < q {
+                        *o = v;
+                        break;
                     }
                 }
-            });
+            }
+        });
         p
     }
 

@@ -400,7 +400,9 @@ impl GaloisKeys {
             }
             let k = read_ksk(&mut r, ctx)?;
             if keys.insert(g, k).is_some() {
-                return Err(CkksError::Malformed(format!("duplicate Galois element {g}")));
+                return Err(CkksError::Malformed(format!(
+                    "duplicate Galois element {g}"
+                )));
             }
         }
         r.finish()?;
@@ -481,7 +483,11 @@ impl Ciphertext {
                 }
                 (v, None)
             }
-            v => return Err(CkksError::Malformed(format!("seeded flag {v} for size {size}"))),
+            v => {
+                return Err(CkksError::Malformed(format!(
+                    "seeded flag {v} for size {size}"
+                )))
+            }
         };
         r.finish()?;
         Ok(Self { polys, scale, seed })

@@ -150,7 +150,8 @@ impl Modulus {
     #[inline(always)]
     pub fn mul_shoup_lazy(&self, x: u64, w: u64, ws: u64) -> u64 {
         let qhat = ((x as u128 * ws as u128) >> 64) as u64;
-        w.wrapping_mul(x).wrapping_sub(qhat.wrapping_mul(self.value))
+        w.wrapping_mul(x)
+            .wrapping_sub(qhat.wrapping_mul(self.value))
     }
 
     /// `x * w mod q` in `[0, q)` for any 64-bit `x`, with `ws = shoup(w)`.

@@ -1,6 +1,7 @@
 //! The hecc driver: composes front end, passes and runtime into the pipeline the CLI exposes.
 //! Only the CLI (`src/main.rs`) prints.
 
+pub mod approx_cmd;
 pub mod check;
 pub mod compile;
 pub mod report_text;

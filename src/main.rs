@@ -51,6 +51,31 @@ enum Cli {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Build a polynomial approximation of relu, sign or max and print its degree, depth,
+    /// multiplications and measured maximum error; optionally plot it (SVG).
+    Approx {
+        /// `relu`, `sign` or `max`.
+        #[arg(long, default_value = "relu")]
+        activation: String,
+        /// square, least-squares, chebyshev, taylor, silu-taylor, cryptodl or minimax.
+        #[arg(long, default_value = "minimax")]
+        method: String,
+        /// Degree (for the single-polynomial methods).
+        #[arg(long)]
+        degree: Option<usize>,
+        /// Target precision in bits (minimax).
+        #[arg(long)]
+        alpha: Option<f64>,
+        /// Explicit composite degrees, e.g. 15,15,27 (minimax).
+        #[arg(long)]
+        degrees: Option<String>,
+        /// Input half-range B: the approximation is fitted on [-B, B].
+        #[arg(long, default_value_t = 8.0)]
+        range: f64,
+        /// Write an SVG plot of the approximation against the exact function.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
     /// Print the report of a compiled plan: per-layer levels, depth, operation counts,
     /// ciphertexts and memory, parameters, keys and estimated time.
     Report {
@@ -163,6 +188,39 @@ fn main() -> ExitCode {
                 Ok(text) => {
                     print!("{text}");
                     println!("plan written to {}", output.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e:?}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cli::Approx {
+            activation,
+            method,
+            degree,
+            alpha,
+            degrees,
+            range,
+            plot,
+        } => {
+            let spec = match (method.as_str(), degree, alpha, degrees) {
+                ("minimax", _, _, Some(d)) => format!("minimax:{d}"),
+                ("minimax", _, Some(a), None) => format!("minimax:{a}"),
+                (m, Some(d), _, _) => format!("{m}:{d}"),
+                (m, None, _, _) => m.to_string(),
+            };
+            match hecc::approx_cmd::approx(&activation, &spec, range, plot.is_some()) {
+                Ok(r) => {
+                    print!("{}", r.text);
+                    if let (Some(path), Some(svg)) = (plot, r.svg) {
+                        if let Err(e) = hecc::compile::write_atomic(&path, svg.as_bytes()) {
+                            eprintln!("{e:?}");
+                            return ExitCode::FAILURE;
+                        }
+                        println!("plot written to {}", path.display());
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -4,8 +4,9 @@
 
 use hecc_ir::tensor::{Graph, Op};
 use hecc_passes::approx::{ActivationApprox, ReluMethod, Surrogate};
-use hecc_passes::he::{manage_traced, RescalePolicy};
-use hecc_passes::lower::{lower_batch, ActivationPolicy, LowerOptions};
+use hecc_passes::he::{Managed, RescalePolicy};
+use hecc_passes::lower::{lower_batch_with, ActivationPolicy, LowerOptions};
+use hecc_passes::manager::{ManagerOptions, PassCx, PassLog, PassManager, PassTiming, Pipeline};
 use hecc_passes::params::{select, ParamChoice, ParamRequest, Security};
 use hecc_passes::plan::{Plan, PlanTensor, PLAN_FORMAT, PLAN_VERSION};
 use hecc_passes::report::{self, CostTable};
@@ -34,10 +35,22 @@ pub struct CompileOptions {
     pub security: Security,
     /// Smallest ring degree considered (log2).
     pub min_log_n: u32,
-    /// Memory budget in bytes for live ciphertexts.
+    /// Memory budget in bytes: live ciphertexts and plaintexts at the peak of the chosen
+    /// schedule, plus the evaluation keys.
     pub memory_budget: Option<u64>,
     /// Cost table for time estimates.
     pub costs: Option<CostTable>,
+    /// Comma-separated pass list (`--passes`); `None` runs the default pipeline for `rescale`.
+    pub passes: Option<String>,
+    /// Record the IR after these passes (`--dump-after`).
+    pub dump_after: Vec<String>,
+    /// Time every pass (`--time-passes`).
+    pub time_passes: bool,
+    /// Skip the optional (fusion) passes and materialise every pending affine factor
+    /// (`--no-fuse`).
+    pub no_fuse: bool,
+    /// Also measure the depth without fusion for the report (one more lowering).
+    pub compare_fusion: bool,
 }
 
 impl Default for CompileOptions {
@@ -54,6 +67,11 @@ impl Default for CompileOptions {
             min_log_n: 12,
             memory_budget: None,
             costs: None,
+            passes: None,
+            dump_after: Vec::new(),
+            time_passes: false,
+            no_fuse: false,
+            compare_fusion: true,
         }
     }
 }
@@ -101,6 +119,8 @@ pub fn parse_activation(spec: &str) -> Result<ReluMethod> {
 pub struct Compiled {
     /// The plan.
     pub plan: Plan,
+    /// IR dumps (`--dump-after`) and pass timings (`--time-passes`) of the final run.
+    pub log: PassLog,
 }
 
 fn tensors(
@@ -146,18 +166,19 @@ pub fn compile(path: &Path, opts: &CompileOptions) -> Result<Compiled> {
 
 /// Compiles a loaded tensor graph.
 pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
-    let shapes = hecc_ir::tensor::verify(g).map_err(|errs| {
+    hecc_ir::tensor::verify(g).map_err(|errs| {
         miette!(
             "the model does not verify ({} problems); run `hecc check`",
             errs.len()
         )
     })?;
     match opts.layout.as_str() {
-        "batch" | "auto" => {}
-        "channel" => {
-            return Err(miette!(
-                "the channel layout is not implemented yet; use --layout batch"
-            ))
+        "batch" => {}
+        "channel" => return crate::channel_compile::compile_channel(g, opts),
+        "auto" => {
+            if crate::channel_compile::choose_layout(g, opts).0 == "channel" {
+                return crate::channel_compile::compile_channel(g, opts);
+            }
         }
         other => {
             return Err(miette!(
@@ -171,6 +192,17 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         relu: Some(relu.clone()),
         max: Some(relu),
     };
+    // 0. Tensor passes.
+    let passes = CompilePasses::new(opts)?;
+    let mut log = PassLog::default();
+    let fused = passes.run_tensor(g, &mut log)?;
+    let (g, original) = (&fused, g);
+    let shapes = hecc_ir::tensor::verify(g).map_err(|errs| {
+        miette!(
+            "the model does not verify after the tensor passes ({} problems)",
+            errs.len()
+        )
+    })?;
     // 1. Depth at a provisional slot count.
     let probe_batch = opts.batch.unwrap_or(1).max(1);
     let lower_opts = |slots: u32, batch: u32| LowerOptions {
@@ -179,9 +211,15 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         log_scale: f64::from(opts.scale_bits),
         activations: activations.clone(),
     };
-    let lowered = lower_batch(g, &lower_opts(probe_batch, probe_batch))?;
-    let managed = manage_traced(&lowered.module, opts.rescale, None)?;
+    let lowered = lower_batch_with(g, &lower_opts(probe_batch, probe_batch), passes.fold)?;
+    let managed = passes.run_he(lowered, None, None)?.1;
     let depth = hecc_passes::he::depth_of(&managed.module);
+    let depth_unfused = if passes.fold && opts.compare_fusion {
+        let raw = lower_batch_with(original, &lower_opts(probe_batch, probe_batch), false)?;
+        hecc_passes::he::depth_of(&passes.run_he(raw, None, None)?.1.module)
+    } else {
+        depth
+    };
     // 2. Parameters.
     let choice = select(&ParamRequest {
         depth,
@@ -199,33 +237,53 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         primes: backend.q().to_vec(),
     };
     // 3. The circuit at the real slot count and primes.
-    let lowered = lower_batch(g, &lower_opts(slots, batch))?;
-    let managed = manage_traced(&lowered.module, opts.rescale, Some(&he_params))?;
+    let t0 = std::time::Instant::now();
+    let lowered = lower_batch_with(g, &lower_opts(slots, batch), passes.fold)?;
+    if opts.time_passes {
+        log.timings.push(PassTiming {
+            pass: "(lower-batch)".into(),
+            seconds: t0.elapsed().as_secs_f64(),
+            changed: hecc_passes::manager::Changed::Yes,
+        });
+    }
+    let (lowered, managed) = passes.run_he(lowered, Some(he_params), Some(&mut log))?;
     let mut rep = report::build(
         &lowered,
         &managed,
         &choice,
-        (&g.name, "batch", opts.rescale.name()),
+        (&g.name, "batch", passes.policy.name()),
         opts.costs.as_ref(),
     );
     rep.activation = opts.activation.clone();
-    if let Some(budget) = opts.memory_budget {
-        if rep.peak_ciphertext_bytes > budget {
-            return Err(miette!(
-                help = "raise --memory-budget, use a smaller --batch (fewer slots do not shrink ciphertexts; a smaller ring does), or a layout with fewer ciphertexts",
-                "the plan needs {} bytes of live ciphertexts at its peak ({} ciphertexts), over the budget of {budget} bytes",
-                rep.peak_ciphertext_bytes,
-                rep.peak_ciphertexts
-            ));
-        }
+    rep.fusion = Some(report::FusionSummary {
+        passes: log_passes(&passes, opts),
+        depth,
+        depth_unfused,
+    });
+    // 4. Memory schedule (values at their levels, plus keys) against the budget.
+    let t0 = std::time::Instant::now();
+    let key_bytes = rep.keys.public_key + rep.keys.relin_key + rep.keys.galois_keys;
+    let sched = hecc_passes::schedule::schedule(
+        &managed.module,
+        choice.log_n,
+        key_bytes,
+        opts.memory_budget,
+    )?;
+    if opts.time_passes {
+        log.timings.push(PassTiming {
+            pass: "(schedule)".into(),
+            seconds: t0.elapsed().as_secs_f64(),
+            changed: hecc_passes::manager::Changed::No,
+        });
     }
+    rep.schedule = Some(sched.summary.clone());
     let plan = Plan {
         format: PLAN_FORMAT.into(),
         version: PLAN_VERSION,
         model: g.name.clone(),
         layout: "batch".into(),
         batch,
-        rescale_policy: opts.rescale.name().into(),
+        rescale_policy: passes.policy.name().into(),
         activation: opts.activation.clone(),
         params: choice,
         primes: backend.q().to_vec(),
@@ -234,9 +292,111 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         outputs: tensors(g, &g.outputs, &shapes),
         rotation_steps: rep.keys.rotation_steps.clone(),
         circuit: managed.module.to_string(),
+        schedule: sched.order.iter().map(|v| v.0).collect(),
         report: rep,
     };
-    Ok(Compiled { plan })
+    Ok(Compiled { plan, log })
+}
+
+/// The pass pipeline of one compile and the managers that run it.
+struct CompilePasses {
+    pipeline: Pipeline,
+    /// Records dumps and timings (final run).
+    recording: PassManager,
+    /// Records nothing (probe runs).
+    quiet: PassManager,
+    /// The rescale policy of the pipeline's rescale pass.
+    policy: RescalePolicy,
+    /// Fold pending affine factors in the lowering (off with `--no-fuse`).
+    fold: bool,
+}
+
+impl CompilePasses {
+    fn new(opts: &CompileOptions) -> Result<CompilePasses> {
+        let pipeline = match &opts.passes {
+            Some(list) => Pipeline::parse(list)?,
+            None => Pipeline::default_for(opts.rescale),
+        };
+        let names = pipeline.names();
+        let policy = match names.iter().rev().find(|n| n.starts_with("rescale-")) {
+            Some(&"rescale-always") => RescalePolicy::Always,
+            Some(_) => RescalePolicy::Waterline,
+            None => {
+                return Err(miette!(
+                    help = "add rescale-waterline or rescale-always to --passes",
+                    "the pass list `{}` has no rescale pass; the circuit would not be managed",
+                    names.join(",")
+                ))
+            }
+        };
+        let recording = PassManager::new(ManagerOptions {
+            dump_after: opts.dump_after.clone(),
+            time: opts.time_passes,
+            verify: false,
+            required_only: opts.no_fuse,
+        })?;
+        let quiet = PassManager::new(ManagerOptions {
+            required_only: opts.no_fuse,
+            ..Default::default()
+        })?;
+        Ok(CompilePasses {
+            pipeline,
+            recording,
+            quiet,
+            policy,
+            fold: !opts.no_fuse,
+        })
+    }
+
+    fn run_tensor(&self, g: &Graph, log: &mut PassLog) -> Result<Graph> {
+        let mut g = g.clone();
+        self.recording
+            .run_tensor(&self.pipeline, &mut g, &mut PassCx::default(), log)?;
+        Ok(g)
+    }
+
+    /// Runs the HE passes on a lowered circuit; returns the lowering (its module taken) and
+    /// the managed module with its origin table. With `log`, records dumps and timings.
+    fn run_he(
+        &self,
+        mut lowered: hecc_passes::lower::Lowered,
+        params: Option<hecc_ir::he::Params>,
+        log: Option<&mut PassLog>,
+    ) -> Result<(hecc_passes::lower::Lowered, Managed)> {
+        let mut module = std::mem::take(&mut lowered.module);
+        let mut cx = PassCx {
+            params,
+            origin: None,
+        };
+        match log {
+            Some(log) => self
+                .recording
+                .run_he(&self.pipeline, &mut module, &mut cx, log)?,
+            None => self.quiet.run_he(
+                &self.pipeline,
+                &mut module,
+                &mut cx,
+                &mut PassLog::default(),
+            )?,
+        }
+        let origin = cx.origin.unwrap_or_default();
+        Ok((lowered, Managed { module, origin }))
+    }
+}
+
+/// The optional passes that ran (none with `--no-fuse`).
+fn log_passes(passes: &CompilePasses, opts: &CompileOptions) -> Vec<String> {
+    if opts.no_fuse {
+        return Vec::new();
+    }
+    passes
+        .pipeline
+        .tensor
+        .iter()
+        .chain(passes.pipeline.he.iter())
+        .filter(|p| !p.is_required())
+        .map(|p| p.name().to_string())
+        .collect()
 }
 
 /// Reads a cost table (JSON written by `hecc calibrate`).

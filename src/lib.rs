@@ -2,6 +2,10 @@
 //! Only the CLI (`src/main.rs`) prints.
 
 pub mod approx_cmd;
+pub mod channel_compile;
 pub mod check;
 pub mod compile;
 pub mod report_text;
+pub mod run;
+#[cfg(feature = "train")]
+pub mod train_cmd;

@@ -8,6 +8,74 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "hecc", version, about)]
 enum Cli {
+    /// Train a spec's network on an IDX dataset (quadratic activations, optional knowledge
+    /// distillation from a ReLU teacher) and write its weights under the spec's names.
+    #[cfg(feature = "train")]
+    Train {
+        /// The YAML spec.
+        spec: PathBuf,
+        /// Dataset directory (MNIST-style train-/t10k- IDX files, or one images/labels pair).
+        #[arg(long)]
+        data: PathBuf,
+        /// Student epochs.
+        #[arg(long, default_value_t = 5)]
+        epochs: usize,
+        /// Quadratic granularity for the student: layer, channel or element (relus become
+        /// quadratics too).
+        #[arg(long)]
+        granularity: Option<String>,
+        /// Trained ReLU-teacher weights to distil from (implies KD).
+        #[arg(long)]
+        teacher: Option<PathBuf>,
+        /// Train a ReLU teacher first and distil from it (implied by --teacher or --kd-alpha).
+        #[arg(long)]
+        kd: bool,
+        /// KD temperature T.
+        #[arg(long, default_value_t = 4.0)]
+        kd_temperature: f64,
+        /// KD weight alpha (0 = cross-entropy only).
+        #[arg(long)]
+        kd_alpha: Option<f64>,
+        /// Teacher epochs (when the teacher is trained here).
+        #[arg(long)]
+        teacher_epochs: Option<usize>,
+        /// Where to write the teacher trained here (weights; its spec goes next to them).
+        #[arg(long)]
+        teacher_out: Option<PathBuf>,
+        /// Seed of initialisation and shuffling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Mini-batch size.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Initial learning rate (cosine schedule).
+        #[arg(long, default_value_t = 0.02)]
+        lr: f64,
+        /// Nesterov momentum.
+        #[arg(long, default_value_t = 0.9)]
+        momentum: f64,
+        /// L2 on conv/dense/batch-norm parameters.
+        #[arg(long, default_value_t = 5e-4)]
+        weight_decay: f64,
+        /// L2 on the quadratic activations' coefficients.
+        #[arg(long, default_value_t = 5e-4)]
+        coeff_l2: f64,
+        /// Global gradient-norm clip (0 = none).
+        #[arg(long, default_value_t = 5.0)]
+        clip: f64,
+        /// Train on the first N training images only.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Spec to write when --granularity changes the network (default: <output stem>.yaml).
+        #[arg(long)]
+        spec_out: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        /// Where to write the trained weights (.safetensors).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Load a model (YAML spec or ONNX), verify it and print a summary: layers, shapes,
     /// parameter counts and activations by granularity. Exits non-zero with a diagnostic on
     /// any error.
@@ -41,12 +109,28 @@ enum Cli {
         /// Bits of the CKKS scale (and of each scale prime).
         #[arg(long, default_value_t = 40)]
         scale_bits: u32,
-        /// Refuse plans whose live ciphertexts exceed this many bytes at their peak.
+        /// Refuse plans whose peak memory (live ciphertexts and plaintexts in the best
+        /// schedule, plus the evaluation keys) exceeds this many bytes.
         #[arg(long)]
         memory_budget: Option<u64>,
         /// A cost table written by `hecc calibrate`, for time estimates.
         #[arg(long)]
         costs: Option<PathBuf>,
+        /// Comma-separated pass list replacing the default pipeline (tensor passes first):
+        /// fold-batch-norm, fuse-activation-batch-norm, dce, cse, rescale-always,
+        /// rescale-waterline, check-levels, check-scales.
+        #[arg(long)]
+        passes: Option<String>,
+        /// Print the IR (text form) after this pass; repeat or separate names by commas.
+        #[arg(long, value_delimiter = ',')]
+        dump_after: Vec<String>,
+        /// Print how long each pass took.
+        #[arg(long)]
+        time_passes: bool,
+        /// Skip the optional fusion passes and materialise every pending affine factor in the
+        /// lowering (to measure what fusion saves).
+        #[arg(long)]
+        no_fuse: bool,
         /// Where to write the plan (JSON).
         #[arg(short, long)]
         output: PathBuf,
@@ -84,6 +168,86 @@ enum Cli {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Generate keys for a plan: `DIR/secret.key` (keep it) and `DIR/eval.keys` (public,
+    /// relinearization and exactly the plan's Galois keys; give it to the server).
+    Keygen {
+        /// The plan file written by `hecc compile`.
+        plan: PathBuf,
+        /// Directory to write the keys to.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Encrypt images (.npy, IDX/MNIST or PNG) for a plan: raw bytes are scaled to the plan
+    /// input's declared range and packed per the plan's layout.
+    Encrypt {
+        /// The plan file.
+        plan: PathBuf,
+        /// Key directory written by `hecc keygen` (the secret key is used when present,
+        /// otherwise the public key in `eval.keys`).
+        #[arg(long)]
+        keys: PathBuf,
+        /// The images.
+        #[arg(long)]
+        input: PathBuf,
+        /// Use only the first N images.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Where to write the ciphertexts.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// The server step: run a plan on encrypted inputs with the evaluation keys only.
+    Run {
+        /// The plan file.
+        plan: PathBuf,
+        /// Encrypted inputs written by `hecc encrypt`.
+        ciphertexts: PathBuf,
+        /// Evaluation keys (`eval.keys` written by `hecc keygen`).
+        #[arg(long)]
+        eval_keys: PathBuf,
+        /// Where to write the encrypted outputs.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Decrypt a run's outputs: writes the logits (.npy, images x classes) and prints the
+    /// predicted classes.
+    Decrypt {
+        /// Encrypted outputs written by `hecc run`.
+        outputs: PathBuf,
+        /// The secret key (`secret.key` written by `hecc keygen`).
+        #[arg(long)]
+        secret_key: PathBuf,
+        /// Where to write the logits (.npy).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Compile, generate keys, encrypt, run, decrypt and print predictions, accuracy, time,
+    /// peak memory and precision, in one process.
+    Infer {
+        /// The model file.
+        model: PathBuf,
+        /// The images (.npy, IDX or PNG).
+        #[arg(long)]
+        input: PathBuf,
+        /// Class labels (IDX or .npy), for the accuracy.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Also run the plaintext reference and report per-layer error and argmax agreement.
+        #[arg(long)]
+        verify: bool,
+        /// Images to use (default: all in the file, up to the slots).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Replacement of relu/max_pool (see `hecc compile`).
+        #[arg(long, default_value = "square")]
+        activation: String,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
     Show {
         /// The model file (`.yaml`/`.yml`, `.onnx`, `.tir` or `.he`).
@@ -157,6 +321,10 @@ fn main() -> ExitCode {
             scale_bits,
             memory_budget,
             costs,
+            passes,
+            dump_after,
+            time_passes,
+            no_fuse,
             output,
         } => {
             let run = || -> miette::Result<String> {
@@ -178,11 +346,35 @@ fn main() -> ExitCode {
                     scale_bits,
                     memory_budget,
                     costs,
+                    passes,
+                    dump_after,
+                    time_passes,
+                    no_fuse,
                     ..Default::default()
                 };
                 let compiled = hecc::compile::compile(&model, &opts)?;
                 hecc::compile::write_plan(&compiled.plan, &output)?;
-                Ok(hecc::report_text::render(&compiled.plan.report))
+                let mut text = String::new();
+                for d in &compiled.log.dumps {
+                    text.push_str(&format!("// ----- IR after {} -----\n{}", d.pass, d.text));
+                }
+                text.push_str(&hecc::report_text::render(&compiled.plan.report));
+                if time_passes {
+                    text.push_str("pass timings:\n");
+                    for t in &compiled.log.timings {
+                        text.push_str(&format!(
+                            "  {:<28} {:>10.3} s{}\n",
+                            t.pass,
+                            t.seconds,
+                            if t.changed == hecc_passes::manager::Changed::Yes {
+                                ""
+                            } else {
+                                "  (no change)"
+                            }
+                        ));
+                    }
+                }
+                Ok(text)
             };
             match run() {
                 Ok(text) => {
@@ -249,6 +441,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        c @ (Cli::Keygen { .. }
+        | Cli::Encrypt { .. }
+        | Cli::Run { .. }
+        | Cli::Decrypt { .. }
+        | Cli::Infer { .. }) => client(c),
+        #[cfg(feature = "train")]
+        c @ Cli::Train { .. } => train_cli(c),
         Cli::Check { model } => match hecc::check::check_model(&model) {
             Ok(report) => {
                 print!("{report}");
@@ -259,5 +458,250 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// The client/server subcommands (`keygen`, `encrypt`, `run`, `decrypt`, `infer`).
+fn client(cmd: Cli) -> ExitCode {
+    use hecc::run as r;
+    let result = || -> miette::Result<String> {
+        match cmd {
+            Cli::Keygen { plan, output } => {
+                let s = r::Session::open(&plan)?;
+                let keys = r::generate_keys(&s)?;
+                let (sk, ek) = r::write_keys(&s, &keys, &output)?;
+                Ok(format!(
+                    "secret key written to {} (keep it private)\nevaluation keys written to {} ({} rotation steps)\n",
+                    sk.display(),
+                    ek.display(),
+                    s.plan.rotation_steps.len()
+                ))
+            }
+            Cli::Encrypt { plan, keys, input, limit, output } => {
+                let s = r::Session::open(&plan)?;
+                let images = r::load_images(&input, s.input()?)?;
+                let images = images.take(limit.unwrap_or(images.count));
+                let t = std::time::Instant::now();
+                let sk_path = keys.join(r::SECRET_KEY_FILE);
+                let mut enc = if sk_path.exists() {
+                    let sk = r::read_secret_key(&s.ctx, &s.digest, &sk_path)?;
+                    r::ClientEncryptor::Secret(
+                        hecc_runtime::ckks::SymmetricEncryptor::new(&s.ctx, &sk)
+                            .map_err(|e| miette::miette!("{e}"))?,
+                    )
+                } else {
+                    let ek = r::read_eval_keys(&s, &keys.join(r::EVAL_KEYS_FILE))?;
+                    r::ClientEncryptor::Public(
+                        hecc_runtime::ckks::Encryptor::new(&s.ctx, &ek.public)
+                            .map_err(|e| miette::miette!("{e}"))?,
+                    )
+                };
+                let cts = r::encrypt_images(&s, &images, &mut enc)?;
+                let bytes = r::inputs_bytes(&s, &cts)?;
+                hecc::compile::write_atomic(&output, &bytes)?;
+                Ok(format!(
+                    "{} images encrypted into {} ciphertexts ({:.1} MiB) in {:.2} s; written to {}\n",
+                    images.count,
+                    cts.cts.len(),
+                    bytes.len() as f64 / (1u64 << 20) as f64,
+                    t.elapsed().as_secs_f64(),
+                    output.display()
+                ))
+            }
+            Cli::Run { plan, ciphertexts, eval_keys, output, quiet } => {
+                let s = r::Session::open(&plan)?;
+                let keys = r::read_eval_keys(&s, &eval_keys)?;
+                let inputs = r::read_inputs(&s, &ciphertexts)?;
+                let images = inputs.meta.images;
+                let (outs, report) = r::run_inputs(&s, inputs, &keys, &r::RunOptions { quiet })?;
+                hecc::compile::write_atomic(&output, &r::outputs_bytes(&outs)?)?;
+                Ok(format!(
+                    "{}encrypted outputs written to {}\n",
+                    r::render_run(&report, images),
+                    output.display()
+                ))
+            }
+            Cli::Decrypt { outputs, secret_key, output } => {
+                let o = r::read_outputs(&outputs)?;
+                let sk = r::read_secret_key(&o.ctx, &o.digest, &secret_key)?;
+                let logits = r::decrypt_outputs(&o, &sk)?;
+                hecc::compile::write_atomic(
+                    &output,
+                    &r::npy_bytes(logits.images, logits.classes, &logits.values),
+                )?;
+                let preds: Vec<String> =
+                    logits.predictions().iter().map(|p| p.to_string()).collect();
+                Ok(format!(
+                    "predictions ({} images): {}\nlogits written to {}\n",
+                    logits.images,
+                    preds.join(" "),
+                    output.display()
+                ))
+            }
+            Cli::Infer { model, input, labels, verify, batch, activation, quiet } => {
+                let opts = r::InferOptions {
+                    compile: hecc::compile::CompileOptions {
+                        activation,
+                        ..Default::default()
+                    },
+                    batch,
+                    verify,
+                    quiet,
+                };
+                let rep = r::infer(&model, &input, labels.as_deref(), &opts)?;
+                Ok(r::render_infer(&rep))
+            }
+            _ => Err(miette::miette!("not a client command")),
+        }
+    };
+    match result() {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `hecc train`: options from the command line, a progress bar per epoch, the summary.
+#[cfg(feature = "train")]
+fn train_cli(cmd: Cli) -> ExitCode {
+    use hecc_train::trainer::{Event, KdConfig, TrainConfig};
+    let Cli::Train {
+        spec,
+        data,
+        epochs,
+        granularity,
+        teacher,
+        kd,
+        kd_temperature,
+        kd_alpha,
+        teacher_epochs,
+        teacher_out,
+        seed,
+        batch_size,
+        lr,
+        momentum,
+        weight_decay,
+        coeff_l2,
+        clip,
+        limit,
+        spec_out,
+        quiet,
+        output,
+    } = cmd
+    else {
+        return ExitCode::FAILURE;
+    };
+    let granularity = match granularity.as_deref() {
+        None => None,
+        Some(g) => match hecc_ir::tensor::Granularity::parse(g) {
+            Some(g) => Some(g),
+            None => {
+                eprintln!("unknown granularity `{g}` (expected layer, channel or element)");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let use_kd = kd || teacher.is_some() || kd_alpha.is_some_and(|a| a > 0.0);
+    let config = TrainConfig {
+        epochs,
+        teacher_epochs: teacher_epochs.unwrap_or(epochs),
+        batch_size,
+        lr,
+        momentum,
+        weight_decay,
+        coeff_l2,
+        clip_norm: clip,
+        seed,
+        granularity,
+        kd: use_kd.then_some(KdConfig {
+            temperature: kd_temperature,
+            alpha: kd_alpha.unwrap_or(0.5),
+        }),
+        train_limit: limit,
+        ..TrainConfig::default()
+    };
+    let opts = hecc::train_cmd::TrainOptions {
+        spec,
+        data,
+        output,
+        spec_out,
+        teacher,
+        teacher_out,
+        config,
+    };
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut len = 0u64;
+    let mut on = |e: &Event| match e {
+        Event::Start { batches, .. } => len = *batches as u64,
+        Event::Batch {
+            phase,
+            epoch,
+            batch,
+            loss,
+            accuracy,
+        } => {
+            if quiet {
+                return;
+            }
+            let b = bar.get_or_insert_with(|| {
+                let b = indicatif::ProgressBar::new(0);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                b
+            });
+            if *batch == 0 {
+                b.reset();
+                b.set_length(len);
+                b.set_prefix(format!("{} epoch {epoch}", phase.as_str()));
+            }
+            if *batch % 10 == 0 {
+                b.set_message(format!("loss {loss:.4} acc {:.2}%", 100.0 * accuracy));
+            }
+            b.set_position(*batch as u64 + 1);
+        }
+        Event::Epoch(s) => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            let test = s
+                .test_accuracy
+                .map(|a| format!(", test {:.2}%", 100.0 * a))
+                .unwrap_or_default();
+            eprintln!(
+                "{} epoch {}: lr {:.4}, loss {:.4}, train {:.2}%{test} ({:.1} s)",
+                s.phase.as_str(),
+                s.epoch,
+                s.lr,
+                s.loss,
+                100.0 * s.train_accuracy,
+                s.seconds
+            );
+        }
+        Event::TeacherLoaded { test_accuracy } => {
+            eprintln!(
+                "teacher loaded: test accuracy {:.2}%",
+                100.0 * test_accuracy
+            );
+        }
+    };
+    match hecc::train_cmd::run(&opts, &mut on) {
+        Ok(summary) => {
+            print!("{}", hecc::train_cmd::render(&summary));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:?}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -118,12 +118,50 @@ pub fn render(r: &Report) -> String {
         k.rotation_steps,
         bytes(k.galois_keys)
     );
+    if let Some(t) = k.rotation_tradeoff.as_ref().filter(|t| t.rotations > 0) {
+        let _ = writeln!(
+            s,
+            "rotation keys: exact {} keys ({}), {} rotations | power-of-two {} keys ({}), {} key switches (+{} composed)",
+            t.exact.keys.len(),
+            bytes(t.exact.key_bytes),
+            t.rotations,
+            t.power_of_two.keys.len(),
+            bytes(t.power_of_two.key_bytes),
+            t.power_of_two.key_switches,
+            t.power_of_two.extra_rotations
+        );
+    }
     let _ = writeln!(
         s,
         "peak live ciphertexts: {} ({})",
         r.peak_ciphertexts,
         bytes(r.peak_ciphertext_bytes)
     );
+    if let Some(m) = &r.schedule {
+        let _ = writeln!(
+            s,
+            "memory schedule: {} order, peak {} live values ({}) vs topological {} ({}); with keys {}{}",
+            m.strategy,
+            m.peak.values,
+            bytes(m.peak.bytes),
+            m.topological.values,
+            bytes(m.topological.bytes),
+            bytes(m.total_bytes),
+            m.budget
+                .map(|b| format!(" (budget {})", bytes(b)))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(f) = &r.fusion {
+        let _ = writeln!(
+            s,
+            "fusion: depth {} with [{}], {} without (no fusion passes, affine factors materialised): {} level(s) saved",
+            f.depth,
+            f.passes.join(", "),
+            f.depth_unfused,
+            f.depth_unfused.saturating_sub(f.depth)
+        );
+    }
     match (r.est_seconds, &r.cost_table) {
         (Some(t), Some(src)) => {
             let _ = writeln!(

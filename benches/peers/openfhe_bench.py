@@ -19,7 +19,7 @@ import random
 
 import openfhe as fhe
 
-from timing import measure, HOIST_STEPS, MAC_POOL, MAC_SIZES, SCALE_BITS, Timer, config_id, emit, log, selected_configs
+from timing import measure, take_mins, HOIST_STEPS, MAC_POOL, MAC_SIZES, SCALE_BITS, Timer, config_id, emit, log, selected_configs
 
 
 def bench_config(log_n, q_bits, special_bits, timer):
@@ -68,18 +68,18 @@ def bench_config(log_n, q_bits, special_bits, timer):
         raise RuntimeError(f"OpenFHE sanity check failed: max error {err}")
 
     ops = {}
-    measure(ops, "encode", lambda: timer.median_us(lambda _: cc.MakeCKKSPackedPlaintext(vals)))
-    measure(ops, "encrypt", lambda: timer.median_us(lambda _: cc.Encrypt(pk, pt)))
-    measure(ops, "decrypt_decode", lambda: timer.median_us(lambda _: cc.Decrypt(sk, ct)))
-    measure(ops, "add", lambda: timer.median_us(lambda _: cc.EvalAdd(ct, ct2)))
-    measure(ops, "mul_plain", lambda: timer.median_us(lambda _: cc.EvalMult(ct, pt2)))
-    measure(ops, "mul_scalar", lambda: timer.median_us(lambda _: cc.EvalMult(ct, 0.731)))
-    measure(ops, "mul", lambda: timer.median_us(lambda _: cc.EvalMultNoRelin(ct, ct2)))
-    measure(ops, "relinearize", lambda: timer.median_us(lambda _: cc.Relinearize(prod)))
-    measure(ops, "mul_relin", lambda: timer.median_us(lambda _: cc.EvalMult(ct, ct2)))
-    measure(ops, "rescale", lambda: timer.median_us(lambda _: cc.Rescale(prod_relin)))
-    measure(ops, "mul_relin_rescale", lambda: timer.median_us(lambda _: cc.Rescale(cc.EvalMult(ct, ct2))))
-    measure(ops, "rotate", lambda: timer.median_us(lambda _: cc.EvalRotate(ct, 1)))
+    measure(ops, "encode", lambda: timer.median_us(lambda _: cc.MakeCKKSPackedPlaintext(vals)), timer=timer)
+    measure(ops, "encrypt", lambda: timer.median_us(lambda _: cc.Encrypt(pk, pt)), timer=timer)
+    measure(ops, "decrypt_decode", lambda: timer.median_us(lambda _: cc.Decrypt(sk, ct)), timer=timer)
+    measure(ops, "add", lambda: timer.median_us(lambda _: cc.EvalAdd(ct, ct2)), timer=timer)
+    measure(ops, "mul_plain", lambda: timer.median_us(lambda _: cc.EvalMult(ct, pt2)), timer=timer)
+    measure(ops, "mul_scalar", lambda: timer.median_us(lambda _: cc.EvalMult(ct, 0.731)), timer=timer)
+    measure(ops, "mul", lambda: timer.median_us(lambda _: cc.EvalMultNoRelin(ct, ct2)), timer=timer)
+    measure(ops, "relinearize", lambda: timer.median_us(lambda _: cc.Relinearize(prod)), timer=timer)
+    measure(ops, "mul_relin", lambda: timer.median_us(lambda _: cc.EvalMult(ct, ct2)), timer=timer)
+    measure(ops, "rescale", lambda: timer.median_us(lambda _: cc.Rescale(prod_relin)), timer=timer)
+    measure(ops, "mul_relin_rescale", lambda: timer.median_us(lambda _: cc.Rescale(cc.EvalMult(ct, ct2))), timer=timer)
+    measure(ops, "rotate", lambda: timer.median_us(lambda _: cc.EvalRotate(ct, 1)), timer=timer)
     m = cc.GetCyclotomicOrder()
 
     def rot8(_):
@@ -87,13 +87,13 @@ def bench_config(log_n, q_bits, special_bits, timer):
         for s in HOIST_STEPS:
             cc.EvalFastRotation(ct, s, m, pre)
 
-    measure(ops, "rotate_hoisted8", lambda: timer.median_us(rot8, min_reps=3))
+    measure(ops, "rotate_hoisted8", lambda: timer.median_us(rot8, min_reps=3), timer=timer)
 
     pool = [cc.Encrypt(pk, cc.MakeCKKSPackedPlaintext([rng.uniform(-1, 1) for _ in range(slots)])) for _ in range(MAC_POOL)]
     for k in MAC_SIZES:
         cts = [pool[i % MAC_POOL] for i in range(k)]
         ws = [rng.uniform(-1, 1) for _ in range(k)]
-        measure(ops, f"mac{k}", lambda: timer.median_us(lambda _, cts=cts, ws=ws: cc.EvalLinearWSum(cts, ws), min_reps=3))
+        measure(ops, f"mac{k}", lambda: timer.median_us(lambda _, cts=cts, ws=ws: cc.EvalLinearWSum(cts, ws), min_reps=3), timer=timer)
 
     params = {
         "N": n,
@@ -105,7 +105,7 @@ def bench_config(log_n, q_bits, special_bits, timer):
         "scaling": "FIXEDMANUAL",
         "security": "HEStd_NotSet (parameters chosen by hand)",
     }
-    return {"params": params, "ops": ops}
+    return {"params": params, "ops": ops, "ops_min": take_mins()}
 
 
 def main():

@@ -13,7 +13,7 @@ import random
 import numpy as np
 import seal
 
-from timing import measure, HOIST_STEPS, MAC_POOL, MAC_SIZES, SCALE_BITS, Timer, config_id, emit, log, selected_configs
+from timing import measure, take_mins, HOIST_STEPS, MAC_POOL, MAC_SIZES, SCALE_BITS, Timer, config_id, emit, log, selected_configs
 
 
 def bench_config(log_n, q_bits, special_bits, timer):
@@ -58,7 +58,7 @@ def bench_config(log_n, q_bits, special_bits, timer):
 
     ops = {}
     # Forward NTT of one limb: a ciphertext at the last level has 1 limb and 2
-    # polynomials; time transform_to_ntt (2 NTTs) and halve it.
+    # polynomials; time transform_to_ntt (2 NTTs) and halve it (div=2).
     last = ctx.last_parms_id()
     ntt_ct = seal.Ciphertext(ct)
     ev.mod_switch_to_inplace(ntt_ct, last)
@@ -69,30 +69,30 @@ def bench_config(log_n, q_bits, special_bits, timer):
         ev.transform_from_ntt_inplace(ntt_ct)
         return ntt_ct
 
-    measure(ops, "ntt_forward", lambda: timer.median_us(lambda c: ev.transform_to_ntt_inplace(c), ntt_setup) / 2.0)
-    measure(ops, "encode", lambda: timer.median_us(lambda _: encoder.encode(vals, scale)))
-    measure(ops, "encrypt", lambda: timer.median_us(lambda _: encryptor.encrypt(pt)))
-    measure(ops, "decrypt", lambda: timer.median_us(lambda _: decryptor.decrypt(ct)))
+    measure(ops, "ntt_forward", lambda: timer.median_us(lambda c: ev.transform_to_ntt_inplace(c), ntt_setup, div=2.0), timer=timer)
+    measure(ops, "encode", lambda: timer.median_us(lambda _: encoder.encode(vals, scale)), timer=timer)
+    measure(ops, "encrypt", lambda: timer.median_us(lambda _: encryptor.encrypt(pt)), timer=timer)
+    measure(ops, "decrypt", lambda: timer.median_us(lambda _: decryptor.decrypt(ct)), timer=timer)
     ptd = decryptor.decrypt(ct)
-    measure(ops, "decode", lambda: timer.median_us(lambda _: encoder.decode(ptd)))
-    measure(ops, "decrypt_decode", lambda: timer.median_us(lambda _: encoder.decode(decryptor.decrypt(ct))))
-    measure(ops, "add", lambda: timer.median_us(lambda _: ev.add(ct, ct2)))
-    measure(ops, "mul_plain", lambda: timer.median_us(lambda _: ev.multiply_plain(ct, pt2)))
-    measure(ops, "mul_scalar", lambda: timer.median_us(lambda _: ev.multiply_plain(ct, encoder.encode(0.731, scale))))
-    measure(ops, "mul", lambda: timer.median_us(lambda _: ev.multiply(ct, ct2)))
-    measure(ops, "relinearize", lambda: timer.median_us(lambda _: ev.relinearize(prod, rk)))
-    measure(ops, "mul_relin", lambda: timer.median_us(lambda _: ev.relinearize(ev.multiply(ct, ct2), rk)))
-    measure(ops, "rescale", lambda: timer.median_us(lambda _: ev.rescale_to_next(prod_relin)))
+    measure(ops, "decode", lambda: timer.median_us(lambda _: encoder.decode(ptd)), timer=timer)
+    measure(ops, "decrypt_decode", lambda: timer.median_us(lambda _: encoder.decode(decryptor.decrypt(ct))), timer=timer)
+    measure(ops, "add", lambda: timer.median_us(lambda _: ev.add(ct, ct2)), timer=timer)
+    measure(ops, "mul_plain", lambda: timer.median_us(lambda _: ev.multiply_plain(ct, pt2)), timer=timer)
+    measure(ops, "mul_scalar", lambda: timer.median_us(lambda _: ev.multiply_plain(ct, encoder.encode(0.731, scale))), timer=timer)
+    measure(ops, "mul", lambda: timer.median_us(lambda _: ev.multiply(ct, ct2)), timer=timer)
+    measure(ops, "relinearize", lambda: timer.median_us(lambda _: ev.relinearize(prod, rk)), timer=timer)
+    measure(ops, "mul_relin", lambda: timer.median_us(lambda _: ev.relinearize(ev.multiply(ct, ct2), rk)), timer=timer)
+    measure(ops, "rescale", lambda: timer.median_us(lambda _: ev.rescale_to_next(prod_relin)), timer=timer)
     measure(ops, "mul_relin_rescale", lambda: timer.median_us(
         lambda _: ev.rescale_to_next(ev.relinearize(ev.multiply(ct, ct2), rk)))
-    )
-    measure(ops, "rotate", lambda: timer.median_us(lambda _: ev.rotate_vector(ct, 1, gk)))
+    , timer=timer)
+    measure(ops, "rotate", lambda: timer.median_us(lambda _: ev.rotate_vector(ct, 1, gk)), timer=timer)
 
     def rot8(_):
         for s in HOIST_STEPS:
             ev.rotate_vector(ct, s, gk)
 
-    measure(ops, "rotate_hoisted8", lambda: timer.median_us(rot8, min_reps=3))
+    measure(ops, "rotate_hoisted8", lambda: timer.median_us(rot8, min_reps=3), timer=timer)
 
     pool = [encryptor.encrypt(encoder.encode(np.array([rng.uniform(-1, 1) for _ in range(slots)]), scale)) for _ in range(MAC_POOL)]
     for k in MAC_SIZES:
@@ -104,7 +104,7 @@ def bench_config(log_n, q_bits, special_bits, timer):
                 ev.add_inplace(acc, ev.multiply_plain(pool[i % MAC_POOL], consts[i]))
             return acc
 
-        measure(ops, f"mac{k}", lambda: timer.median_us(mac, min_reps=3))
+        measure(ops, f"mac{k}", lambda: timer.median_us(mac, min_reps=3), timer=timer)
 
     params = {
         "N": n,
@@ -115,7 +115,7 @@ def bench_config(log_n, q_bits, special_bits, timer):
         "key_switching": "SEAL: per-prime decomposition, one special prime",
         "security": "tc128",
     }
-    return {"params": params, "ops": ops}
+    return {"params": params, "ops": ops, "ops_min": take_mins()}
 
 
 def main():

@@ -8,7 +8,9 @@ dimensions and prime bit sizes, and prints one JSON document on stdout:
         "N=2^13/L=3": {"params": {...}, "ops": {"encode": 345.1, ...}}}}
 
 Times are medians in microseconds of single calls (or of one whole
-multiply-accumulate for the mac ops). Only the standard library is used.
+multiply-accumulate for the mac ops); "ops_min" holds the fastest sample of
+each operation, a check that is less sensitive to other load on the machine.
+Only the standard library is used.
 """
 
 import json
@@ -83,9 +85,10 @@ class Timer:
         self.budget_s = budget_s
         self.min_reps = min_reps
         self.max_reps = max_reps
+        self.last_min = None
 
-    def median_us(self, op, setup=None, min_reps=None):
-        """Median wall time of `op(arg)` in µs, where `arg = setup()` runs untimed before each call."""
+    def median_us(self, op, setup=None, min_reps=None, div=1.0):
+        """Median wall time of `op(arg)` in µs, divided by `div`, where `arg = setup()` runs untimed before each call."""
         min_reps = self.min_reps if min_reps is None else min_reps
         arg = setup() if setup else None
         op(arg)  # warm-up (page faults, lazy tables)
@@ -99,7 +102,8 @@ class Timer:
             samples.append((t1 - t0) / 1000.0)
             if len(samples) >= min_reps and time.perf_counter() - start > self.budget_s:
                 break
-        return statistics.median(samples)
+        self.last_min = min(samples) / div
+        return statistics.median(samples) / div
 
 
 def log(msg):
@@ -114,10 +118,25 @@ def emit(doc):
     sys.stdout.flush()
 
 
-def measure(ops, name, run):
-    """Store `run()` (a median in µs) as ops[name]; on failure store None and log why."""
+_MINS = {}
+
+
+def measure(ops, name, run, timer=None):
+    """Store `run()` (a median in µs) as ops[name]; on failure store None and log why.
+
+    With `timer`, the fastest sample of that run is kept for `take_mins()`.
+    """
     try:
         ops[name] = run()
+        if timer is not None:
+            _MINS[name] = timer.last_min
     except Exception as exc:  # one failing operation must not lose the others
         log(f"  {name} failed: {exc!r}")
         ops[name] = None
+
+
+def take_mins():
+    """The fastest samples recorded by `measure` since the last call (µs by op name)."""
+    out = dict(_MINS)
+    _MINS.clear()
+    return out

@@ -3,6 +3,10 @@
 pub mod approx;
 pub mod he;
 pub mod lower;
+pub mod manager;
 pub mod params;
 pub mod plan;
 pub mod report;
+pub mod rotations;
+pub mod schedule;
+pub mod tensor;

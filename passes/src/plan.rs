@@ -55,6 +55,11 @@ pub struct Plan {
     pub report: Report,
     /// The managed circuit, in the HE IR text form.
     pub circuit: String,
+    /// Evaluation order chosen for memory ([`crate::schedule`]): node ids of `circuit`, each
+    /// after its operands. Empty in plans written before scheduling existed (run in
+    /// topological order then).
+    #[serde(default)]
+    pub schedule: Vec<u32>,
 }
 
 /// Why a plan file could not be read.

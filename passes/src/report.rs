@@ -107,6 +107,9 @@ pub struct KeyReport {
     pub rotation_steps: Vec<i32>,
     /// Bytes of all Galois keys.
     pub galois_keys: u64,
+    /// One key per step versus power-of-two keys with composed rotations.
+    #[serde(default)]
+    pub rotation_tradeoff: Option<crate::rotations::RotationTradeoff>,
 }
 
 /// The whole report.
@@ -142,6 +145,25 @@ pub struct Report {
     pub est_seconds: Option<f64>,
     /// Where the cost table came from.
     pub cost_table: Option<String>,
+    /// The memory schedule chosen, with its peak against plain topological order.
+    #[serde(default)]
+    pub schedule: Option<crate::schedule::ScheduleSummary>,
+    /// Depth with and without fusion.
+    #[serde(default)]
+    pub fusion: Option<FusionSummary>,
+}
+
+/// What fusion saves: the depth (levels consumed end to end) of the same model compiled with
+/// and without the fusion passes and lazy affine folding, both measured by the same management
+/// without parameters (the top level then equals the depth).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FusionSummary {
+    /// The optional passes that ran (empty with `--no-fuse`).
+    pub passes: Vec<String>,
+    /// Depth of the compiled circuit.
+    pub depth: u32,
+    /// Depth with no tensor fusion and every pending affine factor materialised.
+    pub depth_unfused: u32,
 }
 
 /// Bytes of a ciphertext with `size` polynomials at `level` for ring degree `2^log_n`.
@@ -324,12 +346,15 @@ pub fn build(
             public_key: 2 * n * u64::from(top + 1) * 8,
             relin_key: ksk,
             galois_keys: ksk * steps.len() as u64,
+            rotation_tradeoff: Some(crate::rotations::tradeoff(m, (n / 2) as u32, ksk)),
             rotation_steps: steps,
         },
         peak_ciphertexts,
         peak_ciphertext_bytes,
         est_seconds: est_total,
         cost_table: costs.map(|c| c.source.clone()),
+        schedule: None,
+        fusion: None,
     }
 }
 

@@ -14,7 +14,8 @@
 //! `--logn` and `--budget` (run.sh sets them). Timing: one warm-up call, then
 //! repetitions until at least 5 (3 for the multi-rotation and
 //! multiply-accumulate ops) are done and the budget (default 1 s) is spent,
-//! at most 200; the median is reported. Set `RAYON_NUM_THREADS=1` for
+//! at most 200; the median is reported (and the fastest sample, as
+//! `ops_min`). Set `RAYON_NUM_THREADS=1` for
 //! single-threaded figures. By default everything runs inside the rayon pool
 //! (`rayon::scope`), as an executor running on the pool would; with
 //! `--outside-pool` each parallel call is handed from the main thread to the
@@ -78,12 +79,13 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// Median wall time of `f` in µs (see the module doc for the repetition rule).
-fn median_us(
+/// Median and minimum wall time of `f` in µs (see the module doc for the
+/// repetition rule).
+fn time_us(
     budget_s: f64,
     min_reps: usize,
     mut f: impl FnMut() -> Result<(), hecc_runtime::ckks::CkksError>,
-) -> Result<f64, hecc_runtime::ckks::CkksError> {
+) -> Result<(f64, f64), hecc_runtime::ckks::CkksError> {
     f()?; // warm-up
     let mut samples = Vec::new();
     let start = Instant::now();
@@ -97,11 +99,12 @@ fn median_us(
     }
     samples.sort_by(|a, b| a.total_cmp(b));
     let n = samples.len();
-    Ok(if n % 2 == 1 {
+    let median = if n % 2 == 1 {
         samples[n / 2]
     } else {
         (samples[n / 2 - 1] + samples[n / 2]) / 2.0
-    })
+    };
+    Ok((median, samples[0]))
 }
 
 fn json_str(s: &str) -> String {
@@ -200,6 +203,7 @@ fn run(args: Args) -> ExitCode {
             t0.elapsed().as_secs_f64()
         );
         let mut ops_json = Vec::new();
+        let mut mins_json = Vec::new();
         if !args.json {
             println!("{} ({} thread(s))", cfg.id(), rayon::current_num_threads());
         }
@@ -214,12 +218,13 @@ fn run(args: Args) -> ExitCode {
             } else {
                 5
             };
-            match median_us(args.budget_s, min_reps, || fx.run(op)) {
-                Ok(us) => {
+            match time_us(args.budget_s, min_reps, || fx.run(op)) {
+                Ok((us, min)) => {
                     if !args.json {
-                        println!("  {op:<20} {us:>14.1} µs");
+                        println!("  {op:<20} {us:>14.1} µs  (min {min:.1})");
                     }
                     ops_json.push(format!("{}: {:.3}", json_str(op), us));
+                    mins_json.push(format!("{}: {:.3}", json_str(op), min));
                 }
                 Err(e) => {
                     eprintln!("[hecc]   {op} failed: {e}");
@@ -228,10 +233,11 @@ fn run(args: Args) -> ExitCode {
             }
         }
         configs_json.push(format!(
-            "  {}: {{\"params\": {}, \"ops\": {{{}}}}}",
+            "  {}: {{\"params\": {}, \"ops\": {{{}}}, \"ops_min\": {{{}}}}}",
             json_str(&cfg.id()),
             params_json(&fx, &cfg),
-            ops_json.join(", ")
+            ops_json.join(", "),
+            mins_json.join(", ")
         ));
     }
     if args.json {

@@ -3,3 +3,4 @@
 //! The [`ckks`] module imports nothing from `hecc-ir`; only the executor does.
 
 pub mod ckks;
+pub mod exec;

@@ -118,6 +118,10 @@ fn encode_decode_roundtrip_complex_and_real() {
     assert!(f.enc.encode(&vec![0.0; slots + 1], 0, SCALE).is_err());
     assert!(f.enc.encode(&[f64::NAN], 0, SCALE).is_err());
     assert!(f.enc.encode(&[1.0], 9, SCALE).is_err());
+    // a message that would wrap around Q at level 0 (60-bit q0, scale 2^40) is refused
+    assert!(f.enc.encode(&vec![1.0e6; slots], 0, SCALE).is_err());
+    assert!(f.enc.encode_scalar(1.0e6, 0, SCALE).is_err());
+    assert!(f.enc.encode(&vec![1.0e5; slots], 0, SCALE).is_ok());
 }
 
 #[test]
@@ -159,7 +163,7 @@ fn every_operation_matches_plaintext_arithmetic() {
 
     f.check("add", &ev.add(&cx, &cy).unwrap(), &zip(&|a, b| a + b), 25.0);
     f.check("sub", &ev.sub(&cx, &cy).unwrap(), &zip(&|a, b| a - b), 25.0);
-    f.check("negate", &ev.negate(&cx), &zip(&|a, _| -a), 25.0);
+    f.check("negate", &ev.negate(&cx).unwrap(), &zip(&|a, _| -a), 25.0);
     let py = f.enc.encode(&y, top, SCALE).unwrap();
     f.check(
         "add_plain",
@@ -210,7 +214,7 @@ fn every_operation_matches_plaintext_arithmetic() {
         .unwrap();
     f.check("mul_scalar+rescale", &ms, &zip(&|a, _| -0.3 * a), 25.0);
 
-    let mi = ev.mul_integer(&cx, -7);
+    let mi = ev.mul_integer(&cx, -7).unwrap();
     assert_eq!(mi.scale(), cx.scale());
     assert_eq!(mi.level(), cx.level());
     f.check("mul_integer", &mi, &zip(&|a, _| -7.0 * a), 22.0);
@@ -219,15 +223,8 @@ fn every_operation_matches_plaintext_arithmetic() {
     assert_eq!((d.level(), d.scale()), (1, cx.scale()));
     f.check("drop_to_level", &d, &x, 25.0);
 
-    // depth 3: x*y*x*y then * scalar, rescaling after each product
-    let mut acc = rs.clone();
-    let cxl = ev.drop_to_level(&cx, acc.level()).unwrap();
-    let mut cxl = cxl;
-    cxl.set_scale(acc.scale()).unwrap_or(());
-    let p = ev
-        .rescale(&ev.mul_relin(&acc, &acc, &f.rk).unwrap())
-        .unwrap();
-    acc = p;
+    // depth 3: (xy)^2 then * scalar, rescaling after each product
+    let acc = ev.rescale(&ev.mul_relin(&rs, &rs, &f.rk).unwrap()).unwrap();
     f.check("(xy)^2", &acc, &zip(&|a, b| (a * b) * (a * b)), 20.0);
     let p = ev
         .rescale(&ev.mul_scalar(&acc, 0.5, SCALE).unwrap())
@@ -340,6 +337,31 @@ fn multiply_accumulate_matches_sum_of_products() {
     let r = f.eval.rescale(&r).unwrap();
     assert!(bits(&f.decrypt(&r), &f.decrypt(&acc)) > 30.0);
     assert!(f.eval.mul_scalar_accumulate(&[], SCALE).is_err());
+    // objects of another parameter set are refused, not a panic
+    let g = fixture(12, 1, vec![60], None);
+    let foreign = {
+        let mut g = g;
+        g.encrypt(&[0.5], 1)
+    };
+    assert!(matches!(
+        f.eval.add(&cts[0], &foreign),
+        Err(CkksError::LevelMismatch { .. })
+    ));
+    let h = fixture(13, 2, vec![60], None);
+    let mut h = h;
+    let alien = h.encrypt(&[0.5], 2);
+    assert!(matches!(
+        f.eval.add(&cts[0], &alien),
+        Err(CkksError::InvalidInput(_))
+    ));
+    assert!(f.eval.negate(&alien).is_err());
+    assert!(f.eval.mul_integer(&alien, 3).is_err());
+    assert!(f.dec.decrypt(&alien).is_err());
+    assert!(f
+        .eval
+        .relinearize(&f.eval.mul(&cts[0], &cts[0]).unwrap(), &h.rk)
+        .is_err());
+    assert!(f.eval.rotate(&cts[0], 1, &h.gk).is_err());
 }
 
 #[test]

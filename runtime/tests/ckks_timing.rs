@@ -1,18 +1,29 @@
-//! Rough single-operation timings (ignored by default; the official numbers
+//! Rough single-operation timings in process CPU time (ignored by default; the official numbers
 //! come from the criterion benches). Run with
 //! `RAYON_NUM_THREADS=1 cargo test --release -p hecc-runtime --test ckks_timing -- --ignored --nocapture`.
 
-use std::time::Instant;
-
 use hecc_runtime::ckks::*;
 
-fn time<T>(reps: u32, mut f: impl FnMut() -> T) -> f64 {
+/// Process CPU time in seconds (utime + stime from /proc/self/stat; 10 ms
+/// ticks), so timings stay meaningful on a loaded machine.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Microseconds of CPU time per call, repeating until at least 0.3 s of CPU time.
+fn time<T>(mut f: impl FnMut() -> T) -> f64 {
     let _ = f();
-    let t = Instant::now();
-    for _ in 0..reps {
+    let start = cpu_seconds();
+    let mut reps = 0u32;
+    while cpu_seconds() - start < 0.3 {
         std::hint::black_box(f());
+        reps += 1;
     }
-    t.elapsed().as_secs_f64() * 1e6 / reps as f64
+    (cpu_seconds() - start) * 1e6 / reps as f64
 }
 
 #[test]
@@ -31,7 +42,6 @@ fn print_timings() {
             .build()
             .unwrap();
         let ctx = Context::new(params).unwrap();
-        let reps = if log_n == 15 { 5 } else { 20 };
         let mut kg = KeyGenerator::new(&ctx).unwrap();
         let pk = kg.public_key();
         let rk = kg.relin_key();
@@ -56,53 +66,53 @@ fn print_timings() {
         );
         println!(
             "  ntt forward (1 limb) {:>10.1} us",
-            time(reps * 20, || ctx.ntt_forward(0, &mut limb).unwrap())
+            time(|| ctx.ntt_forward(0, &mut limb).unwrap())
         );
         println!(
             "  encode               {:>10.1} us",
-            time(reps, || enc.encode(&x, top, scale).unwrap())
+            time(|| enc.encode(&x, top, scale).unwrap())
         );
         println!(
             "  encrypt (pk)         {:>10.1} us",
-            time(reps, || e.encrypt(&pt).unwrap())
+            time(|| e.encrypt(&pt).unwrap())
         );
         println!(
             "  decrypt              {:>10.1} us",
-            time(reps, || dec.decrypt(&ct).unwrap())
+            time(|| dec.decrypt(&ct).unwrap())
         );
         println!(
             "  decode               {:>10.1} us",
-            time(reps, || enc.decode(&pt).unwrap())
+            time(|| enc.decode(&pt).unwrap())
         );
         println!(
             "  add                  {:>10.1} us",
-            time(reps, || ev.add(&ct, &ct).unwrap())
+            time(|| ev.add(&ct, &ct).unwrap())
         );
         println!(
             "  mul_plain            {:>10.1} us",
-            time(reps, || ev.mul_plain(&ct, &pt).unwrap())
+            time(|| ev.mul_plain(&ct, &pt).unwrap())
         );
         println!(
             "  mul (ct x ct)        {:>10.1} us",
-            time(reps, || ev.mul(&ct, &ct).unwrap())
+            time(|| ev.mul(&ct, &ct).unwrap())
         );
         println!(
             "  relinearize          {:>10.1} us",
-            time(reps, || ev.relinearize(&ct2, &rk).unwrap())
+            time(|| ev.relinearize(&ct2, &rk).unwrap())
         );
         println!(
             "  rescale              {:>10.1} us",
-            time(reps, || ev.rescale(&ctr).unwrap())
+            time(|| ev.rescale(&ctr).unwrap())
         );
         println!(
             "  rotate 1             {:>10.1} us",
-            time(reps, || ev.rotate(&ct, 1, &gk).unwrap())
+            time(|| ev.rotate(&ct, 1, &gk).unwrap())
         );
         let cts = vec![ct.clone(); 16];
         let pairs: Vec<(&Ciphertext, f64)> = cts.iter().map(|c| (c, 0.25)).collect();
         println!(
             "  mul_scalar_acc (16)  {:>10.1} us",
-            time(reps, || ev.mul_scalar_accumulate(&pairs, scale).unwrap())
+            time(|| ev.mul_scalar_accumulate(&pairs, scale).unwrap())
         );
     }
 }
@@ -111,10 +121,6 @@ fn print_timings() {
 #[test]
 #[ignore]
 fn ntt_loop() {
-    let reps: u32 = std::env::var("NTT_REPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
     for log_n in [13u32, 15] {
         let params = CkksParameters::builder()
             .log_n(log_n)
@@ -125,17 +131,9 @@ fn ntt_loop() {
             .unwrap();
         let ctx = Context::new(params).unwrap();
         let mut limb: Vec<u64> = (0..ctx.n() as u64).collect();
-        let t = Instant::now();
-        for _ in 0..reps {
-            ctx.ntt_forward(1, &mut limb).unwrap();
-        }
-        let fwd = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
-        let t = Instant::now();
-        for _ in 0..reps {
-            ctx.ntt_inverse(1, &mut limb).unwrap();
-        }
-        let inv = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
-        println!("N=2^{log_n}: forward {fwd:.1} us, inverse {inv:.1} us (wall clock)");
+        let fwd = time(|| ctx.ntt_forward(1, &mut limb).unwrap());
+        let inv = time(|| ctx.ntt_inverse(1, &mut limb).unwrap());
+        println!("N=2^{log_n}: forward {fwd:.1} us, inverse {inv:.1} us (CPU time)");
     }
 }
 
@@ -165,15 +163,15 @@ fn keyswitch_loop() {
     let ct2 = ev.mul(&ct, &ct).unwrap();
     println!(
         "relinearize {:>10.1} us",
-        time(5, || ev.relinearize(&ct2, &rk).unwrap())
+        time(|| ev.relinearize(&ct2, &rk).unwrap())
     );
     println!(
         "rotate      {:>10.1} us",
-        time(5, || ev.rotate(&ct, 1, &gk).unwrap())
+        time(|| ev.rotate(&ct, 1, &gk).unwrap())
     );
     let mut limb: Vec<u64> = (0..ctx.n() as u64).collect();
     println!(
         "ntt         {:>10.1} us",
-        time(100, || ctx.ntt_forward(0, &mut limb).unwrap())
+        time(|| ctx.ntt_forward(0, &mut limb).unwrap())
     );
 }

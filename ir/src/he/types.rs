@@ -62,9 +62,10 @@ pub enum Layout {
         /// Distance between the slots of consecutive images.
         stride: u32,
     },
-    /// Channel packing: one image, the value holds `channels` consecutive
-    /// channels of an `height x width` feature map; element `(c, y, x)` is in slot
-    /// `offset + c * c_stride + y * y_stride + x * x_stride`.
+    /// Channel packing: the value holds `channels` consecutive channels of an
+    /// `height x width` feature map for each of `images` images placed side by
+    /// side; element `(c, y, x)` of image `i` is in slot
+    /// `offset + i * image_stride + c * c_stride + y * y_stride + x * x_stride`.
     Channel {
         /// Number of channels packed in the value.
         channels: u32,
@@ -80,6 +81,10 @@ pub enum Layout {
         y_stride: u32,
         /// Slot distance between columns.
         x_stride: u32,
+        /// Number of images side by side (1 for a single image).
+        images: u32,
+        /// Slot distance between consecutive images (unused when `images <= 1`).
+        image_stride: u32,
     },
 }
 
@@ -90,7 +95,8 @@ impl Layout {
         stride: 1,
     };
 
-    /// A dense channel layout (`c_stride = h * w`, `y_stride = w`, `x_stride = 1`, `offset = 0`).
+    /// A dense channel layout for one image (`c_stride = h * w`, `y_stride = w`, `x_stride = 1`,
+    /// `offset = 0`, `images = 1`).
     pub fn dense_channels(channels: u32, height: u32, width: u32) -> Layout {
         Layout::Channel {
             channels,
@@ -100,6 +106,8 @@ impl Layout {
             c_stride: height.saturating_mul(width),
             y_stride: width,
             x_stride: 1,
+            images: 1,
+            image_stride: 0,
         }
     }
 
@@ -123,12 +131,15 @@ impl Layout {
                 c_stride,
                 y_stride,
                 x_stride,
+                images,
+                image_stride,
             } => {
-                if channels == 0 || height == 0 || width == 0 {
+                if channels == 0 || height == 0 || width == 0 || images == 0 {
                     return Some(u64::from(offset));
                 }
-                let last = u64::from(c_stride)
-                    .checked_mul(u64::from(channels) - 1)?
+                let last = u64::from(image_stride)
+                    .checked_mul(u64::from(images) - 1)?
+                    .checked_add(u64::from(c_stride).checked_mul(u64::from(channels) - 1)?)?
                     .checked_add(u64::from(y_stride).checked_mul(u64::from(height) - 1)?)?
                     .checked_add(u64::from(x_stride).checked_mul(u64::from(width) - 1)?)?;
                 u64::from(offset).checked_add(last)?.checked_add(1)
@@ -151,11 +162,20 @@ impl fmt::Display for Layout {
                 c_stride,
                 y_stride,
                 x_stride,
-            } => write!(
-                f,
-                "channel{{c={channels}, h={height}, w={width}, offset={offset}, \
-                 c_stride={c_stride}, y_stride={y_stride}, x_stride={x_stride}}}"
-            ),
+                images,
+                image_stride,
+            } => {
+                write!(
+                    f,
+                    "channel{{c={channels}, h={height}, w={width}, offset={offset}, \
+                     c_stride={c_stride}, y_stride={y_stride}, x_stride={x_stride}"
+                )?;
+                // The single-image form is printed as before, so older texts stay valid.
+                if *images != 1 {
+                    write!(f, ", images={images}, image_stride={image_stride}")?;
+                }
+                f.write_str("}")
+            }
         }
     }
 }

@@ -16,7 +16,8 @@
 //! params  := 'params' '{' 'log_n' '=' INT ',' 'primes' '=' '[' INT,* ']' '}'
 //! layout  := 'layout' IDENT '=' ( 'batch' '{' 'offset' '=' INT ',' 'stride' '=' INT '}'
 //!          | 'channel' '{' 'c' '=' INT ',' 'h' '=' INT ',' 'w' '=' INT ',' 'offset' '=' INT ','
-//!                          'c_stride' '=' INT ',' 'y_stride' '=' INT ',' 'x_stride' '=' INT '}' )
+//!                          'c_stride' '=' INT ',' 'y_stride' '=' INT ',' 'x_stride' '=' INT
+//!                          (',' 'images' '=' INT ',' 'image_stride' '=' INT)? '}' )
 //! const   := 'const' '@N' '=' '[' NUM,* ']'        (ids 0, 1, 2 ... in order)
 //! node    := '%N' '=' MNEMONIC operands ':' type
 //! type    := ('ct' | 'pt') '<' 'l' '=' INT ',' 's' '=' NUM ',' 'n' '=' INT ',' IDENT (',' 'size' '=' INT)? '>'
@@ -247,6 +248,12 @@ fn parse_layout(c: &mut Cursor<'_>) -> Result<Layout, TextError> {
             let c_stride = field(c, "c_stride", false)?;
             let y_stride = field(c, "y_stride", false)?;
             let x_stride = field(c, "x_stride", false)?;
+            let (images, image_stride) = if c.eat(Tok::Comma) {
+                let images = field(c, "images", true)?;
+                (images, field(c, "image_stride", false)?)
+            } else {
+                (1, 0)
+            };
             Layout::Channel {
                 channels,
                 height,
@@ -255,6 +262,8 @@ fn parse_layout(c: &mut Cursor<'_>) -> Result<Layout, TextError> {
                 c_stride,
                 y_stride,
                 x_stride,
+                images,
+                image_stride,
             }
         }
         other => {

@@ -7,6 +7,11 @@
 //! (`(m1 c1 + o1)(m2 c2 + o2) = m1 m2 (c1 c2 + (o2/m2) c1 + (o1/m1) c2) + o1 o2`, computed at the
 //! product's own level). This is how batch-norm, scaling, input normalisation and the leading
 //! coefficient of a quadratic cost no level at all.
+//!
+//! The folding can be switched off ([`Emitter::fold_affine`] = `false`, used to measure what
+//! fusion saves): [`Emitter::settle`] then materialises every pending factor right after the op
+//! that produced it (a `mul_scalar`, one level, when the factor is not 1; a free `add_scalar` for
+//! the offset), and [`Emitter::rescale_fresh`] never folds a factor into its producer.
 
 use hecc_ir::he::{HeError, LogScale, Module, ValueId};
 use std::collections::HashMap;
@@ -64,6 +69,9 @@ pub struct Emitter<'m> {
     relinearized: HashMap<ValueId, ValueId>,
     /// Scale at which scalar constants are encoded.
     pub scalar_log_scale: LogScale,
+    /// Fold pending affine factors into the next op (default `true`). When `false`, the lowering
+    /// calls [`Emitter::settle`] after every op, which materialises them at once.
+    pub fold_affine: bool,
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -78,7 +86,21 @@ impl<'m> Emitter<'m> {
             depth: HashMap::new(),
             relinearized: HashMap::new(),
             scalar_log_scale,
+            fold_affine: true,
         }
+    }
+
+    /// With [`Emitter::fold_affine`] on, returns `x` unchanged. With it off, materialises the
+    /// pending factor and offset of `x` ([`Emitter::materialize`]) and returns the plain
+    /// ciphertext (or the constant).
+    pub fn settle(&mut self, x: Lazy) -> Result<Lazy, HeError> {
+        if self.fold_affine || x.ct.is_none() || (x.m == 1.0 && x.o == 0.0) {
+            return Ok(x);
+        }
+        Ok(match self.materialize(x)? {
+            Some(v) => Lazy::of(v),
+            None => x,
+        })
     }
 
     /// Records a fresh ciphertext (input) at depth 0.
@@ -115,7 +137,11 @@ impl<'m> Emitter<'m> {
     /// returns `x` unchanged.
     pub fn rescale_fresh(&mut self, x: Lazy, s: f64) -> Lazy {
         let Some(ct) = x.ct else { return x };
-        if !(s.is_finite() && s > 0.0) || s == 1.0 || !self.module.users(ct).is_empty() {
+        if !self.fold_affine
+            || !(s.is_finite() && s > 0.0)
+            || s == 1.0
+            || !self.module.users(ct).is_empty()
+        {
             return x;
         }
         match self.module.node_mut(ct).map(|n| &mut n.op) {

@@ -9,6 +9,7 @@
 //! level; a polynomial of degree `d` costs `ceil(log2(d + 1))` levels through
 //! [`crate::approx::EvalPlan`].
 
+pub mod channel;
 pub mod lazy;
 
 use crate::approx::{ActivationApprox, ApproxForm, ChebSeries, EvalPlan, PlanOp};
@@ -168,6 +169,17 @@ impl Lowered {
 
 /// Lowers `g` to an unmanaged HE module in the batch layout.
 pub fn lower_batch(g: &Graph, opts: &LowerOptions) -> Result<Lowered, LowerError> {
+    lower_batch_with(g, opts, true)
+}
+
+/// Like [`lower_batch`]; with `fold_affine` off, every pending affine factor is materialised
+/// right after the op that produced it ([`lazy::Emitter::settle`]), which measures the depth of
+/// the circuit without fusion.
+pub fn lower_batch_with(
+    g: &Graph,
+    opts: &LowerOptions,
+    fold_affine: bool,
+) -> Result<Lowered, LowerError> {
     let shapes = verify(g).map_err(LowerError::Invalid)?;
     if opts.batch == 0 || opts.batch > opts.slots {
         return Err(LowerError::BatchTooLarge {
@@ -188,6 +200,7 @@ pub fn lower_batch(g: &Graph, opts: &LowerOptions) -> Result<Lowered, LowerError
             source,
         })?;
     let mut em = Emitter::new(&mut module, LogScale(opts.log_scale));
+    em.fold_affine = fold_affine;
     let mut vals: HashMap<NodeId, Vec<Elem>> = HashMap::new();
     let mut layers: Vec<LayerSpan> = Vec::new();
     for id in order {
@@ -533,6 +546,17 @@ pub fn lower_batch(g: &Graph, opts: &LowerOptions) -> Result<Lowered, LowerError
                     .collect::<Result<_, _>>()
                     .map_err(&build)?
             }
+        };
+        let out = if fold_affine {
+            out
+        } else {
+            out.iter()
+                .map(|e| {
+                    let x = materialize(&mut em, e)?;
+                    em.settle(x).map(Elem::L)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&build)?
         };
         vals.insert(id, out);
         layers.push(LayerSpan {

@@ -252,9 +252,8 @@ impl Encoder {
             coeffs[i] = (z.re * scale).round();
             coeffs[i + slots] = (z.im * scale).round();
         }
-        if coeffs.iter().any(|c| !c.is_finite()) {
-            return Err(CkksError::InvalidInput("scaled value is not finite".into()));
-        }
+        let max = coeffs.iter().fold(0f64, |a, c| a.max(c.abs()));
+        check_fits(&self.ctx, max, level + 1)?;
         let ctx = &self.ctx;
         let mut poly = RnsPoly::zero(ctx, level + 1, 0, false);
         poly.apply(ctx, |_, m, limb| {
@@ -262,7 +261,7 @@ impl Encoder {
                 *o = m.reduce_f64(c);
             }
         });
-        poly.to_ntt(ctx);
+        poly.make_ntt(ctx);
         Ok(Plaintext { poly, scale })
     }
 
@@ -289,8 +288,9 @@ impl Encoder {
         let n = ctx.n();
         let slots = n / 2;
         check_scale(pt.scale)?;
+        ctx.check_poly(&pt.poly, false)?;
         let mut poly = pt.poly.clone();
-        poly.to_coeff(ctx);
+        poly.make_coeff(ctx);
         let coeffs = crt_reconstruct_f64(ctx, &poly);
         let inv = 1.0 / pt.scale;
         let mut v: Vec<Complex64> = (0..slots)
@@ -306,14 +306,26 @@ impl Encoder {
     }
 }
 
+/// Refuses integer coefficients of magnitude `max` that would wrap around
+/// `Q_l / 2` (the product of the first `q_limbs` primes).
+fn check_fits(ctx: &Context, max: f64, q_limbs: usize) -> Result<()> {
+    let log_q: f64 = ctx.moduli()[..q_limbs]
+        .iter()
+        .map(|m| (m.value() as f64).log2())
+        .sum();
+    if !max.is_finite() || (max > 0.0 && max.log2() >= log_q - 1.0) {
+        return Err(CkksError::InvalidInput(format!(
+            "scaled value 2^{:.1} does not fit the modulus Q (2^{log_q:.1}) at this level",
+            max.log2()
+        )));
+    }
+    Ok(())
+}
+
 /// `round(c * scale)` reduced modulo each of the first `q_limbs` primes.
 pub(crate) fn scalar_limbs(ctx: &Context, c: f64, scale: f64, q_limbs: usize) -> Result<Vec<u64>> {
     let v = (c * scale).round();
-    if !v.is_finite() {
-        return Err(CkksError::InvalidInput(format!(
-            "constant {c} at scale {scale} is not finite"
-        )));
-    }
+    check_fits(ctx, v.abs(), q_limbs)?;
     Ok(ctx.moduli()[..q_limbs]
         .iter()
         .map(|m| m.reduce_f64(v))

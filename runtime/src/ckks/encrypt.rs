@@ -88,16 +88,17 @@ impl Encryptor {
     /// rounding error of that division.
     pub fn encrypt(&mut self, pt: &Plaintext) -> Result<Ciphertext> {
         let ctx = &self.ctx;
+        ctx.check_poly(&pt.poly, false)?;
         let ql = pt.poly.q_limbs;
         let np = ctx.p_count();
         let n = ctx.n();
         let u = sample_ternary(&mut self.rng, n, SecretDistribution::UniformTernary);
         let mut u = RnsPoly::from_signed(ctx, &u, ql, np);
-        u.to_ntt(ctx);
+        u.make_ntt(ctx);
         let mut c0 = RnsPoly::from_signed(ctx, &sample_gaussian(&mut self.rng, n), ql, np);
-        c0.to_ntt(ctx);
+        c0.make_ntt(ctx);
         let mut c1 = RnsPoly::from_signed(ctx, &sample_gaussian(&mut self.rng, n), ql, np);
-        c1.to_ntt(ctx);
+        c1.make_ntt(ctx);
         c0.add_mul_assign(ctx, &self.pk.b.restrict_q(ctx, ql), &u);
         c1.add_mul_assign(ctx, &self.pk.a.restrict_q(ctx, ql), &u);
         let mut c0 = rns::mod_down(ctx, &c0);
@@ -142,11 +143,12 @@ impl SymmetricEncryptor {
     /// Encrypts `pt` at its level and scale; the result is seeded.
     pub fn encrypt(&mut self, pt: &Plaintext) -> Result<Ciphertext> {
         let ctx = &self.ctx;
+        ctx.check_poly(&pt.poly, false)?;
         let ql = pt.poly.q_limbs;
         let seed = fresh_seed(&mut self.rng);
         let c1 = RnsPoly::uniform_from_seed(ctx, &seed, ql, 0);
         let mut c0 = RnsPoly::from_signed(ctx, &sample_gaussian(&mut self.rng, ctx.n()), ql, 0);
-        c0.to_ntt(ctx);
+        c0.make_ntt(ctx);
         c0.add_assign(ctx, &pt.poly);
         let mut s = self.s.clone();
         s.truncate_q(ctx, ql);
@@ -186,6 +188,14 @@ impl Decryptor {
                 expected: 2,
                 found: 0,
             });
+        }
+        for p in &ct.polys {
+            ctx.check_poly(p, false)?;
+            if p.q_limbs != ct.polys[0].q_limbs {
+                return Err(CkksError::InvalidInput(
+                    "ciphertext polynomials at different levels".into(),
+                ));
+            }
         }
         let ql = ct.polys[0].q_limbs;
         let mut s = self.s.clone();

@@ -60,6 +60,30 @@ impl Evaluator {
         (a - b).abs() <= self.scale_tolerance * a.abs().max(b.abs())
     }
 
+    /// Checks that `ct` is a well-formed ciphertext of this context.
+    fn check_ct(&self, ct: &Ciphertext) -> Result<()> {
+        if !(2..=3).contains(&ct.polys.len()) {
+            return Err(CkksError::CiphertextSize {
+                expected: 2,
+                found: ct.polys.len(),
+            });
+        }
+        let ql = ct.polys[0].q_limbs;
+        for p in &ct.polys {
+            self.ctx.check_poly(p, false)?;
+            if p.q_limbs != ql {
+                return Err(CkksError::InvalidInput(
+                    "ciphertext polynomials at different levels".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_pt(&self, pt: &Plaintext) -> Result<()> {
+        self.ctx.check_poly(&pt.poly, false)
+    }
+
     fn check_levels(a: usize, b: usize) -> Result<()> {
         if a != b {
             return Err(CkksError::LevelMismatch { left: a, right: b });
@@ -88,9 +112,37 @@ impl Evaluator {
 
     /// `a + b`.
     pub fn add(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
-        let mut r = a.clone();
-        self.add_assign(&mut r, b)?;
-        Ok(r)
+        self.add_sub_new(a, b, false)
+    }
+
+    fn add_sub_new(&self, a: &Ciphertext, b: &Ciphertext, sub: bool) -> Result<Ciphertext> {
+        self.check_ct(a)?;
+        self.check_ct(b)?;
+        if a.polys.len() != b.polys.len() {
+            let mut r = a.clone();
+            self.add_sub_assign(&mut r, b, sub)?;
+            return Ok(r);
+        }
+        Self::check_levels(a.level(), b.level())?;
+        self.check_scales(a.scale, b.scale)?;
+        let ctx = &self.ctx;
+        let polys = a
+            .polys
+            .iter()
+            .zip(&b.polys)
+            .map(|(x, y)| {
+                if sub {
+                    RnsPoly::map2(ctx, x, y, |m, u, v| m.sub(u, v))
+                } else {
+                    RnsPoly::map2(ctx, x, y, |m, u, v| m.add(u, v))
+                }
+            })
+            .collect();
+        Ok(Ciphertext {
+            polys,
+            scale: a.scale,
+            seed: None,
+        })
     }
 
     /// `a += b`.
@@ -100,9 +152,7 @@ impl Evaluator {
 
     /// `a - b`.
     pub fn sub(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
-        let mut r = a.clone();
-        self.sub_assign(&mut r, b)?;
-        Ok(r)
+        self.add_sub_new(a, b, true)
     }
 
     /// `a -= b`.
@@ -111,6 +161,8 @@ impl Evaluator {
     }
 
     fn add_sub_assign(&self, a: &mut Ciphertext, b: &Ciphertext, sub: bool) -> Result<()> {
+        self.check_ct(a)?;
+        self.check_ct(b)?;
         Self::check_levels(a.level(), b.level())?;
         self.check_scales(a.scale, b.scale)?;
         let ctx = &self.ctx;
@@ -130,18 +182,20 @@ impl Evaluator {
     }
 
     /// `-a`.
-    pub fn negate(&self, a: &Ciphertext) -> Ciphertext {
+    pub fn negate(&self, a: &Ciphertext) -> Result<Ciphertext> {
         let mut r = a.clone();
-        self.negate_assign(&mut r);
-        r
+        self.negate_assign(&mut r)?;
+        Ok(r)
     }
 
     /// `a = -a`.
-    pub fn negate_assign(&self, a: &mut Ciphertext) {
+    pub fn negate_assign(&self, a: &mut Ciphertext) -> Result<()> {
+        self.check_ct(a)?;
         for p in a.polys.iter_mut() {
             p.neg_assign(&self.ctx);
         }
         a.seed = None;
+        Ok(())
     }
 
     /// `ct + pt`.
@@ -153,6 +207,8 @@ impl Evaluator {
 
     /// `ct += pt`.
     pub fn add_plain_assign(&self, ct: &mut Ciphertext, pt: &Plaintext) -> Result<()> {
+        self.check_ct(ct)?;
+        self.check_pt(pt)?;
         Self::check_levels(ct.level(), pt.level())?;
         self.check_scales(ct.scale, pt.scale)?;
         ct.polys[0].add_assign(&self.ctx, &pt.poly);
@@ -169,6 +225,8 @@ impl Evaluator {
 
     /// `ct -= pt`.
     pub fn sub_plain_assign(&self, ct: &mut Ciphertext, pt: &Plaintext) -> Result<()> {
+        self.check_ct(ct)?;
+        self.check_pt(pt)?;
         Self::check_levels(ct.level(), pt.level())?;
         self.check_scales(ct.scale, pt.scale)?;
         ct.polys[0].sub_assign(&self.ctx, &pt.poly);
@@ -185,6 +243,7 @@ impl Evaluator {
 
     /// `ct += c` in every slot.
     pub fn add_scalar_assign(&self, ct: &mut Ciphertext, c: f64) -> Result<()> {
+        self.check_ct(ct)?;
         let consts = scalar_limbs(&self.ctx, c, ct.scale, ct.level() + 1)?;
         ct.polys[0].apply(&self.ctx, |i, m, limb| {
             let v = consts[i];
@@ -205,19 +264,17 @@ impl Evaluator {
 
     /// `a * b` (a size-3 ciphertext; relinearize next). Scale is the product.
     pub fn mul(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        self.check_ct(a)?;
+        self.check_ct(b)?;
         Self::check_size(a, 2)?;
         Self::check_size(b, 2)?;
         Self::check_levels(a.level(), b.level())?;
         let ctx = &self.ctx;
         let (a0, a1) = (&a.polys[0], &a.polys[1]);
         let (b0, b1) = (&b.polys[0], &b.polys[1]);
-        let mut c0 = a0.clone();
-        c0.mul_assign(ctx, b0);
-        let mut c1 = a0.clone();
-        c1.mul_assign(ctx, b1);
-        c1.add_mul_assign(ctx, a1, b0);
-        let mut c2 = a1.clone();
-        c2.mul_assign(ctx, b1);
+        let c0 = RnsPoly::map2(ctx, a0, b0, |m, x, y| m.mul(x, y));
+        let c1 = RnsPoly::mul_add_mul(ctx, a0, b1, a1, b0);
+        let c2 = RnsPoly::map2(ctx, a1, b1, |m, x, y| m.mul(x, y));
         Ok(Ciphertext {
             polys: vec![c0, c1, c2],
             scale: a.scale * b.scale,
@@ -227,17 +284,16 @@ impl Evaluator {
 
     /// `a * a` (a size-3 ciphertext).
     pub fn square(&self, a: &Ciphertext) -> Result<Ciphertext> {
+        self.check_ct(a)?;
         Self::check_size(a, 2)?;
         let ctx = &self.ctx;
         let (a0, a1) = (&a.polys[0], &a.polys[1]);
-        let mut c0 = a0.clone();
-        c0.mul_assign(ctx, a0);
-        let mut c1 = a0.clone();
-        c1.mul_assign(ctx, a1);
-        let c1c = c1.clone();
-        c1.add_assign(ctx, &c1c);
-        let mut c2 = a1.clone();
-        c2.mul_assign(ctx, a1);
+        let c0 = RnsPoly::map2(ctx, a0, a0, |m, x, y| m.mul(x, y));
+        let c1 = RnsPoly::map2(ctx, a0, a1, |m, x, y| {
+            let p = m.mul(x, y);
+            m.add(p, p)
+        });
+        let c2 = RnsPoly::map2(ctx, a1, a1, |m, x, y| m.mul(x, y));
         Ok(Ciphertext {
             polys: vec![c0, c1, c2],
             scale: a.scale * a.scale,
@@ -254,6 +310,8 @@ impl Evaluator {
 
     /// In-place [`Self::relinearize`].
     pub fn relinearize_assign(&self, ct: &mut Ciphertext, rk: &RelinKey) -> Result<()> {
+        self.check_ct(ct)?;
+        self.ctx.check_ksk(&rk.key)?;
         Self::check_size(ct, 3)?;
         let ctx = &self.ctx;
         let c2 = ct.polys.pop().ok_or(CkksError::CiphertextSize {
@@ -276,13 +334,25 @@ impl Evaluator {
 
     /// `ct * pt`; scale is the product.
     pub fn mul_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
-        let mut r = ct.clone();
-        self.mul_plain_assign(&mut r, pt)?;
-        Ok(r)
+        self.check_ct(ct)?;
+        self.check_pt(pt)?;
+        Self::check_levels(ct.level(), pt.level())?;
+        let polys = ct
+            .polys
+            .iter()
+            .map(|p| RnsPoly::map2(&self.ctx, p, &pt.poly, |m, x, y| m.mul(x, y)))
+            .collect();
+        Ok(Ciphertext {
+            polys,
+            scale: ct.scale * pt.scale,
+            seed: None,
+        })
     }
 
     /// `ct *= pt`.
     pub fn mul_plain_assign(&self, ct: &mut Ciphertext, pt: &Plaintext) -> Result<()> {
+        self.check_ct(ct)?;
+        self.check_pt(pt)?;
         Self::check_levels(ct.level(), pt.level())?;
         for p in ct.polys.iter_mut() {
             p.mul_assign(&self.ctx, &pt.poly);
@@ -302,6 +372,7 @@ impl Evaluator {
 
     /// In-place [`Self::mul_scalar`].
     pub fn mul_scalar_assign(&self, ct: &mut Ciphertext, c: f64, scale: f64) -> Result<()> {
+        self.check_ct(ct)?;
         check_scale(scale)?;
         let consts = scalar_limbs(&self.ctx, c, scale, ct.level() + 1)?;
         for p in ct.polys.iter_mut() {
@@ -313,14 +384,15 @@ impl Evaluator {
     }
 
     /// `ct * k` for a small integer `k`, without scale growth.
-    pub fn mul_integer(&self, ct: &Ciphertext, k: i64) -> Ciphertext {
+    pub fn mul_integer(&self, ct: &Ciphertext, k: i64) -> Result<Ciphertext> {
         let mut r = ct.clone();
-        self.mul_integer_assign(&mut r, k);
-        r
+        self.mul_integer_assign(&mut r, k)?;
+        Ok(r)
     }
 
     /// In-place [`Self::mul_integer`].
-    pub fn mul_integer_assign(&self, ct: &mut Ciphertext, k: i64) {
+    pub fn mul_integer_assign(&self, ct: &mut Ciphertext, k: i64) -> Result<()> {
+        self.check_ct(ct)?;
         let consts: Vec<u64> = self.ctx.moduli()[..=ct.level()]
             .iter()
             .map(|m| m.reduce_i64(k))
@@ -329,6 +401,7 @@ impl Evaluator {
             p.mul_const_assign(&self.ctx, &consts);
         }
         ct.seed = None;
+        Ok(())
     }
 
     /// `sum_i c_i * ct_i` with every `c_i` encoded at `scale`; products are
@@ -347,6 +420,7 @@ impl Evaluator {
         let level = first.level();
         let size = first.polys.len();
         for (ct, _) in terms {
+            self.check_ct(ct)?;
             Self::check_levels(level, ct.level())?;
             self.check_scales(first.scale, ct.scale)?;
             Self::check_size(ct, size)?;
@@ -406,6 +480,7 @@ impl Evaluator {
 
     /// In-place [`Self::rescale`].
     pub fn rescale_assign(&self, ct: &mut Ciphertext) -> Result<()> {
+        self.check_ct(ct)?;
         let l = ct.level();
         if l == 0 {
             return Err(CkksError::LevelUnavailable {
@@ -431,6 +506,7 @@ impl Evaluator {
 
     /// In-place [`Self::drop_to_level`].
     pub fn drop_to_level_assign(&self, ct: &mut Ciphertext, level: usize) -> Result<()> {
+        self.check_ct(ct)?;
         if level > ct.level() {
             return Err(CkksError::LevelUnavailable {
                 requested: level,
@@ -449,10 +525,12 @@ impl Evaluator {
     // ---------------------------------------------------------------- rotations
 
     fn key_for<'a>(&self, gk: &'a GaloisKeys, g: u64, step: i64) -> Result<&'a KeySwitchKey> {
-        gk.keys.get(&g).ok_or(CkksError::MissingGaloisKey {
+        let key = gk.keys.get(&g).ok_or(CkksError::MissingGaloisKey {
             step,
             galois_element: g,
-        })
+        })?;
+        self.ctx.check_ksk(key)?;
+        Ok(key)
     }
 
     fn apply_galois(
@@ -477,6 +555,7 @@ impl Evaluator {
 
     /// Rotates by `step`: slot `i + step` moves to slot `i`.
     pub fn rotate(&self, ct: &Ciphertext, step: i64, gk: &GaloisKeys) -> Result<Ciphertext> {
+        self.check_ct(ct)?;
         Self::check_size(ct, 2)?;
         let g = self.ctx.galois_element(step);
         if g == 1 {
@@ -489,6 +568,7 @@ impl Evaluator {
 
     /// Complex conjugation of every slot.
     pub fn conjugate(&self, ct: &Ciphertext, gk: &GaloisKeys) -> Result<Ciphertext> {
+        self.check_ct(ct)?;
         Self::check_size(ct, 2)?;
         let g = self.ctx.conjugation_element();
         let key = self.key_for(gk, g, 0)?;
@@ -504,6 +584,7 @@ impl Evaluator {
         steps: &[i64],
         gk: &GaloisKeys,
     ) -> Result<Vec<Ciphertext>> {
+        self.check_ct(ct)?;
         Self::check_size(ct, 2)?;
         let mut keys = Vec::with_capacity(steps.len());
         for &k in steps {

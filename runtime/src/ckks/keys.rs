@@ -162,7 +162,7 @@ impl KeyGenerator {
     fn with_rng(ctx: &Arc<Context>, mut rng: ChaCha20Rng) -> Self {
         let coeffs = sample_ternary(&mut rng, ctx.n(), ctx.params().secret_distribution());
         let mut s = RnsPoly::from_signed(ctx, &coeffs, ctx.q_count(), ctx.p_count());
-        s.to_ntt(ctx);
+        s.make_ntt(ctx);
         Self {
             ctx: ctx.clone(),
             sk: SecretKey { s },
@@ -178,7 +178,7 @@ impl KeyGenerator {
     fn error_poly(&mut self, q_limbs: usize, p_limbs: usize) -> RnsPoly {
         let e = sample_gaussian(&mut self.rng, self.ctx.n());
         let mut p = RnsPoly::from_signed(&self.ctx, &e, q_limbs, p_limbs);
-        p.to_ntt(&self.ctx);
+        p.make_ntt(&self.ctx);
         p
     }
 

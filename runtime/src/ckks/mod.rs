@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use hecc_runtime::ckks::*;
-//! # fn main() -> Result<(), CkksError> {
+//! # fn main() -> std::result::Result<(), CkksError> {
 //! let params = CkksParameters::builder()
 //!     .log_n(13).q0_bits(60).scale_bits(vec![40, 40]).special_bits(vec![60])
 //!     .build()?; // 128-bit secure by default

@@ -20,6 +20,12 @@ pub fn bit_reverse(x: usize, bits: u32) -> usize {
     }
 }
 
+/// `x - m` if `x >= m`, else `x`, without a branch.
+#[inline(always)]
+fn csub(x: u64, m: u64) -> u64 {
+    x.min(x.wrapping_sub(m))
+}
+
 /// Precomputed twiddle factors of one prime.
 #[derive(Clone, Debug)]
 pub struct NttTable {
@@ -79,19 +85,18 @@ impl NttTable {
         let q = self.modulus.value();
         let two_q = 2 * q;
         let m_ = &self.modulus;
-        let mut t = self.n;
+        let n = self.n;
+        let mut t = n;
         let mut m = 1;
-        while m < self.n {
+        // All stages but the last two: lazy butterflies, values in [0, 4q).
+        while m < n / 4 {
             t >>= 1;
             let ws = &self.psi_rev[m..2 * m];
             let wss = &self.psi_rev_shoup[m..2 * m];
             for ((chunk, &w), &wsh) in a.chunks_exact_mut(2 * t).zip(ws).zip(wss) {
                 let (x, y) = chunk.split_at_mut(t);
                 for (xj, yj) in x.iter_mut().zip(y.iter_mut()) {
-                    let mut u = *xj;
-                    if u >= two_q {
-                        u -= two_q;
-                    }
+                    let u = csub(*xj, two_q);
                     let v = m_.mul_shoup_lazy(*yj, w, wsh);
                     *xj = u + v;
                     *yj = u + two_q - v;
@@ -99,15 +104,29 @@ impl NttTable {
             }
             m <<= 1;
         }
-        for x in a.iter_mut() {
-            let mut v = *x;
-            if v >= two_q {
-                v -= two_q;
+        // Stage with t = 2 (groups of four).
+        if m < n / 2 {
+            let ws = &self.psi_rev[m..2 * m];
+            let wss = &self.psi_rev_shoup[m..2 * m];
+            for ((c, &w), &wsh) in a.chunks_exact_mut(4).zip(ws).zip(wss) {
+                for j in 0..2 {
+                    let u = csub(c[j], two_q);
+                    let v = m_.mul_shoup_lazy(c[j + 2], w, wsh);
+                    c[j] = u + v;
+                    c[j + 2] = u + two_q - v;
+                }
             }
-            if v >= q {
-                v -= q;
-            }
-            *x = v;
+            m <<= 1;
+        }
+        // Last stage (t = 1) with the final reduction to [0, q) folded in.
+        let ws = &self.psi_rev[m..2 * m];
+        let wss = &self.psi_rev_shoup[m..2 * m];
+        let reduce4 = |v: u64| csub(csub(v, two_q), q);
+        for ((c, &w), &wsh) in a.chunks_exact_mut(2).zip(ws).zip(wss) {
+            let u = csub(c[0], two_q);
+            let v = m_.mul_shoup_lazy(c[1], w, wsh);
+            c[0] = reduce4(u + v);
+            c[1] = reduce4(u + two_q - v);
         }
     }
 
@@ -117,9 +136,22 @@ impl NttTable {
         let q = self.modulus.value();
         let two_q = 2 * q;
         let m_ = &self.modulus;
-        let mut t = 1;
-        let mut m = self.n >> 1;
-        while m >= 1 {
+        let n = self.n;
+        // First stage (t = 1).
+        let mut m = n >> 1;
+        {
+            let ws = &self.ipsi_rev[m..2 * m];
+            let wss = &self.ipsi_rev_shoup[m..2 * m];
+            for ((c, &w), &wsh) in a.chunks_exact_mut(2).zip(ws).zip(wss) {
+                let (u, v) = (c[0], c[1]);
+                c[0] = csub(u + v, two_q);
+                c[1] = m_.mul_shoup_lazy(u + two_q - v, w, wsh);
+            }
+        }
+        let mut t = 2;
+        m >>= 1;
+        // Middle stages.
+        while m > 1 {
             let ws = &self.ipsi_rev[m..2 * m];
             let wss = &self.ipsi_rev_shoup[m..2 * m];
             for ((chunk, &w), &wsh) in a.chunks_exact_mut(2 * t).zip(ws).zip(wss) {
@@ -127,20 +159,24 @@ impl NttTable {
                 for (xj, yj) in x.iter_mut().zip(y.iter_mut()) {
                     let u = *xj;
                     let v = *yj;
-                    let mut s = u + v;
-                    if s >= two_q {
-                        s -= two_q;
-                    }
-                    *xj = s;
+                    *xj = csub(u + v, two_q);
                     *yj = m_.mul_shoup_lazy(u + two_q - v, w, wsh);
                 }
             }
             t <<= 1;
             m >>= 1;
         }
+        // Last stage (m = 1) with the multiplication by 1/N folded in:
+        // x' = (u + v) / N, y' = (u - v) * w / N.
         let (ni, nis) = (self.n_inv, self.n_inv_shoup);
-        for x in a.iter_mut() {
-            *x = m_.mul_shoup(*x, ni, nis);
+        let wn = m_.mul(self.ipsi_rev[1], ni);
+        let wns = m_.shoup(wn);
+        let (x, y) = a.split_at_mut(n / 2);
+        for (xj, yj) in x.iter_mut().zip(y.iter_mut()) {
+            let u = *xj;
+            let v = *yj;
+            *xj = m_.mul_shoup(u + v, ni, nis);
+            *yj = m_.mul_shoup(u + two_q - v, wn, wns);
         }
     }
 }

@@ -87,7 +87,7 @@ impl RnsPoly {
     }
 
     /// Converts to NTT form (no-op if already there).
-    pub(crate) fn to_ntt(&mut self, ctx: &Context) {
+    pub(crate) fn make_ntt(&mut self, ctx: &Context) {
         if self.ntt {
             return;
         }
@@ -101,7 +101,7 @@ impl RnsPoly {
     }
 
     /// Converts to coefficient form (no-op if already there).
-    pub(crate) fn to_coeff(&mut self, ctx: &Context) {
+    pub(crate) fn make_coeff(&mut self, ctx: &Context) {
         if !self.ntt {
             return;
         }
@@ -139,6 +139,55 @@ impl RnsPoly {
             .par_chunks_mut(n)
             .enumerate()
             .for_each(|(i, a)| f(i, &ctx.moduli()[ctx.limb_modulus(ql, i)], a));
+    }
+
+    /// A new polynomial `f(a_k, b_k)` coefficient-wise (same shape as `a`), in
+    /// one pass without copying `a` first.
+    pub(crate) fn map2<F>(ctx: &Context, a: &RnsPoly, b: &RnsPoly, f: F) -> RnsPoly
+    where
+        F: Fn(&super::zq::Modulus, u64, u64) -> u64 + Sync + Send,
+    {
+        let n = ctx.n();
+        let ql = a.q_limbs;
+        let mut out = RnsPoly::zero(ctx, a.q_limbs, a.p_limbs, a.ntt);
+        out.data
+            .par_chunks_mut(n)
+            .zip(a.data.par_chunks(n).zip(b.data.par_chunks(n)))
+            .enumerate()
+            .for_each(|(i, (o, (x, y)))| {
+                let m = &ctx.moduli()[ctx.limb_modulus(ql, i)];
+                for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+                    *o = f(m, x, y);
+                }
+            });
+        out
+    }
+
+    /// `a * b + c * d` pointwise in one pass with a single reduction (NTT form).
+    pub(crate) fn mul_add_mul(
+        ctx: &Context,
+        a: &RnsPoly,
+        b: &RnsPoly,
+        c: &RnsPoly,
+        d: &RnsPoly,
+    ) -> RnsPoly {
+        let n = ctx.n();
+        let ql = a.q_limbs;
+        let mut out = RnsPoly::zero(ctx, a.q_limbs, a.p_limbs, true);
+        out.data
+            .par_chunks_mut(n)
+            .zip(a.data.par_chunks(n).zip(b.data.par_chunks(n)))
+            .zip(c.data.par_chunks(n).zip(d.data.par_chunks(n)))
+            .enumerate()
+            .for_each(|(i, ((o, (a, b)), (c, d)))| {
+                let m = &ctx.moduli()[ctx.limb_modulus(ql, i)];
+                for ((o, (&a, &b)), (&c, &d)) in
+                    o.iter_mut().zip(a.iter().zip(b)).zip(c.iter().zip(d))
+                {
+                    *o = m.reduce_u128(a as u128 * b as u128 + c as u128 * d as u128);
+                }
+            });
+        out
     }
 
     /// `self += other`.
@@ -188,7 +237,7 @@ impl RnsPoly {
             .for_each(|(i, (o, (x, y)))| {
                 let m = &ctx.moduli()[ctx.limb_modulus(ql, i)];
                 for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                    *o = m.add(*o, m.mul(x, y));
+                    *o = m.reduce_u128(*o as u128 + x as u128 * y as u128);
                 }
             });
     }

@@ -89,7 +89,7 @@ pub(crate) fn decompose(ctx: &Context, d: &RnsPoly) -> Vec<RnsPoly> {
     let l = d.level();
     let k = ctx.p_count();
     let mut coeff = d.clone();
-    coeff.to_coeff(ctx);
+    coeff.make_coeff(ctx);
     let tables = &ctx.levels[l];
     tables
         .digits
@@ -394,13 +394,13 @@ mod tests {
             for level in [4usize, 2, 0] {
                 let mut d = random_poly(&c, level + 1, 0, 7 + level as u64);
                 let coeff = d.clone();
-                d.to_ntt(&c);
+                d.make_ntt(&c);
                 let parts = decompose(&c, &d);
                 let digits = &c.levels[level].digits;
                 assert_eq!(parts.len(), digits.len());
                 for (part, digit) in parts.iter().zip(digits) {
                     let mut pc = part.clone();
-                    pc.to_coeff(&c);
+                    pc.make_coeff(&c);
                     let src: Vec<usize> = (digit.start..digit.end).collect();
                     for k in (0..c.n()).step_by(101) {
                         let (x, _) = crt(&c, &coeff, k, &src);
@@ -420,9 +420,9 @@ mod tests {
         for level in [4usize, 1] {
             let mut x = random_poly(&c, level + 1, c.p_count(), 99);
             let coeff = x.clone();
-            x.to_ntt(&c);
+            x.make_ntt(&c);
             let mut out = mod_down(&c, &x);
-            out.to_coeff(&c);
+            out.make_coeff(&c);
             let all: Vec<usize> = (0..level + 1 + c.p_count()).collect();
             let p: BigInt = c.params().p().iter().map(|&v| big(v)).product();
             let mut off_by_one = 0;
@@ -453,10 +453,10 @@ mod tests {
         for level in [4usize, 2, 1] {
             let mut x = random_poly(&c, level + 1, 0, 5);
             let coeff = x.clone();
-            x.to_ntt(&c);
+            x.make_ntt(&c);
             rescale_poly(&c, &mut x);
             assert_eq!(x.level(), level - 1);
-            x.to_coeff(&c);
+            x.make_coeff(&c);
             let all: Vec<usize> = (0..=level).collect();
             let ql = big(c.moduli()[level].value());
             for k in (0..c.n()).step_by(11) {
@@ -495,9 +495,9 @@ mod tests {
                 }
             }
             let mut ntt = coeff.clone();
-            ntt.to_ntt(&c);
+            ntt.make_ntt(&c);
             let mut got = ntt.automorphism_ntt(&c, g);
-            got.to_coeff(&c);
+            got.make_coeff(&c);
             assert_eq!(got, expect, "g = {g}");
         }
     }

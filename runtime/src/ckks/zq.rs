@@ -6,6 +6,9 @@
 //! Barrett reduction with a precomputed `floor(2^128 / q)`; multiplication by
 //! a fixed operand uses Shoup's precomputed quotient `floor(w * 2^64 / q)`.
 
+// `%` instead of `is_multiple_of`: the workspace MSRV (1.85) predates it.
+#![allow(clippy::manual_is_multiple_of)]
+
 use super::error::{CkksError, Result};
 
 /// Largest supported bit size of a prime (Harvey's lazy NTT needs `4q < 2^64`).
@@ -55,20 +58,20 @@ impl Modulus {
             .wrapping_add((t1 >> 64) as u64)
             .wrapping_add((t2 >> 64) as u64)
             .wrapping_add((mid >> 64) as u64);
-        let mut r = x0.wrapping_sub(qhat.wrapping_mul(self.value));
-        if r >= self.value {
-            r -= self.value;
-        }
-        if r >= self.value {
-            r -= self.value;
-        }
-        r
+        let r = x0.wrapping_sub(qhat.wrapping_mul(self.value));
+        let r = r.min(r.wrapping_sub(self.value));
+        r.min(r.wrapping_sub(self.value))
     }
 
-    /// Reduces a 64-bit value modulo `q`.
+    /// Reduces a 64-bit value modulo `q` (one high multiplication: the
+    /// quotient estimate `x * floor(2^128/q) / 2^128` keeps only the high
+    /// ratio word, which under-estimates by at most 2).
     #[inline(always)]
     pub fn reduce(&self, x: u64) -> u64 {
-        self.reduce_u128(x as u128)
+        let qhat = ((x as u128 * self.ratio.1 as u128) >> 64) as u64;
+        let r = x.wrapping_sub(qhat.wrapping_mul(self.value));
+        let r = r.min(r.wrapping_sub(self.value));
+        r.min(r.wrapping_sub(self.value))
     }
 
     /// Reduces a signed value modulo `q`.
@@ -107,21 +110,14 @@ impl Modulus {
     #[inline(always)]
     pub fn add(&self, a: u64, b: u64) -> u64 {
         let s = a + b;
-        if s >= self.value {
-            s - self.value
-        } else {
-            s
-        }
+        s.min(s.wrapping_sub(self.value))
     }
 
     /// `a - b mod q`.
     #[inline(always)]
     pub fn sub(&self, a: u64, b: u64) -> u64 {
-        if a >= b {
-            a - b
-        } else {
-            a + self.value - b
-        }
+        let d = a.wrapping_sub(b);
+        d.min(d.wrapping_add(self.value))
     }
 
     /// `-a mod q`.
@@ -158,11 +154,7 @@ impl Modulus {
     #[inline(always)]
     pub fn mul_shoup(&self, x: u64, w: u64, ws: u64) -> u64 {
         let r = self.mul_shoup_lazy(x, w, ws);
-        if r >= self.value {
-            r - self.value
-        } else {
-            r
-        }
+        r.min(r.wrapping_sub(self.value))
     }
 
     /// `a^e mod q`.

@@ -1,0 +1,150 @@
+//! Benchmark of encrypted inference: amortized time per image and peak memory per reference
+//! model, layout and batch size, at the default 128-bit parameters.
+//!
+//! `cargo run --release --example bench_infer -- [--models cryptonets,lenet5]
+//! [--batches 1,64,1024,max] [--insecure]`
+//!
+//! Each configuration runs in its own child process so that its peak resident memory (VmHWM)
+//! is its own. A configuration compiles the model for the batch size (`max` = N/2 images),
+//! generates keys, encrypts pseudo-random images in the input's range, runs the plan and
+//! decrypts; it reports the run time (the server step) divided by the batch, the encryption
+//! time, and the process's peak memory.
+
+use hecc::compile::{compile, CompileOptions};
+use hecc::run::{
+    decrypt_outputs, encrypt_images, generate_keys, run_inputs, ClientEncryptor, Images,
+    RunOptions, Session,
+};
+use hecc_passes::params::Security;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+fn arg(args: &[String], key: &str) -> Option<String> {
+    args.iter().position(|a| a == key).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn one(model: &str, batch: &str, insecure: bool) -> Result<String, String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(format!("{model}.yaml"));
+    let mut opts = CompileOptions {
+        layout: "batch".into(),
+        ..Default::default()
+    };
+    if insecure {
+        opts.security = Security::InsecureNone;
+    }
+    opts.batch = match batch {
+        "max" => None,
+        b => Some(b.parse().map_err(|_| format!("bad batch {b}"))?),
+    };
+    let t = Instant::now();
+    let c = compile(&path, &opts).map_err(|e| format!("{e:?}"))?;
+    let t_compile = t.elapsed().as_secs_f64();
+    let s = Session::new(c.plan).map_err(|e| format!("{e:?}"))?;
+    let n = s.plan.batch as usize;
+    let input = s.input().map_err(|e| format!("{e:?}"))?.clone();
+    let per: usize = input.shape.iter().product();
+    let [lo, hi] = input.range.unwrap_or([0.0, 1.0]);
+    let mut st = 9u64;
+    let data: Vec<f64> = (0..n * per)
+        .map(|_| {
+            st = st.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            lo + (hi - lo) * ((st >> 11) as f64 / (1u64 << 53) as f64)
+        })
+        .collect();
+    let images = Images {
+        count: n,
+        per_image: per,
+        data,
+    };
+    let t = Instant::now();
+    let keys = generate_keys(&s).map_err(|e| format!("{e:?}"))?;
+    let t_keygen = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut enc = ClientEncryptor::Secret(
+        hecc_runtime::ckks::SymmetricEncryptor::new(&s.ctx, &keys.secret)
+            .map_err(|e| e.to_string())?,
+    );
+    let x = encrypt_images(&s, &images, &mut enc).map_err(|e| format!("{e:?}"))?;
+    let t_encrypt = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let (out, report) =
+        run_inputs(&s, x, &keys.eval, &RunOptions { quiet: true }).map_err(|e| format!("{e:?}"))?;
+    let t_run = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let logits = decrypt_outputs(&out, &keys.secret).map_err(|e| format!("{e:?}"))?;
+    let t_decrypt = t.elapsed().as_secs_f64();
+    let cpu = cpu_seconds();
+    let peak = hecc_runtime::exec::read_memory_status().map_or(0, |m| m.peak_rss_bytes);
+    Ok(format!(
+        "RESULT {model} batch {n} N=2^{} compile {t_compile:.2} keygen {t_keygen:.2} encrypt {t_encrypt:.2} \
+         run {t_run:.2} decrypt {t_decrypt:.2} ms_per_image {:.3} peak_mib {} cpu_s {cpu:.1} nodes {} logits {}",
+        s.plan.params.log_n,
+        t_run / n as f64 * 1e3,
+        peak >> 20,
+        report.nodes,
+        logits.values.len()
+    ))
+}
+
+/// User + system CPU seconds of this process (Linux `/proc/self/stat`, 100 ticks/s).
+fn cpu_seconds() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    let Some(rest) = s.rsplit(')').next() else { return f64::NAN };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    (tick(11) + tick(12)) / 100.0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let insecure = args.iter().any(|a| a == "--insecure");
+    if let Some(i) = args.iter().position(|a| a == "--one") {
+        let (Some(model), Some(batch)) = (args.get(i + 1), args.get(i + 2)) else {
+            eprintln!("--one MODEL BATCH");
+            std::process::exit(2);
+        };
+        match one(model, batch, insecure) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                println!("FAILED {model} batch {batch}: {}", e.lines().next().unwrap_or(""));
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    let models = arg(&args, "--models").unwrap_or_else(|| "cryptonets".into());
+    let batches = arg(&args, "--batches").unwrap_or_else(|| "1,64,1024,max".into());
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("cannot find this executable: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "# bench_infer: layout batch, {} parameters, {} threads",
+        if insecure { "insecure test" } else { "128-bit" },
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    for model in models.split(',') {
+        for batch in batches.split(',') {
+            let mut cmd = Command::new(&exe);
+            cmd.args(["--one", model, batch]);
+            if insecure {
+                cmd.arg("--insecure");
+            }
+            match cmd.output() {
+                Ok(o) => {
+                    print!("{}", String::from_utf8_lossy(&o.stdout));
+                    if !o.status.success() {
+                        eprint!("{}", String::from_utf8_lossy(&o.stderr));
+                    }
+                }
+                Err(e) => println!("FAILED {model} batch {batch}: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,1642 @@
+//! The `channel` packing layout: slot = pixel, one ciphertext per channel, several images side
+//! by side.
+//!
+//! Contract: [`lower_channel`] turns a verified tensor graph into an *unmanaged* HE circuit (no
+//! rescale, no level drop; [`crate::he::manage`] places them) whose inputs are one ciphertext per
+//! input channel, packed as the module's single [`Layout::Channel`] says: element `(c, y, x)` of
+//! image `i` is in slot `i * image_stride + y * width + x` of input ciphertext `c`. Each output
+//! ciphertext holds some elements of an output tensor at per-image offsets, listed in
+//! [`ChannelLowered::outputs`]; [`ChannelLowered::unpack`] reads them back. The circuit computes
+//! the tensor graph exactly (up to floating point) on every image; slots that hold no element may
+//! contain anything.
+//!
+//! How values are carried. Every tensor is a list of *forms*: a form is a linear combination
+//! `sum_t coef_t (.) rot(ct_t, r_t) + off` of rotated ciphertexts with per-slot coefficient and
+//! offset vectors (kept per image, on the form's *support*: the slot offsets that hold tensor
+//! elements), and every tensor element names its form and support index. Linear layers only
+//! compose forms (no HE operation): a convolution is a sum of rotations of its input channels by
+//! the kernel offsets, with the weights and the padding masks as coefficients; stride and pooling
+//! are tracked by the positions of the output support (no repacking); batch-norm, scaling and
+//! offsets update the coefficient and offset vectors. A form is *materialised* only when a
+//! non-linear op (or an output) needs a ciphertext:
+//!
+//! * all terms share one coefficient vector: rotations and additions, no level (pooling);
+//! * every coefficient vector is uniform on the support: rotations and one scalar `mac`
+//!   (1x1 convolutions, unpadded convolutions);
+//! * otherwise, within the plaintext budget: one `mul_plain` per term (`encode` of a
+//!   constant-pool vector) and additions, one level; the terms that rotate one ciphertext by
+//!   many steps (dense layers: the diagonal method) use baby-step giant-step rotations;
+//! * over the budget: the masks shared by all output channels are applied once per rotated
+//!   input (`mul_plain`) and the weights by a scalar `mac` (two levels, few plaintexts).
+//!
+//! A quadratic first folds `sqrt|a|` (per element) into the coefficients of the form it reads
+//! (free), then completes the square (`add_plain`/`add_scalar` and one `square`), leaving the
+//! per-element leading factor pending; polynomials and ReLU approximations run
+//! [`crate::approx::EvalPlan`] on a ciphertext whose pending factor is uniform (a `mul_plain`
+//! normalises it when it is not). Max-pooling is not supported in this layout.
+
+use super::lazy::{Emitter, Lazy};
+use super::{apply_approx, run_plan, LayerSpan, LowerError, LowerOptions, Lowered};
+use crate::approx::{ChebSeries, EvalPlan};
+use hecc_ir::he::interp::OutputValue;
+use hecc_ir::he::{HeError, Layout, LayoutId, Level, LogScale, Meta, Module, ValueId};
+use hecc_ir::tensor::{verify, Granularity, Graph, NodeId, Op, Shape, Tensor};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Default plaintext budget: slot values the constant pool may hold for one-level linear layers
+/// (`2^24` values = 128 MiB of `f64`); beyond it, layers use the two-level shared-mask form.
+pub const DEFAULT_PLAINTEXT_BUDGET: u64 = 1 << 24;
+
+/// Fewest distinct rotations of one ciphertext in a form before baby-step giant-step is tried.
+const BSGS_MIN_ROTATIONS: usize = 6;
+
+/// Options of the channel lowering.
+#[derive(Clone, Debug)]
+pub struct ChannelOptions {
+    /// The common options; `batch` is the number of images wanted side by side (clamped to what
+    /// fits), `slots` the slot count N/2.
+    pub lower: LowerOptions,
+    /// Slot values the constant pool may hold for one-level linear layers.
+    pub plaintext_budget: u64,
+}
+
+impl ChannelOptions {
+    /// Options with the default plaintext budget.
+    pub fn new(lower: LowerOptions) -> Self {
+        ChannelOptions {
+            lower,
+            plaintext_budget: DEFAULT_PLAINTEXT_BUDGET,
+        }
+    }
+}
+
+/// Why a graph could not be lowered in the channel layout.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ChannelError {
+    /// A failure shared with the batch lowering.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Lower(#[from] LowerError),
+    /// The graph uses something this layout does not support.
+    #[error("node `{node}` ({op}) cannot be lowered in the channel layout: {reason}")]
+    #[diagnostic(
+        code(hecc::lower::channel::unsupported),
+        help("use --layout batch for this model")
+    )]
+    Unsupported {
+        /// Node name.
+        node: String,
+        /// Op mnemonic.
+        op: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// One image does not fit the slots.
+    #[error("one image needs {need} slots, a ciphertext has {slots}")]
+    #[diagnostic(
+        code(hecc::lower::channel::image_too_large),
+        help("use a larger ring degree or the batch layout")
+    )]
+    ImageTooLarge {
+        /// Slots one image needs (the image stride).
+        need: u64,
+        /// Slots available.
+        slots: u32,
+    },
+}
+
+/// Where the elements of one model output live.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputPlacement {
+    /// Output name.
+    pub name: String,
+    /// Output shape per image.
+    pub shape: Vec<usize>,
+    /// Per flat element: (output ciphertext index, slot offset within an image).
+    pub elems: Vec<(u32, u32)>,
+}
+
+/// The result of [`lower_channel`].
+#[derive(Debug)]
+pub struct ChannelLowered {
+    /// The unmanaged circuit and its layer spans.
+    pub lowered: Lowered,
+    /// Images side by side in every ciphertext.
+    pub images: u32,
+    /// Slot distance between images.
+    pub image_stride: u32,
+    /// The layout of the input ciphertexts (one per input channel).
+    pub input_layout: Layout,
+    /// Output placements, in the graph's output order.
+    pub outputs: Vec<OutputPlacement>,
+    /// Statistics of the lowering.
+    pub stats: ChannelStats,
+}
+
+/// What the channel lowering did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    /// Forms materialised with additions only (no level).
+    pub sums: u64,
+    /// Forms materialised with a scalar `mac`.
+    pub scalar_macs: u64,
+    /// Forms materialised with one `mul_plain` per term.
+    pub direct: u64,
+    /// Ciphertext groups that used baby-step giant-step rotations.
+    pub bsgs_groups: u64,
+    /// Forms materialised with shared masks (two levels).
+    pub shared_mask: u64,
+    /// Slot values put in the constant pool.
+    pub plaintext_values: u64,
+}
+
+impl ChannelLowered {
+    /// Reads output `name` of image `image` from the interpreter's (or a decryption's) output
+    /// values; `None` if an element is missing.
+    pub fn unpack(&self, outputs: &[OutputValue], name: &str, image: u32) -> Option<Vec<f64>> {
+        let place = self.outputs.iter().find(|o| o.name == name)?;
+        let by_index: HashMap<u32, &OutputValue> = outputs
+            .iter()
+            .filter(|o| o.name == name)
+            .map(|o| (o.index, o))
+            .collect();
+        place
+            .elems
+            .iter()
+            .map(|&(ct, off)| {
+                let slot = image as usize * self.image_stride as usize + off as usize;
+                by_index.get(&ct)?.slots.get(slot).copied()
+            })
+            .collect()
+    }
+}
+
+/// Packs input channel `channel` of `images` (each a flat `C x H x W` tensor) into a slot vector
+/// of `slots` values as `layout` (a [`Layout::Channel`] with one channel per value) says. `None`
+/// if the layout is not a channel layout or an image is too short.
+pub fn pack_channel(
+    layout: &Layout,
+    slots: u32,
+    images: &[&[f64]],
+    channel: u32,
+) -> Option<Vec<f64>> {
+    let Layout::Channel {
+        height,
+        width,
+        offset,
+        y_stride,
+        x_stride,
+        images: count,
+        image_stride,
+        ..
+    } = *layout
+    else {
+        return None;
+    };
+    let mut v = vec![0.0; slots as usize];
+    let hw = height as usize * width as usize;
+    for (i, img) in images.iter().enumerate().take(count.max(1) as usize) {
+        for y in 0..height as usize {
+            for x in 0..width as usize {
+                let e = *img.get(channel as usize * hw + y * width as usize + x)?;
+                let s = offset as usize
+                    + i * image_stride as usize
+                    + y * y_stride as usize
+                    + x * x_stride as usize;
+                *v.get_mut(s)? = e;
+            }
+        }
+    }
+    Some(v)
+}
+
+// ----- forms ----------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+struct Term {
+    ct: ValueId,
+    rot: i64,
+    coef: Rc<Vec<f64>>,
+}
+
+/// `sum_t coef_t (.) rot(ct_t, rot_t) + off` on the slots `support` (per-image offsets, sorted).
+#[derive(Clone, Debug)]
+struct Form {
+    support: Rc<Vec<u32>>,
+    terms: Vec<Term>,
+    off: Rc<Vec<f64>>,
+}
+
+impl Form {
+    fn is_plain(&self) -> bool {
+        self.terms.len() == 1 && self.terms[0].rot == 0
+    }
+
+    fn index_of(&self, offset: i64) -> Option<usize> {
+        u32::try_from(offset)
+            .ok()
+            .and_then(|o| self.support.binary_search(&o).ok())
+    }
+}
+
+/// A tensor: its forms and, per flat element, (form, support index).
+#[derive(Clone, Debug)]
+struct CVal {
+    forms: Vec<Form>,
+    pos: Vec<(u32, u32)>,
+}
+
+impl CVal {
+    fn offset(&self, k: usize) -> Option<(usize, i64)> {
+        let (f, j) = *self.pos.get(k)?;
+        let off = *self.forms.get(f as usize)?.support.get(j as usize)?;
+        Some((f as usize, i64::from(off)))
+    }
+}
+
+/// Accumulates a new form on a given support.
+struct Acc {
+    support: Rc<Vec<u32>>,
+    index: HashMap<(ValueId, i64), usize>,
+    terms: Vec<(ValueId, i64, Vec<f64>)>,
+    off: Vec<f64>,
+}
+
+impl Acc {
+    fn new(support: Rc<Vec<u32>>) -> Acc {
+        let n = support.len();
+        Acc {
+            support,
+            index: HashMap::new(),
+            terms: Vec::new(),
+            off: vec![0.0; n],
+        }
+    }
+
+    fn entry(&mut self, ct: ValueId, rot: i64) -> &mut Vec<f64> {
+        let n = self.support.len();
+        let i = *self.index.entry((ct, rot)).or_insert_with(|| {
+            self.terms.push((ct, rot, vec![0.0; n]));
+            self.terms.len() - 1
+        });
+        &mut self.terms[i].2
+    }
+
+    /// Adds `w * src(at support offset + r)` at each `(out index, src index)` of `plan`.
+    fn gather(&mut self, src: &Form, r: i64, plan: &[(usize, usize)], w: f64) {
+        if w == 0.0 {
+            return;
+        }
+        for t in &src.terms {
+            let coef = Rc::clone(&t.coef);
+            let e = self.entry(t.ct, t.rot + r);
+            for &(o, s) in plan {
+                e[o] += w * coef[s];
+            }
+        }
+        for &(o, s) in plan {
+            self.off[o] += w * src.off[s];
+        }
+    }
+
+    fn finish(self) -> Form {
+        Form {
+            support: self.support,
+            terms: self
+                .terms
+                .into_iter()
+                .filter(|t| t.2.iter().any(|&c| c != 0.0))
+                .map(|(ct, rot, coef)| Term {
+                    ct,
+                    rot,
+                    coef: Rc::new(coef),
+                })
+                .collect(),
+            off: Rc::new(self.off),
+        }
+    }
+}
+
+/// The resolved source indices of `src` for output offsets shifted by `r`.
+fn plan_for(src: &Form, r: i64, outs: &[(usize, i64)]) -> Option<Vec<(usize, usize)>> {
+    outs.iter()
+        .map(|&(o, off)| src.index_of(off + r).map(|s| (o, s)))
+        .collect()
+}
+
+fn uniform(v: &[f64]) -> Option<f64> {
+    let first = *v.first()?;
+    v.iter()
+        .all(|&x| (x - first).abs() <= 1e-12 * first.abs().max(1e-300))
+        .then_some(first)
+}
+
+fn same(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= 1e-12 * x.abs().max(y.abs()))
+}
+
+// ----- the lowerer ----------------------------------------------------------------------------
+
+struct Lowerer<'m> {
+    em: Emitter<'m>,
+    layout: LayoutId,
+    slots: u32,
+    images: u32,
+    stride: u32,
+    budget: u64,
+    rot_cache: HashMap<(ValueId, i64), ValueId>,
+    stats: ChannelStats,
+}
+
+type R<T> = Result<T, HeError>;
+
+impl Lowerer<'_> {
+    fn depth(&self, v: ValueId) -> u32 {
+        self.em.depth.get(&v).copied().unwrap_or(0)
+    }
+
+    fn note(&mut self, v: ValueId, d: u32) -> ValueId {
+        self.em.depth.insert(v, d);
+        v
+    }
+
+    /// The rotation amount normalised to `(-n/2, n/2]`.
+    fn norm_rot(&self, r: i64) -> i64 {
+        let n = i64::from(self.slots);
+        let k = r.rem_euclid(n);
+        if k > n / 2 {
+            k - n
+        } else {
+            k
+        }
+    }
+
+    fn rotate(&mut self, ct: ValueId, r: i64) -> R<ValueId> {
+        let ct = self.em.relin(ct)?;
+        let r = self.norm_rot(r);
+        if r == 0 {
+            return Ok(ct);
+        }
+        if let Some(&v) = self.rot_cache.get(&(ct, r)) {
+            return Ok(v);
+        }
+        let d = self.depth(ct);
+        let v = self.em.module.rotate(ct, r as i32)?;
+        self.note(v, d);
+        self.rot_cache.insert((ct, r), v);
+        Ok(v)
+    }
+
+    /// A full slot vector with `vals[j]` at `support[j] + shift` of every image.
+    fn tile(&self, support: &[u32], vals: &[f64], shift: i64) -> Vec<f64> {
+        let n = self.slots as usize;
+        let mut full = vec![0.0; n];
+        for img in 0..self.images as i64 {
+            for (&s, &v) in support.iter().zip(vals) {
+                let p = (img * i64::from(self.stride) + i64::from(s) + shift).rem_euclid(n as i64);
+                full[p as usize] = v;
+            }
+        }
+        full
+    }
+
+    fn encode(&mut self, full: Vec<f64>, scale: LogScale) -> R<ValueId> {
+        self.stats.plaintext_values += full.len() as u64;
+        let c = self.em.module.add_constant(full);
+        self.em.module.encode(c, Level(0), scale, self.layout)
+    }
+
+    fn mul_plain(&mut self, ct: ValueId, full: Vec<f64>) -> R<ValueId> {
+        let ct = self.em.relin(ct)?;
+        let p = self.encode(full, self.em.scalar_log_scale)?;
+        let d = self.depth(ct) + 1;
+        let v = self.em.module.mul_plain(ct, p)?;
+        Ok(self.note(v, d))
+    }
+
+    fn add_plain(&mut self, ct: ValueId, full: Vec<f64>) -> R<ValueId> {
+        let ct = self.em.relin(ct)?;
+        let scale = self
+            .em
+            .module
+            .ty(ct)
+            .map_or(self.em.scalar_log_scale, |t| t.log_scale());
+        let p = self.encode(full, scale)?;
+        let d = self.depth(ct);
+        let v = self.em.module.add_plain(ct, p)?;
+        Ok(self.note(v, d))
+    }
+
+    fn add(&mut self, a: ValueId, b: ValueId) -> R<ValueId> {
+        let d = self.depth(a).max(self.depth(b));
+        let v = self.em.module.add(a, b)?;
+        Ok(self.note(v, d))
+    }
+
+    fn sum(&mut self, vs: &[ValueId]) -> R<Option<ValueId>> {
+        let mut acc: Option<ValueId> = None;
+        for &v in vs {
+            acc = Some(match acc {
+                None => v,
+                Some(a) => self.add(a, v)?,
+            });
+        }
+        Ok(acc)
+    }
+
+    fn mac(&mut self, terms: &[(ValueId, f64)]) -> R<ValueId> {
+        let mut merged: Vec<(ValueId, f64)> = Vec::new();
+        for &(v, c) in terms {
+            let v = self.em.relin(v)?;
+            match merged.iter_mut().find(|t| t.0 == v) {
+                Some(t) => t.1 += c,
+                None => merged.push((v, c)),
+            }
+        }
+        let d = merged.iter().map(|t| self.depth(t.0)).max().unwrap_or(0) + 1;
+        let v = self
+            .em
+            .module
+            .mac(&merged, None, self.em.scalar_log_scale)?;
+        Ok(self.note(v, d))
+    }
+
+    fn plain_form(support: Rc<Vec<u32>>, ct: ValueId, coef: Vec<f64>, off: Rc<Vec<f64>>) -> Form {
+        Form {
+            support,
+            terms: vec![Term {
+                ct,
+                rot: 0,
+                coef: Rc::new(coef),
+            }],
+            off,
+        }
+    }
+
+    /// Materialises every form of `v` (see the module notes for the strategies).
+    fn materialize(&mut self, v: &CVal) -> R<CVal> {
+        let mut forms: Vec<Option<Form>> = vec![None; v.forms.len()];
+        let mut pending: Vec<usize> = Vec::new();
+        for (i, f) in v.forms.iter().enumerate() {
+            if f.terms.is_empty() || f.is_plain() {
+                forms[i] = Some(f.clone());
+                continue;
+            }
+            // One shared coefficient vector: additions only.
+            if f.terms.iter().all(|t| same(&t.coef, &f.terms[0].coef)) {
+                let mut vs = Vec::with_capacity(f.terms.len());
+                for t in &f.terms {
+                    vs.push(self.rotate(t.ct, t.rot)?);
+                }
+                if let Some(s) = self.sum(&vs)? {
+                    self.stats.sums += 1;
+                    forms[i] = Some(Self::plain_form(
+                        Rc::clone(&f.support),
+                        s,
+                        f.terms[0].coef.to_vec(),
+                        Rc::clone(&f.off),
+                    ));
+                    continue;
+                }
+            }
+            // Uniform coefficients: one scalar mac.
+            let scalars: Option<Vec<f64>> = f.terms.iter().map(|t| uniform(&t.coef)).collect();
+            if let Some(cs) = scalars {
+                let mut ts = Vec::with_capacity(cs.len());
+                for (t, c) in f.terms.iter().zip(cs) {
+                    ts.push((self.rotate(t.ct, t.rot)?, c));
+                }
+                let m = self.mac(&ts)?;
+                self.stats.scalar_macs += 1;
+                let n = f.support.len();
+                forms[i] = Some(Self::plain_form(
+                    Rc::clone(&f.support),
+                    m,
+                    vec![1.0; n],
+                    Rc::clone(&f.off),
+                ));
+                continue;
+            }
+            pending.push(i);
+        }
+        if !pending.is_empty() {
+            let need: u64 = pending
+                .iter()
+                .map(|&i| v.forms[i].terms.len() as u64 * u64::from(self.slots))
+                .sum();
+            let shared = if self.stats.plaintext_values + need > self.budget {
+                self.shared_masks(v, &pending)?
+            } else {
+                None
+            };
+            match shared {
+                Some(done) => {
+                    for (i, f) in pending.iter().zip(done) {
+                        forms[*i] = Some(f);
+                    }
+                }
+                None => {
+                    for &i in &pending {
+                        forms[i] = Some(self.direct(&v.forms[i])?);
+                    }
+                }
+            }
+        }
+        Ok(CVal {
+            forms: forms
+                .into_iter()
+                .zip(&v.forms)
+                .map(|(f, orig)| f.unwrap_or_else(|| orig.clone()))
+                .collect(),
+            pos: v.pos.clone(),
+        })
+    }
+
+    /// One `mul_plain` per term (baby-step giant-step for ciphertexts rotated by many steps).
+    fn direct(&mut self, f: &Form) -> R<Form> {
+        self.stats.direct += 1;
+        let mut groups: Vec<(ValueId, Vec<&Term>)> = Vec::new();
+        for t in &f.terms {
+            match groups.iter_mut().find(|g| g.0 == t.ct) {
+                Some(g) => g.1.push(t),
+                None => groups.push((t.ct, vec![t])),
+            }
+        }
+        let mut parts = Vec::new();
+        for (ct, terms) in groups {
+            parts.extend(self.direct_group(&f.support, ct, &terms)?);
+        }
+        let s = match self.sum(&parts)? {
+            Some(s) => s,
+            None => return Ok(f.clone()),
+        };
+        let n = f.support.len();
+        Ok(Self::plain_form(
+            Rc::clone(&f.support),
+            s,
+            vec![1.0; n],
+            Rc::clone(&f.off),
+        ))
+    }
+
+    fn direct_group(&mut self, support: &[u32], ct: ValueId, terms: &[&Term]) -> R<Vec<ValueId>> {
+        let rots: Vec<i64> = terms.iter().map(|t| self.norm_rot(t.rot)).collect();
+        let plain_rotations = rots.iter().filter(|&&r| r != 0).count();
+        if terms.len() >= BSGS_MIN_ROTATIONS {
+            let (lo, hi) = (
+                rots.iter().copied().min().unwrap_or(0),
+                rots.iter().copied().max().unwrap_or(0),
+            );
+            let span = (hi - lo + 1) as f64;
+            let b = span.sqrt().ceil().max(1.0) as i64;
+            let mut babies: Vec<i64> = rots.iter().map(|r| (r - lo) % b).collect();
+            let mut giants: Vec<i64> = rots.iter().map(|r| (r - lo) / b).collect();
+            babies.sort_unstable();
+            babies.dedup();
+            giants.sort_unstable();
+            giants.dedup();
+            let cost = babies.iter().filter(|&&x| self.norm_rot(lo + x) != 0).count()
+                + giants.iter().filter(|&&g| self.norm_rot(g * b) != 0).count();
+            if cost < plain_rotations {
+                self.stats.bsgs_groups += 1;
+                let mut inner: Vec<(i64, Vec<ValueId>)> = Vec::new();
+                for (t, &r) in terms.iter().zip(&rots) {
+                    let (g, bb) = ((r - lo) / b, (r - lo) % b);
+                    let baby = self.rotate(ct, lo + bb)?;
+                    // rot(E (.) baby, g b) places E[p + g b] * ct[p + r] at p.
+                    let full = self.tile(support, &t.coef, g * b);
+                    let p = self.mul_plain(baby, full)?;
+                    match inner.iter_mut().find(|x| x.0 == g) {
+                        Some(x) => x.1.push(p),
+                        None => inner.push((g, vec![p])),
+                    }
+                }
+                let mut out = Vec::new();
+                for (g, ps) in inner {
+                    if let Some(s) = self.sum(&ps)? {
+                        out.push(self.rotate(s, g * b)?);
+                    }
+                }
+                return Ok(out);
+            }
+        }
+        let mut out = Vec::with_capacity(terms.len());
+        for t in terms {
+            let r = self.rotate(ct, t.rot)?;
+            let full = self.tile(support, &t.coef, 0);
+            out.push(self.mul_plain(r, full)?);
+        }
+        Ok(out)
+    }
+
+    /// Two levels, few plaintexts: when every term `(ct, r)` has, across the pending forms
+    /// (sharing one support), coefficients proportional to one vector `U`, computes
+    /// `u = U (.) rot(ct, r)` once and each form as a scalar `mac` of the `u`. `None` when the
+    /// coefficients are not proportional.
+    fn shared_masks(&mut self, v: &CVal, pending: &[usize]) -> R<Option<Vec<Form>>> {
+        let support = Rc::clone(&v.forms[pending[0]].support);
+        if pending
+            .iter()
+            .any(|&i| v.forms[i].support.as_slice() != support.as_slice())
+        {
+            return Ok(None);
+        }
+        let mut base: HashMap<(ValueId, i64), Rc<Vec<f64>>> = HashMap::new();
+        let mut order: Vec<(ValueId, i64)> = Vec::new();
+        let mut ratios: Vec<Vec<((ValueId, i64), f64)>> = Vec::new();
+        for &i in pending {
+            let mut rs = Vec::new();
+            for t in &v.forms[i].terms {
+                let key = (t.ct, t.rot);
+                let u = base.entry(key).or_insert_with(|| {
+                    order.push(key);
+                    Rc::clone(&t.coef)
+                });
+                let Some(j) = u.iter().position(|&x| x != 0.0) else {
+                    return Ok(None);
+                };
+                let lambda = t.coef[j] / u[j];
+                if !t
+                    .coef
+                    .iter()
+                    .zip(u.iter())
+                    .all(|(c, x)| (c - lambda * x).abs() <= 1e-12 * c.abs().max(1e-300))
+                {
+                    return Ok(None);
+                }
+                rs.push((key, lambda));
+            }
+            ratios.push(rs);
+        }
+        // Shared masks pay off only when the rotated inputs are shared by several forms.
+        let total: usize = ratios.iter().map(Vec::len).sum();
+        if base.len() * 2 > total {
+            return Ok(None);
+        }
+        let mut masked: HashMap<(ValueId, i64), (ValueId, f64)> = HashMap::new();
+        for key in order {
+            let u = Rc::clone(&base[&key]);
+            let r = self.rotate(key.0, key.1)?;
+            let m = match uniform(&u) {
+                Some(c) => (r, c),
+                None => {
+                    let full = self.tile(&support, &u, 0);
+                    (self.mul_plain(r, full)?, 1.0)
+                }
+            };
+            masked.insert(key, m);
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for (&i, rs) in pending.iter().zip(ratios) {
+            let ts: Vec<(ValueId, f64)> = rs
+                .iter()
+                .map(|(k, l)| {
+                    let (u, c) = masked[k];
+                    (u, l * c)
+                })
+                .collect();
+            let m = self.mac(&ts)?;
+            self.stats.shared_mask += 1;
+            out.push(Self::plain_form(
+                Rc::clone(&support),
+                m,
+                vec![1.0; support.len()],
+                Rc::clone(&v.forms[i].off),
+            ));
+        }
+        Ok(Some(out))
+    }
+
+    /// Materialises forms whose terms share one coefficient vector (free: rotations and
+    /// additions); leaves the others for the consumer to absorb.
+    fn settle_cheap(&mut self, v: CVal) -> R<CVal> {
+        let cheap = v.forms.iter().all(|f| {
+            f.is_plain()
+                || f.terms.is_empty()
+                || f.terms.iter().all(|t| same(&t.coef, &f.terms[0].coef))
+        });
+        if cheap {
+            self.materialize(&v)
+        } else {
+            Ok(v)
+        }
+    }
+
+    /// A materialised form as a scalar lazy value (normalising a non-uniform pending factor
+    /// or offset with a plaintext product or sum).
+    fn scalar_lazy(&mut self, f: &Form) -> R<Option<Lazy>> {
+        let Some(t) = f.terms.first() else {
+            return Ok(None);
+        };
+        let mut ct = t.ct;
+        let m = match uniform(&t.coef) {
+            Some(m) => m,
+            None => {
+                let full = self.tile(&f.support, &t.coef, 0);
+                ct = self.mul_plain(ct, full)?;
+                1.0
+            }
+        };
+        let o = match uniform(&f.off) {
+            Some(o) => o,
+            None => {
+                let full = self.tile(&f.support, &f.off, 0);
+                ct = self.add_plain(ct, full)?;
+                0.0
+            }
+        };
+        Ok(Some(Lazy { ct: Some(ct), m, o }))
+    }
+
+    fn from_lazy(support: &Rc<Vec<u32>>, x: Lazy) -> Form {
+        let n = support.len();
+        match x.ct {
+            Some(ct) => Self::plain_form(Rc::clone(support), ct, vec![x.m; n], Rc::new(vec![x.o; n])),
+            None => Form {
+                support: Rc::clone(support),
+                terms: vec![],
+                off: Rc::new(vec![x.o; n]),
+            },
+        }
+    }
+
+    /// `a x^2 + b x + c` per element (coefficients per support index of each form).
+    fn quadratic(&mut self, x: &CVal, coef: impl Fn(usize) -> (f64, f64, f64)) -> Result<CVal, String> {
+        let per_form = per_form_coeffs(x, coef);
+        // Folding sqrt|a| into the producers makes each of them a one-level plaintext form;
+        // without the budget for that, the producers are materialised together (shared masks).
+        let need: u64 = x
+            .forms
+            .iter()
+            .filter(|f| !f.is_plain() && !f.terms.is_empty())
+            .map(|f| f.terms.len() as u64 * u64::from(self.slots))
+            .sum();
+        let fold = self.stats.plaintext_values + need <= self.budget;
+        let x = if fold {
+            x.clone()
+        } else {
+            self.materialize(x).map_err(|e| e.to_string())?
+        };
+        let mut forms = Vec::with_capacity(x.forms.len());
+        for (f, abc) in x.forms.iter().zip(per_form) {
+            forms.push(self.quadratic_form(f, &abc)?);
+        }
+        Ok(CVal {
+            forms,
+            pos: x.pos.clone(),
+        })
+    }
+
+    fn quadratic_form(&mut self, f: &Form, abc: &[(f64, f64, f64)]) -> Result<Form, String> {
+        match self.quadratic_inner(f, abc) {
+            Ok(r) => r,
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn quadratic_inner(&mut self, f: &Form, abc: &[(f64, f64, f64)]) -> R<Result<Form, String>> {
+        if f.terms.is_empty() {
+            let off: Vec<f64> = f
+                .off
+                .iter()
+                .zip(abc)
+                .map(|(&o, &(a, b, c))| a * o * o + b * o + c)
+                .collect();
+            return Ok(Ok(Form {
+                support: Rc::clone(&f.support),
+                terms: vec![],
+                off: Rc::new(off),
+            }));
+        }
+        // Fold sqrt|a| into an unmaterialised producer (free).
+        let fold: Vec<f64> = if !f.is_plain() && abc.iter().all(|t| t.0 != 0.0) {
+            abc.iter().map(|t| t.0.abs().sqrt()).collect()
+        } else {
+            vec![1.0; abc.len()]
+        };
+        let scaled = Form {
+            support: Rc::clone(&f.support),
+            terms: f
+                .terms
+                .iter()
+                .map(|t| Term {
+                    ct: t.ct,
+                    rot: t.rot,
+                    coef: Rc::new(t.coef.iter().zip(&fold).map(|(c, g)| c * g).collect()),
+                })
+                .collect(),
+            off: Rc::new(vec![0.0; f.support.len()]),
+        };
+        let one = CVal {
+            forms: vec![scaled],
+            pos: vec![],
+        };
+        let mat = self.materialize(&one)?;
+        let Some(t) = mat.forms[0].terms.first().cloned() else {
+            return Ok(Ok(f.clone()));
+        };
+        let n = f.support.len();
+        let (mut big_a, mut big_b, mut big_c) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        for j in 0..n {
+            let (a, b, c) = abc[j];
+            let (m, o) = (t.coef[j] / fold[j], f.off[j]);
+            big_a[j] = a * m * m;
+            big_b[j] = 2.0 * a * m * o + b * m;
+            big_c[j] = a * o * o + b * o + c;
+        }
+        if big_a.iter().all(|&a| a == 0.0) {
+            return Ok(Ok(Self::plain_form(
+                Rc::clone(&f.support),
+                t.ct,
+                big_b,
+                Rc::new(big_c),
+            )));
+        }
+        if big_a.iter().any(|&a| a == 0.0) {
+            return Ok(Err(
+                "the quadratic's leading coefficient vanishes on part of a channel".to_string(),
+            ));
+        }
+        let h: Vec<f64> = big_a
+            .iter()
+            .zip(&big_b)
+            .map(|(a, b)| b / (2.0 * a))
+            .collect();
+        let ct = self.em.relin(t.ct)?;
+        let y = match uniform(&h) {
+            Some(0.0) => ct,
+            Some(h0) => {
+                let d = self.depth(ct);
+                let v = self.em.module.add_scalar(ct, h0)?;
+                self.note(v, d)
+            }
+            None => {
+                let full = self.tile(&f.support, &h, 0);
+                self.add_plain(ct, full)?
+            }
+        };
+        let d = self.depth(y) + 1;
+        let sq = self.em.module.square(y)?;
+        self.note(sq, d);
+        let off: Vec<f64> = (0..n).map(|j| big_c[j] - big_a[j] * h[j] * h[j]).collect();
+        Ok(Ok(Self::plain_form(
+            Rc::clone(&f.support),
+            sq,
+            big_a,
+            Rc::new(off),
+        )))
+    }
+
+    /// Applies a scalar-lazy function (polynomial plan, ReLU approximation) to every form.
+    fn elementwise(
+        &mut self,
+        x: &CVal,
+        mut f: impl FnMut(&mut Emitter<'_>, Lazy) -> R<Lazy>,
+    ) -> R<CVal> {
+        let mat = self.materialize(x)?;
+        let mut forms = Vec::with_capacity(mat.forms.len());
+        for form in &mat.forms {
+            match self.scalar_lazy(form)? {
+                Some(l) => {
+                    let r = f(&mut self.em, l)?;
+                    forms.push(Self::from_lazy(&form.support, r));
+                }
+                None => forms.push(form.clone()),
+            }
+        }
+        Ok(CVal {
+            forms,
+            pos: mat.pos,
+        })
+    }
+}
+
+fn per_form_coeffs(x: &CVal, coef: impl Fn(usize) -> (f64, f64, f64)) -> Vec<Vec<(f64, f64, f64)>> {
+    let mut per: Vec<Vec<(f64, f64, f64)>> = x
+        .forms
+        .iter()
+        .map(|f| vec![(1.0, 0.0, 0.0); f.support.len()])
+        .collect();
+    for (k, &(f, j)) in x.pos.iter().enumerate() {
+        if let Some(slot) = per.get_mut(f as usize).and_then(|v| v.get_mut(j as usize)) {
+            *slot = coef(k);
+        }
+    }
+    per
+}
+
+/// Per-element affine map `s x + b` (free).
+fn affine(x: &CVal, sb: impl Fn(usize) -> (f64, f64)) -> CVal {
+    let mut forms = x.forms.clone();
+    for (k, &(f, j)) in x.pos.iter().enumerate() {
+        let (s, b) = sb(k);
+        let Some(form) = forms.get_mut(f as usize) else {
+            continue;
+        };
+        let j = j as usize;
+        for t in form.terms.iter_mut() {
+            if let Some(c) = Rc::make_mut(&mut t.coef).get_mut(j) {
+                *c *= s;
+            }
+        }
+        if let Some(o) = Rc::make_mut(&mut form.off).get_mut(j) {
+            *o = *o * s + b;
+        }
+    }
+    CVal { forms, pos: x.pos.clone() }
+}
+
+/// Channel grid of a `C x H x W` tensor: per channel its form and base offset; common strides.
+struct Grid {
+    form: Vec<usize>,
+    base: Vec<i64>,
+    ys: i64,
+    xs: i64,
+}
+
+fn grid(x: &CVal, shape: &Shape) -> Option<Grid> {
+    if shape.rank() != 3 {
+        return None;
+    }
+    let (c, h, w) = (shape[0], shape[1], shape[2]);
+    let at = |ch: usize, y: usize, xx: usize| x.offset((ch * h + y) * w + xx);
+    let (_, b0) = at(0, 0, 0)?;
+    let ys = if h > 1 { at(0, 1, 0)?.1 - b0 } else { 0 };
+    let xs = if w > 1 { at(0, 0, 1)?.1 - b0 } else { 0 };
+    let mut g = Grid {
+        form: Vec::with_capacity(c),
+        base: Vec::with_capacity(c),
+        ys,
+        xs,
+    };
+    for ch in 0..c {
+        let (f, b) = at(ch, 0, 0)?;
+        for y in 0..h {
+            for xx in 0..w {
+                let (ff, o) = at(ch, y, xx)?;
+                if ff != f || o != b + y as i64 * ys + xx as i64 * xs {
+                    return None;
+                }
+            }
+        }
+        g.form.push(f);
+        g.base.push(b);
+    }
+    Some(g)
+}
+
+/// The sorted support of output positions `base + y * ys + x * xs` and, per `(y, x)` in row-major
+/// order, its support index and offset; `None` if positions collide or leave `[0, stride)`.
+#[allow(clippy::type_complexity)]
+fn out_support(
+    base: i64,
+    oh: usize,
+    ow: usize,
+    ys: i64,
+    xs: i64,
+    stride: u32,
+) -> Option<(Rc<Vec<u32>>, Vec<(usize, i64)>)> {
+    let mut offs = Vec::with_capacity(oh * ow);
+    for y in 0..oh {
+        for x in 0..ow {
+            let o = base + y as i64 * ys + x as i64 * xs;
+            if o < 0 || o >= i64::from(stride) {
+                return None;
+            }
+            offs.push(o as u32);
+        }
+    }
+    let mut sorted = offs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != offs.len() {
+        return None;
+    }
+    let idx = offs
+        .iter()
+        .map(|o| (sorted.binary_search(o).unwrap_or(0), i64::from(*o)))
+        .collect();
+    Some((Rc::new(sorted), idx))
+}
+
+/// Lowers `g` to an unmanaged HE module in the channel layout.
+pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered, ChannelError> {
+    let shapes = verify(g).map_err(LowerError::Invalid)?;
+    let lo = &opts.lower;
+    let order = g.topo_order().ok_or(LowerError::Invalid(vec![]))?;
+    // Image stride: the largest per-image extent any value needs.
+    let mut need: usize = 1;
+    for id in &order {
+        let Some(node) = g.node(*id) else { continue };
+        match &node.op {
+            Op::Input { shape, .. } => {
+                let c = shape.0.first().copied().unwrap_or(1).max(1);
+                need = need.max(shape.numel() / c);
+            }
+            Op::Dense { out_features, .. } => need = need.max(*out_features),
+            _ => {}
+        }
+    }
+    let stride = need.next_power_of_two() as u64;
+    if stride > u64::from(lo.slots) {
+        return Err(ChannelError::ImageTooLarge {
+            need: stride,
+            slots: lo.slots,
+        });
+    }
+    let stride = stride as u32;
+    let images = lo.batch.max(1).min(lo.slots / stride);
+    let mut module = Module::new(Meta {
+        name: g.name.clone(),
+        batch: images,
+        log_scale: LogScale(lo.log_scale),
+    });
+    let (ih, iw) = g
+        .inputs
+        .first()
+        .and_then(|i| shapes.get(i))
+        .map(|s| match s.rank() {
+            3 => (s[1], s[2]),
+            _ => (1, s.numel() / s.0.first().copied().unwrap_or(1).max(1)),
+        })
+        .unwrap_or((1, 1));
+    let input_layout = Layout::Channel {
+        channels: 1,
+        height: ih as u32,
+        width: iw as u32,
+        offset: 0,
+        c_stride: (ih * iw) as u32,
+        y_stride: iw as u32,
+        x_stride: 1,
+        images,
+        image_stride: stride,
+    };
+    let layout = module
+        .add_layout("channel", input_layout.clone())
+        .map_err(|source| LowerError::Build {
+            node: "<module>".into(),
+            source,
+        })?;
+    let mut em = Emitter::new(&mut module, LogScale(lo.log_scale));
+    em.fold_affine = true;
+    let mut lw = Lowerer {
+        em,
+        layout,
+        slots: lo.slots,
+        images,
+        stride,
+        budget: opts.plaintext_budget,
+        rot_cache: HashMap::new(),
+        stats: ChannelStats::default(),
+    };
+    let mut vals: HashMap<NodeId, CVal> = HashMap::new();
+    let mut layers: Vec<LayerSpan> = Vec::new();
+    let last_id = |m: &Module| {
+        m.graph()
+            .node_indices()
+            .next_back()
+            .map_or(0, |i| i.index() as u32 + 1)
+    };
+    for id in order {
+        let Some(node) = g.node(id) else { continue };
+        let name = node.name.clone();
+        let build = |source: HeError| {
+            ChannelError::Lower(LowerError::Build {
+                node: name.clone(),
+                source,
+            })
+        };
+        let unsupported = |reason: &str| ChannelError::Unsupported {
+            node: name.clone(),
+            op: node.op.mnemonic().to_string(),
+            reason: reason.to_string(),
+        };
+        let ins: Vec<&CVal> = g
+            .operand_ids(id)
+            .iter()
+            .filter_map(|o| vals.get(o))
+            .collect();
+        let in_shape = g
+            .operand_ids(id)
+            .first()
+            .and_then(|o| shapes.get(o))
+            .cloned()
+            .unwrap_or_default();
+        let out_shape = shapes.get(&id).cloned().unwrap_or_default();
+        let weight = |w: &str| -> Result<&Tensor, ChannelError> {
+            g.weights.get(w).ok_or_else(|| {
+                ChannelError::Lower(LowerError::MissingWeight {
+                    node: node.name.clone(),
+                    weight: w.into(),
+                })
+            })
+        };
+        let first = || ins.first().copied().ok_or_else(|| unsupported("missing operand"));
+        let out: CVal = match &node.op {
+            Op::Input { shape, norm } => {
+                let c = shape.0.first().copied().unwrap_or(1).max(1);
+                let per_c = shape.numel() / c;
+                let support: Rc<Vec<u32>> = Rc::new((0..per_c as u32).collect());
+                let pick = |xs: &Vec<f64>, ch: usize, d: f64| {
+                    if xs.len() == 1 {
+                        xs[0]
+                    } else {
+                        xs.get(ch).copied().unwrap_or(d)
+                    }
+                };
+                let mut forms = Vec::with_capacity(c);
+                let mut pos = Vec::with_capacity(shape.numel());
+                for ch in 0..c {
+                    let (mean, std) = (pick(&norm.mean, ch, 0.0), pick(&norm.std, ch, 1.0));
+                    let ct = lw
+                        .em
+                        .module
+                        .input(&node.name, ch as u32, Level(0), LogScale(lo.log_scale), lo.slots, layout)
+                        .map_err(build)?;
+                    lw.em.fresh(ct);
+                    forms.push(Lowerer::plain_form(
+                        Rc::clone(&support),
+                        ct,
+                        vec![1.0 / std; per_c],
+                        Rc::new(vec![-mean / std; per_c]),
+                    ));
+                    pos.extend((0..per_c as u32).map(|j| (ch as u32, j)));
+                }
+                CVal { forms, pos }
+            }
+            Op::Conv2d {
+                out_channels,
+                kernel,
+                stride: st,
+                padding,
+                groups,
+                weight: w,
+                bias,
+            } => {
+                let x = first()?;
+                let wt: Vec<f64> = weight(w)?.iter().copied().collect();
+                let bs: Option<Vec<f64>> = match bias {
+                    Some(b) => Some(weight(b)?.iter().copied().collect()),
+                    None => None,
+                };
+                let gr = grid(x, &in_shape)
+                    .ok_or_else(|| unsupported("the input is not laid out as a channel grid"))?;
+                let (c_in, h, wd) = (in_shape[0], in_shape[1], in_shape[2]);
+                let (oh, ow) = (out_shape[1], out_shape[2]);
+                let (kh, kw) = (kernel[0], kernel[1]);
+                let cg = c_in / (*groups).max(1);
+                let og = out_channels / (*groups).max(1);
+                let (oys, oxs) = (gr.ys * st[0] as i64, gr.xs * st[1] as i64);
+                let base0 = gr.base[0];
+                let (support, outs) = out_support(base0, oh, ow, oys, oxs, stride)
+                    .ok_or_else(|| unsupported("strided output positions leave the image"))?;
+                // Per (input channel, kernel offset): rotation and resolved index plan.
+                let mut plans: HashMap<(usize, usize, usize), (i64, Vec<(usize, usize)>)> =
+                    HashMap::new();
+                for c in 0..c_in {
+                    let src = &x.forms[gr.form[c]];
+                    for i in 0..kh {
+                        for j in 0..kw {
+                            let di = i as i64 - padding[0] as i64;
+                            let dj = j as i64 - padding[1] as i64;
+                            let r = gr.base[c] - base0 + di * gr.ys + dj * gr.xs;
+                            let mut outs_in = Vec::new();
+                            for y in 0..oh {
+                                let iy = (y * st[0]) as i64 + di;
+                                if iy < 0 || iy >= h as i64 {
+                                    continue;
+                                }
+                                for xx in 0..ow {
+                                    let ix = (xx * st[1]) as i64 + dj;
+                                    if ix < 0 || ix >= wd as i64 {
+                                        continue;
+                                    }
+                                    outs_in.push(outs[y * ow + xx]);
+                                }
+                            }
+                            let plan = plan_for(src, r, &outs_in)
+                                .ok_or_else(|| unsupported("a kernel tap reads outside its channel"))?;
+                            plans.insert((c, i, j), (r, plan));
+                        }
+                    }
+                }
+                let mut forms = Vec::with_capacity(*out_channels);
+                let mut pos = Vec::with_capacity(out_shape.numel());
+                for o in 0..*out_channels {
+                    let grp = o / og.max(1);
+                    let mut acc = Acc::new(Rc::clone(&support));
+                    for ci in 0..cg {
+                        let c = grp * cg + ci;
+                        let src = &x.forms[gr.form[c]];
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let wv = wt[((o * cg + ci) * kh + i) * kw + j];
+                                if let Some((r, plan)) = plans.get(&(c, i, j)) {
+                                    acc.gather(src, *r, plan, wv);
+                                }
+                            }
+                        }
+                    }
+                    let b = bs.as_ref().map_or(0.0, |b| b[o]);
+                    for v in acc.off.iter_mut() {
+                        *v += b;
+                    }
+                    forms.push(acc.finish());
+                    pos.extend(outs.iter().map(|&(j, _)| (o as u32, j as u32)));
+                }
+                CVal { forms, pos }
+            }
+            Op::AvgPool {
+                kernel,
+                stride: st,
+                padding,
+            } => {
+                let x = first()?;
+                let gr = grid(x, &in_shape)
+                    .ok_or_else(|| unsupported("the input is not laid out as a channel grid"))?;
+                let (c, h, wd) = (in_shape[0], in_shape[1], in_shape[2]);
+                let (oh, ow) = (out_shape[1], out_shape[2]);
+                let div = 1.0 / (kernel[0] * kernel[1]) as f64;
+                let (oys, oxs) = (gr.ys * st[0] as i64, gr.xs * st[1] as i64);
+                let mut forms = Vec::with_capacity(c);
+                let mut pos = Vec::with_capacity(out_shape.numel());
+                for ch in 0..c {
+                    let (support, outs) = out_support(gr.base[ch], oh, ow, oys, oxs, stride)
+                        .ok_or_else(|| unsupported("pooled positions leave the image"))?;
+                    let src = &x.forms[gr.form[ch]];
+                    let mut acc = Acc::new(Rc::clone(&support));
+                    for i in 0..kernel[0] {
+                        for j in 0..kernel[1] {
+                            let di = i as i64 - padding[0] as i64;
+                            let dj = j as i64 - padding[1] as i64;
+                            let r = di * gr.ys + dj * gr.xs;
+                            let mut outs_in = Vec::new();
+                            for y in 0..oh {
+                                let iy = (y * st[0]) as i64 + di;
+                                if iy < 0 || iy >= h as i64 {
+                                    continue;
+                                }
+                                for xx in 0..ow {
+                                    let ix = (xx * st[1]) as i64 + dj;
+                                    if ix < 0 || ix >= wd as i64 {
+                                        continue;
+                                    }
+                                    outs_in.push(outs[y * ow + xx]);
+                                }
+                            }
+                            let plan = plan_for(src, r, &outs_in)
+                                .ok_or_else(|| unsupported("a window reads outside its channel"))?;
+                            acc.gather(src, r, &plan, div);
+                        }
+                    }
+                    forms.push(acc.finish());
+                    pos.extend(outs.iter().map(|&(j, _)| (ch as u32, j as u32)));
+                }
+                lw.settle_cheap(CVal { forms, pos }).map_err(build)?
+            }
+            Op::GlobalAvgPool => {
+                let x = first()?;
+                let gr = grid(x, &in_shape)
+                    .ok_or_else(|| unsupported("the input is not laid out as a channel grid"))?;
+                let (c, h, wd) = (in_shape[0], in_shape[1], in_shape[2]);
+                let div = 1.0 / (h * wd) as f64;
+                let mut forms = Vec::with_capacity(c);
+                let mut pos = Vec::with_capacity(c);
+                for ch in 0..c {
+                    let src = &x.forms[gr.form[ch]];
+                    let b = gr.base[ch];
+                    let support = Rc::new(vec![b as u32]);
+                    let idx: Vec<usize> = (0..h * wd)
+                        .filter_map(|k| src.index_of(b + (k / wd) as i64 * gr.ys + (k % wd) as i64 * gr.xs))
+                        .collect();
+                    let coef0 = src.terms.first().and_then(|t| {
+                        let v: Vec<f64> = idx.iter().map(|&i| t.coef[i]).collect();
+                        uniform(&v)
+                    });
+                    let tree = src.is_plain()
+                        && coef0.is_some()
+                        && h.is_power_of_two()
+                        && wd.is_power_of_two()
+                        && idx.len() == h * wd;
+                    if tree {
+                        // Rotate-and-sum: log2(W) + log2(H) rotations.
+                        let mut v = lw.em.relin(src.terms[0].ct).map_err(build)?;
+                        let mut steps = Vec::new();
+                        let mut k = 1;
+                        while k < wd {
+                            steps.push(k as i64 * gr.xs);
+                            k *= 2;
+                        }
+                        k = 1;
+                        while k < h {
+                            steps.push(k as i64 * gr.ys);
+                            k *= 2;
+                        }
+                        for s in steps {
+                            let r = lw.rotate(v, s).map_err(build)?;
+                            v = lw.add(v, r).map_err(build)?;
+                        }
+                        let off: f64 = idx.iter().map(|&i| src.off[i]).sum::<f64>() * div;
+                        forms.push(Lowerer::plain_form(
+                            support,
+                            v,
+                            vec![coef0.unwrap_or(1.0) * div],
+                            Rc::new(vec![off]),
+                        ));
+                    } else {
+                        let mut acc = Acc::new(Rc::clone(&support));
+                        for y in 0..h {
+                            for xx in 0..wd {
+                                let r = y as i64 * gr.ys + xx as i64 * gr.xs;
+                                let plan = plan_for(src, r, &[(0, b)])
+                                    .ok_or_else(|| unsupported("a pixel is outside its channel"))?;
+                                acc.gather(src, r, &plan, div);
+                            }
+                        }
+                        forms.push(acc.finish());
+                    }
+                    pos.push((ch as u32, 0));
+                }
+                lw.settle_cheap(CVal { forms, pos }).map_err(build)?
+            }
+            Op::Dense {
+                out_features,
+                weight: w,
+                bias,
+            } => {
+                let x = lw.materialize(first()?).map_err(build)?;
+                let wt: Vec<f64> = weight(w)?.iter().copied().collect();
+                let bs: Option<Vec<f64>> = match bias {
+                    Some(b) => Some(weight(b)?.iter().copied().collect()),
+                    None => None,
+                };
+                let n_out = *out_features;
+                let n_in = x.pos.len();
+                let support: Rc<Vec<u32>> = Rc::new((0..n_out as u32).collect());
+                let mut acc = Acc::new(Rc::clone(&support));
+                for (k, &(f, j)) in x.pos.iter().enumerate() {
+                    let form = &x.forms[f as usize];
+                    let off = i64::from(form.support[j as usize]);
+                    let o_k = form.off[j as usize];
+                    for t in &form.terms {
+                        let m = t.coef[j as usize];
+                        for o in 0..n_out {
+                            let wv = wt[o * n_in + k];
+                            if wv != 0.0 && m != 0.0 {
+                                acc.entry(t.ct, t.rot + off - o as i64)[o] += wv * m;
+                            }
+                        }
+                    }
+                    for o in 0..n_out {
+                        acc.off[o] += wt[o * n_in + k] * o_k;
+                    }
+                }
+                if let Some(b) = &bs {
+                    for o in 0..n_out {
+                        acc.off[o] += b[o];
+                    }
+                }
+                CVal {
+                    forms: vec![acc.finish()],
+                    pos: (0..n_out as u32).map(|o| (0, o)).collect(),
+                }
+            }
+            Op::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                epsilon,
+            } => {
+                let x = first()?;
+                let (g_, b_, m_, v_) = (weight(gamma)?, weight(beta)?, weight(mean)?, weight(var)?);
+                let (g_, b_, m_, v_): (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) = (
+                    g_.iter().copied().collect(),
+                    b_.iter().copied().collect(),
+                    m_.iter().copied().collect(),
+                    v_.iter().copied().collect(),
+                );
+                let c = in_shape.0.first().copied().unwrap_or(1).max(1);
+                let per_c = (in_shape.numel() / c).max(1);
+                affine(x, |k| {
+                    let ch = k / per_c;
+                    let s = g_.get(ch).copied().unwrap_or(1.0)
+                        / (v_.get(ch).copied().unwrap_or(1.0) + epsilon).sqrt();
+                    let sh = b_.get(ch).copied().unwrap_or(0.0)
+                        - m_.get(ch).copied().unwrap_or(0.0) * s;
+                    (s, sh)
+                })
+            }
+            Op::Scale { factor } => affine(first()?, |_| (*factor, 0.0)),
+            Op::Flatten | Op::Reshape { .. } => first()?.clone(),
+            Op::Concat { axis } => {
+                let in_shapes: Vec<Shape> = g
+                    .operand_ids(id)
+                    .iter()
+                    .map(|o| shapes.get(o).cloned().unwrap_or_default())
+                    .collect();
+                let outer: usize = in_shapes
+                    .first()
+                    .map_or(1, |s| s.0[..(*axis).min(s.rank())].iter().product());
+                let mut forms = Vec::new();
+                let mut shift = Vec::new();
+                for x in &ins {
+                    shift.push(forms.len() as u32);
+                    forms.extend(x.forms.iter().cloned());
+                }
+                let mut pos = Vec::new();
+                for o in 0..outer {
+                    for ((x, s), sh) in ins.iter().zip(&in_shapes).zip(&shift) {
+                        let block: usize = s.0[(*axis).min(s.rank())..].iter().product();
+                        pos.extend(
+                            x.pos[o * block..(o + 1) * block]
+                                .iter()
+                                .map(|&(f, j)| (f + sh, j)),
+                        );
+                    }
+                }
+                CVal { forms, pos }
+            }
+            Op::Add => {
+                let mut acc = first()?.clone();
+                for other in &ins[1..] {
+                    acc = add_vals(&acc, other).ok_or_else(|| {
+                        unsupported("the operands of add are laid out differently")
+                    })?;
+                }
+                acc
+            }
+            Op::Square => lw
+                .quadratic(first()?, |_| (1.0, 0.0, 0.0))
+                .map_err(|e| unsupported(&e))?,
+            Op::Quadratic {
+                granularity,
+                coeffs,
+            } => {
+                let t: Vec<f64> = weight(coeffs)?.iter().copied().collect();
+                let n = in_shape.numel();
+                let c = in_shape.0.first().copied().unwrap_or(1).max(1);
+                let per_c = (n / c).max(1);
+                let stride_t = match granularity {
+                    Granularity::Layer => 1,
+                    Granularity::Channel => c,
+                    Granularity::Element => n,
+                };
+                let idx = |k: usize| match granularity {
+                    Granularity::Layer => 0,
+                    Granularity::Channel => k / per_c,
+                    Granularity::Element => k,
+                };
+                lw.quadratic(first()?, |k| {
+                    let i = idx(k);
+                    (t[i], t[stride_t + i], t[2 * stride_t + i])
+                })
+                .map_err(|e| unsupported(&e))?
+            }
+            Op::Poly { coeffs } => {
+                let deg = coeffs.iter().rposition(|c| *c != 0.0).unwrap_or(0);
+                if deg <= 2 {
+                    let c = |i: usize| coeffs.get(i).copied().unwrap_or(0.0);
+                    lw.quadratic(first()?, |_| (c(2), c(1), c(0)))
+                        .map_err(|e| unsupported(&e))?
+                } else {
+                    let series = ChebSeries::interpolate(-1.0, 1.0, deg, |x| {
+                        coeffs.iter().rev().fold(0.0, |a, c| a * x + c)
+                    });
+                    let plan = EvalPlan::for_series(&series);
+                    lw.elementwise(first()?, |em, x| run_plan(em, &plan, x))
+                        .map_err(build)?
+                }
+            }
+            Op::Relu => {
+                let Some(approx) = lo.activations.relu.clone() else {
+                    return Err(LowerError::NeedsApproximation {
+                        node: node.name.clone(),
+                        op: "relu",
+                        hint: "choose a ReLU policy with --activation (square, least-squares, chebyshev, minimax ...)",
+                    }
+                    .into());
+                };
+                lw.elementwise(first()?, |em, x| apply_approx(em, &approx, x))
+                    .map_err(build)?
+            }
+            Op::MaxPool { .. } => {
+                return Err(unsupported(
+                    "max-pooling is only lowered in the batch layout",
+                ))
+            }
+        };
+        vals.insert(id, out);
+        layers.push(LayerSpan {
+            name: node.name.clone(),
+            op: node.op.mnemonic().to_string(),
+            shape: out_shape.0.clone(),
+            end: last_id(lw.em.module),
+        });
+    }
+    let mut outputs = Vec::new();
+    for &out in &g.outputs {
+        let Some(node) = g.node(out) else { continue };
+        let build = |source: HeError| {
+            ChannelError::Lower(LowerError::Build {
+                node: node.name.clone(),
+                source,
+            })
+        };
+        let Some(v) = vals.get(&out) else { continue };
+        let v = lw.materialize(v).map_err(build)?;
+        let mut elems = Vec::with_capacity(v.pos.len());
+        for (k, &(f, j)) in v.pos.iter().enumerate() {
+            elems.push((f, v.forms[f as usize].support[j as usize]));
+            if v.forms[f as usize].terms.is_empty() {
+                return Err(LowerError::ConstantOutput {
+                    output: node.name.clone(),
+                    index: k,
+                    value: v.forms[f as usize].off[j as usize],
+                }
+                .into());
+            }
+        }
+        for (i, form) in v.forms.iter().enumerate() {
+            let t = &form.terms[0];
+            let ct = match (uniform(&t.coef), uniform(&form.off)) {
+                (Some(m), Some(o)) => lw
+                    .em
+                    .materialize(Lazy {
+                        ct: Some(t.ct),
+                        m,
+                        o,
+                    })
+                    .map_err(build)?
+                    .unwrap_or(t.ct),
+                _ => {
+                    let mut c = lw.em.relin(t.ct).map_err(build)?;
+                    if t.coef.iter().any(|&m| m != 1.0) {
+                        let full = lw.tile(&form.support, &t.coef, 0);
+                        c = lw.mul_plain(c, full).map_err(build)?;
+                    }
+                    if form.off.iter().any(|&o| o != 0.0) {
+                        let full = lw.tile(&form.support, &form.off, 0);
+                        c = lw.add_plain(c, full).map_err(build)?;
+                    }
+                    c
+                }
+            };
+            lw.em
+                .module
+                .output(ct, &node.name, i as u32)
+                .map_err(build)?;
+        }
+        outputs.push(OutputPlacement {
+            name: node.name.clone(),
+            shape: shapes.get(&out).map(|s| s.0.clone()).unwrap_or_default(),
+            elems,
+        });
+        if let Some(last) = layers.last_mut() {
+            last.end = last_id(lw.em.module);
+        }
+    }
+    let stats = lw.stats.clone();
+    drop(lw);
+    Ok(ChannelLowered {
+        lowered: Lowered { module, layers },
+        images,
+        image_stride: stride,
+        input_layout,
+        outputs,
+        stats,
+    })
+}
+
+/// Element-wise sum of two tensors laid out alike (same forms per element, same supports).
+fn add_vals(a: &CVal, b: &CVal) -> Option<CVal> {
+    if a.pos.len() != b.pos.len() || a.forms.len() != b.forms.len() {
+        return None;
+    }
+    let mut map: HashMap<u32, u32> = HashMap::new();
+    for (&(fa, ja), &(fb, jb)) in a.pos.iter().zip(&b.pos) {
+        if ja != jb || *map.entry(fa).or_insert(fb) != fb {
+            return None;
+        }
+    }
+    let mut forms = a.forms.clone();
+    for (&fa, &fb) in &map {
+        let (x, y) = (&a.forms[fa as usize], &b.forms[fb as usize]);
+        if x.support != y.support {
+            return None;
+        }
+        let mut acc = Acc::new(Rc::clone(&x.support));
+        let ident: Vec<(usize, usize)> = (0..x.support.len()).map(|j| (j, j)).collect();
+        acc.gather(x, 0, &ident, 1.0);
+        acc.gather(y, 0, &ident, 1.0);
+        forms[fa as usize] = acc.finish();
+    }
+    Some(CVal {
+        forms,
+        pos: a.pos.clone(),
+    })
+}

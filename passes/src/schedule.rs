@@ -1,0 +1,410 @@
+//! Memory scheduling: the order in which the runtime evaluates a managed HE module, chosen to
+//! lower the peak memory of live values.
+//!
+//! Contract:
+//!
+//! * A schedule is a permutation of the module's node ids in which every node comes after its
+//!   operands ([`is_valid`] checks it).
+//! * Memory model ([`peak_of`]): a ciphertext or plaintext value is live from the step that
+//!   computes it to the step of its last user; values nobody uses (outputs' `output` nodes) take
+//!   no memory. A value of `size` polynomials at level `l` takes
+//!   [`crate::report::ciphertext_bytes`]`(log_n, l, size)` bytes (plaintexts count as one
+//!   polynomial). Keys are a constant added on top.
+//! * [`schedule`] evaluates several strategies ([`Strategy`]): the plain topological order, a
+//!   greedy list scheduler that at each step runs the ready node with the best net effect on
+//!   live bytes (bytes freed minus bytes allocated, ties to the lowest id), and the
+//!   output-driven depth-first order. It keeps the one with the lowest peak and refuses, with
+//!   [`ScheduleError::OverBudget`], when even that exceeds the budget.
+
+use crate::report::ciphertext_bytes;
+use hecc_ir::he::{Kind, Module, Op, ValueId};
+use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+/// How a schedule was built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Strategy {
+    /// Kahn's topological order with ties by node id.
+    Topological,
+    /// Greedy list scheduling on the net change of live bytes.
+    Greedy,
+    /// Depth-first from each output in turn (operands before users, outputs in order).
+    DepthFirst,
+}
+
+impl Strategy {
+    /// Kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Topological => "topological",
+            Strategy::Greedy => "greedy",
+            Strategy::DepthFirst => "depth-first",
+        }
+    }
+}
+
+/// Peak memory of one order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peak {
+    /// Most values live at once.
+    pub values: u64,
+    /// Most bytes of live values at once (without keys).
+    pub bytes: u64,
+}
+
+/// The chosen schedule and what it costs, for the report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleSummary {
+    /// Strategy of the chosen order.
+    pub strategy: String,
+    /// Peak of live ciphertexts and plaintexts in the chosen order.
+    pub peak: Peak,
+    /// Peak in plain topological order.
+    pub topological: Peak,
+    /// Bytes of the evaluation keys (constant during the run).
+    pub key_bytes: u64,
+    /// Estimated peak memory: `peak.bytes + key_bytes`.
+    pub total_bytes: u64,
+    /// The budget that was checked, if any.
+    pub budget: Option<u64>,
+}
+
+/// A schedule: node order and its summary.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    /// Node ids in evaluation order.
+    pub order: Vec<ValueId>,
+    /// The summary.
+    pub summary: ScheduleSummary,
+}
+
+/// Why no schedule could be produced.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ScheduleError {
+    /// The module has a cycle.
+    #[error("the circuit has a cycle; it cannot be scheduled")]
+    #[diagnostic(code(hecc::schedule::cycle))]
+    Cycle,
+    /// Even the best schedule needs more memory than the budget.
+    #[error(
+        "the best schedule ({strategy}) needs {needed} bytes at its peak ({values} live values, {keys} bytes of keys), over the memory budget of {budget} bytes"
+    )]
+    #[diagnostic(
+        code(hecc::schedule::budget),
+        help("raise --memory-budget, compile with a smaller ring (fewer levels) or a layout with fewer ciphertexts")
+    )]
+    OverBudget {
+        /// Strategy of the best order.
+        strategy: &'static str,
+        /// Bytes needed (values + keys).
+        needed: u64,
+        /// Live values at the peak.
+        values: u64,
+        /// Key bytes included.
+        keys: u64,
+        /// The budget.
+        budget: u64,
+    },
+}
+
+/// Bytes of value `v`.
+fn value_bytes(m: &Module, v: ValueId, log_n: u32) -> u64 {
+    let Some(ty) = m.ty(v) else { return 0 };
+    let size = match ty.kind() {
+        Kind::Plain => 1,
+        _ => ty.size(),
+    };
+    ciphertext_bytes(log_n, ty.level().0, size)
+}
+
+/// The module's dependence graph in dense arrays (index = node id), built once per module.
+struct Dag {
+    /// Node ids present.
+    ids: Vec<u32>,
+    /// Whether an id is present.
+    present: Vec<bool>,
+    /// Operands in slot order (duplicates kept).
+    ops: Vec<Vec<u32>>,
+    /// Users (once per operand slot).
+    users: Vec<Vec<u32>>,
+    /// Bytes of each value.
+    bytes: Vec<u64>,
+    /// Whether the node is an `output`.
+    is_output: Vec<bool>,
+}
+
+impl Dag {
+    fn new(m: &Module, log_n: u32) -> Dag {
+        let ids: Vec<u32> = m.ids().map(|v| v.0).collect();
+        let n = ids.iter().max().map_or(0, |&x| x as usize + 1);
+        let mut d = Dag {
+            ids,
+            present: vec![false; n],
+            ops: vec![Vec::new(); n],
+            users: vec![Vec::new(); n],
+            bytes: vec![0; n],
+            is_output: vec![false; n],
+        };
+        for &i in &d.ids {
+            let v = ValueId(i);
+            let k = i as usize;
+            d.present[k] = true;
+            d.ops[k] = m.operands(v).into_iter().map(|o| o.0).collect();
+            d.bytes[k] = value_bytes(m, v, log_n);
+            d.is_output[k] = matches!(m.node(v).map(|n| &n.op), Some(Op::Output { .. }));
+        }
+        for &i in &d.ids {
+            for j in 0..d.ops[i as usize].len() {
+                let o = d.ops[i as usize][j] as usize;
+                if o < n {
+                    d.users[o].push(i);
+                }
+            }
+        }
+        d
+    }
+
+    fn peak(&self, order: &[u32]) -> Peak {
+        let mut remaining: Vec<usize> = self.users.iter().map(Vec::len).collect();
+        let (mut live, mut bytes) = (0u64, 0u64);
+        let mut peak = Peak::default();
+        for &v in order {
+            let k = v as usize;
+            if !self.users[k].is_empty() {
+                live += 1;
+                bytes += self.bytes[k];
+            }
+            peak.values = peak.values.max(live);
+            peak.bytes = peak.bytes.max(bytes);
+            for &o in &self.ops[k] {
+                let r = &mut remaining[o as usize];
+                if *r > 0 {
+                    *r -= 1;
+                    if *r == 0 {
+                        live -= 1;
+                        bytes -= self.bytes[o as usize];
+                    }
+                }
+            }
+        }
+        peak
+    }
+
+    fn topological(&self) -> Result<Vec<u32>, ScheduleError> {
+        let mut indeg: Vec<usize> = self.ops.iter().map(Vec::len).collect();
+        let mut ready: BinaryHeap<Reverse<u32>> = self
+            .ids
+            .iter()
+            .filter(|&&i| indeg[i as usize] == 0)
+            .map(|&i| Reverse(i))
+            .collect();
+        let mut order = Vec::with_capacity(self.ids.len());
+        while let Some(Reverse(v)) = ready.pop() {
+            order.push(v);
+            for &u in &self.users[v as usize] {
+                let d = &mut indeg[u as usize];
+                *d -= 1;
+                if *d == 0 {
+                    ready.push(Reverse(u));
+                }
+            }
+        }
+        if order.len() != self.ids.len() {
+            return Err(ScheduleError::Cycle);
+        }
+        Ok(order)
+    }
+
+    /// Net bytes freed by running `v` now.
+    fn gain(&self, v: u32, remaining: &[usize], scratch: &mut Vec<u32>) -> i64 {
+        scratch.clear();
+        scratch.extend_from_slice(&self.ops[v as usize]);
+        scratch.sort_unstable();
+        let mut freed = 0i64;
+        let mut i = 0;
+        while i < scratch.len() {
+            let o = scratch[i];
+            let mut j = i;
+            while j < scratch.len() && scratch[j] == o {
+                j += 1;
+            }
+            if remaining[o as usize] == j - i {
+                freed += self.bytes[o as usize] as i64;
+            }
+            i = j;
+        }
+        let alloc = if self.users[v as usize].is_empty() {
+            0
+        } else {
+            self.bytes[v as usize] as i64
+        };
+        freed - alloc
+    }
+
+    fn greedy(&self) -> Result<Vec<u32>, ScheduleError> {
+        let mut remaining: Vec<usize> = self.users.iter().map(Vec::len).collect();
+        let mut indeg: Vec<usize> = self.ops.iter().map(Vec::len).collect();
+        let mut scratch = Vec::new();
+        let mut heap: BinaryHeap<(i64, Reverse<u32>)> = BinaryHeap::new();
+        for &v in &self.ids {
+            if indeg[v as usize] == 0 {
+                heap.push((self.gain(v, &remaining, &mut scratch), Reverse(v)));
+            }
+        }
+        let mut order = Vec::with_capacity(self.ids.len());
+        while let Some((g, Reverse(v))) = heap.pop() {
+            let now = self.gain(v, &remaining, &mut scratch);
+            if now > g {
+                heap.push((now, Reverse(v)));
+                continue;
+            }
+            order.push(v);
+            for &o in &self.ops[v as usize] {
+                let r = &mut remaining[o as usize];
+                *r = r.saturating_sub(1);
+            }
+            for &u in &self.users[v as usize] {
+                let d = &mut indeg[u as usize];
+                *d -= 1;
+                if *d == 0 {
+                    heap.push((self.gain(u, &remaining, &mut scratch), Reverse(u)));
+                }
+            }
+        }
+        if order.len() != self.ids.len() {
+            return Err(ScheduleError::Cycle);
+        }
+        Ok(order)
+    }
+
+    fn depth_first(&self) -> Result<Vec<u32>, ScheduleError> {
+        let topo = self.topological()?;
+        let mut placed = vec![false; self.present.len()];
+        let mut order = Vec::with_capacity(self.ids.len());
+        let roots = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|&v| self.is_output[v as usize])
+            .chain(topo.iter().copied());
+        let mut stack: Vec<(u32, bool)> = Vec::new();
+        for root in roots {
+            if placed[root as usize] {
+                continue;
+            }
+            // Iterative post-order (acyclic: `topological` succeeded).
+            stack.push((root, false));
+            while let Some((v, expanded)) = stack.pop() {
+                if placed[v as usize] {
+                    continue;
+                }
+                if expanded {
+                    placed[v as usize] = true;
+                    order.push(v);
+                } else {
+                    stack.push((v, true));
+                    for &o in self.ops[v as usize].iter().rev() {
+                        if !placed[o as usize] {
+                            stack.push((o, false));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(order)
+    }
+}
+
+fn ids(order: Vec<u32>) -> Vec<ValueId> {
+    order.into_iter().map(ValueId).collect()
+}
+
+/// Whether `order` lists every node once, each after its operands.
+pub fn is_valid(m: &Module, order: &[ValueId]) -> bool {
+    if order.len() != m.len() {
+        return false;
+    }
+    let mut pos: HashMap<ValueId, usize> = HashMap::with_capacity(order.len());
+    for (i, &v) in order.iter().enumerate() {
+        if m.node(v).is_none() || pos.insert(v, i).is_some() {
+            return false;
+        }
+    }
+    order.iter().enumerate().all(|(i, &v)| {
+        m.operands(v)
+            .iter()
+            .all(|o| pos.get(o).is_some_and(|&p| p < i))
+    })
+}
+
+/// Peak live values and bytes when `m` runs in `order` (which must be valid).
+pub fn peak_of(m: &Module, order: &[ValueId], log_n: u32) -> Peak {
+    let o: Vec<u32> = order.iter().map(|v| v.0).collect();
+    Dag::new(m, log_n).peak(&o)
+}
+
+/// Kahn's order, ties by id.
+pub fn topological(m: &Module) -> Result<Vec<ValueId>, ScheduleError> {
+    Dag::new(m, 0).topological().map(ids)
+}
+
+/// Greedy list scheduling: among ready nodes, run the one that frees the most bytes net of what
+/// it allocates (priorities are refreshed lazily: they only grow as other users of an operand
+/// run, so a popped node whose priority is stale is pushed back with its current one).
+pub fn greedy(m: &Module, log_n: u32) -> Result<Vec<ValueId>, ScheduleError> {
+    Dag::new(m, log_n).greedy().map(ids)
+}
+
+/// Depth-first order: for each `output` node in id order, its operands (recursively, in slot
+/// order) before it; then anything not reached, in topological order.
+pub fn depth_first(m: &Module) -> Result<Vec<ValueId>, ScheduleError> {
+    Dag::new(m, 0).depth_first().map(ids)
+}
+
+/// Chooses the order with the lowest peak bytes among the strategies and checks it against
+/// `budget` (bytes of live values plus `key_bytes`).
+pub fn schedule(
+    m: &Module,
+    log_n: u32,
+    key_bytes: u64,
+    budget: Option<u64>,
+) -> Result<Schedule, ScheduleError> {
+    let dag = Dag::new(m, log_n);
+    let topo = dag.topological()?;
+    let topo_peak = dag.peak(&topo);
+    let mut best = (Strategy::Topological, topo, topo_peak);
+    for (s, order) in [
+        (Strategy::Greedy, dag.greedy()?),
+        (Strategy::DepthFirst, dag.depth_first()?),
+    ] {
+        let p = dag.peak(&order);
+        if p.bytes < best.2.bytes {
+            best = (s, order, p);
+        }
+    }
+    let (strategy, order, peak) = best;
+    let total = peak.bytes + key_bytes;
+    if let Some(b) = budget {
+        if total > b {
+            return Err(ScheduleError::OverBudget {
+                strategy: strategy.name(),
+                needed: total,
+                values: peak.values,
+                keys: key_bytes,
+                budget: b,
+            });
+        }
+    }
+    Ok(Schedule {
+        order: ids(order),
+        summary: ScheduleSummary {
+            strategy: strategy.name().into(),
+            peak,
+            topological: topo_peak,
+            key_bytes,
+            total_bytes: total,
+            budget,
+        },
+    })
+}

@@ -1,0 +1,52 @@
+//! Resident memory of the process, read from `/proc/self/status` (Linux).
+//!
+//! Contract: [`read_memory_status`] returns `None` where that file does not exist or lacks the
+//! `VmRSS`/`VmHWM` lines; it never fails otherwise.
+
+/// Resident memory figures in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryStatus {
+    /// Current resident set size (`VmRSS`).
+    pub rss_bytes: u64,
+    /// Peak resident set size of the process (`VmHWM`).
+    pub peak_rss_bytes: u64,
+}
+
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let rest = line[key.len()..].trim_start_matches(':').trim();
+    let num = rest.split_whitespace().next()?;
+    num.parse::<u64>().ok().map(|k| k * 1024)
+}
+
+/// Parses the text of a `/proc/<pid>/status` file.
+pub fn parse_memory_status(text: &str) -> Option<MemoryStatus> {
+    Some(MemoryStatus {
+        rss_bytes: kib_field(text, "VmRSS")?,
+        peak_rss_bytes: kib_field(text, "VmHWM")?,
+    })
+}
+
+/// The process's current and peak resident memory, when the platform exposes them.
+pub fn read_memory_status() -> Option<MemoryStatus> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_memory_status(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kib_lines() {
+        let t = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
+        assert_eq!(
+            parse_memory_status(t),
+            Some(MemoryStatus {
+                rss_bytes: 1024 * 1024,
+                peak_rss_bytes: 2048 * 1024
+            })
+        );
+        assert_eq!(parse_memory_status("VmRSS: 1 kB\n"), None);
+    }
+}

@@ -1,0 +1,800 @@
+//! The plan executor: runs a managed HE IR [`Module`] on the CKKS backend.
+//!
+//! Contract: [`execute`] evaluates every node of a module that passes the
+//! structural verifier on real ciphertexts, with the backend's [`Evaluator`]:
+//! `mac` is [`Evaluator::mul_scalar_accumulate`] (plus `add_scalar` for the
+//! bias), `mul_scalar` encodes its constant at `2^s` of its attribute,
+//! `rescale`, `drop_level`, `relinearize`, `rotate` (hoisted when several
+//! rotations of one ciphertext are ready together) and the rest map one to
+//! one. After every node the executor checks that the backend ciphertext has
+//! the level of the node's type and a scale equal to `2^log_scale` within
+//! [`ExecOptions::scale_tolerance`] bits; a disagreement is an
+//! [`ExecError::ScaleMismatch`] / [`ExecError::LevelMismatch`], never a silent
+//! wrong answer. It never needs a secret key.
+//!
+//! Schedule: nodes are grouped into *stages* (by default the level at which a
+//! node computes, i.e. its first operand's level; levels never rise along an
+//! edge, so stages run in order of decreasing level). Within a stage, nodes
+//! run in wavefronts of up to [`ExecOptions::max_wavefront`] ready nodes,
+//! the most urgent first by the requested schedule (a plan's memory-aware
+//! order) or by id, each wavefront in parallel with rayon (a batch-layout
+//! layer has thousands of independent ciphertexts). A value
+//! is dropped as soon as its last user has run; a unary node that is the last
+//! user of its operand reuses the operand's buffers in place. Per stage the
+//! run report records the wall time and the process's resident memory
+//! (`VmRSS`, and the high-water mark `VmHWM`, from `/proc/self/status`).
+
+mod memory;
+mod progress;
+
+pub use memory::{MemoryStatus, read_memory_status};
+pub use progress::{Progress, ProgressMode};
+
+use crate::ckks::{
+    Ciphertext, CkksError, Encoder, Evaluator, GaloisKeys, Plaintext, RelinKey,
+};
+use hecc_ir::he::{verify, Module, Op, Type, ValueId, VerifyOptions};
+use rayon::prelude::*;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ExecError {
+    /// The module is not structurally valid.
+    #[error("the circuit is not valid: {0}")]
+    #[diagnostic(code(hecc::exec::invalid))]
+    Invalid(String),
+    /// The circuit's slot count is not the parameters' N/2.
+    #[error("the circuit has {circuit} slots per ciphertext but the parameters give {params}")]
+    #[diagnostic(code(hecc::exec::slots), help("the keys or ciphertexts belong to other parameters"))]
+    Slots {
+        /// Slots in the circuit types.
+        circuit: u32,
+        /// N/2 of the backend context.
+        params: usize,
+    },
+    /// No ciphertext was supplied for an input node.
+    #[error("no ciphertext for input `{name}`[{index}]")]
+    #[diagnostic(code(hecc::exec::missing_input))]
+    MissingInput {
+        /// Input name.
+        name: String,
+        /// Element index.
+        index: u32,
+    },
+    /// A ciphertext was supplied for an input the circuit does not have.
+    #[error("input `{name}`[{index}] is not an input of the circuit")]
+    #[diagnostic(code(hecc::exec::unknown_input))]
+    UnknownInput {
+        /// Input name.
+        name: String,
+        /// Element index.
+        index: u32,
+    },
+    /// The circuit relinearizes but no relinearization key was given.
+    #[error("node {node} relinearizes but no relinearization key was supplied")]
+    #[diagnostic(code(hecc::exec::no_relin_key))]
+    MissingRelinKey {
+        /// The node.
+        node: ValueId,
+    },
+    /// The circuit rotates but no Galois keys were given.
+    #[error("node {node} rotates but no Galois keys were supplied")]
+    #[diagnostic(code(hecc::exec::no_galois_keys))]
+    MissingGaloisKeys {
+        /// The node.
+        node: ValueId,
+    },
+    /// A backend value is not at the level of its type.
+    #[error("node {node}: the backend value is at level {found}, its type says {expected}")]
+    #[diagnostic(code(hecc::exec::level))]
+    LevelMismatch {
+        /// The node.
+        node: ValueId,
+        /// Level of the IR type.
+        expected: u32,
+        /// Level of the backend value.
+        found: usize,
+    },
+    /// A backend value's scale disagrees with its type's exact log-scale.
+    #[error("node {node}: the backend scale is 2^{found:.6}, its type says 2^{expected:.6}")]
+    #[diagnostic(
+        code(hecc::exec::scale),
+        help("the plan was managed with other primes than the backend's; recompile it")
+    )]
+    ScaleMismatch {
+        /// The node.
+        node: ValueId,
+        /// log2 scale of the IR type.
+        expected: f64,
+        /// log2 scale of the backend value.
+        found: f64,
+    },
+    /// An operand was missing when its user ran (an executor bug, reported rather than panicking).
+    #[error("node {node}: operand {operand} is not available")]
+    #[diagnostic(code(hecc::exec::operand))]
+    MissingOperand {
+        /// The user.
+        node: ValueId,
+        /// The operand.
+        operand: ValueId,
+    },
+    /// A constant referenced by an `encode` is not in the pool.
+    #[error("node {node}: constant {constant} is not in the pool")]
+    #[diagnostic(code(hecc::exec::constant))]
+    MissingConstant {
+        /// The node.
+        node: ValueId,
+        /// The constant id.
+        constant: u32,
+    },
+    /// The backend failed.
+    #[error("node {node} ({op}): {source}")]
+    #[diagnostic(code(hecc::exec::backend))]
+    Backend {
+        /// The node.
+        node: ValueId,
+        /// Its mnemonic.
+        op: &'static str,
+        /// The backend error.
+        #[source]
+        source: CkksError,
+    },
+}
+
+/// The evaluation keys a run may use (never a secret key).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EvalKeys<'a> {
+    /// Relinearization key (needed when the circuit relinearizes).
+    pub relin: Option<&'a RelinKey>,
+    /// Galois keys (needed when the circuit rotates or conjugates).
+    pub galois: Option<&'a GaloisKeys>,
+}
+
+/// Options of a run.
+#[derive(Clone, Debug)]
+pub struct ExecOptions {
+    /// Allowed difference, in bits, between a backend scale and its type's log-scale.
+    pub scale_tolerance: f64,
+    /// Progress display.
+    pub progress: ProgressMode,
+    /// Evaluation order to follow (node ids, each after its operands), e.g. a plan's
+    /// memory-aware schedule: ready nodes run in this order's priority. `None` = id order.
+    pub schedule: Option<Vec<u32>>,
+    /// Most nodes run in one parallel wavefront; smaller caps follow the schedule more closely
+    /// (fewer live ciphertexts), larger ones expose more parallelism.
+    pub max_wavefront: usize,
+    /// Optional stage of each node (indexed by node id) and the stage names, overriding the
+    /// default grouping by computing level. Stages must be non-decreasing along edges.
+    pub stages: Option<StageMap>,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            scale_tolerance: 1e-6,
+            progress: ProgressMode::Auto,
+            schedule: None,
+            max_wavefront: 64,
+            stages: None,
+        }
+    }
+}
+
+/// An explicit assignment of nodes to named stages.
+#[derive(Clone, Debug, Default)]
+pub struct StageMap {
+    /// Stage names, in execution order.
+    pub names: Vec<String>,
+    /// Stage index of each node id (nodes beyond the vector, or `None`, go to the last stage).
+    pub of_node: Vec<Option<usize>>,
+}
+
+/// Time and memory of one stage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageReport {
+    /// Stage name.
+    pub name: String,
+    /// Nodes executed.
+    pub nodes: usize,
+    /// Wavefronts (parallel steps).
+    pub wavefronts: usize,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Resident memory at the end of the stage (bytes), when readable.
+    pub rss_bytes: Option<u64>,
+    /// Peak resident memory of the process so far (bytes), when readable.
+    pub peak_rss_bytes: Option<u64>,
+    /// Ciphertexts live at the end of the stage.
+    pub live_ciphertexts: usize,
+}
+
+/// The run report.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunReport {
+    /// Per stage, in execution order.
+    pub stages: Vec<StageReport>,
+    /// Total wall time in seconds.
+    pub seconds: f64,
+    /// Peak resident memory of the process (bytes), when readable.
+    pub peak_rss_bytes: Option<u64>,
+    /// Nodes executed.
+    pub nodes: usize,
+    /// Rotations served by hoisting (several rotations of one ciphertext at once).
+    pub hoisted_rotations: usize,
+    /// Most ciphertexts alive at once.
+    pub peak_live_ciphertexts: usize,
+}
+
+/// One output element.
+#[derive(Clone, Debug)]
+pub struct OutputCt {
+    /// Output name.
+    pub name: String,
+    /// Element index.
+    pub index: u32,
+    /// The value.
+    pub ct: Ciphertext,
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct RunResult {
+    /// Outputs sorted by (name, index).
+    pub outputs: Vec<OutputCt>,
+    /// Timing and memory.
+    pub report: RunReport,
+}
+
+enum Value {
+    Ct(Ciphertext),
+    Pt(Plaintext),
+}
+
+impl Value {
+    fn ct(&self) -> Option<&Ciphertext> {
+        match self {
+            Value::Ct(c) => Some(c),
+            Value::Pt(_) => None,
+        }
+    }
+}
+
+/// A unit of parallel work in a wavefront.
+enum Task {
+    /// One node.
+    Single(ValueId),
+    /// Rotations of one ciphertext, served by one hoisted decomposition.
+    Hoisted(ValueId, Vec<(ValueId, i64)>),
+}
+
+/// The execution context of a run.
+struct Ctx<'a> {
+    m: &'a Module,
+    eval: &'a Evaluator,
+    encoder: &'a Encoder,
+    keys: EvalKeys<'a>,
+    tol: f64,
+}
+
+fn backend(node: ValueId, op: &'static str) -> impl FnOnce(CkksError) -> ExecError {
+    move |source| ExecError::Backend { node, op, source }
+}
+
+impl Ctx<'_> {
+    fn check(&self, v: ValueId, ty: &Type, value: &Value) -> Result<(), ExecError> {
+        let (level, scale) = match value {
+            Value::Ct(c) => (c.level(), c.scale()),
+            Value::Pt(p) => (p.level(), p.scale()),
+        };
+        if level != ty.level().0 as usize {
+            return Err(ExecError::LevelMismatch {
+                node: v,
+                expected: ty.level().0,
+                found: level,
+            });
+        }
+        let found = scale.log2();
+        let expected = ty.log_scale().0;
+        if !(found - expected).abs().le(&self.tol) {
+            return Err(ExecError::ScaleMismatch {
+                node: v,
+                expected,
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs node `v`. `owned` is its first operand when `v` is that operand's last user.
+    fn run_node(
+        &self,
+        v: ValueId,
+        store: &[Option<Value>],
+        owned: Option<Value>,
+        inputs: &Mutex<HashMap<(String, u32), Ciphertext>>,
+    ) -> Result<Value, ExecError> {
+        let m = self.m;
+        let node = m
+            .node(v)
+            .ok_or_else(|| ExecError::Invalid(format!("node {v} vanished")))?;
+        let op = node.op.mnemonic();
+        let be = |e| backend(v, op)(e);
+        let ops = m.operands(v);
+        let get = |i: usize| -> Result<&Value, ExecError> {
+            let o = *ops.get(i).ok_or_else(|| ExecError::Invalid(format!("{v}: operand {i}")))?;
+            store
+                .get(o.0 as usize)
+                .and_then(Option::as_ref)
+                .ok_or(ExecError::MissingOperand { node: v, operand: o })
+        };
+        let get_ct = |i: usize| -> Result<&Ciphertext, ExecError> {
+            get(i)?
+                .ct()
+                .ok_or_else(|| ExecError::Invalid(format!("{v}: operand {i} is not a ciphertext")))
+        };
+        let get_pt = |i: usize| -> Result<&Plaintext, ExecError> {
+            match get(i)? {
+                Value::Pt(p) => Ok(p),
+                Value::Ct(_) => Err(ExecError::Invalid(format!(
+                    "{v}: operand {i} is not a plaintext"
+                ))),
+            }
+        };
+        // The first operand, taken by value when possible, cloned otherwise.
+        let first = |owned: Option<Value>| -> Result<Ciphertext, ExecError> {
+            match owned {
+                Some(Value::Ct(c)) => Ok(c),
+                _ => Ok(get_ct(0)?.clone()),
+            }
+        };
+        let e = self.eval;
+        let out = match &node.op {
+            Op::Input { name, index } => {
+                let name = m.name(*name).unwrap_or("");
+                // Each input is read once: move it out of the map.
+                let ct = inputs
+                    .lock()
+                    .map_err(|_| ExecError::Invalid("input map poisoned".into()))?
+                    .remove(&(name.to_string(), *index))
+                    .ok_or_else(|| ExecError::MissingInput {
+                        name: name.to_string(),
+                        index: *index,
+                    })?;
+                Value::Ct(ct)
+            }
+            Op::Encode { constant } => {
+                let c = m.constant(*constant).ok_or(ExecError::MissingConstant {
+                    node: v,
+                    constant: constant.0,
+                })?;
+                let scale = node.ty.log_scale().0.exp2();
+                Value::Pt(
+                    self.encoder
+                        .encode(&c.values, node.ty.level().0 as usize, scale)
+                        .map_err(be)?,
+                )
+            }
+            Op::Add => Value::Ct(e.add(get_ct(0)?, get_ct(1)?).map_err(be)?),
+            Op::Sub => Value::Ct(e.sub(get_ct(0)?, get_ct(1)?).map_err(be)?),
+            Op::Negate => {
+                let mut c = first(owned)?;
+                e.negate_assign(&mut c).map_err(be)?;
+                Value::Ct(c)
+            }
+            Op::AddPlain => Value::Ct(e.add_plain(get_ct(0)?, get_pt(1)?).map_err(be)?),
+            Op::SubPlain => Value::Ct(e.sub_plain(get_ct(0)?, get_pt(1)?).map_err(be)?),
+            Op::AddScalar { value } => {
+                let mut c = first(owned)?;
+                e.add_scalar_assign(&mut c, *value).map_err(be)?;
+                Value::Ct(c)
+            }
+            Op::Mul => Value::Ct(e.mul(get_ct(0)?, get_ct(1)?).map_err(be)?),
+            Op::Square => Value::Ct(e.square(get_ct(0)?).map_err(be)?),
+            Op::MulPlain => Value::Ct(e.mul_plain(get_ct(0)?, get_pt(1)?).map_err(be)?),
+            Op::MulScalar { value, log_scale } => {
+                let mut c = first(owned)?;
+                e.mul_scalar_assign(&mut c, *value, log_scale.0.exp2())
+                    .map_err(be)?;
+                Value::Ct(c)
+            }
+            Op::MulInteger { factor } => {
+                let mut c = first(owned)?;
+                e.mul_integer_assign(&mut c, *factor).map_err(be)?;
+                Value::Ct(c)
+            }
+            Op::Mac(attrs) => {
+                let cts = (0..attrs.coeffs.len())
+                    .map(get_ct)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let terms: Vec<(&Ciphertext, f64)> =
+                    cts.into_iter().zip(attrs.coeffs.iter().copied()).collect();
+                let mut c = e
+                    .mul_scalar_accumulate(&terms, attrs.log_scale.0.exp2())
+                    .map_err(be)?;
+                if let Some(b) = attrs.bias {
+                    if b != 0.0 {
+                        e.add_scalar_assign(&mut c, b).map_err(be)?;
+                    }
+                }
+                Value::Ct(c)
+            }
+            Op::Relinearize => {
+                let rk = self.keys.relin.ok_or(ExecError::MissingRelinKey { node: v })?;
+                let mut c = first(owned)?;
+                e.relinearize_assign(&mut c, rk).map_err(be)?;
+                Value::Ct(c)
+            }
+            Op::Rescale => {
+                let mut c = first(owned)?;
+                e.rescale_assign(&mut c).map_err(be)?;
+                Value::Ct(c)
+            }
+            Op::DropLevel { to } => {
+                let mut c = first(owned)?;
+                e.drop_to_level_assign(&mut c, to.0 as usize).map_err(be)?;
+                Value::Ct(c)
+            }
+            Op::Rotate { steps } => {
+                let gk = self.keys.galois.ok_or(ExecError::MissingGaloisKeys { node: v })?;
+                Value::Ct(e.rotate(get_ct(0)?, i64::from(*steps), gk).map_err(be)?)
+            }
+            Op::Conjugate => {
+                let gk = self.keys.galois.ok_or(ExecError::MissingGaloisKeys { node: v })?;
+                Value::Ct(e.conjugate(get_ct(0)?, gk).map_err(be)?)
+            }
+            Op::Output { .. } => Value::Ct(first(owned)?),
+        };
+        self.check(v, &node.ty, &out)?;
+        Ok(out)
+    }
+
+    fn run_hoisted(
+        &self,
+        src: ValueId,
+        rots: &[(ValueId, i64)],
+        store: &[Option<Value>],
+    ) -> Result<Vec<(ValueId, Value)>, ExecError> {
+        let first = rots.first().map(|r| r.0).unwrap_or(src);
+        let gk = self
+            .keys
+            .galois
+            .ok_or(ExecError::MissingGaloisKeys { node: first })?;
+        let ct = store
+            .get(src.0 as usize)
+            .and_then(Option::as_ref)
+            .and_then(Value::ct)
+            .ok_or(ExecError::MissingOperand {
+                node: first,
+                operand: src,
+            })?;
+        let steps: Vec<i64> = rots.iter().map(|r| r.1).collect();
+        let outs = self
+            .eval
+            .rotate_hoisted(ct, &steps, gk)
+            .map_err(backend(first, "rotate"))?;
+        let mut res = Vec::with_capacity(rots.len());
+        for ((v, _), c) in rots.iter().zip(outs) {
+            let value = Value::Ct(c);
+            if let Some(n) = self.m.node(*v) {
+                self.check(*v, &n.ty, &value)?;
+            }
+            res.push((*v, value));
+        }
+        Ok(res)
+    }
+}
+
+/// Whether `op` can reuse its first operand's buffers.
+fn in_place(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Negate
+            | Op::AddScalar { .. }
+            | Op::MulScalar { .. }
+            | Op::MulInteger { .. }
+            | Op::Relinearize
+            | Op::Rescale
+            | Op::DropLevel { .. }
+            | Op::Output { .. }
+    )
+}
+
+/// The level a node computes at: its first operand's level, or its own for sources.
+fn compute_level(m: &Module, v: ValueId) -> u32 {
+    m.operands(v)
+        .first()
+        .and_then(|&o| m.ty(o))
+        .or_else(|| m.ty(v))
+        .map_or(0, |t| t.level().0)
+}
+
+/// The default stages of a module: one per computing level, highest level first, named
+/// `level L`.
+pub fn level_stages(m: &Module) -> StageMap {
+    let levels: std::collections::BTreeSet<u32> = m.ids().map(|v| compute_level(m, v)).collect();
+    let order: Vec<u32> = levels.into_iter().rev().collect();
+    let index: HashMap<u32, usize> = order.iter().enumerate().map(|(i, &l)| (l, i)).collect();
+    let max_id = m.ids().map(|v| v.0 as usize + 1).max().unwrap_or(0);
+    let mut of_node = vec![None; max_id];
+    for v in m.ids() {
+        of_node[v.0 as usize] = index.get(&compute_level(m, v)).copied();
+    }
+    StageMap {
+        names: order.iter().map(|l| format!("level {l}")).collect(),
+        of_node,
+    }
+}
+
+/// Executes `m` on the backend. `inputs` maps `(input name, element index)` to its ciphertext;
+/// it must hold exactly the circuit's inputs, at their types' levels and scales.
+pub fn execute(
+    m: &Module,
+    eval: &Evaluator,
+    encoder: &Encoder,
+    keys: EvalKeys<'_>,
+    inputs: HashMap<(String, u32), Ciphertext>,
+    opts: &ExecOptions,
+) -> Result<RunResult, ExecError> {
+    let t0 = Instant::now();
+    verify(m, &VerifyOptions::STRUCTURE).map_err(|e| ExecError::Invalid(format!("{e:?}")))?;
+    let slots = eval.context().n() / 2;
+    if let Some(s) = m.ids().filter_map(|v| m.ty(v)).map(|t| t.slots()).next() {
+        if s as usize != slots {
+            return Err(ExecError::Slots {
+                circuit: s,
+                params: slots,
+            });
+        }
+    }
+    let declared: std::collections::HashSet<(String, u32)> = m
+        .inputs()
+        .into_iter()
+        .map(|(_, n, i)| (n.to_string(), i))
+        .collect();
+    for (name, index) in inputs.keys() {
+        if !declared.contains(&(name.clone(), *index)) {
+            return Err(ExecError::UnknownInput {
+                name: name.clone(),
+                index: *index,
+            });
+        }
+    }
+    let stages = opts.stages.clone().unwrap_or_else(|| level_stages(m));
+    let n_stages = stages.names.len().max(1);
+    let stage_of = |v: ValueId| -> usize {
+        stages
+            .of_node
+            .get(v.0 as usize)
+            .copied()
+            .flatten()
+            .unwrap_or(n_stages - 1)
+            .min(n_stages - 1)
+    };
+    let max_id = m.ids().map(|v| v.0 as usize + 1).max().unwrap_or(0);
+    let mut remaining = vec![0usize; max_id];
+    let mut pending = vec![0usize; max_id];
+    for v in m.ids() {
+        remaining[v.0 as usize] = m.users(v).len();
+        pending[v.0 as usize] = m.operands(v).len();
+    }
+    // Per stage, the nodes in it (in id order) and a counter of their unfinished operands.
+    let mut by_stage: Vec<Vec<ValueId>> = vec![Vec::new(); n_stages];
+    for v in m.ids() {
+        by_stage[stage_of(v)].push(v);
+    }
+    let ctx = Ctx {
+        m,
+        eval,
+        encoder,
+        keys,
+        tol: opts.scale_tolerance,
+    };
+    let total_nodes = m.len();
+    let progress = Progress::new(opts.progress, total_nodes as u64);
+    let mut store: Vec<Option<Value>> = (0..max_id).map(|_| None).collect();
+    let mut outputs: Vec<OutputCt> = Vec::new();
+    let mut report = RunReport::default();
+    let mut live = 0usize;
+    let mut done_nodes = 0usize;
+    // Nodes whose operands are all done, by stage.
+    // Priority of a node: its position in the requested schedule (or its id).
+    let mut priority: Vec<u32> = (0..max_id as u32).collect();
+    if let Some(order) = &opts.schedule {
+        let mut p = vec![u32::MAX; max_id];
+        for (i, &v) in order.iter().enumerate() {
+            if let Some(x) = p.get_mut(v as usize) {
+                *x = i as u32;
+            }
+        }
+        // Nodes missing from the schedule keep their relative id order after it.
+        for (v, x) in p.iter_mut().enumerate() {
+            if *x == u32::MAX {
+                *x = order.len() as u32 + v as u32;
+            }
+        }
+        priority = p;
+    }
+    let wave_cap = opts.max_wavefront.max(1);
+    let mut ready: Vec<BinaryHeap<Reverse<(u32, ValueId)>>> =
+        (0..n_stages).map(|_| BinaryHeap::new()).collect();
+    for v in m.ids() {
+        if pending[v.0 as usize] == 0 {
+            ready[stage_of(v)].push(Reverse((priority[v.0 as usize], v)));
+        }
+    }
+    let inputs = Mutex::new(inputs);
+    let names: Vec<String> = if stages.names.is_empty() {
+        vec!["all".to_string()]
+    } else {
+        stages.names.clone()
+    };
+    for (si, name) in names.iter().enumerate() {
+        let ts = Instant::now();
+        progress.stage(name);
+        let mut wavefronts = 0usize;
+        let mut nodes = 0usize;
+        loop {
+            // The most urgent ready nodes of the stage, up to the wavefront cap.
+            let mut front: Vec<ValueId> = Vec::with_capacity(wave_cap);
+            while front.len() < wave_cap {
+                match ready[si].pop() {
+                    Some(Reverse((_, v))) => front.push(v),
+                    None => break,
+                }
+            }
+            if front.is_empty() {
+                break;
+            }
+            wavefronts += 1;
+            // Group rotations of one source; decide which unary nodes may take their operand.
+            let mut rot_groups: BTreeMap<ValueId, Vec<(ValueId, i64)>> = BTreeMap::new();
+            let mut tasks: Vec<Task> = Vec::with_capacity(front.len());
+            let mut owned: HashMap<ValueId, Value> = HashMap::new();
+            for &v in &front {
+                let Some(node) = m.node(v) else { continue };
+                if let Op::Rotate { steps } = node.op {
+                    if let Some(&src) = m.operands(v).first() {
+                        rot_groups.entry(src).or_default().push((v, i64::from(steps)));
+                        continue;
+                    }
+                }
+                tasks.push(Task::Single(v));
+            }
+            for (src, rots) in rot_groups {
+                if rots.len() > 1 {
+                    report.hoisted_rotations += rots.len();
+                    tasks.push(Task::Hoisted(src, rots));
+                } else {
+                    tasks.extend(rots.into_iter().map(|(v, _)| Task::Single(v)));
+                }
+            }
+            for t in &tasks {
+                if let Task::Single(v) = t {
+                    let Some(node) = m.node(*v) else { continue };
+                    let ops = m.operands(*v);
+                    if in_place(&node.op) && ops.len() == 1 {
+                        let o = ops[0];
+                        if remaining[o.0 as usize] == 1 {
+                            if let Some(val) = store[o.0 as usize].take() {
+                                if val.ct().is_some() {
+                                    live = live.saturating_sub(1);
+                                }
+                                owned.insert(*v, val);
+                            }
+                        }
+                    }
+                }
+            }
+            let owned_cells: Vec<Option<Value>> = tasks
+                .iter()
+                .map(|t| match t {
+                    Task::Single(v) => owned.remove(v),
+                    Task::Hoisted(..) => None,
+                })
+                .collect();
+            let store_ref = &store;
+            let inputs_ref = &inputs;
+            let results: Vec<Result<Vec<(ValueId, Value)>, ExecError>> = tasks
+                .par_iter()
+                .zip(owned_cells.into_par_iter())
+                .map(|(t, own)| match t {
+                    Task::Single(v) => ctx
+                        .run_node(*v, store_ref, own, inputs_ref)
+                        .map(|val| vec![(*v, val)]),
+                    Task::Hoisted(src, rots) => ctx.run_hoisted(*src, rots, store_ref),
+                })
+                .collect();
+            let mut finished: Vec<(ValueId, Value)> = Vec::with_capacity(front.len());
+            for r in results {
+                finished.extend(r?);
+            }
+            // Release operands whose last user ran, then publish the results.
+            for (v, _) in &finished {
+                for o in m.operands(*v) {
+                    let r = &mut remaining[o.0 as usize];
+                    *r = r.saturating_sub(1);
+                    if *r == 0 && store[o.0 as usize].take().is_some_and(|x| x.ct().is_some()) {
+                        live = live.saturating_sub(1);
+                    }
+                }
+            }
+            for (v, val) in finished {
+                nodes += 1;
+                done_nodes += 1;
+                let out = m.node(v).and_then(|n| output_of(m, &n.op));
+                for u in m.users(v) {
+                    let p = &mut pending[u.0 as usize];
+                    *p = p.saturating_sub(1);
+                    if *p == 0 {
+                        ready[stage_of(u)].push(Reverse((priority[u.0 as usize], u)));
+                    }
+                }
+                match (out, val) {
+                    (Some(HeNodeRef::Output(name, index)), Value::Ct(ct))
+                        if remaining[v.0 as usize] == 0 =>
+                    {
+                        outputs.push(OutputCt { name, index, ct });
+                    }
+                    (out, val) => {
+                        if let (Some(HeNodeRef::Output(name, index)), Value::Ct(ct)) = (out, &val)
+                        {
+                            outputs.push(OutputCt {
+                                name,
+                                index,
+                                ct: ct.clone(),
+                            });
+                        }
+                        if remaining[v.0 as usize] > 0 {
+                            if val.ct().is_some() {
+                                live += 1;
+                            }
+                            store[v.0 as usize] = Some(val);
+                        }
+                    }
+                }
+            }
+            report.peak_live_ciphertexts = report.peak_live_ciphertexts.max(live);
+            progress.set(done_nodes as u64);
+        }
+        let mem = read_memory_status();
+        report.stages.push(StageReport {
+            name: name.clone(),
+            nodes,
+            wavefronts,
+            seconds: ts.elapsed().as_secs_f64(),
+            rss_bytes: mem.map(|m| m.rss_bytes),
+            peak_rss_bytes: mem.map(|m| m.peak_rss_bytes),
+            live_ciphertexts: live,
+        });
+    }
+    progress.finish();
+    if done_nodes != total_nodes {
+        return Err(ExecError::Invalid(format!(
+            "only {done_nodes} of {total_nodes} nodes could run: the stage map is not \
+             monotone along edges"
+        )));
+    }
+    outputs.sort_by(|a, b| (&a.name, a.index).cmp(&(&b.name, b.index)));
+    report.nodes = done_nodes;
+    report.seconds = t0.elapsed().as_secs_f64();
+    report.peak_rss_bytes = read_memory_status().map(|m| m.peak_rss_bytes);
+    Ok(RunResult { outputs, report })
+}
+
+enum HeNodeRef {
+    Output(String, u32),
+}
+
+fn output_of(m: &Module, op: &Op) -> Option<HeNodeRef> {
+    match op {
+        Op::Output { name, index } => Some(HeNodeRef::Output(
+            m.name(*name).unwrap_or("").to_string(),
+            *index,
+        )),
+        _ => None,
+    }
+}

@@ -1,0 +1,1576 @@
+//! Running compiled plans on encrypted batches: key generation, encryption of image files,
+//! the server-side run, decryption, and the one-shot `infer` pipeline with optional
+//! verification against the plaintext reference.
+//!
+//! Contract: every file written here is a *hecc container*: magic `HECCFILE`, format version,
+//! a [`FileKind`], the 32-byte parameter fingerprint of its plan's CKKS parameters, the 32-byte
+//! digest of its plan's circuit, length-prefixed sections holding the backend's own serialized
+//! objects (themselves fingerprinted), and a trailing SHA-256 of everything before it. Reading
+//! checks, in order: magic, version, kind, structure (a short file is [`RunError::Truncated`]),
+//! checksum ([`RunError::Corrupt`]), then the parameters and plan it belongs to
+//! ([`RunError::ParamsMismatch`], [`RunError::PlanMismatch`]). The server step
+//! ([`run_inputs`]) reads only evaluation keys. Outputs are written atomically.
+
+use crate::compile::{backend_params, compile_graph, write_atomic, CompileOptions};
+use hecc_ir::he::{Layout, Module, ValueId};
+use hecc_passes::plan::{Plan, PlanTensor};
+use hecc_runtime::ckks::{
+    Ciphertext, CkksError, CkksParameters, Context, Decryptor, Encoder, Encryptor, Evaluator,
+    GaloisKeys, KeyGenerator, PublicKey, RelinKey, SecretKey, SymmetricEncryptor,
+};
+use hecc_runtime::exec::{execute, level_stages, EvalKeys, ExecOptions, RunReport, StageMap};
+use miette::{miette, IntoDiagnostic, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Magic bytes of hecc container files.
+pub const FILE_MAGIC: [u8; 8] = *b"HECCFILE";
+/// Container format version.
+pub const FILE_VERSION: u16 = 1;
+const HEADER: usize = 8 + 2 + 1 + 1 + 4 + 32 + 32;
+
+/// What a container holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    /// The evaluation keys: public, relinearization and Galois keys.
+    EvalKeys = 1,
+    /// The secret key.
+    SecretKey = 2,
+    /// Encrypted inputs of a batch.
+    Inputs = 3,
+    /// Encrypted outputs of a run.
+    Outputs = 4,
+}
+
+impl FileKind {
+    fn from_u8(b: u8) -> Option<FileKind> {
+        Some(match b {
+            1 => FileKind::EvalKeys,
+            2 => FileKind::SecretKey,
+            3 => FileKind::Inputs,
+            4 => FileKind::Outputs,
+            _ => return None,
+        })
+    }
+
+    /// Human name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::EvalKeys => "evaluation keys",
+            FileKind::SecretKey => "secret key",
+            FileKind::Inputs => "encrypted inputs",
+            FileKind::Outputs => "encrypted outputs",
+        }
+    }
+}
+
+/// Why a hecc file or input could not be used.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum RunError {
+    /// Not a hecc container.
+    #[error("{path}: not a hecc file (bad magic bytes)")]
+    #[diagnostic(code(hecc::run::magic))]
+    BadMagic {
+        /// The file.
+        path: String,
+    },
+    /// Another container version.
+    #[error("{path}: hecc file format version {found} is not supported (this hecc reads {FILE_VERSION})")]
+    #[diagnostic(code(hecc::run::version))]
+    Version {
+        /// The file.
+        path: String,
+        /// Version found.
+        found: u16,
+    },
+    /// A file of another kind.
+    #[error("{path}: expected {expected}, found {found}")]
+    #[diagnostic(code(hecc::run::kind))]
+    WrongKind {
+        /// The file.
+        path: String,
+        /// Kind wanted.
+        expected: &'static str,
+        /// Kind found.
+        found: String,
+    },
+    /// The file ends early.
+    #[error("{path}: truncated ({len} bytes; the structure needs at least {needed})")]
+    #[diagnostic(code(hecc::run::truncated), help("the file was cut short; copy it again"))]
+    Truncated {
+        /// The file.
+        path: String,
+        /// Its length.
+        len: usize,
+        /// Bytes needed.
+        needed: usize,
+    },
+    /// The checksum does not match: the file was modified.
+    #[error("{path}: corrupt (checksum mismatch); the file was modified or damaged")]
+    #[diagnostic(code(hecc::run::corrupt))]
+    Corrupt {
+        /// The file.
+        path: String,
+    },
+    /// The file belongs to other encryption parameters.
+    #[error("{path}: made for other encryption parameters (fingerprint {found}, expected {expected})")]
+    #[diagnostic(code(hecc::run::params), help("keys, ciphertexts and plan must come from the same `hecc compile`/`hecc keygen`"))]
+    ParamsMismatch {
+        /// The file.
+        path: String,
+        /// Fingerprint prefix expected.
+        expected: String,
+        /// Fingerprint prefix found.
+        found: String,
+    },
+    /// The file belongs to another plan (same parameters, other circuit).
+    #[error("{path}: made for another plan (circuit digest {found}, expected {expected})")]
+    #[diagnostic(code(hecc::run::plan))]
+    PlanMismatch {
+        /// The file.
+        path: String,
+        /// Digest prefix expected.
+        expected: String,
+        /// Digest prefix found.
+        found: String,
+    },
+    /// A key or ciphertext does not match the other files.
+    #[error("{what}: {detail}")]
+    #[diagnostic(code(hecc::run::mismatch))]
+    Mismatch {
+        /// What was compared.
+        what: String,
+        /// Explanation.
+        detail: String,
+    },
+    /// A backend object inside the file failed to load.
+    #[error("{path}: {source}")]
+    #[diagnostic(code(hecc::run::backend))]
+    Backend {
+        /// The file.
+        path: String,
+        /// The backend error.
+        #[source]
+        source: CkksError,
+    },
+    /// An input image file could not be read.
+    #[error("{path}: {detail}")]
+    #[diagnostic(code(hecc::run::input))]
+    Input {
+        /// The file.
+        path: String,
+        /// Explanation.
+        detail: String,
+    },
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().take(8).map(|x| format!("{x:02x}")).collect()
+}
+
+// ------------------------------------------------------------------ containers
+
+/// A parsed container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Container {
+    /// Kind.
+    pub kind: FileKind,
+    /// Parameter fingerprint.
+    pub fingerprint: [u8; 32],
+    /// Plan digest.
+    pub plan_digest: [u8; 32],
+    /// Sections.
+    pub sections: Vec<Vec<u8>>,
+}
+
+impl Container {
+    /// Serializes (with the trailing checksum).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let body: usize = self.sections.iter().map(|s| s.len() + 8).sum();
+        let mut out = Vec::with_capacity(HEADER + 4 + body + 32);
+        out.extend_from_slice(&FILE_MAGIC);
+        out.extend_from_slice(&FILE_VERSION.to_le_bytes());
+        out.push(self.kind as u8);
+        out.push(0);
+        out.extend_from_slice(&[0u8; 4]);
+        out.extend_from_slice(&self.fingerprint);
+        out.extend_from_slice(&self.plan_digest);
+        out.extend_from_slice(&(self.sections.len() as u32).to_le_bytes());
+        for s in &self.sections {
+            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            out.extend_from_slice(s);
+        }
+        let sum = Sha256::digest(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    /// Parses and checks magic, version, kind, structure and checksum (not the fingerprints).
+    pub fn from_bytes(bytes: &[u8], expected: FileKind, path: &str) -> Result<Container, RunError> {
+        let p = || path.to_string();
+        if bytes.len() < 8 || bytes[..8] != FILE_MAGIC {
+            return Err(RunError::BadMagic { path: p() });
+        }
+        let trunc = |needed: usize| RunError::Truncated {
+            path: p(),
+            len: bytes.len(),
+            needed,
+        };
+        if bytes.len() < HEADER + 4 {
+            return Err(trunc(HEADER + 4 + 32));
+        }
+        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+        if version != FILE_VERSION {
+            return Err(RunError::Version {
+                path: p(),
+                found: version,
+            });
+        }
+        let kind = FileKind::from_u8(bytes[10]);
+        if kind != Some(expected) {
+            return Err(RunError::WrongKind {
+                path: p(),
+                expected: expected.name(),
+                found: kind.map_or_else(|| format!("unknown kind {}", bytes[10]), |k| k.name().to_string()),
+            });
+        }
+        let mut fingerprint = [0u8; 32];
+        fingerprint.copy_from_slice(&bytes[16..48]);
+        let mut plan_digest = [0u8; 32];
+        plan_digest.copy_from_slice(&bytes[48..80]);
+        let count = u32::from_le_bytes([bytes[80], bytes[81], bytes[82], bytes[83]]) as usize;
+        let mut pos = HEADER + 4;
+        let mut sections = Vec::with_capacity(count.min(1 << 20));
+        for _ in 0..count {
+            if bytes.len() < pos + 8 {
+                return Err(trunc(pos + 8 + 32));
+            }
+            let mut l = [0u8; 8];
+            l.copy_from_slice(&bytes[pos..pos + 8]);
+            let len = u64::from_le_bytes(l) as usize;
+            pos += 8;
+            let end = pos.checked_add(len).ok_or_else(|| trunc(usize::MAX))?;
+            if bytes.len() < end {
+                return Err(trunc(end.saturating_add(32)));
+            }
+            sections.push(bytes[pos..end].to_vec());
+            pos = end;
+        }
+        if bytes.len() < pos + 32 {
+            return Err(trunc(pos + 32));
+        }
+        if bytes.len() > pos + 32 || Sha256::digest(&bytes[..pos])[..] != bytes[pos..pos + 32] {
+            return Err(RunError::Corrupt { path: p() });
+        }
+        Ok(Container {
+            kind: expected,
+            fingerprint,
+            plan_digest,
+            sections,
+        })
+    }
+
+    /// Checks that the container belongs to `session`'s parameters and plan.
+    pub fn check_plan(&self, session: &Session, path: &str) -> Result<(), RunError> {
+        let fp = session.ctx.fingerprint();
+        if &self.fingerprint != fp {
+            return Err(RunError::ParamsMismatch {
+                path: path.to_string(),
+                expected: hex(fp),
+                found: hex(&self.fingerprint),
+            });
+        }
+        if self.plan_digest != session.digest {
+            return Err(RunError::PlanMismatch {
+                path: path.to_string(),
+                expected: hex(&session.digest),
+                found: hex(&self.plan_digest),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| miette!("cannot read {}: {e}", path.display()))
+}
+
+fn read_container(path: &Path, kind: FileKind) -> Result<Container> {
+    let bytes = read_file(path)?;
+    Ok(Container::from_bytes(&bytes, kind, &path.display().to_string())?)
+}
+
+// ------------------------------------------------------------------ session
+
+/// A plan ready to run: the parsed circuit and the backend context of its primes.
+pub struct Session {
+    /// The plan.
+    pub plan: Plan,
+    /// The managed circuit.
+    pub module: Module,
+    /// The backend context.
+    pub ctx: Arc<Context>,
+    /// SHA-256 of the circuit text (binds files to this plan).
+    pub digest: [u8; 32],
+}
+
+impl Session {
+    /// Prepares a plan: parses its circuit and rebuilds its CKKS parameters, checking that the
+    /// backend generates exactly the plan's primes.
+    pub fn new(plan: Plan) -> Result<Session> {
+        if plan.layout != "batch" {
+            return Err(miette!("plans with the `{}` layout cannot be run yet", plan.layout));
+        }
+        let module = hecc_ir::text::parse_module(&plan.circuit)
+            .map_err(|e| miette!("the plan's circuit does not parse: {e}"))?;
+        let params: CkksParameters = backend_params(&plan.params)?;
+        if params.q() != plan.primes.as_slice() || params.p() != plan.special_primes.as_slice() {
+            return Err(miette!(
+                "the backend generates other primes than the plan's for these parameters; recompile the plan"
+            ));
+        }
+        let ctx = Context::new(params).into_diagnostic()?;
+        let digest: [u8; 32] = Sha256::digest(plan.circuit.as_bytes()).into();
+        Ok(Session {
+            plan,
+            module,
+            ctx,
+            digest,
+        })
+    }
+
+    /// Reads a plan file and prepares it.
+    pub fn open(path: &Path) -> Result<Session> {
+        Session::new(crate::compile::read_plan(path)?)
+    }
+
+    fn container(&self, kind: FileKind, sections: Vec<Vec<u8>>) -> Container {
+        Container {
+            kind,
+            fingerprint: *self.ctx.fingerprint(),
+            plan_digest: self.digest,
+            sections,
+        }
+    }
+
+    /// The model input (plans of one input only).
+    pub fn input(&self) -> Result<&PlanTensor> {
+        match self.plan.inputs.as_slice() {
+            [i] => Ok(i),
+            other => Err(miette!("plans with {} inputs are not supported", other.len())),
+        }
+    }
+
+    /// The plan's memory-aware evaluation order, when it has one.
+    pub fn schedule(&self) -> Option<Vec<u32>> {
+        (!self.plan.schedule.is_empty()).then(|| self.plan.schedule.clone())
+    }
+
+    /// Run stages named after the plan's layers: the stage computing at level `l` is named
+    /// after the layers whose inputs are at level `l`.
+    pub fn stages(&self) -> StageMap {
+        let mut st = level_stages(&self.module);
+        for name in st.names.iter_mut() {
+            let Some(l) = name.strip_prefix("level ").and_then(|l| l.parse::<u32>().ok()) else {
+                continue;
+            };
+            let layers: Vec<&str> = self
+                .plan
+                .report
+                .layers
+                .iter()
+                .filter(|x| x.level_in == Some(l))
+                .map(|x| x.name.as_str())
+                .collect();
+            *name = if layers.is_empty() {
+                format!("level {l}")
+            } else {
+                format!("{} (l={l})", layers.join("+"))
+            };
+        }
+        st
+    }
+}
+
+// ------------------------------------------------------------------ keys
+
+/// All keys of a plan.
+pub struct KeySet {
+    /// The secret key (client only).
+    pub secret: SecretKey,
+    /// The evaluation keys.
+    pub eval: EvalKeySet,
+}
+
+/// The public evaluation keys.
+pub struct EvalKeySet {
+    /// Public key.
+    pub public: PublicKey,
+    /// Relinearization key.
+    pub relin: RelinKey,
+    /// Galois keys for exactly the plan's rotation steps.
+    pub galois: GaloisKeys,
+}
+
+impl EvalKeySet {
+    /// As the executor wants them.
+    pub fn as_exec(&self) -> EvalKeys<'_> {
+        EvalKeys {
+            relin: Some(&self.relin),
+            galois: Some(&self.galois),
+        }
+    }
+}
+
+/// Generates fresh keys for a plan (OS randomness).
+pub fn generate_keys(s: &Session) -> Result<KeySet> {
+    let mut kg = KeyGenerator::new(&s.ctx).into_diagnostic()?;
+    let steps: Vec<i64> = s.plan.rotation_steps.iter().map(|&k| i64::from(k)).collect();
+    let public = kg.public_key();
+    let relin = kg.relin_key();
+    let galois = kg.galois_keys(&steps, false);
+    Ok(KeySet {
+        secret: kg.secret_key().clone(),
+        eval: EvalKeySet {
+            public,
+            relin,
+            galois,
+        },
+    })
+}
+
+/// File names inside a key directory.
+pub const SECRET_KEY_FILE: &str = "secret.key";
+/// File name of the evaluation keys inside a key directory.
+pub const EVAL_KEYS_FILE: &str = "eval.keys";
+
+/// Serializes the evaluation keys.
+pub fn eval_keys_bytes(s: &Session, k: &EvalKeySet) -> Vec<u8> {
+    let ctx = &s.ctx;
+    s.container(
+        FileKind::EvalKeys,
+        vec![k.public.to_bytes(ctx), k.relin.to_bytes(ctx), k.galois.to_bytes(ctx)],
+    )
+    .to_bytes()
+}
+
+/// Serializes the secret key.
+pub fn secret_key_bytes(s: &Session, sk: &SecretKey) -> Vec<u8> {
+    s.container(FileKind::SecretKey, vec![sk.to_bytes(&s.ctx)]).to_bytes()
+}
+
+/// Writes `DIR/secret.key` and `DIR/eval.keys`; returns their paths.
+pub fn write_keys(s: &Session, keys: &KeySet, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir).map_err(|e| miette!("cannot create {}: {e}", dir.display()))?;
+    let sk = dir.join(SECRET_KEY_FILE);
+    let ek = dir.join(EVAL_KEYS_FILE);
+    write_atomic(&sk, &secret_key_bytes(s, &keys.secret))?;
+    write_atomic(&ek, &eval_keys_bytes(s, &keys.eval))?;
+    Ok((sk, ek))
+}
+
+fn backend_err(path: &Path) -> impl Fn(CkksError) -> RunError + '_ {
+    move |source| RunError::Backend {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Reads evaluation keys and checks they belong to the plan and cover its rotations.
+pub fn read_eval_keys(s: &Session, path: &Path) -> Result<EvalKeySet> {
+    let c = read_container(path, FileKind::EvalKeys)?;
+    c.check_plan(s, &path.display().to_string())?;
+    let [public, relin, galois] = c.sections.as_slice() else {
+        return Err(RunError::Corrupt {
+            path: path.display().to_string(),
+        }
+        .into());
+    };
+    let ctx = &s.ctx;
+    let be = backend_err(path);
+    let keys = EvalKeySet {
+        public: PublicKey::from_bytes(ctx, public).map_err(&be)?,
+        relin: RelinKey::from_bytes(ctx, relin).map_err(&be)?,
+        galois: GaloisKeys::from_bytes(ctx, galois).map_err(&be)?,
+    };
+    for &k in &s.plan.rotation_steps {
+        let g = s.ctx.galois_element(i64::from(k));
+        if g != 1 && !keys.galois.contains(g) {
+            return Err(RunError::Mismatch {
+                what: path.display().to_string(),
+                detail: format!("no Galois key for rotation step {k} the plan needs"),
+            }
+            .into());
+        }
+    }
+    Ok(keys)
+}
+
+/// Reads a secret key and checks it belongs to the parameters `ctx` and plan `digest`.
+pub fn read_secret_key(ctx: &Arc<Context>, digest: &[u8; 32], path: &Path) -> Result<SecretKey> {
+    let c = read_container(path, FileKind::SecretKey)?;
+    let p = path.display().to_string();
+    if &c.fingerprint != ctx.fingerprint() {
+        return Err(RunError::ParamsMismatch {
+            path: p,
+            expected: hex(ctx.fingerprint()),
+            found: hex(&c.fingerprint),
+        }
+        .into());
+    }
+    if &c.plan_digest != digest {
+        return Err(RunError::PlanMismatch {
+            path: p,
+            expected: hex(digest),
+            found: hex(&c.plan_digest),
+        }
+        .into());
+    }
+    let [sk] = c.sections.as_slice() else {
+        return Err(RunError::Corrupt { path: p }.into());
+    };
+    Ok(SecretKey::from_bytes(ctx, sk).map_err(backend_err(path))?)
+}
+
+// ------------------------------------------------------------------ images
+
+/// A batch of images, already scaled to the model input's domain, row-major
+/// `[count, per_image]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Images {
+    /// Number of images.
+    pub count: usize,
+    /// Values per image.
+    pub per_image: usize,
+    /// The values.
+    pub data: Vec<f64>,
+}
+
+impl Images {
+    /// The first `n` images.
+    pub fn take(&self, n: usize) -> Images {
+        let n = n.min(self.count);
+        Images {
+            count: n,
+            per_image: self.per_image,
+            data: self.data[..n * self.per_image].to_vec(),
+        }
+    }
+}
+
+/// A numeric array read from a file: its shape, values, and whether they were raw bytes.
+struct RawArray {
+    shape: Vec<usize>,
+    values: Vec<f64>,
+    bytes: bool,
+}
+
+fn input_err(path: &Path, detail: impl Into<String>) -> RunError {
+    RunError::Input {
+        path: path.display().to_string(),
+        detail: detail.into(),
+    }
+}
+
+fn parse_idx(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
+    if b.len() < 4 || b[0] != 0 || b[1] != 0 {
+        return Err(input_err(path, "not an IDX file"));
+    }
+    let (width, bytes) = match b[2] {
+        0x08 | 0x09 => (1, true),
+        0x0B => (2, false),
+        0x0C | 0x0D => (4, false),
+        0x0E => (8, false),
+        t => return Err(input_err(path, format!("unknown IDX element type 0x{t:02x}"))),
+    };
+    let nd = b[3] as usize;
+    let head = 4 + 4 * nd;
+    if b.len() < head {
+        return Err(input_err(path, "truncated IDX header"));
+    }
+    let shape: Vec<usize> = (0..nd)
+        .map(|i| u32::from_be_bytes([b[4 + 4 * i], b[5 + 4 * i], b[6 + 4 * i], b[7 + 4 * i]]) as usize)
+        .collect();
+    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let n = n.ok_or_else(|| input_err(path, "IDX dimensions overflow"))?;
+    let need = n.checked_mul(width).and_then(|x| x.checked_add(head));
+    if need != Some(b.len()) {
+        return Err(input_err(
+            path,
+            format!("IDX file has {} bytes, its header says {}", b.len(), need.unwrap_or(usize::MAX)),
+        ));
+    }
+    let d = &b[head..];
+    let values: Vec<f64> = match b[2] {
+        0x08 => d.iter().map(|&x| f64::from(x)).collect(),
+        0x09 => d.iter().map(|&x| f64::from(x as i8)).collect(),
+        0x0B => d.chunks(2).map(|c| f64::from(i16::from_be_bytes([c[0], c[1]]))).collect(),
+        0x0C => d.chunks(4).map(|c| f64::from(i32::from_be_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        0x0D => d.chunks(4).map(|c| f64::from(f32::from_be_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        _ => d
+            .chunks(8)
+            .map(|c| f64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect(),
+    };
+    Ok(RawArray {
+        shape,
+        values,
+        bytes: bytes && b[2] == 0x08,
+    })
+}
+
+fn parse_npy(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
+    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+        return Err(input_err(path, "not a .npy file"));
+    }
+    let (hlen, start) = match b[6] {
+        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
+        2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
+        v => return Err(input_err(path, format!("unsupported .npy version {v}"))),
+    };
+    let header = b
+        .get(start..start + hlen)
+        .ok_or_else(|| input_err(path, "truncated .npy header"))?;
+    let header = std::str::from_utf8(header).map_err(|_| input_err(path, "bad .npy header"))?;
+    let field = |key: &str| -> Option<&str> {
+        let i = header.find(&format!("'{key}'"))?;
+        let rest = &header[i + key.len() + 2..];
+        Some(rest.trim_start().trim_start_matches(':').trim_start())
+    };
+    let descr = field("descr")
+        .and_then(|r| r.strip_prefix('\''))
+        .and_then(|r| r.split('\'').next())
+        .ok_or_else(|| input_err(path, "no dtype in .npy header"))?;
+    if field("fortran_order").is_some_and(|r| r.starts_with("True")) {
+        return Err(input_err(path, "Fortran-ordered .npy arrays are not supported"));
+    }
+    let shape_txt = field("shape")
+        .and_then(|r| r.strip_prefix('('))
+        .and_then(|r| r.split(')').next())
+        .ok_or_else(|| input_err(path, "no shape in .npy header"))?;
+    let shape: Vec<usize> = shape_txt
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| input_err(path, "bad shape in .npy header"))?;
+    let n: usize = shape.iter().product();
+    let d = &b[start + hlen..];
+    let (width, bytes) = match descr {
+        "|u1" | "<u1" => (1, true),
+        "<f4" | "<i4" => (4, false),
+        "<f8" | "<i8" => (8, false),
+        other => return Err(input_err(path, format!("unsupported .npy dtype `{other}`"))),
+    };
+    if d.len() != n * width {
+        return Err(input_err(
+            path,
+            format!("{} data bytes for {n} elements of {width} bytes", d.len()),
+        ));
+    }
+    let values: Vec<f64> = match descr {
+        "|u1" | "<u1" => d.iter().map(|&x| f64::from(x)).collect(),
+        "<f4" => d.chunks(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        "<i4" => d.chunks(4).map(|c| f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        "<i8" => d
+            .chunks(8)
+            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64)
+            .collect(),
+        _ => d
+            .chunks(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect(),
+    };
+    Ok(RawArray {
+        shape,
+        values,
+        bytes,
+    })
+}
+
+fn parse_png(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
+    let mut dec = png::Decoder::new(std::io::Cursor::new(b));
+    dec.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = dec.read_info().map_err(|e| input_err(path, format!("PNG: {e}")))?;
+    let mut buf = vec![0u8; reader.output_buffer_size()];
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| input_err(path, format!("PNG: {e}")))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let ch = info.color_type.samples();
+    let px = &buf[..info.buffer_size()];
+    let values: Vec<f64> = px
+        .chunks(ch)
+        .take(w * h)
+        .map(|p| match ch {
+            1 | 2 => f64::from(p[0]),
+            _ => (0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2])).round(),
+        })
+        .collect();
+    Ok(RawArray {
+        shape: vec![1, h, w],
+        values,
+        bytes: true,
+    })
+}
+
+/// Loads images from a `.npy`, IDX (MNIST format) or PNG file for the model input `input`.
+/// Byte data (IDX `u8`, `.npy` `u1`, PNG) is mapped linearly from `[0, 255]` onto the input's
+/// declared `range` (default `[0, 1]`); floating-point data is taken as is. A PNG holds one
+/// image; the other formats hold `[count, ...]` with the input's per-image element count.
+pub fn load_images(path: &Path, input: &PlanTensor) -> Result<Images> {
+    let b = read_file(path)?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let raw = if b.starts_with(b"\x93NUMPY") {
+        parse_npy(path, &b)?
+    } else if b.starts_with(b"\x89PNG") || ext.eq_ignore_ascii_case("png") {
+        parse_png(path, &b)?
+    } else {
+        parse_idx(path, &b)?
+    };
+    let per: usize = input.shape.iter().product::<usize>().max(1);
+    if raw.values.len() % per != 0 || raw.values.is_empty() {
+        return Err(input_err(
+            path,
+            format!(
+                "{} values (shape {:?}) are not a whole number of images of shape {:?}",
+                raw.values.len(),
+                raw.shape,
+                input.shape
+            ),
+        )
+        .into());
+    }
+    let [lo, hi] = input.range.unwrap_or([0.0, 1.0]);
+    let data = if raw.bytes {
+        raw.values.iter().map(|&x| lo + (hi - lo) * x / 255.0).collect()
+    } else {
+        raw.values
+    };
+    Ok(Images {
+        count: data.len() / per,
+        per_image: per,
+        data,
+    })
+}
+
+/// Loads class labels (IDX `u8` labels or a `.npy` integer vector).
+pub fn load_labels(path: &Path) -> Result<Vec<usize>> {
+    let b = read_file(path)?;
+    let raw = if b.starts_with(b"\x93NUMPY") {
+        parse_npy(path, &b)?
+    } else {
+        parse_idx(path, &b)?
+    };
+    Ok(raw.values.iter().map(|&x| x.max(0.0) as usize).collect())
+}
+
+// ------------------------------------------------------------------ encryption
+
+/// Metadata of an encrypted-inputs file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct InputsMeta {
+    /// Images packed.
+    pub images: usize,
+    /// `(input name, element index)` of each ciphertext, in file order.
+    pub elements: Vec<(String, u32)>,
+}
+
+/// An encrypted batch.
+pub struct EncryptedInputs {
+    /// Metadata.
+    pub meta: InputsMeta,
+    /// Ciphertexts, in `meta.elements` order.
+    pub cts: Vec<Ciphertext>,
+}
+
+/// The encryptor the client uses.
+pub enum ClientEncryptor {
+    /// With the secret key (seeded, half-size ciphertexts).
+    Secret(SymmetricEncryptor),
+    /// With the public key.
+    Public(Encryptor),
+}
+
+fn batch_slot(layout: &Layout, image: usize) -> Option<usize> {
+    match layout {
+        Layout::Batch { offset, stride } => Some(*offset as usize + image * *stride as usize),
+        Layout::Channel { .. } => None,
+    }
+}
+
+/// Packs and encrypts images per the plan's batch layout: the ciphertext of input element `k`
+/// holds element `k` of image `i` in slot `offset + i * stride`.
+pub fn encrypt_images(
+    s: &Session,
+    images: &Images,
+    enc: &mut ClientEncryptor,
+) -> Result<EncryptedInputs> {
+    let input = s.input()?;
+    let per: usize = input.shape.iter().product::<usize>().max(1);
+    if images.per_image != per {
+        return Err(miette!(
+            "images have {} values each, the model input `{}` has {per}",
+            images.per_image,
+            input.name
+        ));
+    }
+    if images.count > s.plan.batch as usize {
+        return Err(miette!(
+            help = "recompile with a larger --batch, or pass fewer images",
+            "{} images do not fit the plan's batch of {}",
+            images.count,
+            s.plan.batch
+        ));
+    }
+    let encoder = Encoder::new(&s.ctx);
+    let slots = s.ctx.n() / 2;
+    let nodes = s.module.inputs();
+    let mut jobs = Vec::with_capacity(nodes.len());
+    for (v, name, index) in nodes {
+        let ty = s.module.ty(v).ok_or_else(|| miette!("input node {v} has no type"))?;
+        let layout = s
+            .module
+            .layout(ty.layout())
+            .ok_or_else(|| miette!("input node {v} has no layout"))?;
+        if index as usize >= per {
+            return Err(miette!("input element {index} is outside the input's {per} values"));
+        }
+        let mut vals = vec![0.0; slots];
+        for i in 0..images.count {
+            let slot = batch_slot(layout, i)
+                .filter(|&x| x < slots)
+                .ok_or_else(|| miette!("image {i} has no slot in the input layout"))?;
+            vals[slot] = images.data[i * per + index as usize];
+        }
+        jobs.push((name.to_string(), index, vals, ty));
+    }
+    // Encoding is the expensive, deterministic part: do it in parallel; encrypt in order.
+    use rayon::prelude::*;
+    let pts = jobs
+        .par_iter()
+        .map(|(_, _, vals, ty)| {
+            encoder.encode(vals, ty.level().0 as usize, ty.log_scale().0.exp2())
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .into_diagnostic()?;
+    let mut cts = Vec::with_capacity(pts.len());
+    for pt in &pts {
+        cts.push(
+            match enc {
+                ClientEncryptor::Secret(e) => e.encrypt(pt),
+                ClientEncryptor::Public(e) => e.encrypt(pt),
+            }
+            .into_diagnostic()?,
+        );
+    }
+    Ok(EncryptedInputs {
+        meta: InputsMeta {
+            images: images.count,
+            elements: jobs.into_iter().map(|(n, i, _, _)| (n, i)).collect(),
+        },
+        cts,
+    })
+}
+
+/// Serializes encrypted inputs.
+pub fn inputs_bytes(s: &Session, x: &EncryptedInputs) -> Result<Vec<u8>> {
+    let mut sections = vec![serde_json::to_vec(&x.meta).into_diagnostic()?];
+    sections.extend(x.cts.iter().map(|c| c.to_bytes(&s.ctx)));
+    Ok(s.container(FileKind::Inputs, sections).to_bytes())
+}
+
+/// Reads encrypted inputs of this plan.
+pub fn read_inputs(s: &Session, path: &Path) -> Result<EncryptedInputs> {
+    let c = read_container(path, FileKind::Inputs)?;
+    let p = path.display().to_string();
+    c.check_plan(s, &p)?;
+    let (meta, cts) = c
+        .sections
+        .split_first()
+        .ok_or_else(|| RunError::Corrupt { path: p.clone() })?;
+    let meta: InputsMeta =
+        serde_json::from_slice(meta).map_err(|_| RunError::Corrupt { path: p.clone() })?;
+    if meta.elements.len() != cts.len() {
+        return Err(RunError::Corrupt { path: p }.into());
+    }
+    let be = backend_err(path);
+    let cts = cts
+        .iter()
+        .map(|b| Ciphertext::from_bytes(&s.ctx, b).map_err(&be))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EncryptedInputs { meta, cts })
+}
+
+// ------------------------------------------------------------------ run
+
+/// Metadata of an encrypted-outputs file: enough to decrypt without the plan.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OutputsMeta {
+    /// Model name.
+    pub model: String,
+    /// Images in the batch.
+    pub images: usize,
+    /// Per ciphertext: output name, element index, batch offset and stride.
+    pub elements: Vec<(String, u32, u32, u32)>,
+}
+
+/// Encrypted outputs and the context to decrypt them.
+pub struct EncryptedOutputs {
+    /// Metadata.
+    pub meta: OutputsMeta,
+    /// The parameters' context.
+    pub ctx: Arc<Context>,
+    /// Plan digest.
+    pub digest: [u8; 32],
+    /// Ciphertexts in `meta.elements` order.
+    pub cts: Vec<Ciphertext>,
+}
+
+/// Options of a server run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Suppress the progress bar.
+    pub quiet: bool,
+}
+
+/// The server step: runs the plan on encrypted inputs with evaluation keys only.
+pub fn run_inputs(
+    s: &Session,
+    inputs: EncryptedInputs,
+    keys: &EvalKeySet,
+    opts: &RunOptions,
+) -> Result<(EncryptedOutputs, RunReport)> {
+    let images = inputs.meta.images;
+    let map: HashMap<(String, u32), Ciphertext> =
+        inputs.meta.elements.into_iter().zip(inputs.cts).collect();
+    let eval = Evaluator::new(&s.ctx);
+    let encoder = Encoder::new(&s.ctx);
+    let eo = ExecOptions {
+        progress: if opts.quiet {
+            hecc_runtime::exec::ProgressMode::Quiet
+        } else {
+            hecc_runtime::exec::ProgressMode::Auto
+        },
+        stages: Some(s.stages()),
+        schedule: s.schedule(),
+        ..Default::default()
+    };
+    let res = execute(&s.module, &eval, &encoder, keys.as_exec(), map, &eo)?;
+    let mut elements = Vec::with_capacity(res.outputs.len());
+    let mut cts = Vec::with_capacity(res.outputs.len());
+    let out_nodes = s.module.outputs();
+    for o in res.outputs {
+        let layout = out_nodes
+            .iter()
+            .find(|(_, n, i)| *n == o.name && *i == o.index)
+            .and_then(|(v, _, _)| s.module.ty(*v))
+            .and_then(|t| s.module.layout(t.layout()).cloned())
+            .unwrap_or(Layout::BATCH);
+        let (offset, stride) = match layout {
+            Layout::Batch { offset, stride } => (offset, stride),
+            Layout::Channel { .. } => return Err(miette!("channel-layout outputs are not supported")),
+        };
+        elements.push((o.name, o.index, offset, stride));
+        cts.push(o.ct);
+    }
+    Ok((
+        EncryptedOutputs {
+            meta: OutputsMeta {
+                model: s.plan.model.clone(),
+                images,
+                elements,
+            },
+            ctx: s.ctx.clone(),
+            digest: s.digest,
+            cts,
+        },
+        res.report,
+    ))
+}
+
+/// Serializes outputs (with the parameters, so decryption needs no plan).
+pub fn outputs_bytes(o: &EncryptedOutputs) -> Result<Vec<u8>> {
+    let mut sections = vec![
+        o.ctx.params().to_bytes(),
+        serde_json::to_vec(&o.meta).into_diagnostic()?,
+    ];
+    sections.extend(o.cts.iter().map(|c| c.to_bytes(&o.ctx)));
+    Ok(Container {
+        kind: FileKind::Outputs,
+        fingerprint: *o.ctx.fingerprint(),
+        plan_digest: o.digest,
+        sections,
+    }
+    .to_bytes())
+}
+
+/// Reads an outputs file.
+pub fn read_outputs(path: &Path) -> Result<EncryptedOutputs> {
+    let c = read_container(path, FileKind::Outputs)?;
+    let p = path.display().to_string();
+    let [params, meta, cts @ ..] = c.sections.as_slice() else {
+        return Err(RunError::Corrupt { path: p }.into());
+    };
+    let be = backend_err(path);
+    let params = CkksParameters::from_bytes(params).map_err(&be)?;
+    if params.fingerprint() != c.fingerprint {
+        return Err(RunError::Corrupt { path: p }.into());
+    }
+    let ctx = Context::new(params).map_err(&be)?;
+    let meta: OutputsMeta =
+        serde_json::from_slice(meta).map_err(|_| RunError::Corrupt { path: p.clone() })?;
+    if meta.elements.len() != cts.len() {
+        return Err(RunError::Corrupt { path: p }.into());
+    }
+    let cts = cts
+        .iter()
+        .map(|b| Ciphertext::from_bytes(&ctx, b).map_err(&be))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EncryptedOutputs {
+        meta,
+        ctx,
+        digest: c.plan_digest,
+        cts,
+    })
+}
+
+// ------------------------------------------------------------------ decryption
+
+/// Decrypted model outputs: `[images, classes]` row-major, and the argmax per image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Logits {
+    /// Images.
+    pub images: usize,
+    /// Values per image (all output elements, in (name, index) order).
+    pub classes: usize,
+    /// The values.
+    pub values: Vec<f64>,
+}
+
+impl Logits {
+    /// The predicted class (argmax) of each image.
+    pub fn predictions(&self) -> Vec<usize> {
+        argmax_rows(&self.values, self.classes)
+    }
+}
+
+/// Argmax of each row of a row-major matrix with `cols` columns.
+pub fn argmax_rows(values: &[f64], cols: usize) -> Vec<usize> {
+    values
+        .chunks(cols.max(1))
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
+                .0
+        })
+        .collect()
+}
+
+/// Decrypts outputs with the secret key.
+pub fn decrypt_outputs(o: &EncryptedOutputs, sk: &SecretKey) -> Result<Logits> {
+    let dec = Decryptor::new(&o.ctx, sk);
+    let encoder = Encoder::new(&o.ctx);
+    let classes = o.cts.len();
+    let images = o.meta.images;
+    let mut values = vec![0.0; images * classes];
+    for (k, (ct, (_, _, offset, stride))) in o.cts.iter().zip(&o.meta.elements).enumerate() {
+        let slots = encoder
+            .decode(&dec.decrypt(ct).into_diagnostic()?)
+            .into_diagnostic()?;
+        for i in 0..images {
+            let s = *offset as usize + i * *stride as usize;
+            values[i * classes + k] = *slots
+                .get(s)
+                .ok_or_else(|| miette!("image {i} is outside the output's slots"))?;
+        }
+    }
+    Ok(Logits {
+        images,
+        classes,
+        values,
+    })
+}
+
+/// `.npy` bytes of a row-major `f64` matrix.
+pub fn npy_bytes(rows: usize, cols: usize, data: &[f64]) -> Vec<u8> {
+    let mut header =
+        format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 8);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+// ------------------------------------------------------------------ infer
+
+/// Options of `hecc infer`.
+#[derive(Clone, Debug)]
+pub struct InferOptions {
+    /// Compile options (the batch is set from the images unless given).
+    pub compile: CompileOptions,
+    /// Images to use (default: all in the file, up to the slots).
+    pub batch: Option<usize>,
+    /// Run the plaintext reference and compare.
+    pub verify: bool,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+/// Per-stage comparison with the plaintext reference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageCheck {
+    /// Stage name.
+    pub name: String,
+    /// Values compared.
+    pub values: usize,
+    /// Maximum absolute error.
+    pub max_abs_error: f64,
+    /// Largest reference magnitude.
+    pub max_abs_value: f64,
+}
+
+impl StageCheck {
+    /// Bits of precision: `-log2(max_abs_error)` (capped at 60).
+    pub fn bits(&self) -> f64 {
+        precision_bits(self.max_abs_error)
+    }
+}
+
+/// `-log2(err)`, capped at 60 bits.
+pub fn precision_bits(err: f64) -> f64 {
+    if err <= 0.0 {
+        60.0
+    } else {
+        (-err.log2()).min(60.0)
+    }
+}
+
+/// The verification results.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verification {
+    /// Per stage (sampled values of each stage, decrypted).
+    pub stages: Vec<StageCheck>,
+    /// Output error against the circuit interpreter (the HE IR's reference semantics).
+    pub output: StageCheck,
+    /// Maximum absolute error against the tensor model's own evaluator.
+    pub tensor_max_abs_error: f64,
+    /// Images whose encrypted argmax equals the plaintext model's.
+    pub argmax_agree: usize,
+}
+
+/// What `infer` measured.
+#[derive(Clone, Debug)]
+pub struct InferReport {
+    /// Model name.
+    pub model: String,
+    /// Ring degree log2 and slots.
+    pub log_n: u32,
+    /// Security label.
+    pub security: String,
+    /// Images processed.
+    pub images: usize,
+    /// Predictions.
+    pub predictions: Vec<usize>,
+    /// Decrypted logits.
+    pub logits: Logits,
+    /// Correct predictions, when labels were given.
+    pub correct: Option<usize>,
+    /// Seconds: compile, keygen, encrypt, run, decrypt.
+    pub phase_seconds: [f64; 5],
+    /// The executor's report.
+    pub run: RunReport,
+    /// Verification, when asked.
+    pub verification: Option<Verification>,
+}
+
+impl InferReport {
+    /// Total seconds.
+    pub fn total_seconds(&self) -> f64 {
+        self.phase_seconds.iter().sum()
+    }
+}
+
+const PROBE_PREFIX: &str = "__probe";
+const PROBES_PER_STAGE: usize = 8;
+
+/// Adds output nodes on up to [`PROBES_PER_STAGE`] ciphertexts leaving each stage, so the
+/// executor and the interpreter both return them. Returns, per stage, the probe output names.
+fn add_probes(m: &mut Module, stages: &StageMap) -> Result<Vec<Vec<String>>> {
+    let stage_of = |v: ValueId| stages.of_node.get(v.0 as usize).copied().flatten();
+    let mut per: Vec<Vec<String>> = vec![Vec::new(); stages.names.len()];
+    let ids: Vec<ValueId> = m.ids().collect();
+    for v in ids {
+        let Some(si) = stage_of(v) else { continue };
+        if per[si].len() >= PROBES_PER_STAGE {
+            continue;
+        }
+        let Some(node) = m.node(v) else { continue };
+        if matches!(node.op, hecc_ir::he::Op::Output { .. } | hecc_ir::he::Op::Input { .. })
+            || node.ty.kind() != hecc_ir::he::Kind::Cipher
+        {
+            continue;
+        }
+        let leaves = m.users(v).iter().any(|&u| stage_of(u) != Some(si));
+        if !leaves {
+            continue;
+        }
+        let name = format!("{PROBE_PREFIX}{si}_{}", per[si].len());
+        m.output(v, &name, 0).map_err(|e| miette!("cannot add a probe: {e}"))?;
+        per[si].push(name);
+    }
+    Ok(per)
+}
+
+/// Compiles `model`, generates keys, encrypts the images of `input`, runs, decrypts, and
+/// (optionally) checks against the plaintext reference.
+pub fn infer(
+    model: &Path,
+    input: &Path,
+    labels: Option<&Path>,
+    opts: &InferOptions,
+) -> Result<InferReport> {
+    let t = Instant::now();
+    let g = hecc_ir::front::load_model(model)?;
+    let mut copts = opts.compile.clone();
+    // Size the batch from the data before compiling (shape from the graph).
+    let probe_input = {
+        let id = *g.inputs.first().ok_or_else(|| miette!("the model has no input"))?;
+        let n = g.node(id).ok_or_else(|| miette!("the model has no input"))?;
+        let (shape, range) = match &n.op {
+            hecc_ir::tensor::Op::Input { shape, norm, .. } => (shape.0.clone(), norm.range),
+            _ => return Err(miette!("the model's first input is not an input node")),
+        };
+        PlanTensor {
+            name: n.name.clone(),
+            shape,
+            range,
+        }
+    };
+    let all = load_images(input, &probe_input)?;
+    let want = opts.batch.unwrap_or(all.count).min(all.count).max(1);
+    if copts.batch.is_none() {
+        copts.batch = Some(want as u32);
+    }
+    let compiled = compile_graph(&g, &copts)?;
+    let s = Session::new(compiled.plan)?;
+    let images = all.take(want.min(s.plan.batch as usize));
+    let t_compile = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let keys = generate_keys(&s)?;
+    let t_keygen = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let mut enc = ClientEncryptor::Secret(SymmetricEncryptor::new(&s.ctx, &keys.secret).into_diagnostic()?);
+    let inputs = encrypt_images(&s, &images, &mut enc)?;
+    let t_encrypt = t.elapsed().as_secs_f64();
+
+    // With --verify, run a copy of the circuit with probe outputs on each stage.
+    let stages = s.stages();
+    let (module, probes) = if opts.verify {
+        let mut m = s.module.clone();
+        let p = add_probes(&mut m, &stages)?;
+        (m, p)
+    } else {
+        (s.module.clone(), Vec::new())
+    };
+    let t = Instant::now();
+    let map: HashMap<(String, u32), Ciphertext> =
+        inputs.meta.elements.iter().cloned().zip(inputs.cts).collect();
+    let eval = Evaluator::new(&s.ctx);
+    let encoder = Encoder::new(&s.ctx);
+    let eo = ExecOptions {
+        progress: if opts.quiet {
+            hecc_runtime::exec::ProgressMode::Quiet
+        } else {
+            hecc_runtime::exec::ProgressMode::Auto
+        },
+        stages: Some(stages.clone()),
+        schedule: s.schedule(),
+        ..Default::default()
+    };
+    let res = execute(&module, &eval, &encoder, keys.eval.as_exec(), map, &eo)?;
+    let t_run = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let dec = Decryptor::new(&s.ctx, &keys.secret);
+    let mut decrypted: HashMap<(String, u32), Vec<f64>> = HashMap::new();
+    let mut model_outputs = Vec::new();
+    for o in &res.outputs {
+        let slots = encoder
+            .decode(&dec.decrypt(&o.ct).into_diagnostic()?)
+            .into_diagnostic()?;
+        if !o.name.starts_with(PROBE_PREFIX) {
+            model_outputs.push((o.name.clone(), o.index));
+        }
+        decrypted.insert((o.name.clone(), o.index), slots);
+    }
+    let n = images.count;
+    let classes = model_outputs.len();
+    let mut values = vec![0.0; n * classes];
+    for (k, key) in model_outputs.iter().enumerate() {
+        let slots = &decrypted[key];
+        for i in 0..n {
+            values[i * classes + k] = slots.get(i).copied().unwrap_or(f64::NAN);
+        }
+    }
+    let logits = Logits {
+        images: n,
+        classes,
+        values,
+    };
+    let predictions = logits.predictions();
+    let t_decrypt = t.elapsed().as_secs_f64();
+
+    let correct = match labels {
+        Some(p) => {
+            let l = load_labels(p)?;
+            if l.len() < n {
+                return Err(miette!("{} has {} labels for {n} images", p.display(), l.len()));
+            }
+            Some(predictions.iter().zip(&l).filter(|(a, b)| a == b).count())
+        }
+        None => None,
+    };
+
+    let verification = if opts.verify {
+        Some(verify_run(&g, &s, &module, &images, &probes, &stages, &decrypted, &logits)?)
+    } else {
+        None
+    };
+    Ok(InferReport {
+        model: s.plan.model.clone(),
+        log_n: s.plan.params.log_n,
+        security: format!("{:?}", s.plan.params.security),
+        images: n,
+        predictions,
+        logits,
+        correct,
+        phase_seconds: [t_compile, t_keygen, t_encrypt, t_run, t_decrypt],
+        run: res.report,
+        verification,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn verify_run(
+    g: &hecc_ir::tensor::Graph,
+    s: &Session,
+    module: &Module,
+    images: &Images,
+    probes: &[Vec<String>],
+    stages: &StageMap,
+    decrypted: &HashMap<(String, u32), Vec<f64>>,
+    logits: &Logits,
+) -> Result<Verification> {
+    let n = images.count;
+    let per = images.per_image;
+    let reference = hecc_ir::he::interp::interpret(module, |_, index, layout, slots| {
+        let mut v = vec![0.0; slots as usize];
+        for i in 0..n {
+            let slot = batch_slot(layout, i)?;
+            *v.get_mut(slot)? = images.data[i * per + index as usize];
+        }
+        Some(v)
+    })
+    .map_err(|e| miette!("reference interpretation failed: {e}"))?;
+    let reference: HashMap<(String, u32), Vec<f64>> = reference
+        .into_iter()
+        .map(|o| ((o.name, o.index), o.slots))
+        .collect();
+    let compare = |name: &str, keys: &[(String, u32)]| -> StageCheck {
+        let mut c = StageCheck {
+            name: name.to_string(),
+            values: 0,
+            max_abs_error: 0.0,
+            max_abs_value: 0.0,
+        };
+        for k in keys {
+            let (Some(got), Some(want)) = (decrypted.get(k), reference.get(k)) else { continue };
+            for i in 0..n {
+                let (a, b) = (got[i], want[i]);
+                c.values += 1;
+                c.max_abs_error = c.max_abs_error.max((a - b).abs());
+                c.max_abs_value = c.max_abs_value.max(b.abs());
+            }
+        }
+        c
+    };
+    let stage_checks: Vec<StageCheck> = probes
+        .iter()
+        .zip(&stages.names)
+        .filter(|(p, _)| !p.is_empty())
+        .map(|(p, name)| {
+            let keys: Vec<(String, u32)> = p.iter().map(|x| (x.clone(), 0)).collect();
+            compare(name, &keys)
+        })
+        .collect();
+    let out_keys: Vec<(String, u32)> = s
+        .module
+        .outputs()
+        .into_iter()
+        .map(|(_, n, i)| (n.to_string(), i))
+        .collect();
+    let output = compare("output", &out_keys);
+    // The tensor model's own evaluator.
+    let mut dims = vec![n];
+    dims.extend_from_slice(&s.input()?.shape);
+    let x = hecc_ir::tensor::Tensor::from_shape_vec(dims, images.data.clone())
+        .map_err(|e| miette!("reference input: {e}"))?;
+    let want = hecc_ir::tensor::eval::eval_batch(g, &[x])?;
+    let want = want.first().ok_or_else(|| miette!("the model has no output"))?;
+    let flat: Vec<f64> = want.iter().copied().collect();
+    let mut tensor_err = 0.0f64;
+    if flat.len() == logits.values.len() {
+        for (a, b) in flat.iter().zip(&logits.values) {
+            tensor_err = tensor_err.max((a - b).abs());
+        }
+    } else {
+        return Err(miette!(
+            "the model produces {} values for {n} images, the circuit {}",
+            flat.len(),
+            logits.values.len()
+        ));
+    }
+    let plain_pred = argmax_rows(&flat, logits.classes);
+    let argmax_agree = plain_pred
+        .iter()
+        .zip(logits.predictions())
+        .filter(|(a, b)| **a == *b)
+        .count();
+    Ok(Verification {
+        stages: stage_checks,
+        output,
+        tensor_max_abs_error: tensor_err,
+        argmax_agree,
+    })
+}
+
+// ------------------------------------------------------------------ rendering
+
+fn mib(b: Option<u64>) -> String {
+    b.map_or_else(|| "n/a".to_string(), |b| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64))
+}
+
+/// Renders the executor's report: per stage, nodes, wall time and memory.
+pub fn render_run(r: &RunReport, images: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<28} {:>7} {:>6} {:>9} {:>10} {:>10} {:>7}",
+        "stage", "nodes", "waves", "time", "rss", "peak rss", "live ct"
+    );
+    for s in &r.stages {
+        let _ = writeln!(
+            out,
+            "{:<28} {:>7} {:>6} {:>8.3}s {:>10} {:>10} {:>7}",
+            s.name,
+            s.nodes,
+            s.wavefronts,
+            s.seconds,
+            mib(s.rss_bytes),
+            mib(s.peak_rss_bytes),
+            s.live_ciphertexts
+        );
+    }
+    let per = if images > 0 {
+        r.seconds / images as f64 * 1e3
+    } else {
+        f64::NAN
+    };
+    let _ = writeln!(
+        out,
+        "run: {} nodes in {:.2} s ({per:.3} ms per image over {images} images), peak memory {}, \
+         at most {} live ciphertexts, {} hoisted rotations",
+        r.nodes,
+        r.seconds,
+        mib(r.peak_rss_bytes),
+        r.peak_live_ciphertexts,
+        r.hoisted_rotations
+    );
+    out
+}
+
+/// Renders the result of `hecc infer`.
+pub fn render_infer(r: &InferReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "model {}  N=2^{} ({} slots)  security {}  images {}",
+        r.model,
+        r.log_n,
+        1u64 << (r.log_n - 1),
+        r.security,
+        r.images
+    );
+    let shown: Vec<String> = r.predictions.iter().take(32).map(|p| p.to_string()).collect();
+    let _ = writeln!(
+        out,
+        "predictions: {}{}",
+        shown.join(" "),
+        if r.predictions.len() > 32 { " ..." } else { "" }
+    );
+    if let Some(c) = r.correct {
+        let _ = writeln!(
+            out,
+            "accuracy: {c}/{} = {:.2}%",
+            r.images,
+            100.0 * c as f64 / r.images.max(1) as f64
+        );
+    }
+    out.push_str(&render_run(&r.run, r.images));
+    let [c, k, e, x, d] = r.phase_seconds;
+    let _ = writeln!(
+        out,
+        "time: compile {c:.2} s, keygen {k:.2} s, encrypt {e:.2} s, run {x:.2} s, decrypt {d:.2} s; \
+         total {:.2} s, amortized {:.3} ms per image (run only {:.3} ms)",
+        r.total_seconds(),
+        r.total_seconds() / r.images.max(1) as f64 * 1e3,
+        x / r.images.max(1) as f64 * 1e3
+    );
+    if let Some(v) = &r.verification {
+        let _ = writeln!(out, "verification against the plaintext reference:");
+        let _ = writeln!(
+            out,
+            "  {:<28} {:>8} {:>12} {:>12} {:>6}",
+            "stage", "values", "max |err|", "max |ref|", "bits"
+        );
+        for s in v.stages.iter().chain(std::iter::once(&v.output)) {
+            let _ = writeln!(
+                out,
+                "  {:<28} {:>8} {:>12.3e} {:>12.3e} {:>6.1}",
+                s.name,
+                s.values,
+                s.max_abs_error,
+                s.max_abs_value,
+                s.bits()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  tensor model: max |err| {:.3e} ({:.1} bits); argmax agreement {}/{}",
+            v.tensor_max_abs_error,
+            precision_bits(v.tensor_max_abs_error),
+            v.argmax_agree,
+            r.images
+        );
+    }
+    out
+}

@@ -1,0 +1,210 @@
+//! The client/server file flow: keygen, encrypt, a server run from the evaluation keys alone,
+//! decrypt; and rejection of mismatched, tampered, truncated and wrong-kind files.
+//! Run with `cargo test --release --test e2e_files`.
+
+use hecc::compile::{compile, write_plan, CompileOptions};
+use hecc::run::*;
+use hecc_passes::params::Security;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn opts(scale_bits: u32, batch: u32) -> CompileOptions {
+    CompileOptions {
+        security: Security::InsecureNone,
+        min_log_n: 12,
+        scale_bits,
+        batch: Some(batch),
+        ..Default::default()
+    }
+}
+
+struct Fixture {
+    dir: PathBuf,
+    plan: PathBuf,
+    keys: PathBuf,
+    server: PathBuf,
+    cts: PathBuf,
+    out: PathBuf,
+}
+
+fn fixture(tag: &str) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("hecc-e2e-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = dir.join("plan.json");
+    let c = compile(&root().join("models/cryptonets.yaml"), &opts(40, 8)).unwrap();
+    write_plan(&c.plan, &plan).unwrap();
+    let s = Session::open(&plan).unwrap();
+    let keys = dir.join("keys");
+    let k = generate_keys(&s).unwrap();
+    write_keys(&s, &k, &keys).unwrap();
+    // The server sees only the evaluation keys.
+    let server = dir.join("server");
+    std::fs::create_dir_all(&server).unwrap();
+    std::fs::copy(keys.join(EVAL_KEYS_FILE), server.join(EVAL_KEYS_FILE)).unwrap();
+    let images = load_images(
+        &root().join("models/data/mnist-t10k-first256-images-idx3-ubyte"),
+        s.input().unwrap(),
+    )
+    .unwrap()
+    .take(8);
+    let sk = read_secret_key(&s.ctx, &s.digest, &keys.join(SECRET_KEY_FILE)).unwrap();
+    let mut enc = ClientEncryptor::Secret(
+        hecc_runtime::ckks::SymmetricEncryptor::new(&s.ctx, &sk).unwrap(),
+    );
+    let x = encrypt_images(&s, &images, &mut enc).unwrap();
+    let cts = dir.join("x.ct");
+    hecc::compile::write_atomic(&cts, &inputs_bytes(&s, &x).unwrap()).unwrap();
+    let out = dir.join("y.ct");
+    Fixture {
+        dir,
+        plan,
+        keys,
+        server,
+        cts,
+        out,
+    }
+}
+
+fn run_error(e: miette::Report) -> RunError {
+    match e.downcast::<RunError>() {
+        Ok(r) => r,
+        Err(e) => panic!("expected a RunError, got {e:?}"),
+    }
+}
+
+#[test]
+fn server_runs_from_evaluation_keys_alone_and_client_decrypts() {
+    let f = fixture("flow");
+    let s = Session::open(&f.plan).unwrap();
+    // Server: plan + ciphertexts + evaluation keys; no secret key anywhere in its directory.
+    assert!(!f.server.join(SECRET_KEY_FILE).exists());
+    let keys = read_eval_keys(&s, &f.server.join(EVAL_KEYS_FILE)).unwrap();
+    let inputs = read_inputs(&s, &f.cts).unwrap();
+    let (outs, report) = run_inputs(&s, inputs, &keys, &RunOptions { quiet: true }).unwrap();
+    assert_eq!(report.nodes, s.module.len());
+    hecc::compile::write_atomic(&f.out, &outputs_bytes(&outs).unwrap()).unwrap();
+    // Client: outputs + secret key, no plan needed.
+    let o = read_outputs(&f.out).unwrap();
+    let sk = read_secret_key(&o.ctx, &o.digest, &f.keys.join(SECRET_KEY_FILE)).unwrap();
+    let logits = decrypt_outputs(&o, &sk).unwrap();
+    assert_eq!((logits.images, logits.classes), (8, 10));
+    // Against the plaintext model.
+    let g = hecc_ir::front::load_model(&root().join("models/cryptonets.yaml")).unwrap();
+    let images = load_images(
+        &root().join("models/data/mnist-t10k-first256-images-idx3-ubyte"),
+        s.input().unwrap(),
+    )
+    .unwrap()
+    .take(8);
+    let x = hecc_ir::tensor::Tensor::from_shape_vec(vec![8, 1, 28, 28], images.data).unwrap();
+    let want = hecc_ir::tensor::eval::eval_batch(&g, &[x]).unwrap();
+    let want: Vec<f64> = want[0].iter().copied().collect();
+    let err = want
+        .iter()
+        .zip(&logits.values)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    let mag = want.iter().map(|x| x.abs()).fold(1.0, f64::max);
+    assert!(err < 1e-3 * mag, "max error {err} for logits up to {mag}");
+    assert_eq!(argmax_rows(&want, 10), logits.predictions());
+    // The .npy written by decrypt reads back.
+    let npy = f.dir.join("logits.npy");
+    std::fs::write(&npy, npy_bytes(8, 10, &logits.values)).unwrap();
+    let back = load_labels(&npy).unwrap();
+    assert_eq!(back.len(), 80);
+    let _ = std::fs::remove_dir_all(&f.dir);
+}
+
+#[test]
+fn files_of_another_plan_or_parameters_are_rejected() {
+    let f = fixture("mismatch");
+    let s = Session::open(&f.plan).unwrap();
+    // Same parameters, other circuit (another batch size): plan mismatch.
+    let other_plan = f.dir.join("other.json");
+    let c = compile(&root().join("models/cryptonets.yaml"), &opts(40, 4)).unwrap();
+    write_plan(&c.plan, &other_plan).unwrap();
+    let other = Session::open(&other_plan).unwrap();
+    assert_eq!(other.ctx.fingerprint(), s.ctx.fingerprint(), "same parameters");
+    let e = run_error(read_eval_keys(&other, &f.server.join(EVAL_KEYS_FILE)).err().unwrap());
+    assert!(matches!(e, RunError::PlanMismatch { .. }), "{e}");
+    let e = run_error(read_inputs(&other, &f.cts).err().unwrap());
+    assert!(matches!(e, RunError::PlanMismatch { .. }), "{e}");
+    // Other parameters (other scale): parameter mismatch.
+    let third_plan = f.dir.join("third.json");
+    let c = compile(&root().join("models/cryptonets.yaml"), &opts(36, 8)).unwrap();
+    write_plan(&c.plan, &third_plan).unwrap();
+    let third = Session::open(&third_plan).unwrap();
+    assert_ne!(third.ctx.fingerprint(), s.ctx.fingerprint());
+    let e = run_error(read_eval_keys(&third, &f.server.join(EVAL_KEYS_FILE)).err().unwrap());
+    assert!(matches!(e, RunError::ParamsMismatch { .. }), "{e}");
+    let e = run_error(read_inputs(&third, &f.cts).err().unwrap());
+    assert!(matches!(e, RunError::ParamsMismatch { .. }), "{e}");
+    let e = run_error(
+        read_secret_key(&third.ctx, &third.digest, &f.keys.join(SECRET_KEY_FILE))
+            .err()
+            .unwrap(),
+    );
+    assert!(matches!(e, RunError::ParamsMismatch { .. }), "{e}");
+    let _ = std::fs::remove_dir_all(&f.dir);
+}
+
+fn mutate(src: &Path, dst: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+    let mut b = std::fs::read(src).unwrap();
+    f(&mut b);
+    std::fs::write(dst, b).unwrap();
+}
+
+#[test]
+fn tampered_truncated_and_wrong_kind_files_are_rejected() {
+    let f = fixture("tamper");
+    let s = Session::open(&f.plan).unwrap();
+    let ek = f.server.join(EVAL_KEYS_FILE);
+    let bad = f.dir.join("bad");
+    for (src, is_keys) in [(&ek, true), (&f.cts, false)] {
+        let read = |p: &Path| -> miette::Result<()> {
+            if is_keys {
+                read_eval_keys(&s, p).map(|_| ())
+            } else {
+                read_inputs(&s, p).map(|_| ())
+            }
+        };
+        // One flipped bit in the middle.
+        mutate(src, &bad, |b| {
+            let mid = b.len() / 2;
+            b[mid] ^= 0x10;
+        });
+        let e = run_error(read(&bad).err().unwrap());
+        assert!(matches!(e, RunError::Corrupt { .. }), "{e}");
+        // Cut short, at several points.
+        for keep in [10usize, 100, 5000] {
+            mutate(src, &bad, |b| b.truncate(keep));
+            let e = run_error(read(&bad).err().unwrap());
+            assert!(matches!(e, RunError::Truncated { .. }), "keep {keep}: {e}");
+        }
+        mutate(src, &bad, |b| {
+            let n = b.len();
+            b.truncate(n - 1);
+        });
+        let e = run_error(read(&bad).err().unwrap());
+        assert!(
+            matches!(e, RunError::Truncated { .. } | RunError::Corrupt { .. }),
+            "{e}"
+        );
+        // Not a hecc file at all.
+        std::fs::write(&bad, b"hello world, not a key").unwrap();
+        let e = run_error(read(&bad).err().unwrap());
+        assert!(matches!(e, RunError::BadMagic { .. }), "{e}");
+    }
+    // A file of the wrong kind: the secret key as evaluation keys, keys as ciphertexts.
+    let e = run_error(read_eval_keys(&s, &f.keys.join(SECRET_KEY_FILE)).err().unwrap());
+    assert!(matches!(e, RunError::WrongKind { .. }), "{e}");
+    let e = run_error(read_inputs(&s, &ek).err().unwrap());
+    assert!(matches!(e, RunError::WrongKind { .. }), "{e}");
+    let e = run_error(read_outputs(&f.cts).err().unwrap());
+    assert!(matches!(e, RunError::WrongKind { .. }), "{e}");
+    let _ = std::fs::remove_dir_all(&f.dir);
+}

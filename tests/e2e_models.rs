@@ -1,0 +1,107 @@
+//! End to end: each reference model compiled, keyed, encrypted, run and decrypted, compared
+//! with the plaintext model (tensor evaluator) and the circuit's reference semantics.
+//! Small insecure parameters keep the tests fast, except the one 128-bit run.
+//! Run with `cargo test --release --test e2e_models` (the debug profile is slow).
+
+use hecc::compile::CompileOptions;
+use hecc::run::{infer, npy_bytes, InferOptions};
+use hecc_passes::params::Security;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn insecure() -> CompileOptions {
+    CompileOptions {
+        security: Security::InsecureNone,
+        min_log_n: 12,
+        ..Default::default()
+    }
+}
+
+fn mnist() -> (PathBuf, PathBuf) {
+    let d = root().join("models/data");
+    (
+        d.join("mnist-t10k-first256-images-idx3-ubyte"),
+        d.join("mnist-t10k-first256-labels-idx1-ubyte"),
+    )
+}
+
+fn check(model: &str, images: &Path, labels: Option<&Path>, batch: usize, compile: CompileOptions) {
+    let opts = InferOptions {
+        compile,
+        batch: Some(batch),
+        verify: true,
+        quiet: true,
+    };
+    let rep = infer(&root().join("models").join(model), images, labels, &opts)
+        .unwrap_or_else(|e| panic!("{model}: {e:?}"));
+    let v = rep.verification.as_ref().expect("verification requested");
+    eprintln!("{}", hecc::run::render_infer(&rep));
+    assert_eq!(rep.images, batch);
+    assert_eq!(
+        v.argmax_agree, batch,
+        "{model}: encrypted and plaintext argmax must agree on every image"
+    );
+    // The error is measured, finite and small relative to the logits.
+    let scale = v.output.max_abs_value.max(1.0);
+    assert!(v.output.values > 0);
+    assert!(
+        v.output.max_abs_error.is_finite() && v.output.max_abs_error < 1e-3 * scale,
+        "{model}: output error {} against values up to {}",
+        v.output.max_abs_error,
+        v.output.max_abs_value
+    );
+    assert!(
+        v.tensor_max_abs_error < 1e-3 * scale,
+        "{model}: error against the tensor model {}",
+        v.tensor_max_abs_error
+    );
+    assert!(!v.stages.is_empty(), "per-stage errors are reported");
+    for s in &v.stages {
+        assert!(s.max_abs_error.is_finite(), "{}: {}", s.name, s.max_abs_error);
+    }
+}
+
+#[test]
+fn cryptonets_encrypted_matches_plaintext_on_mnist() {
+    let (images, labels) = mnist();
+    check("cryptonets.yaml", &images, Some(&labels), 32, insecure());
+}
+
+#[test]
+fn lenet5_encrypted_matches_plaintext_on_mnist() {
+    let (images, labels) = mnist();
+    check("lenet5.yaml", &images, Some(&labels), 8, insecure());
+}
+
+#[test]
+fn cryptonets_from_npy_floats() {
+    // Floating-point .npy input is taken as is (already in the input's range).
+    let mut s = 3u64;
+    let data: Vec<f64> = (0..4 * 784)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("hecc-e2e-npy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("x.npy");
+    std::fs::write(&p, npy_bytes(4, 784, &data)).unwrap();
+    check("cryptonets.yaml", &p, None, 4, insecure());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cryptonets_at_128_bit_parameters() {
+    let (images, labels) = mnist();
+    check(
+        "cryptonets.yaml",
+        &images,
+        Some(&labels),
+        64,
+        CompileOptions::default(),
+    );
+}

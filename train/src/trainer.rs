@@ -1,0 +1,475 @@
+//! The training loop: teacher (optional), student, final evaluation in `f64`.
+//!
+//! [`train`] takes the spec's graph, a dataset split and a [`TrainConfig`]. With knowledge
+//! distillation ([`TrainConfig::kd`]) a ReLU teacher ([`crate::net::with_relu`]) is either
+//! loaded (`teacher_weights`) or trained first with plain cross-entropy; the student (the spec's
+//! network, with `--granularity` applied by [`crate::net::with_granularity`]) is then trained
+//! with [`crate::loss::kd_loss`], or with cross-entropy alone without KD. The optimiser is
+//! [`NesterovSgd`] with a cosine learning-rate schedule (per epoch). Progress is reported
+//! through a callback ([`Event`]); nothing is printed here.
+//!
+//! After training, the network is converted to `f64` (weights rounded to `f32` first, as they
+//! are stored) and evaluated on the test split: those are the reported accuracy and
+//! predictions, computed on exactly the values the exported safetensors hold.
+//!
+//! Determinism: initialisation and shuffling use ChaCha8 seeded from [`TrainConfig::seed`];
+//! the same seed, data and thread count give the same weights.
+
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use hecc_ir::tensor::{Granularity, Graph, Weights};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::{Dataset, Splits};
+use crate::loss::{cross_entropy, kd_loss};
+use crate::net::{with_granularity, with_relu, Init, Mode, Net};
+use crate::optim::NesterovSgd;
+use crate::TrainError;
+
+/// Knowledge-distillation settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KdConfig {
+    /// Softmax temperature `T > 0`.
+    pub temperature: f64,
+    /// Weight `alpha` in `[0, 1]` of the distillation term.
+    pub alpha: f64,
+}
+
+/// Hyper-parameters of a training run.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// Student epochs (at least 1).
+    pub epochs: usize,
+    /// Teacher epochs when the teacher is trained here.
+    pub teacher_epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Initial learning rate (cosine-annealed to 0 over the epochs).
+    pub lr: f64,
+    /// Nesterov momentum.
+    pub momentum: f64,
+    /// L2 on conv/dense/batch-norm parameters.
+    pub weight_decay: f64,
+    /// L2 on activation coefficients.
+    pub coeff_l2: f64,
+    /// Global gradient-norm clip (0 = none).
+    pub clip_norm: f64,
+    /// Seed of initialisation and shuffling.
+    pub seed: u64,
+    /// Override of the quadratic activations' granularity (relus become quadratics too).
+    pub granularity: Option<Granularity>,
+    /// Knowledge distillation from a ReLU teacher, if set.
+    pub kd: Option<KdConfig>,
+    /// Initial quadratic coefficients.
+    pub quad_init: [f64; 3],
+    /// Training precision (`F32` normally, `F64` for exact checks).
+    pub dtype: DType,
+    /// Train on only the first this many training images.
+    pub train_limit: Option<usize>,
+    /// Evaluate the test split after every epoch (otherwise only at the end).
+    pub eval_each_epoch: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 5,
+            teacher_epochs: 5,
+            batch_size: 64,
+            lr: 0.02,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            coeff_l2: 5e-4,
+            clip_norm: 5.0,
+            seed: 0,
+            granularity: None,
+            kd: None,
+            quad_init: Init::default().quad,
+            dtype: DType::F32,
+            train_limit: None,
+            eval_each_epoch: true,
+        }
+    }
+}
+
+/// Which network is being trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The ReLU teacher.
+    Teacher,
+    /// The HE-friendly student.
+    Student,
+}
+
+impl Phase {
+    /// `teacher` or `student`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Teacher => "teacher",
+            Phase::Student => "student",
+        }
+    }
+}
+
+/// Statistics of one epoch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochStats {
+    /// Which network.
+    pub phase: Phase,
+    /// Epoch number (1-based).
+    pub epoch: usize,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Mean training loss.
+    pub loss: f64,
+    /// Training accuracy (on the mini-batches, in training mode).
+    pub train_accuracy: f64,
+    /// Test accuracy after the epoch (if evaluated).
+    pub test_accuracy: Option<f64>,
+    /// Wall-clock seconds of the epoch (training and evaluation).
+    pub seconds: f64,
+}
+
+/// Progress reported to the caller.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A network starts training.
+    Start {
+        /// Which network.
+        phase: Phase,
+        /// Epochs to run.
+        epochs: usize,
+        /// Mini-batches per epoch.
+        batches: usize,
+    },
+    /// A mini-batch was processed.
+    Batch {
+        /// Which network.
+        phase: Phase,
+        /// Epoch (1-based).
+        epoch: usize,
+        /// Batch index (0-based).
+        batch: usize,
+        /// Running mean loss of the epoch.
+        loss: f64,
+        /// Running training accuracy of the epoch.
+        accuracy: f64,
+    },
+    /// An epoch finished.
+    Epoch(EpochStats),
+    /// A teacher was loaded instead of trained; its test accuracy.
+    TeacherLoaded {
+        /// Test accuracy of the loaded teacher.
+        test_accuracy: f64,
+    },
+}
+
+/// A trained network.
+#[derive(Clone, Debug)]
+pub struct Trained {
+    /// The network's graph with the trained weights (as stored: `f32` values).
+    pub graph: Graph,
+    /// Test accuracy of the final `f64` evaluation.
+    pub test_accuracy: f64,
+    /// Predicted class of every test image (final `f64` evaluation).
+    pub predictions: Vec<usize>,
+    /// Per-epoch statistics (empty for a loaded teacher).
+    pub history: Vec<EpochStats>,
+    /// Wall-clock training seconds.
+    pub seconds: f64,
+}
+
+/// Result of [`train`].
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The HE-friendly network.
+    pub student: Trained,
+    /// The ReLU teacher, when knowledge distillation was used.
+    pub teacher: Option<Trained>,
+}
+
+fn check_config(cfg: &TrainConfig) -> Result<(), TrainError> {
+    let bad = |m: &str| Err(TrainError::Config(m.into()));
+    if cfg.epochs == 0 {
+        return bad("epochs must be at least 1");
+    }
+    if cfg.batch_size == 0 {
+        return bad("batch size must be at least 1");
+    }
+    if !(cfg.lr > 0.0 && cfg.lr.is_finite()) {
+        return bad("learning rate must be positive");
+    }
+    if !(0.0..1.0).contains(&cfg.momentum) {
+        return bad("momentum must be in [0, 1)");
+    }
+    if let Some(kd) = cfg.kd {
+        if kd.temperature.is_nan() || kd.temperature <= 0.0 || !(0.0..=1.0).contains(&kd.alpha) {
+            return bad("KD needs a temperature > 0 and alpha in [0, 1]");
+        }
+        if cfg.teacher_epochs == 0 {
+            return bad("teacher epochs must be at least 1");
+        }
+    }
+    if !matches!(cfg.dtype, DType::F32 | DType::F64) {
+        return bad("dtype must be f32 or f64");
+    }
+    Ok(())
+}
+
+/// Predicted classes of `net` on `ds` (inference mode).
+pub fn predict(net: &mut Net, ds: &Dataset, batch: usize) -> Result<Vec<usize>, TrainError> {
+    let mut out = Vec::with_capacity(ds.len());
+    let idx: Vec<usize> = (0..ds.len()).collect();
+    for chunk in idx.chunks(batch.max(1)) {
+        let (x, _) = ds.batch(chunk, net.dtype(), net.device())?;
+        let z = net.forward(&x, Mode::Eval)?;
+        out.extend(
+            z.argmax(1)?
+                .to_vec1::<u32>()?
+                .into_iter()
+                .map(|v| v as usize),
+        );
+    }
+    Ok(out)
+}
+
+/// Fraction of `pred` equal to the labels.
+pub fn accuracy(pred: &[usize], labels: &[u8]) -> f64 {
+    if labels.is_empty() {
+        return 0.0;
+    }
+    let ok = pred
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p == **l as usize)
+        .count();
+    ok as f64 / labels.len() as f64
+}
+
+/// Final evaluation: the network in `f64` with its weights as stored (`f32`).
+fn finish(
+    net: &Net,
+    test: &Dataset,
+    history: Vec<EpochStats>,
+    seconds: f64,
+) -> Result<Trained, TrainError> {
+    let stored = net.to_dtype(DType::F32)?;
+    let mut n64 = stored.to_dtype(DType::F64)?;
+    let predictions = predict(&mut n64, test, 500)?;
+    Ok(Trained {
+        graph: n64.export()?,
+        test_accuracy: accuracy(&predictions, &test.labels),
+        predictions,
+        history,
+        seconds,
+    })
+}
+
+/// Trains `net` for `epochs` epochs, with `teacher` (if any) as the distillation target.
+#[allow(clippy::too_many_arguments)]
+fn fit(
+    net: &mut Net,
+    mut teacher: Option<&mut Net>,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &TrainConfig,
+    epochs: usize,
+    phase: Phase,
+    on: &mut dyn FnMut(&Event),
+) -> Result<Vec<EpochStats>, TrainError> {
+    let n = train.len();
+    if n == 0 {
+        return Err(TrainError::Config("the training set is empty".into()));
+    }
+    let batches = n.div_ceil(cfg.batch_size);
+    on(&Event::Start {
+        phase,
+        epochs,
+        batches,
+    });
+    let tag = match phase {
+        Phase::Teacher => 0x7eac_4e20,
+        Phase::Student => 0x5707_e417,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ tag);
+    let mut opt = NesterovSgd::new(
+        cfg.lr,
+        cfg.momentum,
+        cfg.weight_decay,
+        cfg.coeff_l2,
+        cfg.clip_norm,
+    );
+    let mut history = Vec::with_capacity(epochs);
+    let mut order: Vec<usize> = (0..n).collect();
+    for epoch in 1..=epochs {
+        let t0 = Instant::now();
+        opt.lr = cfg.lr
+            * 0.5
+            * (1.0 + (std::f64::consts::PI * (epoch - 1) as f64 / epochs as f64).cos());
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
+        for (bi, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            let (x, y) = train.batch(chunk, net.dtype(), net.device())?;
+            let logits = net.forward(&x, Mode::Train)?;
+            let loss = match (&mut teacher, cfg.kd) {
+                (Some(t), Some(kd)) => {
+                    let tz = t.forward(&x, Mode::Eval)?.detach();
+                    kd_loss(&logits, &tz, &y, kd.temperature, kd.alpha)?
+                }
+                _ => cross_entropy(&logits, &y)?,
+            };
+            let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !lv.is_finite() {
+                return Err(TrainError::Diverged {
+                    epoch,
+                    batch: bi,
+                    loss: lv,
+                });
+            }
+            let grads = loss.backward()?;
+            opt.step(net, &grads)?;
+            let pred = logits.argmax(1)?.to_vec1::<u32>()?;
+            let lab = y.to_vec1::<u32>()?;
+            correct += pred.iter().zip(&lab).filter(|(a, b)| a == b).count();
+            seen += chunk.len();
+            loss_sum += lv * chunk.len() as f64;
+            on(&Event::Batch {
+                phase,
+                epoch,
+                batch: bi,
+                loss: loss_sum / seen as f64,
+                accuracy: correct as f64 / seen as f64,
+            });
+        }
+        let test_accuracy = if cfg.eval_each_epoch || epoch == epochs {
+            let p = predict(net, test, 500)?;
+            Some(accuracy(&p, &test.labels))
+        } else {
+            None
+        };
+        let stats = EpochStats {
+            phase,
+            epoch,
+            lr: opt.lr,
+            loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            test_accuracy,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        on(&Event::Epoch(stats.clone()));
+        history.push(stats);
+    }
+    Ok(history)
+}
+
+/// Trains the spec's network (and its teacher for KD) on `data`.
+///
+/// `spec` is the spec's tensor graph (its weight table, if any, gives initial values);
+/// `teacher_weights` are the weights of a trained ReLU teacher (`--teacher`), used instead of
+/// training one when KD is on. Returns the trained student and teacher with their test
+/// accuracies and predictions.
+pub fn train(
+    spec: &Graph,
+    data: &Splits,
+    teacher_weights: Option<&Weights>,
+    cfg: &TrainConfig,
+    on: &mut dyn FnMut(&Event),
+) -> Result<Outcome, TrainError> {
+    check_config(cfg)?;
+    let train_set = match cfg.train_limit {
+        Some(k) => data.train.slice(0, k),
+        None => data.train.clone(),
+    };
+    let input_shape = spec
+        .inputs
+        .first()
+        .and_then(|&i| match &spec.node(i)?.op {
+            hecc_ir::tensor::Op::Input { shape, .. } => Some(shape.0.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| TrainError::Graph("the graph has no input node".into()))?;
+    if input_shape != train_set.shape.to_vec() {
+        return Err(TrainError::Config(format!(
+            "the data has images of shape {:?}, the network expects {input_shape:?}",
+            train_set.shape
+        )));
+    }
+    let student_graph = match cfg.granularity {
+        Some(g) => with_granularity(spec, g),
+        None => spec.clone(),
+    };
+    let init = Init {
+        seed: cfg.seed,
+        quad: cfg.quad_init,
+    };
+    let mut teacher = None;
+    let mut teacher_net = None;
+    if cfg.kd.is_some() {
+        let mut tg = with_relu(spec);
+        let t0 = Instant::now();
+        let (mut net, history) = match teacher_weights {
+            Some(w) => {
+                tg.weights = w.clone();
+                let net = Net::new(tg, &init, cfg.dtype)?;
+                for name in net.export()?.weights.keys() {
+                    if !w.contains_key(name) {
+                        return Err(TrainError::Weight {
+                            name: name.clone(),
+                            message: "missing from the teacher weights".into(),
+                        });
+                    }
+                }
+                (net, Vec::new())
+            }
+            None => {
+                tg.weights.clear();
+                let mut net = Net::new(tg, &init, cfg.dtype)?;
+                let h = fit(
+                    &mut net,
+                    None,
+                    &train_set,
+                    &data.test,
+                    cfg,
+                    cfg.teacher_epochs,
+                    Phase::Teacher,
+                    on,
+                )?;
+                (net, h)
+            }
+        };
+        let loaded = history.is_empty();
+        let t = finish(&net, &data.test, history, t0.elapsed().as_secs_f64())?;
+        if loaded {
+            on(&Event::TeacherLoaded {
+                test_accuracy: t.test_accuracy,
+            });
+        }
+        // Teacher scores come from the same precision as the student's.
+        net = net.to_dtype(cfg.dtype)?;
+        teacher = Some(t);
+        teacher_net = Some(net);
+    }
+    let t0 = Instant::now();
+    let mut student = Net::new(student_graph, &init, cfg.dtype)?;
+    let history = fit(
+        &mut student,
+        teacher_net.as_mut(),
+        &train_set,
+        &data.test,
+        cfg,
+        cfg.epochs,
+        Phase::Student,
+        on,
+    )?;
+    let student = finish(&student, &data.test, history, t0.elapsed().as_secs_f64())?;
+    Ok(Outcome { student, teacher })
+}
+
+/// Convenience: `(N, K)` scores of `net` on a batch (inference mode), as `f64` rows.
+pub fn scores(net: &mut Net, x: &Tensor) -> Result<Vec<Vec<f64>>, TrainError> {
+    let z = net.forward(x, Mode::Eval)?.to_dtype(DType::F64)?;
+    Ok(z.to_vec2::<f64>()?)
+}

@@ -21,7 +21,9 @@ use std::process::Command;
 use std::time::Instant;
 
 fn arg(args: &[String], key: &str) -> Option<String> {
-    args.iter().position(|a| a == key).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == key)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn one(model: &str, batch: &str, insecure: bool) -> Result<String, String> {
@@ -50,7 +52,9 @@ fn one(model: &str, batch: &str, insecure: bool) -> Result<String, String> {
     let mut st = 9u64;
     let data: Vec<f64> = (0..n * per)
         .map(|_| {
-            st = st.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            st = st
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             lo + (hi - lo) * ((st >> 11) as f64 / (1u64 << 53) as f64)
         })
         .collect();
@@ -91,10 +95,18 @@ fn one(model: &str, batch: &str, insecure: bool) -> Result<String, String> {
 
 /// User + system CPU seconds of this process (Linux `/proc/self/stat`, 100 ticks/s).
 fn cpu_seconds() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
-    let Some(rest) = s.rsplit(')').next() else { return f64::NAN };
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    let Some(rest) = s.rsplit(')').next() else {
+        return f64::NAN;
+    };
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let tick = |i: usize| {
+        f.get(i)
+            .and_then(|x| x.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     (tick(11) + tick(12)) / 100.0
 }
 
@@ -109,7 +121,10 @@ fn main() {
         match one(model, batch, insecure) {
             Ok(line) => println!("{line}"),
             Err(e) => {
-                println!("FAILED {model} batch {batch}: {}", e.lines().next().unwrap_or(""));
+                println!(
+                    "FAILED {model} batch {batch}: {}",
+                    e.lines().next().unwrap_or("")
+                );
                 std::process::exit(1);
             }
         }

@@ -542,6 +542,8 @@ fn client(cmd: Cli) -> ExitCode {
                 let opts = r::InferOptions {
                     compile: hecc::compile::CompileOptions {
                         activation,
+                        // The runtime packs and unpacks the batch layout only (for now).
+                        layout: "batch".into(),
                         ..Default::default()
                     },
                     batch,

@@ -100,7 +100,10 @@ pub enum RunError {
     },
     /// The file ends early.
     #[error("{path}: truncated ({len} bytes; the structure needs at least {needed})")]
-    #[diagnostic(code(hecc::run::truncated), help("the file was cut short; copy it again"))]
+    #[diagnostic(
+        code(hecc::run::truncated),
+        help("the file was cut short; copy it again")
+    )]
     Truncated {
         /// The file.
         path: String,
@@ -117,8 +120,13 @@ pub enum RunError {
         path: String,
     },
     /// The file belongs to other encryption parameters.
-    #[error("{path}: made for other encryption parameters (fingerprint {found}, expected {expected})")]
-    #[diagnostic(code(hecc::run::params), help("keys, ciphertexts and plan must come from the same `hecc compile`/`hecc keygen`"))]
+    #[error(
+        "{path}: made for other encryption parameters (fingerprint {found}, expected {expected})"
+    )]
+    #[diagnostic(
+        code(hecc::run::params),
+        help("keys, ciphertexts and plan must come from the same `hecc compile`/`hecc keygen`")
+    )]
     ParamsMismatch {
         /// The file.
         path: String,
@@ -235,7 +243,10 @@ impl Container {
             return Err(RunError::WrongKind {
                 path: p(),
                 expected: expected.name(),
-                found: kind.map_or_else(|| format!("unknown kind {}", bytes[10]), |k| k.name().to_string()),
+                found: kind.map_or_else(
+                    || format!("unknown kind {}", bytes[10]),
+                    |k| k.name().to_string(),
+                ),
             });
         }
         let mut fingerprint = [0u8; 32];
@@ -301,7 +312,11 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
 
 fn read_container(path: &Path, kind: FileKind) -> Result<Container> {
     let bytes = read_file(path)?;
-    Ok(Container::from_bytes(&bytes, kind, &path.display().to_string())?)
+    Ok(Container::from_bytes(
+        &bytes,
+        kind,
+        &path.display().to_string(),
+    )?)
 }
 
 // ------------------------------------------------------------------ session
@@ -323,7 +338,10 @@ impl Session {
     /// backend generates exactly the plan's primes.
     pub fn new(plan: Plan) -> Result<Session> {
         if plan.layout != "batch" {
-            return Err(miette!("plans with the `{}` layout cannot be run yet", plan.layout));
+            return Err(miette!(
+                "plans with the `{}` layout cannot be run yet",
+                plan.layout
+            ));
         }
         let module = hecc_ir::text::parse_module(&plan.circuit)
             .map_err(|e| miette!("the plan's circuit does not parse: {e}"))?;
@@ -361,7 +379,10 @@ impl Session {
     pub fn input(&self) -> Result<&PlanTensor> {
         match self.plan.inputs.as_slice() {
             [i] => Ok(i),
-            other => Err(miette!("plans with {} inputs are not supported", other.len())),
+            other => Err(miette!(
+                "plans with {} inputs are not supported",
+                other.len()
+            )),
         }
     }
 
@@ -375,7 +396,10 @@ impl Session {
     pub fn stages(&self) -> StageMap {
         let mut st = level_stages(&self.module);
         for name in st.names.iter_mut() {
-            let Some(l) = name.strip_prefix("level ").and_then(|l| l.parse::<u32>().ok()) else {
+            let Some(l) = name
+                .strip_prefix("level ")
+                .and_then(|l| l.parse::<u32>().ok())
+            else {
                 continue;
             };
             let layers: Vec<&str> = self
@@ -429,7 +453,12 @@ impl EvalKeySet {
 /// Generates fresh keys for a plan (OS randomness).
 pub fn generate_keys(s: &Session) -> Result<KeySet> {
     let mut kg = KeyGenerator::new(&s.ctx).into_diagnostic()?;
-    let steps: Vec<i64> = s.plan.rotation_steps.iter().map(|&k| i64::from(k)).collect();
+    let steps: Vec<i64> = s
+        .plan
+        .rotation_steps
+        .iter()
+        .map(|&k| i64::from(k))
+        .collect();
     let public = kg.public_key();
     let relin = kg.relin_key();
     let galois = kg.galois_keys(&steps, false);
@@ -453,14 +482,19 @@ pub fn eval_keys_bytes(s: &Session, k: &EvalKeySet) -> Vec<u8> {
     let ctx = &s.ctx;
     s.container(
         FileKind::EvalKeys,
-        vec![k.public.to_bytes(ctx), k.relin.to_bytes(ctx), k.galois.to_bytes(ctx)],
+        vec![
+            k.public.to_bytes(ctx),
+            k.relin.to_bytes(ctx),
+            k.galois.to_bytes(ctx),
+        ],
     )
     .to_bytes()
 }
 
 /// Serializes the secret key.
 pub fn secret_key_bytes(s: &Session, sk: &SecretKey) -> Vec<u8> {
-    s.container(FileKind::SecretKey, vec![sk.to_bytes(&s.ctx)]).to_bytes()
+    s.container(FileKind::SecretKey, vec![sk.to_bytes(&s.ctx)])
+        .to_bytes()
 }
 
 /// Writes `DIR/secret.key` and `DIR/eval.keys`; returns their paths.
@@ -585,7 +619,12 @@ fn parse_idx(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
         0x0B => (2, false),
         0x0C | 0x0D => (4, false),
         0x0E => (8, false),
-        t => return Err(input_err(path, format!("unknown IDX element type 0x{t:02x}"))),
+        t => {
+            return Err(input_err(
+                path,
+                format!("unknown IDX element type 0x{t:02x}"),
+            ))
+        }
     };
     let nd = b[3] as usize;
     let head = 4 + 4 * nd;
@@ -593,7 +632,9 @@ fn parse_idx(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
         return Err(input_err(path, "truncated IDX header"));
     }
     let shape: Vec<usize> = (0..nd)
-        .map(|i| u32::from_be_bytes([b[4 + 4 * i], b[5 + 4 * i], b[6 + 4 * i], b[7 + 4 * i]]) as usize)
+        .map(|i| {
+            u32::from_be_bytes([b[4 + 4 * i], b[5 + 4 * i], b[6 + 4 * i], b[7 + 4 * i]]) as usize
+        })
         .collect();
     let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     let n = n.ok_or_else(|| input_err(path, "IDX dimensions overflow"))?;
@@ -601,16 +642,29 @@ fn parse_idx(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
     if need != Some(b.len()) {
         return Err(input_err(
             path,
-            format!("IDX file has {} bytes, its header says {}", b.len(), need.unwrap_or(usize::MAX)),
+            format!(
+                "IDX file has {} bytes, its header says {}",
+                b.len(),
+                need.unwrap_or(usize::MAX)
+            ),
         ));
     }
     let d = &b[head..];
     let values: Vec<f64> = match b[2] {
         0x08 => d.iter().map(|&x| f64::from(x)).collect(),
         0x09 => d.iter().map(|&x| f64::from(x as i8)).collect(),
-        0x0B => d.chunks(2).map(|c| f64::from(i16::from_be_bytes([c[0], c[1]]))).collect(),
-        0x0C => d.chunks(4).map(|c| f64::from(i32::from_be_bytes([c[0], c[1], c[2], c[3]]))).collect(),
-        0x0D => d.chunks(4).map(|c| f64::from(f32::from_be_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        0x0B => d
+            .chunks(2)
+            .map(|c| f64::from(i16::from_be_bytes([c[0], c[1]])))
+            .collect(),
+        0x0C => d
+            .chunks(4)
+            .map(|c| f64::from(i32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        0x0D => d
+            .chunks(4)
+            .map(|c| f64::from(f32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
         _ => d
             .chunks(8)
             .map(|c| f64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
@@ -646,7 +700,10 @@ fn parse_npy(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
         .and_then(|r| r.split('\'').next())
         .ok_or_else(|| input_err(path, "no dtype in .npy header"))?;
     if field("fortran_order").is_some_and(|r| r.starts_with("True")) {
-        return Err(input_err(path, "Fortran-ordered .npy arrays are not supported"));
+        return Err(input_err(
+            path,
+            "Fortran-ordered .npy arrays are not supported",
+        ));
     }
     let shape_txt = field("shape")
         .and_then(|r| r.strip_prefix('('))
@@ -675,8 +732,14 @@ fn parse_npy(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
     }
     let values: Vec<f64> = match descr {
         "|u1" | "<u1" => d.iter().map(|&x| f64::from(x)).collect(),
-        "<f4" => d.chunks(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
-        "<i4" => d.chunks(4).map(|c| f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        "<f4" => d
+            .chunks(4)
+            .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        "<i4" => d
+            .chunks(4)
+            .map(|c| f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
         "<i8" => d
             .chunks(8)
             .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64)
@@ -696,7 +759,9 @@ fn parse_npy(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
 fn parse_png(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
     let mut dec = png::Decoder::new(std::io::Cursor::new(b));
     dec.set_transformations(png::Transformations::normalize_to_color8());
-    let mut reader = dec.read_info().map_err(|e| input_err(path, format!("PNG: {e}")))?;
+    let mut reader = dec
+        .read_info()
+        .map_err(|e| input_err(path, format!("PNG: {e}")))?;
     let mut buf = vec![0u8; reader.output_buffer_size()];
     let info = reader
         .next_frame(&mut buf)
@@ -709,7 +774,8 @@ fn parse_png(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
         .take(w * h)
         .map(|p| match ch {
             1 | 2 => f64::from(p[0]),
-            _ => (0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2])).round(),
+            _ => (0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
+                .round(),
         })
         .collect();
     Ok(RawArray {
@@ -748,7 +814,10 @@ pub fn load_images(path: &Path, input: &PlanTensor) -> Result<Images> {
     }
     let [lo, hi] = input.range.unwrap_or([0.0, 1.0]);
     let data = if raw.bytes {
-        raw.values.iter().map(|&x| lo + (hi - lo) * x / 255.0).collect()
+        raw.values
+            .iter()
+            .map(|&x| lo + (hi - lo) * x / 255.0)
+            .collect()
     } else {
         raw.values
     };
@@ -833,13 +902,18 @@ pub fn encrypt_images(
     let nodes = s.module.inputs();
     let mut jobs = Vec::with_capacity(nodes.len());
     for (v, name, index) in nodes {
-        let ty = s.module.ty(v).ok_or_else(|| miette!("input node {v} has no type"))?;
+        let ty = s
+            .module
+            .ty(v)
+            .ok_or_else(|| miette!("input node {v} has no type"))?;
         let layout = s
             .module
             .layout(ty.layout())
             .ok_or_else(|| miette!("input node {v} has no layout"))?;
         if index as usize >= per {
-            return Err(miette!("input element {index} is outside the input's {per} values"));
+            return Err(miette!(
+                "input element {index} is outside the input's {per} values"
+            ));
         }
         let mut vals = vec![0.0; slots];
         for i in 0..images.count {
@@ -974,7 +1048,9 @@ pub fn run_inputs(
             .unwrap_or(Layout::BATCH);
         let (offset, stride) = match layout {
             Layout::Batch { offset, stride } => (offset, stride),
-            Layout::Channel { .. } => return Err(miette!("channel-layout outputs are not supported")),
+            Layout::Channel { .. } => {
+                return Err(miette!("channel-layout outputs are not supported"))
+            }
         };
         elements.push((o.name, o.index, offset, stride));
         cts.push(o.ct);
@@ -1067,7 +1143,13 @@ pub fn argmax_rows(values: &[f64], cols: usize) -> Vec<usize> {
         .map(|r| {
             r.iter()
                 .enumerate()
-                .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
+                .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                    if v > bv {
+                        (i, v)
+                    } else {
+                        (bi, bv)
+                    }
+                })
                 .0
         })
         .collect()
@@ -1220,8 +1302,10 @@ fn add_probes(m: &mut Module, stages: &StageMap) -> Result<Vec<Vec<String>>> {
             continue;
         }
         let Some(node) = m.node(v) else { continue };
-        if matches!(node.op, hecc_ir::he::Op::Output { .. } | hecc_ir::he::Op::Input { .. })
-            || node.ty.kind() != hecc_ir::he::Kind::Cipher
+        if matches!(
+            node.op,
+            hecc_ir::he::Op::Output { .. } | hecc_ir::he::Op::Input { .. }
+        ) || node.ty.kind() != hecc_ir::he::Kind::Cipher
         {
             continue;
         }
@@ -1230,7 +1314,8 @@ fn add_probes(m: &mut Module, stages: &StageMap) -> Result<Vec<Vec<String>>> {
             continue;
         }
         let name = format!("{PROBE_PREFIX}{si}_{}", per[si].len());
-        m.output(v, &name, 0).map_err(|e| miette!("cannot add a probe: {e}"))?;
+        m.output(v, &name, 0)
+            .map_err(|e| miette!("cannot add a probe: {e}"))?;
         per[si].push(name);
     }
     Ok(per)
@@ -1249,8 +1334,13 @@ pub fn infer(
     let mut copts = opts.compile.clone();
     // Size the batch from the data before compiling (shape from the graph).
     let probe_input = {
-        let id = *g.inputs.first().ok_or_else(|| miette!("the model has no input"))?;
-        let n = g.node(id).ok_or_else(|| miette!("the model has no input"))?;
+        let id = *g
+            .inputs
+            .first()
+            .ok_or_else(|| miette!("the model has no input"))?;
+        let n = g
+            .node(id)
+            .ok_or_else(|| miette!("the model has no input"))?;
         let (shape, range) = match &n.op {
             hecc_ir::tensor::Op::Input { shape, norm, .. } => (shape.0.clone(), norm.range),
             _ => return Err(miette!("the model's first input is not an input node")),
@@ -1276,7 +1366,8 @@ pub fn infer(
     let t_keygen = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let mut enc = ClientEncryptor::Secret(SymmetricEncryptor::new(&s.ctx, &keys.secret).into_diagnostic()?);
+    let mut enc =
+        ClientEncryptor::Secret(SymmetricEncryptor::new(&s.ctx, &keys.secret).into_diagnostic()?);
     let inputs = encrypt_images(&s, &images, &mut enc)?;
     let t_encrypt = t.elapsed().as_secs_f64();
 
@@ -1290,8 +1381,13 @@ pub fn infer(
         (s.module.clone(), Vec::new())
     };
     let t = Instant::now();
-    let map: HashMap<(String, u32), Ciphertext> =
-        inputs.meta.elements.iter().cloned().zip(inputs.cts).collect();
+    let map: HashMap<(String, u32), Ciphertext> = inputs
+        .meta
+        .elements
+        .iter()
+        .cloned()
+        .zip(inputs.cts)
+        .collect();
     let eval = Evaluator::new(&s.ctx);
     let encoder = Encoder::new(&s.ctx);
     let eo = ExecOptions {
@@ -1341,7 +1437,11 @@ pub fn infer(
         Some(p) => {
             let l = load_labels(p)?;
             if l.len() < n {
-                return Err(miette!("{} has {} labels for {n} images", p.display(), l.len()));
+                return Err(miette!(
+                    "{} has {} labels for {n} images",
+                    p.display(),
+                    l.len()
+                ));
             }
             Some(predictions.iter().zip(&l).filter(|(a, b)| a == b).count())
         }
@@ -1349,7 +1449,9 @@ pub fn infer(
     };
 
     let verification = if opts.verify {
-        Some(verify_run(&g, &s, &module, &images, &probes, &stages, &decrypted, &logits)?)
+        Some(verify_run(
+            &g, &s, &module, &images, &probes, &stages, &decrypted, &logits,
+        )?)
     } else {
         None
     };
@@ -1401,7 +1503,9 @@ fn verify_run(
             max_abs_value: 0.0,
         };
         for k in keys {
-            let (Some(got), Some(want)) = (decrypted.get(k), reference.get(k)) else { continue };
+            let (Some(got), Some(want)) = (decrypted.get(k), reference.get(k)) else {
+                continue;
+            };
             for i in 0..n {
                 let (a, b) = (got[i], want[i]);
                 c.values += 1;
@@ -1433,7 +1537,9 @@ fn verify_run(
     let x = hecc_ir::tensor::Tensor::from_shape_vec(dims, images.data.clone())
         .map_err(|e| miette!("reference input: {e}"))?;
     let want = hecc_ir::tensor::eval::eval_batch(g, &[x])?;
-    let want = want.first().ok_or_else(|| miette!("the model has no output"))?;
+    let want = want
+        .first()
+        .ok_or_else(|| miette!("the model has no output"))?;
     let flat: Vec<f64> = want.iter().copied().collect();
     let mut tensor_err = 0.0f64;
     if flat.len() == logits.values.len() {
@@ -1464,7 +1570,10 @@ fn verify_run(
 // ------------------------------------------------------------------ rendering
 
 fn mib(b: Option<u64>) -> String {
-    b.map_or_else(|| "n/a".to_string(), |b| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64))
+    b.map_or_else(
+        || "n/a".to_string(),
+        |b| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64),
+    )
 }
 
 /// Renders the executor's report: per stage, nodes, wall time and memory.
@@ -1473,17 +1582,18 @@ pub fn render_run(r: &RunReport, images: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<28} {:>7} {:>6} {:>9} {:>10} {:>10} {:>7}",
-        "stage", "nodes", "waves", "time", "rss", "peak rss", "live ct"
+        "{:<28} {:>7} {:>6} {:>9} {:>9} {:>10} {:>10} {:>7}",
+        "stage", "nodes", "waves", "time", "cpu", "rss", "peak rss", "live ct"
     );
     for s in &r.stages {
         let _ = writeln!(
             out,
-            "{:<28} {:>7} {:>6} {:>8.3}s {:>10} {:>10} {:>7}",
+            "{:<28} {:>7} {:>6} {:>8.3}s {:>8.2}s {:>10} {:>10} {:>7}",
             s.name,
             s.nodes,
             s.wavefronts,
             s.seconds,
+            s.cpu_seconds.unwrap_or(f64::NAN),
             mib(s.rss_bytes),
             mib(s.peak_rss_bytes),
             s.live_ciphertexts
@@ -1520,7 +1630,12 @@ pub fn render_infer(r: &InferReport) -> String {
         r.security,
         r.images
     );
-    let shown: Vec<String> = r.predictions.iter().take(32).map(|p| p.to_string()).collect();
+    let shown: Vec<String> = r
+        .predictions
+        .iter()
+        .take(32)
+        .map(|p| p.to_string())
+        .collect();
     let _ = writeln!(
         out,
         "predictions: {}{}",

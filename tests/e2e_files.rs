@@ -15,6 +15,7 @@ fn opts(scale_bits: u32, batch: u32) -> CompileOptions {
     CompileOptions {
         security: Security::InsecureNone,
         min_log_n: 12,
+        layout: "batch".into(),
         scale_bits,
         batch: Some(batch),
         ..Default::default()
@@ -52,9 +53,8 @@ fn fixture(tag: &str) -> Fixture {
     .unwrap()
     .take(8);
     let sk = read_secret_key(&s.ctx, &s.digest, &keys.join(SECRET_KEY_FILE)).unwrap();
-    let mut enc = ClientEncryptor::Secret(
-        hecc_runtime::ckks::SymmetricEncryptor::new(&s.ctx, &sk).unwrap(),
-    );
+    let mut enc =
+        ClientEncryptor::Secret(hecc_runtime::ckks::SymmetricEncryptor::new(&s.ctx, &sk).unwrap());
     let x = encrypt_images(&s, &images, &mut enc).unwrap();
     let cts = dir.join("x.ct");
     hecc::compile::write_atomic(&cts, &inputs_bytes(&s, &x).unwrap()).unwrap();
@@ -128,8 +128,16 @@ fn files_of_another_plan_or_parameters_are_rejected() {
     let c = compile(&root().join("models/cryptonets.yaml"), &opts(40, 4)).unwrap();
     write_plan(&c.plan, &other_plan).unwrap();
     let other = Session::open(&other_plan).unwrap();
-    assert_eq!(other.ctx.fingerprint(), s.ctx.fingerprint(), "same parameters");
-    let e = run_error(read_eval_keys(&other, &f.server.join(EVAL_KEYS_FILE)).err().unwrap());
+    assert_eq!(
+        other.ctx.fingerprint(),
+        s.ctx.fingerprint(),
+        "same parameters"
+    );
+    let e = run_error(
+        read_eval_keys(&other, &f.server.join(EVAL_KEYS_FILE))
+            .err()
+            .unwrap(),
+    );
     assert!(matches!(e, RunError::PlanMismatch { .. }), "{e}");
     let e = run_error(read_inputs(&other, &f.cts).err().unwrap());
     assert!(matches!(e, RunError::PlanMismatch { .. }), "{e}");
@@ -139,7 +147,11 @@ fn files_of_another_plan_or_parameters_are_rejected() {
     write_plan(&c.plan, &third_plan).unwrap();
     let third = Session::open(&third_plan).unwrap();
     assert_ne!(third.ctx.fingerprint(), s.ctx.fingerprint());
-    let e = run_error(read_eval_keys(&third, &f.server.join(EVAL_KEYS_FILE)).err().unwrap());
+    let e = run_error(
+        read_eval_keys(&third, &f.server.join(EVAL_KEYS_FILE))
+            .err()
+            .unwrap(),
+    );
     assert!(matches!(e, RunError::ParamsMismatch { .. }), "{e}");
     let e = run_error(read_inputs(&third, &f.cts).err().unwrap());
     assert!(matches!(e, RunError::ParamsMismatch { .. }), "{e}");
@@ -200,7 +212,11 @@ fn tampered_truncated_and_wrong_kind_files_are_rejected() {
         assert!(matches!(e, RunError::BadMagic { .. }), "{e}");
     }
     // A file of the wrong kind: the secret key as evaluation keys, keys as ciphertexts.
-    let e = run_error(read_eval_keys(&s, &f.keys.join(SECRET_KEY_FILE)).err().unwrap());
+    let e = run_error(
+        read_eval_keys(&s, &f.keys.join(SECRET_KEY_FILE))
+            .err()
+            .unwrap(),
+    );
     assert!(matches!(e, RunError::WrongKind { .. }), "{e}");
     let e = run_error(read_inputs(&s, &ek).err().unwrap());
     assert!(matches!(e, RunError::WrongKind { .. }), "{e}");

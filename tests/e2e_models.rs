@@ -16,6 +16,7 @@ fn insecure() -> CompileOptions {
     CompileOptions {
         security: Security::InsecureNone,
         min_log_n: 12,
+        layout: "batch".into(),
         ..Default::default()
     }
 }
@@ -60,7 +61,12 @@ fn check(model: &str, images: &Path, labels: Option<&Path>, batch: usize, compil
     );
     assert!(!v.stages.is_empty(), "per-stage errors are reported");
     for s in &v.stages {
-        assert!(s.max_abs_error.is_finite(), "{}: {}", s.name, s.max_abs_error);
+        assert!(
+            s.max_abs_error.is_finite(),
+            "{}: {}",
+            s.name,
+            s.max_abs_error
+        );
     }
 }
 
@@ -82,7 +88,9 @@ fn cryptonets_from_npy_floats() {
     let mut s = 3u64;
     let data: Vec<f64> = (0..4 * 784)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (s >> 11) as f64 / (1u64 << 53) as f64
         })
         .collect();
@@ -102,6 +110,9 @@ fn cryptonets_at_128_bit_parameters() {
         &images,
         Some(&labels),
         64,
-        CompileOptions::default(),
+        CompileOptions {
+            layout: "batch".into(),
+            ..Default::default()
+        },
     );
 }

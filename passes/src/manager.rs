@@ -83,14 +83,13 @@ pub enum PassError {
         detail: String,
     },
     /// The rescale pass failed.
-    #[error("pass `{pass}`: {source}")]
+    #[error("pass `{pass}`: {error}")]
     #[diagnostic(code(hecc::passes::manage))]
     Manage {
         /// The pass.
         pass: &'static str,
         /// The management error.
-        #[source]
-        source: ManageError,
+        error: ManageError,
     },
     /// A tensor transform found an inconsistent graph (a missing weight, a shape mismatch).
     #[error("pass `{pass}` at node `{node}`: {detail}")]
@@ -550,9 +549,9 @@ impl HePass for Rescale {
     }
     fn run(&self, m: &mut Module, cx: &mut PassCx) -> Result<Changed, PassError> {
         let managed =
-            manage_traced(m, self.0, cx.params.as_ref()).map_err(|source| PassError::Manage {
+            manage_traced(m, self.0, cx.params.as_ref()).map_err(|error| PassError::Manage {
                 pass: self.name(),
-                source,
+                error,
             })?;
         *m = managed.module;
         cx.origin = Some(managed.origin);

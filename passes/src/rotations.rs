@@ -191,7 +191,10 @@ mod tests {
         for k in -300i64..=300 {
             let d = naf(k);
             assert_eq!(d.iter().sum::<i64>(), k, "{k}");
-            let mut bits: Vec<u32> = d.iter().map(|x| x.unsigned_abs().trailing_zeros()).collect();
+            let mut bits: Vec<u32> = d
+                .iter()
+                .map(|x| x.unsigned_abs().trailing_zeros())
+                .collect();
             bits.sort_unstable();
             assert!(bits.windows(2).all(|w| w[1] > w[0] + 1), "{k}: {d:?}");
         }
@@ -203,7 +206,10 @@ mod tests {
     fn wraparound_makes_decompositions_shorter() {
         // 4095 = -1 modulo 4096: one key, not the 2 of naf(4095) = 4096 - 1.
         assert_eq!(decompose(4095, 4096, KeyStrategy::PowerOfTwo), vec![-1]);
-        assert_eq!(decompose(4096, 4096, KeyStrategy::PowerOfTwo), Vec::<i64>::new());
+        assert_eq!(
+            decompose(4096, 4096, KeyStrategy::PowerOfTwo),
+            Vec::<i64>::new()
+        );
         assert_eq!(decompose(-3, 4096, KeyStrategy::Exact), vec![-3]);
     }
 }

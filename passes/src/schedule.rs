@@ -25,7 +25,8 @@ use std::collections::{BinaryHeap, HashMap};
 /// How a schedule was built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Strategy {
-    /// Kahn's topological order with ties by node id.
+    /// The module's plain topological order (`petgraph::algo::toposort`, the order the report's
+    /// "peak live ciphertexts" line assumes).
     Topological,
     /// Greedy list scheduling on the net change of live bytes.
     Greedy,
@@ -344,9 +345,11 @@ pub fn peak_of(m: &Module, order: &[ValueId], log_n: u32) -> Peak {
     Dag::new(m, log_n).peak(&o)
 }
 
-/// Kahn's order, ties by id.
+/// The plain topological order (`petgraph::algo::toposort`).
 pub fn topological(m: &Module) -> Result<Vec<ValueId>, ScheduleError> {
-    Dag::new(m, 0).topological().map(ids)
+    petgraph::algo::toposort(m.graph(), None)
+        .map(|o| o.into_iter().map(ValueId::from_node).collect())
+        .map_err(|_| ScheduleError::Cycle)
 }
 
 /// Greedy list scheduling: among ready nodes, run the one that frees the most bytes net of what
@@ -371,7 +374,7 @@ pub fn schedule(
     budget: Option<u64>,
 ) -> Result<Schedule, ScheduleError> {
     let dag = Dag::new(m, log_n);
-    let topo = dag.topological()?;
+    let topo: Vec<u32> = topological(m)?.into_iter().map(|v| v.0).collect();
     let topo_peak = dag.peak(&topo);
     let mut best = (Strategy::Topological, topo, topo_peak);
     for (s, order) in [

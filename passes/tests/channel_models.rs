@@ -159,3 +159,36 @@ fn squeezenet_channel_matches_the_tensor_model() {
     assert!(c.worst < 1e-6, "relative error {}", c.worst);
     assert!(c.rotations > 0);
 }
+
+#[test]
+fn channel_layout_with_images_prints_parses_and_packs() {
+    let g = model("cryptonets.yaml");
+    let low = lower_channel(
+        &g,
+        &ChannelOptions::new(LowerOptions {
+            batch: 3,
+            slots: 4096,
+            log_scale: 40.0,
+            activations: Default::default(),
+        }),
+    )
+    .unwrap();
+    assert_eq!((low.images, low.image_stride), (3, 1024));
+    let text = low.lowered.module.to_string();
+    assert!(
+        text.contains("images=3, image_stride=1024"),
+        "layout line missing"
+    );
+    let back = hecc_ir::text::he_parse::parse_module(&text).unwrap();
+    let layouts: Vec<_> = back.layouts().map(|(_, _, l)| l.clone()).collect();
+    assert_eq!(layouts, vec![low.input_layout.clone()]);
+    // Image 1, pixel (2, 5) of channel 0 lands in slot 1024 + 2 * 28 + 5.
+    let imgs: Vec<Vec<f64>> = (0..3)
+        .map(|i| (0..784).map(|k| (i * 1000 + k) as f64).collect())
+        .collect();
+    let refs: Vec<&[f64]> = imgs.iter().map(Vec::as_slice).collect();
+    let v = pack_channel(&low.input_layout, 4096, &refs, 0).unwrap();
+    assert_eq!(v[1024 + 2 * 28 + 5], 1000.0 + 61.0);
+    assert_eq!(v[3 * 1024], 0.0);
+    assert!(pack_channel(&low.input_layout, 2048, &refs, 0).is_none());
+}

@@ -13,7 +13,10 @@ fn check_reachable(counts: &BTreeMap<i32, u64>, slots: u32) {
     let t = plan_keys(counts, slots, KeyStrategy::PowerOfTwo, 1000);
     let mut extra = 0u64;
     for (&step, &count) in counts {
-        let d = t.decompositions.get(&step).expect("every step is decomposed");
+        let d = t
+            .decompositions
+            .get(&step)
+            .expect("every step is decomposed");
         assert!(!d.is_empty());
         let sum: i64 = d.iter().map(|&s| i64::from(s)).sum();
         assert_eq!(
@@ -64,7 +67,9 @@ fn known_decompositions() {
 #[test]
 fn tradeoff_of_a_hand_built_circuit_counts_each_rotation() {
     let mut m = Module::new(Meta::default());
-    let l = m.add_layout("img", Layout::dense_channels(1, 4, 4)).unwrap();
+    let l = m
+        .add_layout("img", Layout::dense_channels(1, 4, 4))
+        .unwrap();
     let x = m.input("x", 0, Level(0), LogScale(40.0), 16, l).unwrap();
     // Steps 1 (twice), 3, 7, 16 (= 0 mod 16: no key) and -9 (= 7 mod 16).
     let mut acc = x;

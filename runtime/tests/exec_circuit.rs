@@ -27,7 +27,9 @@ fn data(seed: u64) -> Vec<f64> {
     let mut s = seed;
     (0..SLOTS)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         })
         .collect()
@@ -68,7 +70,13 @@ fn circuit(ctx: &Context, input_log_scale: f64) -> Module {
     let p = m.rescale(p).unwrap();
     let pl = m.rescale_bits(Level(3));
     let x1d = m.drop_level(x1, Level(2)).unwrap();
-    let x1d = m.mul_scalar(x1d, 1.0, LogScale(2.0 * input_log_scale - pl - input_log_scale)).unwrap();
+    let x1d = m
+        .mul_scalar(
+            x1d,
+            1.0,
+            LogScale(2.0 * input_log_scale - pl - input_log_scale),
+        )
+        .unwrap();
     let d = m.sub(p, x1d);
     let d = d.unwrap();
     let c = m.add_constant((0..SLOTS).map(|i| (i % 7) as f64 * 0.1).collect());
@@ -110,7 +118,9 @@ fn encrypt_inputs(s: &Setup, m: &Module, scale_bits: f64) -> HashMap<(String, u3
         .into_iter()
         .map(|(v, name, index)| {
             let lvl = m.ty(v).unwrap().level().0 as usize;
-            let pt = encoder.encode(&data(index as u64 + 1), lvl, scale_bits.exp2()).unwrap();
+            let pt = encoder
+                .encode(&data(index as u64 + 1), lvl, scale_bits.exp2())
+                .unwrap();
             ((name.to_string(), index), enc.encrypt(&pt).unwrap())
         })
         .collect()
@@ -135,7 +145,10 @@ fn executor_matches_the_interpreter_on_every_op_kind() {
         galois: Some(&s.gk),
     };
     let res = execute(&m, &eval, &encoder, keys, inputs, &quiet()).unwrap();
-    assert_eq!(res.report.hoisted_rotations, 2, "the two rotations of one value are hoisted");
+    assert_eq!(
+        res.report.hoisted_rotations, 2,
+        "the two rotations of one value are hoisted"
+    );
     assert_eq!(res.report.nodes, m.len());
     assert!(!res.report.stages.is_empty());
     let want = interpret(&m, |_, index, _, _| Some(data(index as u64 + 1))).unwrap();
@@ -176,7 +189,13 @@ fn a_circuit_that_rotates_fails_cleanly_without_galois_keys() {
     let inputs = encrypt_inputs(&s, &m, 40.0);
     let err = execute(&m, &eval, &encoder, keys, inputs, &quiet()).unwrap_err();
     assert!(
-        matches!(err, ExecError::Backend { source: CkksError::MissingGaloisKey { .. }, .. }),
+        matches!(
+            err,
+            ExecError::Backend {
+                source: CkksError::MissingGaloisKey { .. },
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -195,7 +214,9 @@ fn a_backend_scale_that_disagrees_with_the_type_is_reported() {
     };
     let err = execute(&m, &eval, &encoder, keys, inputs, &quiet()).unwrap_err();
     match err {
-        ExecError::ScaleMismatch { expected, found, .. } => {
+        ExecError::ScaleMismatch {
+            expected, found, ..
+        } => {
             assert_eq!(expected, 40.0);
             assert!((found - 41.0).abs() < 1e-9);
         }
@@ -216,7 +237,10 @@ fn missing_and_unknown_inputs_are_errors() {
     let mut inputs = encrypt_inputs(&s, &m, 40.0);
     let one = inputs.remove(&("x".to_string(), 1)).unwrap();
     let err = execute(&m, &eval, &encoder, keys, inputs.clone(), &quiet()).unwrap_err();
-    assert!(matches!(err, ExecError::MissingInput { index: 1, .. }), "{err}");
+    assert!(
+        matches!(err, ExecError::MissingInput { index: 1, .. }),
+        "{err}"
+    );
     inputs.insert(("w".to_string(), 0), one);
     let err = execute(&m, &eval, &encoder, keys, inputs, &quiet()).unwrap_err();
     assert!(matches!(err, ExecError::UnknownInput { .. }), "{err}");

@@ -11,6 +11,8 @@
 //! Contract: nothing here prints or panics on bad input; every failure is a [`TrainError`].
 //! Training is deterministic for a given seed, data and thread count.
 
+#![warn(missing_docs)]
+
 pub mod data;
 pub mod export;
 pub mod loss;

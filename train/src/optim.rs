@@ -72,7 +72,9 @@ impl NesterovSgd {
             } else {
                 self.weight_decay
             };
-            let mut d = g.affine(scale, 0.0)?;
+            // Detached: gradients and velocities must not keep the autodiff graph (of this
+            // and, through the velocity, every earlier step) alive.
+            let mut d = g.detach().affine(scale, 0.0)?;
             if wd != 0.0 {
                 d = (d + p.affine(wd, 0.0)?)?;
             }
@@ -81,8 +83,8 @@ impl NesterovSgd {
                 None => d.clone(),
             };
             let upd = (d + v.affine(self.momentum, 0.0)?)?;
-            var.set(&(p - upd.affine(self.lr, 0.0)?)?)?;
-            self.velocity.insert(name.clone(), v);
+            var.set(&(p.detach() - upd.affine(self.lr, 0.0)?)?)?;
+            self.velocity.insert(name.clone(), v.detach());
         }
         Ok(norm)
     }

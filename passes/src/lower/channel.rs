@@ -318,6 +318,9 @@ impl Acc {
     }
 }
 
+/// `(output support index, source support index)` pairs.
+type IndexPlan = Vec<(usize, usize)>;
+
 /// The resolved source indices of `src` for output offsets shifted by `r`.
 fn plan_for(src: &Form, r: i64, outs: &[(usize, i64)]) -> Option<Vec<(usize, usize)>> {
     outs.iter()
@@ -599,8 +602,14 @@ impl Lowerer<'_> {
             babies.dedup();
             giants.sort_unstable();
             giants.dedup();
-            let cost = babies.iter().filter(|&&x| self.norm_rot(lo + x) != 0).count()
-                + giants.iter().filter(|&&g| self.norm_rot(g * b) != 0).count();
+            let cost = babies
+                .iter()
+                .filter(|&&x| self.norm_rot(lo + x) != 0)
+                .count()
+                + giants
+                    .iter()
+                    .filter(|&&g| self.norm_rot(g * b) != 0)
+                    .count();
             if cost < plain_rotations {
                 self.stats.bsgs_groups += 1;
                 let mut inner: Vec<(i64, Vec<ValueId>)> = Vec::new();
@@ -755,7 +764,9 @@ impl Lowerer<'_> {
     fn from_lazy(support: &Rc<Vec<u32>>, x: Lazy) -> Form {
         let n = support.len();
         match x.ct {
-            Some(ct) => Self::plain_form(Rc::clone(support), ct, vec![x.m; n], Rc::new(vec![x.o; n])),
+            Some(ct) => {
+                Self::plain_form(Rc::clone(support), ct, vec![x.m; n], Rc::new(vec![x.o; n]))
+            }
             None => Form {
                 support: Rc::clone(support),
                 terms: vec![],
@@ -765,7 +776,11 @@ impl Lowerer<'_> {
     }
 
     /// `a x^2 + b x + c` per element (coefficients per support index of each form).
-    fn quadratic(&mut self, x: &CVal, coef: impl Fn(usize) -> (f64, f64, f64)) -> Result<CVal, String> {
+    fn quadratic(
+        &mut self,
+        x: &CVal,
+        coef: impl Fn(usize) -> (f64, f64, f64),
+    ) -> Result<CVal, String> {
         let per_form = per_form_coeffs(x, coef);
         // Folding sqrt|a| into the producers makes each of them a one-level plaintext form;
         // without the budget for that, the producers are materialised together (shared masks).
@@ -856,7 +871,7 @@ impl Lowerer<'_> {
                 Rc::new(big_c),
             )));
         }
-        if big_a.iter().any(|&a| a == 0.0) {
+        if big_a.contains(&0.0) {
             return Ok(Err(
                 "the quadratic's leading coefficient vanishes on part of a channel".to_string(),
             ));
@@ -947,7 +962,10 @@ fn affine(x: &CVal, sb: impl Fn(usize) -> (f64, f64)) -> CVal {
             *o = *o * s + b;
         }
     }
-    CVal { forms, pos: x.pos.clone() }
+    CVal {
+        forms,
+        pos: x.pos.clone(),
+    }
 }
 
 /// Channel grid of a `C x H x W` tensor: per channel its form and base offset; common strides.
@@ -1135,7 +1153,11 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                 })
             })
         };
-        let first = || ins.first().copied().ok_or_else(|| unsupported("missing operand"));
+        let first = || {
+            ins.first()
+                .copied()
+                .ok_or_else(|| unsupported("missing operand"))
+        };
         let out: CVal = match &node.op {
             Op::Input { shape, norm } => {
                 let c = shape.0.first().copied().unwrap_or(1).max(1);
@@ -1155,7 +1177,14 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                     let ct = lw
                         .em
                         .module
-                        .input(&node.name, ch as u32, Level(0), LogScale(lo.log_scale), lo.slots, layout)
+                        .input(
+                            &node.name,
+                            ch as u32,
+                            Level(0),
+                            LogScale(lo.log_scale),
+                            lo.slots,
+                            layout,
+                        )
                         .map_err(build)?;
                     lw.em.fresh(ct);
                     forms.push(Lowerer::plain_form(
@@ -1195,8 +1224,7 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                 let (support, outs) = out_support(base0, oh, ow, oys, oxs, stride)
                     .ok_or_else(|| unsupported("strided output positions leave the image"))?;
                 // Per (input channel, kernel offset): rotation and resolved index plan.
-                let mut plans: HashMap<(usize, usize, usize), (i64, Vec<(usize, usize)>)> =
-                    HashMap::new();
+                let mut plans: HashMap<(usize, usize, usize), (i64, IndexPlan)> = HashMap::new();
                 for c in 0..c_in {
                     let src = &x.forms[gr.form[c]];
                     for i in 0..kh {
@@ -1218,8 +1246,9 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                                     outs_in.push(outs[y * ow + xx]);
                                 }
                             }
-                            let plan = plan_for(src, r, &outs_in)
-                                .ok_or_else(|| unsupported("a kernel tap reads outside its channel"))?;
+                            let plan = plan_for(src, r, &outs_in).ok_or_else(|| {
+                                unsupported("a kernel tap reads outside its channel")
+                            })?;
                             plans.insert((c, i, j), (r, plan));
                         }
                     }
@@ -1311,7 +1340,9 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                     let b = gr.base[ch];
                     let support = Rc::new(vec![b as u32]);
                     let idx: Vec<usize> = (0..h * wd)
-                        .filter_map(|k| src.index_of(b + (k / wd) as i64 * gr.ys + (k % wd) as i64 * gr.xs))
+                        .filter_map(|k| {
+                            src.index_of(b + (k / wd) as i64 * gr.ys + (k % wd) as i64 * gr.xs)
+                        })
                         .collect();
                     let coef0 = src.terms.first().and_then(|t| {
                         let v: Vec<f64> = idx.iter().map(|&i| t.coef[i]).collect();
@@ -1396,8 +1427,8 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                     }
                 }
                 if let Some(b) = &bs {
-                    for o in 0..n_out {
-                        acc.off[o] += b[o];
+                    for (o, bo) in acc.off.iter_mut().zip(b) {
+                        *o += bo;
                     }
                 }
                 CVal {
@@ -1426,8 +1457,8 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                     let ch = k / per_c;
                     let s = g_.get(ch).copied().unwrap_or(1.0)
                         / (v_.get(ch).copied().unwrap_or(1.0) + epsilon).sqrt();
-                    let sh = b_.get(ch).copied().unwrap_or(0.0)
-                        - m_.get(ch).copied().unwrap_or(0.0) * s;
+                    let sh =
+                        b_.get(ch).copied().unwrap_or(0.0) - m_.get(ch).copied().unwrap_or(0.0) * s;
                     (s, sh)
                 })
             }

@@ -80,7 +80,104 @@ impl NttTable {
     }
 
     /// In-place forward negacyclic NTT of `a` (length `N`, values below `4q`).
+    ///
+    /// Stages are processed two at a time (radix-4 passes over quarters of
+    /// each block), which halves the loads and stores of the radix-2 form;
+    /// when `log N` is odd the first stage runs alone. The last pass folds in
+    /// the final reduction to `[0, q)`.
     pub fn forward(&self, a: &mut [u64]) {
+        debug_assert_eq!(a.len(), self.n);
+        let n = self.n;
+        if n < 4 || a.len() != n {
+            self.forward_radix2(a);
+            return;
+        }
+        let q = self.modulus.value();
+        let two_q = 2 * q;
+        let md = &self.modulus;
+        let psi = &self.psi_rev;
+        let psis = &self.psi_rev_shoup;
+        let mut m = 1;
+        let mut t = n / 2;
+        if n.trailing_zeros() % 2 == 1 {
+            // One radix-2 stage (m = 1) so that an even number remains.
+            let (w, ws) = (psi[1], psis[1]);
+            let (x, y) = a.split_at_mut(t);
+            for (xj, yj) in x.iter_mut().zip(y.iter_mut()) {
+                let u = csub(*xj, two_q);
+                let v = md.mul_shoup_lazy(*yj, w, ws);
+                *xj = u + v;
+                *yj = u + two_q - v;
+            }
+            m = 2;
+            t = n / 4;
+        }
+        // Pairs of lazy stages (m, 2m) while the second is not the last one.
+        while m < n / 4 {
+            let h = t / 2;
+            let w1s = psi[m..2 * m].iter().zip(&psis[m..2 * m]);
+            let w23 = psi[2 * m..4 * m]
+                .chunks_exact(2)
+                .zip(psis[2 * m..4 * m].chunks_exact(2));
+            for ((chunk, (&w1, &w1h)), (w23, w23h)) in a.chunks_exact_mut(2 * t).zip(w1s).zip(w23) {
+                let (w2, w2h, w3, w3h) = (w23[0], w23h[0], w23[1], w23h[1]);
+                let (lo, hi) = chunk.split_at_mut(t);
+                let (x0, x1) = lo.split_at_mut(h);
+                let (x2, x3) = hi.split_at_mut(h);
+                for ((p0, p1), (p2, p3)) in x0
+                    .iter_mut()
+                    .zip(x1.iter_mut())
+                    .zip(x2.iter_mut().zip(x3.iter_mut()))
+                {
+                    let a0 = csub(*p0, two_q);
+                    let a1 = csub(*p1, two_q);
+                    let v2 = md.mul_shoup_lazy(*p2, w1, w1h);
+                    let v3 = md.mul_shoup_lazy(*p3, w1, w1h);
+                    let b0 = csub(a0 + v2, two_q);
+                    let b2 = csub(a0 + two_q - v2, two_q);
+                    let b1 = a1 + v3;
+                    let b3 = a1 + two_q - v3;
+                    let v1 = md.mul_shoup_lazy(b1, w2, w2h);
+                    let v3 = md.mul_shoup_lazy(b3, w3, w3h);
+                    *p0 = b0 + v1;
+                    *p1 = b0 + two_q - v1;
+                    *p2 = b2 + v3;
+                    *p3 = b2 + two_q - v3;
+                }
+            }
+            m <<= 2;
+            t >>= 2;
+        }
+        // Last two stages (t = 2 and t = 1) on blocks of four, with the
+        // final reduction to [0, q) folded in.
+        debug_assert_eq!(m, n / 4);
+        let reduce4 = |v: u64| csub(csub(v, two_q), q);
+        let w1s = psi[m..2 * m].iter().zip(&psis[m..2 * m]);
+        let w23 = psi[2 * m..4 * m]
+            .chunks_exact(2)
+            .zip(psis[2 * m..4 * m].chunks_exact(2));
+        for ((c, (&w1, &w1h)), (w23, w23h)) in a.chunks_exact_mut(4).zip(w1s).zip(w23) {
+            let (w2, w2h, w3, w3h) = (w23[0], w23h[0], w23[1], w23h[1]);
+            let a0 = csub(c[0], two_q);
+            let a1 = csub(c[1], two_q);
+            let v2 = md.mul_shoup_lazy(c[2], w1, w1h);
+            let v3 = md.mul_shoup_lazy(c[3], w1, w1h);
+            let b0 = csub(a0 + v2, two_q);
+            let b2 = csub(a0 + two_q - v2, two_q);
+            let b1 = a1 + v3;
+            let b3 = a1 + two_q - v3;
+            let v1 = md.mul_shoup_lazy(b1, w2, w2h);
+            let v3 = md.mul_shoup_lazy(b3, w3, w3h);
+            c[0] = reduce4(b0 + v1);
+            c[1] = reduce4(b0 + two_q - v1);
+            c[2] = reduce4(b2 + v3);
+            c[3] = reduce4(b2 + two_q - v3);
+        }
+    }
+
+    /// Radix-2 forward transform (same contract as [`Self::forward`]); used
+    /// for `N < 4`.
+    fn forward_radix2(&self, a: &mut [u64]) {
         debug_assert_eq!(a.len(), self.n);
         let q = self.modulus.value();
         let two_q = 2 * q;
@@ -137,34 +234,52 @@ impl NttTable {
         let two_q = 2 * q;
         let m_ = &self.modulus;
         let n = self.n;
-        // First stage (t = 1).
         let mut m = n >> 1;
-        {
-            let ws = &self.ipsi_rev[m..2 * m];
-            let wss = &self.ipsi_rev_shoup[m..2 * m];
+        let mut t = 1;
+        let ipsi = &self.ipsi_rev;
+        let ipsis = &self.ipsi_rev_shoup;
+        // Stages m = N/2 .. 2 run two at a time (radix-4 over quarters of
+        // blocks of 4t); if their number is odd, the first one runs alone.
+        if n >= 4 && (n.trailing_zeros() - 1) % 2 == 1 {
+            let ws = &ipsi[m..2 * m];
+            let wss = &ipsis[m..2 * m];
             for ((c, &w), &wsh) in a.chunks_exact_mut(2).zip(ws).zip(wss) {
                 let (u, v) = (c[0], c[1]);
                 c[0] = csub(u + v, two_q);
                 c[1] = m_.mul_shoup_lazy(u + two_q - v, w, wsh);
             }
+            t = 2;
+            m >>= 1;
         }
-        let mut t = 2;
-        m >>= 1;
-        // Middle stages.
         while m > 1 {
-            let ws = &self.ipsi_rev[m..2 * m];
-            let wss = &self.ipsi_rev_shoup[m..2 * m];
-            for ((chunk, &w), &wsh) in a.chunks_exact_mut(2 * t).zip(ws).zip(wss) {
-                let (x, y) = chunk.split_at_mut(t);
-                for (xj, yj) in x.iter_mut().zip(y.iter_mut()) {
-                    let u = *xj;
-                    let v = *yj;
-                    *xj = csub(u + v, two_q);
-                    *yj = m_.mul_shoup_lazy(u + two_q - v, w, wsh);
+            let wa = ipsi[m..2 * m]
+                .chunks_exact(2)
+                .zip(ipsis[m..2 * m].chunks_exact(2));
+            let h = m / 2;
+            let wb = ipsi[h..m].iter().zip(&ipsis[h..m]);
+            for ((chunk, (w01, w01h)), (&wb, &wbh)) in a.chunks_exact_mut(4 * t).zip(wa).zip(wb) {
+                let (w0, w0h, w1, w1h) = (w01[0], w01h[0], w01[1], w01h[1]);
+                let (lo, hi) = chunk.split_at_mut(2 * t);
+                let (x0, x1) = lo.split_at_mut(t);
+                let (x2, x3) = hi.split_at_mut(t);
+                for ((p0, p1), (p2, p3)) in x0
+                    .iter_mut()
+                    .zip(x1.iter_mut())
+                    .zip(x2.iter_mut().zip(x3.iter_mut()))
+                {
+                    let (u0, v0, u1, v1) = (*p0, *p1, *p2, *p3);
+                    let a0 = csub(u0 + v0, two_q);
+                    let a1 = m_.mul_shoup_lazy(u0 + two_q - v0, w0, w0h);
+                    let a2 = csub(u1 + v1, two_q);
+                    let a3 = m_.mul_shoup_lazy(u1 + two_q - v1, w1, w1h);
+                    *p0 = csub(a0 + a2, two_q);
+                    *p2 = m_.mul_shoup_lazy(a0 + two_q - a2, wb, wbh);
+                    *p1 = csub(a1 + a3, two_q);
+                    *p3 = m_.mul_shoup_lazy(a1 + two_q - a3, wb, wbh);
                 }
             }
-            t <<= 1;
-            m >>= 1;
+            t <<= 2;
+            m >>= 2;
         }
         // Last stage (m = 1) with the multiplication by 1/N folded in:
         // x' = (u + v) / N, y' = (u - v) * w / N.

@@ -24,15 +24,14 @@
 //! run report records the wall time and the process's resident memory
 //! (`VmRSS`, and the high-water mark `VmHWM`, from `/proc/self/status`).
 
+mod fused;
 mod memory;
 mod progress;
 
-pub use memory::{MemoryStatus, read_memory_status};
+pub use memory::{read_cpu_seconds, read_memory_status, MemoryStatus};
 pub use progress::{Progress, ProgressMode};
 
-use crate::ckks::{
-    Ciphertext, CkksError, Encoder, Evaluator, GaloisKeys, Plaintext, RelinKey,
-};
+use crate::ckks::{Ciphertext, CkksError, Encoder, Evaluator, GaloisKeys, Plaintext, RelinKey};
 use hecc_ir::he::{verify, Module, Op, Type, ValueId, VerifyOptions};
 use rayon::prelude::*;
 use std::cmp::Reverse;
@@ -49,7 +48,10 @@ pub enum ExecError {
     Invalid(String),
     /// The circuit's slot count is not the parameters' N/2.
     #[error("the circuit has {circuit} slots per ciphertext but the parameters give {params}")]
-    #[diagnostic(code(hecc::exec::slots), help("the keys or ciphertexts belong to other parameters"))]
+    #[diagnostic(
+        code(hecc::exec::slots),
+        help("the keys or ciphertexts belong to other parameters")
+    )]
     Slots {
         /// Slots in the circuit types.
         circuit: u32,
@@ -204,6 +206,8 @@ pub struct StageReport {
     pub wavefronts: usize,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// CPU time (user + system, all threads) in seconds, when readable.
+    pub cpu_seconds: Option<f64>,
     /// Resident memory at the end of the stage (bytes), when readable.
     pub rss_bytes: Option<u64>,
     /// Peak resident memory of the process so far (bytes), when readable.
@@ -269,6 +273,8 @@ enum Task {
     Single(ValueId),
     /// Rotations of one ciphertext, served by one hoisted decomposition.
     Hoisted(ValueId, Vec<(ValueId, i64)>),
+    /// Multiply-accumulates over the same operand list, in one pass.
+    FusedMac(Vec<ValueId>),
 }
 
 /// The execution context of a run.
@@ -325,11 +331,16 @@ impl Ctx<'_> {
         let be = |e| backend(v, op)(e);
         let ops = m.operands(v);
         let get = |i: usize| -> Result<&Value, ExecError> {
-            let o = *ops.get(i).ok_or_else(|| ExecError::Invalid(format!("{v}: operand {i}")))?;
+            let o = *ops
+                .get(i)
+                .ok_or_else(|| ExecError::Invalid(format!("{v}: operand {i}")))?;
             store
                 .get(o.0 as usize)
                 .and_then(Option::as_ref)
-                .ok_or(ExecError::MissingOperand { node: v, operand: o })
+                .ok_or(ExecError::MissingOperand {
+                    node: v,
+                    operand: o,
+                })
         };
         let get_ct = |i: usize| -> Result<&Ciphertext, ExecError> {
             get(i)?
@@ -423,7 +434,10 @@ impl Ctx<'_> {
                 Value::Ct(c)
             }
             Op::Relinearize => {
-                let rk = self.keys.relin.ok_or(ExecError::MissingRelinKey { node: v })?;
+                let rk = self
+                    .keys
+                    .relin
+                    .ok_or(ExecError::MissingRelinKey { node: v })?;
                 let mut c = first(owned)?;
                 e.relinearize_assign(&mut c, rk).map_err(be)?;
                 Value::Ct(c)
@@ -439,17 +453,78 @@ impl Ctx<'_> {
                 Value::Ct(c)
             }
             Op::Rotate { steps } => {
-                let gk = self.keys.galois.ok_or(ExecError::MissingGaloisKeys { node: v })?;
+                let gk = self
+                    .keys
+                    .galois
+                    .ok_or(ExecError::MissingGaloisKeys { node: v })?;
                 Value::Ct(e.rotate(get_ct(0)?, i64::from(*steps), gk).map_err(be)?)
             }
             Op::Conjugate => {
-                let gk = self.keys.galois.ok_or(ExecError::MissingGaloisKeys { node: v })?;
+                let gk = self
+                    .keys
+                    .galois
+                    .ok_or(ExecError::MissingGaloisKeys { node: v })?;
                 Value::Ct(e.conjugate(get_ct(0)?, gk).map_err(be)?)
             }
             Op::Output { .. } => Value::Ct(first(owned)?),
         };
         self.check(v, &node.ty, &out)?;
         Ok(out)
+    }
+
+    fn run_fused(
+        &self,
+        macs: &[ValueId],
+        store: &[Option<Value>],
+    ) -> Result<Vec<(ValueId, Value)>, ExecError> {
+        let m = self.m;
+        let first = *macs
+            .first()
+            .ok_or_else(|| ExecError::Invalid("empty fused group".into()))?;
+        let ops = m.operands(first);
+        let cts = ops
+            .iter()
+            .map(|&o| {
+                store
+                    .get(o.0 as usize)
+                    .and_then(Option::as_ref)
+                    .and_then(Value::ct)
+                    .ok_or(ExecError::MissingOperand {
+                        node: first,
+                        operand: o,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows: Vec<&[f64]> = Vec::with_capacity(macs.len());
+        let mut log_scale = 0.0;
+        for &v in macs {
+            match m.node(v).map(|n| &n.op) {
+                Some(Op::Mac(a)) => {
+                    rows.push(&a.coeffs);
+                    log_scale = a.log_scale.0;
+                }
+                _ => return Err(ExecError::Invalid(format!("{v} is not a mac"))),
+            }
+        }
+        let outs = fused::multi_mac(self.eval, &cts, &rows, log_scale.exp2())
+            .map_err(backend(first, "mac"))?;
+        let mut res = Vec::with_capacity(macs.len());
+        for (&v, mut c) in macs.iter().zip(outs) {
+            let node = m
+                .node(v)
+                .ok_or_else(|| ExecError::Invalid(format!("node {v} vanished")))?;
+            if let Op::Mac(a) = &node.op {
+                if let Some(b) = a.bias.filter(|b| *b != 0.0) {
+                    self.eval
+                        .add_scalar_assign(&mut c, b)
+                        .map_err(backend(v, "mac"))?;
+                }
+            }
+            let value = Value::Ct(c);
+            self.check(v, &node.ty, &value)?;
+            res.push((v, value));
+        }
+        Ok(res)
     }
 
     fn run_hoisted(
@@ -634,6 +709,7 @@ pub fn execute(
     };
     for (si, name) in names.iter().enumerate() {
         let ts = Instant::now();
+        let cpu0 = read_cpu_seconds();
         progress.stage(name);
         let mut wavefronts = 0usize;
         let mut nodes = 0usize;
@@ -658,11 +734,36 @@ pub fn execute(
                 let Some(node) = m.node(v) else { continue };
                 if let Op::Rotate { steps } = node.op {
                     if let Some(&src) = m.operands(v).first() {
-                        rot_groups.entry(src).or_default().push((v, i64::from(steps)));
+                        rot_groups
+                            .entry(src)
+                            .or_default()
+                            .push((v, i64::from(steps)));
                         continue;
                     }
                 }
                 tasks.push(Task::Single(v));
+            }
+            // Multiply-accumulates over identical operand lists (dense layers) run fused.
+            let mut mac_groups: BTreeMap<(Vec<ValueId>, u64), Vec<ValueId>> = BTreeMap::new();
+            tasks.retain(|t| {
+                let Task::Single(v) = t else { return true };
+                match m.node(*v).map(|n| &n.op) {
+                    Some(Op::Mac(a)) if a.coeffs.len() >= 16 => {
+                        mac_groups
+                            .entry((m.operands(*v), a.log_scale.0.to_bits()))
+                            .or_default()
+                            .push(*v);
+                        false
+                    }
+                    _ => true,
+                }
+            });
+            for (_, group) in mac_groups {
+                if group.len() > 1 {
+                    tasks.push(Task::FusedMac(group));
+                } else {
+                    tasks.extend(group.into_iter().map(Task::Single));
+                }
             }
             for (src, rots) in rot_groups {
                 if rots.len() > 1 {
@@ -693,7 +794,7 @@ pub fn execute(
                 .iter()
                 .map(|t| match t {
                     Task::Single(v) => owned.remove(v),
-                    Task::Hoisted(..) => None,
+                    Task::Hoisted(..) | Task::FusedMac(..) => None,
                 })
                 .collect();
             let store_ref = &store;
@@ -706,6 +807,7 @@ pub fn execute(
                         .run_node(*v, store_ref, own, inputs_ref)
                         .map(|val| vec![(*v, val)]),
                     Task::Hoisted(src, rots) => ctx.run_hoisted(*src, rots, store_ref),
+                    Task::FusedMac(macs) => ctx.run_fused(macs, store_ref),
                 })
                 .collect();
             let mut finished: Vec<(ValueId, Value)> = Vec::with_capacity(front.len());
@@ -740,8 +842,7 @@ pub fn execute(
                         outputs.push(OutputCt { name, index, ct });
                     }
                     (out, val) => {
-                        if let (Some(HeNodeRef::Output(name, index)), Value::Ct(ct)) = (out, &val)
-                        {
+                        if let (Some(HeNodeRef::Output(name, index)), Value::Ct(ct)) = (out, &val) {
                             outputs.push(OutputCt {
                                 name,
                                 index,
@@ -766,6 +867,7 @@ pub fn execute(
             nodes,
             wavefronts,
             seconds: ts.elapsed().as_secs_f64(),
+            cpu_seconds: read_cpu_seconds().zip(cpu0).map(|(b, a)| b - a),
             rss_bytes: mem.map(|m| m.rss_bytes),
             peak_rss_bytes: mem.map(|m| m.peak_rss_bytes),
             live_ciphertexts: live,

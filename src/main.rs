@@ -477,7 +477,13 @@ fn client(cmd: Cli) -> ExitCode {
                     s.plan.rotation_steps.len()
                 ))
             }
-            Cli::Encrypt { plan, keys, input, limit, output } => {
+            Cli::Encrypt {
+                plan,
+                keys,
+                input,
+                limit,
+                output,
+            } => {
                 let s = r::Session::open(&plan)?;
                 let images = r::load_images(&input, s.input()?)?;
                 let images = images.take(limit.unwrap_or(images.count));
@@ -508,7 +514,13 @@ fn client(cmd: Cli) -> ExitCode {
                     output.display()
                 ))
             }
-            Cli::Run { plan, ciphertexts, eval_keys, output, quiet } => {
+            Cli::Run {
+                plan,
+                ciphertexts,
+                eval_keys,
+                output,
+                quiet,
+            } => {
                 let s = r::Session::open(&plan)?;
                 let keys = r::read_eval_keys(&s, &eval_keys)?;
                 let inputs = r::read_inputs(&s, &ciphertexts)?;
@@ -521,7 +533,11 @@ fn client(cmd: Cli) -> ExitCode {
                     output.display()
                 ))
             }
-            Cli::Decrypt { outputs, secret_key, output } => {
+            Cli::Decrypt {
+                outputs,
+                secret_key,
+                output,
+            } => {
                 let o = r::read_outputs(&outputs)?;
                 let sk = r::read_secret_key(&o.ctx, &o.digest, &secret_key)?;
                 let logits = r::decrypt_outputs(&o, &sk)?;
@@ -538,7 +554,15 @@ fn client(cmd: Cli) -> ExitCode {
                     output.display()
                 ))
             }
-            Cli::Infer { model, input, labels, verify, batch, activation, quiet } => {
+            Cli::Infer {
+                model,
+                input,
+                labels,
+                verify,
+                batch,
+                activation,
+                quiet,
+            } => {
                 let opts = r::InferOptions {
                     compile: hecc::compile::CompileOptions {
                         activation,

@@ -74,7 +74,7 @@ fn fusion_preserves_the_reference_models() {
         let f = fused(&g);
         assert_eq!(count_bn(&f), 0, "{name}: batch-norms left");
         let (_, _, x) = images(&g, 2);
-        let want = eval_batch(&g, &[x.clone()]).expect("eval");
+        let want = eval_batch(&g, std::slice::from_ref(&x)).expect("eval");
         let got = eval_batch(&f, &[x]).expect("eval fused");
         let rel = max_rel(&want, &got);
         assert!(rel < 1e-9, "{name}: relative error {rel}");

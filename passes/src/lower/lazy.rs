@@ -137,11 +137,10 @@ impl<'m> Emitter<'m> {
     /// returns `x` unchanged.
     pub fn rescale_fresh(&mut self, x: Lazy, s: f64) -> Lazy {
         let Some(ct) = x.ct else { return x };
-        if !self.fold_affine
-            || !(s.is_finite() && s > 0.0)
-            || s == 1.0
-            || !self.module.users(ct).is_empty()
-        {
+        if !self.fold_affine {
+            return x;
+        }
+        if !(s.is_finite() && s > 0.0) || s == 1.0 || !self.module.users(ct).is_empty() {
             return x;
         }
         match self.module.node_mut(ct).map(|n| &mut n.op) {

@@ -6,6 +6,7 @@
 //! `psi^(2*brv(i)+1)`. [`NttTable::inverse`] undoes it (inputs below `2q`).
 //! Both outputs are fully reduced. Butterflies are Harvey's lazy ones with
 //! Shoup-precomputed twiddles (values stay in `[0, 4q)` between stages).
+//! Stages are fused in pairs (radix-4 passes) to halve memory traffic.
 
 use super::error::Result;
 use super::zq::{primitive_root_2n, Modulus};

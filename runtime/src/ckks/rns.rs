@@ -56,6 +56,15 @@ fn conv_limb(ctx: &Context, conv: &BaseConv, d: usize, y: &[u64], v: &[u64], out
     let row = &conv.hat_mod[d];
     let bm = conv.prod_mod[d];
     let bms = m.shoup(bm);
+    if let [h] = row[..] {
+        // One source prime (digits of one limb, as with a single special
+        // prime): no u128 accumulation, two Shoup products per coefficient.
+        let hs = m.shoup(h);
+        for ((o, &x), &vk) in out.iter_mut().zip(&y[..n]).zip(v) {
+            *o = m.sub(m.mul_shoup(x, h, hs), m.mul_shoup(vk, bm, bms));
+        }
+        return;
+    }
     for (k0, (o, vb)) in (0..n)
         .step_by(BLOCK)
         .zip(out.chunks_exact_mut(BLOCK).zip(v.chunks_exact(BLOCK)))

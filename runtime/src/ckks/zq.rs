@@ -76,11 +76,12 @@ impl Modulus {
         let t1 = x0 as u128 * r1 as u128 + t0 as u128;
         let t2 = x1 as u128 * r0 as u128;
         let mid = (t1 as u64 as u128) + (t2 as u64 as u128);
-        let qhat = x1
-            .wrapping_mul(r1)
-            .wrapping_add((t1 >> 64) as u64)
-            .wrapping_add((t2 >> 64) as u64)
-            .wrapping_add((mid >> 64) as u64);
+        let qhat = scalar_barrier(
+            x1.wrapping_mul(r1)
+                .wrapping_add((t1 >> 64) as u64)
+                .wrapping_add((t2 >> 64) as u64)
+                .wrapping_add((mid >> 64) as u64),
+        );
         let r = x0.wrapping_sub(qhat.wrapping_mul(self.value));
         let r = r.min(r.wrapping_sub(self.value));
         r.min(r.wrapping_sub(self.value))
@@ -91,7 +92,7 @@ impl Modulus {
     /// ratio word, which under-estimates by at most 2).
     #[inline(always)]
     pub fn reduce(&self, x: u64) -> u64 {
-        let qhat = ((x as u128 * self.ratio.1 as u128) >> 64) as u64;
+        let qhat = scalar_barrier(((x as u128 * self.ratio.1 as u128) >> 64) as u64);
         let r = x.wrapping_sub(qhat.wrapping_mul(self.value));
         let r = r.min(r.wrapping_sub(self.value));
         r.min(r.wrapping_sub(self.value))

@@ -142,3 +142,59 @@ pub(crate) fn multi_mac(
     }
     Ok(result)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ckks::*;
+
+    #[test]
+    fn fused_equals_separate_accumulates_exactly() {
+        let params = CkksParameters::builder()
+            .log_n(12)
+            .q0_bits(60)
+            .scale_bits(vec![40, 40])
+            .special_bits(vec![60])
+            .insecure_no_security_check()
+            .build()
+            .unwrap();
+        let ctx = Context::new(params).unwrap();
+        let kg = KeyGenerator::new_with_insecure_test_seed(&ctx, 3);
+        let sk = kg.secret_key().clone();
+        let encoder = Encoder::new(&ctx);
+        let mut enc = SymmetricEncryptor::new_with_insecure_test_seed(&ctx, &sk, 4);
+        let eval = Evaluator::new(&ctx);
+        // 70 terms (more than one lazy-reduction period), 3 outputs, size-3 operands.
+        let cts: Vec<Ciphertext> = (0..70)
+            .map(|i| {
+                let v: Vec<f64> = (0..64).map(|k| ((i * 7 + k) % 13) as f64 * 0.05).collect();
+                let c = enc
+                    .encrypt(&encoder.encode(&v, 2, 2f64.powi(30)).unwrap())
+                    .unwrap();
+                eval.square(&c).unwrap()
+            })
+            .collect();
+        let refs: Vec<&Ciphertext> = cts.iter().collect();
+        let rows: Vec<Vec<f64>> = (0..3)
+            .map(|j| {
+                (0..70)
+                    .map(|t| ((t * 3 + j * 5) % 11) as f64 * 0.1 - 0.5)
+                    .collect()
+            })
+            .collect();
+        let row_refs: Vec<&[f64]> = rows.iter().map(Vec::as_slice).collect();
+        let fused = multi_mac(&eval, &refs, &row_refs, 2f64.powi(20)).unwrap();
+        for (j, row) in rows.iter().enumerate() {
+            let terms: Vec<(&Ciphertext, f64)> =
+                refs.iter().copied().zip(row.iter().copied()).collect();
+            let want = eval.mul_scalar_accumulate(&terms, 2f64.powi(20)).unwrap();
+            assert_eq!(fused[j].polys, want.polys, "output {j}");
+            assert_eq!(fused[j].scale, want.scale);
+        }
+        // Mismatched levels are refused like the evaluator does.
+        let low = eval.drop_to_level(&cts[0], 1).unwrap();
+        let bad = vec![&cts[1], &low];
+        let r = multi_mac(&eval, &bad, &[&[1.0, 1.0]], 2f64.powi(20));
+        assert!(matches!(r, Err(CkksError::LevelMismatch { .. })));
+    }
+}

@@ -49,6 +49,7 @@ fn report_lenet5_batch() {
 }
 
 #[test]
+#[ignore = "slow (about 6 minutes on 2 cores): cargo test --release --test report_snapshots -- --ignored"]
 fn report_squeezenet_batch() {
     insta::assert_snapshot!(report_of("squeezenet.yaml"));
 }

@@ -412,7 +412,23 @@ fn rebuild(
                         *o = r.align(v, *o, level, want, mnemonic)?;
                     }
                 }
+                // A scalar product that only feeds additions is a correction term of a product
+                // (or a ratio aligning two operands): it is matched at the addition, not rescaled,
+                // and its encoding scale is re-derived there (the lowering's scale assumed no
+                // rescales at all).
+                let companion = code == Opcode::MulScalar
+                    && r.src.users(v).iter().all(|&u| {
+                        matches!(
+                            r.src.node(u).map(|n| n.op.opcode()),
+                            Some(Opcode::Add | Opcode::Sub)
+                        )
+                    });
                 let mut op = node.op.clone();
+                if companion {
+                    if let Op::MulScalar { log_scale, .. } = &mut op {
+                        *log_scale = r.src.meta.log_scale;
+                    }
+                }
                 if let Op::Mac(attrs) = &mut op {
                     // Encode the scalars at the prime the following rescale removes, so the
                     // result returns exactly to the operands' scale.
@@ -435,15 +451,6 @@ fn rebuild(
                     }
                 }
                 let x = r.out.push(op, &operands).map_err(b)?;
-                // A scalar product that only feeds additions is a correction term of a product
-                // (or a ratio aligning two operands): it is matched at the addition, not rescaled.
-                let companion = code == Opcode::MulScalar
-                    && r.src.users(v).iter().all(|&u| {
-                        matches!(
-                            r.src.node(u).map(|n| n.op.opcode()),
-                            Some(Opcode::Add | Opcode::Sub)
-                        )
-                    });
                 if policy == RescalePolicy::Always && is_multiplicative(code) && !companion {
                     let size = r.out.ty(x).map_or(2, |t| t.size());
                     if size == 2 {

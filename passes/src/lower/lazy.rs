@@ -69,6 +69,10 @@ pub struct Emitter<'m> {
     relinearized: HashMap<ValueId, ValueId>,
     /// Scale at which scalar constants are encoded.
     pub scalar_log_scale: LogScale,
+    /// Whether [`Emitter::rescale_fresh`] may rewrite a producer in place: the lowering allows it
+    /// only while every operand of the node being lowered has that node as its sole consumer
+    /// (otherwise another consumer would still hold the old pending factor).
+    pub allow_fresh: bool,
     /// Fold pending affine factors into the next op (default `true`). When `false`, the lowering
     /// calls [`Emitter::settle`] after every op, which materialises them at once.
     pub fold_affine: bool,
@@ -86,6 +90,7 @@ impl<'m> Emitter<'m> {
             depth: HashMap::new(),
             relinearized: HashMap::new(),
             scalar_log_scale,
+            allow_fresh: true,
             fold_affine: true,
         }
     }
@@ -137,7 +142,7 @@ impl<'m> Emitter<'m> {
     /// returns `x` unchanged.
     pub fn rescale_fresh(&mut self, x: Lazy, s: f64) -> Lazy {
         let Some(ct) = x.ct else { return x };
-        if !self.fold_affine {
+        if !self.fold_affine || !self.allow_fresh {
             return x;
         }
         if !(s.is_finite() && s > 0.0) || s == 1.0 || !self.module.users(ct).is_empty() {
@@ -159,6 +164,51 @@ impl<'m> Emitter<'m> {
             }
             _ => x,
         }
+    }
+
+    /// `c * x` applied to the ciphertext (one level), leaving a pending factor of 1.
+    pub fn scale(&mut self, x: Lazy, c: f64) -> Result<Lazy, HeError> {
+        let Some(ct) = x.ct else {
+            return Ok(Lazy::constant(c * x.o));
+        };
+        let k = c * x.m;
+        if k == 0.0 {
+            return Ok(Lazy::constant(c * x.o));
+        }
+        if k == 1.0 {
+            return Ok(Lazy {
+                ct: Some(ct),
+                m: 1.0,
+                o: c * x.o,
+            });
+        }
+        let d = self.d(ct) + 1;
+        let v = self.module.mul_scalar(ct, k, self.scalar_log_scale)?;
+        Ok(Lazy {
+            ct: Some(self.note(v, d)),
+            m: 1.0,
+            o: c * x.o,
+        })
+    }
+
+    /// `k * x` for an integer `k`, applied to the ciphertext (no level).
+    pub fn scale_int(&mut self, x: Lazy, k: i64) -> Result<Lazy, HeError> {
+        let Some(ct) = x.ct else {
+            return Ok(Lazy::constant(k as f64 * x.o));
+        };
+        if k == 0 {
+            return Ok(Lazy::constant(0.0));
+        }
+        if k == 1 {
+            return Ok(x);
+        }
+        let d = self.d(ct);
+        let v = self.module.mul_integer(ct, k)?;
+        Ok(Lazy {
+            ct: Some(self.note(v, d)),
+            m: x.m,
+            o: k as f64 * x.o,
+        })
     }
 
     /// `sum_i w_i * x_i + bias` over lazy `x_i`: one multiply-accumulate (one level).

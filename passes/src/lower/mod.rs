@@ -634,13 +634,25 @@ fn sum_scaled(em: &mut Emitter<'_>, terms: &[&Elem], div: f64) -> Result<Elem, H
 
 /// Runs an evaluation plan on a lazy value.
 pub fn run_plan(em: &mut Emitter<'_>, plan: &EvalPlan, x: Lazy) -> Result<Lazy, HeError> {
+    // Powers of the input multiply its pending factor too: bring it to 1 first, for free when
+    // the producer is a fresh multiply-accumulate, else with one scalar product.
+    let x = em.rescale_fresh(x, x.m.abs());
+    let x = if x.ct.is_some() && x.m != 1.0 {
+        em.scale(x, 1.0)?
+    } else {
+        x
+    };
     let mut regs: Vec<Lazy> = Vec::with_capacity(plan.ops.len());
     for op in &plan.ops {
         let r = match *op {
             PlanOp::Input => x,
             PlanOp::Mul(a, b) => em.mul(regs[a], regs[b])?,
-            PlanOp::MulScalar(a, c) => regs[a].affine(c, 0.0),
-            PlanOp::MulInt(a, k) => regs[a].affine(k as f64, 0.0),
+            // The plan budgets a level for every scalar product, so it is applied for real:
+            // folding it (and the integer factors) lazily would let the pending factor drift by
+            // orders of magnitude through a high-degree plan, pushing the ciphertext's content
+            // towards overflow or underflow.
+            PlanOp::MulScalar(a, c) => em.scale(regs[a], c)?,
+            PlanOp::MulInt(a, k) => em.scale_int(regs[a], k)?,
             PlanOp::Add(a, b) => em.add(regs[a], regs[b])?,
             PlanOp::Sub(a, b) => em.add(regs[a], regs[b].affine(-1.0, 0.0))?,
             PlanOp::AddScalar(a, c) => regs[a].affine(1.0, c),
@@ -661,7 +673,9 @@ pub fn apply_approx(em: &mut Emitter<'_>, a: &ActivationApprox, x: Lazy) -> Resu
             run_plan(em, &EvalPlan::for_series(&unit), y)
         }
         ApproxForm::SignBased(cs) => {
+            // t is used twice (sign input and product): normalise it once, up front.
             let t = x.affine(1.0 / a.range, 0.0);
+            let t = em.rescale_fresh(t, t.m.abs());
             let mut s = t;
             for stage in &cs.stages {
                 s = run_plan(em, &EvalPlan::for_series(stage), s)?;

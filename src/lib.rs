@@ -2,6 +2,7 @@
 //! Only the CLI (`src/main.rs`) prints.
 
 pub mod approx_cmd;
+pub mod calibrate;
 pub mod channel_compile;
 pub mod check;
 pub mod compile;

@@ -160,6 +160,19 @@ enum Cli {
         #[arg(long)]
         plot: Option<PathBuf>,
     },
+    /// Measure the CKKS backend's primitive costs on this machine and write the cost table that
+    /// `hecc compile --costs` uses for time estimates.
+    Calibrate {
+        /// Ring degrees (log2) to measure, comma-separated (13 to 16).
+        #[arg(long, default_value = "13,14")]
+        log_n: String,
+        /// Repetitions per primitive (the median is kept).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Where to write the table (JSON).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Print the report of a compiled plan: per-layer levels, depth, operation counts,
     /// ciphertexts and memory, parameters, keys and estimated time.
     Report {
@@ -413,6 +426,36 @@ fn main() -> ExitCode {
                         }
                         println!("plot written to {}", path.display());
                     }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e:?}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cli::Calibrate {
+            log_n,
+            reps,
+            output,
+        } => {
+            let run = || -> miette::Result<()> {
+                let log_ns = log_n
+                    .split(',')
+                    .map(|v| {
+                        v.trim()
+                            .parse::<u32>()
+                            .map_err(|_| miette::miette!("`{v}` is not a ring degree (log2)"))
+                    })
+                    .collect::<miette::Result<Vec<u32>>>()?;
+                let table = hecc::calibrate::calibrate(&log_ns, reps, |line| eprintln!("{line}"))?;
+                let json =
+                    serde_json::to_string_pretty(&table).map_err(|e| miette::miette!("{e}"))?;
+                hecc::compile::write_atomic(&output, json.as_bytes())
+            };
+            match run() {
+                Ok(()) => {
+                    println!("cost table written to {}", output.display());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -93,22 +93,6 @@ fn lenet5_batch_matches_the_tensor_model() {
 }
 
 #[test]
-#[ignore]
-fn debug_dump_lenet_always() {
-    let g = model("lenet5.yaml");
-    let opts = LowerOptions {
-        batch: 2,
-        slots: 2,
-        log_scale: 40.0,
-        activations: Default::default(),
-    };
-    let raw = lower_batch(&g, &opts).unwrap().module;
-    let m = manage(&raw, RescalePolicy::Always, None).unwrap();
-    let text = hecc_ir::text::he_print::print_module(&m, &Default::default());
-    std::fs::write("/tmp/lenet_always.he", text).unwrap();
-}
-
-#[test]
 fn squeezenet_batch_matches_the_tensor_model() {
     let g = model("squeezenet.yaml");
     let (depth, err) = check(&g, 2, RescalePolicy::Waterline);

@@ -102,6 +102,13 @@ pub enum LowerError {
         /// Weight name.
         weight: String,
     },
+    /// A batch-norm whose tensors do not give a finite per-channel scale.
+    #[error("batch-norm `{node}`: its tensors do not give a finite per-channel scale (variance + epsilon must be positive, all four of length C)")]
+    #[diagnostic(code(hecc::lower::batch_norm))]
+    BadBatchNorm {
+        /// Node name.
+        node: String,
+    },
     /// An output element does not depend on the input.
     #[error("output `{output}` element {index} is a constant ({value}); nothing to encrypt")]
     #[diagnostic(code(hecc::lower::constant_output))]
@@ -370,21 +377,27 @@ pub fn lower_batch_with(
                 beta,
                 mean,
                 var,
-                epsilon,
+                ..
             } => {
-                let (g_, b_, m_, v_) = (weight(gamma)?, weight(beta)?, weight(mean)?, weight(var)?);
+                for w in [gamma, beta, mean, var] {
+                    weight(w)?;
+                }
+                let (scale, shift) =
+                    crate::tensor::batch_norm_affine(g, &node.op).ok_or_else(|| {
+                        LowerError::BadBatchNorm {
+                            node: node.name.clone(),
+                        }
+                    })?;
                 let c = in_shape.first().copied().unwrap_or(1).max(1);
-                let per_c = in_shape.numel() / c;
+                let per_c = (in_shape.numel() / c).max(1);
                 ins[0]
                     .iter()
                     .enumerate()
                     .map(|(k, x)| {
-                        let ch = k / per_c.max(1);
-                        let s = g_.iter().nth(ch).copied().unwrap_or(1.0)
-                            / (v_.iter().nth(ch).copied().unwrap_or(1.0) + epsilon).sqrt();
-                        let sh = b_.iter().nth(ch).copied().unwrap_or(0.0)
-                            - m_.iter().nth(ch).copied().unwrap_or(0.0) * s;
-                        Elem::L(x.affine(s, sh))
+                        let ch = k / per_c;
+                        let s = scale.get(ch).copied().unwrap_or(1.0);
+                        let t = shift.get(ch).copied().unwrap_or(0.0);
+                        Elem::L(x.affine(s, t))
                     })
                     .collect()
             }

@@ -2,13 +2,18 @@
 //! model, layout and batch size, at the default 128-bit parameters.
 //!
 //! `cargo run --release --example bench_infer -- [--models cryptonets,lenet5]
-//! [--batches 1,64,1024,max] [--insecure]`
+//! [--layouts batch,channel] [--batches 1,64,1024,max] [--insecure]`
 //!
 //! Each configuration runs in its own child process so that its peak resident memory (VmHWM)
-//! is its own. A configuration compiles the model for the batch size (`max` = N/2 images),
-//! generates keys, encrypts pseudo-random images in the input's range, runs the plan and
-//! decrypts; it reports the run time (the server step) divided by the batch, the encryption
-//! time, and the process's peak memory.
+//! is its own. A configuration compiles the model for the layout and batch size (`max` = as
+//! many images as the layout packs: N/2 in the batch layout), generates keys, encrypts
+//! pseudo-random images in the input's range with the secret key, runs the plan and decrypts;
+//! it reports the run time (the server step) divided by the batch, the encryption time, the
+//! whole configuration's time and the process's peak memory. A layout that packs fewer
+//! images than asked (the channel layout packs a few per ciphertext) compiles for as many as
+//! it can: the `images` column is what ran. The parent prints one `RESULT`
+//! line per configuration as it finishes, then a Markdown table of all of them, with the
+//! machine's load average before and after.
 
 use hecc::compile::{compile, CompileOptions};
 use hecc::run::{
@@ -26,12 +31,13 @@ fn arg(args: &[String], key: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
-fn one(model: &str, batch: &str, insecure: bool) -> Result<String, String> {
+fn one(model: &str, layout: &str, batch: &str, insecure: bool) -> Result<String, String> {
+    let t_all = Instant::now();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("models")
         .join(format!("{model}.yaml"));
     let mut opts = CompileOptions {
-        layout: "batch".into(),
+        layout: layout.into(),
         ..Default::default()
     };
     if insecure {
@@ -83,14 +89,57 @@ fn one(model: &str, batch: &str, insecure: bool) -> Result<String, String> {
     let cpu = cpu_seconds();
     let peak = hecc_runtime::exec::read_memory_status().map_or(0, |m| m.peak_rss_bytes);
     Ok(format!(
-        "RESULT {model} batch {n} N=2^{} compile {t_compile:.2} keygen {t_keygen:.2} encrypt {t_encrypt:.2} \
-         run {t_run:.2} decrypt {t_decrypt:.2} ms_per_image {:.3} peak_mib {} cpu_s {cpu:.1} nodes {} logits {}",
+        "RESULT {model} layout {layout} requested {batch} images {n} N=2^{} compile {t_compile:.2} keygen {t_keygen:.2} \
+         encrypt {t_encrypt:.2} run {t_run:.2} decrypt {t_decrypt:.2} total {:.2} ms_per_image {:.3} \
+         peak_mib {} cpu_s {cpu:.1} nodes {} logits {}",
         s.plan.params.log_n,
+        t_all.elapsed().as_secs_f64(),
         t_run / n as f64 * 1e3,
         peak >> 20,
         report.nodes,
         logits.values.len()
     ))
+}
+
+/// The value after `key` in a `RESULT` line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let mut it = line.split_whitespace();
+    while let Some(w) = it.next() {
+        if w == key {
+            return it.next().unwrap_or("?");
+        }
+    }
+    "?"
+}
+
+/// One Markdown table row of a `RESULT` or `FAILED` line.
+fn table_row(model: &str, layout: &str, batch: &str, line: &str) -> String {
+    if !line.starts_with("RESULT") {
+        let why = line.split_once(": ").map_or(line, |(_, w)| w);
+        return format!(
+            "| {model} | {layout} | {batch} | - | - | - | - | - | - | - | failed: {why} |"
+        );
+    }
+    let n = field(line, "images");
+    let run: f64 = field(line, "run").parse().unwrap_or(f64::NAN);
+    let ms = field(line, "ms_per_image");
+    format!(
+        "| {model} | {layout} | {batch} | {n} | {} | {run:.2} | {ms} | {} | {} | {} | {} |",
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("N="))
+            .unwrap_or("?"),
+        field(line, "encrypt"),
+        field(line, "total"),
+        field(line, "peak_mib"),
+        field(line, "cpu_s"),
+    )
+}
+
+/// `/proc/loadavg`'s first three fields.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// User + system CPU seconds of this process (Linux `/proc/self/stat`, 100 ticks/s).
@@ -114,15 +163,17 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let insecure = args.iter().any(|a| a == "--insecure");
     if let Some(i) = args.iter().position(|a| a == "--one") {
-        let (Some(model), Some(batch)) = (args.get(i + 1), args.get(i + 2)) else {
-            eprintln!("--one MODEL BATCH");
+        let (Some(model), Some(layout), Some(batch)) =
+            (args.get(i + 1), args.get(i + 2), args.get(i + 3))
+        else {
+            eprintln!("--one MODEL LAYOUT BATCH");
             std::process::exit(2);
         };
-        match one(model, batch, insecure) {
+        match one(model, layout, batch, insecure) {
             Ok(line) => println!("{line}"),
             Err(e) => {
                 println!(
-                    "FAILED {model} batch {batch}: {}",
+                    "FAILED {model} layout {layout} batch {batch}: {}",
                     e.lines().next().unwrap_or("")
                 );
                 std::process::exit(1);
@@ -131,6 +182,7 @@ fn main() {
         return;
     }
     let models = arg(&args, "--models").unwrap_or_else(|| "cryptonets".into());
+    let layouts = arg(&args, "--layouts").unwrap_or_else(|| "batch".into());
     let batches = arg(&args, "--batches").unwrap_or_else(|| "1,64,1024,max".into());
     let exe = match std::env::current_exe() {
         Ok(e) => e,
@@ -140,26 +192,48 @@ fn main() {
         }
     };
     println!(
-        "# bench_infer: layout batch, {} parameters, {} threads",
+        "# bench_infer: {} parameters, {} threads, load average before: {}",
         if insecure { "insecure test" } else { "128-bit" },
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load()
     );
+    let mut rows = Vec::new();
     for model in models.split(',') {
-        for batch in batches.split(',') {
-            let mut cmd = Command::new(&exe);
-            cmd.args(["--one", model, batch]);
-            if insecure {
-                cmd.arg("--insecure");
-            }
-            match cmd.output() {
-                Ok(o) => {
-                    print!("{}", String::from_utf8_lossy(&o.stdout));
-                    if !o.status.success() {
-                        eprint!("{}", String::from_utf8_lossy(&o.stderr));
-                    }
+        for layout in layouts.split(',') {
+            for batch in batches.split(',') {
+                let mut cmd = Command::new(&exe);
+                cmd.args(["--one", model, layout, batch]);
+                if insecure {
+                    cmd.arg("--insecure");
                 }
-                Err(e) => println!("FAILED {model} batch {batch}: {e}"),
+                let line = match cmd.output() {
+                    Ok(o) => {
+                        if !o.status.success() {
+                            eprint!("{}", String::from_utf8_lossy(&o.stderr));
+                        }
+                        let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                        if out.is_empty() {
+                            format!("FAILED {model} layout {layout} batch {batch}: {}", o.status)
+                        } else {
+                            out
+                        }
+                    }
+                    Err(e) => format!("FAILED {model} layout {layout} batch {batch}: {e}"),
+                };
+                println!("{line}");
+                rows.push(table_row(model, layout, batch, &line));
             }
         }
     }
+    println!();
+    println!(
+        "| model | layout | batch asked | images | N | run (s) | run per image (ms) | \
+         encrypt (s) | total (s) | peak memory (MiB) | CPU (s) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    println!();
+    println!("load average after: {}", load());
 }

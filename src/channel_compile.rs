@@ -9,12 +9,11 @@
 //! lowering) of both layouts' key switches and multiplications per image and of their live
 //! ciphertexts, see [`LayoutEstimate`].
 
-use crate::compile::{backend_params, parse_activation, CompileOptions, Compiled};
+use crate::compile::{backend_params, CompileOptions, Compiled};
 use hecc_ir::tensor::{Graph, Op, Shape};
-use hecc_passes::approx::ActivationApprox;
 use hecc_passes::he::{depth_of, manage_traced};
 use hecc_passes::lower::channel::{lower_channel, ChannelLowered, ChannelOptions};
-use hecc_passes::lower::{ActivationPolicy, LowerOptions};
+use hecc_passes::lower::LowerOptions;
 use hecc_passes::manager::PassLog;
 use hecc_passes::params::{select, ParamRequest};
 use hecc_passes::plan::{Plan, PlanTensor, PLAN_FORMAT, PLAN_VERSION};
@@ -199,12 +198,7 @@ fn tensors(g: &Graph, ids: &[hecc_ir::tensor::NodeId]) -> Vec<PlanTensor> {
 
 /// Compiles `g` in the channel layout.
 pub fn compile_channel(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
-    let method = parse_activation(&opts.activation)?;
-    let relu = ActivationApprox::relu(&method, opts.relu_range)?;
-    let activations = ActivationPolicy {
-        relu: Some(relu.clone()),
-        max: Some(relu),
-    };
+    let (activations, ranges) = crate::compile::activation_policy(g, opts)?;
     let lower = |log_n: u32| -> Result<ChannelLowered> {
         let slots = 1u32 << (log_n - 1);
         Ok(lower_channel(
@@ -254,6 +248,7 @@ pub fn compile_channel(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         opts.costs.as_ref(),
     );
     rep.activation = opts.activation.clone();
+    rep.activation_ranges = ranges;
     let key_bytes = rep.keys.public_key + rep.keys.relin_key + rep.keys.galois_keys;
     let sched = hecc_passes::schedule::schedule(
         &managed.module,

@@ -9,6 +9,7 @@ use hecc_passes::lower::{lower_batch_with, ActivationPolicy, LowerOptions};
 use hecc_passes::manager::{ManagerOptions, PassCx, PassLog, PassManager, PassTiming, Pipeline};
 use hecc_passes::params::{select, ParamChoice, ParamRequest, Security};
 use hecc_passes::plan::{Plan, PlanTensor, PLAN_FORMAT, PLAN_VERSION};
+use hecc_passes::ranges::{calibrate_ranges, sites, ActivationRange};
 use hecc_passes::report::{self, CostTable};
 use hecc_runtime::ckks::CkksParameters;
 use miette::{miette, IntoDiagnostic, Result};
@@ -27,6 +28,11 @@ pub struct CompileOptions {
     pub activation: String,
     /// Input range half-width of the ReLU approximation.
     pub relu_range: f64,
+    /// Calibrate each activation's range on sample images (`--calibrate`).
+    pub calibration: Option<Calibration>,
+    /// `relu_range` was given explicitly: it is used for every activation even with
+    /// calibration (the calibrated ranges are then only recorded and reported).
+    pub range_override: bool,
     /// Scale bits.
     pub scale_bits: u32,
     /// Bits above the scale in the first prime.
@@ -61,6 +67,8 @@ impl Default for CompileOptions {
             rescale: RescalePolicy::Waterline,
             activation: "square".into(),
             relu_range: 8.0,
+            calibration: None,
+            range_override: false,
             scale_bits: 40,
             output_bits: 20,
             security: Security::Bits128,
@@ -74,6 +82,127 @@ impl Default for CompileOptions {
             compare_fusion: true,
         }
     }
+}
+
+/// Sample data for range calibration.
+#[derive(Clone, Debug)]
+pub struct Calibration {
+    /// Sample images `[N, ...input shape]`, in the model input's domain.
+    pub samples: hecc_ir::tensor::Tensor,
+    /// Relative margin added to each calibrated bound (`B = bound * (1 + margin)`).
+    pub margin: f64,
+}
+
+/// The range options of `hecc compile` and `hecc infer`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RangeArgs {
+    /// Half-width B of the interval [-B, B] the ReLU (and max-pool) approximation is fitted
+    /// on (default 8); when given, it overrides calibrated ranges for every activation.
+    #[arg(long)]
+    pub relu_range: Option<f64>,
+    /// Calibrate each activation's range on these images (.npy, IDX or PNG): the plaintext
+    /// model runs on them and every relu/max_pool gets its own B = max|input| * (1 + margin)
+    /// (max_pool: the largest window spread).
+    #[arg(long)]
+    pub calibrate: Option<std::path::PathBuf>,
+    /// Images of the calibration file to use (the first N).
+    #[arg(long, default_value_t = 1000)]
+    pub calibrate_count: usize,
+    /// Relative margin added to each calibrated bound.
+    #[arg(long, default_value_t = 0.1)]
+    pub range_margin: f64,
+}
+
+impl RangeArgs {
+    /// Sets the range options of `opts` for the model at `model` (loading the calibration
+    /// images in the model input's domain, as `hecc infer` loads images).
+    pub fn apply(&self, model: &Path, opts: &mut CompileOptions) -> Result<()> {
+        if let Some(b) = self.relu_range {
+            opts.relu_range = b;
+            opts.range_override = true;
+        }
+        if let Some(path) = &self.calibrate {
+            let g = hecc_ir::front::load_model(model)?;
+            opts.calibration = Some(load_calibration(
+                &g,
+                path,
+                self.calibrate_count,
+                self.range_margin,
+            )?);
+        }
+        Ok(())
+    }
+}
+
+/// The first graph input as the client sees it (name, per-image shape, raw range).
+pub fn input_tensor(g: &Graph) -> Result<PlanTensor> {
+    let id = *g
+        .inputs
+        .first()
+        .ok_or_else(|| miette!("the model has no input"))?;
+    let n = g
+        .node(id)
+        .ok_or_else(|| miette!("the model has no input"))?;
+    match &n.op {
+        Op::Input { shape, norm } => Ok(PlanTensor {
+            name: n.name.clone(),
+            shape: shape.0.clone(),
+            range: norm.range,
+        }),
+        _ => Err(miette!("the model's first input is not an input node")),
+    }
+}
+
+/// Loads the first `count` images of `path` for `g`'s input (scaled like `hecc infer` does)
+/// as calibration samples with relative `margin`.
+pub fn load_calibration(g: &Graph, path: &Path, count: usize, margin: f64) -> Result<Calibration> {
+    if g.inputs.len() != 1 {
+        return Err(miette!(
+            "calibration supports models with one input; this one has {}",
+            g.inputs.len()
+        ));
+    }
+    let input = input_tensor(g)?;
+    let images = crate::run::load_images(path, &input)?.take(count.max(1));
+    let mut dims = vec![images.count];
+    dims.extend_from_slice(&input.shape);
+    let samples = hecc_ir::tensor::Tensor::from_shape_vec(dims, images.data)
+        .map_err(|e| miette!("calibration images from {}: {e}", path.display()))?;
+    Ok(Calibration { samples, margin })
+}
+
+/// The replacements of the activations of `g`: one approximation fitted on `opts.relu_range`
+/// for every activation, or, with calibration (and no explicit range), one per activation node
+/// fitted on its own calibrated range. Returns the policy and the ranges to record (each with
+/// the `B` actually used).
+pub fn activation_policy(
+    g: &Graph,
+    opts: &CompileOptions,
+) -> Result<(ActivationPolicy, Vec<ActivationRange>)> {
+    let method = parse_activation(&opts.activation)?;
+    let relu = ActivationApprox::relu(&method, opts.relu_range)?;
+    let mut policy = ActivationPolicy {
+        relu: Some(relu.clone()),
+        max: Some(relu),
+        ..Default::default()
+    };
+    let Some(cal) = &opts.calibration else {
+        let fixed = sites(g)?
+            .iter()
+            .map(|s| ActivationRange::fixed(s, opts.relu_range))
+            .collect();
+        return Ok((policy, fixed));
+    };
+    let mut ranges = calibrate_ranges(g, std::slice::from_ref(&cal.samples), cal.margin)?.ranges;
+    for r in &mut ranges {
+        if opts.range_override {
+            r.range = opts.relu_range;
+        } else {
+            let a = ActivationApprox::relu(&method, r.range)?;
+            policy.per_node.insert(r.node.clone(), a);
+        }
+    }
+    Ok((policy, ranges))
 }
 
 /// Parses an activation policy: `square`, `least-squares:D`, `chebyshev:D`, `taylor:D`,
@@ -186,12 +315,6 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
             ))
         }
     }
-    let method = parse_activation(&opts.activation)?;
-    let relu = ActivationApprox::relu(&method, opts.relu_range)?;
-    let activations = ActivationPolicy {
-        relu: Some(relu.clone()),
-        max: Some(relu),
-    };
     // 0. Tensor passes.
     let passes = CompilePasses::new(opts)?;
     let mut log = PassLog::default();
@@ -203,6 +326,8 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
             errs.len()
         )
     })?;
+    // Activation replacements (ranges calibrated on the graph that is lowered).
+    let (activations, ranges) = activation_policy(g, opts)?;
     // 1. Depth at a provisional slot count.
     let probe_batch = opts.batch.unwrap_or(1).max(1);
     let lower_opts = |slots: u32, batch: u32| LowerOptions {
@@ -255,6 +380,7 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         opts.costs.as_ref(),
     );
     rep.activation = opts.activation.clone();
+    rep.activation_ranges = ranges;
     rep.fusion = Some(report::FusionSummary {
         passes: log_passes(&passes, opts),
         depth,

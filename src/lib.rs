@@ -8,5 +8,6 @@ pub mod check;
 pub mod compile;
 pub mod report_text;
 pub mod run;
+pub mod survey;
 #[cfg(feature = "train")]
 pub mod train_cmd;

@@ -66,6 +66,9 @@ enum Cli {
         /// Train on the first N training images only.
         #[arg(long)]
         limit: Option<usize>,
+        /// Evaluate the test split only after the last epoch (not after every epoch).
+        #[arg(long)]
+        final_eval_only: bool,
         /// Spec to write when --granularity changes the network (default: <output stem>.yaml).
         #[arg(long)]
         spec_out: Option<PathBuf>,
@@ -103,9 +106,9 @@ enum Cli {
         /// silu-taylor:D, cryptodl:D, minimax:ALPHA or minimax:D1,D2,...
         #[arg(long, default_value = "square")]
         activation: String,
-        /// Half-width B of the interval [-B, B] the ReLU approximation is fitted on.
-        #[arg(long, default_value_t = 8.0)]
-        relu_range: f64,
+        /// Activation ranges: --relu-range, --calibrate, --calibrate-count, --range-margin.
+        #[command(flatten)]
+        ranges: hecc::compile::RangeArgs,
         /// Bits of the CKKS scale (and of each scale prime).
         #[arg(long, default_value_t = 40)]
         scale_bits: u32,
@@ -258,9 +261,39 @@ enum Cli {
         /// Replacement of relu/max_pool (see `hecc compile`).
         #[arg(long, default_value = "square")]
         activation: String,
+        /// Packing layout: `batch` (slot i = image i) or `channel` (one ciphertext per
+        /// channel, images side by side: at most the plan's images per run).
+        #[arg(long, default_value = "batch")]
+        layout: String,
+        /// Activation ranges: --relu-range, --calibrate, --calibrate-count, --range-margin.
+        #[command(flatten)]
+        ranges: hecc::compile::RangeArgs,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// The ReLU-approximation survey on real data: evaluate a model trained with ReLU on a
+    /// whole test set with its activations replaced, at inference only, by each method (ranges
+    /// calibrated on training images); print a Markdown table.
+    Survey {
+        /// The model file (trained with exact ReLU).
+        model: PathBuf,
+        /// Dataset directory (train-/t10k- IDX files).
+        #[arg(long)]
+        data: PathBuf,
+        /// Training images used to calibrate each activation's range.
+        #[arg(long, default_value_t = 1000)]
+        calibrate_count: usize,
+        /// Relative margin added to each calibrated bound.
+        #[arg(long, default_value_t = 0.1)]
+        range_margin: f64,
+        /// Evaluate only the first N test images.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Methods to compare instead of the survey's: activation policies as for `hecc
+        /// compile --activation` (repeat the flag), `relu` for the exact activation.
+        #[arg(long = "method")]
+        methods: Vec<String>,
     },
     Show {
         /// The model file (`.yaml`/`.yml`, `.onnx`, `.tir` or `.he`).
@@ -330,7 +363,7 @@ fn main() -> ExitCode {
             batch,
             rescale,
             activation,
-            relu_range,
+            ranges,
             scale_bits,
             memory_budget,
             costs,
@@ -350,12 +383,11 @@ fn main() -> ExitCode {
                     Some(p) => Some(hecc::compile::read_costs(&p)?),
                     None => None,
                 };
-                let opts = hecc::compile::CompileOptions {
+                let mut opts = hecc::compile::CompileOptions {
                     layout,
                     batch,
                     rescale,
                     activation,
-                    relu_range,
                     scale_bits,
                     memory_budget,
                     costs,
@@ -365,6 +397,7 @@ fn main() -> ExitCode {
                     no_fuse,
                     ..Default::default()
                 };
+                ranges.apply(&model, &mut opts)?;
                 let compiled = hecc::compile::compile(&model, &opts)?;
                 hecc::compile::write_plan(&compiled.plan, &output)?;
                 let mut text = String::new();
@@ -393,6 +426,43 @@ fn main() -> ExitCode {
                 Ok(text) => {
                     print!("{text}");
                     println!("plan written to {}", output.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e:?}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cli::Survey {
+            model,
+            data,
+            calibrate_count,
+            range_margin,
+            limit,
+            methods,
+        } => {
+            let methods = if methods.is_empty() {
+                hecc::survey::default_methods()
+            } else {
+                methods
+                    .into_iter()
+                    .map(|m| hecc::survey::SurveyMethod {
+                        label: m.clone(),
+                        policy: (m != "relu").then_some(m),
+                    })
+                    .collect()
+            };
+            let opts = hecc::survey::SurveyOptions {
+                data,
+                calibrate_count,
+                margin: range_margin,
+                limit,
+                methods,
+            };
+            match hecc::survey::survey(&model, &opts) {
+                Ok(s) => {
+                    print!("{}", hecc::survey::render(&s));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -604,19 +674,21 @@ fn client(cmd: Cli) -> ExitCode {
                 verify,
                 batch,
                 activation,
+                layout,
+                ranges,
                 quiet,
             } => {
-                let opts = r::InferOptions {
+                let mut opts = r::InferOptions {
                     compile: hecc::compile::CompileOptions {
                         activation,
-                        // The runtime packs and unpacks the batch layout only (for now).
-                        layout: "batch".into(),
+                        layout,
                         ..Default::default()
                     },
                     batch,
                     verify,
                     quiet,
                 };
+                ranges.apply(&model, &mut opts.compile)?;
                 let rep = r::infer(&model, &input, labels.as_deref(), &opts)?;
                 Ok(r::render_infer(&rep))
             }
@@ -658,6 +730,7 @@ fn train_cli(cmd: Cli) -> ExitCode {
         coeff_l2,
         clip,
         limit,
+        final_eval_only,
         spec_out,
         quiet,
         output,
@@ -692,6 +765,7 @@ fn train_cli(cmd: Cli) -> ExitCode {
             alpha: kd_alpha.unwrap_or(0.5),
         }),
         train_limit: limit,
+        eval_each_epoch: !final_eval_only,
         ..TrainConfig::default()
     };
     let opts = hecc::train_cmd::TrainOptions {

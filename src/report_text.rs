@@ -162,6 +162,21 @@ pub fn render(r: &Report) -> String {
             f.depth_unfused.saturating_sub(f.depth)
         );
     }
+    for a in &r.activation_ranges {
+        let _ = if a.calibrated {
+            writeln!(
+                s,
+                "activation range: {} ({}) calibrated [{:.4}, {:.4}], bound {:.4} -> B = {:.4}",
+                a.node, a.op, a.min, a.max, a.bound, a.range
+            )
+        } else {
+            writeln!(
+                s,
+                "activation range: {} ({}) B = {:.4} (one range for all, not calibrated)",
+                a.node, a.op, a.range
+            )
+        };
+    }
     match (r.est_seconds, &r.cost_table) {
         (Some(t), Some(src)) => {
             let _ = writeln!(

@@ -337,9 +337,9 @@ impl Session {
     /// Prepares a plan: parses its circuit and rebuilds its CKKS parameters, checking that the
     /// backend generates exactly the plan's primes.
     pub fn new(plan: Plan) -> Result<Session> {
-        if plan.layout != "batch" {
+        if plan.layout != "batch" && plan.layout != "channel" {
             return Err(miette!(
-                "plans with the `{}` layout cannot be run yet",
+                "plans with the `{}` layout cannot be run",
                 plan.layout
             ));
         }
@@ -866,15 +866,89 @@ pub enum ClientEncryptor {
     Public(Encryptor),
 }
 
-fn batch_slot(layout: &Layout, image: usize) -> Option<usize> {
-    match layout {
-        Layout::Batch { offset, stride } => Some(*offset as usize + image * *stride as usize),
-        Layout::Channel { .. } => None,
+/// Packs `images` into the slot vector of the input value with element index `index` and
+/// layout `layout`: that value carries the input's flat elements `index * e .. (index + 1) * e`
+/// (`e` = [`Layout::elements`]: 1 in the batch layout, one channel in the channel layout), and
+/// element `j` of image `i` goes to [`Layout::slot_of_element`]`(i, j)`. Errors name what does
+/// not fit.
+pub fn pack_input(
+    layout: &Layout,
+    index: u32,
+    images: &Images,
+    slots: usize,
+) -> Result<Vec<f64>, String> {
+    let per = images.per_image;
+    let e = layout.elements() as usize;
+    let start = index as usize * e;
+    if start + e > per {
+        return Err(format!(
+            "input element {index} (values {start}..{}) is outside the input's {per} values",
+            start + e
+        ));
     }
+    if let Some(max) = layout.max_images() {
+        if images.count > max as usize {
+            return Err(format!(
+                "{} images do not fit: this plan packs at most {max} images per ciphertext",
+                images.count
+            ));
+        }
+    }
+    let mut vals = vec![0.0; slots];
+    for i in 0..images.count {
+        let row = &images.data[i * per + start..i * per + start + e];
+        for (j, &x) in row.iter().enumerate() {
+            let slot = layout
+                .slot_of_element(i, j)
+                .filter(|&t| t < slots)
+                .ok_or_else(|| format!("element {j} of image {i} has no slot in the layout"))?;
+            vals[slot] = x;
+        }
+    }
+    Ok(vals)
 }
 
-/// Packs and encrypts images per the plan's batch layout: the ciphertext of input element `k`
-/// holds element `k` of image `i` in slot `offset + i * stride`.
+/// Reads decrypted outputs back per image: `outputs` are the output values' `(name, index,
+/// layout, slots)`; the values of one name are ordered by index and value `index` carries the
+/// output's flat elements `index * e .. (index + 1) * e` ([`Layout::elements`]), element `j` of
+/// image `i` read from [`Layout::slot_of_element`]`(i, j)`. Names keep their first-appearance
+/// order. The result's columns are all output elements in that order.
+pub fn unpack_outputs(
+    outputs: &[(String, u32, Layout, &[f64])],
+    images: usize,
+) -> Result<Logits, String> {
+    let mut order: Vec<usize> = (0..outputs.len()).collect();
+    let rank = |name: &str| outputs.iter().position(|o| o.0 == name).unwrap_or(0);
+    order.sort_by_key(|&k| (rank(&outputs[k].0), outputs[k].1));
+    let classes: usize = outputs.iter().map(|o| o.2.elements() as usize).sum();
+    let mut values = vec![0.0; images * classes];
+    let mut col = 0;
+    for k in order {
+        let (name, index, layout, slots) = &outputs[k];
+        let e = layout.elements() as usize;
+        for i in 0..images {
+            for j in 0..e {
+                values[i * classes + col + j] = layout
+                    .slot_of_element(i, j)
+                    .and_then(|t| slots.get(t).copied())
+                    .ok_or_else(|| {
+                        format!("element {j} of image {i} is outside the slots of output {name}[{index}]")
+                    })?;
+            }
+        }
+        col += e;
+    }
+    Ok(Logits {
+        images,
+        classes,
+        values,
+    })
+}
+
+/// Packs and encrypts images per the plan's input layouts ([`pack_input`]): in the batch layout
+/// the ciphertext of input element `k` holds element `k` of image `i` in slot
+/// `offset + i * stride`; in the channel layout the ciphertext of input channel `c` holds that
+/// channel of every image, side by side.
 pub fn encrypt_images(
     s: &Session,
     images: &Images,
@@ -910,39 +984,37 @@ pub fn encrypt_images(
             .module
             .layout(ty.layout())
             .ok_or_else(|| miette!("input node {v} has no layout"))?;
-        if index as usize >= per {
-            return Err(miette!(
-                "input element {index} is outside the input's {per} values"
-            ));
-        }
-        let mut vals = vec![0.0; slots];
-        for i in 0..images.count {
-            let slot = batch_slot(layout, i)
-                .filter(|&x| x < slots)
-                .ok_or_else(|| miette!("image {i} has no slot in the input layout"))?;
-            vals[slot] = images.data[i * per + index as usize];
-        }
+        let vals = pack_input(layout, index, images, slots).map_err(|e| {
+            miette!(
+                help = "recompile with a larger --batch, or pass fewer images",
+                "input `{name}`: {e}"
+            )
+        })?;
         jobs.push((name.to_string(), index, vals, ty));
     }
-    // Encoding is the expensive, deterministic part: do it in parallel; encrypt in order.
+    // Each input is encoded and encrypted in parallel by its own encryptor, forked in order
+    // from the client's (so the result does not depend on the thread count); a plaintext is
+    // dropped as soon as it is encrypted.
     use rayon::prelude::*;
-    let pts = jobs
+    let children: Vec<ClientEncryptor> = jobs
+        .iter()
+        .map(|_| match enc {
+            ClientEncryptor::Secret(e) => ClientEncryptor::Secret(e.fork()),
+            ClientEncryptor::Public(e) => ClientEncryptor::Public(e.fork()),
+        })
+        .collect();
+    let cts = jobs
         .par_iter()
-        .map(|(_, _, vals, ty)| {
-            encoder.encode(vals, ty.level().0 as usize, ty.log_scale().0.exp2())
+        .zip(children)
+        .map(|((_, _, vals, ty), mut child)| {
+            let pt = encoder.encode(vals, ty.level().0 as usize, ty.log_scale().0.exp2())?;
+            match &mut child {
+                ClientEncryptor::Secret(e) => e.encrypt(&pt),
+                ClientEncryptor::Public(e) => e.encrypt(&pt),
+            }
         })
         .collect::<Result<Vec<_>, _>>()
         .into_diagnostic()?;
-    let mut cts = Vec::with_capacity(pts.len());
-    for pt in &pts {
-        cts.push(
-            match enc {
-                ClientEncryptor::Secret(e) => e.encrypt(pt),
-                ClientEncryptor::Public(e) => e.encrypt(pt),
-            }
-            .into_diagnostic()?,
-        );
-    }
     Ok(EncryptedInputs {
         meta: InputsMeta {
             images: images.count,
@@ -990,8 +1062,9 @@ pub struct OutputsMeta {
     pub model: String,
     /// Images in the batch.
     pub images: usize,
-    /// Per ciphertext: output name, element index, batch offset and stride.
-    pub elements: Vec<(String, u32, u32, u32)>,
+    /// Per ciphertext: output name, element index, and the slot layout of its elements
+    /// (see [`unpack_outputs`]).
+    pub elements: Vec<(String, u32, Layout)>,
 }
 
 /// Encrypted outputs and the context to decrypt them.
@@ -1038,21 +1111,19 @@ pub fn run_inputs(
     let res = execute(&s.module, &eval, &encoder, keys.as_exec(), map, &eo)?;
     let mut elements = Vec::with_capacity(res.outputs.len());
     let mut cts = Vec::with_capacity(res.outputs.len());
-    let out_nodes = s.module.outputs();
     for o in res.outputs {
-        let layout = out_nodes
-            .iter()
-            .find(|(_, n, i)| *n == o.name && *i == o.index)
-            .and_then(|(v, _, _)| s.module.ty(*v))
-            .and_then(|t| s.module.layout(t.layout()).cloned())
-            .unwrap_or(Layout::BATCH);
-        let (offset, stride) = match layout {
-            Layout::Batch { offset, stride } => (offset, stride),
-            Layout::Channel { .. } => {
-                return Err(miette!("channel-layout outputs are not supported"))
-            }
-        };
-        elements.push((o.name, o.index, offset, stride));
+        let layout = s
+            .module
+            .output_layout(&o.name, o.index)
+            .cloned()
+            .ok_or_else(|| {
+                miette!(
+                    "output {}[{}] has no slot layout in the plan; it cannot be decrypted",
+                    o.name,
+                    o.index
+                )
+            })?;
+        elements.push((o.name, o.index, layout));
         cts.push(o.ct);
     }
     Ok((
@@ -1159,25 +1230,22 @@ pub fn argmax_rows(values: &[f64], cols: usize) -> Vec<usize> {
 pub fn decrypt_outputs(o: &EncryptedOutputs, sk: &SecretKey) -> Result<Logits> {
     let dec = Decryptor::new(&o.ctx, sk);
     let encoder = Encoder::new(&o.ctx);
-    let classes = o.cts.len();
-    let images = o.meta.images;
-    let mut values = vec![0.0; images * classes];
-    for (k, (ct, (_, _, offset, stride))) in o.cts.iter().zip(&o.meta.elements).enumerate() {
-        let slots = encoder
-            .decode(&dec.decrypt(ct).into_diagnostic()?)
-            .into_diagnostic()?;
-        for i in 0..images {
-            let s = *offset as usize + i * *stride as usize;
-            values[i * classes + k] = *slots
-                .get(s)
-                .ok_or_else(|| miette!("image {i} is outside the output's slots"))?;
-        }
+    let mut decoded = Vec::with_capacity(o.cts.len());
+    for ct in &o.cts {
+        decoded.push(
+            encoder
+                .decode(&dec.decrypt(ct).into_diagnostic()?)
+                .into_diagnostic()?,
+        );
     }
-    Ok(Logits {
-        images,
-        classes,
-        values,
-    })
+    let outs: Vec<(String, u32, Layout, &[f64])> = o
+        .meta
+        .elements
+        .iter()
+        .zip(&decoded)
+        .map(|((n, i, l), v)| (n.clone(), *i, l.clone(), v.as_slice()))
+        .collect();
+    unpack_outputs(&outs, o.meta.images).map_err(|e| miette!("{e}"))
 }
 
 /// `.npy` bytes of a row-major `f64` matrix.
@@ -1253,6 +1321,8 @@ pub struct Verification {
     pub tensor_max_abs_error: f64,
     /// Images whose encrypted argmax equals the plaintext model's.
     pub argmax_agree: usize,
+    /// Per activation, inputs of the plaintext reference outside the plan's range `[-B, B]`.
+    pub ranges: Vec<hecc_passes::ranges::RangeCheck>,
 }
 
 /// What `infer` measured.
@@ -1417,19 +1487,21 @@ pub fn infer(
         decrypted.insert((o.name.clone(), o.index), slots);
     }
     let n = images.count;
-    let classes = model_outputs.len();
-    let mut values = vec![0.0; n * classes];
-    for (k, key) in model_outputs.iter().enumerate() {
-        let slots = &decrypted[key];
-        for i in 0..n {
-            values[i * classes + k] = slots.get(i).copied().unwrap_or(f64::NAN);
-        }
+    let mut outs = Vec::with_capacity(model_outputs.len());
+    for (name, index) in &model_outputs {
+        let layout = s
+            .module
+            .output_layout(name, *index)
+            .cloned()
+            .ok_or_else(|| {
+                miette!(
+                    "output {name}[{index}] has no slot layout in the plan; it cannot be decrypted"
+                )
+            })?;
+        let slots = decrypted[&(name.clone(), *index)].as_slice();
+        outs.push((name.clone(), *index, layout, slots));
     }
-    let logits = Logits {
-        images: n,
-        classes,
-        values,
-    };
+    let logits = unpack_outputs(&outs, n).map_err(|e| miette!("{e}"))?;
     let predictions = logits.predictions();
     let t_decrypt = t.elapsed().as_secs_f64();
 
@@ -1481,20 +1553,35 @@ fn verify_run(
     logits: &Logits,
 ) -> Result<Verification> {
     let n = images.count;
-    let per = images.per_image;
     let reference = hecc_ir::he::interp::interpret(module, |_, index, layout, slots| {
-        let mut v = vec![0.0; slots as usize];
-        for i in 0..n {
-            let slot = batch_slot(layout, i)?;
-            *v.get_mut(slot)? = images.data[i * per + index as usize];
-        }
-        Some(v)
+        pack_input(layout, index, images, slots as usize).ok()
     })
     .map_err(|e| miette!("reference interpretation failed: {e}"))?;
     let reference: HashMap<(String, u32), Vec<f64>> = reference
         .into_iter()
         .map(|o| ((o.name, o.index), o.slots))
         .collect();
+    // Slots compared: an output's own element slots; for a probe, every slot of the images'
+    // span (the first `n` in the batch layout, `n` image strides in the channel layout).
+    let span = match s
+        .module
+        .inputs()
+        .first()
+        .and_then(|&(v, _, _)| s.module.ty(v).and_then(|t| s.module.layout(t.layout())))
+    {
+        Some(Layout::Channel { image_stride, .. }) => n * (*image_stride).max(1) as usize,
+        _ => n,
+    };
+    let slots_of = |k: &(String, u32)| -> Vec<usize> {
+        match s.module.output_layout(&k.0, k.1) {
+            Some(l) if !k.0.starts_with(PROBE_PREFIX) => (0..n)
+                .flat_map(|i| {
+                    (0..l.elements() as usize).filter_map(move |j| l.slot_of_element(i, j))
+                })
+                .collect(),
+            _ => (0..span).collect(),
+        }
+    };
     let compare = |name: &str, keys: &[(String, u32)]| -> StageCheck {
         let mut c = StageCheck {
             name: name.to_string(),
@@ -1506,8 +1593,10 @@ fn verify_run(
             let (Some(got), Some(want)) = (decrypted.get(k), reference.get(k)) else {
                 continue;
             };
-            for i in 0..n {
-                let (a, b) = (got[i], want[i]);
+            for i in slots_of(k) {
+                let (Some(&a), Some(&b)) = (got.get(i), want.get(i)) else {
+                    continue;
+                };
                 c.values += 1;
                 c.max_abs_error = c.max_abs_error.max((a - b).abs());
                 c.max_abs_value = c.max_abs_value.max(b.abs());
@@ -1536,6 +1625,12 @@ fn verify_run(
     dims.extend_from_slice(&s.input()?.shape);
     let x = hecc_ir::tensor::Tensor::from_shape_vec(dims, images.data.clone())
         .map_err(|e| miette!("reference input: {e}"))?;
+    let ranges = &s.plan.report.activation_ranges;
+    let range_checks = if ranges.is_empty() {
+        Vec::new()
+    } else {
+        hecc_passes::ranges::check_ranges(g, std::slice::from_ref(&x), ranges)?
+    };
     let want = hecc_ir::tensor::eval::eval_batch(g, &[x])?;
     let want = want
         .first()
@@ -1564,6 +1659,7 @@ fn verify_run(
         output,
         tensor_max_abs_error: tensor_err,
         argmax_agree,
+        ranges: range_checks,
     })
 }
 
@@ -1685,6 +1781,27 @@ pub fn render_infer(r: &InferReport) -> String {
             precision_bits(v.tensor_max_abs_error),
             v.argmax_agree,
             r.images
+        );
+        out.push_str(&render_range_checks(&v.ranges));
+    }
+    out
+}
+
+/// Warning lines for activations whose inputs left their range (nothing when all are inside).
+pub fn render_range_checks(checks: &[hecc_passes::ranges::RangeCheck]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for c in checks.iter().filter(|c| c.outside > 0) {
+        let what = if c.op == "max_pool" {
+            "window spreads"
+        } else {
+            "inputs"
+        };
+        let _ = writeln!(
+            out,
+            "warning: activation `{}` ({}): {} of {} {what} outside [-{:.4}, {:.4}] (worst {:.4}); \
+             the approximation is not valid there",
+            c.node, c.op, c.outside, c.checked, c.range, c.range, c.worst
         );
     }
     out

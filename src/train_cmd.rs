@@ -7,7 +7,9 @@
 //! network's structure, an equivalent spec next to them (`<weights stem>.yaml`, never the input
 //! spec). It then reloads the written model through the YAML front end and evaluates the whole
 //! test split with the reference evaluator (`hecc_ir::tensor::eval::eval_batch`), reporting how
-//! many predictions agree with the trainer's. Progress goes to a callback; nothing is printed.
+//! many predictions agree with the trainer's. A ReLU teacher trained here and written with
+//! `--teacher-out` gets the same check through its written spec. Progress goes to a callback;
+//! nothing is printed.
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +68,8 @@ pub struct TrainSummary {
     pub spec_written: Option<PathBuf>,
     /// Teacher weights and spec written, if any.
     pub teacher_written: Option<(PathBuf, PathBuf)>,
+    /// The reload check of the teacher written here (through its written spec), if any.
+    pub teacher_check: Option<ReloadCheck>,
     /// The reload check of the student.
     pub check: ReloadCheck,
 }
@@ -141,6 +145,7 @@ pub fn run(opts: &TrainOptions, on: &mut dyn FnMut(&Event)) -> Result<TrainSumma
     let outcome = train(&spec, &data, teacher_weights.as_ref(), &opts.config, on)?;
 
     let mut teacher_written = None;
+    let mut teacher_check = None;
     if let (Some(t), Some(tw), None) = (&outcome.teacher, &opts.teacher_out, &opts.teacher) {
         let ts = changed_spec_path(&opts.spec, tw, None)?;
         let desc = format!(
@@ -149,6 +154,13 @@ pub fn run(opts: &TrainOptions, on: &mut dyn FnMut(&Event)) -> Result<TrainSumma
             100.0 * t.test_accuracy
         );
         write_model(&t.graph, tw, Some((&ts, &desc)))?;
+        let pred = eval_predictions(&load_model(&ts)?, &data.test, 1000)?;
+        teacher_check = Some(ReloadCheck {
+            spec: ts.clone(),
+            agree: agreement(&pred, &t.predictions),
+            total: pred.len(),
+            accuracy: accuracy(&pred, &data.test.labels),
+        });
         teacher_written = Some((tw.clone(), ts));
     }
 
@@ -190,14 +202,9 @@ pub fn run(opts: &TrainOptions, on: &mut dyn FnMut(&Event)) -> Result<TrainSumma
         g
     };
     let pred = eval_predictions(&reloaded, &data.test, 1000)?;
-    let agree = pred
-        .iter()
-        .zip(&student.predictions)
-        .filter(|(a, b)| a == b)
-        .count();
     let check = ReloadCheck {
         spec: reload_spec,
-        agree,
+        agree: agreement(&pred, &student.predictions),
         total: pred.len(),
         accuracy: accuracy(&pred, &data.test.labels),
     };
@@ -207,8 +214,14 @@ pub fn run(opts: &TrainOptions, on: &mut dyn FnMut(&Event)) -> Result<TrainSumma
         weights: opts.output.clone(),
         spec_written,
         teacher_written,
+        teacher_check,
         check,
     })
+}
+
+/// How many positions of `a` and `b` hold the same prediction.
+fn agreement(a: &[usize], b: &[usize]) -> usize {
+    a.iter().zip(b).filter(|(x, y)| x == y).count()
 }
 
 /// The text `hecc train` prints at the end.
@@ -226,6 +239,15 @@ pub fn render(s: &TrainSummary) -> String {
             "teacher weights written to {} (spec {})\n",
             w.display(),
             sp.display()
+        ));
+    }
+    if let Some(c) = &s.teacher_check {
+        out.push_str(&format!(
+            "teacher reloaded through {}: reference evaluator agrees on {}/{} predictions, accuracy {:.2}%\n",
+            c.spec.display(),
+            c.agree,
+            c.total,
+            100.0 * c.accuracy
         ));
     }
     out.push_str(&format!(

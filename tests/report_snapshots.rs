@@ -1,8 +1,6 @@
-//! Snapshots of the `hecc report` text for each reference model in the batch layout, and of the
-//! diagnostic for a parameter request no ring degree can satisfy.
-//!
-//! The channel layout is not compiled by the driver yet (`--layout channel` is refused); its
-//! snapshots are to be added here once it is.
+//! Snapshots of the `hecc report` text for each reference model in the batch layout and in the
+//! channel layout, and of the diagnostic for a parameter request
+//! no ring degree can satisfy.
 
 use hecc::compile::{compile, compile_graph, CompileOptions};
 use hecc_ir::tensor::{Graph, Normalization, Op, Shape, Tensor};
@@ -22,7 +20,11 @@ fn batch_opts() -> CompileOptions {
 }
 
 fn report_of(name: &str) -> String {
-    let c = compile(&model(name), &batch_opts()).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    report_with(name, &batch_opts())
+}
+
+fn report_with(name: &str, opts: &CompileOptions) -> String {
+    let c = compile(&model(name), opts).unwrap_or_else(|e| panic!("{name}: {e:?}"));
     // The plan carries a valid schedule of its circuit.
     let m = hecc_ir::text::parse_module(&c.plan.circuit).expect("circuit parses");
     let order: Vec<hecc_ir::he::ValueId> = c
@@ -46,6 +48,28 @@ fn report_cryptonets_batch() {
 #[test]
 fn report_lenet5_batch() {
     insta::assert_snapshot!(report_of("lenet5.yaml"));
+}
+
+fn channel_opts() -> CompileOptions {
+    CompileOptions {
+        layout: "channel".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn report_cryptonets_channel() {
+    insta::assert_snapshot!(report_with("cryptonets.yaml", &channel_opts()));
+}
+
+#[test]
+fn report_lenet5_channel() {
+    insta::assert_snapshot!(report_with("lenet5.yaml", &channel_opts()));
+}
+
+#[test]
+fn report_squeezenet_channel() {
+    insta::assert_snapshot!(report_with("squeezenet.yaml", &channel_opts()));
 }
 
 #[test]

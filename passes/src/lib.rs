@@ -6,6 +6,7 @@ pub mod lower;
 pub mod manager;
 pub mod params;
 pub mod plan;
+pub mod ranges;
 pub mod report;
 pub mod rotations;
 pub mod schedule;

@@ -151,6 +151,9 @@ pub struct Report {
     /// Depth with and without fusion.
     #[serde(default)]
     pub fusion: Option<FusionSummary>,
+    /// The input range `B` of every activation, when ranges were calibrated (`--calibrate`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activation_ranges: Vec<crate::ranges::ActivationRange>,
 }
 
 /// What fusion saves: the depth (levels consumed end to end) of the same model compiled with
@@ -355,6 +358,7 @@ pub fn build(
         cost_table: costs.map(|c| c.source.clone()),
         schedule: None,
         fusion: None,
+        activation_ranges: Vec::new(),
     }
 }
 

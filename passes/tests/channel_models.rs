@@ -181,7 +181,12 @@ fn channel_layout_with_images_prints_parses_and_packs() {
     );
     let back = hecc_ir::text::he_parse::parse_module(&text).unwrap();
     let layouts: Vec<_> = back.layouts().map(|(_, _, l)| l.clone()).collect();
-    assert_eq!(layouts, vec![low.input_layout.clone()]);
+    assert_eq!(layouts[0], low.input_layout);
+    // The output's slot layout: the 10 logits of each of the 3 images.
+    let out = back.output_layout("fc2", 0).expect("output layout");
+    assert_eq!(out.elements(), 10);
+    assert_eq!(out.max_images(), Some(3));
+    assert_eq!(layouts.len(), 2);
     // Image 1, pixel (2, 5) of channel 0 lands in slot 1024 + 2 * 28 + 5.
     let imgs: Vec<Vec<f64>> = (0..3)
         .map(|i| (0..784).map(|k| (i * 1000 + k) as f64).collect())

@@ -96,6 +96,7 @@ fn every_relu_policy_computes_its_approximation() {
             activations: ActivationPolicy {
                 relu: Some(a.clone()),
                 max: None,
+                ..Default::default()
             },
         };
         let lowered = lower_batch(&g, &opts).unwrap_or_else(|e| panic!("{method:?}: {e:?}"));

@@ -3,8 +3,9 @@
 //!
 //! Run: `cargo bench -p hecc-runtime --bench ckks` (all three sets take a few
 //! minutes on one core; set `RAYON_NUM_THREADS=1` for single-threaded
-//! figures comparable with SEAL). Restrict with a criterion filter
-//! (`-- N=2^13`) and, to skip key generation of unused sets,
+//! figures comparable with SEAL). Restrict with a criterion filter, which is
+//! a regular expression, so escape the caret (`-- 'N=2\^13'`; a plain
+//! `N=2^13` matches nothing), and, to skip key generation of unused sets,
 //! `HECC_BENCH_LOGN=13,14`. The operations and inputs are those of
 //! `benches/common/mod.rs`, shared with `examples/ckks_bench.rs` (the peer
 //! comparison); sample sizes are kept small on purpose. The benchmarks run

@@ -127,8 +127,18 @@ fn json_list(v: &[u32]) -> String {
 }
 
 /// The SIMD / bit-manipulation features this binary was compiled with
-/// (`-C target-cpu=native` turns them on; the portable default has none).
-fn target_features() -> String {
+/// (`-C target-cpu=native` turns them on; the portable default has none),
+/// plus the kernels picked at run time.
+fn target_features(fx: &Fixture) -> String {
+    let compiled = compiled_features();
+    if fx.ctx.uses_simd_ntt() {
+        format!("{compiled}, runtime AVX-512F/DQ NTT")
+    } else {
+        compiled
+    }
+}
+
+fn compiled_features() -> String {
     let feats = [
         ("bmi2", cfg!(target_feature = "bmi2")),
         ("avx2", cfg!(target_feature = "avx2")),
@@ -154,7 +164,7 @@ fn params_json(fx: &Fixture, cfg: &BenchConfig) -> String {
         p.log_qp(),
         json_str(&format!("hybrid, dnum={} digits of {} primes", p.dnum(), p.digit_size())),
         rayon::current_num_threads(),
-        json_str(&target_features())
+        json_str(&target_features(fx))
     )
 }
 

@@ -183,6 +183,44 @@ impl Module {
             .map(|(i, (n, l))| (LayoutId(i as u32), n.as_str(), l))
     }
 
+    /// The layout-table name under which the layout of output `name`, index `index` is
+    /// recorded: `out_<index>_<name>` with every character of `name` that is not ASCII
+    /// alphanumeric replaced by `_`.
+    pub fn output_layout_name(name: &str, index: u32) -> String {
+        let clean: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        format!("out_{index}_{clean}")
+    }
+
+    /// Records where the elements of output `name`, index `index` are in that output's slots
+    /// when this differs from the layout of the output value's type (the channel layout's
+    /// outputs: their value type keeps the circuit's working layout). The layout is added to
+    /// the table under [`Module::output_layout_name`]; the printer and parser keep it.
+    pub fn set_output_layout(
+        &mut self,
+        name: &str,
+        index: u32,
+        layout: Layout,
+    ) -> Result<LayoutId, HeError> {
+        self.add_layout(&Module::output_layout_name(name, index), layout)
+    }
+
+    /// The layout of output `name`, index `index`: the one recorded by
+    /// [`Module::set_output_layout`] if any, else the layout of the output value's type.
+    /// `None` when there is no such output.
+    pub fn output_layout(&self, name: &str, index: u32) -> Option<&Layout> {
+        if let Some(id) = self.layout_by_name(&Module::output_layout_name(name, index)) {
+            return self.layout(id);
+        }
+        let (v, _, _) = self
+            .outputs()
+            .into_iter()
+            .find(|(_, n, i)| *n == name && *i == index)?;
+        self.layout(self.ty(v)?.layout())
+    }
+
     /// Adds a vector to the constant pool, returning the id of an identical
     /// (bit-for-bit) vector if one is already there.
     pub fn add_constant(&mut self, values: Vec<f64>) -> ConstId {

@@ -52,7 +52,11 @@ pub struct LayoutId(pub u32);
 ///
 /// The variants are attributes, not operations: converting between layouts
 /// is done by rotations and masks (or, later, dedicated conversion ops).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// A value with a layout carries [`Layout::elements`] consecutive elements (in
+/// row-major `(c, y, x)` order) of a tensor for every image; [`Layout::slot`]
+/// is the one place that says where each of them is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Layout {
     /// Batch packing: slot `offset + i * stride` holds image `i` of the batch;
     /// each value carries one tensor element for every image.
@@ -108,6 +112,85 @@ impl Layout {
             x_stride: 1,
             images: 1,
             image_stride: 0,
+        }
+    }
+
+    /// Tensor elements per image the value carries: 1 for [`Layout::Batch`] (one element of
+    /// every image), `channels * height * width` for [`Layout::Channel`].
+    pub fn elements(&self) -> u64 {
+        match *self {
+            Layout::Batch { .. } => 1,
+            Layout::Channel {
+                channels,
+                height,
+                width,
+                ..
+            } => u64::from(channels) * u64::from(height) * u64::from(width),
+        }
+    }
+
+    /// Images the value carries at most: `images` of a [`Layout::Channel`], `None` (as many
+    /// as the slots allow) for [`Layout::Batch`].
+    pub fn max_images(&self) -> Option<u32> {
+        match *self {
+            Layout::Batch { .. } => None,
+            Layout::Channel { images, .. } => Some(images.max(1)),
+        }
+    }
+
+    /// The slot that holds element `(c, y, x)` of image `image`, or `None` when the element or
+    /// the image is outside the layout (or the slot index overflows). For [`Layout::Batch`] the
+    /// only element is `(0, 0, 0)`, in slot `offset + image * stride`; for
+    /// [`Layout::Channel`] it is `offset + image * image_stride + c * c_stride + y * y_stride +
+    /// x * x_stride` with `c < channels`, `y < height`, `x < width`, `image < images`.
+    pub fn slot(&self, image: usize, c: usize, y: usize, x: usize) -> Option<usize> {
+        let mul = |a: usize, b: u32| a.checked_mul(b as usize);
+        match *self {
+            Layout::Batch { offset, stride } => {
+                if (c, y, x) != (0, 0, 0) {
+                    return None;
+                }
+                mul(image, stride)?.checked_add(offset as usize)
+            }
+            Layout::Channel {
+                channels,
+                height,
+                width,
+                offset,
+                c_stride,
+                y_stride,
+                x_stride,
+                images,
+                image_stride,
+            } => {
+                if c >= channels as usize
+                    || y >= height as usize
+                    || x >= width as usize
+                    || image >= images.max(1) as usize
+                {
+                    return None;
+                }
+                (offset as usize)
+                    .checked_add(mul(image, image_stride)?)?
+                    .checked_add(mul(c, c_stride)?)?
+                    .checked_add(mul(y, y_stride)?)?
+                    .checked_add(mul(x, x_stride)?)
+            }
+        }
+    }
+
+    /// The slot of the `k`-th element (row-major `(c, y, x)` order, `k < elements()`) of image
+    /// `image`: [`Layout::slot`] of the element's coordinates.
+    pub fn slot_of_element(&self, image: usize, k: usize) -> Option<usize> {
+        match *self {
+            Layout::Batch { .. } => self.slot(image, k, 0, 0),
+            Layout::Channel { height, width, .. } => {
+                let (h, w) = (height as usize, width as usize);
+                if h == 0 || w == 0 {
+                    return None;
+                }
+                self.slot(image, k / (h * w), (k / w) % h, k % w)
+            }
         }
     }
 
@@ -409,5 +492,81 @@ impl fmt::Display for Type {
             write!(f, ", size={size}")?;
         }
         f.write_str(">")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_slots() {
+        let l = Layout::Batch {
+            offset: 3,
+            stride: 2,
+        };
+        assert_eq!(l.slot(0, 0, 0, 0), Some(3));
+        assert_eq!(l.slot(5, 0, 0, 0), Some(13));
+        assert_eq!(l.slot(0, 1, 0, 0), None);
+        assert_eq!(l.slot_of_element(4, 0), Some(11));
+        assert_eq!(l.slot_of_element(4, 1), None);
+        assert_eq!(l.elements(), 1);
+        assert_eq!(l.max_images(), None);
+        assert_eq!(Layout::BATCH.slot(7, 0, 0, 0), Some(7));
+    }
+
+    #[test]
+    fn channel_slots() {
+        let l = Layout::Channel {
+            channels: 2,
+            height: 3,
+            width: 4,
+            offset: 5,
+            c_stride: 100,
+            y_stride: 10,
+            x_stride: 2,
+            images: 3,
+            image_stride: 1000,
+        };
+        assert_eq!(l.elements(), 24);
+        assert_eq!(l.max_images(), Some(3));
+        assert_eq!(l.slot(0, 0, 0, 0), Some(5));
+        assert_eq!(l.slot(2, 1, 2, 3), Some(5 + 2000 + 100 + 20 + 6));
+        // Out of range coordinates and images have no slot.
+        assert_eq!(l.slot(3, 0, 0, 0), None);
+        assert_eq!(l.slot(0, 2, 0, 0), None);
+        assert_eq!(l.slot(0, 0, 3, 0), None);
+        assert_eq!(l.slot(0, 0, 0, 4), None);
+        // Element k in row-major (c, y, x) order.
+        assert_eq!(l.slot_of_element(1, 0), Some(1005));
+        assert_eq!(l.slot_of_element(1, 4 + 1), Some(1005 + 10 + 2));
+        assert_eq!(
+            l.slot_of_element(1, 12 + 4 * 2 + 3),
+            Some(1005 + 100 + 20 + 6)
+        );
+        assert_eq!(l.slot_of_element(0, 24), None);
+        // The last slot agrees with the span.
+        assert_eq!(l.slot(2, 1, 2, 3).map(|s| s as u64 + 1), l.span(3));
+    }
+
+    #[test]
+    fn dense_channel_layout_is_row_major() {
+        let l = Layout::dense_channels(3, 5, 7);
+        let mut seen = Vec::new();
+        for k in 0..l.elements() as usize {
+            seen.push(l.slot_of_element(0, k).unwrap());
+        }
+        assert_eq!(seen, (0..105).collect::<Vec<_>>());
+        // A single-image layout has exactly one image.
+        assert_eq!(l.slot(1, 0, 0, 0), None);
+    }
+
+    #[test]
+    fn overflow_is_none() {
+        let l = Layout::Batch {
+            offset: u32::MAX,
+            stride: u32::MAX,
+        };
+        assert_eq!(l.slot(usize::MAX, 0, 0, 0), None);
     }
 }

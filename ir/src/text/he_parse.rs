@@ -18,7 +18,9 @@
 //!          | 'channel' '{' 'c' '=' INT ',' 'h' '=' INT ',' 'w' '=' INT ',' 'offset' '=' INT ','
 //!                          'c_stride' '=' INT ',' 'y_stride' '=' INT ',' 'x_stride' '=' INT
 //!                          (',' 'images' '=' INT ',' 'image_stride' '=' INT)? '}' )
-//! const   := 'const' '@N' '=' '[' NUM,* ']'        (ids 0, 1, 2 ... in order)
+//! const   := 'const' '@N' '=' ( '[' NUM,* ']' | tiled )   (ids 0, 1, 2 ... in order)
+//! tiled   := 'tile' '(' 'len' '=' INT ',' 'period' '=' INT ',' 'count' '=' INT ')'
+//!            '{' ( INT ':' '[' ( NUM ( '*' INT )? ),* ']' ),* '}'   (see `he::compact`)
 //! node    := '%N' '=' MNEMONIC operands ':' type
 //! type    := ('ct' | 'pt') '<' 'l' '=' INT ',' 's' '=' NUM ',' 'n' '=' INT ',' IDENT (',' 'size' '=' INT)? '>'
 //! ```
@@ -90,7 +92,11 @@ pub fn parse_module_with_spans(src: &str) -> Result<(Module, HeSpans), TextError
                 "constant values were elided when printing; this text cannot be read back",
             ));
         }
-        let values = parse_f64_list(&mut c)?;
+        let values = if c.at_keyword("tile") {
+            parse_tiled(&mut c)?
+        } else {
+            parse_f64_list(&mut c)?
+        };
         module.push_constant(values);
     }
     let mut raw: Vec<RawNode> = Vec::new();
@@ -275,6 +281,73 @@ fn parse_layout(c: &mut Cursor<'_>) -> Result<Layout, TextError> {
     };
     c.expect(Tok::RBrace)?;
     Ok(layout)
+}
+
+/// Most slots a `tile(...)` constant may describe (a guard against absurd lengths).
+const MAX_TILED_LEN: usize = 1 << 26;
+
+/// `tile(len = N, period = P, count = K) {S: [v, v * k, ...], ...}` (see
+/// [`crate::he::compact`]), expanded to its vector.
+fn parse_tiled(c: &mut Cursor<'_>) -> Result<Vec<f64>, TextError> {
+    let start = c.span();
+    c.bump();
+    c.expect(Tok::LParen)?;
+    c.key("len")?;
+    let len = c.int::<usize>("length")?;
+    c.expect(Tok::Comma)?;
+    c.key("period")?;
+    let period = c.int::<usize>("period")?;
+    c.expect(Tok::Comma)?;
+    c.key("count")?;
+    let count = c.int::<usize>("count")?;
+    c.expect(Tok::RParen)?;
+    c.expect(Tok::LBrace)?;
+    let mut runs = Vec::new();
+    if !c.eat(Tok::RBrace) {
+        loop {
+            let at = c.int::<usize>("a run start")?;
+            c.expect(Tok::Colon)?;
+            c.expect(Tok::LBracket)?;
+            let mut items = Vec::new();
+            if !c.eat(Tok::RBracket) {
+                loop {
+                    let x = c.f64("a number")?;
+                    let k = if c.eat(Tok::Star) {
+                        c.int::<usize>("a repeat count")?
+                    } else {
+                        1
+                    };
+                    items.push((x, k));
+                    if c.eat(Tok::RBracket) {
+                        break;
+                    }
+                    c.expect(Tok::Comma)?;
+                }
+            }
+            runs.push(crate::he::compact::Run { start: at, items });
+            if c.eat(Tok::RBrace) {
+                break;
+            }
+            c.expect(Tok::Comma)?;
+        }
+    }
+    let span = start.start..c.span().start;
+    if len > MAX_TILED_LEN {
+        return Err(c.error_at(
+            span,
+            format!("a constant of {len} slots is longer than the {MAX_TILED_LEN} allowed"),
+        ));
+    }
+    let t = crate::he::compact::Tiled {
+        len,
+        period,
+        count,
+        runs,
+    };
+    t.check()
+        .map_err(|e| c.error_at(span.clone(), format!("bad tiled constant: {e}")))?;
+    t.expand()
+        .ok_or_else(|| c.error_at(span, "bad tiled constant"))
 }
 
 fn parse_f64_list(c: &mut Cursor<'_>) -> Result<Vec<f64>, TextError> {

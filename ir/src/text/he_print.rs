@@ -18,10 +18,14 @@
 //! Nodes are printed in topological order (ties broken by id) and keep their
 //! ids, holes included. Floats use Rust's shortest round-trip form. Operand
 //! slots are printed in slot order; a missing slot of an invalid module cannot
-//! be represented and is skipped. [`PrintOptions::elide_constants`] shortens big
-//! constant-pool vectors to `elided(len)`, which the parser refuses.
+//! be represented and is skipped. Constant-pool vectors of 64 values or more that a
+//! [`Tiled`] description writes in fewer than half their values are printed in that
+//! compact form (`tile(len = .., period = .., count = ..) {start: [v, v * k], ..}`, see
+//! [`crate::he::compact`]), which reads back bit for bit. [`PrintOptions::elide_constants`]
+//! shortens big constant-pool vectors to `elided(len)`, which the parser refuses.
 
 use super::lexer::{fmt_f64, quote};
+use crate::he::compact::Tiled;
 use crate::he::{Module, Op, Type, ValueId};
 use std::fmt::{self, Write};
 
@@ -170,7 +174,10 @@ fn write_module<W: Write>(w: &mut W, module: &Module, opts: &PrintOptions) -> fm
         write!(w, "const {id} = ")?;
         match opts.elide_constants {
             Some(limit) if c.values.len() > limit => write!(w, "elided({})", c.values.len())?,
-            _ => write_list(w, &c.values, |w, x| w.write_str(&fmt_f64(*x)))?,
+            _ => match compact_form(&c.values) {
+                Some(t) => write_tiled(w, &t)?,
+                None => write_list(w, &c.values, |w, x| w.write_str(&fmt_f64(*x)))?,
+            },
         }
         writeln!(w)?;
     }
@@ -179,4 +186,39 @@ fn write_module<W: Write>(w: &mut W, module: &Module, opts: &PrintOptions) -> fm
         writeln!(w)?;
     }
     Ok(())
+}
+
+/// Vectors shorter than this are always printed as plain lists.
+const COMPACT_MIN_LEN: usize = 64;
+
+/// The [`Tiled`] form of a long constant when it writes fewer values than the plain list.
+fn compact_form(values: &[f64]) -> Option<Tiled> {
+    if values.len() < COMPACT_MIN_LEN {
+        return None;
+    }
+    let t = Tiled::of(values);
+    (2 * t.written() < values.len()).then_some(t)
+}
+
+/// `tile(len = N, period = P, count = K) {S: [v, v * k, ...], ...}` (see [`crate::he::compact`]).
+fn write_tiled<W: Write>(w: &mut W, t: &Tiled) -> fmt::Result {
+    write!(
+        w,
+        "tile(len = {}, period = {}, count = {}) {{",
+        t.len, t.period, t.count
+    )?;
+    for (i, run) in t.runs.iter().enumerate() {
+        if i > 0 {
+            w.write_str(", ")?;
+        }
+        write!(w, "{}: ", run.start)?;
+        write_list(w, &run.items, |w, &(x, k)| {
+            w.write_str(&fmt_f64(x))?;
+            if k > 1 {
+                write!(w, " * {k}")?;
+            }
+            Ok(())
+        })?;
+    }
+    w.write_str("}")
 }

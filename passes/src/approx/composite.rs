@@ -52,7 +52,7 @@ fn odd_basis(d: usize) -> Vec<usize> {
 
 /// Minimax odd polynomial of degree `d` for sign on `[r, 1]`: (series on `[-1, 1]`, error).
 pub fn sign_stage(d: usize, r: f64) -> Result<(ChebSeries, f64), ApproxError> {
-    if d % 2 == 0 || d == 0 {
+    if d.is_multiple_of(2) {
         return Err(ApproxError::BadRequest(format!(
             "sign stages need odd degrees, got {d}"
         )));

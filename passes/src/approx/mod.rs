@@ -11,6 +11,7 @@ pub mod linalg;
 pub mod plan;
 pub mod relu;
 pub mod remez;
+pub mod tensor;
 
 pub use cheb::ChebSeries;
 pub use composite::CompositeSign;

@@ -278,9 +278,7 @@ pub fn taylor_coefficients(s: Surrogate, degree: usize) -> Vec<f64> {
             }
         }
         Surrogate::Silu => {
-            for k in 1..n {
-                out[k] = sig[k - 1];
-            }
+            out[1..n].copy_from_slice(&sig[..n - 1]);
         }
     }
     out

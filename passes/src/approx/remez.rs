@@ -62,9 +62,9 @@ pub fn remez(
         return Err(ApproxError::Numerical("remez: empty basis".into()));
     }
     if intervals.is_empty()
-        || intervals
-            .iter()
-            .any(|&(a, b)| !(a < b) || !a.is_finite() || !b.is_finite())
+        || intervals.iter().any(|&(a, b)| {
+            a.partial_cmp(&b) != Some(std::cmp::Ordering::Less) || !a.is_finite() || !b.is_finite()
+        })
     {
         return Err(ApproxError::Numerical(format!(
             "remez: bad intervals {intervals:?}"

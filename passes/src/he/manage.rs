@@ -12,7 +12,11 @@
 //! operand level; a higher operand is dropped, and when its scale also differs, the drop is
 //! replaced by a multiplication by 1 encoded at the scale that makes the following rescale land
 //! exactly on the target scale. A `mul_scalar` feeding an addition is re-encoded at the scale that
-//! matches its partner. What cannot be matched is an error naming the node.
+//! matches its partner. Plaintext operands (`encode` of a constant) of `add_plain`, `sub_plain`
+//! and `mul_plain` are encoded again at their ciphertext partner's level, at its exact scale for
+//! the additive ops and, for a product, at the bits of the prime the next rescale removes (so
+//! the rescale returns to the partner's scale); plaintexts take no part in choosing the common
+//! level or scale. What cannot be matched is an error naming the node.
 //!
 //! The top level is chosen so that the lowest value sits at level 0 ([`manage`] runs the
 //! rebuild once at a high provisional level to measure the depth). With parameters set, rescales
@@ -191,6 +195,8 @@ struct Rebuild<'a> {
     waterline: f64,
     map: HashMap<ValueId, ValueId>,
     rescaled: HashMap<ValueId, ValueId>,
+    /// Plaintexts re-encoded for their partner: (constant, level, log-scale bits) -> value.
+    encodes: HashMap<(u32, u32, u64), ValueId>,
 }
 
 fn is_multiplicative(op: Opcode) -> bool {
@@ -230,6 +236,177 @@ impl Rebuild<'_> {
         Ok(cur)
     }
 
+    /// The plaintext `pt` (an `encode`) of a `add_plain`/`sub_plain`/`mul_plain` encoded again at
+    /// its ciphertext partner `ct`'s level, and at `ct`'s scale for the additive ops. A product's
+    /// plaintext at the module's default scale is encoded at the bits of the prime the following
+    /// rescale removes (when the primes are known), so that the rescale lands exactly back on
+    /// `ct`'s scale; another product scale is kept. Memoised per (constant, level, scale).
+    fn reencode(
+        &mut self,
+        node: ValueId,
+        ct: ValueId,
+        pt: ValueId,
+        code: Opcode,
+    ) -> Result<ValueId, ManageError> {
+        let b = |source| ManageError::Build { node, source };
+        let Some(n) = self.out.node(pt).cloned() else {
+            return Ok(pt);
+        };
+        let Op::Encode { constant } = n.op else {
+            return Ok(pt);
+        };
+        let (l, s, _) = self.ty(ct);
+        let (_, ps, _) = self.ty(pt);
+        let scale = match code {
+            Opcode::AddPlain | Opcode::SubPlain => s,
+            Opcode::MulPlain
+                if self.out.params.is_some()
+                    && l > 0
+                    && (ps - self.src.meta.log_scale.0).abs() < 1e-12 =>
+            {
+                self.out.rescale_bits(Level(l))
+            }
+            _ => ps,
+        };
+        let key = (constant.0, l, scale.to_bits());
+        if let Some(&e) = self.encodes.get(&key) {
+            return Ok(e);
+        }
+        let e = self
+            .out
+            .encode(constant, Level(l), LogScale(scale), n.ty.layout())
+            .map_err(b)?;
+        self.encodes.insert(key, e);
+        Ok(e)
+    }
+
+    /// Whether `v` can be brought to log-scale `t` at its level without a rescale: it is at
+    /// `t` already, or a scalar product whose constant can be encoded at `t` minus its
+    /// operand's scale (at least 20 bits), or a sum/difference of such values, or a level drop
+    /// or rescale of one (at the correspondingly shifted scale).
+    fn flexible(&self, v: ValueId, t: f64, depth: u32) -> bool {
+        let (_, s, cipher) = self.ty(v);
+        if !cipher {
+            return false;
+        }
+        if (s - t).abs() < 1e-9 {
+            return true;
+        }
+        if depth > 48 {
+            return false;
+        }
+        match self.out.node(v).map(|n| &n.op) {
+            Some(Op::MulScalar { .. }) => self
+                .out
+                .operands(v)
+                .first()
+                .is_some_and(|&o| t - self.ty(o).1 >= 20.0),
+            Some(Op::Add | Op::Sub) => self
+                .out
+                .operands(v)
+                .iter()
+                .all(|&o| self.flexible(o, t, depth + 1)),
+            Some(Op::DropLevel { .. }) => self
+                .out
+                .operands(v)
+                .first()
+                .is_some_and(|&o| self.flexible(o, t, depth + 1)),
+            Some(Op::Relinearize | Op::MulInteger { .. }) => self
+                .out
+                .operands(v)
+                .first()
+                .is_some_and(|&o| self.flexible(o, t, depth + 1)),
+            Some(Op::Mul) => match self.out.operands(v).as_slice() {
+                [x, y] => {
+                    let (sx, sy) = (self.ty(*x).1, self.ty(*y).1);
+                    self.flexible(*x, t - sy, depth + 1) || self.flexible(*y, t - sx, depth + 1)
+                }
+                _ => false,
+            },
+            Some(Op::Rescale) => self.out.operands(v).first().is_some_and(|&o| {
+                let bits = self.out.rescale_bits(Level(self.ty(o).0));
+                self.flexible(o, t + bits, depth + 1)
+            }),
+            _ => false,
+        }
+    }
+
+    /// `v` rebuilt at log-scale `t` (same level) by re-encoding the scalar products it is a
+    /// sum of (see [`Self::flexible`]); `None` when that is impossible.
+    fn retarget(
+        &mut self,
+        node: ValueId,
+        v: ValueId,
+        t: f64,
+        depth: u32,
+    ) -> Result<Option<ValueId>, ManageError> {
+        let b = |source| ManageError::Build { node, source };
+        if (self.ty(v).1 - t).abs() < 1e-9 {
+            return Ok(Some(v));
+        }
+        if !self.flexible(v, t, depth) {
+            return Ok(None);
+        }
+        let Some(n) = self.out.node(v).cloned() else {
+            return Ok(None);
+        };
+        let ops = self.out.operands(v);
+        match (n.op, ops.as_slice()) {
+            (Op::MulScalar { value, .. }, [o]) => {
+                let need = t - self.ty(*o).1;
+                Ok(Some(
+                    self.out.mul_scalar(*o, value, LogScale(need)).map_err(b)?,
+                ))
+            }
+            (op @ (Op::Add | Op::Sub), [x, y]) => {
+                let (Some(x), Some(y)) = (
+                    self.retarget(node, *x, t, depth + 1)?,
+                    self.retarget(node, *y, t, depth + 1)?,
+                ) else {
+                    return Ok(None);
+                };
+                let r = if matches!(op, Op::Add) {
+                    self.out.add(x, y)
+                } else {
+                    self.out.sub(x, y)
+                };
+                Ok(Some(r.map_err(b)?))
+            }
+            (Op::Relinearize, [x]) => match self.retarget(node, *x, t, depth + 1)? {
+                Some(x) => Ok(Some(self.out.relinearize(x).map_err(b)?)),
+                None => Ok(None),
+            },
+            (Op::MulInteger { factor }, [x]) => match self.retarget(node, *x, t, depth + 1)? {
+                Some(x) => Ok(Some(self.out.mul_integer(x, factor).map_err(b)?)),
+                None => Ok(None),
+            },
+            (Op::Mul, [x, y]) => {
+                let (sx, sy) = (self.ty(*x).1, self.ty(*y).1);
+                if self.flexible(*x, t - sy, depth + 1) {
+                    if let Some(x) = self.retarget(node, *x, t - sy, depth + 1)? {
+                        return Ok(Some(self.out.mul(x, *y).map_err(b)?));
+                    }
+                }
+                match self.retarget(node, *y, t - sx, depth + 1)? {
+                    Some(y) => Ok(Some(self.out.mul(*x, y).map_err(b)?)),
+                    None => Ok(None),
+                }
+            }
+            (Op::DropLevel { to }, [x]) => match self.retarget(node, *x, t, depth + 1)? {
+                Some(x) => Ok(Some(self.out.drop_level(x, to).map_err(b)?)),
+                None => Ok(None),
+            },
+            (Op::Rescale, [x]) => {
+                let bits = self.out.rescale_bits(Level(self.ty(*x).0));
+                match self.retarget(node, *x, t + bits, depth + 1)? {
+                    Some(x) => Ok(Some(self.out.rescale(x).map_err(b)?)),
+                    None => Ok(None),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Brings `v` to `level` and (if `scale` is given) to that scale.
     fn align(
         &mut self,
@@ -246,18 +423,10 @@ impl Rebuild<'_> {
             return Ok(v);
         }
         if l == level {
-            // Same level, different scale: re-encode a scalar product at the matching scale.
-            if let (Some(t), Some(n)) = (scale, self.out.node(v).cloned()) {
-                if let Op::MulScalar { value, log_scale } = n.op {
-                    let operand = self.out.operands(v)[0];
-                    let (_, so, _) = self.ty(operand);
-                    let need = t - so;
-                    if need >= 20.0 && (log_scale.0 - need).abs() > 1e-12 {
-                        return self
-                            .out
-                            .mul_scalar(operand, value, LogScale(need))
-                            .map_err(b);
-                    }
+            // Same level, different scale: re-encode the scalar products `v` is a sum of.
+            if let Some(t) = scale {
+                if let Some(w) = self.retarget(node, v, t, 0)? {
+                    return Ok(w);
                 }
             }
             return Err(ManageError::Scale {
@@ -326,6 +495,7 @@ fn rebuild(
         waterline,
         map: HashMap::new(),
         rescaled: HashMap::new(),
+        encodes: HashMap::new(),
     };
     let order = toposort(src.graph(), None).map_err(|_| ManageError::Cycle)?;
     let mut origin: Vec<(u32, ValueId)> = Vec::with_capacity(order.len());
@@ -390,6 +560,7 @@ fn rebuild(
                     if needs_common_scale {
                         let min_scale = operands
                             .iter()
+                            .filter(|&&o| r.ty(o).2)
                             .map(|&o| r.ty(o).1)
                             .fold(f64::INFINITY, f64::min);
                         if min_scale <= r.waterline {
@@ -400,16 +571,44 @@ fn rebuild(
                             }
                         }
                     }
-                    let level = operands.iter().map(|&o| r.ty(o).0).min().unwrap_or(top.0);
-                    // The target scale: that of an operand already at the common level.
-                    let target = operands
+                    // Plaintext operands are re-encoded below at their partner's level and
+                    // scale, so only ciphertexts decide the common level and scale.
+                    let level = operands
                         .iter()
-                        .find(|&&o| r.ty(o).0 == level)
-                        .map(|&o| r.ty(o).1);
+                        .filter(|&&o| r.ty(o).2)
+                        .map(|&o| r.ty(o).0)
+                        .min()
+                        .unwrap_or(top.0);
+                    // The target scale: that of an operand already at the common level,
+                    // preferring one that is not a scalar product (a scalar product can be
+                    // re-encoded to match its partner; at the real primes, sums of products
+                    // from different paths differ in scale by a few 1e-5 bits).
+                    let at: Vec<ValueId> = operands
+                        .iter()
+                        .copied()
+                        .filter(|&o| r.ty(o).2 && r.ty(o).0 == level)
+                        .collect();
+                    let target = at
+                        .iter()
+                        .copied()
+                        .find(|&c| {
+                            let t = r.ty(c).1;
+                            at.iter().all(|&o| r.flexible(o, t, 0))
+                        })
+                        .or(at.first().copied())
+                        .map(|o| r.ty(o).1);
                     let mnemonic = node.op.mnemonic();
                     for o in operands.iter_mut() {
+                        if !r.ty(*o).2 {
+                            continue;
+                        }
                         let want = if needs_common_scale { target } else { None };
                         *o = r.align(v, *o, level, want, mnemonic)?;
+                    }
+                    if let [ct, pt] = operands.as_mut_slice() {
+                        if !r.ty(*pt).2 {
+                            *pt = r.reencode(v, *ct, *pt, code)?;
+                        }
                     }
                 }
                 // A scalar product that only feeds additions is a correction term of a product

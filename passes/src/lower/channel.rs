@@ -6,7 +6,10 @@
 //! input channel, packed as the module's single [`Layout::Channel`] says: element `(c, y, x)` of
 //! image `i` is in slot `i * image_stride + y * width + x` of input ciphertext `c`. Each output
 //! ciphertext holds some elements of an output tensor at per-image offsets, listed in
-//! [`ChannelLowered::outputs`]; [`ChannelLowered::unpack`] reads them back. The circuit computes
+//! [`ChannelLowered::outputs`]; [`ChannelLowered::unpack`] reads them back. When output value
+//! `i` holds the flat elements `i * n .. (i + 1) * n` on a regular `(c, y, x)` slot pattern (the
+//! case of dense and convolution outputs), that pattern is also recorded in the module as the
+//! output's layout ([`Module::set_output_layout`]), so a client decrypts from the plan alone. The circuit computes
 //! the tensor graph exactly (up to floating point) on every image; slots that hold no element may
 //! contain anything.
 //!
@@ -1544,7 +1547,7 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                 }
             }
             Op::Relu => {
-                let Some(approx) = lo.activations.relu.clone() else {
+                let Some(approx) = lo.activations.relu_for(&node.name) else {
                     return Err(LowerError::NeedsApproximation {
                         node: node.name.clone(),
                         op: "relu",
@@ -1621,6 +1624,13 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                 .module
                 .output(ct, &node.name, i as u32)
                 .map_err(build)?;
+            let shape = shapes.get(&out).map(|s| s.0.clone()).unwrap_or_default();
+            if let Some(l) = output_layout(&shape, &elems, i as u32, images, stride) {
+                lw.em
+                    .module
+                    .set_output_layout(&node.name, i as u32, l)
+                    .map_err(build)?;
+            }
         }
         outputs.push(OutputPlacement {
             name: node.name.clone(),
@@ -1670,4 +1680,70 @@ fn add_vals(a: &CVal, b: &CVal) -> Option<CVal> {
         forms,
         pos: a.pos.clone(),
     })
+}
+
+/// The [`Layout::Channel`] of output ciphertext `ct`, from the placement `elems` of every flat
+/// element of an output of per-image shape `shape`: the ciphertext must hold the flat elements
+/// `ct * n .. (ct + 1) * n` (whole channels, or part of one row) at slot offsets that follow one
+/// `(c, y, x)` stride pattern. `None` when they do not (the output can then only be read with
+/// [`ChannelLowered::unpack`]).
+fn output_layout(
+    shape: &[usize],
+    elems: &[(u32, u32)],
+    ct: u32,
+    images: u32,
+    image_stride: u32,
+) -> Option<Layout> {
+    let ks: Vec<usize> = (0..elems.len()).filter(|&k| elems[k].0 == ct).collect();
+    let (&k0, &k1) = (ks.first()?, ks.last()?);
+    if k1 - k0 + 1 != ks.len() {
+        return None;
+    }
+    let n = ks.len();
+    let (h, w) = match shape {
+        [_, h, w] => (*h, *w),
+        [_, w] => (1, *w),
+        _ => (1, n),
+    };
+    // Output value `ct` must carry the flat elements `ct * n .. (ct + 1) * n` (the convention
+    // the client's unpacking relies on).
+    if k0 != ct as usize * n {
+        return None;
+    }
+    let w = w.max(1);
+    let hw = (h * w).max(1);
+    let (channels, height, width) = if k0.is_multiple_of(hw) && n.is_multiple_of(hw) {
+        (n / hw, h, w)
+    } else if k0 / w == k1 / w {
+        (1, 1, n)
+    } else {
+        return None;
+    };
+    let off = |k: usize| i64::from(elems[k].1);
+    let base = off(k0);
+    let stride = |d: usize| -> Option<u32> {
+        if k0 + d > k1 {
+            return Some(0);
+        }
+        u32::try_from(off(k0 + d) - base).ok()
+    };
+    let x_stride = stride(1)?;
+    let y_stride = stride(width)?;
+    let c_stride = stride(height * width)?;
+    let layout = Layout::Channel {
+        channels: u32::try_from(channels).ok()?,
+        height: u32::try_from(height).ok()?,
+        width: u32::try_from(width).ok()?,
+        offset: u32::try_from(base).ok()?,
+        c_stride,
+        y_stride,
+        x_stride,
+        images,
+        image_stride,
+    };
+    let fits = (0..n).all(|j| {
+        layout.slot_of_element(0, j).map(|s| s as i64) == Some(off(k0 + j))
+            && off(k0 + j) < i64::from(image_stride)
+    });
+    fits.then_some(layout)
 }

@@ -60,6 +60,21 @@ pub struct ActivationPolicy {
     pub relu: Option<ActivationApprox>,
     /// The sign approximation for `max_pool`, with the bound on `|a - b|` it is valid for.
     pub max: Option<ActivationApprox>,
+    /// Per-node replacements (by node name, e.g. fitted on calibrated ranges) that take
+    /// precedence over `relu` and `max`.
+    pub per_node: std::collections::BTreeMap<String, ActivationApprox>,
+}
+
+impl ActivationPolicy {
+    /// The replacement of the `relu` node `node`.
+    pub fn relu_for(&self, node: &str) -> Option<ActivationApprox> {
+        self.per_node.get(node).or(self.relu.as_ref()).cloned()
+    }
+
+    /// The replacement used by the `max_pool` node `node`.
+    pub fn max_for(&self, node: &str) -> Option<ActivationApprox> {
+        self.per_node.get(node).or(self.max.as_ref()).cloned()
+    }
 }
 
 /// Options of the lowering.
@@ -434,7 +449,7 @@ pub fn lower_batch_with(
                 stride,
                 padding,
             } => {
-                let Some(approx) = opts.activations.max.clone() else {
+                let Some(approx) = opts.activations.max_for(&node.name) else {
                     return Err(LowerError::NeedsApproximation {
                         node: node.name.clone(),
                         op: "max_pool",
@@ -546,7 +561,7 @@ pub fn lower_batch_with(
                     .map_err(&build)?
             }
             Op::Relu => {
-                let Some(approx) = opts.activations.relu.clone() else {
+                let Some(approx) = opts.activations.relu_for(&node.name) else {
                     return Err(LowerError::NeedsApproximation {
                         node: node.name.clone(),
                         op: "relu",

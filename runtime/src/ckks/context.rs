@@ -26,6 +26,9 @@ pub(crate) struct BaseConv {
     /// `(B/b) mod t`, indexed `[dst][src]`, destination in global modulus order
     /// given by `dst`.
     pub(crate) hat_mod: Vec<Vec<u64>>,
+    /// Shoup quotients of `hat_mod`, same indexing.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) hat_mod_shoup: Vec<Vec<u64>>,
     /// Global modulus indices of the destination primes.
     pub(crate) dst: Vec<usize>,
     /// `B mod t` per destination prime.
@@ -61,6 +64,11 @@ impl BaseConv {
                     .collect()
             })
             .collect();
+        let hat_mod_shoup = dst
+            .iter()
+            .zip(&hat_mod)
+            .map(|(&t, row): (&usize, &Vec<u64>)| row.iter().map(|&h| moduli[t].shoup(h)).collect())
+            .collect();
         let prod_mod = dst
             .iter()
             .map(|&t| {
@@ -73,6 +81,7 @@ impl BaseConv {
             src,
             hat_inv,
             hat_mod,
+            hat_mod_shoup,
             dst,
             prod_mod,
         })
@@ -306,6 +315,12 @@ impl Context {
         } else {
             self.nq + (i - q_limbs)
         }
+    }
+
+    /// Whether the NTTs run the AVX-512 kernels picked at run time (see
+    /// [`NttTable::uses_simd`]); `false` means the portable scalar kernels.
+    pub fn uses_simd_ntt(&self) -> bool {
+        self.ntt.iter().all(|t| t.uses_simd())
     }
 
     pub(crate) fn ntt_table(&self, global: usize) -> &NttTable {

@@ -7,10 +7,18 @@
 //! divides by `P` and adds `m` (so fresh noise is tiny). Symmetric encryption draws a
 //! seed for `a`: `(-a*s + e + m, a)`, and keeps the seed so that the
 //! serialized ciphertext stores `c0` and 32 bytes instead of `c1`.
+//!
+//! Parallel encryption: an encryptor holds one ChaCha20 stream, so `encrypt` takes `&mut self`.
+//! `fork` makes an independent child whose ChaCha20 key is 32 bytes drawn from the parent's
+//! stream (children never share a stream, and a deterministic test parent gives deterministic
+//! children); `encrypt_many` forks one child per plaintext, in order, and encrypts them in
+//! parallel with rayon, so its result does not depend on the number of threads.
 
 use std::sync::Arc;
 
+use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use rayon::prelude::*;
 
 use super::context::Context;
 use super::encoding::Plaintext;
@@ -60,7 +68,7 @@ impl Ciphertext {
 /// Public-key encryptor.
 pub struct Encryptor {
     ctx: Arc<Context>,
-    pk: PublicKey,
+    pk: Arc<PublicKey>,
     rng: ChaCha20Rng,
 }
 
@@ -69,7 +77,7 @@ impl Encryptor {
     pub fn new(ctx: &Arc<Context>, pk: &PublicKey) -> Result<Self> {
         Ok(Self {
             ctx: ctx.clone(),
-            pk: pk.clone(),
+            pk: Arc::new(pk.clone()),
             rng: os_rng()?,
         })
     }
@@ -78,9 +86,36 @@ impl Encryptor {
     pub fn new_with_insecure_test_seed(ctx: &Arc<Context>, pk: &PublicKey, seed: u64) -> Self {
         Self {
             ctx: ctx.clone(),
-            pk: pk.clone(),
+            pk: Arc::new(pk.clone()),
             rng: test_rng(seed),
         }
+    }
+
+    /// An independent encryptor for another task: its generator is seeded with 32 bytes
+    /// drawn from this encryptor's stream.
+    pub fn fork(&mut self) -> Self {
+        Self {
+            ctx: self.ctx.clone(),
+            pk: self.pk.clone(),
+            rng: ChaCha20Rng::from_seed(fresh_seed(&mut self.rng)),
+        }
+    }
+
+    /// Encrypts every plaintext, in parallel, each with its own forked encryptor (forked in
+    /// order, so the result does not depend on the thread count).
+    pub fn encrypt_many(&mut self, pts: &[Plaintext]) -> Result<Vec<Ciphertext>> {
+        let seeds: Vec<[u8; 32]> = pts.iter().map(|_| fresh_seed(&mut self.rng)).collect();
+        pts.par_iter()
+            .zip(seeds)
+            .map(|(pt, seed)| {
+                let mut child = Self {
+                    ctx: self.ctx.clone(),
+                    pk: self.pk.clone(),
+                    rng: ChaCha20Rng::from_seed(seed),
+                };
+                child.encrypt(pt)
+            })
+            .collect()
     }
 
     /// Encrypts `pt` at its level and scale. The mask is computed over
@@ -115,7 +150,7 @@ impl Encryptor {
 /// Secret-key encryptor whose ciphertexts carry the seed of `c1`.
 pub struct SymmetricEncryptor {
     ctx: Arc<Context>,
-    s: RnsPoly,
+    s: Arc<RnsPoly>,
     rng: ChaCha20Rng,
 }
 
@@ -135,32 +170,64 @@ impl SymmetricEncryptor {
         truncate_special(ctx, &mut s);
         Self {
             ctx: ctx.clone(),
-            s,
+            s: Arc::new(s),
             rng,
         }
     }
 
+    /// An independent encryptor for another task: its generator is seeded with 32 bytes
+    /// drawn from this encryptor's stream.
+    pub fn fork(&mut self) -> Self {
+        Self {
+            ctx: self.ctx.clone(),
+            s: self.s.clone(),
+            rng: ChaCha20Rng::from_seed(fresh_seed(&mut self.rng)),
+        }
+    }
+
+    /// Encrypts every plaintext, in parallel, each with a generator seeded from this
+    /// encryptor's stream (drawn in order, so the result does not depend on the thread count).
+    pub fn encrypt_many(&mut self, pts: &[Plaintext]) -> Result<Vec<Ciphertext>> {
+        let seeds: Vec<[u8; 32]> = pts.iter().map(|_| fresh_seed(&mut self.rng)).collect();
+        let this = &*self;
+        pts.par_iter()
+            .zip(seeds)
+            .map(|(pt, seed)| {
+                symmetric_encrypt(&this.ctx, &this.s, pt, &mut ChaCha20Rng::from_seed(seed))
+            })
+            .collect()
+    }
+
     /// Encrypts `pt` at its level and scale; the result is seeded.
     pub fn encrypt(&mut self, pt: &Plaintext) -> Result<Ciphertext> {
-        let ctx = &self.ctx;
-        ctx.check_poly(&pt.poly, false)?;
-        let ql = pt.poly.q_limbs;
-        let seed = fresh_seed(&mut self.rng);
-        let c1 = RnsPoly::uniform_from_seed(ctx, &seed, ql, 0);
-        let mut c0 = RnsPoly::from_signed(ctx, &sample_gaussian(&mut self.rng, ctx.n()), ql, 0);
-        c0.make_ntt(ctx);
-        c0.add_assign(ctx, &pt.poly);
-        let mut s = self.s.clone();
-        s.truncate_q(ctx, ql);
-        let mut as_ = c1.clone();
-        as_.mul_assign(ctx, &s);
-        c0.sub_assign(ctx, &as_);
-        Ok(Ciphertext {
-            polys: vec![c0, c1],
-            scale: pt.scale,
-            seed: Some(seed),
-        })
+        symmetric_encrypt(&self.ctx, &self.s, pt, &mut self.rng)
     }
+}
+
+/// Symmetric encryption of `pt` under `s` (truncated to `Q`) with randomness from `rng`.
+fn symmetric_encrypt(
+    ctx: &Context,
+    s: &RnsPoly,
+    pt: &Plaintext,
+    rng: &mut ChaCha20Rng,
+) -> Result<Ciphertext> {
+    ctx.check_poly(&pt.poly, false)?;
+    let ql = pt.poly.q_limbs;
+    let seed = fresh_seed(rng);
+    let c1 = RnsPoly::uniform_from_seed(ctx, &seed, ql, 0);
+    let mut c0 = RnsPoly::from_signed(ctx, &sample_gaussian(rng, ctx.n()), ql, 0);
+    c0.make_ntt(ctx);
+    c0.add_assign(ctx, &pt.poly);
+    let mut s = s.clone();
+    s.truncate_q(ctx, ql);
+    let mut as_ = c1.clone();
+    as_.mul_assign(ctx, &s);
+    c0.sub_assign(ctx, &as_);
+    Ok(Ciphertext {
+        polys: vec![c0, c1],
+        scale: pt.scale,
+        seed: Some(seed),
+    })
 }
 
 /// Decryptor.

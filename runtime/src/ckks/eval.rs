@@ -18,6 +18,7 @@ use super::encoding::{check_scale, scalar_limbs, Plaintext};
 use super::encrypt::Ciphertext;
 use super::error::{CkksError, Result};
 use super::keys::{GaloisKeys, KeySwitchKey, RelinKey};
+use super::mac;
 use super::poly::RnsPoly;
 use super::rns;
 
@@ -32,7 +33,6 @@ pub struct Evaluator {
 }
 
 const ACC_BLOCK: usize = 256;
-const LAZY_TERMS: usize = 63;
 
 impl Evaluator {
     /// An evaluator with the default scale tolerance.
@@ -303,9 +303,18 @@ impl Evaluator {
 
     /// Relinearizes a size-3 ciphertext back to size 2.
     pub fn relinearize(&self, ct: &Ciphertext, rk: &RelinKey) -> Result<Ciphertext> {
-        let mut r = ct.clone();
-        self.relinearize_assign(&mut r, rk)?;
-        Ok(r)
+        self.check_ct(ct)?;
+        self.ctx.check_ksk(&rk.key)?;
+        Self::check_size(ct, 3)?;
+        // Only c0 and c1 are copied; c2 is read in place.
+        let (mut c0, mut c1) = (ct.polys[0].clone(), ct.polys[1].clone());
+        let (kb, ka) = (&rk.key.b, &rk.key.a);
+        rns::key_switch_add(&self.ctx, &ct.polys[2], kb, ka, None, &mut c0, &mut c1);
+        Ok(Ciphertext {
+            polys: vec![c0, c1],
+            scale: ct.scale,
+            seed: None,
+        })
     }
 
     /// In-place [`Self::relinearize`].
@@ -318,9 +327,8 @@ impl Evaluator {
             expected: 3,
             found: 0,
         })?;
-        let (u0, u1) = rns::key_switch(ctx, &c2, &rk.key.b, &rk.key.a);
-        ct.polys[0].add_assign(ctx, &u0);
-        ct.polys[1].add_assign(ctx, &u1);
+        let (p0, p1) = ct.polys.split_at_mut(1);
+        rns::key_switch_add(ctx, &c2, &rk.key.b, &rk.key.a, None, &mut p0[0], &mut p1[0]);
         ct.seed = None;
         Ok(())
     }
@@ -439,28 +447,22 @@ impl Evaluator {
                 chunks.push((pi, li, limb));
             }
         }
-        chunks.into_par_iter().for_each(|(pi, li, out)| {
+        chunks.into_par_iter().try_for_each(|(pi, li, out)| {
             let m = &ctx.moduli()[li];
+            let limb_consts: Vec<u64> = consts.iter().map(|c| c[li]).collect();
+            let mut xs: Vec<&[u64]> = Vec::with_capacity(terms.len());
             for (blk, o) in out.chunks_mut(ACC_BLOCK).enumerate() {
-                let k0 = blk * ACC_BLOCK;
-                let mut acc = [0u128; ACC_BLOCK];
-                for (t, ((ct, _), c)) in terms.iter().zip(&consts).enumerate() {
-                    if t > 0 && t % LAZY_TERMS == 0 {
-                        for a in acc.iter_mut() {
-                            *a = m.reduce_u128(*a) as u128;
-                        }
-                    }
-                    let c = c[li] as u128;
-                    let src = &ct.polys[pi].data[li * n + k0..li * n + k0 + o.len()];
-                    for (a, &x) in acc.iter_mut().zip(src) {
-                        *a += x as u128 * c;
-                    }
-                }
-                for (o, a) in o.iter_mut().zip(acc.iter()) {
-                    *o = m.reduce_u128(*a);
-                }
+                let k0 = li * n + blk * ACC_BLOCK;
+                xs.clear();
+                xs.extend(
+                    terms
+                        .iter()
+                        .map(|(ct, _)| &ct.polys[pi].data[k0..k0 + o.len()]),
+                );
+                mac::mac_rows(m, &xs, &limb_consts, 1, o)?;
             }
-        });
+            Ok::<(), CkksError>(())
+        })?;
         Ok(Ciphertext {
             polys,
             scale: first.scale * scale,
@@ -473,9 +475,24 @@ impl Evaluator {
     /// Divides by the last prime `q_l` with rounding: level `l -> l-1`, scale
     /// `s -> s / q_l`.
     pub fn rescale(&self, ct: &Ciphertext) -> Result<Ciphertext> {
-        let mut r = ct.clone();
-        self.rescale_assign(&mut r)?;
-        Ok(r)
+        self.check_ct(ct)?;
+        let l = ct.level();
+        if l == 0 {
+            return Err(CkksError::LevelUnavailable {
+                requested: 0,
+                available: 0,
+            });
+        }
+        let q = self.ctx.moduli()[l].value() as f64;
+        Ok(Ciphertext {
+            polys: ct
+                .polys
+                .iter()
+                .map(|p| rns::rescaled(&self.ctx, p))
+                .collect(),
+            scale: ct.scale / q,
+            seed: None,
+        })
     }
 
     /// In-place [`Self::rescale`].
@@ -533,19 +550,40 @@ impl Evaluator {
         Ok(key)
     }
 
+    /// The automorphism `g` of `ct` with key switching; `parts` is the
+    /// precomputed decomposition of `c1` (hoisting) or `None` to compute it
+    /// limb by limb. Both give bit-identical results.
     fn apply_galois(
         &self,
         ct: &Ciphertext,
-        parts: &[RnsPoly],
+        parts: Option<&rns::Decomposition>,
         key: &KeySwitchKey,
         g: u64,
     ) -> Ciphertext {
         let ctx = &self.ctx;
         let perm = ctx.galois_permutation(g);
-        let (acc0, acc1) = rns::key_inner_product(ctx, parts, &key.b, &key.a, Some(&perm));
-        let mut c0 = rns::mod_down(ctx, &acc0);
-        let c1 = rns::mod_down(ctx, &acc1);
-        c0.add_assign(ctx, &ct.polys[0].automorphism_ntt(ctx, g));
+        let mut c0 = ct.polys[0].automorphism_ntt(ctx, g);
+        let mut c1 = RnsPoly::zero(ctx, c0.q_limbs, 0, true);
+        match parts {
+            Some(parts) => rns::key_switch_hoisted_add(
+                ctx,
+                parts,
+                &key.b,
+                &key.a,
+                Some(&perm),
+                &mut c0,
+                &mut c1,
+            ),
+            None => rns::key_switch_add(
+                ctx,
+                &ct.polys[1],
+                &key.b,
+                &key.a,
+                Some(&perm),
+                &mut c0,
+                &mut c1,
+            ),
+        }
         Ciphertext {
             polys: vec![c0, c1],
             scale: ct.scale,
@@ -562,8 +600,7 @@ impl Evaluator {
             return Ok(ct.clone());
         }
         let key = self.key_for(gk, g, step)?;
-        let parts = rns::decompose(&self.ctx, &ct.polys[1]);
-        Ok(self.apply_galois(ct, &parts, key, g))
+        Ok(self.apply_galois(ct, None, key, g))
     }
 
     /// Complex conjugation of every slot.
@@ -572,8 +609,7 @@ impl Evaluator {
         Self::check_size(ct, 2)?;
         let g = self.ctx.conjugation_element();
         let key = self.key_for(gk, g, 0)?;
-        let parts = rns::decompose(&self.ctx, &ct.polys[1]);
-        Ok(self.apply_galois(ct, &parts, key, g))
+        Ok(self.apply_galois(ct, None, key, g))
     }
 
     /// Rotations of one ciphertext by each of `steps`, sharing one ModUp
@@ -610,7 +646,7 @@ impl Evaluator {
                     c.seed = None;
                     c
                 }
-                Some(key) => self.apply_galois(ct, &parts, key, g),
+                Some(key) => self.apply_galois(ct, Some(&parts), key, g),
             })
             .collect())
     }

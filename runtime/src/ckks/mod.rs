@@ -63,6 +63,7 @@ pub mod encrypt;
 pub mod error;
 pub mod eval;
 pub mod keys;
+pub mod mac;
 pub mod ntt;
 pub mod params;
 pub(crate) mod poly;

@@ -7,6 +7,12 @@
 //! Both outputs are fully reduced. Butterflies are Harvey's lazy ones with
 //! Shoup-precomputed twiddles (values stay in `[0, 4q)` between stages).
 //! Stages are fused in pairs (radix-4 passes) to halve memory traffic.
+//!
+//! On x86-64 CPUs with AVX-512F and AVX-512DQ (detected at run time, once;
+//! `HECC_NO_SIMD=1` turns it off), [`NttTable::forward`] and
+//! [`NttTable::inverse`] run eight-lane kernels instead; the portable scalar
+//! kernels stay the fallback. Both compute exactly the same outputs, and a
+//! test checks them against each other. No build flag is needed.
 
 use super::error::Result;
 use super::zq::{primitive_root_2n, Modulus};
@@ -38,6 +44,8 @@ pub struct NttTable {
     ipsi_rev_shoup: Vec<u64>,
     n_inv: u64,
     n_inv_shoup: u64,
+    /// Whether the AVX-512 kernels are used (detected at construction).
+    simd: bool,
 }
 
 impl NttTable {
@@ -72,6 +80,7 @@ impl NttTable {
             ipsi_rev_shoup,
             n_inv,
             n_inv_shoup: modulus.shoup(n_inv),
+            simd: x86::available() && n >= x86::MIN_N,
         })
     }
 
@@ -87,6 +96,31 @@ impl NttTable {
     /// when `log N` is odd the first stage runs alone. The last pass folds in
     /// the final reduction to `[0, q)`.
     pub fn forward(&self, a: &mut [u64]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.simd && a.len() == self.n {
+            // SAFETY: `simd` is only set when the CPU has AVX-512F and DQ.
+            unsafe { x86::forward(self, a) };
+            return;
+        }
+        self.forward_scalar(a);
+    }
+
+    /// Whether this table runs the AVX-512 kernels (detected at run time;
+    /// `HECC_NO_SIMD=1` in the environment turns them off).
+    pub fn uses_simd(&self) -> bool {
+        self.simd
+    }
+
+    /// A copy of this table that always runs the portable scalar kernels.
+    pub fn scalar_only(&self) -> Self {
+        Self {
+            simd: false,
+            ..self.clone()
+        }
+    }
+
+    /// The portable scalar forward transform (same contract as [`Self::forward`]).
+    fn forward_scalar(&self, a: &mut [u64]) {
         debug_assert_eq!(a.len(), self.n);
         let n = self.n;
         if n < 4 || a.len() != n {
@@ -230,6 +264,17 @@ impl NttTable {
 
     /// In-place inverse negacyclic NTT of `a` (length `N`, values below `2q`).
     pub fn inverse(&self, a: &mut [u64]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.simd && a.len() == self.n {
+            // SAFETY: `simd` is only set when the CPU has AVX-512F and DQ.
+            unsafe { x86::inverse(self, a) };
+            return;
+        }
+        self.inverse_scalar(a);
+    }
+
+    /// The portable scalar inverse transform (same contract as [`Self::inverse`]).
+    fn inverse_scalar(&self, a: &mut [u64]) {
         debug_assert_eq!(a.len(), self.n);
         let q = self.modulus.value();
         let two_q = 2 * q;
@@ -297,6 +342,376 @@ impl NttTable {
     }
 }
 
+/// AVX-512 (F + DQ) kernels of the forward and inverse transforms, chosen at
+/// run time. Eight butterflies per instruction; the 64x64-bit high product of
+/// Shoup's quotient is built from four 32x32-bit products, the low products
+/// use `vpmullq`. Stages with half-blocks of at least 8 words broadcast one
+/// twiddle; the three stages with half-blocks of 4, 2 and 1 words regroup 16
+/// words with two-source permutes. Values and bounds are exactly those of
+/// the scalar kernels, so both give identical outputs.
+///
+/// Every function requires AVX-512F and AVX-512DQ (checked by `available`
+/// before any call); that is their only safety condition.
+// Bodies of `unsafe fn` are unsafe contexts in edition 2021. The AVX-512
+// intrinsics need Rust 1.89 (the workspace `rust-version`).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_op_in_unsafe_fn, clippy::missing_safety_doc)]
+pub(crate) mod x86 {
+    use super::NttTable;
+    use std::arch::x86_64::*;
+
+    /// Smallest ring degree handled by the vector kernels.
+    pub(super) const MIN_N: usize = 32;
+
+    /// Whether the CPU has the required features.
+    pub(crate) fn available() -> bool {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            std::env::var_os("HECC_NO_SIMD").is_none_or(|v| v == "0")
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512dq")
+        })
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn load(s: &[u64]) -> __m512i {
+        let s = &s[..8];
+        // SAFETY (caller): AVX-512F present; `s` has 8 readable words.
+        _mm512_loadu_si512(s.as_ptr() as *const __m512i)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn store(s: &mut [u64], v: __m512i) {
+        let s = &mut s[..8];
+        // SAFETY (caller): AVX-512F present; `s` has 8 writable words.
+        _mm512_storeu_si512(s.as_mut_ptr() as *mut __m512i, v)
+    }
+
+    /// High 64 bits of the 64x64-bit lane products.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn mulhi(a: __m512i, b: __m512i) -> __m512i {
+        let lo = _mm512_set1_epi64(0xffff_ffff);
+        let a_hi = _mm512_srli_epi64::<32>(a);
+        let b_hi = _mm512_srli_epi64::<32>(b);
+        let ll = _mm512_mul_epu32(a, b);
+        let lh = _mm512_mul_epu32(a, b_hi);
+        let hl = _mm512_mul_epu32(a_hi, b);
+        let hh = _mm512_mul_epu32(a_hi, b_hi);
+        let mid = _mm512_add_epi64(
+            _mm512_srli_epi64::<32>(ll),
+            _mm512_add_epi64(_mm512_and_si512(lh, lo), _mm512_and_si512(hl, lo)),
+        );
+        _mm512_add_epi64(
+            _mm512_add_epi64(hh, _mm512_srli_epi64::<32>(mid)),
+            _mm512_add_epi64(_mm512_srli_epi64::<32>(lh), _mm512_srli_epi64::<32>(hl)),
+        )
+    }
+
+    /// `x * w mod q` in `[0, 2q)` (Shoup, `ws = floor(w * 2^64 / q)`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn mul_shoup_lazy(x: __m512i, w: __m512i, ws: __m512i, q: __m512i) -> __m512i {
+        let qhat = mulhi(x, ws);
+        _mm512_sub_epi64(_mm512_mullo_epi64(x, w), _mm512_mullo_epi64(qhat, q))
+    }
+
+    /// `x - m` where `x >= m`, else `x`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn csub(x: __m512i, m: __m512i) -> __m512i {
+        _mm512_min_epu64(x, _mm512_sub_epi64(x, m))
+    }
+
+    /// Harvey's forward butterfly on lanes (inputs below 4q, outputs below 4q).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn fwd_bf(
+        x: __m512i,
+        y: __m512i,
+        w: __m512i,
+        ws: __m512i,
+        q: __m512i,
+        two_q: __m512i,
+    ) -> (__m512i, __m512i) {
+        let u = csub(x, two_q);
+        let v = mul_shoup_lazy(y, w, ws, q);
+        (
+            _mm512_add_epi64(u, v),
+            _mm512_sub_epi64(_mm512_add_epi64(u, two_q), v),
+        )
+    }
+
+    /// Gentleman-Sande inverse butterfly (inputs below 2q, outputs below 2q).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn inv_bf(
+        x: __m512i,
+        y: __m512i,
+        w: __m512i,
+        ws: __m512i,
+        q: __m512i,
+        two_q: __m512i,
+    ) -> (__m512i, __m512i) {
+        let s = csub(_mm512_add_epi64(x, y), two_q);
+        let d = _mm512_sub_epi64(_mm512_add_epi64(x, two_q), y);
+        (s, mul_shoup_lazy(d, w, ws, q))
+    }
+
+    /// Permutation indices for half-blocks of `t` words (1, 2 or 4) within
+    /// 16 words: lanes of the x halves, lanes of the y halves, the inverse
+    /// map (word -> lane of x, or 8 + lane of y), and the twiddle spread
+    /// (lane -> block).
+    fn small_indices(t: usize) -> ([i64; 8], [i64; 8], [i64; 16], [i64; 8]) {
+        let mut ix = [0i64; 8];
+        let mut iy = [0i64; 8];
+        let mut inv = [0i64; 16];
+        let mut tw = [0i64; 8];
+        for l in 0..8 {
+            let (b, o) = (l / t, l % t);
+            let x = b * 2 * t + o;
+            ix[l] = x as i64;
+            iy[l] = (x + t) as i64;
+            inv[x] = l as i64;
+            inv[x + t] = (8 + l) as i64;
+            tw[l] = b as i64;
+        }
+        (ix, iy, inv, tw)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn idx(v: &[i64]) -> __m512i {
+        _mm512_setr_epi64(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
+    }
+
+    /// Forward transform; same contract as [`NttTable::forward`].
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn forward(tab: &NttTable, a: &mut [u64]) {
+        let n = tab.n;
+        let qs = tab.modulus.value();
+        let q = _mm512_set1_epi64(qs as i64);
+        let two_q = _mm512_set1_epi64((2 * qs) as i64);
+        let psi = &tab.psi_rev;
+        let psis = &tab.psi_rev_shoup;
+        let mut m = 1;
+        let mut t = n / 2;
+        // Pairs of stages (m, 2m) fused over quarters of blocks of 2t words
+        // (radix 4), halving the loads and stores.
+        while t >= 16 {
+            let h = t / 2;
+            for (blk, chunk) in a.chunks_exact_mut(2 * t).enumerate() {
+                let w1 = _mm512_set1_epi64(psi[m + blk] as i64);
+                let w1s = _mm512_set1_epi64(psis[m + blk] as i64);
+                let w2 = _mm512_set1_epi64(psi[2 * m + 2 * blk] as i64);
+                let w2s = _mm512_set1_epi64(psis[2 * m + 2 * blk] as i64);
+                let w3 = _mm512_set1_epi64(psi[2 * m + 2 * blk + 1] as i64);
+                let w3s = _mm512_set1_epi64(psis[2 * m + 2 * blk + 1] as i64);
+                let (lo, hi) = chunk.split_at_mut(t);
+                let (x0, x1) = lo.split_at_mut(h);
+                let (x2, x3) = hi.split_at_mut(h);
+                for ((p0, p1), (p2, p3)) in x0
+                    .chunks_exact_mut(8)
+                    .zip(x1.chunks_exact_mut(8))
+                    .zip(x2.chunks_exact_mut(8).zip(x3.chunks_exact_mut(8)))
+                {
+                    let (b0, b2) = fwd_bf(load(p0), load(p2), w1, w1s, q, two_q);
+                    let (b1, b3) = fwd_bf(load(p1), load(p3), w1, w1s, q, two_q);
+                    let (c0, c1) = fwd_bf(b0, b1, w2, w2s, q, two_q);
+                    let (c2, c3) = fwd_bf(b2, b3, w3, w3s, q, two_q);
+                    store(p0, c0);
+                    store(p1, c1);
+                    store(p2, c2);
+                    store(p3, c3);
+                }
+            }
+            m <<= 2;
+            t >>= 2;
+        }
+        while t >= 8 {
+            for (blk, chunk) in a.chunks_exact_mut(2 * t).enumerate() {
+                let w = _mm512_set1_epi64(psi[m + blk] as i64);
+                let ws = _mm512_set1_epi64(psis[m + blk] as i64);
+                let (xs, ys) = chunk.split_at_mut(t);
+                for (x, y) in xs.chunks_exact_mut(8).zip(ys.chunks_exact_mut(8)) {
+                    let (u, v) = fwd_bf(load(x), load(y), w, ws, q, two_q);
+                    store(x, u);
+                    store(y, v);
+                }
+            }
+            m <<= 1;
+            t >>= 1;
+        }
+        // Half-blocks of 4, 2, 1 words: 16 words (8 butterflies) at a time.
+        while t >= 1 {
+            let (ix, iy, inv, tw) = small_indices(t);
+            let (ix, iy, tw) = (idx(&ix), idx(&iy), idx(&tw));
+            let (inv_lo, inv_hi) = (idx(&inv[..8]), idx(&inv[8..]));
+            let blocks = 8 / t; // blocks of 2t words per 16 words
+            let last = t == 1;
+            for (c, chunk) in a.chunks_exact_mut(16).enumerate() {
+                let b0 = m + c * blocks;
+                let w = _mm512_permutexvar_epi64(tw, load(&psi[b0..]));
+                let ws = _mm512_permutexvar_epi64(tw, load(&psis[b0..]));
+                let (lo, hi) = (load(&chunk[..8]), load(&chunk[8..]));
+                let x = _mm512_permutex2var_epi64(lo, ix, hi);
+                let y = _mm512_permutex2var_epi64(lo, iy, hi);
+                let (mut u, mut v) = fwd_bf(x, y, w, ws, q, two_q);
+                if last {
+                    u = csub(csub(u, two_q), q);
+                    v = csub(csub(v, two_q), q);
+                }
+                let (lo_w, hi_w) = chunk.split_at_mut(8);
+                store(lo_w, _mm512_permutex2var_epi64(u, inv_lo, v));
+                store(hi_w, _mm512_permutex2var_epi64(u, inv_hi, v));
+            }
+            m <<= 1;
+            t >>= 1;
+        }
+    }
+
+    /// Centred lift of `y` (values below the odd `b`, with `b <= 2t`) into
+    /// `t`: `x` if `x <= b/2`, else `x - b`, reduced mod `t`; same result as
+    /// the scalar loop in `rns`. Processes whole groups of 8; returns how
+    /// many words were done.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(crate) unsafe fn centred_lift_small(b: u64, t: u64, y: &[u64], out: &mut [u64]) -> usize {
+        let bv = _mm512_set1_epi64(b as i64);
+        let half = _mm512_set1_epi64((b >> 1) as i64);
+        let tv = _mm512_set1_epi64(t as i64);
+        let mut done = 0;
+        for (o, x) in out.chunks_exact_mut(8).zip(y.chunks_exact(8)) {
+            let x = load(x);
+            let neg = _mm512_cmpgt_epu64_mask(x, half);
+            // a = x or b - x, reduced below t
+            let a = _mm512_mask_sub_epi64(x, neg, bv, x);
+            let r = csub(a, tv);
+            // negate where needed: t - r, with t - 0 -> 0
+            let nr = csub(_mm512_sub_epi64(tv, r), tv);
+            store(o, _mm512_mask_mov_epi64(r, neg, nr));
+            done += 8;
+        }
+        done
+    }
+
+    /// Fast base conversion into one prime `t` from 2 to 4 source limbs:
+    /// `out = sum_b y_b * h_b - v * bm mod t`, with `(h_b, Shoup(h_b))` in
+    /// `h` and `(bm, Shoup(bm))`, all constants below `t`; any `y_b`, `v`.
+    /// Same result as the scalar u128 loop in `rns`. Processes whole groups
+    /// of 8; returns how many words were done (0 for other source counts).
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(crate) unsafe fn conv_shoup(
+        t: u64,
+        y: &[u64],
+        n: usize,
+        h: &[(u64, u64)],
+        bm: (u64, u64),
+        v: &[u64],
+        out: &mut [u64],
+    ) -> usize {
+        if !(2..=4).contains(&h.len()) || y.len() < h.len() * n || out.len() < n || v.len() < n {
+            return 0;
+        }
+        let tv = _mm512_set1_epi64(t as i64);
+        let two_t = _mm512_set1_epi64((2 * t) as i64);
+        let hv: Vec<(__m512i, __m512i)> = h
+            .iter()
+            .map(|&(w, ws)| (_mm512_set1_epi64(w as i64), _mm512_set1_epi64(ws as i64)))
+            .collect();
+        let (bw, bws) = (
+            _mm512_set1_epi64(bm.0 as i64),
+            _mm512_set1_epi64(bm.1 as i64),
+        );
+        let mut k = 0;
+        while k + 8 <= n {
+            let mut acc = _mm512_setzero_si512();
+            for (b, &(w, ws)) in hv.iter().enumerate() {
+                let x = load(&y[b * n + k..]);
+                acc = csub(_mm512_add_epi64(acc, mul_shoup_lazy(x, w, ws, tv)), two_t);
+            }
+            let s = mul_shoup_lazy(load(&v[k..]), bw, bws, tv);
+            let r = _mm512_sub_epi64(_mm512_add_epi64(acc, two_t), s);
+            store(&mut out[k..], csub(csub(r, two_t), tv));
+            k += 8;
+        }
+        k
+    }
+
+    /// Inverse transform; same contract as [`NttTable::inverse`].
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn inverse(tab: &NttTable, a: &mut [u64]) {
+        let n = tab.n;
+        let md = &tab.modulus;
+        let qs = md.value();
+        let q = _mm512_set1_epi64(qs as i64);
+        let two_q = _mm512_set1_epi64((2 * qs) as i64);
+        let ipsi = &tab.ipsi_rev;
+        let ipsis = &tab.ipsi_rev_shoup;
+        let mut m = n >> 1;
+        let mut t = 1;
+        // Half-blocks of 1, 2, 4 words with permutes.
+        while t < 8 {
+            let (ix, iy, inv, tw) = small_indices(t);
+            let (ix, iy, tw) = (idx(&ix), idx(&iy), idx(&tw));
+            let (inv_lo, inv_hi) = (idx(&inv[..8]), idx(&inv[8..]));
+            let blocks = 8 / t;
+            for (c, chunk) in a.chunks_exact_mut(16).enumerate() {
+                let b0 = m + c * blocks;
+                let w = _mm512_permutexvar_epi64(tw, load(&ipsi[b0..]));
+                let ws = _mm512_permutexvar_epi64(tw, load(&ipsis[b0..]));
+                let (lo, hi) = (load(&chunk[..8]), load(&chunk[8..]));
+                let x = _mm512_permutex2var_epi64(lo, ix, hi);
+                let y = _mm512_permutex2var_epi64(lo, iy, hi);
+                let (u, v) = inv_bf(x, y, w, ws, q, two_q);
+                let (lo_w, hi_w) = chunk.split_at_mut(8);
+                store(lo_w, _mm512_permutex2var_epi64(u, inv_lo, v));
+                store(hi_w, _mm512_permutex2var_epi64(u, inv_hi, v));
+            }
+            m >>= 1;
+            t <<= 1;
+        }
+        while m > 1 {
+            for (blk, chunk) in a.chunks_exact_mut(2 * t).enumerate() {
+                let w = _mm512_set1_epi64(ipsi[m + blk] as i64);
+                let ws = _mm512_set1_epi64(ipsis[m + blk] as i64);
+                let (xs, ys) = chunk.split_at_mut(t);
+                for (x, y) in xs.chunks_exact_mut(8).zip(ys.chunks_exact_mut(8)) {
+                    let (u, v) = inv_bf(load(x), load(y), w, ws, q, two_q);
+                    store(x, u);
+                    store(y, v);
+                }
+            }
+            m >>= 1;
+            t <<= 1;
+        }
+        // Last stage (m = 1) with 1/N folded in, fully reduced.
+        let ni = _mm512_set1_epi64(tab.n_inv as i64);
+        let nis = _mm512_set1_epi64(tab.n_inv_shoup as i64);
+        let wn_s = md.mul(tab.ipsi_rev[1], tab.n_inv);
+        let wn = _mm512_set1_epi64(wn_s as i64);
+        let wns = _mm512_set1_epi64(md.shoup(wn_s) as i64);
+        let (xs, ys) = a.split_at_mut(n / 2);
+        for (x, y) in xs.chunks_exact_mut(8).zip(ys.chunks_exact_mut(8)) {
+            let (u, v) = (load(x), load(y));
+            let s = _mm512_add_epi64(u, v);
+            let d = _mm512_sub_epi64(_mm512_add_epi64(u, two_q), v);
+            store(x, csub(mul_shoup_lazy(s, ni, nis, q), q));
+            store(y, csub(mul_shoup_lazy(d, wn, wns, q), q));
+        }
+    }
+}
+
+/// Stand-in on other architectures: never available.
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    pub(super) const MIN_N: usize = usize::MAX;
+    pub(super) fn available() -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,6 +772,40 @@ mod tests {
             let x = m.pow(psi, 2 * bit_reverse(i, log_n) as u64 + 1);
             let v = a.iter().rev().fold(0, |acc, &c| m.add(m.mul(acc, x), c));
             assert_eq!(fi, v);
+        }
+    }
+
+    #[test]
+    fn simd_kernels_match_scalar() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for log_n in [5u32, 6, 7, 8, 11, 13] {
+            for bits in [30u32, 40, 50, 60, 61] {
+                let q = generate_primes(bits, 1, log_n, &[]).unwrap()[0];
+                let m = Modulus::new(q).unwrap();
+                let t = NttTable::new(&m, log_n).unwrap();
+                let s = t.scalar_only();
+                assert!(!s.uses_simd());
+                let n = 1usize << log_n;
+                let inputs: Vec<Vec<u64>> = vec![
+                    (0..n).map(|_| rng.gen_range(0..q)).collect(),
+                    (0..n).map(|_| rng.gen_range(0..4 * q)).collect(),
+                    vec![q - 1; n],
+                    vec![4 * q - 1; n],
+                    vec![2 * q - 1; n],
+                ];
+                for a in &inputs {
+                    let (mut x, mut y) = (a.clone(), a.clone());
+                    t.forward(&mut x);
+                    s.forward(&mut y);
+                    assert_eq!(x, y, "forward log_n {log_n} bits {bits}");
+                    if a.iter().all(|&v| v < 2 * q) {
+                        let (mut x, mut y) = (a.clone(), a.clone());
+                        t.inverse(&mut x);
+                        s.inverse(&mut y);
+                        assert_eq!(x, y, "inverse log_n {log_n} bits {bits}");
+                    }
+                }
+            }
         }
     }
 

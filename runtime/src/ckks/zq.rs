@@ -6,7 +6,7 @@
 //! Barrett reduction with a precomputed `floor(2^128 / q)`; multiplication by
 //! a fixed operand uses Shoup's precomputed quotient `floor(w * 2^64 / q)`.
 
-// `%` instead of `is_multiple_of`: the workspace MSRV (1.85) predates it.
+// `%` instead of `is_multiple_of` (stable only since Rust 1.87), as written.
 #![allow(clippy::manual_is_multiple_of)]
 
 use super::error::{CkksError, Result};

@@ -7,18 +7,29 @@
 //! encoding of the constants, same level, size, form and scale of the result); it checks the
 //! same preconditions. One block of each operand is read once for all outputs, so the pass is
 //! compute-bound instead of reading every operand once per output.
+//!
+//! [`sparse_macs`] does the same for `mac` nodes with different operand lists (a convolution
+//! in the batch layout): per limb and block of coefficients, all outputs of the group, so an
+//! operand shared by several windows is read from memory once per block. Its contract is the
+//! same: output for output, exactly [`Evaluator::mul_scalar_accumulate`].
 
 use crate::ckks::encoding::scalar_limbs;
+use crate::ckks::mac::mac_into;
 use crate::ckks::poly::RnsPoly;
 use crate::ckks::{Ciphertext, CkksError, Evaluator};
 use rayon::prelude::*;
 
-/// Coefficients per inner block (accumulators: outputs x BLOCK u128 stay in L1/L2).
-const BLOCK: usize = 16;
-/// Coefficients per parallel task.
-const CHUNK: usize = 1024;
-/// Terms between reductions of the u128 accumulators (products are below 2^122).
-const LAZY: usize = 32;
+/// Bytes of operand data one task reads (its block of every operand stays in L2 while the
+/// kernel sweeps the outputs over it).
+const TASK_BYTES: usize = 512 * 1024;
+
+/// Coefficients per parallel task for `terms` operands: a power of two in `16..=1024` whose
+/// operand blocks fit in [`TASK_BYTES`].
+pub(crate) fn chunk_len(terms: usize, n: usize) -> usize {
+    let per = TASK_BYTES / (8 * terms.max(1));
+    let c = if per < 16 { 16 } else { 1 << per.ilog2() };
+    c.min(1024).min(n.max(1))
+}
 
 /// `out[j] = sum_t coeffs[j][t] * cts[t]` with the constants encoded at `scale`.
 pub(crate) fn multi_mac(
@@ -28,15 +39,89 @@ pub(crate) fn multi_mac(
     scale: f64,
 ) -> Result<Vec<Ciphertext>, CkksError> {
     let ctx = eval.context();
-    let first = cts
-        .first()
-        .ok_or_else(|| CkksError::InvalidInput("empty multiply-accumulate".into()))?;
     if !(scale.is_finite() && scale >= 1.0) {
         return Err(CkksError::InvalidInput(format!("bad scale {scale}")));
     }
+    let (level, size, ntt) = common_shape(eval, cts)?;
+    let first = cts[0];
+    let terms = cts.len();
+    let outs = coeffs.len();
+    for c in coeffs {
+        if c.len() != terms {
+            return Err(CkksError::InvalidInput("coefficient row length".into()));
+        }
+    }
+    let n = ctx.n();
+    let ql = level + 1;
+    // consts[li][t * outs + j]
+    let mut consts = vec![vec![0u64; terms * outs]; ql];
+    for (j, row) in coeffs.iter().enumerate() {
+        for (t, &c) in row.iter().enumerate() {
+            let limbs = scalar_limbs(ctx, c, scale, ql)?;
+            for (li, v) in limbs.into_iter().enumerate() {
+                consts[li][t * outs + j] = v;
+            }
+        }
+    }
+    let chunk = chunk_len(terms, n);
+    let mut result: Vec<Ciphertext> = (0..outs)
+        .map(|_| Ciphertext {
+            polys: (0..size).map(|_| RnsPoly::zero(ctx, ql, 0, ntt)).collect(),
+            scale: first.scale * scale,
+            seed: None,
+        })
+        .collect();
+    let mut blocks = result_blocks(&mut result, n, chunk);
+    blocks.par_iter_mut().try_for_each(|(pi, li, k0, rows)| {
+        let len = rows.first().map_or(0, |r| r.len());
+        let off = *li * n + *k0;
+        let xs: Vec<&[u64]> = cts
+            .iter()
+            .map(|ct| &ct.polys[*pi].data[off..off + len])
+            .collect();
+        mac_into(&ctx.moduli()[*li], &xs, &consts[*li], rows)
+    })?;
+    drop(blocks);
+    Ok(result)
+}
+
+/// One block of work: polynomial, limb, first coefficient, and that block of every result.
+type Block<'a> = (usize, usize, usize, Vec<&'a mut [u64]>);
+
+/// Splits the results (all of one shape) into blocks of `chunk` coefficients of one limb of
+/// one polynomial; block `b` holds that block of every result, in order.
+fn result_blocks(result: &mut [Ciphertext], n: usize, chunk: usize) -> Vec<Block<'_>> {
+    let mut blocks: Vec<Block<'_>> = Vec::new();
+    for ct in result.iter_mut() {
+        let mut b = 0;
+        for (pi, p) in ct.polys.iter_mut().enumerate() {
+            for (li, limb) in p.data.chunks_mut(n).enumerate() {
+                for (c, part) in limb.chunks_mut(chunk).enumerate() {
+                    if b == blocks.len() {
+                        blocks.push((pi, li, c * chunk, Vec::new()));
+                    }
+                    blocks[b].3.push(part);
+                    b += 1;
+                }
+            }
+        }
+    }
+    blocks
+}
+
+/// Level, size and NTT form shared by `cts`, checked as [`Evaluator::mul_scalar_accumulate`]
+/// checks its operands (same level, matching scales, same size and form, no special limbs).
+fn common_shape(eval: &Evaluator, cts: &[&Ciphertext]) -> Result<(usize, usize, bool), CkksError> {
+    let first = cts
+        .first()
+        .ok_or_else(|| CkksError::InvalidInput("empty multiply-accumulate".into()))?;
     let level = first.level();
     let size = first.polys.len();
-    let ntt = first.polys[0].ntt;
+    let ntt = first
+        .polys
+        .first()
+        .map(|p| p.ntt)
+        .ok_or_else(|| CkksError::InvalidInput("ciphertext without polynomials".into()))?;
     for ct in cts {
         if ct.level() != level {
             return Err(CkksError::LevelMismatch {
@@ -62,84 +147,96 @@ pub(crate) fn multi_mac(
             ));
         }
     }
-    let terms = cts.len();
-    let outs = coeffs.len();
-    for c in coeffs {
-        if c.len() != terms {
+    Ok((level, size, ntt))
+}
+
+/// One output of [`sparse_macs`]: `sum_t coeffs[t] * cts[t]`.
+pub(crate) struct MacRow<'a> {
+    /// The operands.
+    pub cts: Vec<&'a Ciphertext>,
+    /// One constant per operand.
+    pub coeffs: &'a [f64],
+}
+
+/// Several multiply-accumulates with *different* operand lists (a batch-layout convolution:
+/// each output reads a window of the inputs), computed block by block: for each limb and
+/// block of coefficients, every output of the group is accumulated from the block of its
+/// operands, so an operand shared by several outputs is read from memory once per block
+/// instead of once per output.
+///
+/// Contract: output `j` is exactly [`Evaluator::mul_scalar_accumulate`] of
+/// `(rows[j].cts, rows[j].coeffs)` at `scale`, with the same checks per row; all rows must
+/// also share the level, size and form of their operands (else an error).
+pub(crate) fn sparse_macs(
+    eval: &Evaluator,
+    rows: &[MacRow<'_>],
+    scale: f64,
+) -> Result<Vec<Ciphertext>, CkksError> {
+    let ctx = eval.context();
+    if !(scale.is_finite() && scale >= 1.0) {
+        return Err(CkksError::InvalidInput(format!("bad scale {scale}")));
+    }
+    let mut shape = None;
+    for row in rows {
+        if row.cts.len() != row.coeffs.len() {
             return Err(CkksError::InvalidInput("coefficient row length".into()));
         }
-    }
-    let n = ctx.n();
-    let ql = level + 1;
-    // consts[li][t * outs + j]
-    let mut consts = vec![vec![0u64; terms * outs]; ql];
-    for (j, row) in coeffs.iter().enumerate() {
-        for (t, &c) in row.iter().enumerate() {
-            let limbs = scalar_limbs(ctx, c, scale, ql)?;
-            for (li, v) in limbs.into_iter().enumerate() {
-                consts[li][t * outs + j] = v;
+        let s = common_shape(eval, &row.cts)?;
+        match shape {
+            None => shape = Some(s),
+            Some(prev) if prev != s => {
+                return Err(CkksError::InvalidInput(
+                    "grouped multiply-accumulates at different levels, sizes or forms".into(),
+                ))
             }
+            Some(_) => {}
         }
     }
-    let chunks = n.div_ceil(CHUNK);
-    let tasks: Vec<(usize, usize, usize)> = (0..size)
-        .flat_map(|pi| (0..ql).flat_map(move |li| (0..chunks).map(move |c| (pi, li, c))))
-        .collect();
-    let results: Vec<Vec<u64>> = tasks
-        .par_iter()
-        .map(|&(pi, li, c)| {
-            let m = &ctx.moduli()[li];
-            let k0 = c * CHUNK;
-            let len = CHUNK.min(n - k0);
-            let cs = &consts[li];
-            let mut out = vec![0u64; outs * len];
-            let mut acc = vec![0u128; outs * BLOCK];
-            let mut b0 = 0;
-            while b0 < len {
-                let bl = BLOCK.min(len - b0);
-                acc.iter_mut().for_each(|a| *a = 0);
-                for (t, ct) in cts.iter().enumerate() {
-                    if t > 0 && t % LAZY == 0 {
-                        for a in acc.iter_mut() {
-                            *a = m.reduce_u128(*a) as u128;
-                        }
-                    }
-                    let off = li * n + k0 + b0;
-                    let x = &ct.polys[pi].data[off..off + bl];
-                    let row = &cs[t * outs..(t + 1) * outs];
-                    for (j, &cj) in row.iter().enumerate() {
-                        let cj = cj as u128;
-                        let a = &mut acc[j * BLOCK..j * BLOCK + bl];
-                        for (a, &xv) in a.iter_mut().zip(x) {
-                            *a += xv as u128 * cj;
-                        }
-                    }
-                }
-                for j in 0..outs {
-                    for k in 0..bl {
-                        out[j * len + b0 + k] = m.reduce_u128(acc[j * BLOCK + k]);
-                    }
-                }
-                b0 += bl;
+    let Some((level, size, ntt)) = shape else {
+        return Ok(Vec::new());
+    };
+    let n = ctx.n();
+    let ql = level + 1;
+    // consts[j][li * terms_j + t]
+    let mut consts: Vec<Vec<u64>> = Vec::with_capacity(rows.len());
+    for row in rows {
+        let terms = row.cts.len();
+        let mut c = vec![0u64; ql * terms];
+        for (t, &w) in row.coeffs.iter().enumerate() {
+            for (li, v) in scalar_limbs(ctx, w, scale, ql)?.into_iter().enumerate() {
+                c[li * terms + t] = v;
             }
-            out
-        })
+        }
+        consts.push(c);
+    }
+    let distinct: std::collections::HashSet<*const Ciphertext> = rows
+        .iter()
+        .flat_map(|r| r.cts.iter().map(|c| *c as *const Ciphertext))
         .collect();
-    let mut result: Vec<Ciphertext> = (0..outs)
-        .map(|_| Ciphertext {
+    let chunk = chunk_len(distinct.len(), n);
+    let mut result: Vec<Ciphertext> = rows
+        .iter()
+        .map(|row| Ciphertext {
             polys: (0..size).map(|_| RnsPoly::zero(ctx, ql, 0, ntt)).collect(),
-            scale: first.scale * scale,
+            scale: row.cts[0].scale * scale,
             seed: None,
         })
         .collect();
-    for (&(pi, li, c), out) in tasks.iter().zip(results) {
-        let k0 = c * CHUNK;
-        let len = CHUNK.min(n - k0);
-        for (j, r) in result.iter_mut().enumerate() {
-            r.polys[pi].data[li * n + k0..li * n + k0 + len]
-                .copy_from_slice(&out[j * len..(j + 1) * len]);
+    let mut blocks = result_blocks(&mut result, n, chunk);
+    blocks.par_iter_mut().try_for_each(|(pi, li, k0, outs)| {
+        let m = &ctx.moduli()[*li];
+        let mut xs: Vec<&[u64]> = Vec::new();
+        for ((row, cs), o) in rows.iter().zip(&consts).zip(outs.iter_mut()) {
+            let len = o.len();
+            let off = *li * n + *k0;
+            let terms = row.cts.len();
+            xs.clear();
+            xs.extend(row.cts.iter().map(|ct| &ct.polys[*pi].data[off..off + len]));
+            mac_into(m, &xs, &cs[*li * terms..(*li + 1) * terms], &mut [&mut **o])?;
         }
-    }
+        Ok::<(), CkksError>(())
+    })?;
+    drop(blocks);
     Ok(result)
 }
 
@@ -191,6 +288,46 @@ mod tests {
             assert_eq!(fused[j].polys, want.polys, "output {j}");
             assert_eq!(fused[j].scale, want.scale);
         }
+        // Different operand lists per output (a convolution window), grouped.
+        let windows: Vec<Vec<usize>> = vec![vec![0, 1, 2], vec![1, 2, 3, 4], vec![5], vec![0, 69]];
+        let coeffs: Vec<Vec<f64>> = windows
+            .iter()
+            .enumerate()
+            .map(|(j, w)| w.iter().map(|&t| (t as f64 - j as f64) * 0.07).collect())
+            .collect();
+        let rows: Vec<MacRow<'_>> = windows
+            .iter()
+            .zip(&coeffs)
+            .map(|(w, c)| MacRow {
+                cts: w.iter().map(|&t| &cts[t]).collect(),
+                coeffs: c,
+            })
+            .collect();
+        let grouped = sparse_macs(&eval, &rows, 2f64.powi(20)).unwrap();
+        for (row, got) in rows.iter().zip(&grouped) {
+            let terms: Vec<(&Ciphertext, f64)> = row
+                .cts
+                .iter()
+                .copied()
+                .zip(row.coeffs.iter().copied())
+                .collect();
+            let want = eval.mul_scalar_accumulate(&terms, 2f64.powi(20)).unwrap();
+            assert_eq!(got.polys, want.polys);
+            assert_eq!(got.scale, want.scale);
+        }
+        // Rows at different levels are refused.
+        let low1 = eval.drop_to_level(&cts[1], 1).unwrap();
+        let mixed = vec![
+            MacRow {
+                cts: vec![&cts[0]],
+                coeffs: &[1.0],
+            },
+            MacRow {
+                cts: vec![&low1],
+                coeffs: &[1.0],
+            },
+        ];
+        assert!(sparse_macs(&eval, &mixed, 2f64.powi(20)).is_err());
         // Mismatched levels are refused like the evaluator does.
         let low = eval.drop_to_level(&cts[0], 1).unwrap();
         let bad = vec![&cts[1], &low];

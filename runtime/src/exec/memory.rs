@@ -33,6 +33,17 @@ pub fn read_memory_status() -> Option<MemoryStatus> {
     parse_memory_status(&text)
 }
 
+/// User plus system CPU seconds of the process so far (`/proc/self/stat`, assuming the usual
+/// 100 clock ticks per second), when the platform exposes them.
+pub fn read_cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = s.rsplit(')').next()?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,15 +60,4 @@ mod tests {
         );
         assert_eq!(parse_memory_status("VmRSS: 1 kB\n"), None);
     }
-}
-
-/// User plus system CPU seconds of the process so far (`/proc/self/stat`, assuming the usual
-/// 100 clock ticks per second), when the platform exposes them.
-pub fn read_cpu_seconds() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = s.rsplit(')').next()?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
 }

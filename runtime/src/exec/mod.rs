@@ -3,7 +3,8 @@
 //! Contract: [`execute`] evaluates every node of a module that passes the
 //! structural verifier on real ciphertexts, with the backend's [`Evaluator`]:
 //! `mac` is [`Evaluator::mul_scalar_accumulate`] (plus `add_scalar` for the
-//! bias), `mul_scalar` encodes its constant at `2^s` of its attribute,
+//! bias; the `mac` nodes of one wavefront run grouped, dense layers fused over their shared
+//! operand list and the others blocked over their operand windows, with the same results), `mul_scalar` encodes its constant at `2^s` of its attribute,
 //! `rescale`, `drop_level`, `relinearize`, `rotate` (hoisted when several
 //! rotations of one ciphertext are ready together) and the rest map one to
 //! one. After every node the executor checks that the backend ciphertext has
@@ -12,16 +13,18 @@
 //! [`ExecError::ScaleMismatch`] / [`ExecError::LevelMismatch`], never a silent
 //! wrong answer. It never needs a secret key.
 //!
-//! Schedule: nodes are grouped into *stages* (by default the level at which a
-//! node computes, i.e. its first operand's level; levels never rise along an
-//! edge, so stages run in order of decreasing level). Within a stage, nodes
-//! run in wavefronts of up to [`ExecOptions::max_wavefront`] ready nodes,
-//! the most urgent first by the requested schedule (a plan's memory-aware
-//! order) or by id, each wavefront in parallel with rayon (a batch-layout
-//! layer has thousands of independent ciphertexts). A value
+//! Schedule: the run follows a requested evaluation order (a plan's memory-aware
+//! schedule; without one, the module's topological order) with bounded lookahead. Each
+//! wavefront takes up to [`ExecOptions::max_wavefront`] ready nodes, most urgent first, from
+//! the schedule positions below the first one not yet run plus [`ExecOptions::lookahead`], and
+//! runs them in parallel with rayon (a batch-layout layer has thousands of independent
+//! ciphertexts). So at most about `lookahead` nodes run ahead of the schedule, and the live
+//! ciphertexts stay near the schedule's own peak instead of a whole layer's outputs. A value
 //! is dropped as soon as its last user has run; a unary node that is the last
-//! user of its operand reuses the operand's buffers in place. Per stage the
-//! run report records the wall time and the process's resident memory
+//! user of its operand reuses the operand's buffers in place. Nodes belong to *stages* (by
+//! default the level at which a node computes, i.e. its first operand's level) that only name
+//! and account the report: stages overlap, a wavefront's time is shared among the stages of its
+//! nodes by node count, and a stage's resident memory is read when its last node has run
 //! (`VmRSS`, and the high-water mark `VmHWM`, from `/proc/self/status`).
 
 mod fused;
@@ -169,8 +172,13 @@ pub struct ExecOptions {
     /// Most nodes run in one parallel wavefront; smaller caps follow the schedule more closely
     /// (fewer live ciphertexts), larger ones expose more parallelism.
     pub max_wavefront: usize,
-    /// Optional stage of each node (indexed by node id) and the stage names, overriding the
-    /// default grouping by computing level. Stages must be non-decreasing along edges.
+    /// How many schedule positions past the first one not yet run a node may start from
+    /// (at least `max_wavefront`): bounds how far the run gets ahead of the schedule, and so how
+    /// many more ciphertexts than the schedule's peak are alive at once.
+    pub lookahead: usize,
+    /// Optional stage of each node (indexed by node id) and the stage names, used to name and
+    /// account the run report's stages (they do not constrain the order), overriding the
+    /// default grouping by computing level.
     pub stages: Option<StageMap>,
 }
 
@@ -181,6 +189,7 @@ impl Default for ExecOptions {
             progress: ProgressMode::Auto,
             schedule: None,
             max_wavefront: 64,
+            lookahead: 256,
             stages: None,
         }
     }
@@ -275,6 +284,8 @@ enum Task {
     Hoisted(ValueId, Vec<(ValueId, i64)>),
     /// Multiply-accumulates over the same operand list, in one pass.
     FusedMac(Vec<ValueId>),
+    /// Multiply-accumulates over different operand lists (same level and scale), blocked.
+    SparseMac(Vec<ValueId>),
 }
 
 /// The execution context of a run.
@@ -527,6 +538,63 @@ impl Ctx<'_> {
         Ok(res)
     }
 
+    fn run_sparse(
+        &self,
+        macs: &[ValueId],
+        store: &[Option<Value>],
+    ) -> Result<Vec<(ValueId, Value)>, ExecError> {
+        let m = self.m;
+        let first = *macs
+            .first()
+            .ok_or_else(|| ExecError::Invalid("empty mac group".into()))?;
+        let mut rows: Vec<fused::MacRow<'_>> = Vec::with_capacity(macs.len());
+        let mut log_scale = 0.0;
+        for &v in macs {
+            let Some(Op::Mac(a)) = m.node(v).map(|n| &n.op) else {
+                return Err(ExecError::Invalid(format!("{v} is not a mac")));
+            };
+            let ops = m.operands(v);
+            let cts = ops
+                .iter()
+                .take(a.coeffs.len())
+                .map(|&o| {
+                    store
+                        .get(o.0 as usize)
+                        .and_then(Option::as_ref)
+                        .and_then(Value::ct)
+                        .ok_or(ExecError::MissingOperand {
+                            node: v,
+                            operand: o,
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            log_scale = a.log_scale.0;
+            rows.push(fused::MacRow {
+                cts,
+                coeffs: &a.coeffs,
+            });
+        }
+        let outs = fused::sparse_macs(self.eval, &rows, log_scale.exp2())
+            .map_err(backend(first, "mac"))?;
+        let mut res = Vec::with_capacity(macs.len());
+        for (&v, mut c) in macs.iter().zip(outs) {
+            let node = m
+                .node(v)
+                .ok_or_else(|| ExecError::Invalid(format!("node {v} vanished")))?;
+            if let Op::Mac(a) = &node.op {
+                if let Some(b) = a.bias.filter(|b| *b != 0.0) {
+                    self.eval
+                        .add_scalar_assign(&mut c, b)
+                        .map_err(backend(v, "mac"))?;
+                }
+            }
+            let value = Value::Ct(c);
+            self.check(v, &node.ty, &value)?;
+            res.push((v, value));
+        }
+        Ok(res)
+    }
+
     fn run_hoisted(
         &self,
         src: ValueId,
@@ -604,6 +672,70 @@ pub fn level_stages(m: &Module) -> StageMap {
     }
 }
 
+/// Per-stage accounting of a run whose stages overlap.
+#[derive(Clone)]
+struct StageAcc {
+    nodes: usize,
+    wavefronts: usize,
+    seconds: f64,
+    cpu_seconds: Option<f64>,
+    mem: Option<MemoryStatus>,
+    live: Option<usize>,
+}
+
+impl StageAcc {
+    fn new() -> Self {
+        StageAcc {
+            nodes: 0,
+            wavefronts: 0,
+            seconds: 0.0,
+            cpu_seconds: read_cpu_seconds().map(|_| 0.0),
+            mem: None,
+            live: None,
+        }
+    }
+}
+
+/// The run priority `(position, tie)` of every node id and the schedule's length. A node at
+/// schedule position `i` gets `(i, 0)`; a node the schedule misses (e.g. a probe added after
+/// scheduling) gets its latest operand's position and `1 + id`, so it runs right after that
+/// operand. Without a schedule the order is the module's topological order.
+fn priorities(m: &Module, schedule: Option<&[u32]>, max_id: usize) -> (Vec<(u32, u32)>, usize) {
+    let (topo, rest) = m.topo_partition();
+    let order: Vec<u32> = match schedule {
+        Some(s) => s.to_vec(),
+        None => topo.iter().chain(&rest).map(|v| v.0).collect(),
+    };
+    let mut key: Vec<Option<(u32, u32)>> = vec![None; max_id];
+    for (i, &v) in order.iter().enumerate() {
+        if let Some(k) = key.get_mut(v as usize) {
+            // A duplicate keeps its first position.
+            if k.is_none() {
+                *k = Some((i as u32, 0));
+            }
+        }
+    }
+    for v in topo.iter().chain(&rest) {
+        let i = v.0 as usize;
+        if i < max_id && key[i].is_none() {
+            let pos = m
+                .operands(*v)
+                .iter()
+                .filter_map(|o| key.get(o.0 as usize).copied().flatten())
+                .map(|k| k.0)
+                .max()
+                .unwrap_or(0);
+            key[i] = Some((pos, 1 + v.0));
+        }
+    }
+    let keys = key
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| k.unwrap_or((u32::MAX, i as u32)))
+        .collect();
+    (keys, order.len())
+}
+
 /// Executes `m` on the backend. `inputs` maps `(input name, element index)` to its ciphertext;
 /// it must hold exactly the circuit's inputs, at their types' levels and scales.
 pub fn execute(
@@ -675,30 +807,27 @@ pub fn execute(
     let mut report = RunReport::default();
     let mut live = 0usize;
     let mut done_nodes = 0usize;
-    // Nodes whose operands are all done, by stage.
-    // Priority of a node: its position in the requested schedule (or its id).
-    let mut priority: Vec<u32> = (0..max_id as u32).collect();
-    if let Some(order) = &opts.schedule {
-        let mut p = vec![u32::MAX; max_id];
-        for (i, &v) in order.iter().enumerate() {
-            if let Some(x) = p.get_mut(v as usize) {
-                *x = i as u32;
-            }
-        }
-        // Nodes missing from the schedule keep their relative id order after it.
-        for (v, x) in p.iter_mut().enumerate() {
-            if *x == u32::MAX {
-                *x = order.len() as u32 + v as u32;
-            }
-        }
-        priority = p;
-    }
+    // Priority of a node: its position in the requested schedule (id order without one); a
+    // node the schedule misses runs right after its latest operand.
+    let (priority, sched_len) = priorities(m, opts.schedule.as_deref(), max_id);
     let wave_cap = opts.max_wavefront.max(1);
-    let mut ready: Vec<BinaryHeap<Reverse<(u32, ValueId)>>> =
-        (0..n_stages).map(|_| BinaryHeap::new()).collect();
+    let lookahead = opts.lookahead.max(wave_cap) as u64;
+    // Schedule positions already run (positions that no node holds count as run).
+    let mut pos_done = vec![true; sched_len];
+    for v in m.ids() {
+        let (p, sub) = priority[v.0 as usize];
+        if sub == 0 {
+            if let Some(d) = pos_done.get_mut(p as usize) {
+                *d = false;
+            }
+        }
+    }
+    let mut frontier = 0usize;
+    // Nodes whose operands are all done, most urgent first.
+    let mut ready: BinaryHeap<Reverse<((u32, u32), ValueId)>> = BinaryHeap::new();
     for v in m.ids() {
         if pending[v.0 as usize] == 0 {
-            ready[stage_of(v)].push(Reverse((priority[v.0 as usize], v)));
+            ready.push(Reverse((priority[v.0 as usize], v)));
         }
     }
     let inputs = Mutex::new(inputs);
@@ -707,177 +836,280 @@ pub fn execute(
     } else {
         stages.names.clone()
     };
-    for (si, name) in names.iter().enumerate() {
-        let ts = Instant::now();
-        let cpu0 = read_cpu_seconds();
-        progress.stage(name);
-        let mut wavefronts = 0usize;
-        let mut nodes = 0usize;
-        loop {
-            // The most urgent ready nodes of the stage, up to the wavefront cap.
-            let mut front: Vec<ValueId> = Vec::with_capacity(wave_cap);
-            while front.len() < wave_cap {
-                match ready[si].pop() {
-                    Some(Reverse((_, v))) => front.push(v),
-                    None => break,
-                }
-            }
-            if front.is_empty() {
-                break;
-            }
-            wavefronts += 1;
-            // Group rotations of one source; decide which unary nodes may take their operand.
-            let mut rot_groups: BTreeMap<ValueId, Vec<(ValueId, i64)>> = BTreeMap::new();
-            let mut tasks: Vec<Task> = Vec::with_capacity(front.len());
-            let mut owned: HashMap<ValueId, Value> = HashMap::new();
-            for &v in &front {
-                let Some(node) = m.node(v) else { continue };
-                if let Op::Rotate { steps } = node.op {
-                    if let Some(&src) = m.operands(v).first() {
-                        rot_groups
-                            .entry(src)
-                            .or_default()
-                            .push((v, i64::from(steps)));
-                        continue;
-                    }
-                }
-                tasks.push(Task::Single(v));
-            }
-            // Multiply-accumulates over identical operand lists (dense layers) run fused.
-            let mut mac_groups: BTreeMap<(Vec<ValueId>, u64), Vec<ValueId>> = BTreeMap::new();
-            tasks.retain(|t| {
-                let Task::Single(v) = t else { return true };
-                match m.node(*v).map(|n| &n.op) {
-                    Some(Op::Mac(a)) if a.coeffs.len() >= 16 => {
-                        mac_groups
-                            .entry((m.operands(*v), a.log_scale.0.to_bits()))
-                            .or_default()
-                            .push(*v);
-                        false
-                    }
-                    _ => true,
-                }
-            });
-            for (_, group) in mac_groups {
-                if group.len() > 1 {
-                    tasks.push(Task::FusedMac(group));
-                } else {
-                    tasks.extend(group.into_iter().map(Task::Single));
-                }
-            }
-            for (src, rots) in rot_groups {
-                if rots.len() > 1 {
-                    report.hoisted_rotations += rots.len();
-                    tasks.push(Task::Hoisted(src, rots));
-                } else {
-                    tasks.extend(rots.into_iter().map(|(v, _)| Task::Single(v)));
-                }
-            }
-            for t in &tasks {
-                if let Task::Single(v) = t {
-                    let Some(node) = m.node(*v) else { continue };
-                    let ops = m.operands(*v);
-                    if in_place(&node.op) && ops.len() == 1 {
-                        let o = ops[0];
-                        if remaining[o.0 as usize] == 1 {
-                            if let Some(val) = store[o.0 as usize].take() {
-                                if val.ct().is_some() {
-                                    live = live.saturating_sub(1);
-                                }
-                                owned.insert(*v, val);
-                            }
-                        }
-                    }
-                }
-            }
-            let owned_cells: Vec<Option<Value>> = tasks
-                .iter()
-                .map(|t| match t {
-                    Task::Single(v) => owned.remove(v),
-                    Task::Hoisted(..) | Task::FusedMac(..) => None,
-                })
-                .collect();
-            let store_ref = &store;
-            let inputs_ref = &inputs;
-            let results: Vec<Result<Vec<(ValueId, Value)>, ExecError>> = tasks
-                .par_iter()
-                .zip(owned_cells.into_par_iter())
-                .map(|(t, own)| match t {
-                    Task::Single(v) => ctx
-                        .run_node(*v, store_ref, own, inputs_ref)
-                        .map(|val| vec![(*v, val)]),
-                    Task::Hoisted(src, rots) => ctx.run_hoisted(*src, rots, store_ref),
-                    Task::FusedMac(macs) => ctx.run_fused(macs, store_ref),
-                })
-                .collect();
-            let mut finished: Vec<(ValueId, Value)> = Vec::with_capacity(front.len());
-            for r in results {
-                finished.extend(r?);
-            }
-            // Release operands whose last user ran, then publish the results.
-            for (v, _) in &finished {
-                for o in m.operands(*v) {
-                    let r = &mut remaining[o.0 as usize];
-                    *r = r.saturating_sub(1);
-                    if *r == 0 && store[o.0 as usize].take().is_some_and(|x| x.ct().is_some()) {
-                        live = live.saturating_sub(1);
-                    }
-                }
-            }
-            for (v, val) in finished {
-                nodes += 1;
-                done_nodes += 1;
-                let out = m.node(v).and_then(|n| output_of(m, &n.op));
-                for u in m.users(v) {
-                    let p = &mut pending[u.0 as usize];
-                    *p = p.saturating_sub(1);
-                    if *p == 0 {
-                        ready[stage_of(u)].push(Reverse((priority[u.0 as usize], u)));
-                    }
-                }
-                match (out, val) {
-                    (Some(HeNodeRef::Output(name, index)), Value::Ct(ct))
-                        if remaining[v.0 as usize] == 0 =>
-                    {
-                        outputs.push(OutputCt { name, index, ct });
-                    }
-                    (out, val) => {
-                        if let (Some(HeNodeRef::Output(name, index)), Value::Ct(ct)) = (out, &val) {
-                            outputs.push(OutputCt {
-                                name,
-                                index,
-                                ct: ct.clone(),
-                            });
-                        }
-                        if remaining[v.0 as usize] > 0 {
-                            if val.ct().is_some() {
-                                live += 1;
-                            }
-                            store[v.0 as usize] = Some(val);
-                        }
-                    }
-                }
-            }
-            report.peak_live_ciphertexts = report.peak_live_ciphertexts.max(live);
-            progress.set(done_nodes as u64);
+    let stage_size: Vec<usize> = by_stage.iter().map(Vec::len).collect();
+    let mut acc: Vec<StageAcc> = vec![StageAcc::new(); n_stages];
+    let mut current_stage = usize::MAX;
+    loop {
+        // The first schedule position not yet run bounds how far ahead nodes may start.
+        while frontier < sched_len && pos_done[frontier] {
+            frontier += 1;
         }
-        let mem = read_memory_status();
+        let limit = if frontier < sched_len {
+            frontier as u64 + lookahead
+        } else {
+            u64::MAX
+        };
+        // The most urgent ready nodes inside the window, up to the wavefront cap (always at
+        // least one, so a schedule that is not a topological order cannot stall the run).
+        let mut front: Vec<ValueId> = Vec::with_capacity(wave_cap);
+        while front.len() < wave_cap {
+            match ready.peek() {
+                Some(Reverse((p, _))) if front.is_empty() || u64::from(p.0) < limit => {
+                    if let Some(Reverse((_, v))) = ready.pop() {
+                        front.push(v);
+                    }
+                }
+                _ => break,
+            }
+        }
+        if front.is_empty() {
+            break;
+        }
+        // A dense layer's multiply-accumulates share one operand list and run fused in one
+        // pass over it: take every ready one of a group that is in the front, whatever the
+        // window (its operands stay alive until the group's last member has run anyway).
+        let dense_key = |v: ValueId| match m.node(v).map(|n| &n.op) {
+            Some(Op::Mac(a)) if a.coeffs.len() >= 16 => {
+                Some((m.operands(v), a.log_scale.0.to_bits()))
+            }
+            _ => None,
+        };
+        let groups: std::collections::HashSet<(Vec<ValueId>, u64)> =
+            front.iter().filter_map(|&v| dense_key(v)).collect();
+        if !groups.is_empty() {
+            let mut kept = Vec::with_capacity(ready.len());
+            for entry in ready.drain() {
+                let Reverse((_, v)) = entry;
+                if dense_key(v).is_some_and(|k| groups.contains(&k)) {
+                    front.push(v);
+                } else {
+                    kept.push(entry);
+                }
+            }
+            ready = BinaryHeap::from(kept);
+        }
+        let tw = Instant::now();
+        let cpu_w = read_cpu_seconds();
+        if let Some(&v0) = front.first() {
+            let s0 = stage_of(v0);
+            if s0 != current_stage {
+                current_stage = s0;
+                progress.stage(&names[s0]);
+            }
+        }
+        let mut wave_counts: BTreeMap<usize, usize> = BTreeMap::new();
+        // Group rotations of one source; decide which unary nodes may take their operand.
+        let mut rot_groups: BTreeMap<ValueId, Vec<(ValueId, i64)>> = BTreeMap::new();
+        let mut tasks: Vec<Task> = Vec::with_capacity(front.len());
+        let mut owned: HashMap<ValueId, Value> = HashMap::new();
+        for &v in &front {
+            let Some(node) = m.node(v) else { continue };
+            if let Op::Rotate { steps } = node.op {
+                if let Some(&src) = m.operands(v).first() {
+                    rot_groups
+                        .entry(src)
+                        .or_default()
+                        .push((v, i64::from(steps)));
+                    continue;
+                }
+            }
+            tasks.push(Task::Single(v));
+        }
+        // Multiply-accumulates over identical operand lists (dense layers) run fused.
+        let mut mac_groups: BTreeMap<(Vec<ValueId>, u64), Vec<ValueId>> = BTreeMap::new();
+        tasks.retain(|t| {
+            let Task::Single(v) = t else { return true };
+            match m.node(*v).map(|n| &n.op) {
+                Some(Op::Mac(a)) if a.coeffs.len() >= 16 => {
+                    mac_groups
+                        .entry((m.operands(*v), a.log_scale.0.to_bits()))
+                        .or_default()
+                        .push(*v);
+                    false
+                }
+                _ => true,
+            }
+        });
+        let mut lone_macs: Vec<ValueId> = Vec::new();
+        for (_, group) in mac_groups {
+            if group.len() > 1 {
+                tasks.push(Task::FusedMac(group));
+            } else {
+                lone_macs.extend(group);
+            }
+        }
+        // The other multiply-accumulates (convolution windows) run blocked together, by
+        // scale and operand shape.
+        let mut sparse_groups: BTreeMap<(u64, usize, usize), Vec<ValueId>> = BTreeMap::new();
+        tasks.retain(|t| match t {
+            Task::Single(v) if matches!(m.node(*v).map(|n| &n.op), Some(Op::Mac(_))) => {
+                lone_macs.push(*v);
+                false
+            }
+            _ => true,
+        });
+        for v in lone_macs {
+            let key = match (m.node(v).map(|n| &n.op), m.operands(v).first()) {
+                (Some(Op::Mac(a)), Some(o)) => store
+                    .get(o.0 as usize)
+                    .and_then(Option::as_ref)
+                    .and_then(Value::ct)
+                    .map(|c| (a.log_scale.0.to_bits(), c.level(), c.polys.len())),
+                _ => None,
+            };
+            match key {
+                Some(k) => sparse_groups.entry(k).or_default().push(v),
+                None => tasks.push(Task::Single(v)),
+            }
+        }
+        for (_, group) in sparse_groups {
+            if group.len() > 1 {
+                tasks.push(Task::SparseMac(group));
+            } else {
+                tasks.extend(group.into_iter().map(Task::Single));
+            }
+        }
+        for (src, rots) in rot_groups {
+            if rots.len() > 1 {
+                report.hoisted_rotations += rots.len();
+                tasks.push(Task::Hoisted(src, rots));
+            } else {
+                tasks.extend(rots.into_iter().map(|(v, _)| Task::Single(v)));
+            }
+        }
+        for t in &tasks {
+            if let Task::Single(v) = t {
+                let Some(node) = m.node(*v) else { continue };
+                let ops = m.operands(*v);
+                if in_place(&node.op) && ops.len() == 1 {
+                    let o = ops[0];
+                    if remaining[o.0 as usize] == 1 {
+                        if let Some(val) = store[o.0 as usize].take() {
+                            if val.ct().is_some() {
+                                live = live.saturating_sub(1);
+                            }
+                            owned.insert(*v, val);
+                        }
+                    }
+                }
+            }
+        }
+        let owned_cells: Vec<Option<Value>> = tasks
+            .iter()
+            .map(|t| match t {
+                Task::Single(v) => owned.remove(v),
+                Task::Hoisted(..) | Task::FusedMac(..) | Task::SparseMac(..) => None,
+            })
+            .collect();
+        let store_ref = &store;
+        let inputs_ref = &inputs;
+        let results: Vec<Result<Vec<(ValueId, Value)>, ExecError>> = tasks
+            .par_iter()
+            .zip(owned_cells.into_par_iter())
+            .map(|(t, own)| match t {
+                Task::Single(v) => ctx
+                    .run_node(*v, store_ref, own, inputs_ref)
+                    .map(|val| vec![(*v, val)]),
+                Task::Hoisted(src, rots) => ctx.run_hoisted(*src, rots, store_ref),
+                Task::FusedMac(macs) => ctx.run_fused(macs, store_ref),
+                Task::SparseMac(macs) => ctx.run_sparse(macs, store_ref),
+            })
+            .collect();
+        let mut finished: Vec<(ValueId, Value)> = Vec::with_capacity(front.len());
+        for r in results {
+            finished.extend(r?);
+        }
+        // Release operands whose last user ran, then publish the results.
+        for (v, _) in &finished {
+            for o in m.operands(*v) {
+                let r = &mut remaining[o.0 as usize];
+                *r = r.saturating_sub(1);
+                if *r == 0 && store[o.0 as usize].take().is_some_and(|x| x.ct().is_some()) {
+                    live = live.saturating_sub(1);
+                }
+            }
+        }
+        for (v, val) in finished {
+            *wave_counts.entry(stage_of(v)).or_default() += 1;
+            let (p, sub) = priority[v.0 as usize];
+            if sub == 0 {
+                if let Some(d) = pos_done.get_mut(p as usize) {
+                    *d = true;
+                }
+            }
+            done_nodes += 1;
+            let out = m.node(v).and_then(|n| output_of(m, &n.op));
+            for u in m.users(v) {
+                let p = &mut pending[u.0 as usize];
+                *p = p.saturating_sub(1);
+                if *p == 0 {
+                    ready.push(Reverse((priority[u.0 as usize], u)));
+                }
+            }
+            match (out, val) {
+                (Some(HeNodeRef::Output(name, index)), Value::Ct(ct))
+                    if remaining[v.0 as usize] == 0 =>
+                {
+                    outputs.push(OutputCt { name, index, ct });
+                }
+                (out, val) => {
+                    if let (Some(HeNodeRef::Output(name, index)), Value::Ct(ct)) = (out, &val) {
+                        outputs.push(OutputCt {
+                            name,
+                            index,
+                            ct: ct.clone(),
+                        });
+                    }
+                    if remaining[v.0 as usize] > 0 {
+                        if val.ct().is_some() {
+                            live += 1;
+                        }
+                        store[v.0 as usize] = Some(val);
+                    }
+                }
+            }
+        }
+        report.peak_live_ciphertexts = report.peak_live_ciphertexts.max(live);
+        progress.set(done_nodes as u64);
+        // Share the wavefront's time among the stages of its nodes; snapshot memory when a
+        // stage's last node has run.
+        let dt = tw.elapsed().as_secs_f64();
+        let dcpu = read_cpu_seconds().zip(cpu_w).map(|(b, a)| b - a);
+        let in_wave: usize = wave_counts.values().sum::<usize>().max(1);
+        for (si, c) in wave_counts {
+            let a = &mut acc[si];
+            let share = c as f64 / in_wave as f64;
+            a.seconds += dt * share;
+            a.cpu_seconds = match (a.cpu_seconds, dcpu) {
+                (Some(x), Some(d)) => Some(x + d * share),
+                _ => None,
+            };
+            a.wavefronts += 1;
+            a.nodes += c;
+            if a.nodes == stage_size[si] {
+                a.mem = read_memory_status();
+                a.live = Some(live);
+            }
+        }
+    }
+    for (si, name) in names.iter().enumerate() {
+        let a = &acc[si];
+        let mem = a.mem.or_else(read_memory_status);
         report.stages.push(StageReport {
             name: name.clone(),
-            nodes,
-            wavefronts,
-            seconds: ts.elapsed().as_secs_f64(),
-            cpu_seconds: read_cpu_seconds().zip(cpu0).map(|(b, a)| b - a),
+            nodes: a.nodes,
+            wavefronts: a.wavefronts,
+            seconds: a.seconds,
+            cpu_seconds: a.cpu_seconds,
             rss_bytes: mem.map(|m| m.rss_bytes),
             peak_rss_bytes: mem.map(|m| m.peak_rss_bytes),
-            live_ciphertexts: live,
+            live_ciphertexts: a.live.unwrap_or(live),
         });
     }
     progress.finish();
     if done_nodes != total_nodes {
         return Err(ExecError::Invalid(format!(
-            "only {done_nodes} of {total_nodes} nodes could run: the stage map is not \
-             monotone along edges"
+            "only {done_nodes} of {total_nodes} nodes could run: the circuit has a cycle"
         )));
     }
     outputs.sort_by(|a, b| (&a.name, a.index).cmp(&(&b.name, b.index)));

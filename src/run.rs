@@ -812,20 +812,75 @@ pub fn load_images(path: &Path, input: &PlanTensor) -> Result<Images> {
         )
         .into());
     }
+    let values = match image_order(&raw.shape, &input.shape) {
+        ImageOrder::AsIs => raw.values,
+        ImageOrder::HwcToChw { h, w, c } => hwc_to_chw(&raw.values, h, w, c),
+        ImageOrder::Mismatch => {
+            return Err(input_err(
+                path,
+                format!(
+                    "images of shape {:?} do not match the model input {:?} (channel-first, or \
+                     height x width x channels, is expected)",
+                    &raw.shape[1..],
+                    input.shape
+                ),
+            )
+            .into())
+        }
+    };
     let [lo, hi] = input.range.unwrap_or([0.0, 1.0]);
     let data = if raw.bytes {
-        raw.values
-            .iter()
-            .map(|&x| lo + (hi - lo) * x / 255.0)
-            .collect()
+        values.iter().map(|&x| lo + (hi - lo) * x / 255.0).collect()
     } else {
-        raw.values
+        values
     };
     Ok(Images {
         count: data.len() / per,
         per_image: per,
         data,
     })
+}
+
+/// How a file's per-image axes relate to the model input's `[c, h, w]` (or other) shape.
+#[derive(Debug, PartialEq, Eq)]
+enum ImageOrder {
+    /// Same element order (equal shapes, or equal after dropping axes of length 1, or a
+    /// file without per-image axes).
+    AsIs,
+    /// The file is `[n, h, w, c]` (e.g. CIFAR-10 as distributed) for a `[c, h, w]` input.
+    HwcToChw { h: usize, w: usize, c: usize },
+    /// Same number of elements per image, but a layout that is neither.
+    Mismatch,
+}
+
+fn image_order(file: &[usize], input: &[usize]) -> ImageOrder {
+    let per_image = file.get(1..).unwrap_or(&[]);
+    let squeeze = |d: &[usize]| d.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
+    if per_image.len() <= 1 || squeeze(per_image) == squeeze(input) {
+        return ImageOrder::AsIs;
+    }
+    if let ([c, h, w], [fh, fw, fc]) = (input, per_image) {
+        if (fh, fw, fc) == (h, w, c) {
+            return ImageOrder::HwcToChw { h: *h, w: *w, c: *c };
+        }
+    }
+    ImageOrder::Mismatch
+}
+
+/// Reorders every image of `v` from height x width x channels to channels x height x width.
+fn hwc_to_chw(v: &[f64], h: usize, w: usize, c: usize) -> Vec<f64> {
+    let per = h * w * c;
+    let mut out = vec![0.0; v.len()];
+    for (src, dst) in v.chunks(per).zip(out.chunks_mut(per)) {
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..c {
+                    dst[(ch * h + y) * w + x] = src[(y * w + x) * c + ch];
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Loads class labels (IDX `u8` labels or a `.npy` integer vector).
@@ -1805,4 +1860,35 @@ pub fn render_range_checks(checks: &[hecc_passes::ranges::RangeCheck]) -> String
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{hwc_to_chw, image_order, ImageOrder};
+
+    #[test]
+    fn image_axes_are_matched_or_reordered() {
+        assert_eq!(image_order(&[5, 28, 28], &[1, 28, 28]), ImageOrder::AsIs);
+        assert_eq!(image_order(&[5, 784], &[1, 28, 28]), ImageOrder::AsIs);
+        assert_eq!(image_order(&[5, 3, 32, 32], &[3, 32, 32]), ImageOrder::AsIs);
+        assert_eq!(
+            image_order(&[5, 32, 32, 3], &[3, 32, 32]),
+            ImageOrder::HwcToChw { h: 32, w: 32, c: 3 }
+        );
+        assert_eq!(image_order(&[5, 32, 3, 32], &[3, 32, 32]), ImageOrder::Mismatch);
+        assert_eq!(image_order(&[5, 14, 56], &[1, 28, 28]), ImageOrder::Mismatch);
+    }
+
+    #[test]
+    fn hwc_images_become_channel_first() {
+        // Two 1x2 images with 3 channels: value = 100 * image + 10 * x + channel.
+        let hwc: Vec<f64> = (0..2)
+            .flat_map(|i| (0..2).flat_map(move |x| (0..3).map(move |c| (100 * i + 10 * x + c) as f64)))
+            .collect();
+        let chw = hwc_to_chw(&hwc, 1, 2, 3);
+        let want: Vec<f64> = (0..2)
+            .flat_map(|i| (0..3).flat_map(move |c| (0..2).map(move |x| (100 * i + 10 * x + c) as f64)))
+            .collect();
+        assert_eq!(chw, want);
+    }
 }

@@ -99,17 +99,11 @@ pub(crate) struct DigitTable {
     pub(crate) conv: BaseConv,
 }
 
-/// Exact CRT reconstruction data for one level.
+/// Exact CRT reconstruction data for one level (Garner's mixed-radix algorithm).
 #[derive(Clone, Debug)]
 pub(crate) struct CrtTable {
-    /// Number of 64-bit words of the accumulator.
-    pub(crate) words: usize,
-    /// `Q_l` as little-endian words.
-    pub(crate) q: Vec<u64>,
-    /// `Q_l / q_i` as little-endian words, per limb.
-    pub(crate) qhat: Vec<Vec<u64>>,
-    /// `(Q_l / q_i)^-1 mod q_i` and Shoup quotient, per limb.
-    pub(crate) qhat_inv: Vec<(u64, u64)>,
+    /// `inv[i][j] = q_j^-1 mod q_i` for `j < i`, with its Shoup quotient.
+    pub(crate) inv: Vec<Vec<(u64, u64)>>,
 }
 
 /// Per-level tables.
@@ -141,21 +135,6 @@ pub struct Context {
     pub(crate) p_mod_q: Vec<u64>,
     fingerprint: [u8; 32],
     galois_cache: RwLock<HashMap<u64, Arc<Vec<u32>>>>,
-}
-
-fn words_mul_small(a: &[u64], m: u64) -> Vec<u64> {
-    let mut out = Vec::with_capacity(a.len() + 1);
-    let mut carry = 0u128;
-    for &w in a {
-        let t = w as u128 * m as u128 + carry;
-        out.push(t as u64);
-        carry = t >> 64;
-    }
-    out.push(carry as u64);
-    while out.len() > 1 && out.last() == Some(&0) {
-        out.pop();
-    }
-    out
 }
 
 impl Context {
@@ -195,32 +174,18 @@ impl Context {
                 });
                 start += alpha;
             }
-            // CRT tables
-            let mut qw = vec![1u64];
-            for m in &moduli[..=l] {
-                qw = words_mul_small(&qw, m.value());
-            }
-            let words = qw.len() + 2;
-            let mut qhat = Vec::with_capacity(l + 1);
-            let mut qhat_inv = Vec::with_capacity(l + 1);
-            for i in 0..=l {
-                let mut h = vec![1u64];
-                let mi = &moduli[i];
-                let mut hm = 1u64;
-                for (j, m) in moduli[..=l].iter().enumerate() {
-                    if j != i {
-                        h = words_mul_small(&h, m.value());
-                        hm = mi.mul(hm, mi.reduce(m.value()));
-                    }
+            // CRT tables (Garner): q_j^-1 mod q_i for j < i.
+            let mut inv = Vec::with_capacity(l + 1);
+            for (i, mi) in moduli[..=l].iter().enumerate() {
+                let mut row = Vec::with_capacity(i);
+                for mj in &moduli[..i] {
+                    let w = mi
+                        .inv(mi.reduce(mj.value()))
+                        .ok_or_else(|| CkksError::InvalidParameters("primes not coprime".into()))?;
+                    row.push((w, mi.shoup(w)));
                 }
-                h.resize(words, 0);
-                qhat.push(h);
-                let inv = mi
-                    .inv(hm)
-                    .ok_or_else(|| CkksError::InvalidParameters("primes not coprime".into()))?;
-                qhat_inv.push((inv, mi.shoup(inv)));
+                inv.push(row);
             }
-            qw.resize(words, 0);
             let (mut rescale_inv, mut rescale_half) = (Vec::new(), Vec::new());
             if l >= 1 {
                 let ql = moduli[l].value();
@@ -234,12 +199,7 @@ impl Context {
             }
             levels.push(LevelTables {
                 digits,
-                crt: CrtTable {
-                    words,
-                    q: qw,
-                    qhat,
-                    qhat_inv,
-                },
+                crt: CrtTable { inv },
                 rescale_inv,
                 rescale_half,
             });

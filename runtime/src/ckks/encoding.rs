@@ -334,104 +334,46 @@ pub(crate) fn scalar_limbs(ctx: &Context, c: f64, scale: f64, q_limbs: usize) ->
 
 /// Exact CRT reconstruction of every coefficient of `poly` (coefficient form,
 /// no special limbs), centred in `(-Q/2, Q/2]`, converted to `f64`.
+///
+/// Garner's algorithm with *balanced* mixed-radix digits: `v = a_0 + q_0 (a_1 + q_1 (a_2 +
+/// ...))` with `|a_i| <= (q_i - 1) / 2`. For odd moduli every integer of `[-(Q-1)/2, (Q-1)/2]`
+/// has exactly one such representation, so the digits give the centred value directly, and
+/// Horner's rule in `f64` keeps full relative precision (no cancellation against `Q`).
+/// `O(l^2)` Shoup multiplications per coefficient and no multi-word arithmetic.
 pub(crate) fn crt_reconstruct_f64(ctx: &Context, poly: &RnsPoly) -> Vec<f64> {
     let n = ctx.n();
     let l = poly.level();
-    if l == 0 {
-        let q = ctx.moduli()[0].value();
-        return poly.data[..n]
-            .iter()
-            .map(|&x| {
-                if x > q / 2 {
-                    -((q - x) as f64)
-                } else {
-                    x as f64
-                }
-            })
-            .collect();
-    }
-    let t = &ctx.levels[l].crt;
-    let w = t.words;
     let moduli = &ctx.moduli()[..=l];
-    let inv_q: Vec<f64> = moduli.iter().map(|m| 1.0 / m.value() as f64).collect();
+    let inv = &ctx.levels[l].crt.inv;
+    let q_f: Vec<f64> = moduli.iter().map(|m| m.value() as f64).collect();
+    let centre = |t: u64, q: u64| -> i64 {
+        if t > q / 2 {
+            t as i64 - q as i64
+        } else {
+            t as i64
+        }
+    };
     let mut out = vec![0f64; n];
     out.par_chunks_mut(256).enumerate().for_each_init(
-        || (vec![0u64; w], vec![0u64; w]),
-        |(acc, tmp), (blk, chunk)| {
+        || vec![0i64; l + 1],
+        |digits, (blk, chunk)| {
             for (kk, o) in chunk.iter_mut().enumerate() {
                 let k = blk * 256 + kk;
-                acc.fill(0);
-                let mut frac = 0f64;
-                for (i, m) in moduli.iter().enumerate() {
-                    let (wi, wsi) = t.qhat_inv[i];
-                    let y = m.mul_shoup(poly.data[i * n + k], wi, wsi);
-                    frac += y as f64 * inv_q[i];
-                    // acc += y * qhat_i
-                    let mut carry = 0u128;
-                    for (a, &h) in acc.iter_mut().zip(&t.qhat[i]) {
-                        let s = *a as u128 + y as u128 * h as u128 + carry;
-                        *a = s as u64;
-                        carry = s >> 64;
+                for (i, mi) in moduli.iter().enumerate() {
+                    let mut t = poly.data[i * n + k];
+                    for (j, &(w, ws)) in inv[i].iter().enumerate() {
+                        t = mi.mul_shoup(mi.sub(t, mi.reduce_i64(digits[j])), w, ws);
                     }
+                    digits[i] = centre(t, mi.value());
                 }
-                // acc < (l+1) Q; subtract floor(frac) * Q, correcting by one.
-                let mut kq = frac.floor() as u64;
-                loop {
-                    mul_words(&t.q, kq, tmp);
-                    if !less_than(acc, tmp) {
-                        sub_words(acc, tmp);
-                        break;
-                    }
-                    kq -= 1;
+                let mut acc = digits[l] as f64;
+                for i in (0..l).rev() {
+                    acc = digits[i] as f64 + q_f[i] * acc;
                 }
-                while !less_than(acc, &t.q) {
-                    sub_words(acc, &t.q);
-                }
-                // centre: if 2*acc > Q, value = acc - Q (negative)
-                mul_words(acc, 2, tmp);
-                *o = if less_than(&t.q, tmp) {
-                    tmp.copy_from_slice(&t.q);
-                    sub_words(tmp, acc);
-                    -words_to_f64(tmp)
-                } else {
-                    words_to_f64(acc)
-                };
+                *o = acc;
             }
         },
     );
     out
 }
 
-fn mul_words(a: &[u64], m: u64, out: &mut [u64]) {
-    let mut carry = 0u128;
-    for (o, &x) in out.iter_mut().zip(a) {
-        let s = x as u128 * m as u128 + carry;
-        *o = s as u64;
-        carry = s >> 64;
-    }
-}
-
-fn less_than(a: &[u64], b: &[u64]) -> bool {
-    for (x, y) in a.iter().rev().zip(b.iter().rev()) {
-        if x != y {
-            return x < y;
-        }
-    }
-    false
-}
-
-fn sub_words(a: &mut [u64], b: &[u64]) {
-    let mut borrow = 0u64;
-    for (x, &y) in a.iter_mut().zip(b) {
-        let (d1, b1) = x.overflowing_sub(y);
-        let (d2, b2) = d1.overflowing_sub(borrow);
-        *x = d2;
-        borrow = (b1 || b2) as u64;
-    }
-}
-
-fn words_to_f64(a: &[u64]) -> f64 {
-    a.iter()
-        .rev()
-        .fold(0f64, |acc, &w| acc * 18446744073709551616.0 + w as f64)
-}

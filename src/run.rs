@@ -861,7 +861,11 @@ fn image_order(file: &[usize], input: &[usize]) -> ImageOrder {
     }
     if let ([c, h, w], [fh, fw, fc]) = (input, per_image) {
         if (fh, fw, fc) == (h, w, c) {
-            return ImageOrder::HwcToChw { h: *h, w: *w, c: *c };
+            return ImageOrder::HwcToChw {
+                h: *h,
+                w: *w,
+                c: *c,
+            };
         }
     }
     ImageOrder::Mismatch
@@ -1875,19 +1879,29 @@ mod tests {
             image_order(&[5, 32, 32, 3], &[3, 32, 32]),
             ImageOrder::HwcToChw { h: 32, w: 32, c: 3 }
         );
-        assert_eq!(image_order(&[5, 32, 3, 32], &[3, 32, 32]), ImageOrder::Mismatch);
-        assert_eq!(image_order(&[5, 14, 56], &[1, 28, 28]), ImageOrder::Mismatch);
+        assert_eq!(
+            image_order(&[5, 32, 3, 32], &[3, 32, 32]),
+            ImageOrder::Mismatch
+        );
+        assert_eq!(
+            image_order(&[5, 14, 56], &[1, 28, 28]),
+            ImageOrder::Mismatch
+        );
     }
 
     #[test]
     fn hwc_images_become_channel_first() {
         // Two 1x2 images with 3 channels: value = 100 * image + 10 * x + channel.
         let hwc: Vec<f64> = (0..2)
-            .flat_map(|i| (0..2).flat_map(move |x| (0..3).map(move |c| (100 * i + 10 * x + c) as f64)))
+            .flat_map(|i| {
+                (0..2).flat_map(move |x| (0..3).map(move |c| (100 * i + 10 * x + c) as f64))
+            })
             .collect();
         let chw = hwc_to_chw(&hwc, 1, 2, 3);
         let want: Vec<f64> = (0..2)
-            .flat_map(|i| (0..3).flat_map(move |c| (0..2).map(move |x| (100 * i + 10 * x + c) as f64)))
+            .flat_map(|i| {
+                (0..3).flat_map(move |c| (0..2).map(move |x| (100 * i + 10 * x + c) as f64))
+            })
             .collect();
         assert_eq!(chw, want);
     }

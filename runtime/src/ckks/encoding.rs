@@ -376,4 +376,3 @@ pub(crate) fn crt_reconstruct_f64(ctx: &Context, poly: &RnsPoly) -> Vec<f64> {
     );
     out
 }
-

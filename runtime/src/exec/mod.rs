@@ -519,6 +519,16 @@ impl Ctx<'_> {
         }
         let outs = fused::multi_mac(self.eval, &cts, &rows, log_scale.exp2())
             .map_err(backend(first, "mac"))?;
+        self.finish_macs(macs, outs)
+    }
+
+    /// Adds each mac's bias to its fused result and checks the result against the node's type.
+    fn finish_macs(
+        &self,
+        macs: &[ValueId],
+        outs: Vec<Ciphertext>,
+    ) -> Result<Vec<(ValueId, Value)>, ExecError> {
+        let m = self.m;
         let mut res = Vec::with_capacity(macs.len());
         for (&v, mut c) in macs.iter().zip(outs) {
             let node = m
@@ -576,23 +586,7 @@ impl Ctx<'_> {
         }
         let outs = fused::sparse_macs(self.eval, &rows, log_scale.exp2())
             .map_err(backend(first, "mac"))?;
-        let mut res = Vec::with_capacity(macs.len());
-        for (&v, mut c) in macs.iter().zip(outs) {
-            let node = m
-                .node(v)
-                .ok_or_else(|| ExecError::Invalid(format!("node {v} vanished")))?;
-            if let Op::Mac(a) = &node.op {
-                if let Some(b) = a.bias.filter(|b| *b != 0.0) {
-                    self.eval
-                        .add_scalar_assign(&mut c, b)
-                        .map_err(backend(v, "mac"))?;
-                }
-            }
-            let value = Value::Ct(c);
-            self.check(v, &node.ty, &value)?;
-            res.push((v, value));
-        }
-        Ok(res)
+        self.finish_macs(macs, outs)
     }
 
     fn run_hoisted(

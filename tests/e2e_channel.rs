@@ -4,6 +4,8 @@
 //! Small insecure parameters keep the tests fast.
 //! Run with `cargo test --release --test e2e_channel` (the debug profile is slow).
 
+mod common;
+
 use hecc::compile::{compile, write_plan, CompileOptions};
 use hecc::run::*;
 use hecc_ir::he::{verify, Layout, VerifyOptions};
@@ -50,32 +52,8 @@ fn check_infer(model: &str, images: &Path, labels: &Path, batch: usize) {
     eprintln!("{}", render_infer(&rep));
     let v = rep.verification.as_ref().expect("verification requested");
     assert_eq!(rep.images, batch, "{model}: images run");
-    assert_eq!(
-        v.argmax_agree, batch,
-        "{model}: encrypted and plaintext argmax must agree on every image"
-    );
-    let scale = v.output.max_abs_value.max(1.0);
     assert_eq!(v.output.values, batch * rep.logits.classes);
-    assert!(
-        v.output.max_abs_error.is_finite() && v.output.max_abs_error < 1e-4 * scale,
-        "{model}: output error {} against values up to {}",
-        v.output.max_abs_error,
-        v.output.max_abs_value
-    );
-    assert!(
-        v.tensor_max_abs_error < 1e-4 * scale,
-        "{model}: error against the tensor model {}",
-        v.tensor_max_abs_error
-    );
-    assert!(!v.stages.is_empty(), "per-stage errors are reported");
-    for s in &v.stages {
-        assert!(
-            s.max_abs_error.is_finite(),
-            "{}: {}",
-            s.name,
-            s.max_abs_error
-        );
-    }
+    common::assert_matches_plaintext(model, v, batch, 1e-4);
 }
 
 #[test]

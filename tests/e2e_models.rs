@@ -3,6 +3,8 @@
 //! Small insecure parameters keep the tests fast, except the one 128-bit run.
 //! Run with `cargo test --release --test e2e_models` (the debug profile is slow).
 
+mod common;
+
 use hecc::compile::CompileOptions;
 use hecc::run::{infer, npy_bytes, InferOptions};
 use hecc_passes::params::Security;
@@ -41,33 +43,8 @@ fn check(model: &str, images: &Path, labels: Option<&Path>, batch: usize, compil
     let v = rep.verification.as_ref().expect("verification requested");
     eprintln!("{}", hecc::run::render_infer(&rep));
     assert_eq!(rep.images, batch);
-    assert_eq!(
-        v.argmax_agree, batch,
-        "{model}: encrypted and plaintext argmax must agree on every image"
-    );
-    // The error is measured, finite and small relative to the logits.
-    let scale = v.output.max_abs_value.max(1.0);
     assert!(v.output.values > 0);
-    assert!(
-        v.output.max_abs_error.is_finite() && v.output.max_abs_error < 1e-3 * scale,
-        "{model}: output error {} against values up to {}",
-        v.output.max_abs_error,
-        v.output.max_abs_value
-    );
-    assert!(
-        v.tensor_max_abs_error < 1e-3 * scale,
-        "{model}: error against the tensor model {}",
-        v.tensor_max_abs_error
-    );
-    assert!(!v.stages.is_empty(), "per-stage errors are reported");
-    for s in &v.stages {
-        assert!(
-            s.max_abs_error.is_finite(),
-            "{}: {}",
-            s.name,
-            s.max_abs_error
-        );
-    }
+    common::assert_matches_plaintext(model, v, batch, 1e-3);
 }
 
 #[test]

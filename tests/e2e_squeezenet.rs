@@ -8,6 +8,8 @@
 //! Run with `cargo test --release --test e2e_squeezenet -- --ignored` (slow; the debug profile
 //! is much slower still).
 
+mod common;
+
 use hecc::compile::CompileOptions;
 use hecc::run::*;
 use hecc_passes::params::Security;
@@ -49,7 +51,6 @@ fn squeezenet_channel_infer_matches_plaintext() {
     assert_eq!(rep.images, batch, "images run");
     assert_eq!(rep.logits.classes, 10, "ten CIFAR-10 classes");
     assert_eq!(v.output.values, batch * rep.logits.classes);
-    let scale = v.output.max_abs_value.max(1.0);
     eprintln!(
         "squeezenet channel N=2^{}: argmax agreement {}/{batch}, max |err| vs circuit {:.3e} \
          ({:.1} bits), vs tensor model {:.3e} ({:.1} bits), logits up to {:.3e}",
@@ -61,28 +62,5 @@ fn squeezenet_channel_infer_matches_plaintext() {
         precision_bits(v.tensor_max_abs_error),
         v.output.max_abs_value
     );
-    assert_eq!(
-        v.argmax_agree, batch,
-        "encrypted and plaintext argmax must agree on every image"
-    );
-    assert!(
-        v.output.max_abs_error.is_finite() && v.output.max_abs_error < 1e-4 * scale,
-        "output error {} against values up to {}",
-        v.output.max_abs_error,
-        v.output.max_abs_value
-    );
-    assert!(
-        v.tensor_max_abs_error < 1e-4 * scale,
-        "error against the tensor model {}",
-        v.tensor_max_abs_error
-    );
-    assert!(!v.stages.is_empty(), "per-stage errors are reported");
-    for s in &v.stages {
-        assert!(
-            s.max_abs_error.is_finite(),
-            "{}: {}",
-            s.name,
-            s.max_abs_error
-        );
-    }
+    common::assert_matches_plaintext("squeezenet", v, batch, 1e-4);
 }

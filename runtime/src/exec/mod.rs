@@ -297,6 +297,19 @@ struct Ctx<'a> {
     tol: f64,
 }
 
+/// The ciphertext value of `operand` in `store`, or a missing-operand error naming `node`.
+fn stored_ct(
+    store: &[Option<Value>],
+    node: ValueId,
+    operand: ValueId,
+) -> Result<&Ciphertext, ExecError> {
+    store
+        .get(operand.0 as usize)
+        .and_then(Option::as_ref)
+        .and_then(Value::ct)
+        .ok_or(ExecError::MissingOperand { node, operand })
+}
+
 fn backend(node: ValueId, op: &'static str) -> impl FnOnce(CkksError) -> ExecError {
     move |source| ExecError::Backend { node, op, source }
 }
@@ -495,16 +508,7 @@ impl Ctx<'_> {
         let ops = m.operands(first);
         let cts = ops
             .iter()
-            .map(|&o| {
-                store
-                    .get(o.0 as usize)
-                    .and_then(Option::as_ref)
-                    .and_then(Value::ct)
-                    .ok_or(ExecError::MissingOperand {
-                        node: first,
-                        operand: o,
-                    })
-            })
+            .map(|&o| stored_ct(store, first, o))
             .collect::<Result<Vec<_>, _>>()?;
         let mut rows: Vec<&[f64]> = Vec::with_capacity(macs.len());
         let mut log_scale = 0.0;
@@ -567,16 +571,7 @@ impl Ctx<'_> {
             let cts = ops
                 .iter()
                 .take(a.coeffs.len())
-                .map(|&o| {
-                    store
-                        .get(o.0 as usize)
-                        .and_then(Option::as_ref)
-                        .and_then(Value::ct)
-                        .ok_or(ExecError::MissingOperand {
-                            node: v,
-                            operand: o,
-                        })
-                })
+                .map(|&o| stored_ct(store, v, o))
                 .collect::<Result<Vec<_>, _>>()?;
             log_scale = a.log_scale.0;
             rows.push(fused::MacRow {
@@ -600,14 +595,7 @@ impl Ctx<'_> {
             .keys
             .galois
             .ok_or(ExecError::MissingGaloisKeys { node: first })?;
-        let ct = store
-            .get(src.0 as usize)
-            .and_then(Option::as_ref)
-            .and_then(Value::ct)
-            .ok_or(ExecError::MissingOperand {
-                node: first,
-                operand: src,
-            })?;
+        let ct = stored_ct(store, first, src)?;
         let steps: Vec<i64> = rots.iter().map(|r| r.1).collect();
         let outs = self
             .eval

@@ -86,8 +86,6 @@ enum Cli {
         /// The model file (`.yaml`/`.yml` spec or `.onnx`).
         model: PathBuf,
     },
-    /// Print a model's tensor IR in the text form (`--ir`, the default) or as Graphviz DOT
-    /// (`--dot`). MODEL is a spec or ONNX file, a `.tir` tensor-IR text or a `.he` HE-IR text.
     /// Compile a model to an encrypted-inference plan: lowering to the HE IR, scale and level
     /// management, CKKS parameter selection at the requested security, and the report.
     Compile {
@@ -206,9 +204,13 @@ enum Cli {
         /// The images.
         #[arg(long)]
         input: PathBuf,
-        /// Use only the first N images.
+        /// Use only N images (after --skip).
         #[arg(long)]
         limit: Option<usize>,
+        /// Skip the first N images of the file (to encrypt a file's images in several
+        /// groups of the plan's batch, one ciphertext file per group).
+        #[arg(long, default_value_t = 0)]
+        skip: usize,
         /// Where to write the ciphertexts.
         #[arg(short, long)]
         output: PathBuf,
@@ -295,6 +297,8 @@ enum Cli {
         #[arg(long = "method")]
         methods: Vec<String>,
     },
+    /// Print a model's tensor IR in the text form (`--ir`, the default) or as Graphviz DOT
+    /// (`--dot`). MODEL is a spec or ONNX file, a `.tir` tensor-IR text or a `.he` HE-IR text.
     Show {
         /// The model file (`.yaml`/`.yml`, `.onnx`, `.tir` or `.he`).
         model: PathBuf,
@@ -595,11 +599,19 @@ fn client(cmd: Cli) -> ExitCode {
                 keys,
                 input,
                 limit,
+                skip,
                 output,
             } => {
                 let s = r::Session::open(&plan)?;
                 let images = r::load_images(&input, s.input()?)?;
-                let images = images.take(limit.unwrap_or(images.count));
+                if skip >= images.count {
+                    return Err(miette::miette!(
+                        "--skip {skip}: {} holds only {} images",
+                        input.display(),
+                        images.count
+                    ));
+                }
+                let images = images.slice(skip, limit.unwrap_or(images.count));
                 let t = std::time::Instant::now();
                 let sk_path = keys.join(r::SECRET_KEY_FILE);
                 let mut enc = if sk_path.exists() {

@@ -585,6 +585,17 @@ pub struct Images {
 }
 
 impl Images {
+    /// Up to `n` images from image `start` on.
+    pub fn slice(&self, start: usize, n: usize) -> Images {
+        let start = start.min(self.count);
+        let n = n.min(self.count - start);
+        Images {
+            count: n,
+            per_image: self.per_image,
+            data: self.data[start * self.per_image..(start + n) * self.per_image].to_vec(),
+        }
+    }
+
     /// The first `n` images.
     pub fn take(&self, n: usize) -> Images {
         let n = n.min(self.count);
@@ -1395,6 +1406,10 @@ pub struct InferReport {
     pub security: String,
     /// Images processed.
     pub images: usize,
+    /// Runs of the plan (groups of at most `batch` images).
+    pub runs: usize,
+    /// Images per run: the plan's batch.
+    pub batch: usize,
     /// Predictions.
     pub predictions: Vec<usize>,
     /// Decrypted logits.
@@ -1450,7 +1465,8 @@ fn add_probes(m: &mut Module, stages: &StageMap) -> Result<Vec<Vec<String>>> {
     Ok(per)
 }
 
-/// Compiles `model`, generates keys, encrypts the images of `input`, runs, decrypts, and
+/// Compiles `model`, generates keys, and then, in groups of the plan's batch (one group when
+/// every image fits the slots), encrypts the images of `input`, runs, decrypts, and
 /// (optionally) checks against the plaintext reference.
 pub fn infer(
     model: &Path,
@@ -1487,18 +1503,29 @@ pub fn infer(
     }
     let compiled = compile_graph(&g, &copts)?;
     let s = Session::new(compiled.plan)?;
-    let images = all.take(want.min(s.plan.batch as usize));
+    let images = all.take(want);
+    let group = (s.plan.batch as usize).max(1);
     let t_compile = t.elapsed().as_secs_f64();
+
+    let labels = match labels {
+        Some(p) => {
+            let l = load_labels(p)?;
+            if l.len() < images.count {
+                return Err(miette!(
+                    "{} has {} labels for {} images",
+                    p.display(),
+                    l.len(),
+                    images.count
+                ));
+            }
+            Some(l)
+        }
+        None => None,
+    };
 
     let t = Instant::now();
     let keys = generate_keys(&s)?;
     let t_keygen = t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
-    let mut enc =
-        ClientEncryptor::Secret(SymmetricEncryptor::new(&s.ctx, &keys.secret).into_diagnostic()?);
-    let inputs = encrypt_images(&s, &images, &mut enc)?;
-    let t_encrypt = t.elapsed().as_secs_f64();
 
     // With --verify, run a copy of the circuit with probe outputs on each stage.
     let stages = s.stages();
@@ -1509,108 +1536,195 @@ pub fn infer(
     } else {
         (s.module.clone(), Vec::new())
     };
-    let t = Instant::now();
-    let map: HashMap<(String, u32), Ciphertext> = inputs
-        .meta
-        .elements
-        .iter()
-        .cloned()
-        .zip(inputs.cts)
-        .collect();
     let eval = Evaluator::new(&s.ctx);
     let encoder = Encoder::new(&s.ctx);
-    let eo = ExecOptions {
-        progress: if opts.quiet {
-            hecc_runtime::exec::ProgressMode::Quiet
-        } else {
-            hecc_runtime::exec::ProgressMode::Auto
-        },
-        stages: Some(stages.clone()),
-        schedule: s.schedule(),
-        ..Default::default()
-    };
-    let res = execute(&module, &eval, &encoder, keys.eval.as_exec(), map, &eo)?;
-    let t_run = t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
     let dec = Decryptor::new(&s.ctx, &keys.secret);
-    let mut decrypted: HashMap<(String, u32), Vec<f64>> = HashMap::new();
-    let mut model_outputs = Vec::new();
-    for o in &res.outputs {
-        let slots = encoder
-            .decode(&dec.decrypt(&o.ct).into_diagnostic()?)
-            .into_diagnostic()?;
-        if !o.name.starts_with(PROBE_PREFIX) {
-            model_outputs.push((o.name.clone(), o.index));
-        }
-        decrypted.insert((o.name.clone(), o.index), slots);
-    }
-    let n = images.count;
-    let mut outs = Vec::with_capacity(model_outputs.len());
-    for (name, index) in &model_outputs {
-        let layout = s
-            .module
-            .output_layout(name, *index)
-            .cloned()
-            .ok_or_else(|| {
-                miette!(
-                    "output {name}[{index}] has no slot layout in the plan; it cannot be decrypted"
-                )
-            })?;
-        let slots = decrypted[&(name.clone(), *index)].as_slice();
-        outs.push((name.clone(), *index, layout, slots));
-    }
-    let logits = unpack_outputs(&outs, n).map_err(|e| miette!("{e}"))?;
-    let predictions = logits.predictions();
-    let t_decrypt = t.elapsed().as_secs_f64();
+    let mut enc =
+        ClientEncryptor::Secret(SymmetricEncryptor::new(&s.ctx, &keys.secret).into_diagnostic()?);
 
-    let correct = match labels {
-        Some(p) => {
-            let l = load_labels(p)?;
-            if l.len() < n {
-                return Err(miette!(
-                    "{} has {} labels for {n} images",
-                    p.display(),
-                    l.len()
-                ));
-            }
-            Some(predictions.iter().zip(&l).filter(|(a, b)| a == b).count())
-        }
-        None => None,
+    let (mut t_encrypt, mut t_run, mut t_decrypt) = (0.0, 0.0, 0.0);
+    let mut report: Option<RunReport> = None;
+    let mut logits = Logits {
+        images: 0,
+        classes: 0,
+        values: Vec::with_capacity(images.count),
     };
+    let mut circuit: Option<CircuitCheck> = None;
+    let mut start = 0;
+    while start < images.count {
+        let chunk = images.slice(start, group);
+        let n = chunk.count;
 
-    let verification = if opts.verify {
-        Some(verify_run(
-            &g, &s, &module, &images, &probes, &stages, &decrypted, &logits,
-        )?)
-    } else {
-        None
+        let t = Instant::now();
+        let inputs = encrypt_images(&s, &chunk, &mut enc)?;
+        t_encrypt += t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        let map: HashMap<(String, u32), Ciphertext> = inputs
+            .meta
+            .elements
+            .iter()
+            .cloned()
+            .zip(inputs.cts)
+            .collect();
+        let eo = ExecOptions {
+            progress: if opts.quiet {
+                hecc_runtime::exec::ProgressMode::Quiet
+            } else {
+                hecc_runtime::exec::ProgressMode::Auto
+            },
+            stages: Some(stages.clone()),
+            schedule: s.schedule(),
+            ..Default::default()
+        };
+        let res = execute(&module, &eval, &encoder, keys.eval.as_exec(), map, &eo)?;
+        t_run += t.elapsed().as_secs_f64();
+        report = Some(match report {
+            None => res.report,
+            Some(acc) => merge_run_reports(acc, res.report),
+        });
+
+        let t = Instant::now();
+        let mut decrypted: HashMap<(String, u32), Vec<f64>> = HashMap::new();
+        let mut model_outputs = Vec::new();
+        for o in &res.outputs {
+            let slots = encoder
+                .decode(&dec.decrypt(&o.ct).into_diagnostic()?)
+                .into_diagnostic()?;
+            if !o.name.starts_with(PROBE_PREFIX) {
+                model_outputs.push((o.name.clone(), o.index));
+            }
+            decrypted.insert((o.name.clone(), o.index), slots);
+        }
+        drop(res.outputs);
+        let mut outs = Vec::with_capacity(model_outputs.len());
+        for (name, index) in &model_outputs {
+            let layout = s
+                .module
+                .output_layout(name, *index)
+                .cloned()
+                .ok_or_else(|| {
+                    miette!(
+                        "output {name}[{index}] has no slot layout in the plan; it cannot be decrypted"
+                    )
+                })?;
+            let slots = decrypted[&(name.clone(), *index)].as_slice();
+            outs.push((name.clone(), *index, layout, slots));
+        }
+        let part = unpack_outputs(&outs, n).map_err(|e| miette!("{e}"))?;
+        logits.classes = part.classes;
+        logits.images += part.images;
+        logits.values.extend(part.values);
+        t_decrypt += t.elapsed().as_secs_f64();
+
+        if opts.verify {
+            let c = check_circuit(&s, &module, &chunk, &probes, &stages, &decrypted)?;
+            circuit = Some(match circuit {
+                None => c,
+                Some(acc) => acc.merge(c),
+            });
+        }
+        start += n;
+    }
+    let predictions = logits.predictions();
+    let correct = labels
+        .as_ref()
+        .map(|l| predictions.iter().zip(l).filter(|(a, b)| a == b).count());
+    let verification = match circuit {
+        Some(c) => Some(check_tensor_model(&g, &s, &images, &logits, c)?),
+        None => None,
     };
     Ok(InferReport {
         model: s.plan.model.clone(),
         log_n: s.plan.params.log_n,
         security: format!("{:?}", s.plan.params.security),
-        images: n,
+        images: images.count,
+        runs: images.count.div_ceil(group),
+        batch: group,
         predictions,
         logits,
         correct,
         phase_seconds: [t_compile, t_keygen, t_encrypt, t_run, t_decrypt],
-        run: res.report,
+        run: report.unwrap_or_default(),
         verification,
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn verify_run(
-    g: &hecc_ir::tensor::Graph,
+/// Sums the reports of several runs of one plan: times, node and rotation counts add up;
+/// memory figures and live ciphertexts take the largest; a stage's end-of-stage resident
+/// memory is the last run's.
+fn merge_run_reports(mut acc: RunReport, r: RunReport) -> RunReport {
+    fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+        match (a, b) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        }
+    }
+    for s in r.stages {
+        match acc.stages.iter_mut().find(|a| a.name == s.name) {
+            Some(a) => {
+                a.nodes += s.nodes;
+                a.wavefronts += s.wavefronts;
+                a.seconds += s.seconds;
+                a.cpu_seconds = match (a.cpu_seconds, s.cpu_seconds) {
+                    (Some(x), Some(y)) => Some(x + y),
+                    (x, y) => x.or(y),
+                };
+                a.rss_bytes = s.rss_bytes.or(a.rss_bytes);
+                a.peak_rss_bytes = max_opt(a.peak_rss_bytes, s.peak_rss_bytes);
+                a.live_ciphertexts = a.live_ciphertexts.max(s.live_ciphertexts);
+            }
+            None => acc.stages.push(s),
+        }
+    }
+    acc.seconds += r.seconds;
+    acc.peak_rss_bytes = max_opt(acc.peak_rss_bytes, r.peak_rss_bytes);
+    acc.nodes += r.nodes;
+    acc.hoisted_rotations += r.hoisted_rotations;
+    acc.peak_live_ciphertexts = acc.peak_live_ciphertexts.max(r.peak_live_ciphertexts);
+    acc
+}
+
+/// The circuit-level part of `--verify`: decrypted probes and outputs against the HE IR
+/// interpreter, accumulated over runs.
+struct CircuitCheck {
+    stages: Vec<StageCheck>,
+    output: StageCheck,
+}
+
+impl StageCheck {
+    fn merge(mut self, o: &StageCheck) -> StageCheck {
+        self.values += o.values;
+        self.max_abs_error = self.max_abs_error.max(o.max_abs_error);
+        self.max_abs_value = self.max_abs_value.max(o.max_abs_value);
+        self
+    }
+}
+
+impl CircuitCheck {
+    fn merge(self, o: CircuitCheck) -> CircuitCheck {
+        CircuitCheck {
+            stages: self
+                .stages
+                .into_iter()
+                .zip(&o.stages)
+                .map(|(a, b)| a.merge(b))
+                .collect(),
+            output: self.output.merge(&o.output),
+        }
+    }
+}
+
+/// Compares one run's decrypted probes and outputs with the HE IR interpreter on the same
+/// images.
+fn check_circuit(
     s: &Session,
     module: &Module,
     images: &Images,
     probes: &[Vec<String>],
     stages: &StageMap,
     decrypted: &HashMap<(String, u32), Vec<f64>>,
-    logits: &Logits,
-) -> Result<Verification> {
+) -> Result<CircuitCheck> {
     let n = images.count;
     let reference = hecc_ir::he::interp::interpret(module, |_, index, layout, slots| {
         pack_input(layout, index, images, slots as usize).ok()
@@ -1663,7 +1777,7 @@ fn verify_run(
         }
         c
     };
-    let stage_checks: Vec<StageCheck> = probes
+    let stages: Vec<StageCheck> = probes
         .iter()
         .zip(&stages.names)
         .filter(|(p, _)| !p.is_empty())
@@ -1679,6 +1793,19 @@ fn verify_run(
         .map(|(_, n, i)| (n.to_string(), i))
         .collect();
     let output = compare("output", &out_keys);
+    Ok(CircuitCheck { stages, output })
+}
+
+/// The model-level part of `--verify` over all images: the tensor model's own evaluator
+/// against the decrypted logits, argmax agreement and the activation range checks.
+fn check_tensor_model(
+    g: &hecc_ir::tensor::Graph,
+    s: &Session,
+    images: &Images,
+    logits: &Logits,
+    circuit: CircuitCheck,
+) -> Result<Verification> {
+    let n = images.count;
     // The tensor model's own evaluator.
     let mut dims = vec![n];
     dims.extend_from_slice(&s.input()?.shape);
@@ -1714,8 +1841,8 @@ fn verify_run(
         .filter(|(a, b)| **a == *b)
         .count();
     Ok(Verification {
-        stages: stage_checks,
-        output,
+        stages: circuit.stages,
+        output: circuit.output,
         tensor_max_abs_error: tensor_err,
         argmax_agree,
         ranges: range_checks,
@@ -1778,12 +1905,17 @@ pub fn render_infer(r: &InferReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "model {}  N=2^{} ({} slots)  security {}  images {}",
+        "model {}  N=2^{} ({} slots)  security {}  images {}{}",
         r.model,
         r.log_n,
         1u64 << (r.log_n - 1),
         r.security,
-        r.images
+        r.images,
+        if r.runs > 1 {
+            format!(" in {} runs of at most {} images", r.runs, r.batch)
+        } else {
+            String::new()
+        }
     );
     let shown: Vec<String> = r
         .predictions

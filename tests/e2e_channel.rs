@@ -52,6 +52,11 @@ fn check_infer(model: &str, images: &Path, labels: &Path, batch: usize) {
     eprintln!("{}", render_infer(&rep));
     let v = rep.verification.as_ref().expect("verification requested");
     assert_eq!(rep.images, batch, "{model}: images run");
+    assert_eq!(
+        rep.runs,
+        batch.div_ceil(rep.batch),
+        "{model}: runs of the plan"
+    );
     assert_eq!(v.output.values, batch * rep.logits.classes);
     common::assert_matches_plaintext(model, v, batch, 1e-4);
 }
@@ -60,6 +65,14 @@ fn check_infer(model: &str, images: &Path, labels: &Path, batch: usize) {
 fn cryptonets_channel_infer_matches_plaintext() {
     let (images, labels) = mnist();
     check_infer("cryptonets.yaml", &images, &labels, 4);
+}
+
+#[test]
+fn cryptonets_channel_infer_runs_several_groups() {
+    // 11 images, four per run: `infer` runs the plan three times with one key set and
+    // reports every image (logits, agreement and per-stage errors over all runs).
+    let (images, labels) = mnist();
+    check_infer("cryptonets.yaml", &images, &labels, 11);
 }
 
 /// Encrypts, runs and decrypts `count` images in groups of the plan's batch (several runs) with

@@ -224,3 +224,126 @@ fn tampered_truncated_and_wrong_kind_files_are_rejected() {
     assert!(matches!(e, RunError::WrongKind { .. }), "{e}");
     let _ = std::fs::remove_dir_all(&f.dir);
 }
+
+/// Runs the `hecc` binary; returns stdout, or panics with stderr.
+fn hecc(args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hecc"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "hecc {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn cli_encrypts_runs_and_decrypts_a_file_in_groups() {
+    // The command-line flow at 128-bit parameters: a plan of four images per run, and the
+    // first eight images of the file in two groups (`--limit`, `--skip`), each through
+    // encrypt, run (evaluation keys only) and decrypt. Predictions must equal the plaintext
+    // model's.
+    let dir = std::env::temp_dir().join(format!("hecc-cli-groups-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |name: &str| dir.join(name).into_os_string();
+    let model = root().join("models/cryptonets.yaml").into_os_string();
+    let images = root()
+        .join("models/data/mnist-t10k-first256-images-idx3-ubyte")
+        .into_os_string();
+    let a = |s: &str| std::ffi::OsString::from(s);
+    hecc(&[
+        &a("compile"),
+        &model,
+        &a("--layout"),
+        &a("batch"),
+        &a("--batch"),
+        &a("4"),
+        &a("-o"),
+        &p("plan.json"),
+    ]);
+    hecc(&[&a("keygen"), &p("plan.json"), &a("-o"), &p("keys")]);
+    std::fs::create_dir_all(dir.join("server")).unwrap();
+    std::fs::copy(
+        dir.join("keys").join(EVAL_KEYS_FILE),
+        dir.join("server").join(EVAL_KEYS_FILE),
+    )
+    .unwrap();
+    let mut predicted = Vec::new();
+    for (group, skip) in [("0", "0"), ("1", "4")] {
+        let ct = p(&format!("x{group}.ct"));
+        let out = p(&format!("y{group}.ct"));
+        let npy = p(&format!("logits{group}.npy"));
+        hecc(&[
+            &a("encrypt"),
+            &p("plan.json"),
+            &a("--keys"),
+            &p("keys"),
+            &a("--input"),
+            &images,
+            &a("--skip"),
+            &a(skip),
+            &a("--limit"),
+            &a("4"),
+            &a("-o"),
+            &ct,
+        ]);
+        hecc(&[
+            &a("run"),
+            &p("plan.json"),
+            &ct,
+            &a("--eval-keys"),
+            &dir.join("server").join(EVAL_KEYS_FILE).into_os_string(),
+            &a("-o"),
+            &out,
+            &a("--quiet"),
+        ]);
+        let text = hecc(&[
+            &a("decrypt"),
+            &out,
+            &a("--secret-key"),
+            &dir.join("keys").join(SECRET_KEY_FILE).into_os_string(),
+            &a("-o"),
+            &npy,
+        ]);
+        // "predictions (4 images): 7 2 1 0"
+        let line = text.lines().next().unwrap_or_default();
+        let (_, list) = line.split_once("): ").expect("a predictions line");
+        predicted.extend(list.split(' ').map(|c| c.parse::<usize>().unwrap()));
+        assert!(std::path::Path::new(&npy).exists());
+    }
+    // Skipping past the end of the file is refused with the file's image count.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hecc"))
+        .args([&a("encrypt"), &p("plan.json"), &a("--keys"), &p("keys")])
+        .args([
+            &a("--input"),
+            &images,
+            &a("--skip"),
+            &a("300"),
+            &a("-o"),
+            &p("z.ct"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds only 256 images"),
+        "unexpected error: {err}"
+    );
+    assert!(!dir.join("z.ct").exists(), "nothing written on error");
+
+    let g = hecc_ir::front::load_model(&root().join("models/cryptonets.yaml")).unwrap();
+    let s = Session::open(std::path::Path::new(&p("plan.json"))).unwrap();
+    let first8 = load_images(std::path::Path::new(&images), s.input().unwrap())
+        .unwrap()
+        .take(8);
+    let x = hecc_ir::tensor::Tensor::from_shape_vec(vec![8, 1, 28, 28], first8.data).unwrap();
+    let want = hecc_ir::tensor::eval::eval_batch(&g, &[x]).unwrap();
+    let want: Vec<f64> = want[0].iter().copied().collect();
+    assert_eq!(predicted.len(), 8, "two groups of four");
+    assert_eq!(predicted, argmax_rows(&want, 10));
+    let _ = std::fs::remove_dir_all(&dir);
+}

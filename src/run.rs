@@ -1422,6 +1422,8 @@ pub struct InferReport {
     pub run: RunReport,
     /// Verification, when asked.
     pub verification: Option<Verification>,
+    /// The plan's memory estimate: live values in its schedule, and with the keys.
+    pub estimate: Option<(u64, u64)>,
 }
 
 impl InferReport {
@@ -1647,6 +1649,12 @@ pub fn infer(
         phase_seconds: [t_compile, t_keygen, t_encrypt, t_run, t_decrypt],
         run: report.unwrap_or_default(),
         verification,
+        estimate: s
+            .plan
+            .report
+            .schedule
+            .as_ref()
+            .map(|x| (x.peak.bytes, x.total_bytes)),
     })
 }
 
@@ -1682,6 +1690,7 @@ fn merge_run_reports(mut acc: RunReport, r: RunReport) -> RunReport {
     acc.nodes += r.nodes;
     acc.hoisted_rotations += r.hoisted_rotations;
     acc.peak_live_ciphertexts = acc.peak_live_ciphertexts.max(r.peak_live_ciphertexts);
+    acc.peak_live_bytes = acc.peak_live_bytes.max(r.peak_live_bytes);
     acc
 }
 
@@ -1889,11 +1898,12 @@ pub fn render_run(r: &RunReport, images: usize) -> String {
     let _ = writeln!(
         out,
         "run: {} nodes in {:.2} s ({per:.3} ms per image over {images} images), peak memory {}, \
-         at most {} live ciphertexts, {} hoisted rotations",
+         at most {} live ciphertexts ({}), {} hoisted rotations",
         r.nodes,
         r.seconds,
         mib(r.peak_rss_bytes),
         r.peak_live_ciphertexts,
+        mib(Some(r.peak_live_bytes)),
         r.hoisted_rotations
     );
     out
@@ -1938,6 +1948,17 @@ pub fn render_infer(r: &InferReport) -> String {
         );
     }
     out.push_str(&render_run(&r.run, r.images));
+    if let Some((values, total)) = r.estimate {
+        let _ = writeln!(
+            out,
+            "memory: plan estimate {} of live values ({} with keys); measured {} of live values, \
+             peak resident {}",
+            mib(Some(values)),
+            mib(Some(total)),
+            mib(Some(r.run.peak_live_bytes)),
+            mib(r.run.peak_rss_bytes)
+        );
+    }
     let [c, k, e, x, d] = r.phase_seconds;
     let _ = writeln!(
         out,

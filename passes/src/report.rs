@@ -370,12 +370,22 @@ pub fn peak_live(m: &Module, log_n: u32) -> (u64, u64) {
     };
     let mut remaining: HashMap<ValueId, usize> = HashMap::new();
     let (mut live, mut bytes, mut peak, mut peak_bytes) = (0u64, 0u64, 0u64, 0u64);
+    // Every input ciphertext arrives before the run: alive from the start.
+    let is_input = |v: ValueId| matches!(m.node(v).map(|n| &n.op), Some(Op::Input { .. }));
+    for (v, _, _) in m.inputs() {
+        let users = m.users(v).len();
+        if let (Some(ty), true) = (m.ty(v), users > 0) {
+            remaining.insert(v, users);
+            live += 1;
+            bytes += ciphertext_bytes(log_n, ty.level().0, ty.size());
+        }
+    }
     for ix in order {
         let v = ValueId::from_node(ix);
         let Some(ty) = m.ty(v) else { continue };
         let b = ciphertext_bytes(log_n, ty.level().0, ty.size());
         let users = m.users(v).len();
-        if users > 0 {
+        if users > 0 && !is_input(v) {
             remaining.insert(v, users);
             live += 1;
             bytes += b;

@@ -133,6 +133,9 @@ struct Dag {
     bytes: Vec<u64>,
     /// Whether the node is an `output`.
     is_output: Vec<bool>,
+    /// Whether the node is an `input`: the client sends every input ciphertext before the run
+    /// starts, so inputs are alive from the start whatever the order.
+    is_input: Vec<bool>,
 }
 
 impl Dag {
@@ -146,6 +149,7 @@ impl Dag {
             users: vec![Vec::new(); n],
             bytes: vec![0; n],
             is_output: vec![false; n],
+            is_input: vec![false; n],
         };
         for &i in &d.ids {
             let v = ValueId(i);
@@ -154,6 +158,7 @@ impl Dag {
             d.ops[k] = m.operands(v).into_iter().map(|o| o.0).collect();
             d.bytes[k] = value_bytes(m, v, log_n);
             d.is_output[k] = matches!(m.node(v).map(|n| &n.op), Some(Op::Output { .. }));
+            d.is_input[k] = matches!(m.node(v).map(|n| &n.op), Some(Op::Input { .. }));
         }
         for &i in &d.ids {
             for j in 0..d.ops[i as usize].len() {
@@ -169,10 +174,17 @@ impl Dag {
     fn peak(&self, order: &[u32]) -> Peak {
         let mut remaining: Vec<usize> = self.users.iter().map(Vec::len).collect();
         let (mut live, mut bytes) = (0u64, 0u64);
+        for &i in &self.ids {
+            let k = i as usize;
+            if self.is_input[k] && !self.users[k].is_empty() {
+                live += 1;
+                bytes += self.bytes[k];
+            }
+        }
         let mut peak = Peak::default();
         for &v in order {
             let k = v as usize;
-            if !self.users[k].is_empty() {
+            if !self.users[k].is_empty() && !self.is_input[k] {
                 live += 1;
                 bytes += self.bytes[k];
             }

@@ -178,6 +178,24 @@ fn schedule_is_valid_no_worse_than_topological_and_honours_budgets() {
                 other.map(|s| s.summary)
             ),
         }
+        // Every input ciphertext is there when the run starts: the peak is at least all of
+        // them, whichever order, and moving the inputs to the front changes nothing.
+        let inputs: Vec<_> = m.inputs().into_iter().map(|(v, _, _)| v).collect();
+        let all_inputs: u64 = inputs
+            .iter()
+            .map(|&v| {
+                let t = m.ty(v).unwrap();
+                hecc_passes::report::ciphertext_bytes(log_n, t.level().0, t.size())
+            })
+            .sum();
+        assert!(
+            s.summary.peak.bytes >= all_inputs,
+            "{name}: peak below the inputs"
+        );
+        let mut front: Vec<_> = inputs.clone();
+        front.extend(s.order.iter().filter(|v| !inputs.contains(v)));
+        assert!(is_valid(&m, &front));
+        assert_eq!(peak_of(&m, &front, log_n), s.summary.peak, "{name}");
         // An order that breaks a dependency is rejected.
         let mut bad = s.order.clone();
         bad.reverse();

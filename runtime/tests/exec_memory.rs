@@ -3,7 +3,7 @@
 //! own peak of live ciphertexts (sequentially) or within the lookahead of it (in parallel), and
 //! still computes the right result. Also: parallel client encryption with forked encryptors.
 
-use hecc_ir::he::{Layout, Level, LogScale, Meta, Module, Params, ValueId};
+use hecc_ir::he::{Layout, Level, LogScale, Meta, Module, Op, Params, ValueId};
 use hecc_runtime::ckks::*;
 use hecc_runtime::exec::{execute, EvalKeys, ExecOptions, ProgressMode};
 use std::collections::{HashMap, HashSet};
@@ -79,17 +79,51 @@ fn sequential_peak(m: &Module, order: &[ValueId]) -> usize {
     peak
 }
 
+/// Most bytes alive at once when `order` runs one node at a time, counting a node's result
+/// together with its operands (they are freed only after it ran), except that a rescale of a
+/// value at its last use replaces it (the executor rescales in place), and the input from the
+/// start.
+fn sequential_peak_bytes(m: &Module, order: &[ValueId]) -> u64 {
+    let bytes = |v: ValueId| {
+        let t = m.ty(v).unwrap();
+        (t.size() as u64) * (u64::from(t.level().0) + 1) * 4096 * 8
+    };
+    let mut remaining: HashMap<ValueId, usize> = m.ids().map(|v| (v, m.users(v).len())).collect();
+    let mut live = 0u64;
+    let mut peak = 0u64;
+    for &v in order {
+        let in_place = matches!(m.node(v).map(|n| &n.op), Some(Op::Rescale))
+            && m.operands(v).first().is_some_and(|o| remaining[o] == 1);
+        let freed = if in_place { bytes(m.operands(v)[0]) } else { 0 };
+        peak = peak.max(live - freed + bytes(v));
+        for o in m.operands(v) {
+            let r = remaining.get_mut(&o).unwrap();
+            *r -= 1;
+            if *r == 0 {
+                live -= bytes(o);
+            }
+        }
+        if remaining[&v] > 0 {
+            live += bytes(v);
+        }
+    }
+    peak
+}
+
 fn data() -> Vec<f64> {
     (0..SLOTS)
         .map(|i| ((i * 37) % 101) as f64 / 101.0 - 0.5)
         .collect()
 }
 
-fn run(max_wavefront: usize, lookahead: usize) -> (usize, usize, f64) {
+/// (peak live ciphertexts of the run, of the schedule run sequentially, max error, peak live
+/// bytes of the run, of the schedule run sequentially)
+fn run(max_wavefront: usize, lookahead: usize) -> (usize, usize, f64, u64, u64) {
     let ctx = context();
     let m = circuit(&ctx);
     let order = m.topo_order().unwrap();
     let peak = sequential_peak(&m, &order);
+    let peak_bytes = sequential_peak_bytes(&m, &order);
     let kg = KeyGenerator::new_with_insecure_test_seed(&ctx, 3);
     let sk = kg.secret_key().clone();
     let encoder = Encoder::new(&ctx);
@@ -117,12 +151,24 @@ fn run(max_wavefront: usize, lookahead: usize) -> (usize, usize, f64) {
         .zip(&x)
         .map(|(g, x)| (g - sum * x).abs())
         .fold(0.0, f64::max);
-    (res.report.peak_live_ciphertexts, peak, err)
+    (
+        res.report.peak_live_ciphertexts,
+        peak,
+        err,
+        res.report.peak_live_bytes,
+        peak_bytes,
+    )
 }
 
 #[test]
 fn a_sequential_run_holds_exactly_the_schedules_peak() {
-    let (live, peak, err) = run(1, 1);
+    let (live, peak, err, live_bytes, peak_bytes) = run(1, 1);
+    // The executor's byte count matches the schedule's exactly: rescaled values hand their
+    // dropped limb back (no buffer keeps the size of its level before the rescale).
+    assert_eq!(
+        live_bytes, peak_bytes,
+        "live bytes of the run vs the schedule"
+    );
     assert!(peak <= 4, "the schedule keeps few values alive: {peak}");
     assert!(
         BRANCHES > 4 * peak,
@@ -134,7 +180,13 @@ fn a_sequential_run_holds_exactly_the_schedules_peak() {
 
 #[test]
 fn a_parallel_run_stays_within_the_lookahead_of_the_schedules_peak() {
-    let (live, peak, err) = run(4, 8);
+    let (live, peak, err, live_bytes, peak_bytes) = run(4, 8);
+    // At most the lookahead's values more, each at most one fresh ciphertext (3 limbs).
+    let ct = 2 * 3 * 4096 * 8;
+    assert!(
+        live_bytes <= peak_bytes + 8 * ct,
+        "run peak {live_bytes} B vs schedule peak {peak_bytes} B + lookahead 8"
+    );
     assert!(
         live <= peak + 8,
         "run peak {live} vs schedule peak {peak} + lookahead 8"

@@ -180,6 +180,11 @@ pub struct ExecOptions {
     /// account the run report's stages (they do not constrain the order), overriding the
     /// default grouping by computing level.
     pub stages: Option<StageMap>,
+    /// Hand the allocator's free memory back to the operating system whenever a stage ends
+    /// (glibc keeps freed buffers of every level's size otherwise, so the resident size
+    /// would stay at the largest stage's for the rest of the run). A process-wide effect: one
+    /// `malloc_trim` call per stage, nothing on other platforms.
+    pub release_memory: bool,
 }
 
 impl Default for ExecOptions {
@@ -191,6 +196,7 @@ impl Default for ExecOptions {
             max_wavefront: 64,
             lookahead: 256,
             stages: None,
+            release_memory: true,
         }
     }
 }
@@ -240,6 +246,11 @@ pub struct RunReport {
     pub hoisted_rotations: usize,
     /// Most ciphertexts alive at once.
     pub peak_live_ciphertexts: usize,
+    /// Most bytes held at once by live values (ciphertexts and plaintexts of the circuit,
+    /// including encrypted inputs not yet read), counted after each wavefront: the figure
+    /// the plan's memory estimate predicts; the resident memory adds keys, the executor's
+    /// scratch buffers and the allocator's slack.
+    pub peak_live_bytes: u64,
 }
 
 /// One output element.
@@ -268,6 +279,26 @@ enum Value {
 }
 
 impl Value {
+    /// Heap bytes held by the value's polynomials (allocated capacity, not only the limbs in
+    /// use: an in-place rescale keeps its buffer).
+    fn bytes(&self) -> u64 {
+        let polys: u64 = match self {
+            Value::Ct(c) => c.polys.iter().map(|p| p.data.capacity() as u64).sum(),
+            Value::Pt(p) => p.poly.data.capacity() as u64,
+        };
+        polys * 8
+    }
+
+    /// Returns the unused tail of each buffer to the allocator (in-place rescales and level
+    /// drops shorten a polynomial without reallocating it). Shrinking reallocates in place
+    /// (or remaps), so this costs no copy of the limbs.
+    fn compact(&mut self) {
+        match self {
+            Value::Ct(c) => c.polys.iter_mut().for_each(|p| p.data.shrink_to_fit()),
+            Value::Pt(p) => p.poly.data.shrink_to_fit(),
+        }
+    }
+
     fn ct(&self) -> Option<&Ciphertext> {
         match self {
             Value::Ct(c) => Some(c),
@@ -788,6 +819,17 @@ pub fn execute(
     let mut outputs: Vec<OutputCt> = Vec::new();
     let mut report = RunReport::default();
     let mut live = 0usize;
+    // Bytes of stored values, and of encrypted inputs not yet moved out of the map.
+    let mut live_bytes = 0u64;
+    let mut input_bytes: u64 = inputs
+        .values()
+        .map(|c| {
+            c.polys
+                .iter()
+                .map(|p| p.data.capacity() as u64 * 8)
+                .sum::<u64>()
+        })
+        .sum();
     let mut done_nodes = 0usize;
     // Priority of a node: its position in the requested schedule (id order without one); a
     // node the schedule misses runs right after its latest operand.
@@ -970,6 +1012,7 @@ pub fn execute(
                             if val.ct().is_some() {
                                 live = live.saturating_sub(1);
                             }
+                            live_bytes = live_bytes.saturating_sub(val.bytes());
                             owned.insert(*v, val);
                         }
                     }
@@ -1001,13 +1044,30 @@ pub fn execute(
         for r in results {
             finished.extend(r?);
         }
+        finished.iter_mut().for_each(|(_, val)| val.compact());
+        // Inputs read in this wavefront left the map; the results and every operand are
+        // alive together at this point, the wavefront's peak.
+        for (v, val) in &finished {
+            if matches!(m.node(*v).map(|n| &n.op), Some(Op::Input { .. })) {
+                input_bytes = input_bytes.saturating_sub(val.bytes());
+            }
+        }
+        let wave_bytes: u64 = finished.iter().map(|(_, val)| val.bytes()).sum();
+        report.peak_live_bytes = report
+            .peak_live_bytes
+            .max(live_bytes + input_bytes + wave_bytes);
         // Release operands whose last user ran, then publish the results.
         for (v, _) in &finished {
             for o in m.operands(*v) {
                 let r = &mut remaining[o.0 as usize];
                 *r = r.saturating_sub(1);
-                if *r == 0 && store[o.0 as usize].take().is_some_and(|x| x.ct().is_some()) {
-                    live = live.saturating_sub(1);
+                if *r == 0 {
+                    if let Some(x) = store[o.0 as usize].take() {
+                        live_bytes = live_bytes.saturating_sub(x.bytes());
+                        if x.ct().is_some() {
+                            live = live.saturating_sub(1);
+                        }
+                    }
                 }
             }
         }
@@ -1046,6 +1106,7 @@ pub fn execute(
                         if val.ct().is_some() {
                             live += 1;
                         }
+                        live_bytes += val.bytes();
                         store[v.0 as usize] = Some(val);
                     }
                 }
@@ -1069,6 +1130,9 @@ pub fn execute(
             a.wavefronts += 1;
             a.nodes += c;
             if a.nodes == stage_size[si] {
+                if opts.release_memory {
+                    memory::release_free_memory();
+                }
                 a.mem = read_memory_status();
                 a.live = Some(live);
             }

@@ -80,8 +80,16 @@ fn one(model: &str, layout: &str, batch: &str, insecure: bool) -> Result<String,
     let x = encrypt_images(&s, &images, &mut enc).map_err(|e| format!("{e:?}"))?;
     let t_encrypt = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let (out, report) =
-        run_inputs(&s, x, &keys.eval, &RunOptions { quiet: true }).map_err(|e| format!("{e:?}"))?;
+    let (out, report) = run_inputs(
+        &s,
+        x,
+        &keys.eval,
+        &RunOptions {
+            quiet: true,
+            memory_limit: None,
+        },
+    )
+    .map_err(|e| format!("{e:?}"))?;
     let t_run = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let logits = decrypt_outputs(&out, &keys.secret).map_err(|e| format!("{e:?}"))?;

@@ -230,6 +230,11 @@ enum Cli {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Limit the bytes of live ciphertexts during the run: `plan` (the plan's own
+        /// estimate) or a size such as `6GiB`; near it fewer operations run at once. Default:
+        /// no limit (full parallelism).
+        #[arg(long)]
+        memory_limit: Option<hecc::run::MemoryLimit>,
     },
     /// Decrypt a run's outputs: writes the logits (.npy, images x classes) and prints the
     /// predicted classes.
@@ -273,6 +278,11 @@ enum Cli {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Limit the bytes of live ciphertexts during the run: `plan` (the plan's own
+        /// estimate) or a size such as `6GiB`; near it fewer operations run at once. Default:
+        /// no limit (full parallelism).
+        #[arg(long)]
+        memory_limit: Option<hecc::run::MemoryLimit>,
     },
     /// The ReLU-approximation survey on real data: evaluate a model trained with ReLU on a
     /// whole test set with its activations replaced, at inference only, by each method (ranges
@@ -645,12 +655,21 @@ fn client(cmd: Cli) -> ExitCode {
                 eval_keys,
                 output,
                 quiet,
+                memory_limit,
             } => {
                 let s = r::Session::open(&plan)?;
                 let keys = r::read_eval_keys(&s, &eval_keys)?;
                 let inputs = r::read_inputs(&s, &ciphertexts)?;
                 let images = inputs.meta.images;
-                let (outs, report) = r::run_inputs(&s, inputs, &keys, &r::RunOptions { quiet })?;
+                let (outs, report) = r::run_inputs(
+                    &s,
+                    inputs,
+                    &keys,
+                    &r::RunOptions {
+                        quiet,
+                        memory_limit,
+                    },
+                )?;
                 hecc::compile::write_atomic(&output, &r::outputs_bytes(&outs)?)?;
                 Ok(format!(
                     "{}encrypted outputs written to {}\n",
@@ -689,6 +708,7 @@ fn client(cmd: Cli) -> ExitCode {
                 layout,
                 ranges,
                 quiet,
+                memory_limit,
             } => {
                 let mut opts = r::InferOptions {
                     compile: hecc::compile::CompileOptions {
@@ -699,6 +719,7 @@ fn client(cmd: Cli) -> ExitCode {
                     batch,
                     verify,
                     quiet,
+                    memory_limit,
                 };
                 ranges.apply(&model, &mut opts.compile)?;
                 let rep = r::infer(&model, &input, labels.as_deref(), &opts)?;

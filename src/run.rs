@@ -1154,6 +1154,60 @@ pub struct EncryptedOutputs {
 pub struct RunOptions {
     /// Suppress the progress bar.
     pub quiet: bool,
+    /// Limit on the bytes of live values during the run (see [`MemoryLimit`]).
+    pub memory_limit: Option<MemoryLimit>,
+}
+
+/// A limit on the bytes of live values (ciphertexts, plaintexts, unread inputs) while a plan
+/// runs: near it the executor runs fewer nodes at once, down to one in schedule order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryLimit {
+    /// The plan's own estimate (the peak of live values in its schedule).
+    Plan,
+    /// A number of bytes.
+    Bytes(u64),
+}
+
+impl std::str::FromStr for MemoryLimit {
+    type Err = String;
+
+    /// `plan`, or a size: bytes, or a number with `K`, `M`, `G` (powers of 1024, with an
+    /// optional `iB`/`B`), e.g. `6GiB`, `512M`, `1.5G`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("plan") {
+            return Ok(MemoryLimit::Plan);
+        }
+        let lower = t.to_ascii_lowercase();
+        let body = lower
+            .strip_suffix("ib")
+            .or_else(|| lower.strip_suffix('b'))
+            .unwrap_or(&lower);
+        let (num, mult) = match body.chars().last() {
+            Some('k') => (&body[..body.len() - 1], 1u64 << 10),
+            Some('m') => (&body[..body.len() - 1], 1 << 20),
+            Some('g') => (&body[..body.len() - 1], 1 << 30),
+            Some('t') => (&body[..body.len() - 1], 1 << 40),
+            _ => (body, 1),
+        };
+        let bad =
+            || format!("`{text}` is not a memory size: use `plan`, bytes, or e.g. 6GiB, 512M");
+        let v: f64 = num.trim().parse().map_err(|_| bad())?;
+        if !(v.is_finite() && v > 0.0) {
+            return Err(bad());
+        }
+        Ok(MemoryLimit::Bytes((v * mult as f64) as u64))
+    }
+}
+
+impl MemoryLimit {
+    /// The limit in bytes for session `s` (`None` when the plan has no memory estimate).
+    pub fn bytes(self, s: &Session) -> Option<u64> {
+        match self {
+            MemoryLimit::Plan => s.plan.report.schedule.as_ref().map(|x| x.peak.bytes),
+            MemoryLimit::Bytes(b) => Some(b),
+        }
+    }
 }
 
 /// The server step: runs the plan on encrypted inputs with evaluation keys only.
@@ -1176,6 +1230,7 @@ pub fn run_inputs(
         },
         stages: Some(s.stages()),
         schedule: s.schedule(),
+        memory_limit: opts.memory_limit.and_then(|l| l.bytes(s)),
         ..Default::default()
     };
     let res = execute(&s.module, &eval, &encoder, keys.as_exec(), map, &eo)?;
@@ -1349,6 +1404,8 @@ pub struct InferOptions {
     pub verify: bool,
     /// No progress bar.
     pub quiet: bool,
+    /// Limit on the bytes of live values during each run (see [`MemoryLimit`]).
+    pub memory_limit: Option<MemoryLimit>,
 }
 
 /// Per-stage comparison with the plaintext reference.
@@ -1577,6 +1634,7 @@ pub fn infer(
             },
             stages: Some(stages.clone()),
             schedule: s.schedule(),
+            memory_limit: opts.memory_limit.and_then(|l| l.bytes(&s)),
             ..Default::default()
         };
         let res = execute(&module, &eval, &encoder, keys.eval.as_exec(), map, &eo)?;
@@ -2021,7 +2079,7 @@ pub fn render_range_checks(checks: &[hecc_passes::ranges::RangeCheck]) -> String
 
 #[cfg(test)]
 mod tests {
-    use super::{hwc_to_chw, image_order, ImageOrder};
+    use super::{hwc_to_chw, image_order, ImageOrder, MemoryLimit};
 
     #[test]
     fn image_axes_are_matched_or_reordered() {
@@ -2040,6 +2098,23 @@ mod tests {
             image_order(&[5, 14, 56], &[1, 28, 28]),
             ImageOrder::Mismatch
         );
+    }
+
+    #[test]
+    fn memory_limits_parse() {
+        use super::MemoryLimit::{Bytes, Plan};
+        let p = |t: &str| t.parse::<MemoryLimit>();
+        assert_eq!(p("plan"), Ok(Plan));
+        assert_eq!(p("PLAN"), Ok(Plan));
+        assert_eq!(p("1000"), Ok(Bytes(1000)));
+        assert_eq!(p("6GiB"), Ok(Bytes(6 << 30)));
+        assert_eq!(p("512M"), Ok(Bytes(512 << 20)));
+        assert_eq!(p("1.5g"), Ok(Bytes(3 << 29)));
+        assert_eq!(p("64kb"), Ok(Bytes(64 << 10)));
+        for bad in ["", "-1G", "0", "lots", "6XB", "nan"] {
+            let e = p(bad).expect_err(bad);
+            assert!(e.contains("not a memory size"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -144,6 +144,7 @@ fn minimax_relu_runs_encrypted_and_out_of_range_inputs_are_reported() {
         batch: Some(n),
         verify: true,
         quiet: true,
+        memory_limit: None,
     };
     let path = root().join("models/survey_relu.yaml");
     let rep = infer(&path, &images(), Some(&labels()), &opts).unwrap();

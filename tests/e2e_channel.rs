@@ -41,6 +41,7 @@ fn check_infer(model: &str, images: &Path, labels: &Path, batch: usize) {
         batch: Some(batch),
         verify: true,
         quiet: true,
+        memory_limit: None,
     };
     let rep = infer(
         &root().join("models").join(model),
@@ -101,7 +102,16 @@ fn run_in_groups(opts: &CompileOptions, count: usize) -> (usize, f64, f64) {
             hecc_runtime::ckks::SymmetricEncryptor::new(&s.ctx, &keys.secret).unwrap(),
         );
         let x = encrypt_images(&s, &chunk, &mut enc).unwrap();
-        let (o, _) = run_inputs(&s, x, &keys.eval, &RunOptions { quiet: true }).unwrap();
+        let (o, _) = run_inputs(
+            &s,
+            x,
+            &keys.eval,
+            &RunOptions {
+                quiet: true,
+                memory_limit: None,
+            },
+        )
+        .unwrap();
         let logits = decrypt_outputs(&o, &keys.secret).unwrap();
         let xt = hecc_ir::tensor::Tensor::from_shape_vec(vec![n, 1, 28, 28], chunk.data).unwrap();
         let want = hecc_ir::tensor::eval::eval_batch(&g, &[xt]).unwrap();
@@ -199,7 +209,16 @@ fn cryptonets_channel_client_server_files() {
     let cts = dir.join("x.ct");
     hecc::compile::write_atomic(&cts, &inputs_bytes(&s, &x).unwrap()).unwrap();
     let inputs = read_inputs(&s, &cts).unwrap();
-    let (outs, _) = run_inputs(&s, inputs, &keys.eval, &RunOptions { quiet: true }).unwrap();
+    let (outs, _) = run_inputs(
+        &s,
+        inputs,
+        &keys.eval,
+        &RunOptions {
+            quiet: true,
+            memory_limit: None,
+        },
+    )
+    .unwrap();
     let out = dir.join("y.ct");
     hecc::compile::write_atomic(&out, &outputs_bytes(&outs).unwrap()).unwrap();
     let o = read_outputs(&out).unwrap();

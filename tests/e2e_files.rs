@@ -84,7 +84,16 @@ fn server_runs_from_evaluation_keys_alone_and_client_decrypts() {
     assert!(!f.server.join(SECRET_KEY_FILE).exists());
     let keys = read_eval_keys(&s, &f.server.join(EVAL_KEYS_FILE)).unwrap();
     let inputs = read_inputs(&s, &f.cts).unwrap();
-    let (outs, report) = run_inputs(&s, inputs, &keys, &RunOptions { quiet: true }).unwrap();
+    let (outs, report) = run_inputs(
+        &s,
+        inputs,
+        &keys,
+        &RunOptions {
+            quiet: true,
+            memory_limit: None,
+        },
+    )
+    .unwrap();
     assert_eq!(report.nodes, s.module.len());
     hecc::compile::write_atomic(&f.out, &outputs_bytes(&outs).unwrap()).unwrap();
     // Client: outputs + secret key, no plan needed.

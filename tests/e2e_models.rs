@@ -37,6 +37,7 @@ fn check(model: &str, images: &Path, labels: Option<&Path>, batch: usize, compil
         batch: Some(batch),
         verify: true,
         quiet: true,
+        memory_limit: None,
     };
     let rep = infer(&root().join("models").join(model), images, labels, &opts)
         .unwrap_or_else(|e| panic!("{model}: {e:?}"));

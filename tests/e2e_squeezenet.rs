@@ -42,6 +42,7 @@ fn squeezenet_channel_infer_matches_plaintext() {
         batch: Some(batch),
         verify: true,
         quiet: true,
+        memory_limit: None,
     };
     let model = root().join("models/squeezenet.yaml");
     let rep = infer(&model, &images, Some(&labels), &opts)

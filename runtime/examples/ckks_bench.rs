@@ -286,6 +286,7 @@ fn run_loop(id: &str, count: usize) -> ExitCode {
         "{cfg_id}: keys and inputs in {:.2} s (use `perf record -D` to skip them)",
         t_setup.elapsed().as_secs_f64()
     );
+    let cpu0 = thread_cpu_ns();
     let t0 = Instant::now();
     for _ in 0..count {
         if let Err(e) = fx.run(op) {
@@ -293,9 +294,25 @@ fn run_loop(id: &str, count: usize) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    eprintln!(
-        "{id}: {count} runs, mean {:.1} µs",
-        t0.elapsed().as_secs_f64() * 1e6 / count.max(1) as f64
-    );
+    let wall = t0.elapsed().as_secs_f64() * 1e6 / count.max(1) as f64;
+    match (cpu0, thread_cpu_ns()) {
+        (Some(a), Some(b)) => eprintln!(
+            "{id}: {count} runs, mean {wall:.1} µs wall, {:.1} µs on-CPU (this thread)",
+            (b - a) as f64 / 1e3 / count.max(1) as f64
+        ),
+        _ => eprintln!("{id}: {count} runs, mean {wall:.1} µs"),
+    }
     ExitCode::SUCCESS
+}
+
+/// Time the calling thread has spent on a CPU, in ns (Linux
+/// `/proc/thread-self/schedstat`), which is less disturbed than wall time
+/// when other jobs share the cores; `None` elsewhere.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

@@ -119,6 +119,15 @@ fn data() -> Vec<f64> {
 /// (peak live ciphertexts of the run, of the schedule run sequentially, max error, peak live
 /// bytes of the run, of the schedule run sequentially)
 fn run(max_wavefront: usize, lookahead: usize) -> (usize, usize, f64, u64, u64) {
+    run_limited(max_wavefront, lookahead, false)
+}
+
+/// As [`run`]; with `limit`, the executor's memory limit is the schedule's own byte peak.
+fn run_limited(
+    max_wavefront: usize,
+    lookahead: usize,
+    limit: bool,
+) -> (usize, usize, f64, u64, u64) {
     let ctx = context();
     let m = circuit(&ctx);
     let order = m.topo_order().unwrap();
@@ -136,6 +145,7 @@ fn run(max_wavefront: usize, lookahead: usize) -> (usize, usize, f64, u64, u64) 
         schedule: Some(order.iter().map(|v| v.0).collect()),
         max_wavefront,
         lookahead,
+        memory_limit: limit.then_some(peak_bytes),
         ..Default::default()
     };
     let eval = Evaluator::new(&ctx);
@@ -194,6 +204,23 @@ fn a_parallel_run_stays_within_the_lookahead_of_the_schedules_peak() {
     assert!(
         live < BRANCHES / 2,
         "run peak {live} of {BRANCHES} branches"
+    );
+    assert!(err < 1e-5, "max error {err}");
+}
+
+#[test]
+fn a_memory_limit_keeps_a_parallel_run_at_the_schedules_peak() {
+    // Unlimited, the parallel run goes past the schedule's byte peak (it runs ahead); with
+    // the peak as its limit it stays at or under it and computes the same result.
+    let (_, _, _, free_bytes, peak_bytes) = run_limited(16, 32, false);
+    assert!(
+        free_bytes > peak_bytes,
+        "unlimited {free_bytes} B vs schedule {peak_bytes} B"
+    );
+    let (_, _, err, live_bytes, peak_bytes) = run_limited(16, 32, true);
+    assert!(
+        live_bytes <= peak_bytes,
+        "limited run peak {live_bytes} B vs schedule peak {peak_bytes} B"
     );
     assert!(err < 1e-5, "max error {err}");
 }

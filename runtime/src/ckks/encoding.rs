@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use super::context::Context;
 use super::error::{CkksError, Result};
+use super::pointwise;
 use super::poly::RnsPoly;
 
 /// A small complex number type (no external crate).
@@ -247,20 +248,32 @@ impl Encoder {
         v[..values.len()].copy_from_slice(values);
         self.fft_special_inv(&mut v);
         let n = self.ctx.n();
-        let mut coeffs = vec![0f64; n];
-        for (i, z) in v.iter().enumerate() {
-            coeffs[i] = (z.re * scale).round();
-            coeffs[i + slots] = (z.im * scale).round();
-        }
-        let max = coeffs.iter().fold(0f64, |a, c| a.max(c.abs()));
-        check_fits(&self.ctx, max, level + 1)?;
         let ctx = &self.ctx;
-        let mut poly = RnsPoly::zero(ctx, level + 1, 0, false);
-        poly.apply(ctx, |_, m, limb| {
-            for (o, &c) in limb.iter_mut().zip(&coeffs) {
-                *o = m.reduce_f64(c);
-            }
-        });
+        // Unrounded scaled coefficients: real parts, then imaginary parts.
+        let scaled = || {
+            v.iter()
+                .map(move |z| z.re * scale)
+                .chain(v.iter().map(move |z| z.im * scale))
+        };
+        // max |round(x)| = round(max |x|).
+        let max = scaled().fold(0f64, |a, c| a.max(c.abs())).round();
+        check_fits(ctx, max, level + 1)?;
+        let mut poly = if max < 9.0e18 {
+            // Every coefficient fits an i64: round once, then reduce each
+            // limb (two's-complement words, vector kernel).
+            let ints: Vec<u64> = scaled().map(|c| round_i64(c) as u64).collect();
+            RnsPoly::build(ctx, level + 1, 0, false, |_, m, limb| {
+                pointwise::reduce_signed_into(m, &ints, limb)
+            })
+        } else {
+            let coeffs: Vec<f64> = scaled().map(f64::round).collect();
+            debug_assert_eq!(coeffs.len(), n);
+            RnsPoly::build(ctx, level + 1, 0, false, |_, m, limb| {
+                for (o, &c) in limb.iter_mut().zip(&coeffs) {
+                    o.write(m.reduce_f64(c));
+                }
+            })
+        };
         poly.make_ntt(ctx);
         Ok(Plaintext { poly, scale })
     }
@@ -306,6 +319,15 @@ impl Encoder {
     }
 }
 
+/// `x.round()` (half away from zero) as an integer, for finite `|x| < 2^63`,
+/// without the libm call that `f64::round` is on baseline x86-64.
+#[inline]
+fn round_i64(x: f64) -> i64 {
+    let t = x as i64; // truncates toward zero
+    let frac = x - t as f64; // exact: |x| < 2^52 here, or x is an integer
+    t + (frac >= 0.5) as i64 - (frac <= -0.5) as i64
+}
+
 /// Refuses integer coefficients of magnitude `max` that would wrap around
 /// `Q_l / 2` (the product of the first `q_limbs` primes).
 fn check_fits(ctx: &Context, max: f64, q_limbs: usize) -> Result<()> {
@@ -339,13 +361,16 @@ pub(crate) fn scalar_limbs(ctx: &Context, c: f64, scale: f64, q_limbs: usize) ->
 /// ...))` with `|a_i| <= (q_i - 1) / 2`. For odd moduli every integer of `[-(Q-1)/2, (Q-1)/2]`
 /// has exactly one such representation, so the digits give the centred value directly, and
 /// Horner's rule in `f64` keeps full relative precision (no cancellation against `Q`).
-/// `O(l^2)` Shoup multiplications per coefficient and no multi-word arithmetic.
+/// `O(l^2)` Shoup multiplications per coefficient and no multi-word arithmetic. Groups of 8
+/// coefficients go through the AVX-512 kernel [`pointwise::crt_f64_prefix`] when available
+/// (bit-identical results).
 pub(crate) fn crt_reconstruct_f64(ctx: &Context, poly: &RnsPoly) -> Vec<f64> {
     let n = ctx.n();
     let l = poly.level();
     let moduli = &ctx.moduli()[..=l];
     let inv = &ctx.levels[l].crt.inv;
     let q_f: Vec<f64> = moduli.iter().map(|m| m.value() as f64).collect();
+    let qs: Vec<u64> = moduli.iter().map(|m| m.value()).collect();
     let centre = |t: u64, q: u64| -> i64 {
         if t > q / 2 {
             t as i64 - q as i64
@@ -357,7 +382,8 @@ pub(crate) fn crt_reconstruct_f64(ctx: &Context, poly: &RnsPoly) -> Vec<f64> {
     out.par_chunks_mut(256).enumerate().for_each_init(
         || vec![0i64; l + 1],
         |digits, (blk, chunk)| {
-            for (kk, o) in chunk.iter_mut().enumerate() {
+            let done = pointwise::crt_f64_prefix(&qs, inv, &poly.data, n, blk * 256, chunk);
+            for (kk, o) in chunk.iter_mut().enumerate().skip(done) {
                 let k = blk * 256 + kk;
                 for (i, mi) in moduli.iter().enumerate() {
                     let mut t = poly.data[i * n + k];

@@ -124,6 +124,9 @@ impl Encryptor {
     pub fn encrypt(&mut self, pt: &Plaintext) -> Result<Ciphertext> {
         let ctx = &self.ctx;
         ctx.check_poly(&pt.poly, false)?;
+        // The key's limbs are read by global modulus index below.
+        ctx.check_poly(&self.pk.b, true)?;
+        ctx.check_poly(&self.pk.a, true)?;
         let ql = pt.poly.q_limbs;
         let np = ctx.p_count();
         let n = ctx.n();
@@ -134,8 +137,9 @@ impl Encryptor {
         c0.make_ntt(ctx);
         let mut c1 = RnsPoly::from_signed(ctx, &sample_gaussian(&mut self.rng, n), ql, np);
         c1.make_ntt(ctx);
-        c0.add_mul_assign(ctx, &self.pk.b.restrict_q(ctx, ql), &u);
-        c1.add_mul_assign(ctx, &self.pk.a.restrict_q(ctx, ql), &u);
+        // The public key is over all of Q * P; read its limbs in place.
+        c0.add_mul_full_assign(ctx, &self.pk.b, &u);
+        c1.add_mul_full_assign(ctx, &self.pk.a, &u);
         let mut c0 = rns::mod_down(ctx, &c0);
         let c1 = rns::mod_down(ctx, &c1);
         c0.add_assign(ctx, &pt.poly);

@@ -19,6 +19,7 @@ use super::encrypt::Ciphertext;
 use super::error::{CkksError, Result};
 use super::keys::{GaloisKeys, KeySwitchKey, RelinKey};
 use super::mac;
+use super::pointwise::Op;
 use super::poly::RnsPoly;
 use super::rns;
 
@@ -130,13 +131,7 @@ impl Evaluator {
             .polys
             .iter()
             .zip(&b.polys)
-            .map(|(x, y)| {
-                if sub {
-                    RnsPoly::map2(ctx, x, y, |m, u, v| m.sub(u, v))
-                } else {
-                    RnsPoly::map2(ctx, x, y, |m, u, v| m.add(u, v))
-                }
-            })
+            .map(|(x, y)| RnsPoly::binary(ctx, if sub { Op::Sub } else { Op::Add }, x, y))
             .collect();
         Ok(Ciphertext {
             polys,
@@ -272,9 +267,9 @@ impl Evaluator {
         let ctx = &self.ctx;
         let (a0, a1) = (&a.polys[0], &a.polys[1]);
         let (b0, b1) = (&b.polys[0], &b.polys[1]);
-        let c0 = RnsPoly::map2(ctx, a0, b0, |m, x, y| m.mul(x, y));
+        let c0 = RnsPoly::binary(ctx, Op::Mul, a0, b0);
         let c1 = RnsPoly::mul_add_mul(ctx, a0, b1, a1, b0);
-        let c2 = RnsPoly::map2(ctx, a1, b1, |m, x, y| m.mul(x, y));
+        let c2 = RnsPoly::binary(ctx, Op::Mul, a1, b1);
         Ok(Ciphertext {
             polys: vec![c0, c1, c2],
             scale: a.scale * b.scale,
@@ -288,12 +283,10 @@ impl Evaluator {
         Self::check_size(a, 2)?;
         let ctx = &self.ctx;
         let (a0, a1) = (&a.polys[0], &a.polys[1]);
-        let c0 = RnsPoly::map2(ctx, a0, a0, |m, x, y| m.mul(x, y));
-        let c1 = RnsPoly::map2(ctx, a0, a1, |m, x, y| {
-            let p = m.mul(x, y);
-            m.add(p, p)
-        });
-        let c2 = RnsPoly::map2(ctx, a1, a1, |m, x, y| m.mul(x, y));
+        let c0 = RnsPoly::binary(ctx, Op::Mul, a0, a0);
+        // 2 a0 a1 = a0 a1 + a1 a0, one reduction.
+        let c1 = RnsPoly::mul_add_mul(ctx, a0, a1, a1, a0);
+        let c2 = RnsPoly::binary(ctx, Op::Mul, a1, a1);
         Ok(Ciphertext {
             polys: vec![c0, c1, c2],
             scale: a.scale * a.scale,
@@ -348,7 +341,7 @@ impl Evaluator {
         let polys = ct
             .polys
             .iter()
-            .map(|p| RnsPoly::map2(&self.ctx, p, &pt.poly, |m, x, y| m.mul(x, y)))
+            .map(|p| RnsPoly::binary(&self.ctx, Op::Mul, p, &pt.poly))
             .collect();
         Ok(Ciphertext {
             polys,
@@ -373,9 +366,20 @@ impl Evaluator {
     /// `ct * c` with the real constant `c` encoded as `round(c * scale)`; the
     /// result's scale is `ct.scale() * scale`.
     pub fn mul_scalar(&self, ct: &Ciphertext, c: f64, scale: f64) -> Result<Ciphertext> {
-        let mut r = ct.clone();
-        self.mul_scalar_assign(&mut r, c, scale)?;
-        Ok(r)
+        // Same checks and constants as `mul_scalar_assign`, but the products
+        // go straight into new polynomials (no copy of `ct` first).
+        self.check_ct(ct)?;
+        check_scale(scale)?;
+        let consts = scalar_limbs(&self.ctx, c, scale, ct.level() + 1)?;
+        Ok(Ciphertext {
+            polys: ct
+                .polys
+                .iter()
+                .map(|p| p.mul_const(&self.ctx, &consts))
+                .collect(),
+            scale: ct.scale * scale,
+            seed: None,
+        })
     }
 
     /// In-place [`Self::mul_scalar`].

@@ -66,6 +66,7 @@ pub mod keys;
 pub mod mac;
 pub mod ntt;
 pub mod params;
+pub(crate) mod pointwise;
 pub(crate) mod poly;
 pub(crate) mod rns;
 pub mod serial;

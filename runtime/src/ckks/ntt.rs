@@ -11,8 +11,12 @@
 //! On x86-64 CPUs with AVX-512F and AVX-512DQ (detected at run time, once;
 //! `HECC_NO_SIMD=1` turns it off), [`NttTable::forward`] and
 //! [`NttTable::inverse`] run eight-lane kernels instead; the portable scalar
-//! kernels stay the fallback. Both compute exactly the same outputs, and a
-//! test checks them against each other. No build flag is needed.
+//! kernels stay the fallback. For primes below 2^50 on CPUs that also have
+//! AVX-512 IFMA, the Shoup products use the 52-bit multiply-add instructions
+//! (three per product instead of six 32-bit multiplies), with their own
+//! 52-bit Shoup twiddle tables. All kernels compute exactly the same
+//! (fully reduced) outputs, and a test checks them against each other. No
+//! build flag is needed.
 
 use super::error::Result;
 use super::zq::{primitive_root_2n, Modulus};
@@ -44,8 +48,14 @@ pub struct NttTable {
     ipsi_rev_shoup: Vec<u64>,
     n_inv: u64,
     n_inv_shoup: u64,
+    /// 52-bit Shoup quotients of the IFMA kernels (empty unless `ifma`).
+    psi_rev_shoup52: Vec<u64>,
+    ipsi_rev_shoup52: Vec<u64>,
+    n_inv_shoup52: u64,
     /// Whether the AVX-512 kernels are used (detected at construction).
     simd: bool,
+    /// Whether they use the IFMA multiplier (prime below 2^50, CPU with AVX-512 IFMA).
+    ifma: bool,
 }
 
 impl NttTable {
@@ -71,6 +81,21 @@ impl NttTable {
         let n_inv = modulus
             .inv(n as u64)
             .ok_or_else(|| super::CkksError::InvalidParameters("N not invertible".into()))?;
+        let simd = x86::available() && n >= x86::MIN_N;
+        let ifma = simd && modulus.value() < (1 << 50) && x86::ifma_available();
+        let shoup52 = |v: &Vec<u64>| -> Vec<u64> {
+            if ifma {
+                v.iter().map(|&w| x86::shoup52(modulus, w)).collect()
+            } else {
+                Vec::new()
+            }
+        };
+        let (psi_rev_shoup52, ipsi_rev_shoup52) = (shoup52(&psi_rev), shoup52(&ipsi_rev));
+        let n_inv_shoup52 = if ifma {
+            x86::shoup52(modulus, n_inv)
+        } else {
+            0
+        };
         Ok(Self {
             n,
             modulus: modulus.clone(),
@@ -80,7 +105,11 @@ impl NttTable {
             ipsi_rev_shoup,
             n_inv,
             n_inv_shoup: modulus.shoup(n_inv),
-            simd: x86::available() && n >= x86::MIN_N,
+            psi_rev_shoup52,
+            ipsi_rev_shoup52,
+            n_inv_shoup52,
+            simd,
+            ifma,
         })
     }
 
@@ -98,8 +127,14 @@ impl NttTable {
     pub fn forward(&self, a: &mut [u64]) {
         #[cfg(target_arch = "x86_64")]
         if self.simd && a.len() == self.n {
-            // SAFETY: `simd` is only set when the CPU has AVX-512F and DQ.
-            unsafe { x86::forward(self, a) };
+            if self.ifma {
+                // SAFETY: `ifma` is only set when the CPU has AVX-512F, DQ and IFMA
+                // and the prime is below 2^50.
+                unsafe { x86::forward52(self, a) };
+            } else {
+                // SAFETY: `simd` is only set when the CPU has AVX-512F and DQ.
+                unsafe { x86::forward(self, a) };
+            }
             return;
         }
         self.forward_scalar(a);
@@ -115,6 +150,7 @@ impl NttTable {
     pub fn scalar_only(&self) -> Self {
         Self {
             simd: false,
+            ifma: false,
             ..self.clone()
         }
     }
@@ -266,8 +302,13 @@ impl NttTable {
     pub fn inverse(&self, a: &mut [u64]) {
         #[cfg(target_arch = "x86_64")]
         if self.simd && a.len() == self.n {
-            // SAFETY: `simd` is only set when the CPU has AVX-512F and DQ.
-            unsafe { x86::inverse(self, a) };
+            if self.ifma {
+                // SAFETY: as in `forward`.
+                unsafe { x86::inverse52(self, a) };
+            } else {
+                // SAFETY: `simd` is only set when the CPU has AVX-512F and DQ.
+                unsafe { x86::inverse(self, a) };
+            }
             return;
         }
         self.inverse_scalar(a);
@@ -357,8 +398,16 @@ impl NttTable {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_op_in_unsafe_fn, clippy::missing_safety_doc)]
 pub(crate) mod x86 {
-    use super::NttTable;
+    use super::{Modulus, NttTable};
     use std::arch::x86_64::*;
+
+    /// Whether the CPU also has AVX-512 IFMA (52-bit multiply-add), for the
+    /// IFMA transforms of primes below 2^50 (`HECC_NO_SIMD=1` turns it off
+    /// with the rest).
+    pub(crate) fn ifma_available() -> bool {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| available() && std::is_x86_feature_detected!("avx512ifma"))
+    }
 
     /// Smallest ring degree handled by the vector kernels.
     pub(super) const MIN_N: usize = 32;
@@ -389,13 +438,31 @@ pub(crate) mod x86 {
         _mm512_storeu_si512(s.as_mut_ptr() as *mut __m512i, v)
     }
 
-    /// High 64 bits of the 64x64-bit lane products.
+    /// Returns `v` unchanged through an empty assembly block the optimiser
+    /// cannot see into (it emits no instruction).
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
-    unsafe fn mulhi(a: __m512i, b: __m512i) -> __m512i {
+    fn opaque(v: __m512i) -> __m512i {
+        let mut v = v;
+        // SAFETY: the assembly is empty; it only pins `v` to a register.
+        unsafe {
+            std::arch::asm!("/* {0} */", inout(zmm_reg) v, options(pure, nomem, nostack, preserves_flags));
+        }
+        v
+    }
+
+    /// High 64 bits of the 64x64-bit lane products.
+    ///
+    /// The upper halves pass through [`opaque`]: otherwise LLVM recognises
+    /// the 32-bit-halves idiom as a 128-bit multiply-high, which x86 has
+    /// only for scalars, and turns the vector code into eight extracts,
+    /// scalar `mul`s and inserts per vector (several times slower).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(crate) fn mulhi(a: __m512i, b: __m512i) -> __m512i {
         let lo = _mm512_set1_epi64(0xffff_ffff);
-        let a_hi = _mm512_srli_epi64::<32>(a);
-        let b_hi = _mm512_srli_epi64::<32>(b);
+        let a_hi = opaque(_mm512_srli_epi64::<32>(a));
+        let b_hi = opaque(_mm512_srli_epi64::<32>(b));
         let ll = _mm512_mul_epu32(a, b);
         let lh = _mm512_mul_epu32(a, b_hi);
         let hl = _mm512_mul_epu32(a_hi, b);
@@ -413,7 +480,12 @@ pub(crate) mod x86 {
     /// `x * w mod q` in `[0, 2q)` (Shoup, `ws = floor(w * 2^64 / q)`).
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
-    unsafe fn mul_shoup_lazy(x: __m512i, w: __m512i, ws: __m512i, q: __m512i) -> __m512i {
+    pub(crate) unsafe fn mul_shoup_lazy(
+        x: __m512i,
+        w: __m512i,
+        ws: __m512i,
+        q: __m512i,
+    ) -> __m512i {
         let qhat = mulhi(x, ws);
         _mm512_sub_epi64(_mm512_mullo_epi64(x, w), _mm512_mullo_epi64(qhat, q))
     }
@@ -421,43 +493,252 @@ pub(crate) mod x86 {
     /// `x - m` where `x >= m`, else `x`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
-    unsafe fn csub(x: __m512i, m: __m512i) -> __m512i {
+    pub(crate) fn csub(x: __m512i, m: __m512i) -> __m512i {
         _mm512_min_epu64(x, _mm512_sub_epi64(x, m))
     }
 
-    /// Harvey's forward butterfly on lanes (inputs below 4q, outputs below 4q).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512dq")]
-    unsafe fn fwd_bf(
-        x: __m512i,
-        y: __m512i,
-        w: __m512i,
-        ws: __m512i,
-        q: __m512i,
-        two_q: __m512i,
-    ) -> (__m512i, __m512i) {
-        let u = csub(x, two_q);
-        let v = mul_shoup_lazy(y, w, ws, q);
+    /// The butterflies and transforms, instantiated once per multiplier:
+    /// the 64-bit Shoup product built from 32-bit multiplies (AVX-512F/DQ),
+    /// and the 52-bit one of AVX-512 IFMA for primes below 2^50.
+    macro_rules! kernels {
         (
-            _mm512_add_epi64(u, v),
-            _mm512_sub_epi64(_mm512_add_epi64(u, two_q), v),
-        )
+            $feat:literal, $mul:ident, $shoup:path, $psis:ident, $ipsis:ident, $nis:ident,
+            $fwd_bf:ident, $inv_bf:ident, $forward:ident, $inverse:ident
+        ) => {
+            /// Harvey's forward butterfly on lanes (inputs below 4q, outputs below 4q).
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn $fwd_bf(
+                x: __m512i,
+                y: __m512i,
+                w: __m512i,
+                ws: __m512i,
+                q: __m512i,
+                two_q: __m512i,
+            ) -> (__m512i, __m512i) {
+                let u = csub(x, two_q);
+                let v = $mul(y, w, ws, q);
+                (
+                    _mm512_add_epi64(u, v),
+                    _mm512_sub_epi64(_mm512_add_epi64(u, two_q), v),
+                )
+            }
+
+            /// Gentleman-Sande inverse butterfly (inputs below 2q, outputs below 2q).
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn $inv_bf(
+                x: __m512i,
+                y: __m512i,
+                w: __m512i,
+                ws: __m512i,
+                q: __m512i,
+                two_q: __m512i,
+            ) -> (__m512i, __m512i) {
+                let s = csub(_mm512_add_epi64(x, y), two_q);
+                let d = _mm512_sub_epi64(_mm512_add_epi64(x, two_q), y);
+                (s, $mul(d, w, ws, q))
+            }
+
+            /// Forward transform; same contract as [`NttTable::forward`].
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn $forward(tab: &NttTable, a: &mut [u64]) {
+                let n = tab.n;
+                let qs = tab.modulus.value();
+                let q = _mm512_set1_epi64(qs as i64);
+                let two_q = _mm512_set1_epi64((2 * qs) as i64);
+                let psi = &tab.psi_rev;
+                let psis = &tab.$psis;
+                let mut m = 1;
+                let mut t = n / 2;
+                // Pairs of stages (m, 2m) fused over quarters of blocks of 2t words
+                // (radix 4), halving the loads and stores.
+                while t >= 16 {
+                    let h = t / 2;
+                    for (blk, chunk) in a.chunks_exact_mut(2 * t).enumerate() {
+                        let w1 = _mm512_set1_epi64(psi[m + blk] as i64);
+                        let w1s = _mm512_set1_epi64(psis[m + blk] as i64);
+                        let w2 = _mm512_set1_epi64(psi[2 * m + 2 * blk] as i64);
+                        let w2s = _mm512_set1_epi64(psis[2 * m + 2 * blk] as i64);
+                        let w3 = _mm512_set1_epi64(psi[2 * m + 2 * blk + 1] as i64);
+                        let w3s = _mm512_set1_epi64(psis[2 * m + 2 * blk + 1] as i64);
+                        let (lo, hi) = chunk.split_at_mut(t);
+                        let (x0, x1) = lo.split_at_mut(h);
+                        let (x2, x3) = hi.split_at_mut(h);
+                        for ((p0, p1), (p2, p3)) in x0
+                            .chunks_exact_mut(8)
+                            .zip(x1.chunks_exact_mut(8))
+                            .zip(x2.chunks_exact_mut(8).zip(x3.chunks_exact_mut(8)))
+                        {
+                            let (b0, b2) = $fwd_bf(load(p0), load(p2), w1, w1s, q, two_q);
+                            let (b1, b3) = $fwd_bf(load(p1), load(p3), w1, w1s, q, two_q);
+                            let (c0, c1) = $fwd_bf(b0, b1, w2, w2s, q, two_q);
+                            let (c2, c3) = $fwd_bf(b2, b3, w3, w3s, q, two_q);
+                            store(p0, c0);
+                            store(p1, c1);
+                            store(p2, c2);
+                            store(p3, c3);
+                        }
+                    }
+                    m <<= 2;
+                    t >>= 2;
+                }
+                while t >= 8 {
+                    for (blk, chunk) in a.chunks_exact_mut(2 * t).enumerate() {
+                        let w = _mm512_set1_epi64(psi[m + blk] as i64);
+                        let ws = _mm512_set1_epi64(psis[m + blk] as i64);
+                        let (xs, ys) = chunk.split_at_mut(t);
+                        for (x, y) in xs.chunks_exact_mut(8).zip(ys.chunks_exact_mut(8)) {
+                            let (u, v) = $fwd_bf(load(x), load(y), w, ws, q, two_q);
+                            store(x, u);
+                            store(y, v);
+                        }
+                    }
+                    m <<= 1;
+                    t >>= 1;
+                }
+                // Half-blocks of 4, 2, 1 words: 16 words (8 butterflies) at a time.
+                while t >= 1 {
+                    let (ix, iy, inv, tw) = small_indices(t);
+                    let (ix, iy, tw) = (idx(&ix), idx(&iy), idx(&tw));
+                    let (inv_lo, inv_hi) = (idx(&inv[..8]), idx(&inv[8..]));
+                    let blocks = 8 / t; // blocks of 2t words per 16 words
+                    let last = t == 1;
+                    for (c, chunk) in a.chunks_exact_mut(16).enumerate() {
+                        let b0 = m + c * blocks;
+                        let w = _mm512_permutexvar_epi64(tw, load(&psi[b0..]));
+                        let ws = _mm512_permutexvar_epi64(tw, load(&psis[b0..]));
+                        let (lo, hi) = (load(&chunk[..8]), load(&chunk[8..]));
+                        let x = _mm512_permutex2var_epi64(lo, ix, hi);
+                        let y = _mm512_permutex2var_epi64(lo, iy, hi);
+                        let (mut u, mut v) = $fwd_bf(x, y, w, ws, q, two_q);
+                        if last {
+                            u = csub(csub(u, two_q), q);
+                            v = csub(csub(v, two_q), q);
+                        }
+                        let (lo_w, hi_w) = chunk.split_at_mut(8);
+                        store(lo_w, _mm512_permutex2var_epi64(u, inv_lo, v));
+                        store(hi_w, _mm512_permutex2var_epi64(u, inv_hi, v));
+                    }
+                    m <<= 1;
+                    t >>= 1;
+                }
+            }
+
+            /// Inverse transform; same contract as [`NttTable::inverse`].
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn $inverse(tab: &NttTable, a: &mut [u64]) {
+                let n = tab.n;
+                let md = &tab.modulus;
+                let qs = md.value();
+                let q = _mm512_set1_epi64(qs as i64);
+                let two_q = _mm512_set1_epi64((2 * qs) as i64);
+                let ipsi = &tab.ipsi_rev;
+                let ipsis = &tab.$ipsis;
+                let mut m = n >> 1;
+                let mut t = 1;
+                // Half-blocks of 1, 2, 4 words with permutes.
+                while t < 8 {
+                    let (ix, iy, inv, tw) = small_indices(t);
+                    let (ix, iy, tw) = (idx(&ix), idx(&iy), idx(&tw));
+                    let (inv_lo, inv_hi) = (idx(&inv[..8]), idx(&inv[8..]));
+                    let blocks = 8 / t;
+                    for (c, chunk) in a.chunks_exact_mut(16).enumerate() {
+                        let b0 = m + c * blocks;
+                        let w = _mm512_permutexvar_epi64(tw, load(&ipsi[b0..]));
+                        let ws = _mm512_permutexvar_epi64(tw, load(&ipsis[b0..]));
+                        let (lo, hi) = (load(&chunk[..8]), load(&chunk[8..]));
+                        let x = _mm512_permutex2var_epi64(lo, ix, hi);
+                        let y = _mm512_permutex2var_epi64(lo, iy, hi);
+                        let (u, v) = $inv_bf(x, y, w, ws, q, two_q);
+                        let (lo_w, hi_w) = chunk.split_at_mut(8);
+                        store(lo_w, _mm512_permutex2var_epi64(u, inv_lo, v));
+                        store(hi_w, _mm512_permutex2var_epi64(u, inv_hi, v));
+                    }
+                    m >>= 1;
+                    t <<= 1;
+                }
+                while m > 1 {
+                    for (blk, chunk) in a.chunks_exact_mut(2 * t).enumerate() {
+                        let w = _mm512_set1_epi64(ipsi[m + blk] as i64);
+                        let ws = _mm512_set1_epi64(ipsis[m + blk] as i64);
+                        let (xs, ys) = chunk.split_at_mut(t);
+                        for (x, y) in xs.chunks_exact_mut(8).zip(ys.chunks_exact_mut(8)) {
+                            let (u, v) = $inv_bf(load(x), load(y), w, ws, q, two_q);
+                            store(x, u);
+                            store(y, v);
+                        }
+                    }
+                    m >>= 1;
+                    t <<= 1;
+                }
+                // Last stage (m = 1) with 1/N folded in, fully reduced.
+                let ni = _mm512_set1_epi64(tab.n_inv as i64);
+                let nis = _mm512_set1_epi64(tab.$nis as i64);
+                let wn_s = md.mul(tab.ipsi_rev[1], tab.n_inv);
+                let wn = _mm512_set1_epi64(wn_s as i64);
+                let wns = _mm512_set1_epi64($shoup(md, wn_s) as i64);
+                let (xs, ys) = a.split_at_mut(n / 2);
+                for (x, y) in xs.chunks_exact_mut(8).zip(ys.chunks_exact_mut(8)) {
+                    let (u, v) = (load(x), load(y));
+                    let s = _mm512_add_epi64(u, v);
+                    let d = _mm512_sub_epi64(_mm512_add_epi64(u, two_q), v);
+                    store(x, csub($mul(s, ni, nis, q), q));
+                    store(y, csub($mul(d, wn, wns, q), q));
+                }
+            }
+        };
     }
 
-    /// Gentleman-Sande inverse butterfly (inputs below 2q, outputs below 2q).
+    kernels!(
+        "avx512f,avx512dq",
+        mul_shoup_lazy,
+        shoup64,
+        psi_rev_shoup,
+        ipsi_rev_shoup,
+        n_inv_shoup,
+        fwd_bf,
+        inv_bf,
+        forward,
+        inverse
+    );
+    kernels!(
+        "avx512f,avx512dq,avx512ifma",
+        mul_shoup_lazy52,
+        shoup52,
+        psi_rev_shoup52,
+        ipsi_rev_shoup52,
+        n_inv_shoup52,
+        fwd_bf52,
+        inv_bf52,
+        forward52,
+        inverse52
+    );
+
+    /// Shoup quotient `floor(w * 2^64 / q)` (the `shoup64` multiplier's).
+    fn shoup64(m: &Modulus, w: u64) -> u64 {
+        m.shoup(w)
+    }
+
+    /// Shoup quotient `floor(w * 2^52 / q)` of the IFMA multiplier (`w < q`).
+    pub(super) fn shoup52(m: &Modulus, w: u64) -> u64 {
+        (((w as u128) << 52) / m.value() as u128) as u64
+    }
+
+    /// `x * w mod q` in `[0, 2q)` with 52-bit IFMA products, for `q < 2^50`,
+    /// `x < 2^52` (so inputs below `4q`) and `ws = shoup52(w)`: the quotient
+    /// estimate `floor(x * ws / 2^52)` is at most 1 short, and the remainder,
+    /// below `2q < 2^52`, is exact modulo `2^52`.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512dq")]
-    unsafe fn inv_bf(
-        x: __m512i,
-        y: __m512i,
-        w: __m512i,
-        ws: __m512i,
-        q: __m512i,
-        two_q: __m512i,
-    ) -> (__m512i, __m512i) {
-        let s = csub(_mm512_add_epi64(x, y), two_q);
-        let d = _mm512_sub_epi64(_mm512_add_epi64(x, two_q), y);
-        (s, mul_shoup_lazy(d, w, ws, q))
+    #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
+    fn mul_shoup_lazy52(x: __m512i, w: __m512i, ws: __m512i, q: __m512i) -> __m512i {
+        let z = _mm512_setzero_si512();
+        let qhat = _mm512_madd52hi_epu64(z, x, ws);
+        let r = _mm512_sub_epi64(
+            _mm512_madd52lo_epu64(z, x, w),
+            _mm512_madd52lo_epu64(z, qhat, q),
+        );
+        _mm512_and_si512(r, _mm512_set1_epi64((1i64 << 52) - 1))
     }
 
     /// Permutation indices for half-blocks of `t` words (1, 2 or 4) within
@@ -485,91 +766,6 @@ pub(crate) mod x86 {
     #[target_feature(enable = "avx512f,avx512dq")]
     unsafe fn idx(v: &[i64]) -> __m512i {
         _mm512_setr_epi64(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
-    }
-
-    /// Forward transform; same contract as [`NttTable::forward`].
-    #[target_feature(enable = "avx512f,avx512dq")]
-    pub(super) unsafe fn forward(tab: &NttTable, a: &mut [u64]) {
-        let n = tab.n;
-        let qs = tab.modulus.value();
-        let q = _mm512_set1_epi64(qs as i64);
-        let two_q = _mm512_set1_epi64((2 * qs) as i64);
-        let psi = &tab.psi_rev;
-        let psis = &tab.psi_rev_shoup;
-        let mut m = 1;
-        let mut t = n / 2;
-        // Pairs of stages (m, 2m) fused over quarters of blocks of 2t words
-        // (radix 4), halving the loads and stores.
-        while t >= 16 {
-            let h = t / 2;
-            for (blk, chunk) in a.chunks_exact_mut(2 * t).enumerate() {
-                let w1 = _mm512_set1_epi64(psi[m + blk] as i64);
-                let w1s = _mm512_set1_epi64(psis[m + blk] as i64);
-                let w2 = _mm512_set1_epi64(psi[2 * m + 2 * blk] as i64);
-                let w2s = _mm512_set1_epi64(psis[2 * m + 2 * blk] as i64);
-                let w3 = _mm512_set1_epi64(psi[2 * m + 2 * blk + 1] as i64);
-                let w3s = _mm512_set1_epi64(psis[2 * m + 2 * blk + 1] as i64);
-                let (lo, hi) = chunk.split_at_mut(t);
-                let (x0, x1) = lo.split_at_mut(h);
-                let (x2, x3) = hi.split_at_mut(h);
-                for ((p0, p1), (p2, p3)) in x0
-                    .chunks_exact_mut(8)
-                    .zip(x1.chunks_exact_mut(8))
-                    .zip(x2.chunks_exact_mut(8).zip(x3.chunks_exact_mut(8)))
-                {
-                    let (b0, b2) = fwd_bf(load(p0), load(p2), w1, w1s, q, two_q);
-                    let (b1, b3) = fwd_bf(load(p1), load(p3), w1, w1s, q, two_q);
-                    let (c0, c1) = fwd_bf(b0, b1, w2, w2s, q, two_q);
-                    let (c2, c3) = fwd_bf(b2, b3, w3, w3s, q, two_q);
-                    store(p0, c0);
-                    store(p1, c1);
-                    store(p2, c2);
-                    store(p3, c3);
-                }
-            }
-            m <<= 2;
-            t >>= 2;
-        }
-        while t >= 8 {
-            for (blk, chunk) in a.chunks_exact_mut(2 * t).enumerate() {
-                let w = _mm512_set1_epi64(psi[m + blk] as i64);
-                let ws = _mm512_set1_epi64(psis[m + blk] as i64);
-                let (xs, ys) = chunk.split_at_mut(t);
-                for (x, y) in xs.chunks_exact_mut(8).zip(ys.chunks_exact_mut(8)) {
-                    let (u, v) = fwd_bf(load(x), load(y), w, ws, q, two_q);
-                    store(x, u);
-                    store(y, v);
-                }
-            }
-            m <<= 1;
-            t >>= 1;
-        }
-        // Half-blocks of 4, 2, 1 words: 16 words (8 butterflies) at a time.
-        while t >= 1 {
-            let (ix, iy, inv, tw) = small_indices(t);
-            let (ix, iy, tw) = (idx(&ix), idx(&iy), idx(&tw));
-            let (inv_lo, inv_hi) = (idx(&inv[..8]), idx(&inv[8..]));
-            let blocks = 8 / t; // blocks of 2t words per 16 words
-            let last = t == 1;
-            for (c, chunk) in a.chunks_exact_mut(16).enumerate() {
-                let b0 = m + c * blocks;
-                let w = _mm512_permutexvar_epi64(tw, load(&psi[b0..]));
-                let ws = _mm512_permutexvar_epi64(tw, load(&psis[b0..]));
-                let (lo, hi) = (load(&chunk[..8]), load(&chunk[8..]));
-                let x = _mm512_permutex2var_epi64(lo, ix, hi);
-                let y = _mm512_permutex2var_epi64(lo, iy, hi);
-                let (mut u, mut v) = fwd_bf(x, y, w, ws, q, two_q);
-                if last {
-                    u = csub(csub(u, two_q), q);
-                    v = csub(csub(v, two_q), q);
-                }
-                let (lo_w, hi_w) = chunk.split_at_mut(8);
-                store(lo_w, _mm512_permutex2var_epi64(u, inv_lo, v));
-                store(hi_w, _mm512_permutex2var_epi64(u, inv_hi, v));
-            }
-            m <<= 1;
-            t >>= 1;
-        }
     }
 
     /// Centred lift of `y` (values below the odd `b`, with `b <= 2t`) into
@@ -638,69 +834,6 @@ pub(crate) mod x86 {
         }
         k
     }
-
-    /// Inverse transform; same contract as [`NttTable::inverse`].
-    #[target_feature(enable = "avx512f,avx512dq")]
-    pub(super) unsafe fn inverse(tab: &NttTable, a: &mut [u64]) {
-        let n = tab.n;
-        let md = &tab.modulus;
-        let qs = md.value();
-        let q = _mm512_set1_epi64(qs as i64);
-        let two_q = _mm512_set1_epi64((2 * qs) as i64);
-        let ipsi = &tab.ipsi_rev;
-        let ipsis = &tab.ipsi_rev_shoup;
-        let mut m = n >> 1;
-        let mut t = 1;
-        // Half-blocks of 1, 2, 4 words with permutes.
-        while t < 8 {
-            let (ix, iy, inv, tw) = small_indices(t);
-            let (ix, iy, tw) = (idx(&ix), idx(&iy), idx(&tw));
-            let (inv_lo, inv_hi) = (idx(&inv[..8]), idx(&inv[8..]));
-            let blocks = 8 / t;
-            for (c, chunk) in a.chunks_exact_mut(16).enumerate() {
-                let b0 = m + c * blocks;
-                let w = _mm512_permutexvar_epi64(tw, load(&ipsi[b0..]));
-                let ws = _mm512_permutexvar_epi64(tw, load(&ipsis[b0..]));
-                let (lo, hi) = (load(&chunk[..8]), load(&chunk[8..]));
-                let x = _mm512_permutex2var_epi64(lo, ix, hi);
-                let y = _mm512_permutex2var_epi64(lo, iy, hi);
-                let (u, v) = inv_bf(x, y, w, ws, q, two_q);
-                let (lo_w, hi_w) = chunk.split_at_mut(8);
-                store(lo_w, _mm512_permutex2var_epi64(u, inv_lo, v));
-                store(hi_w, _mm512_permutex2var_epi64(u, inv_hi, v));
-            }
-            m >>= 1;
-            t <<= 1;
-        }
-        while m > 1 {
-            for (blk, chunk) in a.chunks_exact_mut(2 * t).enumerate() {
-                let w = _mm512_set1_epi64(ipsi[m + blk] as i64);
-                let ws = _mm512_set1_epi64(ipsis[m + blk] as i64);
-                let (xs, ys) = chunk.split_at_mut(t);
-                for (x, y) in xs.chunks_exact_mut(8).zip(ys.chunks_exact_mut(8)) {
-                    let (u, v) = inv_bf(load(x), load(y), w, ws, q, two_q);
-                    store(x, u);
-                    store(y, v);
-                }
-            }
-            m >>= 1;
-            t <<= 1;
-        }
-        // Last stage (m = 1) with 1/N folded in, fully reduced.
-        let ni = _mm512_set1_epi64(tab.n_inv as i64);
-        let nis = _mm512_set1_epi64(tab.n_inv_shoup as i64);
-        let wn_s = md.mul(tab.ipsi_rev[1], tab.n_inv);
-        let wn = _mm512_set1_epi64(wn_s as i64);
-        let wns = _mm512_set1_epi64(md.shoup(wn_s) as i64);
-        let (xs, ys) = a.split_at_mut(n / 2);
-        for (x, y) in xs.chunks_exact_mut(8).zip(ys.chunks_exact_mut(8)) {
-            let (u, v) = (load(x), load(y));
-            let s = _mm512_add_epi64(u, v);
-            let d = _mm512_sub_epi64(_mm512_add_epi64(u, two_q), v);
-            store(x, csub(mul_shoup_lazy(s, ni, nis, q), q));
-            store(y, csub(mul_shoup_lazy(d, wn, wns, q), q));
-        }
-    }
 }
 
 /// Stand-in on other architectures: never available.
@@ -709,6 +842,12 @@ mod x86 {
     pub(super) const MIN_N: usize = usize::MAX;
     pub(super) fn available() -> bool {
         false
+    }
+    pub(super) fn ifma_available() -> bool {
+        false
+    }
+    pub(super) fn shoup52(_: &super::Modulus, _: u64) -> u64 {
+        0
     }
 }
 

@@ -6,12 +6,16 @@
 //! special limbs it has (its level is `q_limbs - 1`). Binary operations
 //! require equal shapes and forms; the callers (evaluator) check this.
 
+use std::mem::MaybeUninit;
+
 use rand::RngCore;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 
 use super::context::Context;
+use super::pointwise::{self, Op};
+use super::zq::Modulus;
 
 /// A polynomial in RNS representation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +37,49 @@ impl RnsPoly {
         }
     }
 
+    /// A polynomial of the given shape whose limb `i` is written by
+    /// `fill(i, modulus, limb)`, in parallel, without zero-filling first.
+    ///
+    /// Contract: `fill` must write every word of the limb it is given (the
+    /// [`pointwise`] `*_into` kernels do); the words are then taken as
+    /// initialised.
+    pub(crate) fn build<F>(
+        ctx: &Context,
+        q_limbs: usize,
+        p_limbs: usize,
+        ntt: bool,
+        fill: F,
+    ) -> Self
+    where
+        F: Fn(usize, &Modulus, &mut [MaybeUninit<u64>]) + Sync + Send,
+    {
+        let n = ctx.n();
+        let len = (q_limbs + p_limbs) * n;
+        let mut data: Vec<u64> = Vec::with_capacity(len);
+        data.spare_capacity_mut()[..len]
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(i, limb)| fill(i, &ctx.moduli()[ctx.limb_modulus(q_limbs, i)], limb));
+        // SAFETY: the capacity is at least `len`, and `fill` wrote all `len`
+        // words (its contract), so they are initialised.
+        unsafe { data.set_len(len) };
+        Self {
+            data,
+            q_limbs,
+            p_limbs,
+            ntt,
+        }
+    }
+
+    /// `a op b` coefficient-wise into a new polynomial (same shape as `a`).
+    pub(crate) fn binary(ctx: &Context, op: Op, a: &RnsPoly, b: &RnsPoly) -> RnsPoly {
+        let n = ctx.n();
+        RnsPoly::build(ctx, a.q_limbs, a.p_limbs, a.ntt, |i, m, o| {
+            let r = i * n..(i + 1) * n;
+            pointwise::binary_into(m, op, &a.data[r.clone()], &b.data[r], o);
+        })
+    }
+
     /// Level (`q_limbs - 1`).
     pub(crate) fn level(&self) -> usize {
         self.q_limbs.saturating_sub(1)
@@ -45,15 +92,11 @@ impl RnsPoly {
         q_limbs: usize,
         p_limbs: usize,
     ) -> Self {
-        let n = ctx.n();
-        let mut p = Self::zero(ctx, q_limbs, p_limbs, false);
-        p.data.par_chunks_mut(n).enumerate().for_each(|(i, limb)| {
-            let m = &ctx.moduli()[ctx.limb_modulus(q_limbs, i)];
-            for (o, &c) in limb.iter_mut().zip(coeffs) {
-                *o = m.reduce_i64(c);
-            }
-        });
-        p
+        // Two's-complement words, reduced limb by limb without branching on signs.
+        let words: Vec<u64> = coeffs.iter().map(|&c| c as u64).collect();
+        Self::build(ctx, q_limbs, p_limbs, false, |_, m, limb| {
+            pointwise::reduce_signed_into(m, &words, limb)
+        })
     }
 
     /// Uniform polynomial in NTT form expanded from `seed`. Limb `i` uses the
@@ -141,28 +184,6 @@ impl RnsPoly {
             .for_each(|(i, a)| f(i, &ctx.moduli()[ctx.limb_modulus(ql, i)], a));
     }
 
-    /// A new polynomial `f(a_k, b_k)` coefficient-wise (same shape as `a`), in
-    /// one pass without copying `a` first.
-    pub(crate) fn map2<F>(ctx: &Context, a: &RnsPoly, b: &RnsPoly, f: F) -> RnsPoly
-    where
-        F: Fn(&super::zq::Modulus, u64, u64) -> u64 + Sync + Send,
-    {
-        let n = ctx.n();
-        let ql = a.q_limbs;
-        let mut out = RnsPoly::zero(ctx, a.q_limbs, a.p_limbs, a.ntt);
-        out.data
-            .par_chunks_mut(n)
-            .zip(a.data.par_chunks(n).zip(b.data.par_chunks(n)))
-            .enumerate()
-            .for_each(|(i, (o, (x, y)))| {
-                let m = &ctx.moduli()[ctx.limb_modulus(ql, i)];
-                for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                    *o = f(m, x, y);
-                }
-            });
-        out
-    }
-
     /// `a * b + c * d` pointwise in one pass with a single reduction (NTT form).
     pub(crate) fn mul_add_mul(
         ctx: &Context,
@@ -172,39 +193,30 @@ impl RnsPoly {
         d: &RnsPoly,
     ) -> RnsPoly {
         let n = ctx.n();
-        let ql = a.q_limbs;
-        let mut out = RnsPoly::zero(ctx, a.q_limbs, a.p_limbs, true);
-        out.data
-            .par_chunks_mut(n)
-            .zip(a.data.par_chunks(n).zip(b.data.par_chunks(n)))
-            .zip(c.data.par_chunks(n).zip(d.data.par_chunks(n)))
-            .enumerate()
-            .for_each(|(i, ((o, (a, b)), (c, d)))| {
-                let m = &ctx.moduli()[ctx.limb_modulus(ql, i)];
-                for ((o, (&a, &b)), (&c, &d)) in
-                    o.iter_mut().zip(a.iter().zip(b)).zip(c.iter().zip(d))
-                {
-                    *o = m.reduce_u128(a as u128 * b as u128 + c as u128 * d as u128);
-                }
-            });
-        out
+        RnsPoly::build(ctx, a.q_limbs, a.p_limbs, true, |i, m, o| {
+            let r = i * n..(i + 1) * n;
+            pointwise::mul_add_mul_into(
+                m,
+                &a.data[r.clone()],
+                &b.data[r.clone()],
+                &c.data[r.clone()],
+                &d.data[r],
+                o,
+            );
+        })
     }
 
     /// `self += other`.
     pub(crate) fn add_assign(&mut self, ctx: &Context, other: &RnsPoly) {
         self.zip_apply(ctx, other, |m, a, b| {
-            for (x, &y) in a.iter_mut().zip(b) {
-                *x = m.add(*x, y);
-            }
+            pointwise::binary_assign(m, Op::Add, a, b)
         });
     }
 
     /// `self -= other`.
     pub(crate) fn sub_assign(&mut self, ctx: &Context, other: &RnsPoly) {
         self.zip_apply(ctx, other, |m, a, b| {
-            for (x, &y) in a.iter_mut().zip(b) {
-                *x = m.sub(*x, y);
-            }
+            pointwise::binary_assign(m, Op::Sub, a, b)
         });
     }
 
@@ -220,37 +232,40 @@ impl RnsPoly {
     /// `self *= other` pointwise (both in NTT form).
     pub(crate) fn mul_assign(&mut self, ctx: &Context, other: &RnsPoly) {
         self.zip_apply(ctx, other, |m, a, b| {
-            for (x, &y) in a.iter_mut().zip(b) {
-                *x = m.mul(*x, y);
-            }
+            pointwise::binary_assign(m, Op::Mul, a, b)
         });
     }
 
-    /// `self += a * b` pointwise (all in NTT form).
-    pub(crate) fn add_mul_assign(&mut self, ctx: &Context, a: &RnsPoly, b: &RnsPoly) {
+    /// `self += a * b` pointwise, where `a` is over all of `Q * P` (every
+    /// modulus of the context, like a public key) and `self`, `b` have the
+    /// same shape: limb `i` of `self` uses the limb of `a` of the same
+    /// modulus, so no restricted copy of `a` is made (NTT form).
+    pub(crate) fn add_mul_full_assign(&mut self, ctx: &Context, a: &RnsPoly, b: &RnsPoly) {
         let n = ctx.n();
         let ql = self.q_limbs;
         self.data
             .par_chunks_mut(n)
-            .zip(a.data.par_chunks(n).zip(b.data.par_chunks(n)))
+            .zip(b.data.par_chunks(n))
             .enumerate()
-            .for_each(|(i, (o, (x, y)))| {
-                let m = &ctx.moduli()[ctx.limb_modulus(ql, i)];
-                for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                    *o = m.reduce_u128(*o as u128 + x as u128 * y as u128);
-                }
+            .for_each(|(i, (o, y))| {
+                let g = ctx.limb_modulus(ql, i);
+                let x = &a.data[g * n..(g + 1) * n];
+                pointwise::add_mul_assign(&ctx.moduli()[g], o, x, y);
             });
     }
 
     /// Multiplies limb `i` by the constant `consts[i]` (already reduced).
     pub(crate) fn mul_const_assign(&mut self, ctx: &Context, consts: &[u64]) {
-        self.apply(ctx, |i, m, a| {
-            let w = consts[i];
-            let ws = m.shoup(w);
-            for x in a.iter_mut() {
-                *x = m.mul_shoup(*x, w, ws);
-            }
-        });
+        self.apply(ctx, |i, m, a| pointwise::mul_const_assign(m, consts[i], a));
+    }
+
+    /// A new polynomial: limb `i` of `self` times the constant `consts[i]`
+    /// (already reduced).
+    pub(crate) fn mul_const(&self, ctx: &Context, consts: &[u64]) -> RnsPoly {
+        let n = ctx.n();
+        RnsPoly::build(ctx, self.q_limbs, self.p_limbs, self.ntt, |i, m, o| {
+            pointwise::mul_const_into(m, consts[i], &self.data[i * n..(i + 1) * n], o)
+        })
     }
 
     /// Keeps only the first `q_limbs` ciphertext limbs (requires no special limbs).
@@ -260,34 +275,15 @@ impl RnsPoly {
         self.q_limbs = q_limbs;
     }
 
-    /// From a polynomial over all of `Q * P`, the copy over `Q_l * P` with
-    /// `q_limbs = l + 1` (the special limbs are kept).
-    pub(crate) fn restrict_q(&self, ctx: &Context, q_limbs: usize) -> RnsPoly {
-        let n = ctx.n();
-        let mut data = Vec::with_capacity((q_limbs + self.p_limbs) * n);
-        data.extend_from_slice(&self.data[..q_limbs * n]);
-        data.extend_from_slice(&self.data[self.q_limbs * n..]);
-        RnsPoly {
-            data,
-            q_limbs,
-            p_limbs: self.p_limbs,
-            ntt: self.ntt,
-        }
-    }
-
     /// Applies the automorphism `X -> X^g` in NTT form via its index permutation.
     pub(crate) fn automorphism_ntt(&self, ctx: &Context, g: u64) -> RnsPoly {
         let perm = ctx.galois_permutation(g);
         let n = ctx.n();
-        let mut out = RnsPoly::zero(ctx, self.q_limbs, self.p_limbs, true);
-        out.data
-            .par_chunks_mut(n)
-            .zip(self.data.par_chunks(n))
-            .for_each(|(o, a)| {
-                for (x, &p) in o.iter_mut().zip(perm.iter()) {
-                    *x = a[p as usize];
-                }
-            });
-        out
+        RnsPoly::build(ctx, self.q_limbs, self.p_limbs, true, |i, _, o| {
+            let a = &self.data[i * n..(i + 1) * n];
+            for (x, &p) in o.iter_mut().zip(perm.iter()) {
+                x.write(a[p as usize]);
+            }
+        })
     }
 }

@@ -10,7 +10,9 @@
 //!
 //! Key switching never materialises the ModUp decomposition: for each output
 //! limb it extends every digit to that limb (a copy, or a base conversion and
-//! one NTT), multiply-accumulates with the key limbs in u128, and applies
+//! one NTT), multiply-accumulates with the key limbs in 128 bits (the AVX-512
+//! kernel [`super::pointwise::key_mac_prefix`] when available, else u128
+//! scalars), reduces once per coefficient, and applies
 //! ModDown to the finished limb in the same pass. Temporaries come from a
 //! per-thread [`Scratch`] pool, so a key switch allocates nothing once warm.
 //! [`decompose`] + [`key_switch_hoisted_add`] (hoisted rotations; the
@@ -348,6 +350,26 @@ fn mac_limb(
     o0: &mut [u64],
     o1: &mut [u64],
 ) {
+    if let Some(p) = perm {
+        if super::pointwise::simd_available() {
+            // Permute every source once (sequential writes, reads within one
+            // limb) so that the vector kernel reads contiguous words: much
+            // cheaper than an 8-lane gather per term.
+            let n = o0.len();
+            let mut buf = Scratch::take(srcs.len() * n);
+            for (dst, src) in buf.chunks_exact_mut(n).zip(srcs) {
+                for (d, &i) in dst.iter_mut().zip(p) {
+                    *d = src[i as usize];
+                }
+            }
+            let permuted: Vec<&[u64]> = buf.chunks_exact(n).collect();
+            if super::pointwise::key_mac_prefix(m, &permuted, kb, ka, None, o0, o1) == n {
+                return;
+            }
+        }
+    } else if super::pointwise::key_mac_prefix(m, srcs, kb, ka, None, o0, o1) == o0.len() {
+        return;
+    }
     for (blk, (o0, o1)) in o0
         .chunks_exact_mut(BLOCK)
         .zip(o1.chunks_exact_mut(BLOCK))

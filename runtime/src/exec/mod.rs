@@ -180,11 +180,18 @@ pub struct ExecOptions {
     /// account the run report's stages (they do not constrain the order), overriding the
     /// default grouping by computing level.
     pub stages: Option<StageMap>,
-    /// Hand the allocator's free memory back to the operating system whenever a stage ends
+    /// Hand the allocator's free memory back to the operating system when the run starts and
+    /// whenever a stage ends
     /// (glibc keeps freed buffers of every level's size otherwise, so the resident size
     /// would stay at the largest stage's for the rest of the run). A process-wide effect: one
     /// `malloc_trim` call per stage, nothing on other platforms.
     pub release_memory: bool,
+    /// Bytes the live values (ciphertexts, plaintexts, unread inputs) may reach. Near the
+    /// limit the executor admits fewer nodes per wavefront (down to one, in schedule order),
+    /// counting each admitted node's result at its type's size, so a run given the plan's
+    /// estimate stays close to the schedule's own peak instead of the lookahead's. `None`: no
+    /// limit (full parallelism).
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for ExecOptions {
@@ -197,6 +204,7 @@ impl Default for ExecOptions {
             lookahead: 256,
             stages: None,
             release_memory: true,
+            memory_limit: None,
         }
     }
 }
@@ -645,6 +653,20 @@ impl Ctx<'_> {
 }
 
 /// Whether `op` can reuse its first operand's buffers.
+/// Bytes of `v`'s result as its type says (a ciphertext's polynomials at its level; one
+/// polynomial for a plaintext; nothing for outputs, which hand their operand on).
+fn type_bytes(m: &Module, v: ValueId, n: usize) -> u64 {
+    let Some(node) = m.node(v) else { return 0 };
+    if matches!(node.op, Op::Output { .. } | Op::Input { .. }) {
+        return 0;
+    }
+    let polys = match node.ty.kind() {
+        hecc_ir::he::Kind::Cipher => u64::from(node.ty.size()),
+        _ => 1,
+    };
+    polys * (u64::from(node.ty.level().0) + 1) * n as u64 * 8
+}
+
 fn in_place(op: &Op) -> bool {
     matches!(
         op,
@@ -814,6 +836,11 @@ pub fn execute(
         tol: opts.scale_tolerance,
     };
     let total_nodes = m.len();
+    // Whatever the client side left free (encoding and encryption temporaries) goes back
+    // before the first stage.
+    if opts.release_memory {
+        memory::release_free_memory();
+    }
     let progress = Progress::new(opts.progress, total_nodes as u64);
     let mut store: Vec<Option<Value>> = (0..max_id).map(|_| None).collect();
     let mut outputs: Vec<OutputCt> = Vec::new();
@@ -835,6 +862,7 @@ pub fn execute(
     // node the schedule misses runs right after its latest operand.
     let (priority, sched_len) = priorities(m, opts.schedule.as_deref(), max_id);
     let wave_cap = opts.max_wavefront.max(1);
+    let n_coeffs = eval.context().n();
     let lookahead = opts.lookahead.max(wave_cap) as u64;
     // Schedule positions already run (positions that no node holds count as run).
     let mut pos_done = vec![true; sched_len];
@@ -873,15 +901,23 @@ pub fn execute(
         } else {
             u64::MAX
         };
-        // The most urgent ready nodes inside the window, up to the wavefront cap (always at
-        // least one, so a schedule that is not a topological order cannot stall the run).
+        // The most urgent ready nodes inside the window, up to the wavefront cap and the
+        // memory limit (always at least one, so a schedule that is not a topological order
+        // or a tight limit cannot stall the run).
         let mut front: Vec<ValueId> = Vec::with_capacity(wave_cap);
+        let mut projected = live_bytes + input_bytes;
         while front.len() < wave_cap {
             match ready.peek() {
-                Some(Reverse((p, _))) if front.is_empty() || u64::from(p.0) < limit => {
-                    if let Some(Reverse((_, v))) = ready.pop() {
-                        front.push(v);
+                Some(&Reverse((p, v))) if front.is_empty() || u64::from(p.0) < limit => {
+                    let add = type_bytes(m, v, n_coeffs);
+                    if !front.is_empty()
+                        && opts.memory_limit.is_some_and(|cap| projected + add > cap)
+                    {
+                        break;
                     }
+                    projected += add;
+                    ready.pop();
+                    front.push(v);
                 }
                 _ => break,
             }

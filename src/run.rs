@@ -1467,6 +1467,9 @@ pub struct InferReport {
     pub runs: usize,
     /// Images per run: the plan's batch.
     pub batch: usize,
+    /// Images one run could hold at the same cost (N/2 in the batch layout, where every
+    /// image has its own slot of the same ciphertexts; the batch otherwise).
+    pub capacity: usize,
     /// Predictions.
     pub predictions: Vec<usize>,
     /// Decrypted logits.
@@ -1701,6 +1704,11 @@ pub fn infer(
         images: images.count,
         runs: images.count.div_ceil(group),
         batch: group,
+        capacity: if s.plan.report.layout == "batch" {
+            s.ctx.n() / 2
+        } else {
+            group
+        },
         predictions,
         logits,
         correct,
@@ -2018,6 +2026,14 @@ pub fn render_infer(r: &InferReport) -> String {
         );
     }
     let [c, k, e, x, d] = r.phase_seconds;
+    if r.runs == 1 && r.capacity > r.images {
+        let _ = writeln!(
+            out,
+            "the run costs the same for up to {} images (one slot each): {:.3} ms per image at that batch",
+            r.capacity,
+            x / r.capacity as f64 * 1e3
+        );
+    }
     let _ = writeln!(
         out,
         "time: compile {c:.2} s, keygen {k:.2} s, encrypt {e:.2} s, run {x:.2} s, decrypt {d:.2} s; \

@@ -55,8 +55,8 @@ fn cryptonets_encrypted_matches_plaintext_on_mnist() {
 }
 
 #[test]
-#[ignore = "slow (about 4 minutes on 2 cores): cargo test --release --test e2e_models -- --ignored"]
 fn lenet5_encrypted_matches_plaintext_on_mnist() {
+    // About 20 s on 2 cores (N=2^12, depth 9, 41,676 nodes).
     let (images, labels) = mnist();
     check("lenet5.yaml", &images, Some(&labels), 8, insecure());
 }

@@ -230,9 +230,9 @@ enum Cli {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
-        /// Limit the bytes of live ciphertexts during the run: `plan` (the plan's own
-        /// estimate) or a size such as `6GiB`; near it fewer operations run at once. Default:
-        /// no limit (full parallelism).
+        /// Limit the bytes of live values during the run (ciphertexts, plaintexts, inputs not
+        /// yet read): `plan` (the plan's own estimate) or a size such as `6GiB`; near it fewer
+        /// operations run at once. Default: no limit (full parallelism).
         #[arg(long)]
         memory_limit: Option<hecc::run::MemoryLimit>,
     },
@@ -278,9 +278,9 @@ enum Cli {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
-        /// Limit the bytes of live ciphertexts during the run: `plan` (the plan's own
-        /// estimate) or a size such as `6GiB`; near it fewer operations run at once. Default:
-        /// no limit (full parallelism).
+        /// Limit the bytes of live values during the run (ciphertexts, plaintexts, inputs not
+        /// yet read): `plan` (the plan's own estimate) or a size such as `6GiB`; near it fewer
+        /// operations run at once. Default: no limit (full parallelism).
         #[arg(long)]
         memory_limit: Option<hecc::run::MemoryLimit>,
     },

@@ -1171,18 +1171,20 @@ pub enum MemoryLimit {
 impl std::str::FromStr for MemoryLimit {
     type Err = String;
 
-    /// `plan`, or a size: bytes, or a number with `K`, `M`, `G` (powers of 1024, with an
-    /// optional `iB`/`B`), e.g. `6GiB`, `512M`, `1.5G`.
+    /// `plan`, or a size: bytes, or a number with `K`, `M`, `G`, `T` (powers of 1024, with an
+    /// optional `iB`/`B`), e.g. `6GiB`, `512M`, `1.5G`; at least one byte.
     fn from_str(text: &str) -> Result<Self, String> {
         let t = text.trim();
         if t.eq_ignore_ascii_case("plan") {
             return Ok(MemoryLimit::Plan);
         }
         let lower = t.to_ascii_lowercase();
-        let body = lower
-            .strip_suffix("ib")
-            .or_else(|| lower.strip_suffix('b'))
-            .unwrap_or(&lower);
+        let body = match lower.strip_suffix("ib") {
+            // `iB` only after a unit letter (`GiB`), not after the number (`6iB`).
+            Some(b) if b.ends_with(['k', 'm', 'g', 't']) => b,
+            Some(_) => lower.as_str(),
+            None => lower.strip_suffix('b').unwrap_or(&lower),
+        };
         let (num, mult) = match body.chars().last() {
             Some('k') => (&body[..body.len() - 1], 1u64 << 10),
             Some('m') => (&body[..body.len() - 1], 1 << 20),
@@ -1193,19 +1195,32 @@ impl std::str::FromStr for MemoryLimit {
         let bad =
             || format!("`{text}` is not a memory size: use `plan`, bytes, or e.g. 6GiB, 512M");
         let v: f64 = num.trim().parse().map_err(|_| bad())?;
-        if !(v.is_finite() && v > 0.0) {
+        let bytes = v * mult as f64;
+        if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
             return Err(bad());
         }
-        Ok(MemoryLimit::Bytes((v * mult as f64) as u64))
+        Ok(MemoryLimit::Bytes(bytes as u64))
     }
 }
 
 impl MemoryLimit {
-    /// The limit in bytes for session `s` (`None` when the plan has no memory estimate).
-    pub fn bytes(self, s: &Session) -> Option<u64> {
+    /// The limit in bytes for session `s`; an error when the limit is the plan's estimate and
+    /// the plan has none.
+    pub fn bytes(self, s: &Session) -> Result<u64> {
         match self {
-            MemoryLimit::Plan => s.plan.report.schedule.as_ref().map(|x| x.peak.bytes),
-            MemoryLimit::Bytes(b) => Some(b),
+            MemoryLimit::Plan => s
+                .plan
+                .report
+                .schedule
+                .as_ref()
+                .map(|x| x.peak.bytes)
+                .ok_or_else(|| {
+                    miette!(
+                        help = "give the limit as a size instead, e.g. --memory-limit 6GiB",
+                        "--memory-limit plan: this plan has no memory estimate"
+                    )
+                }),
+            MemoryLimit::Bytes(b) => Ok(b),
         }
     }
 }
@@ -1230,7 +1245,8 @@ pub fn run_inputs(
         },
         stages: Some(s.stages()),
         schedule: s.schedule(),
-        memory_limit: opts.memory_limit.and_then(|l| l.bytes(s)),
+        memory_limit: opts.memory_limit.map(|l| l.bytes(s)).transpose()?,
+        release_memory: true,
         ..Default::default()
     };
     let res = execute(&s.module, &eval, &encoder, keys.as_exec(), map, &eo)?;
@@ -1637,7 +1653,8 @@ pub fn infer(
             },
             stages: Some(stages.clone()),
             schedule: s.schedule(),
-            memory_limit: opts.memory_limit.and_then(|l| l.bytes(&s)),
+            memory_limit: opts.memory_limit.map(|l| l.bytes(&s)).transpose()?,
+            release_memory: true,
             ..Default::default()
         };
         let res = execute(&module, &eval, &encoder, keys.eval.as_exec(), map, &eo)?;
@@ -2029,7 +2046,7 @@ pub fn render_infer(r: &InferReport) -> String {
     if r.runs == 1 && r.capacity > r.images {
         let _ = writeln!(
             out,
-            "the run costs the same for up to {} images (one slot each): {:.3} ms per image at that batch",
+            "compiled with --batch {0}, the same run would hold {0} images (one slot each): {1:.3} ms per image",
             r.capacity,
             x / r.capacity as f64 * 1e3
         );
@@ -2127,7 +2144,8 @@ mod tests {
         assert_eq!(p("512M"), Ok(Bytes(512 << 20)));
         assert_eq!(p("1.5g"), Ok(Bytes(3 << 29)));
         assert_eq!(p("64kb"), Ok(Bytes(64 << 10)));
-        for bad in ["", "-1G", "0", "lots", "6XB", "nan"] {
+        assert_eq!(p("2T"), Ok(Bytes(2 << 40)));
+        for bad in ["", "-1G", "0", "0.5", "6iB", "lots", "6XB", "nan", "1e30G"] {
             let e = p(bad).expect_err(bad);
             assert!(e.contains("not a memory size"), "{bad}: {e}");
         }

@@ -81,17 +81,22 @@ fn sequential_peak(m: &Module, order: &[ValueId]) -> usize {
 
 /// Most bytes alive at once when `order` runs one node at a time, counting a node's result
 /// together with its operands (they are freed only after it ran), except that a rescale of a
-/// value at its last use replaces it (the executor rescales in place), and the input from the
-/// start.
+/// value at its last use replaces it (the executor rescales in place; the circuit's other ops
+/// are mac and add, which allocate), and the input from the start (the client sends it
+/// before the run).
 fn sequential_peak_bytes(m: &Module, order: &[ValueId]) -> u64 {
     let bytes = |v: ValueId| {
         let t = m.ty(v).unwrap();
         (t.size() as u64) * (u64::from(t.level().0) + 1) * 4096 * 8
     };
     let mut remaining: HashMap<ValueId, usize> = m.ids().map(|v| (v, m.users(v).len())).collect();
-    let mut live = 0u64;
-    let mut peak = 0u64;
+    let is_input = |v: ValueId| matches!(m.node(v).map(|n| &n.op), Some(Op::Input { .. }));
+    let mut live: u64 = m.ids().filter(|&v| is_input(v)).map(bytes).sum();
+    let mut peak = live;
     for &v in order {
+        if is_input(v) {
+            continue;
+        }
         let in_place = matches!(m.node(v).map(|n| &n.op), Some(Op::Rescale))
             && m.operands(v).first().is_some_and(|o| remaining[o] == 1);
         let freed = if in_place { bytes(m.operands(v)[0]) } else { 0 };

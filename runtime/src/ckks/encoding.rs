@@ -262,17 +262,23 @@ impl Encoder {
             // Every coefficient fits an i64: round once, then reduce each
             // limb (two's-complement words, vector kernel).
             let ints: Vec<u64> = scaled().map(|c| round_i64(c) as u64).collect();
-            RnsPoly::build(ctx, level + 1, 0, false, |_, m, limb| {
-                pointwise::reduce_signed_into(m, &ints, limb)
-            })
+            // SAFETY: `reduce_signed_into` writes every word of `limb`.
+            unsafe {
+                RnsPoly::build(ctx, level + 1, 0, false, |_, m, limb| {
+                    pointwise::reduce_signed_into(m, &ints, limb)
+                })
+            }
         } else {
             let coeffs: Vec<f64> = scaled().map(f64::round).collect();
             debug_assert_eq!(coeffs.len(), n);
-            RnsPoly::build(ctx, level + 1, 0, false, |_, m, limb| {
-                for (o, &c) in limb.iter_mut().zip(&coeffs) {
-                    o.write(m.reduce_f64(c));
-                }
-            })
+            // SAFETY: every word `j` of each limb is written (or the index panics).
+            unsafe {
+                RnsPoly::build(ctx, level + 1, 0, false, |_, m, limb| {
+                    for (j, o) in limb.iter_mut().enumerate() {
+                        o.write(m.reduce_f64(coeffs[j]));
+                    }
+                })
+            }
         };
         poly.make_ntt(ctx);
         Ok(Plaintext { poly, scale })

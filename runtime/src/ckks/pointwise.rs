@@ -33,6 +33,13 @@ pub(crate) fn simd_available() -> bool {
     }
 }
 
+/// Whether the vector kernels may run for modulus `m`: the CPU has them (so a caller asking
+/// for them on a CPU without AVX-512 gets the scalar code, not undefined behaviour) and `q` is
+/// not a power of two (the Barrett multiplier `2^(k+63) / q` would need 65 bits).
+fn vector_ok(m: &Modulus) -> bool {
+    simd_available() && !m.value().is_power_of_two()
+}
+
 /// Shift and multiplier of the vector Barrett reduction for `q` (see the
 /// module note): `(k - 1, floor(2^(k+63) / q))` with `k` the bit size of `q`.
 fn barrett_shift(q: u64) -> (u32, u64) {
@@ -75,6 +82,7 @@ pub(crate) fn binary_into_with(
     b: &[u64],
     out: &mut [MaybeUninit<u64>],
 ) {
+    let simd = simd && vector_ok(m);
     let len = out.len().min(a.len()).min(b.len());
     zero_rest(out, len);
     let (a, b, out) = (&a[..len], &b[..len], &mut out[..len]);
@@ -104,6 +112,7 @@ pub(crate) fn binary_assign(m: &Modulus, op: Op, a: &mut [u64], b: &[u64]) {
 
 /// [`binary_assign`] with the vector kernels allowed or not.
 pub(crate) fn binary_assign_with(simd: bool, m: &Modulus, op: Op, a: &mut [u64], b: &[u64]) {
+    let simd = simd && vector_ok(m);
     let len = a.len().min(b.len());
     let (a, b) = (&mut a[..len], &b[..len]);
     let mut done = 0;
@@ -140,6 +149,7 @@ pub(crate) fn mul_add_mul_into_with(
     d: &[u64],
     out: &mut [MaybeUninit<u64>],
 ) {
+    let simd = simd && vector_ok(m);
     let len = out
         .len()
         .min(a.len())
@@ -167,6 +177,7 @@ pub(crate) fn add_mul_assign(m: &Modulus, acc: &mut [u64], a: &[u64], b: &[u64])
 
 /// [`add_mul_assign`] with the vector kernels allowed or not.
 pub(crate) fn add_mul_assign_with(simd: bool, m: &Modulus, acc: &mut [u64], a: &[u64], b: &[u64]) {
+    let simd = simd && vector_ok(m);
     let len = acc.len().min(a.len()).min(b.len());
     let (acc, a, b) = (&mut acc[..len], &a[..len], &b[..len]);
     let mut done = 0;
@@ -194,6 +205,7 @@ pub(crate) fn reduce_signed_into_with(
     x: &[u64],
     out: &mut [MaybeUninit<u64>],
 ) {
+    let simd = simd && vector_ok(m);
     let len = out.len().min(x.len());
     zero_rest(out, len);
     let (x, out) = (&x[..len], &mut out[..len]);
@@ -227,6 +239,7 @@ pub(crate) fn mul_const_into_with(
     a: &[u64],
     out: &mut [MaybeUninit<u64>],
 ) {
+    let simd = simd && vector_ok(m);
     let len = out.len().min(a.len());
     zero_rest(out, len);
     let (a, out) = (&a[..len], &mut out[..len]);
@@ -250,6 +263,7 @@ pub(crate) fn mul_const_assign(m: &Modulus, w: u64, a: &mut [u64]) {
 
 /// [`mul_const_assign`] with the vector kernels allowed or not.
 pub(crate) fn mul_const_assign_with(simd: bool, m: &Modulus, w: u64, a: &mut [u64]) {
+    let simd = simd && vector_ok(m);
     let ws = m.shoup(w);
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
@@ -292,6 +306,7 @@ pub(crate) fn crt_f64_prefix_with(
     k0: usize,
     out: &mut [f64],
 ) -> usize {
+    let simd = simd && simd_available();
     let l1 = q.len();
     let ok = (1..=64).contains(&l1)
         && inv.len() >= l1
@@ -344,6 +359,7 @@ pub(crate) fn key_mac_prefix_with(
     o0: &mut [u64],
     o1: &mut [u64],
 ) -> usize {
+    let simd = simd && vector_ok(m);
     let len = o0.len();
     let terms = srcs.len();
     let shapes_ok = o1.len() == len

@@ -40,10 +40,11 @@ impl RnsPoly {
     /// A polynomial of the given shape whose limb `i` is written by
     /// `fill(i, modulus, limb)`, in parallel, without zero-filling first.
     ///
-    /// Contract: `fill` must write every word of the limb it is given (the
-    /// [`pointwise`] `*_into` kernels do); the words are then taken as
-    /// initialised.
-    pub(crate) fn build<F>(
+    /// # Safety
+    /// `fill` must write every word of the limb it is given, or panic (the
+    /// [`pointwise`] `*_into` kernels write every word); the words are then
+    /// taken as initialised. A panic leaves nothing uninitialised visible.
+    pub(crate) unsafe fn build<F>(
         ctx: &Context,
         q_limbs: usize,
         p_limbs: usize,
@@ -61,7 +62,7 @@ impl RnsPoly {
             .enumerate()
             .for_each(|(i, limb)| fill(i, &ctx.moduli()[ctx.limb_modulus(q_limbs, i)], limb));
         // SAFETY: the capacity is at least `len`, and `fill` wrote all `len`
-        // words (its contract), so they are initialised.
+        // words (the caller's obligation), so they are initialised.
         unsafe { data.set_len(len) };
         Self {
             data,
@@ -74,10 +75,13 @@ impl RnsPoly {
     /// `a op b` coefficient-wise into a new polynomial (same shape as `a`).
     pub(crate) fn binary(ctx: &Context, op: Op, a: &RnsPoly, b: &RnsPoly) -> RnsPoly {
         let n = ctx.n();
-        RnsPoly::build(ctx, a.q_limbs, a.p_limbs, a.ntt, |i, m, o| {
-            let r = i * n..(i + 1) * n;
-            pointwise::binary_into(m, op, &a.data[r.clone()], &b.data[r], o);
-        })
+        // SAFETY: the pointwise `*_into` kernels write every word of `o`.
+        unsafe {
+            RnsPoly::build(ctx, a.q_limbs, a.p_limbs, a.ntt, |i, m, o| {
+                let r = i * n..(i + 1) * n;
+                pointwise::binary_into(m, op, &a.data[r.clone()], &b.data[r], o);
+            })
+        }
     }
 
     /// Level (`q_limbs - 1`).
@@ -94,9 +98,12 @@ impl RnsPoly {
     ) -> Self {
         // Two's-complement words, reduced limb by limb without branching on signs.
         let words: Vec<u64> = coeffs.iter().map(|&c| c as u64).collect();
-        Self::build(ctx, q_limbs, p_limbs, false, |_, m, limb| {
-            pointwise::reduce_signed_into(m, &words, limb)
-        })
+        // SAFETY: the pointwise `*_into` kernels write every word of `o`.
+        unsafe {
+            Self::build(ctx, q_limbs, p_limbs, false, |_, m, limb| {
+                pointwise::reduce_signed_into(m, &words, limb)
+            })
+        }
     }
 
     /// Uniform polynomial in NTT form expanded from `seed`. Limb `i` uses the
@@ -193,17 +200,20 @@ impl RnsPoly {
         d: &RnsPoly,
     ) -> RnsPoly {
         let n = ctx.n();
-        RnsPoly::build(ctx, a.q_limbs, a.p_limbs, true, |i, m, o| {
-            let r = i * n..(i + 1) * n;
-            pointwise::mul_add_mul_into(
-                m,
-                &a.data[r.clone()],
-                &b.data[r.clone()],
-                &c.data[r.clone()],
-                &d.data[r],
-                o,
-            );
-        })
+        // SAFETY: the pointwise `*_into` kernels write every word of `o`.
+        unsafe {
+            RnsPoly::build(ctx, a.q_limbs, a.p_limbs, true, |i, m, o| {
+                let r = i * n..(i + 1) * n;
+                pointwise::mul_add_mul_into(
+                    m,
+                    &a.data[r.clone()],
+                    &b.data[r.clone()],
+                    &c.data[r.clone()],
+                    &d.data[r],
+                    o,
+                );
+            })
+        }
     }
 
     /// `self += other`.
@@ -263,9 +273,12 @@ impl RnsPoly {
     /// (already reduced).
     pub(crate) fn mul_const(&self, ctx: &Context, consts: &[u64]) -> RnsPoly {
         let n = ctx.n();
-        RnsPoly::build(ctx, self.q_limbs, self.p_limbs, self.ntt, |i, m, o| {
-            pointwise::mul_const_into(m, consts[i], &self.data[i * n..(i + 1) * n], o)
-        })
+        // SAFETY: the pointwise `*_into` kernels write every word of `o`.
+        unsafe {
+            RnsPoly::build(ctx, self.q_limbs, self.p_limbs, self.ntt, |i, m, o| {
+                pointwise::mul_const_into(m, consts[i], &self.data[i * n..(i + 1) * n], o)
+            })
+        }
     }
 
     /// Keeps only the first `q_limbs` ciphertext limbs (requires no special limbs).
@@ -279,11 +292,14 @@ impl RnsPoly {
     pub(crate) fn automorphism_ntt(&self, ctx: &Context, g: u64) -> RnsPoly {
         let perm = ctx.galois_permutation(g);
         let n = ctx.n();
-        RnsPoly::build(ctx, self.q_limbs, self.p_limbs, true, |i, _, o| {
-            let a = &self.data[i * n..(i + 1) * n];
-            for (x, &p) in o.iter_mut().zip(perm.iter()) {
-                x.write(a[p as usize]);
-            }
-        })
+        // SAFETY: every word `j` of each limb is written (or the index panics).
+        unsafe {
+            RnsPoly::build(ctx, self.q_limbs, self.p_limbs, true, |i, _, o| {
+                let a = &self.data[i * n..(i + 1) * n];
+                for (j, x) in o.iter_mut().enumerate() {
+                    x.write(a[perm[j] as usize]);
+                }
+            })
+        }
     }
 }

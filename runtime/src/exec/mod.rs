@@ -184,7 +184,8 @@ pub struct ExecOptions {
     /// whenever a stage ends
     /// (glibc keeps freed buffers of every level's size otherwise, so the resident size
     /// would stay at the largest stage's for the rest of the run). A process-wide effect: one
-    /// `malloc_trim` call per stage, nothing on other platforms.
+    /// `malloc_trim` call per stage, nothing on other platforms. Off by default; the command
+    /// line (`run`, `infer`) turns it on.
     pub release_memory: bool,
     /// Bytes the live values (ciphertexts, plaintexts, unread inputs) may reach. Near the
     /// limit the executor admits fewer nodes per wavefront (down to one, in schedule order),
@@ -203,7 +204,7 @@ impl Default for ExecOptions {
             max_wavefront: 64,
             lookahead: 256,
             stages: None,
-            release_memory: true,
+            release_memory: false,
             memory_limit: None,
         }
     }
@@ -290,11 +291,10 @@ impl Value {
     /// Heap bytes held by the value's polynomials (allocated capacity, not only the limbs in
     /// use: an in-place rescale keeps its buffer).
     fn bytes(&self) -> u64 {
-        let polys: u64 = match self {
-            Value::Ct(c) => c.polys.iter().map(|p| p.data.capacity() as u64).sum(),
-            Value::Pt(p) => p.poly.data.capacity() as u64,
-        };
-        polys * 8
+        match self {
+            Value::Ct(c) => ct_bytes(c),
+            Value::Pt(p) => p.poly.data.capacity() as u64 * 8,
+        }
     }
 
     /// Returns the unused tail of each buffer to the allocator (in-place rescales and level
@@ -313,6 +313,11 @@ impl Value {
             Value::Pt(_) => None,
         }
     }
+}
+
+/// Heap bytes of a ciphertext's polynomials (allocated capacity).
+fn ct_bytes(c: &Ciphertext) -> u64 {
+    c.polys.iter().map(|p| p.data.capacity() as u64 * 8).sum()
 }
 
 /// A unit of parallel work in a wavefront.
@@ -652,7 +657,6 @@ impl Ctx<'_> {
     }
 }
 
-/// Whether `op` can reuse its first operand's buffers.
 /// Bytes of `v`'s result as its type says (a ciphertext's polynomials at its level; one
 /// polynomial for a plaintext; nothing for outputs, which hand their operand on).
 fn type_bytes(m: &Module, v: ValueId, n: usize) -> u64 {
@@ -667,6 +671,7 @@ fn type_bytes(m: &Module, v: ValueId, n: usize) -> u64 {
     polys * (u64::from(node.ty.level().0) + 1) * n as u64 * 8
 }
 
+/// Whether `op` can reuse its first operand's buffers.
 fn in_place(op: &Op) -> bool {
     matches!(
         op,
@@ -848,15 +853,9 @@ pub fn execute(
     let mut live = 0usize;
     // Bytes of stored values, and of encrypted inputs not yet moved out of the map.
     let mut live_bytes = 0u64;
-    let mut input_bytes: u64 = inputs
-        .values()
-        .map(|c| {
-            c.polys
-                .iter()
-                .map(|p| p.data.capacity() as u64 * 8)
-                .sum::<u64>()
-        })
-        .sum();
+    let mut input_bytes: u64 = inputs.values().map(ct_bytes).sum();
+    // Bytes of the outputs handed out so far (kept until the run returns them).
+    let mut output_bytes = 0u64;
     let mut done_nodes = 0usize;
     // Priority of a node: its position in the requested schedule (id order without one); a
     // node the schedule misses runs right after its latest operand.
@@ -905,7 +904,7 @@ pub fn execute(
         // memory limit (always at least one, so a schedule that is not a topological order
         // or a tight limit cannot stall the run).
         let mut front: Vec<ValueId> = Vec::with_capacity(wave_cap);
-        let mut projected = live_bytes + input_bytes;
+        let mut projected = live_bytes + input_bytes + output_bytes;
         while front.len() < wave_cap {
             match ready.peek() {
                 Some(&Reverse((p, v))) if front.is_empty() || u64::from(p.0) < limit => {
@@ -927,7 +926,8 @@ pub fn execute(
         }
         // A dense layer's multiply-accumulates share one operand list and run fused in one
         // pass over it: take every ready one of a group that is in the front, whatever the
-        // window (its operands stay alive until the group's last member has run anyway).
+        // window (its operands stay alive until the group's last member has run anyway), but
+        // within the memory limit (the members already in the front still run fused).
         let dense_key = |v: ValueId| match m.node(v).map(|n| &n.op) {
             Some(Op::Mac(a)) if a.coeffs.len() >= 16 => {
                 Some((m.operands(v), a.log_scale.0.to_bits()))
@@ -938,9 +938,14 @@ pub fn execute(
             front.iter().filter_map(|&v| dense_key(v)).collect();
         if !groups.is_empty() {
             let mut kept = Vec::with_capacity(ready.len());
-            for entry in ready.drain() {
+            let mut entries: Vec<_> = ready.drain().collect();
+            entries.sort();
+            for entry in entries {
                 let Reverse((_, v)) = entry;
-                if dense_key(v).is_some_and(|k| groups.contains(&k)) {
+                let add = type_bytes(m, v, n_coeffs);
+                let fits = opts.memory_limit.is_none_or(|cap| projected + add <= cap);
+                if fits && dense_key(v).is_some_and(|k| groups.contains(&k)) {
+                    projected += add;
                     front.push(v);
                 } else {
                     kept.push(entry);
@@ -1080,18 +1085,19 @@ pub fn execute(
         for r in results {
             finished.extend(r?);
         }
-        finished.iter_mut().for_each(|(_, val)| val.compact());
-        // Inputs read in this wavefront left the map; the results and every operand are
-        // alive together at this point, the wavefront's peak.
+        // Inputs read in this wavefront left the map (counted at the size they arrived with);
+        // the results and every operand are alive together at this point, the wavefront's
+        // peak.
         for (v, val) in &finished {
             if matches!(m.node(*v).map(|n| &n.op), Some(Op::Input { .. })) {
                 input_bytes = input_bytes.saturating_sub(val.bytes());
             }
         }
+        finished.iter_mut().for_each(|(_, val)| val.compact());
         let wave_bytes: u64 = finished.iter().map(|(_, val)| val.bytes()).sum();
         report.peak_live_bytes = report
             .peak_live_bytes
-            .max(live_bytes + input_bytes + wave_bytes);
+            .max(live_bytes + input_bytes + output_bytes + wave_bytes);
         // Release operands whose last user ran, then publish the results.
         for (v, _) in &finished {
             for o in m.operands(*v) {
@@ -1128,10 +1134,12 @@ pub fn execute(
                 (Some(HeNodeRef::Output(name, index)), Value::Ct(ct))
                     if remaining[v.0 as usize] == 0 =>
                 {
+                    output_bytes += ct_bytes(&ct);
                     outputs.push(OutputCt { name, index, ct });
                 }
                 (out, val) => {
                     if let (Some(HeNodeRef::Output(name, index)), Value::Ct(ct)) = (out, &val) {
+                        output_bytes += val.bytes();
                         outputs.push(OutputCt {
                             name,
                             index,

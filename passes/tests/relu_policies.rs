@@ -60,6 +60,7 @@ fn model() -> (Graph, Vec<f64>, Vec<f64>) {
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)] // `b` indexes every input element's slots
 fn every_relu_policy_computes_its_approximation() {
     let (g, w1b1, w2) = model();
     let batch = 8;

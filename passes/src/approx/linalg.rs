@@ -6,6 +6,7 @@ use super::ApproxError;
 
 /// Solves `a * x = b` for square `a` (row-major, `n x n`). Returns an error when the
 /// matrix is numerically singular.
+#[allow(clippy::needless_range_loop)] // row operations index two rows of `a` at once
 pub fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Result<Vec<f64>, ApproxError> {
     let n = b.len();
     if a.len() != n || a.iter().any(|r| r.len() != n) {
@@ -54,6 +55,7 @@ pub fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Result<Vec<f64>, ApproxEr
 
 /// Least-squares solution of the overdetermined system `a * x ~ b` (`m x n`, `m >= n`),
 /// by Householder QR (stable where the normal equations are not).
+#[allow(clippy::needless_range_loop)] // Householder steps index two columns of `a` at once
 pub fn least_squares(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Result<Vec<f64>, ApproxError> {
     let m = a.len();
     let n = a.first().map_or(0, Vec::len);

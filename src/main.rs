@@ -235,6 +235,10 @@ enum Cli {
         /// operations run at once. Default: no limit (full parallelism).
         #[arg(long)]
         memory_limit: Option<hecc::run::MemoryLimit>,
+        /// Run even when the plan's memory estimate exceeds the memory this machine has
+        /// available (by default such a run is refused before it starts).
+        #[arg(long)]
+        no_memory_check: bool,
     },
     /// Decrypt a run's outputs: writes the logits (.npy, images x classes) and prints the
     /// predicted classes.
@@ -283,6 +287,10 @@ enum Cli {
         /// operations run at once. Default: no limit (full parallelism).
         #[arg(long)]
         memory_limit: Option<hecc::run::MemoryLimit>,
+        /// Run even when the plan's memory estimate exceeds the memory this machine has
+        /// available (by default such a run is refused before it starts).
+        #[arg(long)]
+        no_memory_check: bool,
     },
     /// The ReLU-approximation survey on real data: evaluate a model trained with ReLU on a
     /// whole test set with its activations replaced, at inference only, by each method (ranges
@@ -656,8 +664,12 @@ fn client(cmd: Cli) -> ExitCode {
                 output,
                 quiet,
                 memory_limit,
+                no_memory_check,
             } => {
                 let s = r::Session::open(&plan)?;
+                if !no_memory_check {
+                    r::check_memory(&s, r::available_memory(), "run")?;
+                }
                 let keys = r::read_eval_keys(&s, &eval_keys)?;
                 let inputs = r::read_inputs(&s, &ciphertexts)?;
                 let images = inputs.meta.images;
@@ -709,6 +721,7 @@ fn client(cmd: Cli) -> ExitCode {
                 ranges,
                 quiet,
                 memory_limit,
+                no_memory_check,
             } => {
                 let mut opts = r::InferOptions {
                     compile: hecc::compile::CompileOptions {
@@ -720,6 +733,7 @@ fn client(cmd: Cli) -> ExitCode {
                     verify,
                     quiet,
                     memory_limit,
+                    no_memory_check,
                 };
                 ranges.apply(&model, &mut opts.compile)?;
                 let rep = r::infer(&model, &input, labels.as_deref(), &opts)?;

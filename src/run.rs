@@ -1158,6 +1158,39 @@ pub struct RunOptions {
     pub memory_limit: Option<MemoryLimit>,
 }
 
+/// Bytes of memory the system can still give this process (`MemAvailable` in
+/// `/proc/meminfo`), when the platform says.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses a run whose plan alone needs more memory than is `available`: its estimate (live
+/// values in the schedule plus the evaluation keys) is a lower bound on what the run holds,
+/// so such a run would be killed part way instead of finishing. `what` names the step.
+pub fn check_memory(s: &Session, available: Option<u64>, what: &str) -> Result<()> {
+    let (Some(need), Some(have)) = (
+        s.plan.report.schedule.as_ref().map(|x| x.total_bytes),
+        available,
+    ) else {
+        return Ok(());
+    };
+    if need <= have {
+        return Ok(());
+    }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    Err(miette!(
+        help = "run it on a machine with more memory, compile for fewer images per run (--batch) or \
+                another layout, or pass --no-memory-check to try anyway",
+        "{what}: the plan needs at least {:.1} GiB (live ciphertexts in its schedule plus keys) and \
+         this machine has {:.1} GiB available",
+        gib(need),
+        gib(have)
+    ))
+}
+
 /// A limit on the bytes of live values (ciphertexts, plaintexts, unread inputs) while a plan
 /// runs: near it the executor runs fewer nodes at once, down to one in schedule order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1422,6 +1455,8 @@ pub struct InferOptions {
     pub quiet: bool,
     /// Limit on the bytes of live values during each run (see [`MemoryLimit`]).
     pub memory_limit: Option<MemoryLimit>,
+    /// Run even when the plan's estimate exceeds the available memory ([`check_memory`]).
+    pub no_memory_check: bool,
 }
 
 /// Per-stage comparison with the plaintext reference.
@@ -1581,6 +1616,9 @@ pub fn infer(
     }
     let compiled = compile_graph(&g, &copts)?;
     let s = Session::new(compiled.plan)?;
+    if !opts.no_memory_check {
+        check_memory(&s, available_memory(), "infer")?;
+    }
     let images = all.take(want);
     let group = (s.plan.batch as usize).max(1);
     let t_compile = t.elapsed().as_secs_f64();
@@ -2145,6 +2183,7 @@ mod tests {
         assert_eq!(p("1.5g"), Ok(Bytes(3 << 29)));
         assert_eq!(p("64kb"), Ok(Bytes(64 << 10)));
         assert_eq!(p("2T"), Ok(Bytes(2 << 40)));
+        assert_eq!(p("1e3"), Ok(Bytes(1000)));
         for bad in ["", "-1G", "0", "0.5", "6iB", "lots", "6XB", "nan", "1e30G"] {
             let e = p(bad).expect_err(bad);
             assert!(e.contains("not a memory size"), "{bad}: {e}");

@@ -145,6 +145,7 @@ fn minimax_relu_runs_encrypted_and_out_of_range_inputs_are_reported() {
         verify: true,
         quiet: true,
         memory_limit: None,
+        no_memory_check: false,
     };
     let path = root().join("models/survey_relu.yaml");
     let rep = infer(&path, &images(), Some(&labels()), &opts).unwrap();

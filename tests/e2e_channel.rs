@@ -42,6 +42,7 @@ fn check_infer(model: &str, images: &Path, labels: &Path, batch: usize, runs: us
         verify: true,
         quiet: true,
         memory_limit: None,
+        no_memory_check: false,
     };
     let rep = infer(
         &root().join("models").join(model),

@@ -356,3 +356,22 @@ fn cli_encrypts_runs_and_decrypts_a_file_in_groups() {
     assert_eq!(predicted, argmax_rows(&want, 10));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_plan_larger_than_the_available_memory_is_refused_up_front() {
+    let f = fixture("memcheck");
+    let s = Session::open(&f.plan).unwrap();
+    let need = s.plan.report.schedule.as_ref().unwrap().total_bytes;
+    assert!(
+        check_memory(&s, Some(need), "run").is_ok(),
+        "exactly enough"
+    );
+    assert!(check_memory(&s, None, "run").is_ok(), "unknown: no check");
+    let e = check_memory(&s, Some(need - 1), "run").expect_err("one byte short");
+    let text = format!("{e}");
+    assert!(
+        text.starts_with("run: the plan needs at least") && text.contains("GiB available"),
+        "unexpected error: {text}"
+    );
+    let _ = std::fs::remove_dir_all(&f.dir);
+}

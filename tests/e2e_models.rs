@@ -38,6 +38,7 @@ fn check(model: &str, images: &Path, labels: Option<&Path>, batch: usize, compil
         verify: true,
         quiet: true,
         memory_limit: None,
+        no_memory_check: false,
     };
     let rep = infer(&root().join("models").join(model), images, labels, &opts)
         .unwrap_or_else(|e| panic!("{model}: {e:?}"));

@@ -43,6 +43,7 @@ fn squeezenet_channel_infer_matches_plaintext() {
         verify: true,
         quiet: true,
         memory_limit: None,
+        no_memory_check: false,
     };
     let model = root().join("models/squeezenet.yaml");
     let rep = infer(&model, &images, Some(&labels), &opts)

@@ -370,39 +370,54 @@ pub(crate) fn scalar_limbs(ctx: &Context, c: f64, scale: f64, q_limbs: usize) ->
 /// `O(l^2)` Shoup multiplications per coefficient and no multi-word arithmetic. Groups of 8
 /// coefficients go through the AVX-512 kernel [`pointwise::crt_f64_prefix`] when available
 /// (bit-identical results).
+/// Coefficient `k` of the `moduli.len()`-limb RNS polynomial `data` (limb-major, `n` words
+/// per limb) as a float, by Garner's algorithm with balanced mixed-radix digits: digit `i` is
+/// the centred residue of `(x - sum_{j<i} d_j * prod_{t<j} q_t) / prod_{t<i} q_t` mod `q_i`
+/// (`inv[i][j]` = `q_j^-1 mod q_i` with its Shoup quotient), and the value is
+/// `d_0 + q_0 (d_1 + q_1 (d_2 + ...))` evaluated in floating point from the last digit. The
+/// scalar reference of the vector kernel `pointwise::crt_f64_prefix` (bit-identical).
+/// `digits` is scratch space of at least `moduli.len()` entries.
+pub(crate) fn garner_coefficient(
+    moduli: &[crate::ckks::zq::Modulus],
+    inv: &[Vec<(u64, u64)>],
+    data: &[u64],
+    n: usize,
+    k: usize,
+    digits: &mut [i64],
+) -> f64 {
+    let l1 = moduli.len();
+    for (i, mi) in moduli.iter().enumerate() {
+        let mut t = data[i * n + k];
+        for (j, &(w, ws)) in inv[i].iter().enumerate() {
+            t = mi.mul_shoup(mi.sub(t, mi.reduce_i64(digits[j])), w, ws);
+        }
+        let q = mi.value();
+        digits[i] = if t > q / 2 {
+            t as i64 - q as i64
+        } else {
+            t as i64
+        };
+    }
+    let mut acc = digits[l1 - 1] as f64;
+    for i in (0..l1 - 1).rev() {
+        acc = digits[i] as f64 + moduli[i].value() as f64 * acc;
+    }
+    acc
+}
+
 pub(crate) fn crt_reconstruct_f64(ctx: &Context, poly: &RnsPoly) -> Vec<f64> {
     let n = ctx.n();
     let l = poly.level();
     let moduli = &ctx.moduli()[..=l];
     let inv = &ctx.levels[l].crt.inv;
-    let q_f: Vec<f64> = moduli.iter().map(|m| m.value() as f64).collect();
     let qs: Vec<u64> = moduli.iter().map(|m| m.value()).collect();
-    let centre = |t: u64, q: u64| -> i64 {
-        if t > q / 2 {
-            t as i64 - q as i64
-        } else {
-            t as i64
-        }
-    };
     let mut out = vec![0f64; n];
     out.par_chunks_mut(256).enumerate().for_each_init(
         || vec![0i64; l + 1],
         |digits, (blk, chunk)| {
             let done = pointwise::crt_f64_prefix(&qs, inv, &poly.data, n, blk * 256, chunk);
             for (kk, o) in chunk.iter_mut().enumerate().skip(done) {
-                let k = blk * 256 + kk;
-                for (i, mi) in moduli.iter().enumerate() {
-                    let mut t = poly.data[i * n + k];
-                    for (j, &(w, ws)) in inv[i].iter().enumerate() {
-                        t = mi.mul_shoup(mi.sub(t, mi.reduce_i64(digits[j])), w, ws);
-                    }
-                    digits[i] = centre(t, mi.value());
-                }
-                let mut acc = digits[l] as f64;
-                for i in (0..l).rev() {
-                    acc = digits[i] as f64 + q_f[i] * acc;
-                }
-                *o = acc;
+                *o = garner_coefficient(moduli, inv, &poly.data, n, blk * 256 + kk, digits);
             }
         },
     );

@@ -146,11 +146,20 @@ impl NttTable {
         self.simd
     }
 
+    /// Whether the vector kernels use the 52-bit IFMA multiplier (a prime below 2^50 on a CPU
+    /// with AVX-512 IFMA).
+    pub fn uses_ifma(&self) -> bool {
+        self.ifma
+    }
+
     /// A copy of this table that always runs the portable scalar kernels.
     pub fn scalar_only(&self) -> Self {
         Self {
             simd: false,
             ifma: false,
+            psi_rev_shoup52: Vec::new(),
+            ipsi_rev_shoup52: Vec::new(),
+            n_inv_shoup52: 0,
             ..self.clone()
         }
     }
@@ -923,7 +932,14 @@ mod tests {
                 let m = Modulus::new(q).unwrap();
                 let t = NttTable::new(&m, log_n).unwrap();
                 let s = t.scalar_only();
-                assert!(!s.uses_simd());
+                assert!(!s.uses_simd() && !s.uses_ifma());
+                // The 52-bit kernels are the ones compared for primes below 2^50 wherever the CPU
+                // has them (so their test cannot pass by not running them).
+                assert_eq!(
+                    t.uses_ifma(),
+                    t.uses_simd() && q < (1 << 50) && x86::ifma_available(),
+                    "log_n {log_n} bits {bits}"
+                );
                 let n = 1usize << log_n;
                 let inputs: Vec<Vec<u64>> = vec![
                     (0..n).map(|_| rng.gen_range(0..q)).collect(),

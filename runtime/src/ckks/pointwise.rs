@@ -926,27 +926,11 @@ mod tests {
                     data[i * n + k] = ms[i].reduce_i64(k as i64 - 4);
                 }
             }
-            // scalar balanced-digit Garner, as in encoding::crt_reconstruct_f64
+            // the scalar balanced-digit Garner that decoding uses
             let scalar: Vec<f64> = (0..n)
                 .map(|k| {
                     let mut d = vec![0i64; l1];
-                    for i in 0..l1 {
-                        let mi = &ms[i];
-                        let mut t = data[i * n + k];
-                        for (j, &(w, ws)) in inv[i].iter().enumerate() {
-                            t = mi.mul_shoup(mi.sub(t, mi.reduce_i64(d[j])), w, ws);
-                        }
-                        d[i] = if t > q[i] / 2 {
-                            t as i64 - q[i] as i64
-                        } else {
-                            t as i64
-                        };
-                    }
-                    let mut acc = d[l1 - 1] as f64;
-                    for i in (0..l1 - 1).rev() {
-                        acc = d[i] as f64 + q[i] as f64 * acc;
-                    }
-                    acc
+                    crate::ckks::encoding::garner_coefficient(&ms[..l1], &inv, &data, n, k, &mut d)
                 })
                 .collect();
             assert_eq!(&scalar[..8], &[-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]);

@@ -1158,14 +1158,7 @@ pub struct RunOptions {
     pub memory_limit: Option<MemoryLimit>,
 }
 
-/// Bytes of memory the system can still give this process (`MemAvailable` in
-/// `/proc/meminfo`), when the platform says.
-pub fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
+pub use hecc_runtime::exec::available_memory;
 
 /// Refuses a run whose plan alone needs more memory than is `available`: its estimate (live
 /// values in the schedule plus the evaluation keys) is a lower bound on what the run holds,
@@ -1258,6 +1251,37 @@ impl MemoryLimit {
     }
 }
 
+impl Session {
+    /// Executor options for this plan: its schedule and stages, the progress mode and memory
+    /// limit of `opts`, free memory handed back between stages.
+    fn exec_options(&self, stages: StageMap, opts: &RunOptions) -> Result<ExecOptions> {
+        Ok(ExecOptions {
+            progress: if opts.quiet {
+                hecc_runtime::exec::ProgressMode::Quiet
+            } else {
+                hecc_runtime::exec::ProgressMode::Auto
+            },
+            stages: Some(stages),
+            schedule: self.schedule(),
+            memory_limit: opts.memory_limit.map(|l| l.bytes(self)).transpose()?,
+            release_memory: true,
+            ..Default::default()
+        })
+    }
+
+    /// The slot layout of output `name[index]`, which decryption needs.
+    fn output_slots(&self, name: &str, index: u32) -> Result<Layout> {
+        self.module
+            .output_layout(name, index)
+            .cloned()
+            .ok_or_else(|| {
+                miette!(
+                    "output {name}[{index}] has no slot layout in the plan; it cannot be decrypted"
+                )
+            })
+    }
+}
+
 /// The server step: runs the plan on encrypted inputs with evaluation keys only.
 pub fn run_inputs(
     s: &Session,
@@ -1270,33 +1294,12 @@ pub fn run_inputs(
         inputs.meta.elements.into_iter().zip(inputs.cts).collect();
     let eval = Evaluator::new(&s.ctx);
     let encoder = Encoder::new(&s.ctx);
-    let eo = ExecOptions {
-        progress: if opts.quiet {
-            hecc_runtime::exec::ProgressMode::Quiet
-        } else {
-            hecc_runtime::exec::ProgressMode::Auto
-        },
-        stages: Some(s.stages()),
-        schedule: s.schedule(),
-        memory_limit: opts.memory_limit.map(|l| l.bytes(s)).transpose()?,
-        release_memory: true,
-        ..Default::default()
-    };
+    let eo = s.exec_options(s.stages(), opts)?;
     let res = execute(&s.module, &eval, &encoder, keys.as_exec(), map, &eo)?;
     let mut elements = Vec::with_capacity(res.outputs.len());
     let mut cts = Vec::with_capacity(res.outputs.len());
     for o in res.outputs {
-        let layout = s
-            .module
-            .output_layout(&o.name, o.index)
-            .cloned()
-            .ok_or_else(|| {
-                miette!(
-                    "output {}[{}] has no slot layout in the plan; it cannot be decrypted",
-                    o.name,
-                    o.index
-                )
-            })?;
+        let layout = s.output_slots(&o.name, o.index)?;
         elements.push((o.name, o.index, layout));
         cts.push(o.ct);
     }
@@ -1645,13 +1648,22 @@ pub fn infer(
 
     // With --verify, run a copy of the circuit with probe outputs on each stage.
     let stages = s.stages();
+    let probed: Module;
     let (module, probes) = if opts.verify {
         let mut m = s.module.clone();
         let p = add_probes(&mut m, &stages)?;
-        (m, p)
+        probed = m;
+        (&probed, p)
     } else {
-        (s.module.clone(), Vec::new())
+        (&s.module, Vec::new())
     };
+    let eo = s.exec_options(
+        stages.clone(),
+        &RunOptions {
+            quiet: opts.quiet,
+            memory_limit: opts.memory_limit,
+        },
+    )?;
     let eval = Evaluator::new(&s.ctx);
     let encoder = Encoder::new(&s.ctx);
     let dec = Decryptor::new(&s.ctx, &keys.secret);
@@ -1676,26 +1688,9 @@ pub fn infer(
         t_encrypt += t.elapsed().as_secs_f64();
 
         let t = Instant::now();
-        let map: HashMap<(String, u32), Ciphertext> = inputs
-            .meta
-            .elements
-            .iter()
-            .cloned()
-            .zip(inputs.cts)
-            .collect();
-        let eo = ExecOptions {
-            progress: if opts.quiet {
-                hecc_runtime::exec::ProgressMode::Quiet
-            } else {
-                hecc_runtime::exec::ProgressMode::Auto
-            },
-            stages: Some(stages.clone()),
-            schedule: s.schedule(),
-            memory_limit: opts.memory_limit.map(|l| l.bytes(&s)).transpose()?,
-            release_memory: true,
-            ..Default::default()
-        };
-        let res = execute(&module, &eval, &encoder, keys.eval.as_exec(), map, &eo)?;
+        let map: HashMap<(String, u32), Ciphertext> =
+            inputs.meta.elements.into_iter().zip(inputs.cts).collect();
+        let res = execute(module, &eval, &encoder, keys.eval.as_exec(), map, &eo)?;
         t_run += t.elapsed().as_secs_f64();
         report = Some(match report {
             None => res.report,
@@ -1717,15 +1712,7 @@ pub fn infer(
         drop(res.outputs);
         let mut outs = Vec::with_capacity(model_outputs.len());
         for (name, index) in &model_outputs {
-            let layout = s
-                .module
-                .output_layout(name, *index)
-                .cloned()
-                .ok_or_else(|| {
-                    miette!(
-                        "output {name}[{index}] has no slot layout in the plan; it cannot be decrypted"
-                    )
-                })?;
+            let layout = s.output_slots(name, *index)?;
             let slots = decrypted[&(name.clone(), *index)].as_slice();
             outs.push((name.clone(), *index, layout, slots));
         }
@@ -1736,7 +1723,7 @@ pub fn infer(
         t_decrypt += t.elapsed().as_secs_f64();
 
         if opts.verify {
-            let c = check_circuit(&s, &module, &chunk, &probes, &stages, &decrypted)?;
+            let c = check_circuit(&s, module, &chunk, &probes, &stages, &decrypted)?;
             circuit = Some(match circuit {
                 None => c,
                 Some(acc) => acc.merge(c),

@@ -6,15 +6,13 @@
 
 mod common;
 
+use common::{mnist, root};
+
 use hecc::compile::{compile, write_plan, CompileOptions};
 use hecc::run::*;
 use hecc_ir::he::{verify, Layout, VerifyOptions};
 use hecc_passes::params::Security;
-use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::path::Path;
 
 /// Channel layout at N = 2^13 (4096 slots: four 28x28 images at a stride of 1024 slots).
 fn channel_opts() -> CompileOptions {
@@ -24,14 +22,6 @@ fn channel_opts() -> CompileOptions {
         layout: "channel".into(),
         ..Default::default()
     }
-}
-
-fn mnist() -> (PathBuf, PathBuf) {
-    let d = root().join("models/data");
-    (
-        d.join("mnist-t10k-first256-images-idx3-ubyte"),
-        d.join("mnist-t10k-first256-labels-idx1-ubyte"),
-    )
 }
 
 /// `hecc infer` in the channel layout: argmax agreement on every image and a bounded error.

@@ -5,14 +5,12 @@
 
 mod common;
 
+use common::{mnist, root};
+
 use hecc::compile::CompileOptions;
 use hecc::run::{infer, npy_bytes, InferOptions};
 use hecc_passes::params::Security;
-use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::path::Path;
 
 fn insecure() -> CompileOptions {
     CompileOptions {
@@ -21,14 +19,6 @@ fn insecure() -> CompileOptions {
         layout: "batch".into(),
         ..Default::default()
     }
-}
-
-fn mnist() -> (PathBuf, PathBuf) {
-    let d = root().join("models/data");
-    (
-        d.join("mnist-t10k-first256-images-idx3-ubyte"),
-        d.join("mnist-t10k-first256-labels-idx1-ubyte"),
-    )
 }
 
 fn check(model: &str, images: &Path, labels: Option<&Path>, batch: usize, compile: CompileOptions) {

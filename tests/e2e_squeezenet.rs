@@ -10,14 +10,11 @@
 
 mod common;
 
+use common::root;
+
 use hecc::compile::CompileOptions;
 use hecc::run::*;
 use hecc_passes::params::Security;
-use std::path::PathBuf;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Channel layout at small insecure parameters: N = 2^12 holds two 32x32 images (1024 slots
 /// each) side by side.

@@ -1,6 +1,23 @@
-//! Checks shared by the end-to-end tests: an encrypted run against its plaintext references.
+//! Shared by the end-to-end tests: the repository's paths, the bundled MNIST sample, and the
+//! check of an encrypted run against its plaintext references.
 
 use hecc::run::Verification;
+use std::path::PathBuf;
+
+/// The repository root (where `models/` and `tests/fixtures/` are).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The bundled first 256 MNIST test images and their labels (IDX files).
+#[allow(dead_code)] // not every test file uses it
+pub fn mnist() -> (PathBuf, PathBuf) {
+    let d = root().join("models/data");
+    (
+        d.join("mnist-t10k-first256-images-idx3-ubyte"),
+        d.join("mnist-t10k-first256-labels-idx1-ubyte"),
+    )
+}
 
 /// Asserts what every end-to-end run must show: encrypted and plaintext argmax agree on all
 /// `batch` images, and the output error against the circuit's reference semantics and against

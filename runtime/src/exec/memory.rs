@@ -33,6 +33,13 @@ pub fn read_memory_status() -> Option<MemoryStatus> {
     parse_memory_status(&text)
 }
 
+/// Bytes of memory the system can still give this process (`MemAvailable` in
+/// `/proc/meminfo`), when the platform says.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    kib_field(&text, "MemAvailable")
+}
+
 /// Returns the allocator's free memory to the operating system (glibc's `malloc_trim`: free
 /// pages inside the heap too, not only at its top), so the resident size follows the live
 /// values instead of the largest set ever allocated. A no-op on other platforms.
@@ -70,5 +77,7 @@ mod tests {
             })
         );
         assert_eq!(parse_memory_status("VmRSS: 1 kB\n"), None);
+        let meminfo = "MemTotal:       24000000 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(kib_field(meminfo, "MemAvailable"), Some(20_000_000 * 1024));
     }
 }

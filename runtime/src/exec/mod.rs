@@ -31,7 +31,7 @@ mod fused;
 mod memory;
 mod progress;
 
-pub use memory::{read_cpu_seconds, read_memory_status, MemoryStatus};
+pub use memory::{available_memory, read_cpu_seconds, read_memory_status, MemoryStatus};
 pub use progress::{Progress, ProgressMode};
 
 use crate::ckks::{Ciphertext, CkksError, Encoder, Evaluator, GaloisKeys, Plaintext, RelinKey};
@@ -905,10 +905,15 @@ pub fn execute(
         // or a tight limit cannot stall the run).
         let mut front: Vec<ValueId> = Vec::with_capacity(wave_cap);
         let mut projected = live_bytes + input_bytes + output_bytes;
+        // A node's result size matters only under a memory limit.
+        let cost = |v: ValueId| match opts.memory_limit {
+            Some(_) => type_bytes(m, v, n_coeffs),
+            None => 0,
+        };
         while front.len() < wave_cap {
             match ready.peek() {
                 Some(&Reverse((p, v))) if front.is_empty() || u64::from(p.0) < limit => {
-                    let add = type_bytes(m, v, n_coeffs);
+                    let add = cost(v);
                     if !front.is_empty()
                         && opts.memory_limit.is_some_and(|cap| projected + add > cap)
                     {
@@ -938,11 +943,14 @@ pub fn execute(
             front.iter().filter_map(|&v| dense_key(v)).collect();
         if !groups.is_empty() {
             let mut kept = Vec::with_capacity(ready.len());
-            let mut entries: Vec<_> = ready.drain().collect();
-            entries.sort();
+            let mut entries = std::mem::take(&mut ready).into_vec();
+            if opts.memory_limit.is_some() {
+                // Most urgent first, so the limit keeps the members the schedule wants next.
+                entries.sort_by_key(|&Reverse(key)| key);
+            }
             for entry in entries {
                 let Reverse((_, v)) = entry;
-                let add = type_bytes(m, v, n_coeffs);
+                let add = cost(v);
                 let fits = opts.memory_limit.is_none_or(|cap| projected + add <= cap);
                 if fits && dense_key(v).is_some_and(|k| groups.contains(&k)) {
                     projected += add;

@@ -198,39 +198,46 @@ impl KeyGenerator {
     /// Key switching from `s_prime` (NTT over `Q * P`) to the secret key.
     fn key_switch_key(&mut self, s_prime: &RnsPoly) -> KeySwitchKey {
         let ctx = self.ctx.clone();
+        switch_key(&ctx, &mut self.rng, s_prime, &self.sk.s)
+    }
+
+    /// The two keys of sparse-secret encapsulation for bootstrapping: a fresh
+    /// ephemeral secret `s'` with exactly `h` nonzero coefficients is drawn;
+    /// the first key switches from the secret key to `s'` and lives in
+    /// `small` (the ring over `q0 * p0` only, so the sparse secret is only
+    /// ever exposed under that small modulus); the second switches from `s'`
+    /// back to the secret key over all of `Q * P` (its RLWE secret is the
+    /// dense key). `s'` itself is dropped here.
+    pub(crate) fn sparse_encapsulation_keys(
+        &mut self,
+        small: &Context,
+        h: u32,
+    ) -> Result<(KeySwitchKey, KeySwitchKey)> {
+        let ctx = self.ctx.clone();
         let n = ctx.n();
-        let (nq, np) = (ctx.q_count(), ctx.p_count());
-        let alpha = ctx.params().digit_size();
-        let dnum = ctx.params().dnum();
-        let mut kb = Vec::with_capacity(dnum);
-        let mut ka = Vec::with_capacity(dnum);
-        let mut seeds = Vec::with_capacity(dnum);
-        for j in 0..dnum {
-            let seed = fresh_seed(&mut self.rng);
-            let a = RnsPoly::uniform_from_seed(&ctx, &seed, nq, np);
-            let mut b = self.error_poly(nq, np);
-            let mut as_ = a.clone();
-            as_.mul_assign(&ctx, &self.sk.s);
-            b.sub_assign(&ctx, &as_);
-            let (start, end) = (j * alpha, ((j + 1) * alpha).min(nq));
-            for i in start..end {
-                let m = &ctx.moduli()[i];
-                let pm = ctx.p_mod_q[i];
-                let pms = m.shoup(pm);
-                let sp = &s_prime.data[i * n..(i + 1) * n];
-                for (x, &v) in b.data[i * n..(i + 1) * n].iter_mut().zip(sp) {
-                    *x = m.add(*x, m.mul_shoup(v, pm, pms));
-                }
-            }
-            kb.push(b);
-            ka.push(a);
-            seeds.push(seed);
+        if small.n() != n
+            || small.q_count() != 1
+            || small.p_count() != 1
+            || small.moduli()[0].value() != ctx.moduli()[0].value()
+            || small.moduli()[1].value() != ctx.moduli()[ctx.q_count()].value()
+        {
+            return Err(CkksError::InvalidInput(
+                "the encapsulation ring must be q0 * p0 of the main parameters".into(),
+            ));
         }
-        KeySwitchKey {
-            b: kb,
-            a: ka,
-            seeds,
-        }
+        let coeffs = sample_ternary(&mut self.rng, n, SecretDistribution::FixedHammingWeight(h));
+        let mut sparse_big = RnsPoly::from_signed(&ctx, &coeffs, ctx.q_count(), ctx.p_count());
+        sparse_big.make_ntt(&ctx);
+        let mut sparse_small = RnsPoly::from_signed(small, &coeffs, 1, 1);
+        sparse_small.make_ntt(small);
+        // The dense key's limbs of q0 and p0 (same primes, same NTT tables).
+        let p0 = ctx.q_count();
+        let mut dense_small = RnsPoly::zero(small, 1, 1, true);
+        dense_small.data[..n].copy_from_slice(&self.sk.s.data[..n]);
+        dense_small.data[n..].copy_from_slice(&self.sk.s.data[p0 * n..(p0 + 1) * n]);
+        let to_sparse = switch_key(small, &mut self.rng, &dense_small, &sparse_small);
+        let from_sparse = self.key_switch_key(&sparse_big);
+        Ok((to_sparse, from_sparse))
     }
 
     /// The relinearization key (switches `s^2` to `s`).
@@ -261,6 +268,51 @@ impl KeyGenerator {
             keys.insert(g, self.key_switch_key(&sg));
         }
         GaloisKeys { keys }
+    }
+}
+
+/// A key switching `s_from` to `s_to` (both NTT over all of `ctx`'s `Q * P`):
+/// `b_j = -a_j*s_to + e_j + P * [s_from on the primes of digit j]`.
+pub(crate) fn switch_key(
+    ctx: &Context,
+    rng: &mut ChaCha20Rng,
+    s_from: &RnsPoly,
+    s_to: &RnsPoly,
+) -> KeySwitchKey {
+    let n = ctx.n();
+    let (nq, np) = (ctx.q_count(), ctx.p_count());
+    let alpha = ctx.params().digit_size();
+    let dnum = ctx.params().dnum();
+    let mut kb = Vec::with_capacity(dnum);
+    let mut ka = Vec::with_capacity(dnum);
+    let mut seeds = Vec::with_capacity(dnum);
+    for j in 0..dnum {
+        let seed = fresh_seed(rng);
+        let a = RnsPoly::uniform_from_seed(ctx, &seed, nq, np);
+        let e = sample_gaussian(rng, n);
+        let mut b = RnsPoly::from_signed(ctx, &e, nq, np);
+        b.make_ntt(ctx);
+        let mut as_ = a.clone();
+        as_.mul_assign(ctx, s_to);
+        b.sub_assign(ctx, &as_);
+        let (start, end) = (j * alpha, ((j + 1) * alpha).min(nq));
+        for i in start..end {
+            let m = &ctx.moduli()[i];
+            let pm = ctx.p_mod_q[i];
+            let pms = m.shoup(pm);
+            let sp = &s_from.data[i * n..(i + 1) * n];
+            for (x, &v) in b.data[i * n..(i + 1) * n].iter_mut().zip(sp) {
+                *x = m.add(*x, m.mul_shoup(v, pm, pms));
+            }
+        }
+        kb.push(b);
+        ka.push(a);
+        seeds.push(seed);
+    }
+    KeySwitchKey {
+        b: kb,
+        a: ka,
+        seeds,
     }
 }
 

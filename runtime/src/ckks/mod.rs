@@ -57,6 +57,7 @@
 //! Parallelism is rayon over limbs and polynomials (`RAYON_NUM_THREADS`
 //! controls the global pool).
 
+pub mod boot;
 pub mod context;
 pub mod encoding;
 pub mod encrypt;
@@ -72,6 +73,9 @@ pub(crate) mod rns;
 pub mod serial;
 pub mod zq;
 
+pub use boot::{
+    bootstrap_parameters, BootstrapConfig, BootstrapCost, BootstrapKeys, Bootstrapper,
+};
 pub use context::Context;
 pub use encoding::{Complex64, Encoder, Plaintext};
 pub use encrypt::{Ciphertext, Decryptor, Encryptor, SymmetricEncryptor};

@@ -1,0 +1,95 @@
+//! Bootstrapping on small, explicitly insecure parameters (N = 2^12), so that
+//! each test runs in seconds: every check decrypts and compares with the
+//! plaintext it started from, with the error in bits.
+
+use std::sync::Arc;
+
+use hecc_runtime::ckks::*;
+
+struct Setup {
+    ctx: Arc<Context>,
+    bt: Bootstrapper,
+    keys: BootstrapKeys,
+    keygen: KeyGenerator,
+    encoder: Encoder,
+}
+
+fn setup(slots: usize, network_levels: usize) -> Setup {
+    let cfg = BootstrapConfig::new(slots);
+    let params = bootstrap_parameters(12, network_levels, 40, &cfg, false).expect("params");
+    let ctx = Context::new(params).expect("context");
+    let bt = Bootstrapper::new(&ctx, cfg).expect("bootstrapper");
+    let mut keygen = KeyGenerator::new_with_insecure_test_seed(&ctx, 7);
+    let keys = bt.generate_keys(&mut keygen).expect("keys");
+    let encoder = Encoder::new(&ctx);
+    Setup {
+        ctx,
+        bt,
+        keys,
+        keygen,
+        encoder,
+    }
+}
+
+/// Uniform values in [-1, 1] from a fixed LCG, repeated with period `period`
+/// over all `total` slots.
+fn values(period: usize, total: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed;
+    let base: Vec<f64> = (0..period)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        })
+        .collect();
+    (0..total).map(|i| base[i % period]).collect()
+}
+
+/// (mean, worst) bits of precision: -log2 of the mean and max absolute error.
+fn precision(got: &[f64], want: &[f64]) -> (f64, f64) {
+    let errs: Vec<f64> = got.iter().zip(want).map(|(a, b)| (a - b).abs()).collect();
+    let mean = errs.iter().sum::<f64>() / errs.len() as f64;
+    let max = errs.iter().copied().fold(0f64, f64::max);
+    (-mean.log2(), -max.log2())
+}
+
+fn encrypt_at(s: &Setup, v: &[f64], level: usize) -> Ciphertext {
+    let pt = s.encoder.encode(v, level, 2f64.powi(40)).expect("encode");
+    let mut enc =
+        SymmetricEncryptor::new_with_insecure_test_seed(&s.ctx, s.keygen.secret_key(), 11);
+    enc.encrypt(&pt).expect("encrypt")
+}
+
+fn decrypt(s: &Setup, ct: &Ciphertext) -> Vec<f64> {
+    let dec = Decryptor::new(&s.ctx, s.keygen.secret_key());
+    s.encoder.decode(&dec.decrypt(ct).expect("decrypt")).expect("decode")
+}
+
+#[test]
+fn full_slot_bootstrap_restores_levels_and_keeps_the_message() {
+    let s = setup(2048, 2);
+    let v = values(2048, 2048, 1);
+    let ct = encrypt_at(&s, &v, 0);
+    let out = s.bt.bootstrap(&ct, &s.keys).expect("bootstrap");
+    assert_eq!(out.level(), s.bt.output_level());
+    assert_eq!(out.level(), 2);
+    assert!((out.scale() / 2f64.powi(40) - 1.0).abs() < 1e-9);
+    let got = decrypt(&s, &out);
+    let (mean, worst) = precision(&got, &v);
+    eprintln!("full slots: precision mean {mean:.1} bits, worst {worst:.1} bits");
+    assert!(mean > 18.0 && worst > 14.0, "mean {mean:.1} worst {worst:.1}");
+}
+
+#[test]
+fn sparse_slot_bootstrap_keeps_the_message() {
+    let s = setup(256, 1);
+    let v = values(256, 2048, 2);
+    let ct = encrypt_at(&s, &v, 0);
+    let out = s.bt.bootstrap(&ct, &s.keys).expect("bootstrap");
+    assert_eq!(out.level(), 1);
+    let got = decrypt(&s, &out);
+    let (mean, worst) = precision(&got, &v);
+    eprintln!("256 slots: precision mean {mean:.1} bits, worst {worst:.1} bits");
+    assert!(mean > 18.0 && worst > 14.0, "mean {mean:.1} worst {worst:.1}");
+}

@@ -341,23 +341,26 @@ mod tests {
 
     #[test]
     fn composition_matches_sequential_application() {
+        // A (period 4) on 4-periodic inputs, then B (period 8).
         let mut a = DiagMatrix {
-            period: 8,
-            diags: BTreeMap::new(),
-        };
-        let mut b = DiagMatrix {
             period: 4,
             diags: BTreeMap::new(),
         };
-        for s in 0..8 {
-            a.add_to(1, s, c(s as f64 + 1.0, 0.5));
-            a.add_to(6, s, c(-0.25, s as f64));
-        }
+        let mut b = DiagMatrix {
+            period: 8,
+            diags: BTreeMap::new(),
+        };
         for s in 0..4 {
-            b.add_to(0, s, c(2.0, -1.0));
-            b.add_to(3, s, c(s as f64, 1.0));
+            a.add_to(1, s, c(s as f64 + 1.0, 0.5));
+            a.add_to(3, s, c(-0.25, s as f64));
         }
-        let x: Vec<Complex64> = (0..16).map(|i| c(i as f64 * 0.1, 1.0 - i as f64)).collect();
+        for s in 0..8 {
+            b.add_to(0, s, c(2.0, -1.0));
+            b.add_to(6, s, c(s as f64, 1.0));
+        }
+        let x: Vec<Complex64> = (0..16)
+            .map(|i| c((i % 4) as f64 * 0.1, 1.0 - (i % 4) as f64))
+            .collect();
         let seq = b.apply_plain(&a.apply_plain(&x));
         let fused = a.then(&b).apply_plain(&x);
         for (u, v) in seq.iter().zip(&fused) {

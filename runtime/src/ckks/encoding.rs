@@ -284,6 +284,46 @@ impl Encoder {
         Ok(Plaintext { poly, scale })
     }
 
+    /// The rounded integer coefficients `round(scale * iFFT(values))` of the
+    /// encoding of up to `N/2` complex values (checked to fit the modulus at
+    /// `level` and an `i64`), in coefficient order.
+    pub(crate) fn integer_coefficients(
+        &self,
+        values: &[Complex64],
+        level: usize,
+        scale: f64,
+    ) -> Result<Vec<i64>> {
+        self.check_level(level)?;
+        check_scale(scale)?;
+        let slots = self.slots();
+        if values.len() > slots
+            || values
+                .iter()
+                .any(|z| !(z.re.is_finite() && z.im.is_finite()))
+        {
+            return Err(CkksError::InvalidInput(
+                "too many or non-finite values".into(),
+            ));
+        }
+        let mut v = vec![Complex64::default(); slots];
+        v[..values.len()].copy_from_slice(values);
+        self.fft_special_inv(&mut v);
+        let scaled: Vec<f64> = v
+            .iter()
+            .map(|z| z.re * scale)
+            .chain(v.iter().map(|z| z.im * scale))
+            .collect();
+        let max = scaled.iter().fold(0f64, |a, c| a.max(c.abs())).round();
+        check_fits(&self.ctx, max, level + 1)?;
+        if max >= 9.0e18 {
+            return Err(CkksError::InvalidInput(format!(
+                "coefficient 2^{:.1} does not fit 63 bits",
+                max.log2()
+            )));
+        }
+        Ok(scaled.into_iter().map(round_i64).collect())
+    }
+
     /// Encodes up to `N/2` real values at `level` and `scale`.
     pub fn encode(&self, values: &[f64], level: usize, scale: f64) -> Result<Plaintext> {
         let v: Vec<Complex64> = values.iter().map(|&x| Complex64::new(x, 0.0)).collect();

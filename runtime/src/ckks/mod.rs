@@ -74,7 +74,8 @@ pub mod serial;
 pub mod zq;
 
 pub use boot::{
-    bootstrap_parameters, BootstrapConfig, BootstrapCost, BootstrapKeys, Bootstrapper,
+    bootstrap_parameters, BootstrapConfig, BootstrapCost, BootstrapKeys, BootstrapTimings,
+    Bootstrapper,
 };
 pub use context::Context;
 pub use encoding::{Complex64, Encoder, Plaintext};

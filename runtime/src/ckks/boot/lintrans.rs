@@ -19,6 +19,7 @@ use super::super::eval::Evaluator;
 use super::super::keys::GaloisKeys;
 use super::super::pointwise;
 use super::super::poly::RnsPoly;
+use super::super::rns::Scratch;
 
 /// A linear map on `P`-periodic slot vectors, by its nonzero diagonals.
 #[derive(Clone, Debug)]
@@ -129,14 +130,24 @@ fn signed(k: usize, p: usize) -> i64 {
     }
 }
 
+/// One encoded diagonal: NTT form at the transform's level, or compact (the
+/// rounded integer coefficients, as two's-complement words) and reduced and
+/// transformed limb by limb when used.
+#[derive(Debug)]
+enum Diag {
+    Ntt(Plaintext),
+    Compact(Vec<u64>),
+}
+
 /// A diagonal matrix encoded for BSGS evaluation at one level.
 #[derive(Debug)]
 pub(crate) struct Bsgs {
     level: usize,
+    pt_scale: f64,
     /// Baby-step rotations (including 0 when used).
     baby: Vec<i64>,
-    /// Giant-step rotation -> (index into `baby`, plaintext) terms.
-    giants: Vec<(i64, Vec<(usize, Plaintext)>)>,
+    /// Giant-step rotation -> (index into `baby`, diagonal) terms.
+    giants: Vec<(i64, Vec<(usize, Diag)>)>,
 }
 
 /// The rotation plan of a set of signed offsets: `(stride, n1)` and the
@@ -187,12 +198,14 @@ fn gcd(a: i64, b: i64) -> i64 {
 }
 
 impl Bsgs {
-    /// Encodes `m` at `level`; plaintexts at scale `pt_scale`.
+    /// Encodes `m` at `level`; plaintexts at scale `pt_scale`, kept in NTT
+    /// form unless `compact`.
     pub(crate) fn new(
         encoder: &Encoder,
         m: &DiagMatrix,
         level: usize,
         pt_scale: f64,
+        compact: bool,
     ) -> Result<Self> {
         let slots = encoder.slots();
         let p = m.period;
@@ -216,16 +229,21 @@ impl Bsgs {
             .flat_map(|(&g, v)| v.iter().map(move |&(bi, d)| (g, bi, d)))
             .collect();
         // Pre-rotate each diagonal by -g: d'[s] = d[s - g].
-        let pts: Vec<Plaintext> = jobs
+        let pts: Vec<Diag> = jobs
             .par_iter()
             .map(|&(g, _, d)| {
                 let vals: Vec<Complex64> = (0..slots)
                     .map(|s| d[(s as i64 - g).rem_euclid(p as i64) as usize])
                     .collect();
-                encoder.encode_complex(&vals, level, pt_scale)
+                if compact {
+                    let ints = encoder.integer_coefficients(&vals, level, pt_scale)?;
+                    Ok(Diag::Compact(ints.into_iter().map(|c| c as u64).collect()))
+                } else {
+                    Ok(Diag::Ntt(encoder.encode_complex(&vals, level, pt_scale)?))
+                }
             })
             .collect::<Result<_>>()?;
-        let mut giants: Vec<(i64, Vec<(usize, Plaintext)>)> = Vec::new();
+        let mut giants: Vec<(i64, Vec<(usize, Diag)>)> = Vec::new();
         for ((g, bi, _), pt) in jobs.into_iter().zip(pts) {
             match giants.last_mut() {
                 Some((last, v)) if *last == g => v.push((bi, pt)),
@@ -234,6 +252,7 @@ impl Bsgs {
         }
         Ok(Self {
             level,
+            pt_scale,
             baby,
             giants,
         })
@@ -262,7 +281,10 @@ impl Bsgs {
         self.giants
             .iter()
             .flat_map(|(_, v)| v.iter())
-            .map(|(_, pt)| pt.poly.data.len() * 8)
+            .map(|(_, d)| match d {
+                Diag::Ntt(pt) => pt.poly.data.len() * 8,
+                Diag::Compact(c) => c.len() * 8,
+            })
             .sum()
     }
 
@@ -286,17 +308,9 @@ impl Bsgs {
             .giants
             .par_iter()
             .map(|(g, terms)| {
-                let mut acc = [
-                    RnsPoly::zero(ctx, ct.level() + 1, 0, true),
-                    RnsPoly::zero(ctx, ct.level() + 1, 0, true),
-                ];
-                for (bi, pt) in terms {
-                    mac_plain(ctx, &mut acc, &rotated[*bi], pt);
-                }
-                let [c0, c1] = acc;
                 let acc = Ciphertext {
-                    polys: vec![c0, c1],
-                    scale: ct.scale * terms[0].1.scale,
+                    polys: mac_diagonals(ctx, &rotated, terms),
+                    scale: ct.scale * self.pt_scale,
                     seed: None,
                 };
                 if *g == 0 {
@@ -318,17 +332,43 @@ impl Bsgs {
     }
 }
 
-/// `acc += ct * pt` (both polynomials of `ct`), NTT form.
-fn mac_plain(ctx: &Context, acc: &mut [RnsPoly; 2], ct: &Ciphertext, pt: &Plaintext) {
+/// `sum_t rotated[b_t] * d_t` for the terms `(b_t, d_t)` of one giant step,
+/// limb by limb (compact diagonals are reduced and transformed per limb).
+fn mac_diagonals(ctx: &Context, rotated: &[Ciphertext], terms: &[(usize, Diag)]) -> Vec<RnsPoly> {
     let n = ctx.n();
-    for (a, c) in acc.iter_mut().zip(&ct.polys) {
-        a.data
-            .par_chunks_mut(n)
-            .zip(c.data.par_chunks(n))
-            .zip(pt.poly.data.par_chunks(n))
-            .enumerate()
-            .for_each(|(i, ((o, x), y))| pointwise::add_mul_assign(&ctx.moduli()[i], o, x, y));
-    }
+    let ql = rotated[0].polys[0].q_limbs;
+    let mut c0 = RnsPoly::zero(ctx, ql, 0, true);
+    let mut c1 = RnsPoly::zero(ctx, ql, 0, true);
+    c0.data
+        .par_chunks_mut(n)
+        .zip(c1.data.par_chunks_mut(n))
+        .enumerate()
+        .for_each(|(i, (o0, o1))| {
+            let m = &ctx.moduli()[i];
+            let r = i * n..(i + 1) * n;
+            let mut tmp = Scratch::take(n);
+            for (b, d) in terms {
+                let y: &[u64] = match d {
+                    Diag::Ntt(pt) => &pt.poly.data[r.clone()],
+                    Diag::Compact(words) => {
+                        // SAFETY: a u64 slice viewed as initialised MaybeUninit words.
+                        let out = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                tmp.as_mut_ptr() as *mut std::mem::MaybeUninit<u64>,
+                                n,
+                            )
+                        };
+                        pointwise::reduce_signed_into(m, words, out);
+                        ctx.ntt_table(i).forward(&mut tmp[..n]);
+                        &tmp[..n]
+                    }
+                };
+                let x = &rotated[*b].polys;
+                pointwise::add_mul_assign(m, o0, &x[0].data[r.clone()], y);
+                pointwise::add_mul_assign(m, o1, &x[1].data[r.clone()], y);
+            }
+        });
+    vec![c0, c1]
 }
 
 #[cfg(test)]

@@ -88,16 +88,23 @@ pub struct BootstrapConfig {
     pub input_scale: f64,
     /// Scale of the bootstrapped ciphertexts.
     pub output_scale: f64,
+    /// Keep the DFT diagonals as integer coefficients (one word per
+    /// coefficient) and transform them limb by limb at each use, instead of
+    /// holding them in NTT form at their level (one word per coefficient and
+    /// limb): much less memory for some extra NTTs per bootstrap.
+    pub compact_matrices: bool,
 }
 
 impl BootstrapConfig {
     /// The default configuration for `slots` slots at scale `2^40`: encapsulation
     /// with `h = 32`, `K = 17`, four double-angle steps after a degree-31
-    /// interpolant (10 levels), 4 CoeffsToSlots and 3 SlotsToCoeffs levels.
+    /// interpolant (10 levels), 3 CoeffsToSlots and 3 SlotsToCoeffs levels
+    /// (mirrored groupings, so both share their rotation keys), compact
+    /// DFT matrices.
     pub fn new(slots: usize) -> Self {
         Self {
             slots,
-            cts_levels: 4,
+            cts_levels: 3,
             stc_levels: 3,
             sparse_weight: 32,
             k_bound: 17.0,
@@ -107,6 +114,7 @@ impl BootstrapConfig {
             message_bound: 1.0,
             input_scale: 2f64.powi(40),
             output_scale: 2f64.powi(40),
+            compact_matrices: true,
         }
     }
 
@@ -124,10 +132,12 @@ impl BootstrapConfig {
 /// A modulus chain for bootstrapping: `q0` of 60 bits, `network_levels` primes
 /// of `scale_bits` for the computation between bootstraps, then the primes
 /// of SlotsToCoeffs (`scale_bits`), of the modular reduction (58 bits) and of
-/// CoeffsToSlots (56 bits); 60-bit special primes with 5 key-switching digits.
-/// With `secure`, the 128-bit check of the HomomorphicEncryption.org table
-/// applies (it passes at `N = 2^16` for up to 10 network levels at 40 bits);
-/// without, the set is **insecure** and only fit for fast tests.
+/// CoeffsToSlots (56 bits); 60-bit special primes, with the fewest
+/// key-switching digits (smallest keys) for which `log2(QP)` stays within the
+/// 128-bit bound at `N = 2^16`. With `secure`, the 128-bit check of the
+/// HomomorphicEncryption.org table applies (at `N = 2^16` it passes for up to
+/// 10 network levels at 40 bits with the default configuration); without,
+/// the set is **insecure** and only fit for fast tests.
 pub fn bootstrap_parameters(
     log_n: u32,
     network_levels: usize,
@@ -138,8 +148,23 @@ pub fn bootstrap_parameters(
     let mut bits = vec![scale_bits; network_levels + config.stc_levels];
     bits.extend(vec![58; config.eval_mod_depth()]);
     bits.extend(vec![56; config.cts_levels]);
-    let nq = bits.len() + 1;
-    let dnum = 5.min(nq);
+    let all: Vec<u32> = std::iter::once(60).chain(bits.iter().copied()).collect();
+    let nq = all.len();
+    let log_q: u32 = all.iter().sum();
+    let limit = super::params::SecurityLevel::Classical128
+        .max_log_qp(16)
+        .unwrap_or(0);
+    // Key size grows with dnum * (L + 1 + alpha): take the smallest dnum
+    // whose special modulus (alpha 60-bit primes) covers every digit and
+    // fits the bound.
+    let dnum = (1..=nq)
+        .find(|&d| {
+            let alpha = nq.div_ceil(d);
+            let max_digit = all.chunks(alpha).map(|c| c.iter().sum::<u32>()).max();
+            max_digit.is_some_and(|m| 60 * alpha as u32 + 1 >= m)
+                && log_q + 60 * alpha as u32 <= limit
+        })
+        .unwrap_or(nq);
     let alpha = nq.div_ceil(dnum);
     let b = CkksParameters::builder()
         .log_n(log_n)
@@ -192,6 +217,21 @@ pub struct BootstrapCost {
     /// Full key switches: rotations, conjugations, relinearizations and the
     /// two encapsulation switches.
     pub key_switches: usize,
+}
+
+/// Wall time of each phase of one bootstrap, seconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BootstrapTimings {
+    /// Encapsulation, ModRaise and the switch back to the dense secret.
+    pub mod_raise: f64,
+    /// SubSum (sparse slots).
+    pub sub_sum: f64,
+    /// CoeffsToSlots, conjugation and the real/imaginary split.
+    pub coeffs_to_slots: f64,
+    /// The modular reduction (both halves for full slots).
+    pub eval_mod: f64,
+    /// SlotsToCoeffs.
+    pub slots_to_coeffs: f64,
 }
 
 /// A bootstrapping circuit for one parameter set and configuration, with its
@@ -289,14 +329,22 @@ fn dft_stages(n: usize, inverse: bool) -> Vec<DiagMatrix> {
         .collect()
 }
 
-/// Multiplies `stages` into `groups` products of consecutive stages.
-fn group(stages: &[DiagMatrix], groups: usize) -> Vec<DiagMatrix> {
+/// Multiplies `stages` into `groups` products of consecutive stages; the
+/// larger groups come first, or last when `mirrored` (so that the forward
+/// DFT grouped mirrored uses the same stage sets, hence the same rotations,
+/// as the inverse DFT grouped plainly).
+fn group(stages: &[DiagMatrix], groups: usize, mirrored: bool) -> Vec<DiagMatrix> {
     let total = stages.len();
     let groups = groups.clamp(1, total.max(1));
+    let mut sizes: Vec<usize> = (0..groups)
+        .map(|g| total / groups + usize::from(g < total % groups))
+        .collect();
+    if mirrored {
+        sizes.reverse();
+    }
     let mut out = Vec::with_capacity(groups);
     let mut at = 0;
-    for g in 0..groups {
-        let size = total / groups + usize::from(g < total % groups);
+    for size in sizes {
         let mut m = stages[at].clone();
         for s in &stages[at + 1..at + size] {
             m = m.then(s);
@@ -402,7 +450,7 @@ impl Bootstrapper {
 
         // CoeffsToSlots.
         let full = n == n_full;
-        let mut cts_m = group(&dft_stages(n, true), config.cts_levels);
+        let mut cts_m = group(&dft_stages(n, true), config.cts_levels, false);
         let c = 0.5 / config.k_bound * (2.0 * n as f64 / ctx.n() as f64);
         cts_m[0] = cts_m[0].clone().scaled(Complex64::new(c, 0.0));
         if !full {
@@ -426,11 +474,11 @@ impl Bootstrapper {
             } else {
                 prime(l)
             };
-            cts.push(Bsgs::new(&encoder, m, l, pt_scale)?);
+            cts.push(Bsgs::new(&encoder, m, l, pt_scale, config.compact_matrices)?);
         }
 
         // SlotsToCoeffs.
-        let mut stc_m = group(&dft_stages(n, false), config.stc_levels);
+        let mut stc_m = group(&dft_stages(n, false), config.stc_levels, true);
         if !full {
             let mut fold = DiagMatrix::identity(2 * n);
             let d0: Vec<Complex64> = (0..2 * n)
@@ -466,7 +514,7 @@ impl Bootstrapper {
                     pt_scale.log2()
                 )));
             }
-            stc.push(Bsgs::new(&encoder, m, l, pt_scale)?);
+            stc.push(Bsgs::new(&encoder, m, l, pt_scale, config.compact_matrices)?);
         }
 
         // SubSum rotations: n, 2n, .., N/4.
@@ -689,6 +737,21 @@ impl Bootstrapper {
 
     /// Bootstraps `ct` (any level, size 2, scale [`BootstrapConfig::input_scale`]).
     pub fn bootstrap(&self, ct: &Ciphertext, keys: &BootstrapKeys) -> Result<Ciphertext> {
+        Ok(self.bootstrap_timed(ct, keys)?.0)
+    }
+
+    /// [`Self::bootstrap`] with the time of each phase.
+    pub fn bootstrap_timed(
+        &self,
+        ct: &Ciphertext,
+        keys: &BootstrapKeys,
+    ) -> Result<(Ciphertext, BootstrapTimings)> {
+        let mut times = BootstrapTimings::default();
+        let mut clock = std::time::Instant::now();
+        let mut lap = |slot: &mut f64| {
+            *slot = clock.elapsed().as_secs_f64();
+            clock = std::time::Instant::now();
+        };
         let ev = &self.eval;
         if ct.size() != 2 {
             return Err(CkksError::CiphertextSize {
@@ -711,20 +774,28 @@ impl Bootstrapper {
         let c = self.to_sparse(&c, keys)?;
         let c = self.mod_raise(&c);
         let mut c = self.from_sparse(&c, keys)?;
+        lap(&mut times.mod_raise);
         for &step in &self.sub_sum {
             let r = ev.rotate(&c, step, gk)?;
             ev.add_assign(&mut c, &r)?;
         }
+        lap(&mut times.sub_sum);
         for t in &self.cts {
             c = t.apply(ev, &c, gk)?;
             ev.rescale_assign(&mut c)?;
         }
         let conj = ev.conjugate(&c, gk)?;
         let full = self.config.slots == self.ctx.n() / 2;
-        let mut y = if full {
+        let (re, im) = if full {
             let re = ev.add(&c, &conj)?;
             let mut im = ev.sub(&c, &conj)?;
             self.mul_i(&mut im, true);
+            (re, Some(im))
+        } else {
+            (ev.add(&c, &conj)?, None)
+        };
+        lap(&mut times.coeffs_to_slots);
+        let mut y = if let Some(im) = im {
             let (re, im) = rayon::join(
                 || self.eval_mod(re, &keys.relin),
                 || self.eval_mod(im, &keys.relin),
@@ -735,8 +806,9 @@ impl Bootstrapper {
             ev.add_assign(&mut re, &im)?;
             re
         } else {
-            self.eval_mod(ev.add(&c, &conj)?, &keys.relin)?
+            self.eval_mod(re, &keys.relin)?
         };
+        lap(&mut times.eval_mod);
         // sin(2 pi x) = 2 pi delta m / q0: a relabelling of the scale.
         let q0 = self.ctx.moduli()[0].value() as f64;
         let delta = self.config.input_scale * self.boost as f64;
@@ -745,7 +817,8 @@ impl Bootstrapper {
             y = t.apply(ev, &y, gk)?;
             ev.rescale_assign(&mut y)?;
         }
-        Ok(y)
+        lap(&mut times.slots_to_coeffs);
+        Ok((y, times))
     }
 }
 
@@ -788,7 +861,7 @@ mod tests {
                 .collect();
             let z = reference_dft(&w);
             for levels in 1..=3 {
-                let stc = group(&dft_stages(n, false), levels);
+                let stc = group(&dft_stages(n, false), levels, true);
                 let mut v = bitrev(&w);
                 for m in &stc {
                     v = m.apply_plain(&v);
@@ -796,7 +869,7 @@ mod tests {
                 for (a, b) in v.iter().zip(&z) {
                     assert!((*a - *b).norm() < 1e-9, "n={n} levels={levels}");
                 }
-                let cts = group(&dft_stages(n, true), levels);
+                let cts = group(&dft_stages(n, true), levels, false);
                 let mut u = z.clone();
                 for m in &cts {
                     u = m.apply_plain(&u);

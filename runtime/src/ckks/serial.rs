@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use super::boot::{BootstrapKeys, Bootstrapper};
 use super::context::Context;
 use super::encoding::Plaintext;
 use super::encrypt::Ciphertext;
@@ -45,6 +46,8 @@ pub enum ObjectKind {
     Plaintext = 6,
     /// [`Ciphertext`].
     Ciphertext = 7,
+    /// [`BootstrapKeys`].
+    BootstrapKeys = 8,
 }
 
 impl ObjectKind {
@@ -57,6 +60,7 @@ impl ObjectKind {
             5 => Self::GaloisKeys,
             6 => Self::Plaintext,
             7 => Self::Ciphertext,
+            8 => Self::BootstrapKeys,
             _ => return None,
         })
     }
@@ -491,5 +495,61 @@ impl Ciphertext {
         };
         r.finish()?;
         Ok(Self { polys, scale, seed })
+    }
+}
+
+impl BootstrapKeys {
+    /// Serializes the bootstrapping keys (relinearization, Galois keys and
+    /// the two encapsulation keys; uniform halves as seeds).
+    pub fn to_bytes(&self, ctx: &Context) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_header(&mut out, ObjectKind::BootstrapKeys, ctx.fingerprint());
+        write_ksk(&mut out, &self.relin.key);
+        out.extend_from_slice(&(self.galois.keys.len() as u32).to_le_bytes());
+        for (g, k) in &self.galois.keys {
+            out.extend_from_slice(&g.to_le_bytes());
+            write_ksk(&mut out, k);
+        }
+        write_ksk(&mut out, &self.to_sparse);
+        write_ksk(&mut out, &self.from_sparse);
+        out
+    }
+}
+
+impl Bootstrapper {
+    /// Reads bootstrapping keys made for this bootstrapper's parameters and
+    /// checks that every Galois key it needs is present.
+    pub fn keys_from_bytes(&self, bytes: &[u8]) -> Result<BootstrapKeys> {
+        let ctx = self.context();
+        let mut r = read_header_ctx(bytes, ObjectKind::BootstrapKeys, ctx)?;
+        let relin = RelinKey {
+            key: read_ksk(&mut r, ctx)?,
+        };
+        let count = r.u32()? as usize;
+        let two_n = 2 * ctx.n() as u64;
+        let mut keys = BTreeMap::new();
+        for _ in 0..count {
+            let g = r.u64()?;
+            if g % 2 == 0 || g >= two_n || g == 1 {
+                return Err(CkksError::Malformed(format!("invalid Galois element {g}")));
+            }
+            let k = read_ksk(&mut r, ctx)?;
+            if keys.insert(g, k).is_some() {
+                return Err(CkksError::Malformed(format!(
+                    "duplicate Galois element {g}"
+                )));
+            }
+        }
+        let to_sparse = read_ksk(&mut r, self.encapsulation_context())?;
+        let from_sparse = read_ksk(&mut r, ctx)?;
+        r.finish()?;
+        let keys = BootstrapKeys {
+            relin,
+            galois: GaloisKeys { keys },
+            to_sparse,
+            from_sparse,
+        };
+        self.check_keys(&keys)?;
+        Ok(keys)
     }
 }

@@ -182,12 +182,12 @@ pub fn bootstrap_parameters(
 /// The evaluation keys of bootstrapping (all public).
 #[derive(Clone, Debug)]
 pub struct BootstrapKeys {
-    relin: RelinKey,
-    galois: GaloisKeys,
+    pub(crate) relin: RelinKey,
+    pub(crate) galois: GaloisKeys,
     /// Dense to sparse secret, in the ring `q0 * p0`.
-    to_sparse: KeySwitchKey,
+    pub(crate) to_sparse: KeySwitchKey,
     /// Sparse to dense secret, over `Q * P`.
-    from_sparse: KeySwitchKey,
+    pub(crate) from_sparse: KeySwitchKey,
 }
 
 impl BootstrapKeys {
@@ -558,6 +558,40 @@ impl Bootstrapper {
         &self.config
     }
 
+    /// The parameters' context.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// The ring `q0 * p0` of the encapsulation key.
+    pub(crate) fn encapsulation_context(&self) -> &Context {
+        &self.small
+    }
+
+    /// Checks that `keys` has every key this circuit uses, of the right shapes.
+    pub fn check_keys(&self, keys: &BootstrapKeys) -> Result<()> {
+        self.ctx.check_ksk(&keys.relin.key)?;
+        self.ctx.check_ksk(&keys.from_sparse)?;
+        self.small.check_ksk(&keys.to_sparse)?;
+        let needed = self
+            .rotations()
+            .into_iter()
+            .map(|k| (k, self.ctx.galois_element(k)))
+            .chain(std::iter::once((0, self.ctx.conjugation_element())));
+        for (step, g) in needed {
+            match keys.galois.keys.get(&g) {
+                Some(k) => self.ctx.check_ksk(k)?,
+                None => {
+                    return Err(CkksError::MissingGaloisKey {
+                        step,
+                        galois_element: g,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Level of bootstrapped ciphertexts.
     pub fn output_level(&self) -> usize {
         self.output_level
@@ -851,6 +885,139 @@ mod tests {
         (0..v.len())
             .map(|i| v[super::super::ntt::bit_reverse(i, bits)])
             .collect()
+    }
+
+    use super::super::encrypt::{Decryptor, SymmetricEncryptor};
+
+    /// A bootstrapper on insecure N = 2^12 parameters with keys.
+    fn small(slots: usize) -> (Arc<Context>, Bootstrapper, BootstrapKeys, KeyGenerator) {
+        let cfg = BootstrapConfig::new(slots);
+        let params = bootstrap_parameters(12, 1, 40, &cfg, false).unwrap();
+        let ctx = Context::new(params).unwrap();
+        let bt = Bootstrapper::new(&ctx, cfg).unwrap();
+        let mut kg = KeyGenerator::new_with_insecure_test_seed(&ctx, 3);
+        let keys = bt.generate_keys(&mut kg).unwrap();
+        (ctx, bt, keys, kg)
+    }
+
+    fn sample(len: usize, period: usize) -> Vec<Complex64> {
+        (0..len)
+            .map(|i| {
+                let j = (i % period) as f64;
+                c((j * 0.731).sin(), (j * 0.377).cos() * 0.5)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn coeffs_to_slots_then_slots_to_coeffs_is_the_identity() {
+        for slots in [2048usize, 128] {
+            let (ctx, bt, keys, kg) = small(slots);
+            let enc_ = Encoder::new(&ctx);
+            let z = sample(2048, slots);
+            // At scale q0, as ModRaise leaves it.
+            let q0 = ctx.moduli()[0].value() as f64;
+            let pt = enc_.encode_complex(&z, ctx.max_level(), q0).unwrap();
+            let mut enc = SymmetricEncryptor::new_with_insecure_test_seed(&ctx, kg.secret_key(), 5);
+            let mut ct = enc.encrypt(&pt).unwrap();
+            for t in &bt.cts {
+                ct = t.apply(&bt.eval, &ct, &keys.galois).unwrap();
+                bt.eval.rescale_assign(&mut ct).unwrap();
+            }
+            let stc_level = bt.output_level + bt.config.stc_levels;
+            bt.eval.drop_to_level_assign(&mut ct, stc_level).unwrap();
+            for t in &bt.stc {
+                ct = t.apply(&bt.eval, &ct, &keys.galois).unwrap();
+                bt.eval.rescale_assign(&mut ct).unwrap();
+            }
+            let dec = Decryptor::new(&ctx, kg.secret_key());
+            let got = enc_.decode_complex(&dec.decrypt(&ct).unwrap()).unwrap();
+            // CtS carries the factor 1/(2K) * 2n/N; the sparse fold doubles it.
+            let mut f = 0.5 / bt.config.k_bound * (2.0 * slots as f64 / ctx.n() as f64);
+            if slots < ctx.n() / 2 {
+                f *= 2.0;
+            }
+            let err = got
+                .iter()
+                .zip(&z)
+                .map(|(g, w)| (*g - w.scale(f)).norm() / f)
+                .fold(0f64, f64::max);
+            assert!(err < 2f64.powi(-20), "slots {slots}: max error 2^{:.1}", err.log2());
+        }
+    }
+
+    #[test]
+    fn eval_mod_matches_the_sine_it_approximates() {
+        let (ctx, bt, keys, kg) = small(2048);
+        let enc_ = Encoder::new(&ctx);
+        let k = bt.config.k_bound;
+        // Points near integers (what ModRaise produces) and anywhere in [-K, K].
+        let x: Vec<f64> = (0..2048)
+            .map(|i| {
+                if i % 2 == 0 {
+                    ((i % 33) as f64 - 16.0) + ((i as f64 * 0.61).sin() * 0.01)
+                } else {
+                    (i as f64 * 0.013).sin() * (k - 0.01)
+                }
+            })
+            .collect();
+        let u: Vec<f64> = x.iter().map(|v| v / k).collect();
+        let scale = ctx.moduli()[bt.eval_level].value() as f64;
+        let pt = enc_.encode(&u, bt.eval_level, scale).unwrap();
+        let mut enc = SymmetricEncryptor::new_with_insecure_test_seed(&ctx, kg.secret_key(), 9);
+        let ct = enc.encrypt(&pt).unwrap();
+        let y = bt.eval_mod(ct, &keys.relin).unwrap();
+        assert_eq!(y.level(), bt.output_level + bt.config.stc_levels);
+        let dec = Decryptor::new(&ctx, kg.secret_key());
+        let got = enc_.decode(&dec.decrypt(&y).unwrap()).unwrap();
+        let err = got
+            .iter()
+            .zip(&x)
+            .map(|(g, v)| (g - (2.0 * PI * v).sin()).abs())
+            .fold(0f64, f64::max);
+        assert!(err < 2f64.powi(-25), "max error 2^{:.1}", err.log2());
+    }
+
+    #[test]
+    fn refuses_chains_too_short_and_k_below_the_secret_bound() {
+        let cfg = BootstrapConfig::new(2048);
+        let params = CkksParameters::builder()
+            .log_n(12)
+            .scale_bits(vec![40; 8])
+            .special_bits(vec![60; 3])
+            .insecure_no_security_check()
+            .build()
+            .unwrap();
+        let ctx = Context::new(params).unwrap();
+        assert!(matches!(
+            Bootstrapper::new(&ctx, cfg.clone()),
+            Err(CkksError::InvalidParameters(m)) if m.contains("levels")
+        ));
+        let mut low_k = cfg.clone();
+        low_k.k_bound = 8.0;
+        let params = bootstrap_parameters(12, 1, 40, &cfg, false).unwrap();
+        let ctx = Context::new(params).unwrap();
+        assert!(matches!(
+            Bootstrapper::new(&ctx, low_k),
+            Err(CkksError::InvalidParameters(m)) if m.contains("(h + 1) / 2")
+        ));
+    }
+
+    #[test]
+    fn the_128_bit_set_passes_the_table_and_leaves_ten_levels() {
+        let cfg = BootstrapConfig::new(1 << 15);
+        let params = bootstrap_parameters(16, 10, 40, &cfg, true).unwrap();
+        assert!(params.log_qp() <= 1772.0);
+        assert_eq!(params.max_level() - cfg.depth(), 10);
+        // The encapsulation ring q0 * p0 is within the sparse-secret bound.
+        let small = (params.q()[0] as f64).log2() + (params.p()[0] as f64).log2();
+        assert!(small <= MAX_SPARSE_LOG_QP, "{small}");
+        assert!(params.dnum() <= 4, "dnum {}", params.dnum());
+        // Far more network levels do not fit at 128-bit.
+        assert!(matches!(
+            bootstrap_parameters(16, 20, 40, &cfg, true),
+            Err(CkksError::Insecure { .. })
+        ));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! `--chain K` also runs K rounds of (multiply by an encryption of random
 //! signs, rescale, bootstrap) and reports the precision after the last one.
 //! Without `--insecure` the parameters pass the 128-bit check (N = 2^16).
-//! Tuning flags: `--ratio-bits B --cts L --stc L --degree D --double-angle R
+//! `--offset C` centres the inputs at C (a large constant component is the
+//! hard case for the modular reduction). Tuning flags: `--ratio-bits B --cts L --stc L --degree D --double-angle R
 //! --k K --no-compact` (see `BootstrapConfig`).
 
 use std::time::Instant;
@@ -65,6 +66,8 @@ fn main() -> Result<()> {
     let network: usize = arg(&args, "--network-levels", 10);
     let secure = !args.iter().any(|a| a == "--insecure");
     let threads = rayon::current_num_threads();
+    let offset: f64 = arg(&args, "--offset", 0.0);
+    hecc_runtime::exec::retain_freed_memory();
 
     let mut cfg = BootstrapConfig::new(slots);
     cfg.message_ratio_bits = arg(&args, "--ratio-bits", cfg.message_ratio_bits);
@@ -97,7 +100,11 @@ fn main() -> Result<()> {
     let dec = Decryptor::new(&ctx, keygen.secret_key());
     let mut enc = SymmetricEncryptor::new(&ctx, keygen.secret_key())?;
     let scale = 2f64.powi(40);
-    let v = values(ctx.n() / 2, slots, 1);
+    // Uniform in [-1, 1], or in [offset - (1 - |offset|), offset + ...] with `--offset`.
+    let v: Vec<f64> = values(ctx.n() / 2, slots, 1)
+        .into_iter()
+        .map(|x| offset + x * (1.0 - offset.abs()))
+        .collect();
     let ct = enc.encrypt(&encoder.encode(&v, 0, scale)?)?;
     let mut times = Vec::new();
     let mut out = ct.clone();
@@ -153,7 +160,7 @@ fn main() -> Result<()> {
     let cost = bt.cost();
     println!(
         "{{\"library\":\"hecc\",\"version\":\"{}\",\"log_n\":{log_n},\"slots\":{slots},\
-         \"threads\":{threads},\"boot_s\":{median:.3},\"boot_s_all\":{times:?},\
+         \"threads\":{threads},\"offset\":{offset},\"boot_s\":{median:.3},\"boot_s_all\":{times:?},\
          \"keygen_s\":{keygen_s:.3},\"setup_s\":{setup_s:.3},\"prec_mean_bits\":{mean:.2},\
          \"prec_worst_bits\":{worst:.2},\"levels_left\":{},\"key_bytes\":{},\
          \"matrix_bytes\":{},\"galois_keys\":{},\"peak_rss_bytes\":{},\"secure\":{secure},\

@@ -63,7 +63,9 @@ fn encrypt_at(s: &Setup, v: &[f64], level: usize) -> Ciphertext {
 
 fn decrypt(s: &Setup, ct: &Ciphertext) -> Vec<f64> {
     let dec = Decryptor::new(&s.ctx, s.keygen.secret_key());
-    s.encoder.decode(&dec.decrypt(ct).expect("decrypt")).expect("decode")
+    s.encoder
+        .decode(&dec.decrypt(ct).expect("decrypt"))
+        .expect("decode")
 }
 
 #[test]
@@ -78,7 +80,10 @@ fn full_slot_bootstrap_restores_levels_and_keeps_the_message() {
     let got = decrypt(&s, &out);
     let (mean, worst) = precision(&got, &v);
     eprintln!("full slots: precision mean {mean:.1} bits, worst {worst:.1} bits");
-    assert!(mean > 18.0 && worst > 14.0, "mean {mean:.1} worst {worst:.1}");
+    assert!(
+        mean > 18.0 && worst > 14.0,
+        "mean {mean:.1} worst {worst:.1}"
+    );
 }
 
 #[test]
@@ -91,7 +96,10 @@ fn sparse_slot_bootstrap_keeps_the_message() {
     let got = decrypt(&s, &out);
     let (mean, worst) = precision(&got, &v);
     eprintln!("256 slots: precision mean {mean:.1} bits, worst {worst:.1} bits");
-    assert!(mean > 18.0 && worst > 14.0, "mean {mean:.1} worst {worst:.1}");
+    assert!(
+        mean > 18.0 && worst > 14.0,
+        "mean {mean:.1} worst {worst:.1}"
+    );
 }
 
 #[test]
@@ -99,8 +107,8 @@ fn multiply_rescale_bootstrap_rounds_keep_precision() {
     let s = setup(2048, 2);
     let ev = Evaluator::new(&s.ctx);
     let rk = {
-        let mut kg = KeyGenerator::from_secret_key(&s.ctx, s.keygen.secret_key().clone())
-            .expect("keygen");
+        let mut kg =
+            KeyGenerator::from_secret_key(&s.ctx, s.keygen.secret_key().clone()).expect("keygen");
         kg.relin_key()
     };
     let scale = 2f64.powi(40);
@@ -118,7 +126,9 @@ fn multiply_rescale_bootstrap_rounds_keep_precision() {
         let mut p = ev.mul_relin(&ct, &w, &rk).expect("mul");
         ev.rescale_assign(&mut p).expect("rescale");
         let q = s.ctx.moduli()[p.level()].value() as f64;
-        let mut p = ev.mul_scalar(&p, 1.0, scale * q / p.scale()).expect("scalar");
+        let mut p = ev
+            .mul_scalar(&p, 1.0, scale * q / p.scale())
+            .expect("scalar");
         ev.rescale_assign(&mut p).expect("rescale");
         assert_eq!(p.level(), 0);
         for (x, sg) in want.iter_mut().zip(&signs) {
@@ -129,7 +139,10 @@ fn multiply_rescale_bootstrap_rounds_keep_precision() {
     let out = s.bt.bootstrap(&ct, &s.keys).expect("bootstrap");
     let (mean, worst) = precision(&decrypt(&s, &out), &want);
     eprintln!("after 4 bootstraps and 3 products: mean {mean:.1} bits, worst {worst:.1} bits");
-    assert!(mean > 17.0 && worst > 13.0, "mean {mean:.1} worst {worst:.1}");
+    assert!(
+        mean > 17.0 && worst > 13.0,
+        "mean {mean:.1} worst {worst:.1}"
+    );
 }
 
 #[test]
@@ -139,7 +152,9 @@ fn keys_round_trip_through_bytes_and_are_checked() {
     let back = s.bt.keys_from_bytes(&bytes).expect("read keys");
     assert_eq!(back.bytes(), s.keys.bytes());
     let v = values(256, 2048, 4);
-    let out = s.bt.bootstrap(&encrypt_at(&s, &v, 0), &back).expect("bootstrap");
+    let out =
+        s.bt.bootstrap(&encrypt_at(&s, &v, 0), &back)
+            .expect("bootstrap");
     let (mean, _) = precision(&decrypt(&s, &out), &v);
     assert!(mean > 18.0, "{mean}");
     // Truncated, or a byte flipped in a length field: refused with an error.

@@ -801,11 +801,14 @@ pub(crate) mod x86 {
         done
     }
 
-    /// Fast base conversion into one prime `t` from 2 to 4 source limbs:
+    /// Fast base conversion into one prime `t` from two or more source limbs:
     /// `out = sum_b y_b * h_b - v * bm mod t`, with `(h_b, Shoup(h_b))` in
     /// `h` and `(bm, Shoup(bm))`, all constants below `t`; any `y_b`, `v`.
-    /// Same result as the scalar u128 loop in `rns`. Processes whole groups
-    /// of 8; returns how many words were done (0 for other source counts).
+    /// Same result as the scalar u128 loop in `rns`: the accumulator stays
+    /// below `2t` after every term (below `4t < 2^63` before the conditional
+    /// subtraction, since `t < 2^61`), for any number of terms. Processes
+    /// whole groups of 8; returns how many words were done (0 for a single
+    /// source limb).
     #[target_feature(enable = "avx512f,avx512dq")]
     pub(crate) unsafe fn conv_shoup(
         t: u64,
@@ -816,7 +819,7 @@ pub(crate) mod x86 {
         v: &[u64],
         out: &mut [u64],
     ) -> usize {
-        if !(2..=4).contains(&h.len()) || y.len() < h.len() * n || out.len() < n || v.len() < n {
+        if h.len() < 2 || y.len() < h.len() * n || out.len() < n || v.len() < n {
             return 0;
         }
         let tv = _mm512_set1_epi64(t as i64);

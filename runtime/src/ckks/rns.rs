@@ -191,9 +191,9 @@ fn centred_lift_limb(m: &Modulus, b: u64, y: &[u64], out: &mut [u64]) {
 
 /// Writes `sum_b y_b * hat_mod[d][b] - v * B mod t` into `out` (one
 /// destination limb `d` of `conv`, coefficient form). With one source prime
-/// `b` this is the exact centred lift of `y` and `v` is not read. Two to
-/// four source primes use the AVX-512 kernel (Shoup products) when the CPU
-/// has it, with the same result.
+/// `b` this is the exact centred lift of `y` and `v` is not read. Two or more
+/// source primes use the AVX-512 kernel (Shoup products) when the CPU has
+/// it, with the same result.
 fn conv_limb(ctx: &Context, conv: &BaseConv, d: usize, y: &[u64], v: &[u64], out: &mut [u64]) {
     let n = ctx.n();
     let m = &ctx.moduli()[conv.dst[d]];
@@ -205,7 +205,7 @@ fn conv_limb(ctx: &Context, conv: &BaseConv, d: usize, y: &[u64], v: &[u64], out
     let bm = conv.prod_mod[d];
     let bms = m.shoup(bm);
     #[cfg(target_arch = "x86_64")]
-    if super::ntt::x86::available() && row.len() <= 4 {
+    if super::ntt::x86::available() {
         let h: Vec<(u64, u64)> = row
             .iter()
             .zip(&conv.hat_mod_shoup[d])
@@ -926,7 +926,7 @@ mod tests {
 
     #[test]
     fn base_conversion_matches_naive_formula() {
-        // 2-, 3- and 4-prime sources (the vector kernel) and 5 (scalar only).
+        // 2- to 5-prime sources (the vector kernel, or the scalar loop without AVX-512).
         for (dnum, special) in [(3, vec![61, 61]), (2, vec![61, 61, 61]), (1, vec![61; 4])] {
             let c = ctx(dnum, special);
             let n = c.n();

@@ -31,7 +31,9 @@ mod fused;
 mod memory;
 mod progress;
 
-pub use memory::{available_memory, read_cpu_seconds, read_memory_status, MemoryStatus};
+pub use memory::{
+    available_memory, read_cpu_seconds, read_memory_status, retain_freed_memory, MemoryStatus,
+};
 pub use progress::{Progress, ProgressMode};
 
 use crate::ckks::{Ciphertext, CkksError, Encoder, Evaluator, GaloisKeys, Plaintext, RelinKey};

@@ -165,7 +165,7 @@ impl<'a> ChebEvaluator<'a> {
             return self.baby(c, level, scale);
         }
         let m = 1usize << (usize::BITS - 1 - d.leading_zeros()); // largest power of 2 <= d
-        // p = low + T_m * high, from T_k = 2 T_m T_(k-m) - T_(2m-k) for k > m.
+                                                                 // p = low + T_m * high, from T_k = 2 T_m T_(k-m) - T_(2m-k) for k > m.
         let mut low = c[..m].to_vec();
         let mut high = vec![0.0; d - m + 1];
         high[0] = c[m];

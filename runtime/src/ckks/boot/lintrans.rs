@@ -102,8 +102,7 @@ impl DiagMatrix {
             .flat_map(|d| d.iter().map(|z| z.norm()))
             .fold(0f64, f64::max);
         let tol = max * 1e-15;
-        self.diags
-            .retain(|_, d| d.iter().any(|z| z.norm() > tol));
+        self.diags.retain(|_, d| d.iter().any(|z| z.norm() > tol));
     }
 
     /// Applies the matrix to a plain vector of length `len` (a multiple of the period).
@@ -112,9 +111,11 @@ impl DiagMatrix {
         let len = x.len();
         (0..len)
             .map(|s| {
-                self.diags.iter().fold(Complex64::default(), |acc, (&k, d)| {
-                    acc + d[s % self.period] * x[(s + k) % len]
-                })
+                self.diags
+                    .iter()
+                    .fold(Complex64::default(), |acc, (&k, d)| {
+                        acc + d[s % self.period] * x[(s + k) % len]
+                    })
             })
             .collect()
     }
@@ -153,10 +154,7 @@ pub(crate) struct Bsgs {
 /// The rotation plan of a set of signed offsets: `(stride, n1)` and the
 /// baby and giant rotations it needs.
 fn plan(offsets: &[i64]) -> (Vec<i64>, Vec<i64>, i64, i64) {
-    let stride = offsets
-        .iter()
-        .fold(0i64, |g, &k| gcd(g, k.abs()))
-        .max(1);
+    let stride = offsets.iter().fold(0i64, |g, &k| gcd(g, k.abs())).max(1);
     let units: Vec<i64> = offsets.iter().map(|k| k / stride).collect();
     let mut best: Option<(f64, i64)> = None;
     let mut n1 = 1i64;
@@ -209,7 +207,7 @@ impl Bsgs {
     ) -> Result<Self> {
         let slots = encoder.slots();
         let p = m.period;
-        if p == 0 || slots % p != 0 {
+        if p == 0 || !slots.is_multiple_of(p) {
             return Err(CkksError::InvalidInput(format!(
                 "transform period {p} does not divide the {slots} slots"
             )));

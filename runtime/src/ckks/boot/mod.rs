@@ -51,13 +51,15 @@ use super::rns;
 use evalmod::ChebEvaluator;
 use lintrans::{Bsgs, DiagMatrix};
 
-
 /// Largest `log2(q0 * p0)` accepted for the ring in which the sparse
 /// ephemeral secret is used. Bossuat et al. (sparse-secret encapsulation,
 /// 2022) estimate more than 128-bit security for `h = 32` at `N = 2^16` with
 /// `log2(q0 * p0)` about 120; the bound is applied at every ring degree the
 /// bootstrapper accepts for 128-bit parameters (`N = 2^16`).
 pub const MAX_SPARSE_LOG_QP: f64 = 122.0;
+
+/// Bit size of the primes of the modular reduction (its working scale).
+pub const EVAL_MOD_PRIME_BITS: u32 = 60;
 
 /// How a bootstrap is built.
 #[derive(Clone, Debug, PartialEq)]
@@ -131,7 +133,8 @@ impl BootstrapConfig {
 
 /// A modulus chain for bootstrapping: `q0` of 60 bits, `network_levels` primes
 /// of `scale_bits` for the computation between bootstraps, then the primes
-/// of SlotsToCoeffs (`scale_bits`), of the modular reduction (58 bits) and of
+/// of SlotsToCoeffs (`scale_bits`), of the modular reduction
+/// ([`EVAL_MOD_PRIME_BITS`]) and of
 /// CoeffsToSlots (56 bits); 60-bit special primes, with the fewest
 /// key-switching digits (smallest keys) for which `log2(QP)` stays within the
 /// 128-bit bound at `N = 2^16`. With `secure`, the 128-bit check of the
@@ -146,7 +149,7 @@ pub fn bootstrap_parameters(
     secure: bool,
 ) -> Result<CkksParameters> {
     let mut bits = vec![scale_bits; network_levels + config.stc_levels];
-    bits.extend(vec![58; config.eval_mod_depth()]);
+    bits.extend(vec![EVAL_MOD_PRIME_BITS; config.eval_mod_depth()]);
     bits.extend(vec![56; config.cts_levels]);
     let all: Vec<u32> = std::iter::once(60).chain(bits.iter().copied()).collect();
     let nq = all.len();
@@ -194,9 +197,8 @@ impl BootstrapKeys {
     /// Total size in memory, bytes (the serialized form stores each uniform
     /// half as a 32-byte seed, so it is about half of this).
     pub fn bytes(&self) -> usize {
-        let ksk = |k: &KeySwitchKey| -> usize {
-            k.b.iter().chain(&k.a).map(|p| p.data.len() * 8).sum()
-        };
+        let ksk =
+            |k: &KeySwitchKey| -> usize { k.b.iter().chain(&k.a).map(|p| p.data.len() * 8).sum() };
         ksk(&self.relin.key)
             + self.galois.keys.values().map(ksk).sum::<usize>()
             + ksk(&self.to_sparse)
@@ -394,7 +396,9 @@ impl Bootstrapper {
             && config.output_scale.is_finite()
             && config.output_scale >= 1.0)
         {
-            return Err(CkksError::InvalidParameters("scales must be finite and >= 1".into()));
+            return Err(CkksError::InvalidParameters(
+                "scales must be finite and >= 1".into(),
+            ));
         }
         // The encapsulation ring q0 * p0.
         let q0 = ctx.moduli()[0].value();
@@ -474,7 +478,13 @@ impl Bootstrapper {
             } else {
                 prime(l)
             };
-            cts.push(Bsgs::new(&encoder, m, l, pt_scale, config.compact_matrices)?);
+            cts.push(Bsgs::new(
+                &encoder,
+                m,
+                l,
+                pt_scale,
+                config.compact_matrices,
+            )?);
         }
 
         // SlotsToCoeffs.
@@ -514,7 +524,13 @@ impl Bootstrapper {
                     pt_scale.log2()
                 )));
             }
-            stc.push(Bsgs::new(&encoder, m, l, pt_scale, config.compact_matrices)?);
+            stc.push(Bsgs::new(
+                &encoder,
+                m,
+                l,
+                pt_scale,
+                config.compact_matrices,
+            )?);
         }
 
         // SubSum rotations: n, 2n, .., N/4.
@@ -681,7 +697,7 @@ impl Bootstrapper {
     }
 
     /// The level-0 ciphertext switched to the sparse secret (ring `q0 * p0`).
-    fn to_sparse(&self, ct: &Ciphertext, keys: &BootstrapKeys) -> Result<Ciphertext> {
+    fn enter_sparse(&self, ct: &Ciphertext, keys: &BootstrapKeys) -> Result<Ciphertext> {
         let n = self.ctx.n();
         self.small.check_ksk(&keys.to_sparse)?;
         let limb0 = |p: &RnsPoly| RnsPoly {
@@ -736,7 +752,7 @@ impl Bootstrapper {
     }
 
     /// Back from the sparse secret to the user's secret, at the top level.
-    fn from_sparse(&self, ct: &Ciphertext, keys: &BootstrapKeys) -> Result<Ciphertext> {
+    fn leave_sparse(&self, ct: &Ciphertext, keys: &BootstrapKeys) -> Result<Ciphertext> {
         let ctx = &self.ctx;
         ctx.check_ksk(&keys.from_sparse)?;
         let mut c0 = ct.polys[0].clone();
@@ -756,8 +772,8 @@ impl Bootstrapper {
         let ev = &self.eval;
         let poly_level = self.eval_level - evalmod::depth(self.config.degree);
         let scale = self.ctx.moduli()[poly_level].value() as f64;
-        let mut y =
-            ChebEvaluator::new(ev, rk, u, self.config.degree).evaluate(&self.cheb, poly_level, scale)?;
+        let mut y = ChebEvaluator::new(ev, rk, u, self.config.degree)
+            .evaluate(&self.cheb, poly_level, scale)?;
         for _ in 0..self.config.double_angle {
             let mut sq = ev.square(&y)?;
             ev.relinearize_assign(&mut sq, rk)?;
@@ -805,9 +821,9 @@ impl Bootstrapper {
         if self.boost > 1 {
             ev.mul_integer_assign(&mut c, self.boost)?;
         }
-        let c = self.to_sparse(&c, keys)?;
+        let c = self.enter_sparse(&c, keys)?;
         let c = self.mod_raise(&c);
-        let mut c = self.from_sparse(&c, keys)?;
+        let mut c = self.leave_sparse(&c, keys)?;
         lap(&mut times.mod_raise);
         for &step in &self.sub_sum {
             let r = ev.rotate(&c, step, gk)?;
@@ -942,7 +958,11 @@ mod tests {
                 .zip(&z)
                 .map(|(g, w)| (*g - w.scale(f)).norm() / f)
                 .fold(0f64, f64::max);
-            assert!(err < 2f64.powi(-20), "slots {slots}: max error 2^{:.1}", err.log2());
+            assert!(
+                err < 2f64.powi(-20),
+                "slots {slots}: max error 2^{:.1}",
+                err.log2()
+            );
         }
     }
 

@@ -156,7 +156,12 @@ fn main() -> Result<()> {
     }
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
+    let h = sorted.len() / 2;
+    let median = if sorted.len() % 2 == 1 {
+        sorted[h]
+    } else {
+        (sorted[h - 1] + sorted[h]) / 2.0
+    };
     let cost = bt.cost();
     println!(
         "{{\"library\":\"hecc\",\"version\":\"{}\",\"log_n\":{log_n},\"slots\":{slots},\

@@ -4,7 +4,7 @@
 //! modular arithmetic, prime generation) → [`ntt`] (negacyclic NTT) →
 //! [`params`] and [`context`] (parameter sets and their precomputed tables) →
 //! `poly` and `rns` (RNS polynomials, base conversion, ModUp/ModDown, rescale) →
-//! [`keys`], [`encoding`], [`encrypt`], [`eval`] → [`serial`].
+//! [`keys`], [`encoding`], [`encrypt`], [`eval`] → [`boot`] → [`serial`].
 //! Nothing here imports from `hecc-ir`.
 //!
 //! # Usage
@@ -48,6 +48,10 @@
 //! * [`Evaluator`]: add/sub/negate (ct-ct, ct-pt, ct-scalar), mul, square,
 //!   relinearize, mul_plain, mul_scalar, mul_integer, mul_scalar_accumulate,
 //!   rescale, drop_to_level, rotate, conjugate, rotate_hoisted.
+//! * [`Bootstrapper`] ([`BootstrapConfig`], [`BootstrapKeys`],
+//!   [`bootstrap_parameters`]): refreshes a ciphertext to a high level
+//!   (sparse-secret encapsulation, ModRaise, baby-step giant-step DFTs,
+//!   Chebyshev modular reduction), full or sparse slots.
 //! * [`serial`]: `to_bytes` / `from_bytes` for every object, versioned,
 //!   with a parameter fingerprint.
 //! * [`CkksError`]: the one error type.

@@ -384,34 +384,45 @@ impl GaloisKeys {
     pub fn to_bytes(&self, ctx: &Context) -> Vec<u8> {
         let mut out = Vec::new();
         write_header(&mut out, ObjectKind::GaloisKeys, ctx.fingerprint());
-        out.extend_from_slice(&(self.keys.len() as u32).to_le_bytes());
-        for (g, k) in &self.keys {
-            out.extend_from_slice(&g.to_le_bytes());
-            write_ksk(&mut out, k);
-        }
+        write_galois(&mut out, self);
         out
     }
     /// Reads Galois keys made for `ctx`'s parameters.
     pub fn from_bytes(ctx: &Context, bytes: &[u8]) -> Result<Self> {
         let mut r = read_header_ctx(bytes, ObjectKind::GaloisKeys, ctx)?;
-        let count = r.u32()? as usize;
-        let two_n = 2 * ctx.n() as u64;
-        let mut keys = BTreeMap::new();
-        for _ in 0..count {
-            let g = r.u64()?;
-            if g % 2 == 0 || g >= two_n || g == 1 {
-                return Err(CkksError::Malformed(format!("invalid Galois element {g}")));
-            }
-            let k = read_ksk(&mut r, ctx)?;
-            if keys.insert(g, k).is_some() {
-                return Err(CkksError::Malformed(format!(
-                    "duplicate Galois element {g}"
-                )));
-            }
-        }
+        let keys = read_galois(&mut r, ctx)?;
         r.finish()?;
-        Ok(Self { keys })
+        Ok(keys)
     }
+}
+
+/// A Galois key set: count, then (element, key) pairs in element order.
+fn write_galois(out: &mut Vec<u8>, gk: &GaloisKeys) {
+    out.extend_from_slice(&(gk.keys.len() as u32).to_le_bytes());
+    for (g, k) in &gk.keys {
+        out.extend_from_slice(&g.to_le_bytes());
+        write_ksk(out, k);
+    }
+}
+
+/// Reads [`write_galois`]'s form, refusing invalid or repeated elements.
+fn read_galois(r: &mut Reader<'_>, ctx: &Context) -> Result<GaloisKeys> {
+    let count = r.u32()? as usize;
+    let two_n = 2 * ctx.n() as u64;
+    let mut keys = BTreeMap::new();
+    for _ in 0..count {
+        let g = r.u64()?;
+        if g % 2 == 0 || g >= two_n || g == 1 {
+            return Err(CkksError::Malformed(format!("invalid Galois element {g}")));
+        }
+        let k = read_ksk(r, ctx)?;
+        if keys.insert(g, k).is_some() {
+            return Err(CkksError::Malformed(format!(
+                "duplicate Galois element {g}"
+            )));
+        }
+    }
+    Ok(GaloisKeys { keys })
 }
 
 fn read_scale(r: &mut Reader<'_>) -> Result<f64> {
@@ -505,11 +516,7 @@ impl BootstrapKeys {
         let mut out = Vec::new();
         write_header(&mut out, ObjectKind::BootstrapKeys, ctx.fingerprint());
         write_ksk(&mut out, &self.relin.key);
-        out.extend_from_slice(&(self.galois.keys.len() as u32).to_le_bytes());
-        for (g, k) in &self.galois.keys {
-            out.extend_from_slice(&g.to_le_bytes());
-            write_ksk(&mut out, k);
-        }
+        write_galois(&mut out, &self.galois);
         write_ksk(&mut out, &self.to_sparse);
         write_ksk(&mut out, &self.from_sparse);
         out
@@ -525,27 +532,13 @@ impl Bootstrapper {
         let relin = RelinKey {
             key: read_ksk(&mut r, ctx)?,
         };
-        let count = r.u32()? as usize;
-        let two_n = 2 * ctx.n() as u64;
-        let mut keys = BTreeMap::new();
-        for _ in 0..count {
-            let g = r.u64()?;
-            if g % 2 == 0 || g >= two_n || g == 1 {
-                return Err(CkksError::Malformed(format!("invalid Galois element {g}")));
-            }
-            let k = read_ksk(&mut r, ctx)?;
-            if keys.insert(g, k).is_some() {
-                return Err(CkksError::Malformed(format!(
-                    "duplicate Galois element {g}"
-                )));
-            }
-        }
+        let galois = read_galois(&mut r, ctx)?;
         let to_sparse = read_ksk(&mut r, self.encapsulation_context())?;
         let from_sparse = read_ksk(&mut r, ctx)?;
         r.finish()?;
         let keys = BootstrapKeys {
             relin,
-            galois: GaloisKeys { keys },
+            galois,
             to_sparse,
             from_sparse,
         };

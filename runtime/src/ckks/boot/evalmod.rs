@@ -62,6 +62,17 @@ fn ceil_log2(x: usize) -> usize {
     (usize::BITS - (x.max(1) - 1).leading_zeros()) as usize
 }
 
+/// `2 y^2 - 1` (`T_2(y)`, the double-angle step `cos 2a = 2 cos^2 a - 1`),
+/// relinearized and rescaled: one level.
+pub(crate) fn double_angle(ev: &Evaluator, rk: &RelinKey, y: &Ciphertext) -> Result<Ciphertext> {
+    let mut t = ev.square(y)?;
+    ev.relinearize_assign(&mut t, rk)?;
+    ev.rescale_assign(&mut t)?;
+    ev.mul_integer_assign(&mut t, 2)?;
+    ev.add_scalar_assign(&mut t, -1.0)?;
+    Ok(t)
+}
+
 /// Evaluates Chebyshev series on one encrypted input, caching its powers.
 pub(crate) struct ChebEvaluator<'a> {
     ev: &'a Evaluator,
@@ -107,18 +118,12 @@ impl<'a> ChebEvaluator<'a> {
         Ok(t)
     }
 
-    /// `2 * a * b` (`2 * a^2` without `b`), relinearized and rescaled
-    /// (operands at any levels).
-    fn double_product(&self, a: &Ciphertext, b: Option<&Ciphertext>) -> Result<Ciphertext> {
-        let mut p = match b {
-            None => self.ev.square(a)?,
-            Some(b) => {
-                let l = a.level().min(b.level());
-                let a = self.ev.drop_to_level(a, l)?;
-                let b = self.ev.drop_to_level(b, l)?;
-                self.ev.mul(&a, &b)?
-            }
-        };
+    /// `2 * a * b`, relinearized and rescaled (operands at any levels).
+    fn double_product(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        let l = a.level().min(b.level());
+        let a = self.ev.drop_to_level(a, l)?;
+        let b = self.ev.drop_to_level(b, l)?;
+        let mut p = self.ev.mul(&a, &b)?;
         self.ev.relinearize_assign(&mut p, self.rk)?;
         self.ev.rescale_assign(&mut p)?;
         self.ev.mul_integer_assign(&mut p, 2)?;
@@ -135,14 +140,11 @@ impl<'a> ChebEvaluator<'a> {
         }
         let a = 1usize << (usize::BITS - 1 - (k - 1).leading_zeros()); // largest power of 2 < k
         let t = if k.is_power_of_two() {
-            let h = self.power(k / 2)?;
-            let mut t = self.double_product(&h, None)?;
-            self.ev.add_scalar_assign(&mut t, -1.0)?;
-            t
+            double_angle(self.ev, self.rk, &self.power(k / 2)?)?
         } else {
             let ta = self.power(a)?;
             let tb = self.power(k - a)?;
-            let mut t = self.double_product(&ta, Some(&tb))?;
+            let mut t = self.double_product(&ta, &tb)?;
             let d = 2 * a - k;
             if d == 0 {
                 self.ev.add_scalar_assign(&mut t, -1.0)?;

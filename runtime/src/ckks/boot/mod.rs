@@ -688,9 +688,9 @@ impl Bootstrapper {
             for (i, limb) in p.data.chunks_mut(n).enumerate() {
                 let m = &self.ctx.moduli()[i];
                 pointwise::binary_assign(m, Op::Mul, limb, &self.monomial.data[i * n..(i + 1) * n]);
-                if negate {
-                    pointwise::binary_assign(m, Op::Mul, limb, &[m.value() - 1; 1].repeat(n));
-                }
+            }
+            if negate {
+                p.neg_assign(&self.ctx);
             }
         }
         ct.seed = None;
@@ -775,12 +775,7 @@ impl Bootstrapper {
         let mut y = ChebEvaluator::new(ev, rk, u, self.config.degree)
             .evaluate(&self.cheb, poly_level, scale)?;
         for _ in 0..self.config.double_angle {
-            let mut sq = ev.square(&y)?;
-            ev.relinearize_assign(&mut sq, rk)?;
-            ev.rescale_assign(&mut sq)?;
-            ev.mul_integer_assign(&mut sq, 2)?;
-            ev.add_scalar_assign(&mut sq, -1.0)?;
-            y = sq;
+            y = evalmod::double_angle(ev, rk, &y)?;
         }
         Ok(y)
     }

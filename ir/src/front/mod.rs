@@ -8,6 +8,7 @@
 //! diagnostics of [`FrontError::Invalid`]). No input makes a front end panic.
 
 pub mod onnx;
+pub mod onnx_consts;
 pub mod weights;
 pub mod yaml;
 
@@ -154,6 +155,16 @@ pub enum FrontError {
         path: String,
         /// `(node name, op type)` of every unsupported node, in graph order.
         nodes: Vec<(String, String)>,
+    },
+    /// A valid ONNX file whose graph hecc cannot take as a whole (several inputs, an input
+    /// rank or type it does not handle, a constant output).
+    #[error("ONNX model `{path}`: {message}")]
+    #[diagnostic(code(hecc::onnx::model))]
+    OnnxModel {
+        /// The path.
+        path: String,
+        /// What is wrong.
+        message: String,
     },
     /// The ONNX model uses a supported op in an unsupported way.
     #[error("ONNX node `{node}` ({op_type}): {message}")]

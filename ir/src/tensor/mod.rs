@@ -172,6 +172,9 @@ pub struct Graph {
     pub weights: Weights,
     /// Operands that could not be resolved while building; reported by the verifier.
     pub dangling: Vec<DanglingOperand>,
+    /// What the front end rewrote while importing (folded shape arithmetic, removed no-ops,
+    /// dropped trailing Softmax ...), one sentence each, for `hecc check` and the report.
+    pub notes: Vec<String>,
 }
 
 impl Graph {

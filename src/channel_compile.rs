@@ -247,7 +247,7 @@ pub fn compile_channel(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         (&g.name, "channel", opts.rescale.name()),
         opts.costs.as_ref(),
     );
-    rep.activation = opts.activation.clone();
+    rep.activation = opts.activation_label();
     rep.activation_ranges = ranges;
     let key_bytes = rep.keys.public_key + rep.keys.relin_key + rep.keys.galois_keys;
     let sched = hecc_passes::schedule::schedule(
@@ -264,7 +264,7 @@ pub fn compile_channel(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         layout: "channel".into(),
         batch: low.images,
         rescale_policy: opts.rescale.name().into(),
-        activation: opts.activation.clone(),
+        activation: opts.activation_label(),
         params: choice,
         primes: backend.q().to_vec(),
         special_primes: backend.p().to_vec(),

@@ -150,6 +150,12 @@ impl fmt::Display for CheckReport {
                 writeln!(f, "  {k:<20} {layers:>3} layer(s) {elems:>8} element(s)")?;
             }
         }
+        if !g.notes.is_empty() {
+            writeln!(f, "import rewrites:")?;
+            for n in &g.notes {
+                writeln!(f, "  - {n}")?;
+            }
+        }
         Ok(())
     }
 }

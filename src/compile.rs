@@ -24,8 +24,13 @@ pub struct CompileOptions {
     pub batch: Option<u32>,
     /// Rescale policy.
     pub rescale: RescalePolicy,
-    /// Activation policy for `relu`/`max_pool` (see [`parse_activation`]).
-    pub activation: String,
+    /// Activation policy for `relu`/`max_pool` (see [`parse_activation`]), or `auto` (the
+    /// shallowest policy whose plaintext argmax agrees with the exact model on the calibration
+    /// images). `None`: the model must have no `relu`/`max_pool`; hecc never picks an
+    /// approximation the user did not ask for.
+    pub activation: Option<String>,
+    /// How `auto` chose the policy, appended to the recorded activation.
+    pub auto_note: Option<String>,
     /// Input range half-width of the ReLU approximation.
     pub relu_range: f64,
     /// Calibrate each activation's range on sample images (`--calibrate`).
@@ -59,13 +64,26 @@ pub struct CompileOptions {
     pub compare_fusion: bool,
 }
 
+impl CompileOptions {
+    /// The activation policy as recorded in the report and the plan (`none needed` if the model
+    /// needs none).
+    pub fn activation_label(&self) -> String {
+        let base = self.activation.clone().unwrap_or_else(|| "none needed".into());
+        match &self.auto_note {
+            Some(n) => format!("{base} ({n})"),
+            None => base,
+        }
+    }
+}
+
 impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions {
             layout: "auto".into(),
             batch: None,
             rescale: RescalePolicy::Waterline,
-            activation: "square".into(),
+            activation: None,
+            auto_note: None,
             relu_range: 8.0,
             calibration: None,
             range_override: false,
@@ -114,17 +132,16 @@ pub struct RangeArgs {
 }
 
 impl RangeArgs {
-    /// Sets the range options of `opts` for the model at `model` (loading the calibration
+    /// Sets the range options of `opts` for the model `g` (loading the calibration
     /// images in the model input's domain, as `hecc infer` loads images).
-    pub fn apply(&self, model: &Path, opts: &mut CompileOptions) -> Result<()> {
+    pub fn apply(&self, g: &Graph, opts: &mut CompileOptions) -> Result<()> {
         if let Some(b) = self.relu_range {
             opts.relu_range = b;
             opts.range_override = true;
         }
         if let Some(path) = &self.calibrate {
-            let g = hecc_ir::front::load_model(model)?;
             opts.calibration = Some(load_calibration(
-                &g,
+                g,
                 path,
                 self.calibrate_count,
                 self.range_margin,
@@ -179,7 +196,19 @@ pub fn activation_policy(
     g: &Graph,
     opts: &CompileOptions,
 ) -> Result<(ActivationPolicy, Vec<ActivationRange>)> {
-    let method = parse_activation(&opts.activation)?;
+    let Some(spec) = opts.activation.as_deref() else {
+        let found = sites(g)?;
+        if found.is_empty() {
+            return Ok((ActivationPolicy::default(), Vec::new()));
+        }
+        return Err(no_activation_error(&found));
+    };
+    if spec == "auto" {
+        return Err(miette!(
+            "--activation auto must be resolved on calibration images first (see `resolve_auto`)"
+        ));
+    }
+    let method = parse_activation(spec)?;
     let relu = ActivationApprox::relu(&method, opts.relu_range)?;
     let mut policy = ActivationPolicy {
         relu: Some(relu.clone()),
@@ -203,6 +232,31 @@ pub fn activation_policy(
         }
     }
     Ok((policy, ranges))
+}
+
+/// The error for a model with `relu`/`max_pool` compiled without an activation policy.
+fn no_activation_error(found: &[hecc_passes::ranges::Site]) -> miette::Report {
+    let names: Vec<String> = found
+        .iter()
+        .take(4)
+        .map(|s| format!("`{}`", s.name))
+        .collect();
+    let more = if found.len() > 4 {
+        format!(" and {} more", found.len() - 4)
+    } else {
+        String::new()
+    };
+    miette!(
+        help = "relu and max_pool have no exact encrypted form. Choose how to \
+                approximate them: `--activation minimax:7` (or minimax:15,15,27 for Lee et al.'s \
+                precise composite), `chebyshev:15`, `least-squares:8`, `square` (only for \
+                networks trained with x^2), or `--activation auto --calibrate IMAGES` to pick \
+                the shallowest policy that keeps the exact model's predictions. `hecc eval MODEL \
+                --input IMAGES --activation P` compares them in plaintext.",
+        "the model has {} relu/max_pool activation(s) ({}{more}) and no --activation was given",
+        found.len(),
+        names.join(", ")
+    )
 }
 
 /// Parses an activation policy: `square`, `least-squares:D`, `chebyshev:D`, `taylor:D`,
@@ -295,6 +349,13 @@ pub fn compile(path: &Path, opts: &CompileOptions) -> Result<Compiled> {
 
 /// Compiles a loaded tensor graph.
 pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
+    let resolved;
+    let opts = if opts.activation.as_deref() == Some("auto") {
+        resolved = crate::eval::resolve_activation(g, opts)?.0;
+        &resolved
+    } else {
+        opts
+    };
     hecc_ir::tensor::verify(g).map_err(|errs| {
         miette!(
             "the model does not verify ({} problems); run `hecc check`",
@@ -379,7 +440,7 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         (&g.name, "batch", passes.policy.name()),
         opts.costs.as_ref(),
     );
-    rep.activation = opts.activation.clone();
+    rep.activation = opts.activation_label();
     rep.activation_ranges = ranges;
     rep.fusion = Some(report::FusionSummary {
         passes: log_passes(&passes, opts),
@@ -410,7 +471,7 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         layout: "batch".into(),
         batch,
         rescale_policy: passes.policy.name().into(),
-        activation: opts.activation.clone(),
+        activation: opts.activation_label(),
         params: choice,
         primes: backend.q().to_vec(),
         special_primes: backend.p().to_vec(),
@@ -562,4 +623,84 @@ pub fn read_plan(path: &Path) -> Result<Plan> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| miette!("cannot read plan {}: {e}", path.display()))?;
     Ok(Plan::from_json(&text)?)
+}
+
+/// How the model's input is normalised, declared on the command line (for ONNX files, whose
+/// graphs take the already normalised tensor).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ModelArgs {
+    /// Per-channel normalisation applied to the raw input before the model:
+    /// `MEAN/STD` or `M1,M2,M3/S1,S2,S3` (e.g. `0.1307/0.3081` for MNIST); overrides the spec's.
+    #[arg(long)]
+    pub normalize: Option<String>,
+    /// Range `LO,HI` of the raw input values (image bytes 0..255 are mapped onto it; default
+    /// `0,1`); overrides the spec's.
+    #[arg(long, allow_hyphen_values = true)]
+    pub input_range: Option<String>,
+}
+
+impl ModelArgs {
+    /// Loads the model at `path` and applies the declared normalisation.
+    pub fn load(&self, path: &Path) -> Result<Graph> {
+        let mut g = hecc_ir::front::load_model(path)?;
+        self.apply(&mut g)?;
+        Ok(g)
+    }
+
+    /// Sets the normalisation of `g`'s input.
+    pub fn apply(&self, g: &mut Graph) -> Result<()> {
+        if self.normalize.is_none() && self.input_range.is_none() {
+            return Ok(());
+        }
+        let list = |s: &str, what: &str| -> Result<Vec<f64>> {
+            s.split(',')
+                .map(|v| {
+                    v.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|x| x.is_finite())
+                        .ok_or_else(|| miette!("{what}: `{v}` is not a finite number"))
+                })
+                .collect()
+        };
+        let id = *g
+            .inputs
+            .first()
+            .ok_or_else(|| miette!("the model has no input"))?;
+        let node = g
+            .node_mut(id)
+            .ok_or_else(|| miette!("the model has no input"))?;
+        let Op::Input { shape, norm } = &mut node.op else {
+            return Err(miette!("the model's first input is not an input node"));
+        };
+        let channels = shape.first().copied().unwrap_or(1);
+        if let Some(n) = &self.normalize {
+            let (m, s) = n.split_once('/').ok_or_else(|| {
+                miette!("--normalize `{n}`: expected MEAN/STD, e.g. 0.1307/0.3081")
+            })?;
+            let (mean, std) = (list(m, "--normalize")?, list(s, "--normalize")?);
+            for v in [&mean, &std] {
+                if v.len() != 1 && v.len() != channels {
+                    return Err(miette!(
+                        "--normalize `{n}`: {} values for an input with {channels} channels",
+                        v.len()
+                    ));
+                }
+            }
+            if std.iter().any(|&x| x <= 0.0) {
+                return Err(miette!(
+                    "--normalize `{n}`: a standard deviation must be positive"
+                ));
+            }
+            norm.mean = mean;
+            norm.std = std;
+        }
+        if let Some(r) = &self.input_range {
+            match list(r, "--input-range")?[..] {
+                [lo, hi] if lo < hi => norm.range = Some([lo, hi]),
+                _ => return Err(miette!("--input-range `{r}`: expected LO,HI with LO < HI")),
+            }
+        }
+        Ok(())
+    }
 }

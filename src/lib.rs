@@ -6,6 +6,7 @@ pub mod calibrate;
 pub mod channel_compile;
 pub mod check;
 pub mod compile;
+pub mod eval;
 pub mod report_text;
 pub mod run;
 pub mod survey;

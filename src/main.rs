@@ -100,10 +100,15 @@ enum Cli {
         /// Rescale policy: `waterline` (lazy) or `always`.
         #[arg(long, default_value = "waterline")]
         rescale: String,
-        /// Replacement of relu/max_pool: square, least-squares:D, chebyshev:D, taylor:D,
-        /// silu-taylor:D, cryptodl:D, minimax:ALPHA or minimax:D1,D2,...
-        #[arg(long, default_value = "square")]
-        activation: String,
+        /// Replacement of relu/max_pool (required when the model has them): square,
+        /// least-squares:D, chebyshev:D, taylor:D, silu-taylor:D, cryptodl:D, minimax:ALPHA,
+        /// minimax:D1,D2,... or auto (the shallowest policy that keeps the exact model's
+        /// predictions on the --calibrate images).
+        #[arg(long)]
+        activation: Option<String>,
+        /// Input normalisation: --normalize, --input-range.
+        #[command(flatten)]
+        model_args: hecc::compile::ModelArgs,
         /// Activation ranges: --relu-range, --calibrate, --calibrate-count, --range-margin.
         #[command(flatten)]
         ranges: hecc::compile::RangeArgs,
@@ -269,9 +274,16 @@ enum Cli {
         /// Images to use (default: all in the file, up to the slots).
         #[arg(long)]
         batch: Option<usize>,
-        /// Replacement of relu/max_pool (see `hecc compile`).
-        #[arg(long, default_value = "square")]
-        activation: String,
+        /// Replacement of relu/max_pool (see `hecc compile`; `auto` calibrates on the images).
+        #[arg(long)]
+        activation: Option<String>,
+        /// Refuse the result (exit non-zero, after printing it) when the approximated model
+        /// keeps the exact model's prediction on less than this share of the images.
+        #[arg(long, default_value_t = 0.9)]
+        min_agreement: f64,
+        /// Input normalisation: --normalize, --input-range.
+        #[command(flatten)]
+        model_args: hecc::compile::ModelArgs,
         /// Packing layout: `batch` (slot i = image i) or `channel` (one ciphertext per
         /// channel, images side by side: at most the plan's images per run).
         #[arg(long, default_value = "batch")]
@@ -291,6 +303,33 @@ enum Cli {
         /// available (by default such a run is refused before it starts).
         #[arg(long)]
         no_memory_check: bool,
+    },
+    /// Evaluate a model in plaintext on many images: logits, accuracy, and how far each
+    /// activation approximation moves the predictions from the exact model's.
+    Eval {
+        /// The model file.
+        model: PathBuf,
+        /// The images (.npy, IDX or PNG).
+        #[arg(long)]
+        input: PathBuf,
+        /// Class labels (IDX or .npy), for the accuracy.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Activation policies to compare with the exact model (repeat the flag).
+        #[arg(long)]
+        activation: Vec<String>,
+        /// Images to use (the first N).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Activation ranges: --relu-range, --calibrate, --calibrate-count, --range-margin.
+        #[command(flatten)]
+        ranges: hecc::compile::RangeArgs,
+        /// Input normalisation: --normalize, --input-range.
+        #[command(flatten)]
+        model_args: hecc::compile::ModelArgs,
+        /// Write the exact model's logits here (.npy, images x classes).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// The ReLU-approximation survey on real data: evaluate a model trained with ReLU on a
     /// whole test set with its activations replaced, at inference only, by each method (ranges
@@ -385,6 +424,7 @@ fn main() -> ExitCode {
             batch,
             rescale,
             activation,
+            model_args,
             ranges,
             scale_bits,
             memory_budget,
@@ -419,8 +459,9 @@ fn main() -> ExitCode {
                     no_fuse,
                     ..Default::default()
                 };
-                ranges.apply(&model, &mut opts)?;
-                let compiled = hecc::compile::compile(&model, &opts)?;
+                let g = model_args.load(&model)?;
+                ranges.apply(&g, &mut opts)?;
+                let compiled = hecc::compile::compile_graph(&g, &opts)?;
                 hecc::compile::write_plan(&compiled.plan, &output)?;
                 let mut text = String::new();
                 for d in &compiled.log.dumps {
@@ -448,6 +489,56 @@ fn main() -> ExitCode {
                 Ok(text) => {
                     print!("{text}");
                     println!("plan written to {}", output.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e:?}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cli::Eval {
+            model,
+            input,
+            labels,
+            activation,
+            limit,
+            ranges,
+            model_args,
+            output,
+        } => {
+            let run = || -> miette::Result<String> {
+                let g = model_args.load(&model)?;
+                let mut opts = hecc::compile::CompileOptions::default();
+                ranges.apply(&g, &mut opts)?;
+                let rep = hecc::eval::eval_model(
+                    &g,
+                    &input,
+                    labels.as_deref(),
+                    &activation,
+                    limit,
+                    &opts,
+                )?;
+                let mut text = hecc::eval::render(&rep);
+                if let Some(path) = &output {
+                    let e = &rep.rows[0];
+                    hecc::compile::write_atomic(
+                        path,
+                        &hecc::run::npy_bytes(rep.images, e.classes, &e.logits),
+                    )?;
+                    text.push_str(&format!("exact logits written to {}\n", path.display()));
+                }
+                if activation.is_empty() && hecc::eval::needs_approximation(&g)? {
+                    text.push_str(
+                        "the model has relu/max_pool: add --activation P (repeatable, or auto) to \
+                         see what an approximation does to its predictions\n",
+                    );
+                }
+                Ok(text)
+            };
+            match run() {
+                Ok(text) => {
+                    print!("{text}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -717,6 +808,8 @@ fn client(cmd: Cli) -> ExitCode {
                 verify,
                 batch,
                 activation,
+                min_agreement,
+                model_args,
                 layout,
                 ranges,
                 quiet,
@@ -735,9 +828,17 @@ fn client(cmd: Cli) -> ExitCode {
                     memory_limit,
                     no_memory_check,
                 };
-                ranges.apply(&model, &mut opts.compile)?;
-                let rep = r::infer(&model, &input, labels.as_deref(), &opts)?;
-                Ok(r::render_infer(&rep))
+                let g = model_args.load(&model)?;
+                ranges.apply(&g, &mut opts.compile)?;
+                let rep = r::infer_graph(&g, &input, labels.as_deref(), &opts)?;
+                let text = r::render_infer(&rep);
+                match r::disagreement(&rep, min_agreement) {
+                    Some(e) => {
+                        print!("{text}");
+                        Err(e)
+                    }
+                    None => Ok(text),
+                }
             }
             _ => Err(miette::miette!("not a client command")),
         }

@@ -870,6 +870,12 @@ fn image_order(file: &[usize], input: &[usize]) -> ImageOrder {
     if per_image.len() <= 1 || squeeze(per_image) == squeeze(input) {
         return ImageOrder::AsIs;
     }
+    // A flat feature input (an MLP) takes each image flattened in row-major order.
+    if let [f] = input {
+        if per_image.iter().product::<usize>() == *f {
+            return ImageOrder::AsIs;
+        }
+    }
     if let ([c, h, w], [fh, fw, fc]) = (input, per_image) {
         if (fh, fw, fc) == (h, w, c) {
             return ImageOrder::HwcToChw {
@@ -1538,6 +1544,51 @@ pub struct InferReport {
     pub verification: Option<Verification>,
     /// The plan's memory estimate: live values in its schedule, and with the keys.
     pub estimate: Option<(u64, u64)>,
+    /// For a model with approximated activations: the plaintext approximated model against
+    /// the exact one on the same images.
+    pub approximation: Option<ApproxAgreement>,
+}
+
+/// How far the approximated activations move a model's predictions, measured in plaintext on
+/// the images of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApproxAgreement {
+    /// The activation policy (as recorded in the plan).
+    pub policy: String,
+    /// Images whose approximated prediction equals the exact model's.
+    pub agree: usize,
+    /// Images compared.
+    pub images: usize,
+    /// Correct predictions of the exact and the approximated model, when labels were given.
+    pub correct: Option<(usize, usize)>,
+}
+
+impl ApproxAgreement {
+    /// Share of images that agree.
+    pub fn ratio(&self) -> f64 {
+        self.agree as f64 / self.images.max(1) as f64
+    }
+}
+
+/// The error for a run whose approximated model agrees with the exact one on less than
+/// `min` of its images, if it does.
+pub fn disagreement(r: &InferReport, min: f64) -> Option<miette::Report> {
+    let a = r.approximation.as_ref()?;
+    (a.ratio() < min).then(|| {
+        miette!(
+            help = "the activation approximation changes the model's answers: choose a \
+             more precise one (`hecc eval MODEL --input IMAGES --activation P` compares \
+             them in plaintext, `--activation auto` picks one), calibrate the ranges \
+             (--calibrate), or pass --min-agreement 0 to accept it",
+            "the results are likely wrong: with `{}` the model keeps the exact model's \
+             prediction on only {}/{} images ({:.1}% < {:.1}%)",
+            a.policy,
+            a.agree,
+            a.images,
+            100.0 * a.ratio(),
+            100.0 * min
+        )
+    })
 }
 
 impl InferReport {
@@ -1590,8 +1641,18 @@ pub fn infer(
     labels: Option<&Path>,
     opts: &InferOptions,
 ) -> Result<InferReport> {
-    let t = Instant::now();
     let g = hecc_ir::front::load_model(model)?;
+    infer_graph(&g, input, labels, opts)
+}
+
+/// [`infer`] on a loaded model.
+pub fn infer_graph(
+    g: &hecc_ir::tensor::Graph,
+    input: &Path,
+    labels: Option<&Path>,
+    opts: &InferOptions,
+) -> Result<InferReport> {
+    let t = Instant::now();
     let mut copts = opts.compile.clone();
     // Size the batch from the data before compiling (shape from the graph).
     let probe_input = {
@@ -1617,7 +1678,19 @@ pub fn infer(
     if copts.batch.is_none() {
         copts.batch = Some(want as u32);
     }
-    let compiled = compile_graph(&g, &copts)?;
+    // `--activation auto` without calibration images calibrates on the images of the run.
+    if copts.activation.as_deref() == Some("auto") && copts.calibration.is_none() {
+        let sample = all.take(want.min(1000));
+        let mut dims = vec![sample.count];
+        dims.extend_from_slice(&probe_input.shape);
+        copts.calibration = Some(crate::compile::Calibration {
+            samples: hecc_ir::tensor::Tensor::from_shape_vec(dims, sample.data)
+                .map_err(|e| miette!("calibration images: {e}"))?,
+            margin: 0.1,
+        });
+    }
+    let copts = crate::eval::resolve_activation(g, &copts)?.0;
+    let compiled = compile_graph(g, &copts)?;
     let s = Session::new(compiled.plan)?;
     if !opts.no_memory_check {
         check_memory(&s, available_memory(), "infer")?;
@@ -1736,8 +1809,29 @@ pub fn infer(
         .as_ref()
         .map(|l| predictions.iter().zip(l).filter(|(a, b)| a == b).count());
     let verification = match circuit {
-        Some(c) => Some(check_tensor_model(&g, &s, &images, &logits, c)?),
+        Some(c) => Some(check_tensor_model(g, &s, &images, &logits, c)?),
         None => None,
+    };
+    let approximation = if crate::eval::needs_approximation(g)? {
+        let exact = crate::eval::evaluate(
+            g,
+            &images,
+            &CompileOptions {
+                activation: None,
+                ..copts.clone()
+            },
+        )?;
+        let approx = crate::eval::evaluate(g, &images, &copts)?;
+        Some(ApproxAgreement {
+            policy: copts.activation_label(),
+            agree: approx.agreement(&exact),
+            images: images.count,
+            correct: labels
+                .as_ref()
+                .map(|l| (exact.correct(l), approx.correct(l))),
+        })
+    } else {
+        None
     };
     Ok(InferReport {
         model: s.plan.model.clone(),
@@ -1763,6 +1857,7 @@ pub fn infer(
             .schedule
             .as_ref()
             .map(|x| (x.peak.bytes, x.total_bytes)),
+        approximation,
     })
 }
 
@@ -2053,6 +2148,23 @@ pub fn render_infer(r: &InferReport) -> String {
             "accuracy: {c}/{} = {:.2}%",
             r.images,
             100.0 * c as f64 / r.images.max(1) as f64
+        );
+    }
+    if let Some(a) = &r.approximation {
+        let _ = writeln!(
+            out,
+            "approximation `{}` (plaintext): {}/{} images keep the exact model's prediction{}",
+            a.policy,
+            a.agree,
+            a.images,
+            match a.correct {
+                Some((e, p)) => format!(
+                    "; accuracy exact {:.2}%, approximated {:.2}%",
+                    100.0 * e as f64 / a.images.max(1) as f64,
+                    100.0 * p as f64 / a.images.max(1) as f64
+                ),
+                None => String::new(),
+            }
         );
     }
     out.push_str(&render_run(&r.run, r.images));

@@ -155,7 +155,7 @@ pub fn survey_graph(g: &Graph, opts: &SurveyOptions) -> Result<Survey> {
     let mut rows = Vec::new();
     for method in &opts.methods {
         let copts = CompileOptions {
-            activation: method.policy.clone().unwrap_or_else(|| "square".into()),
+            activation: Some(method.policy.clone().unwrap_or_else(|| "square".into())),
             calibration: Some(calibration.clone()),
             ..Default::default()
         };

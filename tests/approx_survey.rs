@@ -35,7 +35,7 @@ fn calibrated_compile_records_one_range_per_activation() {
     let opts = CompileOptions {
         layout: "batch".into(),
         batch: Some(4),
-        activation: "least-squares:6".into(),
+        activation: Some("least-squares:6".into()),
         calibration: Some(cal.clone()),
         security: Security::InsecureNone,
         ..Default::default()
@@ -133,7 +133,7 @@ fn minimax_relu_runs_encrypted_and_out_of_range_inputs_are_reported() {
     let cal = load_calibration(&g, &images(), 256, 0.1).unwrap();
     let compile = CompileOptions {
         layout: "batch".into(),
-        activation: "minimax:7".into(),
+        activation: Some("minimax:7".into()),
         calibration: Some(cal.clone()),
         security: Security::InsecureNone,
         min_log_n: 12,
@@ -169,7 +169,7 @@ fn minimax_relu_runs_encrypted_and_out_of_range_inputs_are_reported() {
     // A range far too small: the reference counts the inputs outside it (a warning only).
     let small = InferOptions {
         compile: CompileOptions {
-            activation: "least-squares:4".into(),
+            activation: Some("least-squares:4".into()),
             relu_range: 0.5,
             range_override: true,
             ..compile

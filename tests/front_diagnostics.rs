@@ -45,7 +45,7 @@ const CASES: &[Case] = &[
     ("reshape_mismatch.yaml", "expected a tensor with 35 elements to reshape to [5, 7]", Some((4, 13))),
     ("bad_padding.yaml", "`padding` must be p, [ph, pw] or [top, left, bottom, right], got 3 values", Some((5, 60))),
     ("poly_without_coeffs.yaml", "`poly` needs `coeffs` as a non-empty list", Some((4, 26))),
-    ("onnx_unsupported_ops.onnx", "has 3 unsupported node(s): `gate` (Sigmoid), `squash` (Tanh), `probs` (Softmax)", None),
+    ("onnx_unsupported_ops.onnx", "has 2 unsupported node(s): `gate` (Sigmoid, not at the output), `squash` (Tanh)", None),
     ("onnx_truncated.onnx", "failed to decode Protobuf message", None),
     ("onnx_random_bytes.onnx", "failed to decode Protobuf message", None),
     ("onnx_nan_weight.onnx", "weight `conv.w` used by node `conv` (conv2d) has 1 NaN value(s)", None),

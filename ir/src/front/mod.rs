@@ -148,7 +148,7 @@ pub enum FrontError {
         nodes.iter().map(|(n, o)| format!("`{n}` ({o})")).collect::<Vec<_>>().join(", "))]
     #[diagnostic(
         code(hecc::onnx::unsupported_op),
-        help("supported ONNX ops: {}", onnx::SUPPORTED_OPS.join(", "))
+        help("{}", onnx::supported_ops_help())
     )]
     OnnxUnsupported {
         /// The path.

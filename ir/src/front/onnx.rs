@@ -353,7 +353,7 @@ const FOLDABLE: &[&str] = &[
 
 /// Non-polynomial ops that are dropped when they produce a graph output (the class scores
 /// before them have the same argmax).
-const MONOTONE_HEADS: &[&str] = &["Softmax", "LogSoftmax", "Sigmoid"];
+pub const MONOTONE_HEADS: &[&str] = &["Softmax", "LogSoftmax", "Sigmoid"];
 
 struct Importer {
     g: Graph,
@@ -1857,6 +1857,37 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Unsqueeze",
 ];
 
+/// The help text of an unsupported-op error: the op types grouped by where they are accepted
+/// (anywhere, on constant operands only, as the graph's last node only).
+pub fn supported_ops_help() -> String {
+    let tensor_ops = [
+        "Add", "Mul", "Sub", "Div", "Neg", "Pow", "Sum", "Concat", "Reshape", "Flatten",
+        "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout", "Cast", "Pad",
+    ];
+    let layers: Vec<&str> = SUPPORTED_OPS
+        .iter()
+        .copied()
+        .filter(|o| {
+            *o != "Constant"
+                && !MONOTONE_HEADS.contains(o)
+                && (!FOLDABLE.contains(o) || tensor_ops.contains(o))
+        })
+        .collect();
+    let consts: Vec<&str> = SUPPORTED_OPS
+        .iter()
+        .copied()
+        .filter(|o| FOLDABLE.contains(o) && !tensor_ops.contains(o))
+        .chain(["Constant"])
+        .collect();
+    format!(
+        "supported ONNX ops: {}; on constant operands only (folded at import): {}; \
+         at the output only (dropped, the argmax is unchanged): {}",
+        layers.join(", "),
+        consts.join(", "),
+        MONOTONE_HEADS.join(", ")
+    )
+}
+
 fn node_label(i: usize, n: &NodeProto) -> String {
     if n.name.is_empty() {
         format!("{}_{i}", n.op_type)
@@ -1945,18 +1976,26 @@ pub fn parse_onnx(bytes: &[u8], path: &str) -> Result<Graph, FrontError> {
         .filter(|(i, _)| live[*i])
         .collect();
 
-    // Every unsupported node, at once.
+    // Every unsupported node, at once (a Softmax/Sigmoid counts unless it is a trailing one).
+    let at_output = |n: &NodeProto| {
+        n.output
+            .first()
+            .is_some_and(|o| kept.iter().any(|k| &k.name == o))
+    };
     let unsupported: Vec<(String, String)> = nodes
         .iter()
         .filter(|(_, n)| {
             !(n.domain.is_empty() || n.domain == "ai.onnx")
                 || !SUPPORTED_OPS.contains(&n.op_type.as_str())
+                || (MONOTONE_HEADS.contains(&n.op_type.as_str()) && !at_output(n))
         })
         .map(|(i, n)| {
-            let op = if n.domain.is_empty() || n.domain == "ai.onnx" {
-                n.op_type.clone()
-            } else {
+            let op = if !(n.domain.is_empty() || n.domain == "ai.onnx") {
                 format!("{}::{}", n.domain, n.op_type)
+            } else if MONOTONE_HEADS.contains(&n.op_type.as_str()) {
+                format!("{}, not at the output", n.op_type)
+            } else {
+                n.op_type.clone()
             };
             (node_label(*i, n), op)
         })

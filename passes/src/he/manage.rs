@@ -216,6 +216,21 @@ impl Rebuild<'_> {
         )
     }
 
+    /// The scale to encode a plaintext factor at so that its product with a ciphertext of
+    /// log-scale `s` at level `l`, once rescaled, is exactly at the module's scale. Products of
+    /// ciphertexts double any deviation from the module's scale (a prime is not exactly a
+    /// power of two), so deep polynomials drift by bits; every plaintext product resets it.
+    /// A ciphertext far from the module's scale (on purpose) keeps its own scale.
+    fn landing_scale(&self, l: u32, s: f64) -> f64 {
+        let bits = self.out.rescale_bits(Level(l));
+        let base = self.src.meta.log_scale.0;
+        if (s - base).abs() < 8.0 {
+            bits + base - s
+        } else {
+            bits
+        }
+    }
+
     /// Rescales `v` until its scale is at most the waterline (memoised).
     fn down(&mut self, node: ValueId, v: ValueId) -> Result<ValueId, ManageError> {
         if let Some(&r) = self.rescaled.get(&v) {
@@ -264,7 +279,7 @@ impl Rebuild<'_> {
                     && l > 0
                     && (ps - self.src.meta.log_scale.0).abs() < 1e-12 =>
             {
-                self.out.rescale_bits(Level(l))
+                self.landing_scale(l, s)
             }
             _ => ps,
         };
@@ -487,7 +502,10 @@ fn rebuild(
     for (_, c) in src.constants() {
         out.push_constant(c.values.clone());
     }
-    let waterline = src.meta.log_scale.0 + 1.0;
+    // Values up to a quarter of the scale above it are at the waterline: products of
+    // ciphertexts carry a small drift from the exact scale (see `landing_scale`), and
+    // rescaling such a value would leave almost no bits.
+    let waterline = src.meta.log_scale.0 * 1.25;
     let mut r = Rebuild {
         src,
         out,
@@ -629,23 +647,23 @@ fn rebuild(
                     }
                 }
                 if let Op::Mac(attrs) = &mut op {
-                    // Encode the scalars at the prime the following rescale removes, so the
-                    // result returns exactly to the operands' scale.
+                    // Encode the scalars so that the following rescale lands exactly on the
+                    // module's scale.
                     if let Some(&o) = operands.first() {
-                        let (l, _, _) = r.ty(o);
+                        let (l, s, _) = r.ty(o);
                         if r.out.params.is_some() && l > 0 {
-                            attrs.log_scale = LogScale(r.out.rescale_bits(Level(l)));
+                            attrs.log_scale = LogScale(r.landing_scale(l, s));
                         }
                     }
                 }
                 if let Op::MulScalar { log_scale, .. } = &mut op {
                     if let Some(&o) = operands.first() {
-                        let (l, _, _) = r.ty(o);
+                        let (l, s, _) = r.ty(o);
                         if r.out.params.is_some()
                             && l > 0
                             && (log_scale.0 - r.src.meta.log_scale.0).abs() < 1e-12
                         {
-                            *log_scale = LogScale(r.out.rescale_bits(Level(l)));
+                            *log_scale = LogScale(r.landing_scale(l, s));
                         }
                     }
                 }

@@ -367,7 +367,16 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         "channel" => return crate::channel_compile::compile_channel(g, opts),
         "auto" => {
             if crate::channel_compile::choose_layout(g, opts).0 == "channel" {
-                return crate::channel_compile::compile_channel(g, opts);
+                // A model the channel layout cannot lower (padded max-pooling, ...) falls
+                // back to the batch layout; any other failure is the user's to see.
+                match crate::channel_compile::compile_channel(g, opts) {
+                    Err(e)
+                        if matches!(
+                            e.downcast_ref::<hecc_passes::lower::channel::ChannelError>(),
+                            Some(hecc_passes::lower::channel::ChannelError::Unsupported { .. })
+                        ) => {}
+                    other => return other,
+                }
             }
         }
         other => {

@@ -50,6 +50,8 @@ pub struct Evaluation {
     pub predictions: Vec<usize>,
     /// Activation inputs outside their approximation's range, and inputs checked.
     pub outside: (usize, usize),
+    /// How the policy was chosen (`--activation auto`), if it was.
+    pub note: Option<String>,
 }
 
 impl Evaluation {
@@ -71,12 +73,20 @@ impl Evaluation {
             .count()
     }
 
-    /// Largest `|a - b|` between two evaluations' logits.
+    /// Largest `|a - b|` between two evaluations' logits; NaN if either has a non-finite
+    /// logit (an approximation evaluated far outside its range overflows).
     pub fn max_abs_diff(&self, other: &Evaluation) -> f64 {
         self.logits
             .iter()
             .zip(&other.logits)
-            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
+            .fold(0.0f64, |m, (a, b)| {
+                let d = (a - b).abs();
+                if m.is_nan() || !d.is_finite() {
+                    f64::NAN
+                } else {
+                    m.max(d)
+                }
+            })
     }
 }
 
@@ -154,6 +164,7 @@ pub fn evaluate(g: &Graph, images: &Images, opts: &CompileOptions) -> Result<Eva
         logits,
         classes,
         outside,
+        note: None,
     })
 }
 
@@ -283,6 +294,9 @@ pub struct EvalReport {
     pub labels: Option<Vec<usize>>,
     /// The exact model first, then one row per policy.
     pub rows: Vec<Evaluation>,
+    /// The activation ranges were calibrated on the evaluated images themselves (no
+    /// `--calibrate` and no `--relu-range` given).
+    pub self_calibrated: bool,
     /// Seconds spent evaluating.
     pub seconds: f64,
 }
@@ -321,24 +335,29 @@ pub fn eval_model(
         ..base.clone()
     };
     let mut rows = vec![evaluate(g, &images, &exact)?];
+    // Without --calibrate or --relu-range, ranges come from the images evaluated: a fixed
+    // default range would measure the range, not the approximation.
+    let mut base = base.clone();
+    let self_calibrated =
+        !policies.is_empty() && base.calibration.is_none() && !base.range_override;
+    if self_calibrated {
+        let sample = images.take(images.count.min(1000));
+        let mut dims = vec![sample.count];
+        dims.extend_from_slice(&spec.shape);
+        base.calibration = Some(crate::compile::Calibration {
+            samples: Tensor::from_shape_vec(dims, sample.data)
+                .map_err(|e| miette!("calibration images: {e}"))?,
+            margin: 0.1,
+        });
+    }
     for p in policies {
-        let mut o = CompileOptions {
+        let o = CompileOptions {
             activation: Some(p.clone()),
             ..base.clone()
         };
-        if p == "auto" && o.calibration.is_none() {
-            let sample = images.take(images.count.min(1000));
-            let mut dims = vec![sample.count];
-            dims.extend_from_slice(&spec.shape);
-            o.calibration = Some(crate::compile::Calibration {
-                samples: Tensor::from_shape_vec(dims, sample.data)
-                    .map_err(|e| miette!("calibration images: {e}"))?,
-                margin: 0.1,
-            });
-        }
         let o = resolve_activation(g, &o)?.0;
         let mut e = evaluate(g, &images, &o)?;
-        e.policy = Some(o.activation_label());
+        e.note = o.auto_note.clone();
         rows.push(e);
     }
     Ok(EvalReport {
@@ -346,6 +365,7 @@ pub fn eval_model(
         images: images.count,
         labels,
         rows,
+        self_calibrated,
         seconds: t.elapsed().as_secs_f64(),
     })
 }
@@ -362,7 +382,7 @@ pub fn render(r: &EvalReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<44} {:>5} {:>9} {:>14} {:>14} {:>12}",
+        "{:<20} {:>5} {:>9} {:>14} {:>14} {:>14}",
         "activations", "depth", "accuracy", "agree w/ exact", "max |dlogit|", "out of range"
     );
     for e in &r.rows {
@@ -375,13 +395,18 @@ pub fn render(r: &EvalReport) -> String {
         let label = e.policy.clone().unwrap_or_else(|| "exact".into());
         let _ = writeln!(
             out,
-            "{:<44} {:>5} {:>9} {:>14} {:>14} {:>12}",
+            "{:<20} {:>5} {:>9} {:>14} {:>14} {:>14}",
             label,
             e.depth.map_or("-".into(), |d| d.to_string()),
             acc,
             format!("{}/{}", e.agreement(exact), r.images),
             if e.policy.is_some() {
-                format!("{:.3e}", e.max_abs_diff(exact))
+                let d = e.max_abs_diff(exact);
+                if d.is_nan() {
+                    "overflow".into()
+                } else {
+                    format!("{d:.3e}")
+                }
             } else {
                 "-".into()
             },
@@ -390,6 +415,24 @@ pub fn render(r: &EvalReport) -> String {
             } else {
                 "-".into()
             }
+        );
+    }
+    for e in &r.rows {
+        if let (Some(p), Some(n)) = (&e.policy, &e.note) {
+            let _ = writeln!(out, "auto -> {p}: {n}");
+        }
+    }
+    if r.self_calibrated {
+        let _ = writeln!(
+            out,
+            "activation ranges calibrated on these images (give --calibrate or --relu-range to fix them)"
+        );
+    }
+    if r.rows.iter().any(|e| e.outside.0 > 0) {
+        let _ = writeln!(
+            out,
+            "warning: activation inputs outside the approximation's range: its output there is \
+             meaningless; widen the range (--relu-range, --range-margin) or calibrate on more images"
         );
     }
     let shown = r.images.min(3);

@@ -281,6 +281,11 @@ enum Cli {
         /// keeps the exact model's prediction on less than this share of the images.
         #[arg(long, default_value_t = 0.9)]
         min_agreement: f64,
+        /// Reference outputs to compare the decrypted predictions with (.npy, images x
+        /// classes: e.g. the logits PyTorch or onnxruntime gives on the same images); below
+        /// --min-agreement the run fails.
+        #[arg(long)]
+        reference: Option<PathBuf>,
         /// Input normalisation: --normalize, --input-range.
         #[command(flatten)]
         model_args: hecc::compile::ModelArgs,
@@ -809,6 +814,7 @@ fn client(cmd: Cli) -> ExitCode {
                 batch,
                 activation,
                 min_agreement,
+                reference,
                 model_args,
                 layout,
                 ranges,
@@ -831,8 +837,30 @@ fn client(cmd: Cli) -> ExitCode {
                 let g = model_args.load(&model)?;
                 ranges.apply(&g, &mut opts.compile)?;
                 let rep = r::infer_graph(&g, &input, labels.as_deref(), &opts)?;
-                let text = r::render_infer(&rep);
-                match r::disagreement(&rep, min_agreement) {
+                let mut text = r::render_infer(&rep);
+                let mut failed = r::disagreement(&rep, min_agreement);
+                if let Some(path) = &reference {
+                    let a = r::compare_reference(&rep, path)?;
+                    let ratio = a.agree as f64 / a.images.max(1) as f64;
+                    text.push_str(&format!(
+                        "agreement with the reference outputs ({}): {}/{} images ({:.2}%)\n",
+                        a.path,
+                        a.agree,
+                        a.images,
+                        100.0 * ratio
+                    ));
+                    if ratio < min_agreement && failed.is_none() {
+                        failed = Some(miette::miette!(
+                            "the encrypted predictions agree with the reference outputs on only \
+                             {}/{} images ({:.1}% < {:.1}%)",
+                            a.agree,
+                            a.images,
+                            100.0 * ratio,
+                            100.0 * min_agreement
+                        ));
+                    }
+                }
+                match failed {
                     Some(e) => {
                         print!("{text}");
                         Err(e)

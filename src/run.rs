@@ -904,6 +904,66 @@ fn hwc_to_chw(v: &[f64], h: usize, w: usize, c: usize) -> Vec<f64> {
     out
 }
 
+/// Loads reference outputs (`.npy`, one row of scores per image: a framework's logits or
+/// probabilities) and returns them with the number of values per row.
+pub fn load_reference(path: &Path) -> Result<(Vec<f64>, usize)> {
+    let b = read_file(path)?;
+    let raw = parse_npy(path, &b)?;
+    let cols = match raw.shape.as_slice() {
+        [_, c] => *c,
+        [c] => *c,
+        s => {
+            return Err(miette!(
+                "{}: reference outputs must be an images x classes array, found shape {s:?}",
+                path.display()
+            ))
+        }
+    };
+    if raw.values.iter().any(|v| !v.is_finite()) {
+        return Err(miette!("{}: reference outputs hold NaN or infinite values", path.display()));
+    }
+    Ok((raw.values, cols.max(1)))
+}
+
+/// The encrypted run's predictions against reference outputs (a framework's own, see
+/// [`load_reference`]): argmax agreement on the images both have.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReferenceAgreement {
+    /// The file.
+    pub path: String,
+    /// Images whose argmax equals the reference's.
+    pub agree: usize,
+    /// Images compared.
+    pub images: usize,
+}
+
+/// Compares `r`'s predictions with the reference outputs at `path`.
+pub fn compare_reference(r: &InferReport, path: &Path) -> Result<ReferenceAgreement> {
+    let (values, cols) = load_reference(path)?;
+    if cols != r.logits.classes {
+        return Err(miette!(
+            "{} has {cols} values per image, the model {}",
+            path.display(),
+            r.logits.classes
+        ));
+    }
+    let refs = argmax_rows(&values, cols);
+    if refs.len() < r.predictions.len() {
+        return Err(miette!(
+            "{} has outputs for {} images, the run {}",
+            path.display(),
+            refs.len(),
+            r.predictions.len()
+        ));
+    }
+    let agree = r.predictions.iter().zip(&refs).filter(|(a, b)| a == b).count();
+    Ok(ReferenceAgreement {
+        path: path.display().to_string(),
+        agree,
+        images: r.predictions.len(),
+    })
+}
+
 /// Loads class labels (IDX `u8` labels or a `.npy` integer vector).
 pub fn load_labels(path: &Path) -> Result<Vec<usize>> {
     let b = read_file(path)?;
@@ -1836,7 +1896,7 @@ pub fn infer_graph(
     Ok(InferReport {
         model: s.plan.model.clone(),
         log_n: s.plan.params.log_n,
-        security: format!("{:?}", s.plan.params.security),
+        security: s.plan.params.security.name().to_string(),
         images: images.count,
         runs: images.count.div_ceil(group),
         batch: group,

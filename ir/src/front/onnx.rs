@@ -371,6 +371,11 @@ struct Importer {
     consumers: HashMap<String, Vec<String>>,
     /// Graph output names.
     outputs: HashSet<String>,
+    /// Values that reach a kept output through shape-only nodes (Identity, Reshape, ...):
+    /// a Softmax/Sigmoid producing one of them is a trailing head.
+    trailing: HashSet<String>,
+    /// Version of the default ONNX opset the model imports.
+    opset: i64,
     /// Zero padding of a removed `Pad`, to add to the padding of its one consumer.
     pads: HashMap<String, [usize; 4]>,
     notes: Vec<String>,
@@ -955,6 +960,24 @@ impl Importer {
                 {
                     return Err(self.err(n, name, "the mask output of Dropout is not supported"));
                 }
+                if n.op_type == "Dropout" && self.input_name(n, 2).is_some() {
+                    // training_mode (input 2) true with a non-zero ratio drops and rescales:
+                    // not an inference graph.
+                    let training = self.const_ints(n, name, 2)?.is_some_and(|v| v.iter().any(|&b| b != 0));
+                    let ratio = if self.input_name(n, 1).is_some() {
+                        let (_, t) = self.const_input(n, name, 1)?;
+                        t.iter().copied().next().unwrap_or(0.5)
+                    } else {
+                        0.5
+                    };
+                    if training && ratio != 0.0 {
+                        return Err(self.err(
+                            n,
+                            name,
+                            "Dropout in training mode (training_mode = true) is random: export the model in eval mode",
+                        ));
+                    }
+                }
                 let x = self.node_input(n, name, 0)?;
                 self.bind(n, Value::Node(x));
             }
@@ -1127,7 +1150,7 @@ impl Importer {
             }
             op if MONOTONE_HEADS.contains(&op) => {
                 let x = self.node_input(n, name, 0)?;
-                let is_output = n.output.first().is_some_and(|o| self.outputs.contains(o));
+                let is_output = n.output.first().is_some_and(|o| self.trailing.contains(o));
                 if !is_output {
                     return Err(self.err(
                         n,
@@ -1138,6 +1161,27 @@ impl Importer {
                              automatically: cut the graph before this node"
                         ),
                     ));
+                }
+                if op != "Sigmoid" {
+                    // Softmax keeps the argmax only when it normalises over all of an image's
+                    // scores: a 1-D score vector (axis 1 or -1), or, before opset 13, any rank
+                    // with axis 1 (the input is flattened from the axis on).
+                    let rank = self.dims(x).map_or(1, |d| d.len()) as i64 + 1;
+                    let default_axis = if self.opset < 13 { 1 } else { -1 };
+                    let axis = attr_i(n, "axis", default_axis);
+                    let axis = if axis < 0 { axis + rank } else { axis };
+                    let whole = axis == 1 && (self.opset < 13 || rank == 2);
+                    if !whole {
+                        return Err(self.err(
+                            n,
+                            name,
+                            format!(
+                                "a trailing {op} over axis {axis} of a rank-{rank} output normalises \
+                                 groups of scores, which changes the argmax over the image's \
+                                 outputs: cut the graph before this node"
+                            ),
+                        ));
+                    }
                 }
                 self.notes.push(format!(
                     "trailing `{name}` ({op}) dropped: the outputs are the scores before it \
@@ -1888,6 +1932,37 @@ pub fn supported_ops_help() -> String {
     )
 }
 
+/// The values whose only path to a graph output goes through shape-only nodes (Identity,
+/// Dropout, Cast, Reshape, Flatten, Squeeze, Unsqueeze), each their input's only consumer:
+/// skl2onnx, for one, writes `Softmax -> Reshape -> output`.
+fn trailing_values<'a>(
+    nodes: &[(usize, &NodeProto)],
+    outputs: impl Iterator<Item = &'a str>,
+) -> HashSet<String> {
+    const PASS: &[&str] = &[
+        "Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+    ];
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for (_, n) in nodes {
+        for i in &n.input {
+            *uses.entry(i.as_str()).or_default() += 1;
+        }
+    }
+    let mut set: HashSet<String> = outputs.map(str::to_string).collect();
+    // ONNX nodes are topologically sorted: one backward sweep follows every chain.
+    for (_, n) in nodes.iter().rev() {
+        let out_trailing = n.output.first().is_some_and(|o| set.contains(o));
+        if out_trailing && PASS.contains(&n.op_type.as_str()) {
+            if let Some(x) = n.input.first() {
+                if uses.get(x.as_str()) == Some(&1) {
+                    set.insert(x.clone());
+                }
+            }
+        }
+    }
+    set
+}
+
 fn node_label(i: usize, n: &NodeProto) -> String {
     if n.name.is_empty() {
         format!("{}_{i}", n.op_type)
@@ -1977,11 +2052,8 @@ pub fn parse_onnx(bytes: &[u8], path: &str) -> Result<Graph, FrontError> {
         .collect();
 
     // Every unsupported node, at once (a Softmax/Sigmoid counts unless it is a trailing one).
-    let at_output = |n: &NodeProto| {
-        n.output
-            .first()
-            .is_some_and(|o| kept.iter().any(|k| &k.name == o))
-    };
+    let trailing = trailing_values(&nodes, kept.iter().map(|o| o.name.as_str()));
+    let at_output = |n: &NodeProto| n.output.first().is_some_and(|o| trailing.contains(o));
     let unsupported: Vec<(String, String)> = nodes
         .iter()
         .filter(|(_, n)| {
@@ -2035,6 +2107,12 @@ pub fn parse_onnx(bytes: &[u8], path: &str) -> Result<Graph, FrontError> {
         matmul: HashMap::new(),
         consumers,
         outputs: kept.iter().map(|o| o.name.clone()).collect(),
+        trailing,
+        opset: model
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map_or(1, |o| o.version),
         pads: HashMap::new(),
         notes,
     };

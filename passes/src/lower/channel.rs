@@ -36,7 +36,9 @@
 //! (free), then completes the square (`add_plain`/`add_scalar` and one `square`), leaving the
 //! per-element leading factor pending; polynomials and ReLU approximations run
 //! [`crate::approx::EvalPlan`] on a ciphertext whose pending factor is uniform (a `mul_plain`
-//! normalises it when it is not). Max-pooling is not supported in this layout.
+//! normalises it when it is not). Max-pooling takes the window elements as rotations of the
+//! input channel and reduces them pairwise with `max(a, b) = b + relu(a - b)` (the ReLU
+//! approximated as the policy says); windows that reach into the padding are refused.
 
 use super::lazy::{Emitter, Lazy};
 use super::{apply_approx, run_plan, LayerSpan, LowerError, LowerOptions, Lowered};
@@ -1558,10 +1560,83 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                 lw.elementwise(first()?, |em, x| apply_approx(em, &approx, x))
                     .map_err(build)?
             }
-            Op::MaxPool { .. } => {
-                return Err(unsupported(
-                    "max-pooling is only lowered in the batch layout",
-                ))
+            Op::MaxPool {
+                kernel,
+                stride: st,
+                padding,
+            } => {
+                let Some(approx) = lo.activations.max_for(&node.name) else {
+                    return Err(LowerError::NeedsApproximation {
+                        node: node.name.clone(),
+                        op: "max_pool",
+                        hint: "choose a max-pool policy with --activation (e.g. minimax:15,15,27 with calibrated ranges)",
+                    }
+                    .into());
+                };
+                let x = first()?;
+                let gr = grid(x, &in_shape)
+                    .ok_or_else(|| unsupported("the input is not laid out as a channel grid"))?;
+                let (c, h, wd) = (in_shape[0], in_shape[1], in_shape[2]);
+                let (oh, ow) = (out_shape[1], out_shape[2]);
+                // A window that reads padding would need a neutral element below every input.
+                let inside = padding[0] == 0
+                    && padding[1] == 0
+                    && (oh.max(1) - 1) * st[0] + kernel[0] <= h
+                    && (ow.max(1) - 1) * st[1] + kernel[1] <= wd;
+                if !inside {
+                    return Err(unsupported(
+                        "max-pooling windows that reach into the padding are only lowered in the batch layout",
+                    ));
+                }
+                let (oys, oxs) = (gr.ys * st[0] as i64, gr.xs * st[1] as i64);
+                // The window element at kernel offset (i, j) of every output position, as a
+                // linear form on the output support (a rotation of the input channel).
+                let window = |terms: &[(usize, usize, f64)]| -> Result<CVal, ChannelError> {
+                    let mut forms = Vec::with_capacity(c);
+                    let mut pos = Vec::with_capacity(out_shape.numel());
+                    for ch in 0..c {
+                        let (support, outs) =
+                            out_support(gr.base[ch], oh, ow, oys, oxs, stride)
+                                .ok_or_else(|| unsupported("pooled positions leave the image"))?;
+                        let src = &x.forms[gr.form[ch]];
+                        let mut acc = Acc::new(Rc::clone(&support));
+                        for &(i, j, w) in terms {
+                            let r = i as i64 * gr.ys + j as i64 * gr.xs;
+                            let plan = plan_for(src, r, &outs).ok_or_else(|| {
+                                unsupported("a window reads outside its channel")
+                            })?;
+                            acc.gather(src, r, &plan, w);
+                        }
+                        forms.push(acc.finish());
+                        pos.extend(outs.iter().map(|&(j, _)| (ch as u32, j as u32)));
+                    }
+                    Ok(CVal { forms, pos })
+                };
+                // max(a, b) = b + relu(a - b), pairwise over the window (depth: log2 of the
+                // window size times the approximation's), as in the batch layout.
+                let mut layer: Vec<CVal> = Vec::with_capacity(kernel[0] * kernel[1]);
+                for i in 0..kernel[0] {
+                    for j in 0..kernel[1] {
+                        layer.push(window(&[(i, j, 1.0)])?);
+                    }
+                }
+                let mismatch = || unsupported("window values are laid out differently");
+                while layer.len() > 1 {
+                    let mut next = Vec::with_capacity(layer.len().div_ceil(2));
+                    for pair in layer.chunks(2) {
+                        let [a, b] = pair else {
+                            next.push(pair[0].clone());
+                            continue;
+                        };
+                        let d = add_vals(a, &affine(b, |_| (-1.0, 0.0))).ok_or_else(mismatch)?;
+                        let r = lw
+                            .elementwise(&d, |em, v| apply_approx(em, &approx, v))
+                            .map_err(build)?;
+                        next.push(add_vals(&r, b).ok_or_else(mismatch)?);
+                    }
+                    layer = next;
+                }
+                layer.pop().ok_or_else(|| unsupported("empty window"))?
             }
         };
         vals.insert(id, out);

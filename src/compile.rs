@@ -68,7 +68,10 @@ impl CompileOptions {
     /// The activation policy as recorded in the report and the plan (`none needed` if the model
     /// needs none).
     pub fn activation_label(&self) -> String {
-        let base = self.activation.clone().unwrap_or_else(|| "none needed".into());
+        let base = self
+            .activation
+            .clone()
+            .unwrap_or_else(|| "none needed".into());
         match &self.auto_note {
             Some(n) => format!("{base} ({n})"),
             None => base,

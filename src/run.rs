@@ -920,7 +920,10 @@ pub fn load_reference(path: &Path) -> Result<(Vec<f64>, usize)> {
         }
     };
     if raw.values.iter().any(|v| !v.is_finite()) {
-        return Err(miette!("{}: reference outputs hold NaN or infinite values", path.display()));
+        return Err(miette!(
+            "{}: reference outputs hold NaN or infinite values",
+            path.display()
+        ));
     }
     Ok((raw.values, cols.max(1)))
 }
@@ -956,7 +959,12 @@ pub fn compare_reference(r: &InferReport, path: &Path) -> Result<ReferenceAgreem
             r.predictions.len()
         ));
     }
-    let agree = r.predictions.iter().zip(&refs).filter(|(a, b)| a == b).count();
+    let agree = r
+        .predictions
+        .iter()
+        .zip(&refs)
+        .filter(|(a, b)| a == b)
+        .count();
     Ok(ReferenceAgreement {
         path: path.display().to_string(),
         agree,

@@ -19,6 +19,7 @@ pub fn mnist() -> (PathBuf, PathBuf) {
     )
 }
 
+#[allow(dead_code)] // not every test file uses it
 /// Asserts what every end-to-end run must show: encrypted and plaintext argmax agree on all
 /// `batch` images, and the output error against the circuit's reference semantics and against
 /// the tensor model is finite and below `rel_tol` times the largest logit (at least 1), and

@@ -963,7 +963,9 @@ impl Importer {
                 if n.op_type == "Dropout" && self.input_name(n, 2).is_some() {
                     // training_mode (input 2) true with a non-zero ratio drops and rescales:
                     // not an inference graph.
-                    let training = self.const_ints(n, name, 2)?.is_some_and(|v| v.iter().any(|&b| b != 0));
+                    let training = self
+                        .const_ints(n, name, 2)?
+                        .is_some_and(|v| v.iter().any(|&b| b != 0));
                     let ratio = if self.input_name(n, 1).is_some() {
                         let (_, t) = self.const_input(n, name, 1)?;
                         t.iter().copied().next().unwrap_or(0.5)
@@ -1905,8 +1907,23 @@ pub const SUPPORTED_OPS: &[&str] = &[
 /// (anywhere, on constant operands only, as the graph's last node only).
 pub fn supported_ops_help() -> String {
     let tensor_ops = [
-        "Add", "Mul", "Sub", "Div", "Neg", "Pow", "Sum", "Concat", "Reshape", "Flatten",
-        "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout", "Cast", "Pad",
+        "Add",
+        "Mul",
+        "Sub",
+        "Div",
+        "Neg",
+        "Pow",
+        "Sum",
+        "Concat",
+        "Reshape",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Transpose",
+        "Identity",
+        "Dropout",
+        "Cast",
+        "Pad",
     ];
     let layers: Vec<&str> = SUPPORTED_OPS
         .iter()
@@ -1940,7 +1957,13 @@ fn trailing_values<'a>(
     outputs: impl Iterator<Item = &'a str>,
 ) -> HashSet<String> {
     const PASS: &[&str] = &[
-        "Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+        "Identity",
+        "Dropout",
+        "Cast",
+        "Reshape",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
     ];
     let mut uses: HashMap<&str, usize> = HashMap::new();
     for (_, n) in nodes {

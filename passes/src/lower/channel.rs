@@ -1595,16 +1595,14 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                     let mut forms = Vec::with_capacity(c);
                     let mut pos = Vec::with_capacity(out_shape.numel());
                     for ch in 0..c {
-                        let (support, outs) =
-                            out_support(gr.base[ch], oh, ow, oys, oxs, stride)
-                                .ok_or_else(|| unsupported("pooled positions leave the image"))?;
+                        let (support, outs) = out_support(gr.base[ch], oh, ow, oys, oxs, stride)
+                            .ok_or_else(|| unsupported("pooled positions leave the image"))?;
                         let src = &x.forms[gr.form[ch]];
                         let mut acc = Acc::new(Rc::clone(&support));
                         for &(i, j, w) in terms {
                             let r = i as i64 * gr.ys + j as i64 * gr.xs;
-                            let plan = plan_for(src, r, &outs).ok_or_else(|| {
-                                unsupported("a window reads outside its channel")
-                            })?;
+                            let plan = plan_for(src, r, &outs)
+                                .ok_or_else(|| unsupported("a window reads outside its channel"))?;
                             acc.gather(src, r, &plan, w);
                         }
                         forms.push(acc.finish());

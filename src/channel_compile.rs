@@ -196,6 +196,9 @@ fn tensors(g: &Graph, ids: &[hecc_ir::tensor::NodeId]) -> Vec<PlanTensor> {
         .collect()
 }
 
+/// Slots of the largest ring the parameter table has (N = 2^16).
+const MAX_SLOTS: u64 = 1 << 15;
+
 /// Compiles `g` in the channel layout.
 pub fn compile_channel(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
     let (activations, ranges) = crate::compile::activation_policy(g, opts)?;
@@ -221,7 +224,15 @@ pub fn compile_channel(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
             depth: depth_of(&managed.module),
             scale_bits: opts.scale_bits,
             output_bits: opts.output_bits,
-            slots: u64::from(low.image_stride),
+            // A requested batch is a requirement: the ring grows until the images fit side
+            // by side.
+            // (capped at the largest ring's slots; a batch beyond it is refused below).
+            slots: (u64::from(low.image_stride)
+                * opts
+                    .batch
+                    .filter(|_| !opts.batch_at_most)
+                    .map_or(1, u64::from))
+                .min(MAX_SLOTS.max(u64::from(low.image_stride))),
             security: opts.security,
             min_log_n: log_n,
         })?;
@@ -239,6 +250,20 @@ pub fn compile_channel(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         primes: backend.q().to_vec(),
     };
     let low = lower(choice.log_n)?;
+    if let Some(want) = opts.batch.filter(|_| !opts.batch_at_most) {
+        if low.images < want {
+            return Err(miette!(
+                help = "lower --batch: a run then takes fewer images (infer runs the plan \
+                        several times), or use the batch layout",
+                "--batch {want} does not fit the channel layout: one image takes {} slots and \
+                 N = 2^{} has {} slots, room for {} images",
+                low.image_stride,
+                choice.log_n,
+                1u64 << (choice.log_n - 1),
+                low.images
+            ));
+        }
+    }
     let managed = manage_traced(&low.lowered.module, opts.rescale, Some(&he_params))?;
     let mut rep = report::build(
         &low.lowered,

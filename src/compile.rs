@@ -20,8 +20,12 @@ use std::path::Path;
 pub struct CompileOptions {
     /// `batch`, `channel` or `auto`.
     pub layout: String,
-    /// Images per run; `None` = as many as the slots allow.
+    /// Images per run; `None` = as many as the slots allow. A requirement (the ring grows to
+    /// hold them, or compilation fails) unless `batch_at_most` is set.
     pub batch: Option<u32>,
+    /// `batch` is only an upper bound: the channel layout takes as many images as fit the
+    /// ring the depth needs (what `infer` asks for, as it runs the plan several times).
+    pub batch_at_most: bool,
     /// Rescale policy.
     pub rescale: RescalePolicy,
     /// Activation policy for `relu`/`max_pool` (see [`parse_activation`]), or `auto` (the
@@ -84,6 +88,7 @@ impl Default for CompileOptions {
         CompileOptions {
             layout: "auto".into(),
             batch: None,
+            batch_at_most: false,
             rescale: RescalePolicy::Waterline,
             activation: None,
             auto_note: None,

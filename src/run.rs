@@ -1745,6 +1745,7 @@ pub fn infer_graph(
     let want = opts.batch.unwrap_or(all.count).min(all.count).max(1);
     if copts.batch.is_none() {
         copts.batch = Some(want as u32);
+        copts.batch_at_most = true;
     }
     // `--activation auto` without calibration images calibrates on the images of the run.
     if copts.activation.as_deref() == Some("auto") && copts.calibration.is_none() {

@@ -310,3 +310,21 @@ fn inputs_pack_by_layout() {
     let v = pack_input(&Layout::BATCH, 5, &images, 4).unwrap();
     assert_eq!(v, vec![5.0, 13.0, 0.0, 0.0]);
 }
+
+#[test]
+fn a_requested_batch_is_honoured_or_refused() {
+    // 28x28 images take 1024 slots each: 20 of them need N = 2^16 (the depth alone needs
+    // less), and 64 do not fit any ring of the 128-bit table.
+    let model = root().join("models/lenet5.yaml");
+    let opts = |batch| CompileOptions {
+        layout: "channel".into(),
+        batch: Some(batch),
+        ..Default::default()
+    };
+    let c = compile(&model, &opts(20)).unwrap();
+    assert_eq!(c.plan.batch, 20);
+    assert_eq!(c.plan.params.log_n, 16);
+    let err = compile(&model, &opts(64)).err().expect("64 images cannot fit");
+    let text = format!("{err:?}");
+    assert!(text.contains("room for 32 images"), "{text}");
+}

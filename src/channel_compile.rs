@@ -232,7 +232,7 @@ pub fn compile_channel(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
                     .batch
                     .filter(|_| !opts.batch_at_most)
                     .map_or(1, u64::from))
-                .min(MAX_SLOTS.max(u64::from(low.image_stride))),
+            .min(MAX_SLOTS.max(u64::from(low.image_stride))),
             security: opts.security,
             min_log_n: log_n,
         })?;

@@ -324,7 +324,9 @@ fn a_requested_batch_is_honoured_or_refused() {
     let c = compile(&model, &opts(20)).unwrap();
     assert_eq!(c.plan.batch, 20);
     assert_eq!(c.plan.params.log_n, 16);
-    let err = compile(&model, &opts(64)).err().expect("64 images cannot fit");
+    let err = compile(&model, &opts(64))
+        .err()
+        .expect("64 images cannot fit");
     let text = format!("{err:?}");
     assert!(text.contains("room for 32 images"), "{text}");
 }

@@ -188,7 +188,7 @@ pub fn reshape_dims(dims: &[usize], target: &[i64]) -> Result<Vec<usize>, String
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer_at {
-        if known == 0 || numel % known != 0 {
+        if known == 0 || !numel.is_multiple_of(known) {
             return Err(format!(
                 "cannot infer -1 in {target:?} for {numel} elements"
             ));

@@ -38,7 +38,8 @@
 //! [`crate::approx::EvalPlan`] on a ciphertext whose pending factor is uniform (a `mul_plain`
 //! normalises it when it is not). Max-pooling takes the window elements as rotations of the
 //! input channel and reduces them pairwise with `max(a, b) = b + relu(a - b)` (the ReLU
-//! approximated as the policy says); windows that reach into the padding are refused.
+//! approximated as the policy says); windows that reach into the padding are lowered only after
+//! a ReLU, whose output is non-negative, so that the padding's zero is neutral.
 
 use super::lazy::{Emitter, Lazy};
 use super::{apply_approx, run_plan, LayerSpan, LowerError, LowerOptions, Lowered};
@@ -1578,33 +1579,53 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                     .ok_or_else(|| unsupported("the input is not laid out as a channel grid"))?;
                 let (c, h, wd) = (in_shape[0], in_shape[1], in_shape[2]);
                 let (oh, ow) = (out_shape[1], out_shape[2]);
-                // A window that reads padding would need a neutral element below every input.
+                // A window that reads padding needs a neutral element below every input: a
+                // zero is one when the input comes out of a ReLU (non-negative).
                 let inside = padding[0] == 0
                     && padding[1] == 0
                     && (oh.max(1) - 1) * st[0] + kernel[0] <= h
                     && (ow.max(1) - 1) * st[1] + kernel[1] <= wd;
-                if !inside {
+                let after_relu = g
+                    .operand_ids(id)
+                    .first()
+                    .and_then(|&o| g.node(o))
+                    .is_some_and(|n| matches!(n.op, Op::Relu));
+                if !inside && !after_relu {
                     return Err(unsupported(
-                        "max-pooling windows that reach into the padding are only lowered in the batch layout",
+                        "max-pooling windows that reach into the padding are lowered in the channel layout only after a ReLU (zero is then neutral); use the batch layout",
                     ));
                 }
                 let (oys, oxs) = (gr.ys * st[0] as i64, gr.xs * st[1] as i64);
                 // The window element at kernel offset (i, j) of every output position, as a
-                // linear form on the output support (a rotation of the input channel).
-                let window = |terms: &[(usize, usize, f64)]| -> Result<CVal, ChannelError> {
+                // linear form on the output support (a rotation of the input channel; zero
+                // where the window reads padding).
+                let window = |i: usize, j: usize| -> Result<CVal, ChannelError> {
+                    let di = i as i64 - padding[0] as i64;
+                    let dj = j as i64 - padding[1] as i64;
+                    let r = di * gr.ys + dj * gr.xs;
                     let mut forms = Vec::with_capacity(c);
                     let mut pos = Vec::with_capacity(out_shape.numel());
                     for ch in 0..c {
                         let (support, outs) = out_support(gr.base[ch], oh, ow, oys, oxs, stride)
                             .ok_or_else(|| unsupported("pooled positions leave the image"))?;
                         let src = &x.forms[gr.form[ch]];
-                        let mut acc = Acc::new(Rc::clone(&support));
-                        for &(i, j, w) in terms {
-                            let r = i as i64 * gr.ys + j as i64 * gr.xs;
-                            let plan = plan_for(src, r, &outs)
-                                .ok_or_else(|| unsupported("a window reads outside its channel"))?;
-                            acc.gather(src, r, &plan, w);
+                        let mut outs_in = Vec::with_capacity(outs.len());
+                        for y in 0..oh {
+                            let iy = (y * st[0]) as i64 + di;
+                            if iy < 0 || iy >= h as i64 {
+                                continue;
+                            }
+                            for xx in 0..ow {
+                                let ix = (xx * st[1]) as i64 + dj;
+                                if ix >= 0 && ix < wd as i64 {
+                                    outs_in.push(outs[y * ow + xx]);
+                                }
+                            }
                         }
+                        let plan = plan_for(src, r, &outs_in)
+                            .ok_or_else(|| unsupported("a window reads outside its channel"))?;
+                        let mut acc = Acc::new(Rc::clone(&support));
+                        acc.gather(src, r, &plan, 1.0);
                         forms.push(acc.finish());
                         pos.extend(outs.iter().map(|&(j, _)| (ch as u32, j as u32)));
                     }
@@ -1615,7 +1636,7 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                 let mut layer: Vec<CVal> = Vec::with_capacity(kernel[0] * kernel[1]);
                 for i in 0..kernel[0] {
                     for j in 0..kernel[1] {
-                        layer.push(window(&[(i, j, 1.0)])?);
+                        layer.push(window(i, j)?);
                     }
                 }
                 let mismatch = || unsupported("window values are laid out differently");

@@ -286,6 +286,10 @@ enum Cli {
         /// --min-agreement the run fails.
         #[arg(long)]
         reference: Option<PathBuf>,
+        /// Bits of the CKKS scale (and of each scale prime): fewer bits leave room for a
+        /// deeper circuit at lower precision.
+        #[arg(long, default_value_t = 40)]
+        scale_bits: u32,
         /// Input normalisation: --normalize, --input-range.
         #[command(flatten)]
         model_args: hecc::compile::ModelArgs,
@@ -815,6 +819,7 @@ fn client(cmd: Cli) -> ExitCode {
                 activation,
                 min_agreement,
                 reference,
+                scale_bits,
                 model_args,
                 layout,
                 ranges,
@@ -826,6 +831,7 @@ fn client(cmd: Cli) -> ExitCode {
                     compile: hecc::compile::CompileOptions {
                         activation,
                         layout,
+                        scale_bits,
                         ..Default::default()
                     },
                     batch,

@@ -119,6 +119,21 @@ pub struct Calibration {
     pub margin: f64,
 }
 
+impl Calibration {
+    /// Calibration on the first `count` of `images` (of per-image `shape`), with the default
+    /// 10 % margin: what `eval` and `infer` use when no `--calibrate` file is given.
+    pub fn from_images(images: &crate::run::Images, shape: &[usize], count: usize) -> Result<Self> {
+        let sample = images.take(count);
+        let mut dims = vec![sample.count];
+        dims.extend_from_slice(shape);
+        Ok(Calibration {
+            samples: hecc_ir::tensor::Tensor::from_shape_vec(dims, sample.data)
+                .map_err(|e| miette!("calibration images: {e}"))?,
+            margin: 0.1,
+        })
+    }
+}
+
 /// The range options of `hecc compile` and `hecc infer`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct RangeArgs {

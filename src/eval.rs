@@ -315,21 +315,9 @@ pub fn eval_model(
     let spec = crate::compile::input_tensor(g)?;
     let all = crate::run::load_images(input, &spec)?;
     let images = all.take(limit.unwrap_or(all.count).min(all.count));
-    let labels = match labels {
-        Some(p) => {
-            let l = crate::run::load_labels(p)?;
-            if l.len() < images.count {
-                return Err(miette!(
-                    "{} has {} labels for {} images",
-                    p.display(),
-                    l.len(),
-                    images.count
-                ));
-            }
-            Some(l[..images.count].to_vec())
-        }
-        None => None,
-    };
+    let labels = labels
+        .map(|p| crate::run::load_labels_for(p, images.count))
+        .transpose()?;
     let exact = CompileOptions {
         activation: None,
         ..base.clone()
@@ -341,14 +329,11 @@ pub fn eval_model(
     let self_calibrated =
         !policies.is_empty() && base.calibration.is_none() && !base.range_override;
     if self_calibrated {
-        let sample = images.take(images.count.min(1000));
-        let mut dims = vec![sample.count];
-        dims.extend_from_slice(&spec.shape);
-        base.calibration = Some(crate::compile::Calibration {
-            samples: Tensor::from_shape_vec(dims, sample.data)
-                .map_err(|e| miette!("calibration images: {e}"))?,
-            margin: 0.1,
-        });
+        base.calibration = Some(crate::compile::Calibration::from_images(
+            &images,
+            &spec.shape,
+            1000,
+        )?);
     }
     for p in policies {
         let o = CompileOptions {

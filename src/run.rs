@@ -972,6 +972,21 @@ pub fn compare_reference(r: &InferReport, path: &Path) -> Result<ReferenceAgreem
     })
 }
 
+/// The first `count` labels of the file at `path` ([`load_labels`]); an error if it has fewer.
+pub fn load_labels_for(path: &Path, count: usize) -> Result<Vec<usize>> {
+    let mut l = load_labels(path)?;
+    if l.len() < count {
+        return Err(miette!(
+            "{} has {} labels for {} images",
+            path.display(),
+            l.len(),
+            count
+        ));
+    }
+    l.truncate(count);
+    Ok(l)
+}
+
 /// Loads class labels (IDX `u8` labels or a `.npy` integer vector).
 pub fn load_labels(path: &Path) -> Result<Vec<usize>> {
     let b = read_file(path)?;
@@ -1749,14 +1764,11 @@ pub fn infer_graph(
     }
     // `--activation auto` without calibration images calibrates on the images of the run.
     if copts.activation.as_deref() == Some("auto") && copts.calibration.is_none() {
-        let sample = all.take(want.min(1000));
-        let mut dims = vec![sample.count];
-        dims.extend_from_slice(&probe_input.shape);
-        copts.calibration = Some(crate::compile::Calibration {
-            samples: hecc_ir::tensor::Tensor::from_shape_vec(dims, sample.data)
-                .map_err(|e| miette!("calibration images: {e}"))?,
-            margin: 0.1,
-        });
+        copts.calibration = Some(crate::compile::Calibration::from_images(
+            &all,
+            &probe_input.shape,
+            want.min(1000),
+        )?);
     }
     let copts = crate::eval::resolve_activation(g, &copts)?.0;
     let compiled = compile_graph(g, &copts)?;
@@ -1768,21 +1780,9 @@ pub fn infer_graph(
     let group = (s.plan.batch as usize).max(1);
     let t_compile = t.elapsed().as_secs_f64();
 
-    let labels = match labels {
-        Some(p) => {
-            let l = load_labels(p)?;
-            if l.len() < images.count {
-                return Err(miette!(
-                    "{} has {} labels for {} images",
-                    p.display(),
-                    l.len(),
-                    images.count
-                ));
-            }
-            Some(l)
-        }
-        None => None,
-    };
+    let labels = labels
+        .map(|p| load_labels_for(p, images.count))
+        .transpose()?;
 
     let t = Instant::now();
     let keys = generate_keys(&s)?;

@@ -1047,6 +1047,28 @@ fn out_support(
     Some((Rc::new(sorted), idx))
 }
 
+/// The output positions (of `outs`, row-major over `out_hw`) whose window element at offset
+/// `d` (kernel offset minus padding) lies inside the `in_hw` input, for window stride `st`.
+fn window_outs(
+    outs: &[(usize, i64)],
+    out_hw: [usize; 2],
+    st: [usize; 2],
+    d: [i64; 2],
+    in_hw: [usize; 2],
+) -> Vec<(usize, i64)> {
+    let inside = |o: usize, s: usize, d: i64, n: usize| {
+        let i = (o * s) as i64 + d;
+        i >= 0 && i < n as i64
+    };
+    let mut v = Vec::with_capacity(outs.len());
+    for y in (0..out_hw[0]).filter(|&y| inside(y, st[0], d[0], in_hw[0])) {
+        for x in (0..out_hw[1]).filter(|&x| inside(x, st[1], d[1], in_hw[1])) {
+            v.push(outs[y * out_hw[1] + x]);
+        }
+    }
+    v
+}
+
 /// Lowers `g` to an unmanaged HE module in the channel layout.
 pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered, ChannelError> {
     let shapes = verify(g).map_err(LowerError::Invalid)?;
@@ -1309,20 +1331,7 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                             let di = i as i64 - padding[0] as i64;
                             let dj = j as i64 - padding[1] as i64;
                             let r = di * gr.ys + dj * gr.xs;
-                            let mut outs_in = Vec::new();
-                            for y in 0..oh {
-                                let iy = (y * st[0]) as i64 + di;
-                                if iy < 0 || iy >= h as i64 {
-                                    continue;
-                                }
-                                for xx in 0..ow {
-                                    let ix = (xx * st[1]) as i64 + dj;
-                                    if ix < 0 || ix >= wd as i64 {
-                                        continue;
-                                    }
-                                    outs_in.push(outs[y * ow + xx]);
-                                }
-                            }
+                            let outs_in = window_outs(&outs, [oh, ow], *st, [di, dj], [h, wd]);
                             let plan = plan_for(src, r, &outs_in)
                                 .ok_or_else(|| unsupported("a window reads outside its channel"))?;
                             acc.gather(src, r, &plan, div);
@@ -1609,19 +1618,7 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                         let (support, outs) = out_support(gr.base[ch], oh, ow, oys, oxs, stride)
                             .ok_or_else(|| unsupported("pooled positions leave the image"))?;
                         let src = &x.forms[gr.form[ch]];
-                        let mut outs_in = Vec::with_capacity(outs.len());
-                        for y in 0..oh {
-                            let iy = (y * st[0]) as i64 + di;
-                            if iy < 0 || iy >= h as i64 {
-                                continue;
-                            }
-                            for xx in 0..ow {
-                                let ix = (xx * st[1]) as i64 + dj;
-                                if ix >= 0 && ix < wd as i64 {
-                                    outs_in.push(outs[y * ow + xx]);
-                                }
-                            }
-                        }
+                        let outs_in = window_outs(&outs, [oh, ow], *st, [di, dj], [h, wd]);
                         let plan = plan_for(src, r, &outs_in)
                             .ok_or_else(|| unsupported("a window reads outside its channel"))?;
                         let mut acc = Acc::new(Rc::clone(&support));

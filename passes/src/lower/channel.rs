@@ -1559,14 +1559,7 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                 }
             }
             Op::Relu => {
-                let Some(approx) = lo.activations.relu_for(&node.name) else {
-                    return Err(LowerError::NeedsApproximation {
-                        node: node.name.clone(),
-                        op: "relu",
-                        hint: "choose a ReLU policy with --activation (square, least-squares, chebyshev, minimax ...)",
-                    }
-                    .into());
-                };
+                let approx = lo.activations.require_relu(&node.name)?;
                 lw.elementwise(first()?, |em, x| apply_approx(em, &approx, x))
                     .map_err(build)?
             }
@@ -1575,14 +1568,7 @@ pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered,
                 stride: st,
                 padding,
             } => {
-                let Some(approx) = lo.activations.max_for(&node.name) else {
-                    return Err(LowerError::NeedsApproximation {
-                        node: node.name.clone(),
-                        op: "max_pool",
-                        hint: "choose a max-pool policy with --activation (e.g. minimax:15,15,27 with calibrated ranges)",
-                    }
-                    .into());
-                };
+                let approx = lo.activations.require_max(&node.name)?;
                 let x = first()?;
                 let gr = grid(x, &in_shape)
                     .ok_or_else(|| unsupported("the input is not laid out as a channel grid"))?;

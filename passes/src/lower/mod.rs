@@ -75,6 +75,24 @@ impl ActivationPolicy {
     pub fn max_for(&self, node: &str) -> Option<ActivationApprox> {
         self.per_node.get(node).or(self.max.as_ref()).cloned()
     }
+
+    /// The approximation of relu node `node`, or the error asking for a policy.
+    pub fn require_relu(&self, node: &str) -> Result<ActivationApprox, LowerError> {
+        self.relu_for(node).ok_or_else(|| LowerError::NeedsApproximation {
+            node: node.to_string(),
+            op: "relu",
+            hint: "choose a ReLU policy with --activation (square, least-squares, chebyshev, minimax ...)",
+        })
+    }
+
+    /// The approximation of max_pool node `node`, or the error asking for a policy.
+    pub fn require_max(&self, node: &str) -> Result<ActivationApprox, LowerError> {
+        self.max_for(node).ok_or_else(|| LowerError::NeedsApproximation {
+            node: node.to_string(),
+            op: "max_pool",
+            hint: "choose a max-pool policy with --activation (e.g. minimax:15,15,27 with calibrated ranges)",
+        })
+    }
 }
 
 /// Options of the lowering.
@@ -449,13 +467,7 @@ pub fn lower_batch_with(
                 stride,
                 padding,
             } => {
-                let Some(approx) = opts.activations.max_for(&node.name) else {
-                    return Err(LowerError::NeedsApproximation {
-                        node: node.name.clone(),
-                        op: "max_pool",
-                        hint: "choose a max-pool policy (e.g. --activation minimax with a range)",
-                    });
-                };
+                let approx = opts.activations.require_max(&node.name)?;
                 let x: Vec<Elem> = ins[0].iter().map(|&l| Elem::L(l)).collect();
                 pool(
                     &in_shape,
@@ -561,13 +573,7 @@ pub fn lower_batch_with(
                     .map_err(&build)?
             }
             Op::Relu => {
-                let Some(approx) = opts.activations.relu_for(&node.name) else {
-                    return Err(LowerError::NeedsApproximation {
-                        node: node.name.clone(),
-                        op: "relu",
-                        hint: "choose a ReLU policy with --activation (square, least-squares, chebyshev, minimax ...)",
-                    });
-                };
+                let approx = opts.activations.require_relu(&node.name)?;
                 ins[0]
                     .iter()
                     .map(|&x| apply_approx(&mut em, &approx, x).map(Elem::L))

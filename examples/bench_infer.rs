@@ -50,7 +50,7 @@ fn one(model: &str, layout: &str, batch: &str, insecure: bool) -> Result<String,
     let t = Instant::now();
     let c = compile(&path, &opts).map_err(|e| format!("{e:?}"))?;
     let t_compile = t.elapsed().as_secs_f64();
-    let s = Session::new(c.plan).map_err(|e| format!("{e:?}"))?;
+    let s = Session::with_security(c.plan, true).map_err(|e| format!("{e:?}"))?;
     let n = s.plan.batch as usize;
     let input = s.input().map_err(|e| format!("{e:?}"))?.clone();
     let per: usize = input.shape.iter().product();
@@ -73,10 +73,7 @@ fn one(model: &str, layout: &str, batch: &str, insecure: bool) -> Result<String,
     let keys = generate_keys(&s).map_err(|e| format!("{e:?}"))?;
     let t_keygen = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let mut enc = ClientEncryptor::Secret(
-        hecc_runtime::ckks::SymmetricEncryptor::new(&s.ctx, &keys.secret)
-            .map_err(|e| e.to_string())?,
-    );
+    let mut enc = ClientEncryptor::secret(&s, &keys.secret).map_err(|e| format!("{e:?}"))?;
     let x = encrypt_images(&s, &images, &mut enc).map_err(|e| format!("{e:?}"))?;
     let t_encrypt = t.elapsed().as_secs_f64();
     let t = Instant::now();

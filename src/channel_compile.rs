@@ -244,7 +244,7 @@ pub fn compile_channel(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         }
     }
     let choice = choice.ok_or_else(|| miette!("no parameters for the channel layout"))?;
-    let backend = backend_params(&choice)?;
+    let backend = backend_params(&choice, opts.security == hecc_passes::params::Security::InsecureNone)?;
     let he_params = hecc_ir::he::Params {
         log_n: choice.log_n,
         primes: backend.q().to_vec(),
@@ -299,6 +299,7 @@ pub fn compile_channel(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         circuit: managed.module.to_string(),
         schedule: sched.order.iter().map(|v| v.0).collect(),
         report: rep,
+        integrity: String::new(),
     };
     Ok(Compiled {
         plan,

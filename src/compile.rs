@@ -350,15 +350,16 @@ fn tensors(
         .collect()
 }
 
-/// Backend primes for a parameter choice.
-pub fn backend_params(choice: &ParamChoice) -> Result<CkksParameters> {
+/// Backend primes for a parameter choice. The backend checks the 128-bit bound itself unless
+/// `insecure_ok` (set only when the user asked for insecure parameters).
+pub fn backend_params(choice: &ParamChoice, insecure_ok: bool) -> Result<CkksParameters> {
     let mut b = CkksParameters::builder()
         .log_n(choice.log_n)
         .q0_bits(choice.q0_bits)
         .scale_bits(choice.scale_bits.clone())
         .special_bits(choice.special_bits.clone())
         .dnum(choice.dnum as usize);
-    if choice.security == Security::InsecureNone {
+    if insecure_ok {
         b = b.insecure_no_security_check();
     }
     b.build().into_diagnostic()
@@ -449,7 +450,7 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
     })?;
     let slots = 1u32 << (choice.log_n - 1);
     let batch = opts.batch.unwrap_or(slots);
-    let backend = backend_params(&choice)?;
+    let backend = backend_params(&choice, opts.security == Security::InsecureNone)?;
     let he_params = hecc_ir::he::Params {
         log_n: choice.log_n,
         primes: backend.q().to_vec(),
@@ -513,6 +514,7 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         circuit: managed.module.to_string(),
         schedule: sched.order.iter().map(|v| v.0).collect(),
         report: rep,
+        integrity: String::new(),
     };
     Ok(Compiled { plan, log })
 }
@@ -634,20 +636,7 @@ pub fn write_plan(plan: &Plan, path: &Path) -> Result<()> {
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| miette!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        miette!("cannot move {} into place: {e}", path.display())
-    })
+    crate::files::write_atomic(path, bytes)
 }
 
 /// Reads a plan file.

@@ -7,6 +7,7 @@ pub mod channel_compile;
 pub mod check;
 pub mod compile;
 pub mod eval;
+pub mod files;
 pub mod report_text;
 pub mod run;
 pub mod survey;

@@ -4,6 +4,18 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Acceptance of parameters below 128-bit security.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct Insecure {
+    /// Accept parameters below 128-bit security (`compile`: choose them). For tests only:
+    /// every command on such a plan prints a warning.
+    #[arg(long)]
+    insecure: bool,
+}
+
+const INSECURE_WARNING: &str =
+    "warning: this plan's parameters are NOT 128-bit secure (--insecure): for tests only";
+
 /// hecc: compile neural networks to RNS-CKKS homomorphic circuits and run them encrypted.
 #[derive(Parser, Debug)]
 #[command(name = "hecc", version, about)]
@@ -116,9 +128,11 @@ enum Cli {
         #[arg(long, default_value_t = 40)]
         scale_bits: u32,
         /// Refuse plans whose peak memory (live ciphertexts and plaintexts in the best
-        /// schedule, plus the evaluation keys) exceeds this many bytes.
-        #[arg(long)]
+        /// schedule, plus the evaluation keys) exceeds this size (bytes, or e.g. 6GiB, 512M).
+        #[arg(long, value_parser = hecc::run::parse_size)]
         memory_budget: Option<u64>,
+        #[command(flatten)]
+        insecure: Insecure,
         /// A cost table written by `hecc calibrate`, for time estimates.
         #[arg(long)]
         costs: Option<PathBuf>,
@@ -187,15 +201,19 @@ enum Cli {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        insecure: Insecure,
     },
     /// Generate keys for a plan: `DIR/secret.key` (keep it) and `DIR/eval.keys` (public,
     /// relinearization and exactly the plan's Galois keys; give it to the server).
     Keygen {
         /// The plan file written by `hecc compile`.
         plan: PathBuf,
-        /// Directory to write the keys to.
+        /// Directory to write the keys to (created with mode 0700; the secret key is 0600).
         #[arg(short, long)]
         output: PathBuf,
+        #[command(flatten)]
+        insecure: Insecure,
     },
     /// Encrypt images (.npy, IDX/MNIST or PNG) for a plan: raw bytes are scaled to the plan
     /// input's declared range and packed per the plan's layout.
@@ -219,6 +237,15 @@ enum Cli {
         /// Where to write the ciphertexts.
         #[arg(short, long)]
         output: PathBuf,
+        /// Clamp input values outside the model's declared input range (with a warning)
+        /// instead of refusing them.
+        #[arg(long)]
+        clamp: bool,
+        /// Use a secret key that other users can read (refused by default).
+        #[arg(long)]
+        allow_shared_key: bool,
+        #[command(flatten)]
+        insecure: Insecure,
     },
     /// The server step: run a plan on encrypted inputs with the evaluation keys only.
     Run {
@@ -244,6 +271,8 @@ enum Cli {
         /// available (by default such a run is refused before it starts).
         #[arg(long)]
         no_memory_check: bool,
+        #[command(flatten)]
+        insecure: Insecure,
     },
     /// Decrypt a run's outputs: writes the logits (.npy, images x classes) and prints the
     /// predicted classes.
@@ -256,6 +285,15 @@ enum Cli {
         /// Where to write the logits (.npy).
         #[arg(short, long)]
         output: PathBuf,
+        /// The encrypted inputs this result should answer (`hecc encrypt`'s file): checks that
+        /// the server ran on exactly that file.
+        #[arg(long)]
+        request: Option<PathBuf>,
+        /// Use a secret key that other users can read (refused by default).
+        #[arg(long)]
+        allow_shared_key: bool,
+        #[command(flatten)]
+        insecure: Insecure,
     },
     /// Compile, generate keys, encrypt, run, decrypt and print predictions, accuracy, time,
     /// peak memory and precision, in one process.
@@ -443,8 +481,13 @@ fn main() -> ExitCode {
             time_passes,
             no_fuse,
             output,
+            insecure,
         } => {
+            if insecure.insecure {
+                eprintln!("{INSECURE_WARNING}");
+            }
             let run = || -> miette::Result<String> {
+                hecc::files::check_output(&output)?;
                 let rescale = hecc_passes::he::RescalePolicy::parse(&rescale).ok_or_else(|| {
                     miette::miette!(
                         "unknown rescale policy `{rescale}` (expected waterline or always)"
@@ -466,6 +509,11 @@ fn main() -> ExitCode {
                     dump_after,
                     time_passes,
                     no_fuse,
+                    security: if insecure.insecure {
+                        hecc_passes::params::Security::InsecureNone
+                    } else {
+                        hecc_passes::params::Security::Bits128
+                    },
                     ..Default::default()
                 };
                 let g = model_args.load(&model)?;
@@ -656,8 +704,16 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cli::Report { plan, json } => match hecc::compile::read_plan(&plan) {
-            Ok(p) => {
+        Cli::Report {
+            plan,
+            json,
+            insecure,
+        } => match hecc::run::Session::open_with_security(&plan, insecure.insecure) {
+            Ok(s) => {
+                if s.insecure {
+                    eprintln!("{INSECURE_WARNING}");
+                }
+                let p = s.plan;
                 if json {
                     match serde_json::to_string_pretty(&p.report) {
                         Ok(t) => println!("{t}"),
@@ -696,13 +752,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// Opens a plan for a client or server command, warning when its parameters are insecure.
+fn open(plan: &Path, insecure: Insecure) -> miette::Result<hecc::run::Session> {
+    let s = hecc::run::Session::open_with_security(plan, insecure.insecure)?;
+    if s.insecure {
+        eprintln!("{INSECURE_WARNING}");
+    }
+    Ok(s)
+}
+
 /// The client/server subcommands (`keygen`, `encrypt`, `run`, `decrypt`, `infer`).
 fn client(cmd: Cli) -> ExitCode {
     use hecc::run as r;
     let result = || -> miette::Result<String> {
         match cmd {
-            Cli::Keygen { plan, output } => {
-                let s = r::Session::open(&plan)?;
+            Cli::Keygen {
+                plan,
+                output,
+                insecure,
+            } => {
+                if output.exists() && !output.is_dir() {
+                    return Err(miette::miette!(
+                        "{}: exists and is not a directory; keygen writes a key directory",
+                        output.display()
+                    ));
+                }
+                let s = open(&plan, insecure)?;
                 let keys = r::generate_keys(&s)?;
                 let (sk, ek) = r::write_keys(&s, &keys, &output)?;
                 Ok(format!(
@@ -719,8 +794,15 @@ fn client(cmd: Cli) -> ExitCode {
                 limit,
                 skip,
                 output,
+                clamp,
+                allow_shared_key,
+                insecure,
             } => {
-                let s = r::Session::open(&plan)?;
+                hecc::files::check_output(&output)?;
+                if limit == Some(0) {
+                    return Err(miette::miette!("--limit 0: nothing to encrypt"));
+                }
+                let s = open(&plan, insecure)?;
                 let images = r::load_images(&input, s.input()?)?;
                 if skip >= images.count {
                     return Err(miette::miette!(
@@ -729,21 +811,23 @@ fn client(cmd: Cli) -> ExitCode {
                         images.count
                     ));
                 }
-                let images = images.slice(skip, limit.unwrap_or(images.count));
+                let mut images = images.slice(skip, limit.unwrap_or(images.count));
+                if let Some(w) = r::check_input_range(&mut images, s.input()?, clamp)? {
+                    eprintln!("warning: {w}");
+                }
                 let t = std::time::Instant::now();
                 let sk_path = keys.join(r::SECRET_KEY_FILE);
                 let mut enc = if sk_path.exists() {
-                    let sk = r::read_secret_key(&s.ctx, &s.digest, &sk_path)?;
-                    r::ClientEncryptor::Secret(
-                        hecc_runtime::ckks::SymmetricEncryptor::new(&s.ctx, &sk)
-                            .map_err(|e| miette::miette!("{e}"))?,
-                    )
+                    let sk = r::read_secret_key(&s.ctx, &s.digest, &sk_path, allow_shared_key)?;
+                    r::ClientEncryptor::secret(&s, &sk)?
                 } else {
                     let ek = r::read_eval_keys(&s, &keys.join(r::EVAL_KEYS_FILE))?;
-                    r::ClientEncryptor::Public(
-                        hecc_runtime::ckks::Encryptor::new(&s.ctx, &ek.public)
-                            .map_err(|e| miette::miette!("{e}"))?,
-                    )
+                    eprintln!(
+                        "note: no secret key in {}: encrypting with the public key; the result's \
+                         image count cannot be authenticated at decrypt",
+                        keys.display()
+                    );
+                    r::ClientEncryptor::public(&s, &ek)?
                 };
                 let cts = r::encrypt_images(&s, &images, &mut enc)?;
                 let bytes = r::inputs_bytes(&s, &cts)?;
@@ -765,8 +849,10 @@ fn client(cmd: Cli) -> ExitCode {
                 quiet,
                 memory_limit,
                 no_memory_check,
+                insecure,
             } => {
-                let s = r::Session::open(&plan)?;
+                hecc::files::check_output(&output)?;
+                let s = open(&plan, insecure)?;
                 if !no_memory_check {
                     r::check_memory(&s, r::available_memory(), "run")?;
                 }
@@ -793,9 +879,35 @@ fn client(cmd: Cli) -> ExitCode {
                 outputs,
                 secret_key,
                 output,
+                request,
+                allow_shared_key,
+                insecure,
             } => {
+                hecc::files::check_output(&output)?;
                 let o = r::read_outputs(&outputs)?;
-                let sk = r::read_secret_key(&o.ctx, &o.digest, &secret_key)?;
+                if r::params_insecure(o.ctx.params()) {
+                    if !insecure.insecure {
+                        return Err(miette::miette!(
+                            help = "pass --insecure to decrypt it anyway (for tests only)",
+                            "{}: its parameters are below 128-bit security",
+                            outputs.display()
+                        ));
+                    }
+                    eprintln!("{INSECURE_WARNING}");
+                }
+                let sk = r::read_secret_key(&o.ctx, &o.digest, &secret_key, allow_shared_key)?;
+                let auth = r::verify_outputs(
+                    &o,
+                    &sk,
+                    &outputs.display().to_string(),
+                    request.as_deref(),
+                )?;
+                if auth == r::Authenticity::Untagged {
+                    eprintln!(
+                        "note: the inputs were encrypted with the public key, so the result's \
+                         image count is the server's word"
+                    );
+                }
                 let logits = r::decrypt_outputs(&o, &sk)?;
                 hecc::compile::write_atomic(
                     &output,

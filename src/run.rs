@@ -4,12 +4,21 @@
 //!
 //! Contract: every file written here is a *hecc container*: magic `HECCFILE`, format version,
 //! a [`FileKind`], the 32-byte parameter fingerprint of its plan's CKKS parameters, the 32-byte
-//! digest of its plan's circuit, length-prefixed sections holding the backend's own serialized
+//! digest of its plan, the 32-byte [`KeyId`] of the key set it belongs to, length-prefixed
+//! sections holding the backend's own serialized
 //! objects (themselves fingerprinted), and a trailing SHA-256 of everything before it. Reading
 //! checks, in order: magic, version, kind, structure (a short file is [`RunError::Truncated`]),
 //! checksum ([`RunError::Corrupt`]), then the parameters and plan it belongs to
-//! ([`RunError::ParamsMismatch`], [`RunError::PlanMismatch`]). The server step
-//! ([`run_inputs`]) reads only evaluation keys. Outputs are written atomically.
+//! ([`RunError::ParamsMismatch`], [`RunError::PlanMismatch`]) and the keys
+//! ([`RunError::KeyMismatch`]). The server step ([`run_inputs`]) reads only evaluation keys.
+//! Files are written atomically; secret keys are private to their owner.
+//!
+//! Results are bound to their request: `encrypt` with the secret key writes a [`Request`]
+//! record (a random id, the image count, the key, the plan and the digest of the outputs the
+//! plan produces) with an HMAC tag keyed by a hash of the secret key; the server copies it into
+//! the outputs with the digest of the inputs file it ran on, and `decrypt` checks the tag, the
+//! count and the outputs' layout before decrypting. A server can still compute something other
+//! than the plan and encrypt it under the public key: CKKS gives no integrity of the values.
 
 use crate::compile::{backend_params, compile_graph, write_atomic, CompileOptions};
 use hecc_ir::he::{Layout, Module, ValueId};
@@ -30,8 +39,8 @@ use std::time::Instant;
 /// Magic bytes of hecc container files.
 pub const FILE_MAGIC: [u8; 8] = *b"HECCFILE";
 /// Container format version.
-pub const FILE_VERSION: u16 = 1;
-const HEADER: usize = 8 + 2 + 1 + 1 + 4 + 32 + 32;
+pub const FILE_VERSION: u16 = 2;
+const HEADER: usize = 8 + 2 + 1 + 1 + 4 + 32 + 32 + 32;
 
 /// What a container holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,8 +144,8 @@ pub enum RunError {
         /// Fingerprint prefix found.
         found: String,
     },
-    /// The file belongs to another plan (same parameters, other circuit).
-    #[error("{path}: made for another plan (circuit digest {found}, expected {expected})")]
+    /// The file belongs to another plan (same parameters, another circuit or plan field).
+    #[error("{path}: made for another plan (plan digest {found}, expected {expected})")]
     #[diagnostic(code(hecc::run::plan))]
     PlanMismatch {
         /// The file.
@@ -145,6 +154,32 @@ pub enum RunError {
         expected: String,
         /// Digest prefix found.
         found: String,
+    },
+    /// The file belongs to another key set (another `hecc keygen`).
+    #[error("{path}: made with other keys (key id {found}, expected {expected})")]
+    #[diagnostic(
+        code(hecc::run::keys),
+        help("keys, ciphertexts and results must all come from the same `hecc keygen`")
+    )]
+    KeyMismatch {
+        /// The file.
+        path: String,
+        /// Key id expected.
+        expected: String,
+        /// Key id found.
+        found: String,
+    },
+    /// The file's content contradicts itself or its request: it was edited.
+    #[error("{path}: {detail}")]
+    #[diagnostic(
+        code(hecc::run::tampered),
+        help("the file was modified after it was written; do not trust it")
+    )]
+    Tampered {
+        /// The file.
+        path: String,
+        /// What does not match.
+        detail: String,
     },
     /// A key or ciphertext does not match the other files.
     #[error("{what}: {detail}")]
@@ -191,6 +226,8 @@ pub struct Container {
     pub fingerprint: [u8; 32],
     /// Plan digest.
     pub plan_digest: [u8; 32],
+    /// Key set identity.
+    pub key_id: KeyId,
     /// Sections.
     pub sections: Vec<Vec<u8>>,
 }
@@ -207,6 +244,7 @@ impl Container {
         out.extend_from_slice(&[0u8; 4]);
         out.extend_from_slice(&self.fingerprint);
         out.extend_from_slice(&self.plan_digest);
+        out.extend_from_slice(&self.key_id);
         out.extend_from_slice(&(self.sections.len() as u32).to_le_bytes());
         for s in &self.sections {
             out.extend_from_slice(&(s.len() as u64).to_le_bytes());
@@ -253,7 +291,9 @@ impl Container {
         fingerprint.copy_from_slice(&bytes[16..48]);
         let mut plan_digest = [0u8; 32];
         plan_digest.copy_from_slice(&bytes[48..80]);
-        let count = u32::from_le_bytes([bytes[80], bytes[81], bytes[82], bytes[83]]) as usize;
+        let mut key_id = [0u8; 32];
+        key_id.copy_from_slice(&bytes[80..112]);
+        let count = u32::from_le_bytes([bytes[112], bytes[113], bytes[114], bytes[115]]) as usize;
         let mut pos = HEADER + 4;
         let mut sections = Vec::with_capacity(count.min(1 << 20));
         for _ in 0..count {
@@ -281,6 +321,7 @@ impl Container {
             kind: expected,
             fingerprint,
             plan_digest,
+            key_id,
             sections,
         })
     }
@@ -300,6 +341,18 @@ impl Container {
                 path: path.to_string(),
                 expected: hex(&session.digest),
                 found: hex(&self.plan_digest),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that the container belongs to the key set `id`.
+    pub fn check_key(&self, id: &KeyId, path: &str) -> Result<(), RunError> {
+        if &self.key_id != id {
+            return Err(RunError::KeyMismatch {
+                path: path.to_string(),
+                expected: hex(id),
+                found: hex(&self.key_id),
             });
         }
         Ok(())
@@ -329,48 +382,73 @@ pub struct Session {
     pub module: Module,
     /// The backend context.
     pub ctx: Arc<Context>,
-    /// SHA-256 of the circuit text (binds files to this plan).
+    /// The plan's digest ([`Plan::digest`]; binds key and ciphertext files to this plan).
     pub digest: [u8; 32],
+    /// Whether the plan's parameters are below 128-bit security (accepted only when asked).
+    pub insecure: bool,
 }
+
+/// Largest per-image element count of a plan input (64 Mi values).
+pub const MAX_INPUT_ELEMENTS: usize = 1 << 26;
 
 impl Session {
     /// Prepares a plan: parses its circuit and rebuilds its CKKS parameters, checking that the
-    /// backend generates exactly the plan's primes.
+    /// backend generates exactly the plan's primes and that they meet 128-bit security.
     pub fn new(plan: Plan) -> Result<Session> {
+        Session::with_security(plan, false)
+    }
+
+    /// [`Session::new`], accepting parameters below 128-bit security when `insecure_ok`
+    /// (then [`Session::insecure`] says whether they are).
+    pub fn with_security(plan: Plan, insecure_ok: bool) -> Result<Session> {
         if plan.layout != "batch" && plan.layout != "channel" {
             return Err(miette!(
                 "plans with the `{}` layout cannot be run",
                 plan.layout
             ));
         }
+        let insecure = check_plan_security(&plan, insecure_ok)?;
+        check_plan_limits(&plan)?;
         let module = hecc_ir::text::parse_module(&plan.circuit)
             .map_err(|e| miette!("the plan's circuit does not parse: {e}"))?;
-        let params: CkksParameters = backend_params(&plan.params)?;
+        let params: CkksParameters = backend_params(&plan.params, insecure)?;
         if params.q() != plan.primes.as_slice() || params.p() != plan.special_primes.as_slice() {
             return Err(miette!(
                 "the backend generates other primes than the plan's for these parameters; recompile the plan"
             ));
         }
+        if module.params.as_ref().map(|p| &p.primes) != Some(&plan.primes) {
+            return Err(miette!(
+                "the plan's circuit was compiled for other primes than its parameters'; recompile the plan"
+            ));
+        }
         let ctx = Context::new(params).into_diagnostic()?;
-        let digest: [u8; 32] = Sha256::digest(plan.circuit.as_bytes()).into();
+        let digest = plan.digest()?;
         Ok(Session {
             plan,
             module,
             ctx,
             digest,
+            insecure,
         })
     }
 
-    /// Reads a plan file and prepares it.
-    pub fn open(path: &Path) -> Result<Session> {
-        Session::new(crate::compile::read_plan(path)?)
+    /// Reads a plan file and prepares it ([`Session::with_security`]).
+    pub fn open_with_security(path: &Path, insecure_ok: bool) -> Result<Session> {
+        Session::with_security(crate::compile::read_plan(path)?, insecure_ok)
     }
 
-    fn container(&self, kind: FileKind, sections: Vec<Vec<u8>>) -> Container {
+    /// Reads a plan file and prepares it ([`Session::new`]).
+    pub fn open(path: &Path) -> Result<Session> {
+        Session::open_with_security(path, false)
+    }
+
+    fn container(&self, kind: FileKind, key_id: KeyId, sections: Vec<Vec<u8>>) -> Container {
         Container {
             kind,
             fingerprint: *self.ctx.fingerprint(),
             plan_digest: self.digest,
+            key_id,
             sections,
         }
     }
@@ -420,12 +498,141 @@ impl Session {
     }
 }
 
+/// Checks a plan's parameters against the security table, whatever the plan's own
+/// `security` field says; returns whether they are below 128-bit (an error unless
+/// `insecure_ok`).
+fn check_plan_security(plan: &Plan, insecure_ok: bool) -> Result<bool> {
+    use hecc_passes::params::{max_log_qp, Security};
+    let p = &plan.params;
+    let log_qp = log_qp_bits(plan.primes.iter().chain(&plan.special_primes));
+    let secure = max_log_qp(p.log_n, Security::Bits128).is_some_and(|b| log_qp <= b);
+    let claimed = p.security;
+    if claimed != Security::InsecureNone {
+        let claimed_ok = max_log_qp(p.log_n, claimed).is_some_and(|b| log_qp <= b);
+        if !claimed_ok && !insecure_ok {
+            return Err(miette!(
+                help = "recompile the model; plans are not meant to be edited",
+                "the plan claims {} security, but its parameters (N=2^{}, log2(QP) = {log_qp}) do not meet it{}",
+                claimed.name(),
+                p.log_n,
+                max_log_qp(p.log_n, claimed)
+                    .map(|b| format!(" (the bound is {b})"))
+                    .unwrap_or_else(|| " (the ring is outside the security table)".into())
+            ));
+        }
+    }
+    if !secure && !insecure_ok {
+        return Err(miette!(
+            help = "pass --insecure to use it anyway (for tests only)",
+            "the plan's parameters (N=2^{}, log2(QP) = {log_qp}) are below 128-bit security",
+            p.log_n
+        ));
+    }
+    Ok(!secure)
+}
+
+/// `log2(QP)` as the security table counts it: the sum of the primes' bit lengths.
+fn log_qp_bits<'a>(primes: impl Iterator<Item = &'a u64>) -> u32 {
+    primes.map(|q| u64::BITS - q.leading_zeros()).sum()
+}
+
+/// Whether CKKS parameters are below 128-bit security by the HomomorphicEncryption.org table.
+pub fn params_insecure(p: &CkksParameters) -> bool {
+    let log_qp = log_qp_bits(p.q().iter().chain(p.p()));
+    !hecc_passes::params::max_log_qp(p.log_n(), hecc_passes::params::Security::Bits128)
+        .is_some_and(|b| log_qp <= b)
+}
+
+/// Limits on the plan fields that size allocations, checked before anything is allocated.
+fn check_plan_limits(plan: &Plan) -> Result<()> {
+    let p = &plan.params;
+    if !(10..=17).contains(&p.log_n) {
+        return Err(miette!(
+            "plan field `params.log_n` = {}: supported ring degrees are 2^10 to 2^17",
+            p.log_n
+        ));
+    }
+    let slots = 1u64 << (p.log_n - 1);
+    if plan.batch == 0 || u64::from(plan.batch) > slots {
+        return Err(miette!(
+            "plan field `batch` = {}: must be 1 to {slots} (the slots of N=2^{})",
+            plan.batch,
+            p.log_n
+        ));
+    }
+    if plan.rotation_steps.len() as u64 > slots {
+        return Err(miette!(
+            "plan field `rotation_steps` lists {} steps; at most {slots} exist",
+            plan.rotation_steps.len()
+        ));
+    }
+    for t in plan.inputs.iter().chain(&plan.outputs) {
+        let n = t
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&n| n <= MAX_INPUT_ELEMENTS);
+        if n.is_none() {
+            return Err(miette!(
+                "plan tensor `{}` has shape {:?}: more than the limit of {MAX_INPUT_ELEMENTS} values per image",
+                t.name,
+                t.shape
+            ));
+        }
+        if let Some([lo, hi]) = t.range {
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                return Err(miette!(
+                    "plan tensor `{}` has input range [{lo}, {hi}]: not a finite interval",
+                    t.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 // ------------------------------------------------------------------ keys
+
+/// Identity of a key set: a SHA-256 of its serialized public key. Evaluation keys, secret
+/// keys, ciphertexts and results carry it; every mismatch is a [`RunError::KeyMismatch`].
+pub type KeyId = [u8; 32];
+
+/// The key id of public key `pk`.
+pub fn key_id_of(ctx: &Context, pk: &PublicKey) -> KeyId {
+    let mut h = Sha256::new();
+    h.update(b"hecc key id v1");
+    h.update(pk.to_bytes(ctx));
+    h.finalize().into()
+}
+
+/// The client's secret key with its key set's id.
+pub struct ClientSecret {
+    /// The secret key.
+    pub key: SecretKey,
+    /// The id of its key set.
+    pub id: KeyId,
+    /// Key of the request tags (derived from the secret key).
+    tag_key: [u8; 32],
+}
+
+impl ClientSecret {
+    /// Wraps a secret key of key set `id`.
+    pub fn new(ctx: &Context, key: SecretKey, id: KeyId) -> ClientSecret {
+        let mut h = Sha256::new();
+        h.update(b"hecc request tag v1");
+        h.update(key.to_bytes(ctx));
+        ClientSecret {
+            key,
+            id,
+            tag_key: h.finalize().into(),
+        }
+    }
+}
 
 /// All keys of a plan.
 pub struct KeySet {
     /// The secret key (client only).
-    pub secret: SecretKey,
+    pub secret: ClientSecret,
     /// The evaluation keys.
     pub eval: EvalKeySet,
 }
@@ -438,6 +645,8 @@ pub struct EvalKeySet {
     pub relin: RelinKey,
     /// Galois keys for exactly the plan's rotation steps.
     pub galois: GaloisKeys,
+    /// The key set's id ([`key_id_of`] the public key).
+    pub id: KeyId,
 }
 
 impl EvalKeySet {
@@ -462,12 +671,14 @@ pub fn generate_keys(s: &Session) -> Result<KeySet> {
     let public = kg.public_key();
     let relin = kg.relin_key();
     let galois = kg.galois_keys(&steps, false);
+    let id = key_id_of(&s.ctx, &public);
     Ok(KeySet {
-        secret: kg.secret_key().clone(),
+        secret: ClientSecret::new(&s.ctx, kg.secret_key().clone(), id),
         eval: EvalKeySet {
             public,
             relin,
             galois,
+            id,
         },
     })
 }
@@ -482,6 +693,7 @@ pub fn eval_keys_bytes(s: &Session, k: &EvalKeySet) -> Vec<u8> {
     let ctx = &s.ctx;
     s.container(
         FileKind::EvalKeys,
+        k.id,
         vec![
             k.public.to_bytes(ctx),
             k.relin.to_bytes(ctx),
@@ -492,17 +704,18 @@ pub fn eval_keys_bytes(s: &Session, k: &EvalKeySet) -> Vec<u8> {
 }
 
 /// Serializes the secret key.
-pub fn secret_key_bytes(s: &Session, sk: &SecretKey) -> Vec<u8> {
-    s.container(FileKind::SecretKey, vec![sk.to_bytes(&s.ctx)])
+pub fn secret_key_bytes(s: &Session, sk: &ClientSecret) -> Vec<u8> {
+    s.container(FileKind::SecretKey, sk.id, vec![sk.key.to_bytes(&s.ctx)])
         .to_bytes()
 }
 
-/// Writes `DIR/secret.key` and `DIR/eval.keys`; returns their paths.
+/// Writes `DIR/secret.key` (mode 0600; a directory created here is 0700) and `DIR/eval.keys`;
+/// returns their paths.
 pub fn write_keys(s: &Session, keys: &KeySet, dir: &Path) -> Result<(PathBuf, PathBuf)> {
-    std::fs::create_dir_all(dir).map_err(|e| miette!("cannot create {}: {e}", dir.display()))?;
+    crate::files::create_private_dir(dir)?;
     let sk = dir.join(SECRET_KEY_FILE);
     let ek = dir.join(EVAL_KEYS_FILE);
-    write_atomic(&sk, &secret_key_bytes(s, &keys.secret))?;
+    crate::files::write_private(&sk, &secret_key_bytes(s, &keys.secret))?;
     write_atomic(&ek, &eval_keys_bytes(s, &keys.eval))?;
     Ok((sk, ek))
 }
@@ -514,28 +727,41 @@ fn backend_err(path: &Path) -> impl Fn(CkksError) -> RunError + '_ {
     }
 }
 
-/// Reads evaluation keys and checks they belong to the plan and cover its rotations.
+/// Reads evaluation keys and checks they belong to the plan, carry their own key id and cover
+/// the plan's rotations.
 pub fn read_eval_keys(s: &Session, path: &Path) -> Result<EvalKeySet> {
     let c = read_container(path, FileKind::EvalKeys)?;
-    c.check_plan(s, &path.display().to_string())?;
+    let p = path.display().to_string();
+    c.check_plan(s, &p)?;
     let [public, relin, galois] = c.sections.as_slice() else {
-        return Err(RunError::Corrupt {
-            path: path.display().to_string(),
-        }
-        .into());
+        return Err(RunError::Corrupt { path: p }.into());
     };
     let ctx = &s.ctx;
     let be = backend_err(path);
+    let public = PublicKey::from_bytes(ctx, public).map_err(&be)?;
+    let id = key_id_of(ctx, &public);
+    if id != c.key_id {
+        return Err(RunError::Tampered {
+            path: p,
+            detail: format!(
+                "the key id in the header ({}) is not its public key's ({})",
+                hex(&c.key_id),
+                hex(&id)
+            ),
+        }
+        .into());
+    }
     let keys = EvalKeySet {
-        public: PublicKey::from_bytes(ctx, public).map_err(&be)?,
+        public,
         relin: RelinKey::from_bytes(ctx, relin).map_err(&be)?,
         galois: GaloisKeys::from_bytes(ctx, galois).map_err(&be)?,
+        id,
     };
     for &k in &s.plan.rotation_steps {
         let g = s.ctx.galois_element(i64::from(k));
         if g != 1 && !keys.galois.contains(g) {
             return Err(RunError::Mismatch {
-                what: path.display().to_string(),
+                what: p,
                 detail: format!("no Galois key for rotation step {k} the plan needs"),
             }
             .into());
@@ -544,8 +770,15 @@ pub fn read_eval_keys(s: &Session, path: &Path) -> Result<EvalKeySet> {
     Ok(keys)
 }
 
-/// Reads a secret key and checks it belongs to the parameters `ctx` and plan `digest`.
-pub fn read_secret_key(ctx: &Arc<Context>, digest: &[u8; 32], path: &Path) -> Result<SecretKey> {
+/// Reads a secret key and checks it belongs to the parameters `ctx` and plan `digest`. A key
+/// file that other users can read or write is refused unless `allow_shared`.
+pub fn read_secret_key(
+    ctx: &Arc<Context>,
+    digest: &[u8; 32],
+    path: &Path,
+    allow_shared: bool,
+) -> Result<ClientSecret> {
+    crate::files::check_private(path, allow_shared)?;
     let c = read_container(path, FileKind::SecretKey)?;
     let p = path.display().to_string();
     if &c.fingerprint != ctx.fingerprint() {
@@ -567,7 +800,8 @@ pub fn read_secret_key(ctx: &Arc<Context>, digest: &[u8; 32], path: &Path) -> Re
     let [sk] = c.sections.as_slice() else {
         return Err(RunError::Corrupt { path: p }.into());
     };
-    Ok(SecretKey::from_bytes(ctx, sk).map_err(backend_err(path))?)
+    let key = SecretKey::from_bytes(ctx, sk).map_err(backend_err(path))?;
+    Ok(ClientSecret::new(ctx, key, c.key_id))
 }
 
 // ------------------------------------------------------------------ images
@@ -839,6 +1073,18 @@ pub fn load_images(path: &Path, input: &PlanTensor) -> Result<Images> {
             .into())
         }
     };
+    if let Some(k) = values.iter().position(|v| !v.is_finite()) {
+        return Err(input_err(
+            path,
+            format!(
+                "value {} at image {}, element {} (flat index {k}) is not a finite number",
+                values[k],
+                k / per,
+                k % per
+            ),
+        )
+        .into());
+    }
     let [lo, hi] = input.range.unwrap_or([0.0, 1.0]);
     let data = if raw.bytes {
         values.iter().map(|&x| lo + (hi - lo) * x / 255.0).collect()
@@ -850,6 +1096,46 @@ pub fn load_images(path: &Path, input: &PlanTensor) -> Result<Images> {
         per_image: per,
         data,
     })
+}
+
+/// Checks images against the model input's declared range (default `[0, 1]`): values outside
+/// it would leave the intervals the plan's approximations and scales were chosen for, and the
+/// encrypted result would be wrong without a sign. Refuses them, naming the first one, or with
+/// `clamp` clamps them and returns a warning.
+pub fn check_input_range(
+    images: &mut Images,
+    input: &PlanTensor,
+    clamp: bool,
+) -> Result<Option<String>> {
+    let [lo, hi] = input.range.unwrap_or([0.0, 1.0]);
+    let tol = 1e-9 * (hi - lo).abs().max(1.0);
+    let outside = |v: f64| v < lo - tol || v > hi + tol;
+    let count = images.data.iter().filter(|&&v| outside(v)).count();
+    if count == 0 {
+        return Ok(None);
+    }
+    let per = images.per_image.max(1);
+    let k = images.data.iter().position(|&v| outside(v)).unwrap_or(0);
+    let first = format!(
+        "{} at image {}, element {}",
+        images.data[k],
+        k / per,
+        k % per
+    );
+    if !clamp {
+        return Err(miette!(
+            help = "declare the model's real input range when compiling (--input-range LO,HI), \
+                    or pass --clamp to clamp the values",
+            "{count} input values are outside the model input `{}`'s range [{lo}, {hi}] (first: {first})",
+            input.name
+        ));
+    }
+    for v in images.data.iter_mut() {
+        *v = v.clamp(lo, hi);
+    }
+    Ok(Some(format!(
+        "{count} input values were outside the range [{lo}, {hi}] and were clamped (first: {first})"
+    )))
 }
 
 /// How a file's per-image axes relate to the model input's `[c, h, w]` (or other) shape.
@@ -1000,6 +1286,46 @@ pub fn load_labels(path: &Path) -> Result<Vec<usize>> {
 
 // ------------------------------------------------------------------ encryption
 
+/// The client's record of one request (a batch it encrypted), copied by the server into the
+/// outputs. With the secret key the record carries an HMAC-SHA256 tag, so `decrypt` can check
+/// that a result answers a request of this client, with its image count and the output
+/// layout of its plan.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Request {
+    /// A random id (hex).
+    pub id: String,
+    /// Images encrypted.
+    pub images: usize,
+    /// The key set (hex [`KeyId`]).
+    pub key: String,
+    /// The plan (hex digest).
+    pub plan: String,
+    /// SHA-256 (hex) of the outputs the plan produces ([`expected_outputs`]).
+    pub outputs: String,
+    /// HMAC-SHA256 (hex) of the fields above under the client's tag key; absent when the
+    /// inputs were encrypted with the public key.
+    pub tag: Option<String>,
+}
+
+impl Request {
+    fn tag_with(&self, key: &[u8; 32]) -> String {
+        use hmac::Mac;
+        let body = Request {
+            tag: None,
+            ..self.clone()
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut mac = <hmac::Hmac<Sha256> as Mac>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(&bytes);
+        full_hex(&mac.finalize().into_bytes())
+    }
+}
+
+fn full_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// Metadata of an encrypted-inputs file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct InputsMeta {
@@ -1007,22 +1333,82 @@ pub struct InputsMeta {
     pub images: usize,
     /// `(input name, element index)` of each ciphertext, in file order.
     pub elements: Vec<(String, u32)>,
+    /// The client's request record.
+    pub request: Request,
 }
 
 /// An encrypted batch.
 pub struct EncryptedInputs {
     /// Metadata.
     pub meta: InputsMeta,
+    /// The key set the batch was encrypted for.
+    pub key_id: KeyId,
+    /// SHA-256 of the file it was read from.
+    pub file_digest: Option<[u8; 32]>,
     /// Ciphertexts, in `meta.elements` order.
     pub cts: Vec<Ciphertext>,
 }
 
-/// The encryptor the client uses.
-pub enum ClientEncryptor {
-    /// With the secret key (seeded, half-size ciphertexts).
+enum Enc {
     Secret(SymmetricEncryptor),
-    /// With the public key.
     Public(Encryptor),
+}
+
+/// The encryptor the client uses: with the secret key (seeded, half-size ciphertexts, and a
+/// tagged request record) or with the public key.
+pub struct ClientEncryptor {
+    enc: Enc,
+    key_id: KeyId,
+    tag_key: Option<[u8; 32]>,
+}
+
+impl ClientEncryptor {
+    /// Encrypts with the secret key.
+    pub fn secret(s: &Session, sk: &ClientSecret) -> Result<ClientEncryptor> {
+        Ok(ClientEncryptor {
+            enc: Enc::Secret(SymmetricEncryptor::new(&s.ctx, &sk.key).into_diagnostic()?),
+            key_id: sk.id,
+            tag_key: Some(sk.tag_key),
+        })
+    }
+
+    /// Encrypts with the public key of `keys` (the request record is not tagged).
+    pub fn public(s: &Session, keys: &EvalKeySet) -> Result<ClientEncryptor> {
+        Ok(ClientEncryptor {
+            enc: Enc::Public(Encryptor::new(&s.ctx, &keys.public).into_diagnostic()?),
+            key_id: keys.id,
+            tag_key: None,
+        })
+    }
+
+    fn fork(&mut self) -> Enc {
+        match &mut self.enc {
+            Enc::Secret(e) => Enc::Secret(e.fork()),
+            Enc::Public(e) => Enc::Public(e.fork()),
+        }
+    }
+}
+
+/// The outputs plan `s` produces, `(name, index, slot layout)` sorted by name and index: the
+/// order of the ciphertexts in an outputs file.
+pub fn expected_outputs(s: &Session) -> Result<Vec<(String, u32, Layout)>> {
+    let mut outs: Vec<(String, u32)> = s
+        .module
+        .outputs()
+        .into_iter()
+        .map(|(_, n, i)| (n.to_string(), i))
+        .collect();
+    outs.sort();
+    outs.into_iter()
+        .map(|(n, i)| {
+            let l = s.output_slots(&n, i)?;
+            Ok((n, i, l))
+        })
+        .collect()
+}
+
+fn outputs_digest(elements: &[(String, u32, Layout)]) -> String {
+    full_hex(&Sha256::digest(serde_json::to_vec(elements).unwrap_or_default()))
 }
 
 /// Packs `images` into the slot vector of the input value with element index `index` and
@@ -1155,30 +1541,38 @@ pub fn encrypt_images(
     // from the client's (so the result does not depend on the thread count); a plaintext is
     // dropped as soon as it is encrypted.
     use rayon::prelude::*;
-    let children: Vec<ClientEncryptor> = jobs
-        .iter()
-        .map(|_| match enc {
-            ClientEncryptor::Secret(e) => ClientEncryptor::Secret(e.fork()),
-            ClientEncryptor::Public(e) => ClientEncryptor::Public(e.fork()),
-        })
-        .collect();
+    let children: Vec<Enc> = jobs.iter().map(|_| enc.fork()).collect();
     let cts = jobs
         .par_iter()
         .zip(children)
         .map(|((_, _, vals, ty), mut child)| {
             let pt = encoder.encode(vals, ty.level().0 as usize, ty.log_scale().0.exp2())?;
             match &mut child {
-                ClientEncryptor::Secret(e) => e.encrypt(&pt),
-                ClientEncryptor::Public(e) => e.encrypt(&pt),
+                Enc::Secret(e) => e.encrypt(&pt),
+                Enc::Public(e) => e.encrypt(&pt),
             }
         })
         .collect::<Result<Vec<_>, _>>()
         .into_diagnostic()?;
+    let mut id = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+    let mut request = Request {
+        id: full_hex(&id),
+        images: images.count,
+        key: full_hex(&enc.key_id),
+        plan: full_hex(&s.digest),
+        outputs: outputs_digest(&expected_outputs(s)?),
+        tag: None,
+    };
+    request.tag = enc.tag_key.map(|k| request.tag_with(&k));
     Ok(EncryptedInputs {
         meta: InputsMeta {
             images: images.count,
             elements: jobs.into_iter().map(|(n, i, _, _)| (n, i)).collect(),
+            request,
         },
+        key_id: enc.key_id,
+        file_digest: None,
         cts,
     })
 }
@@ -1187,13 +1581,16 @@ pub fn encrypt_images(
 pub fn inputs_bytes(s: &Session, x: &EncryptedInputs) -> Result<Vec<u8>> {
     let mut sections = vec![serde_json::to_vec(&x.meta).into_diagnostic()?];
     sections.extend(x.cts.iter().map(|c| c.to_bytes(&s.ctx)));
-    Ok(s.container(FileKind::Inputs, sections).to_bytes())
+    Ok(s.container(FileKind::Inputs, x.key_id, sections).to_bytes())
 }
 
-/// Reads encrypted inputs of this plan.
+/// Reads encrypted inputs of this plan and checks their metadata against the plan: the
+/// request record names this plan and key set, the image count fits the plan's batch, and the
+/// ciphertexts are exactly the plan's input elements.
 pub fn read_inputs(s: &Session, path: &Path) -> Result<EncryptedInputs> {
-    let c = read_container(path, FileKind::Inputs)?;
+    let bytes = read_file(path)?;
     let p = path.display().to_string();
+    let c = Container::from_bytes(&bytes, FileKind::Inputs, &p)?;
     c.check_plan(s, &p)?;
     let (meta, cts) = c
         .sections
@@ -1204,12 +1601,55 @@ pub fn read_inputs(s: &Session, path: &Path) -> Result<EncryptedInputs> {
     if meta.elements.len() != cts.len() {
         return Err(RunError::Corrupt { path: p }.into());
     }
+    let tampered = |detail: String| RunError::Tampered {
+        path: p.clone(),
+        detail,
+    };
+    if meta.request.key != full_hex(&c.key_id) || meta.request.plan != full_hex(&s.digest) {
+        return Err(tampered("its request record names another key set or plan".into()).into());
+    }
+    if meta.images == 0 || meta.images != meta.request.images {
+        return Err(tampered(format!(
+            "it claims {} images, its request record {}",
+            meta.images, meta.request.images
+        ))
+        .into());
+    }
+    if meta.images > s.plan.batch as usize {
+        return Err(tampered(format!(
+            "it claims {} images; the plan runs at most {}",
+            meta.images, s.plan.batch
+        ))
+        .into());
+    }
+    let mut want: Vec<(String, u32)> = s
+        .module
+        .inputs()
+        .into_iter()
+        .map(|(_, n, i)| (n.to_string(), i))
+        .collect();
+    let mut have = meta.elements.clone();
+    want.sort();
+    have.sort();
+    if want != have {
+        return Err(tampered(format!(
+            "its {} ciphertexts are not the plan's {} input elements",
+            have.len(),
+            want.len()
+        ))
+        .into());
+    }
     let be = backend_err(path);
     let cts = cts
         .iter()
         .map(|b| Ciphertext::from_bytes(&s.ctx, b).map_err(&be))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(EncryptedInputs { meta, cts })
+    Ok(EncryptedInputs {
+        meta,
+        key_id: c.key_id,
+        file_digest: Some(Sha256::digest(&bytes).into()),
+        cts,
+    })
 }
 
 // ------------------------------------------------------------------ run
@@ -1224,6 +1664,10 @@ pub struct OutputsMeta {
     /// Per ciphertext: output name, element index, and the slot layout of its elements
     /// (see [`unpack_outputs`]).
     pub elements: Vec<(String, u32, Layout)>,
+    /// The request these outputs answer (copied from the inputs).
+    pub request: Request,
+    /// SHA-256 (hex) of the inputs file the server ran on.
+    pub inputs: Option<String>,
 }
 
 /// Encrypted outputs and the context to decrypt them.
@@ -1234,6 +1678,8 @@ pub struct EncryptedOutputs {
     pub ctx: Arc<Context>,
     /// Plan digest.
     pub digest: [u8; 32],
+    /// The key set of the inputs.
+    pub key_id: KeyId,
     /// Ciphertexts in `meta.elements` order.
     pub cts: Vec<Ciphertext>,
 }
@@ -1286,36 +1732,42 @@ pub enum MemoryLimit {
 impl std::str::FromStr for MemoryLimit {
     type Err = String;
 
-    /// `plan`, or a size: bytes, or a number with `K`, `M`, `G`, `T` (powers of 1024, with an
-    /// optional `iB`/`B`), e.g. `6GiB`, `512M`, `1.5G`; at least one byte.
+    /// `plan`, or a size ([`parse_size`]).
     fn from_str(text: &str) -> Result<Self, String> {
-        let t = text.trim();
-        if t.eq_ignore_ascii_case("plan") {
+        if text.trim().eq_ignore_ascii_case("plan") {
             return Ok(MemoryLimit::Plan);
         }
-        let lower = t.to_ascii_lowercase();
-        let body = match lower.strip_suffix("ib") {
-            // `iB` only after a unit letter (`GiB`), not after the number (`6iB`).
-            Some(b) if b.ends_with(['k', 'm', 'g', 't']) => b,
-            Some(_) => lower.as_str(),
-            None => lower.strip_suffix('b').unwrap_or(&lower),
-        };
-        let (num, mult) = match body.chars().last() {
-            Some('k') => (&body[..body.len() - 1], 1u64 << 10),
-            Some('m') => (&body[..body.len() - 1], 1 << 20),
-            Some('g') => (&body[..body.len() - 1], 1 << 30),
-            Some('t') => (&body[..body.len() - 1], 1 << 40),
-            _ => (body, 1),
-        };
-        let bad =
-            || format!("`{text}` is not a memory size: use `plan`, bytes, or e.g. 6GiB, 512M");
-        let v: f64 = num.trim().parse().map_err(|_| bad())?;
-        let bytes = v * mult as f64;
-        if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
-            return Err(bad());
-        }
-        Ok(MemoryLimit::Bytes(bytes as u64))
+        parse_size(text)
+            .map(MemoryLimit::Bytes)
+            .map_err(|_| format!("`{text}` is not a memory size: use `plan`, bytes, or e.g. 6GiB, 512M"))
     }
+}
+
+/// A size in bytes: a number of bytes, or a number with `K`, `M`, `G`, `T` (powers of 1024,
+/// with an optional `iB`/`B`), e.g. `6GiB`, `512M`, `1.5G`; at least one byte.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let lower = t.to_ascii_lowercase();
+    let body = match lower.strip_suffix("ib") {
+        // `iB` only after a unit letter (`GiB`), not after the number (`6iB`).
+        Some(b) if b.ends_with(['k', 'm', 'g', 't']) => b,
+        Some(_) => lower.as_str(),
+        None => lower.strip_suffix('b').unwrap_or(&lower),
+    };
+    let (num, mult) = match body.chars().last() {
+        Some('k') => (&body[..body.len() - 1], 1u64 << 10),
+        Some('m') => (&body[..body.len() - 1], 1 << 20),
+        Some('g') => (&body[..body.len() - 1], 1 << 30),
+        Some('t') => (&body[..body.len() - 1], 1 << 40),
+        _ => (body, 1),
+    };
+    let bad = || format!("`{text}` is not a size: use bytes, or e.g. 6GiB, 512M");
+    let v: f64 = num.trim().parse().map_err(|_| bad())?;
+    let bytes = v * mult as f64;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
 }
 
 impl MemoryLimit {
@@ -1378,7 +1830,18 @@ pub fn run_inputs(
     keys: &EvalKeySet,
     opts: &RunOptions,
 ) -> Result<(EncryptedOutputs, RunReport)> {
+    if inputs.key_id != keys.id {
+        return Err(RunError::KeyMismatch {
+            path: "the encrypted inputs".into(),
+            expected: hex(&keys.id),
+            found: hex(&inputs.key_id),
+        })
+        .map_err(|e| miette::Report::new(e).wrap_err("the evaluation keys and the inputs come from different `hecc keygen` runs"));
+    }
     let images = inputs.meta.images;
+    let request = inputs.meta.request;
+    let inputs_digest = inputs.file_digest.map(|d| full_hex(&d));
+    let key_id = inputs.key_id;
     let map: HashMap<(String, u32), Ciphertext> =
         inputs.meta.elements.into_iter().zip(inputs.cts).collect();
     let eval = Evaluator::new(&s.ctx);
@@ -1398,9 +1861,12 @@ pub fn run_inputs(
                 model: s.plan.model.clone(),
                 images,
                 elements,
+                request,
+                inputs: inputs_digest,
             },
             ctx: s.ctx.clone(),
             digest: s.digest,
+            key_id,
             cts,
         },
         res.report,
@@ -1418,6 +1884,7 @@ pub fn outputs_bytes(o: &EncryptedOutputs) -> Result<Vec<u8>> {
         kind: FileKind::Outputs,
         fingerprint: *o.ctx.fingerprint(),
         plan_digest: o.digest,
+        key_id: o.key_id,
         sections,
     }
     .to_bytes())
@@ -1441,6 +1908,31 @@ pub fn read_outputs(path: &Path) -> Result<EncryptedOutputs> {
     if meta.elements.len() != cts.len() {
         return Err(RunError::Corrupt { path: p }.into());
     }
+    // Limits before anything is sized by the metadata: no more images than slots, no more
+    // output elements per image than slots.
+    let slots = ctx.n() / 2;
+    if meta.images == 0 || meta.images > slots {
+        return Err(RunError::Tampered {
+            path: p,
+            detail: format!(
+                "it claims {} images; a ciphertext of these parameters holds 1 to {slots}",
+                meta.images
+            ),
+        }
+        .into());
+    }
+    let per_image: u64 = meta
+        .elements
+        .iter()
+        .map(|(_, _, l)| u64::from(l.elements()))
+        .sum();
+    if per_image > slots as u64 * meta.elements.len() as u64 {
+        return Err(RunError::Tampered {
+            path: p,
+            detail: format!("its layouts claim {per_image} output values per image"),
+        }
+        .into());
+    }
     let cts = cts
         .iter()
         .map(|b| Ciphertext::from_bytes(&ctx, b).map_err(&be))
@@ -1449,8 +1941,87 @@ pub fn read_outputs(path: &Path) -> Result<EncryptedOutputs> {
         meta,
         ctx,
         digest: c.plan_digest,
+        key_id: c.key_id,
         cts,
     })
+}
+
+/// How far a result could be checked against its request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Authenticity {
+    /// The request record's tag verified: the result answers a request of this client, with
+    /// its image count and its plan's output layout.
+    Tagged,
+    /// The inputs were encrypted with the public key: key, plan and layout are consistent,
+    /// but the record carries no tag, so its image count is the server's word.
+    Untagged,
+}
+
+/// Checks outputs against the client's secret key and the request they claim to answer:
+/// the key set, the request tag, the image count and the output layout. With `request`
+/// (the inputs file the client sent), also that the outputs answer that very file.
+pub fn verify_outputs(
+    o: &EncryptedOutputs,
+    sk: &ClientSecret,
+    path: &str,
+    request: Option<&Path>,
+) -> Result<Authenticity> {
+    let tampered = |detail: String| RunError::Tampered {
+        path: path.to_string(),
+        detail,
+    };
+    if o.key_id != sk.id {
+        return Err(RunError::KeyMismatch {
+            path: path.to_string(),
+            expected: hex(&sk.id),
+            found: hex(&o.key_id),
+        }
+        .into());
+    }
+    let r = &o.meta.request;
+    if r.key != full_hex(&sk.id) || r.plan != full_hex(&o.digest) {
+        return Err(tampered("its request record names another key set or plan".into()).into());
+    }
+    let auth = match &r.tag {
+        Some(t) if *t == r.tag_with(&sk.tag_key) => Authenticity::Tagged,
+        Some(_) => {
+            return Err(tampered(
+                "its request record does not carry this client's tag (edited, or forged by the server)"
+                    .into(),
+            )
+            .into())
+        }
+        None => Authenticity::Untagged,
+    };
+    if o.meta.images != r.images {
+        return Err(tampered(format!(
+            "it holds {} images, the request sent {}",
+            o.meta.images, r.images
+        ))
+        .into());
+    }
+    if outputs_digest(&o.meta.elements) != r.outputs {
+        return Err(tampered(
+            "its output elements or their slot layouts are not those of the plan the request was made for"
+                .into(),
+        )
+        .into());
+    }
+    if let Some(req) = request {
+        let bytes = read_file(req)?;
+        let rp = req.display().to_string();
+        let c = Container::from_bytes(&bytes, FileKind::Inputs, &rp)?;
+        let meta: InputsMeta = c
+            .sections
+            .first()
+            .and_then(|m| serde_json::from_slice(m).ok())
+            .ok_or(RunError::Corrupt { path: rp.clone() })?;
+        let digest = full_hex(&Sha256::digest(&bytes));
+        if meta.request.id != r.id || o.meta.inputs.as_deref() != Some(digest.as_str()) {
+            return Err(tampered(format!("it does not answer the request in {rp}")).into());
+        }
+    }
+    Ok(auth)
 }
 
 // ------------------------------------------------------------------ decryption
@@ -1492,9 +2063,10 @@ pub fn argmax_rows(values: &[f64], cols: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Decrypts outputs with the secret key.
-pub fn decrypt_outputs(o: &EncryptedOutputs, sk: &SecretKey) -> Result<Logits> {
-    let dec = Decryptor::new(&o.ctx, sk);
+/// Decrypts outputs with the secret key, after [`verify_outputs`] (without a request file).
+pub fn decrypt_outputs(o: &EncryptedOutputs, sk: &ClientSecret) -> Result<Logits> {
+    verify_outputs(o, sk, "the encrypted outputs", None)?;
+    let dec = Decryptor::new(&o.ctx, &sk.key);
     let encoder = Encoder::new(&o.ctx);
     let mut decoded = Vec::with_capacity(o.cts.len());
     for ct in &o.cts {
@@ -1772,11 +2344,15 @@ pub fn infer_graph(
     }
     let copts = crate::eval::resolve_activation(g, &copts)?.0;
     let compiled = compile_graph(g, &copts)?;
-    let s = Session::new(compiled.plan)?;
+    let s = Session::with_security(
+        compiled.plan,
+        copts.security == hecc_passes::params::Security::InsecureNone,
+    )?;
     if !opts.no_memory_check {
         check_memory(&s, available_memory(), "infer")?;
     }
-    let images = all.take(want);
+    let mut images = all.take(want);
+    check_input_range(&mut images, s.input()?, false)?;
     let group = (s.plan.batch as usize).max(1);
     let t_compile = t.elapsed().as_secs_f64();
 
@@ -1808,9 +2384,8 @@ pub fn infer_graph(
     )?;
     let eval = Evaluator::new(&s.ctx);
     let encoder = Encoder::new(&s.ctx);
-    let dec = Decryptor::new(&s.ctx, &keys.secret);
-    let mut enc =
-        ClientEncryptor::Secret(SymmetricEncryptor::new(&s.ctx, &keys.secret).into_diagnostic()?);
+    let dec = Decryptor::new(&s.ctx, &keys.secret.key);
+    let mut enc = ClientEncryptor::secret(&s, &keys.secret)?;
 
     let (mut t_encrypt, mut t_run, mut t_decrypt) = (0.0, 0.0, 0.0);
     let mut report: Option<RunReport> = None;

@@ -71,7 +71,7 @@ fn cryptonets_channel_infer_runs_several_groups() {
 fn run_in_groups(opts: &CompileOptions, count: usize) -> (usize, f64, f64) {
     let model = root().join("models/cryptonets.yaml");
     let c = compile(&model, opts).unwrap();
-    let s = Session::new(c.plan).unwrap();
+    let s = Session::with_security(c.plan, true).unwrap();
     verify(&s.module, &VerifyOptions::STRICT).unwrap_or_else(|e| panic!("{e:?}"));
     let keys = generate_keys(&s).unwrap();
     let g = hecc_ir::front::load_model(&model).unwrap();
@@ -87,9 +87,7 @@ fn run_in_groups(opts: &CompileOptions, count: usize) -> (usize, f64, f64) {
             per_image: per,
             data: all.data[start * per..(start + n) * per].to_vec(),
         };
-        let mut enc = ClientEncryptor::Secret(
-            hecc_runtime::ckks::SymmetricEncryptor::new(&s.ctx, &keys.secret).unwrap(),
-        );
+        let mut enc = ClientEncryptor::secret(&s, &keys.secret).unwrap();
         let x = encrypt_images(&s, &chunk, &mut enc).unwrap();
         let (o, _) = run_inputs(
             &s,
@@ -153,7 +151,7 @@ fn cryptonets_channel_client_server_files() {
     assert_eq!(c.plan.batch, 4, "four 1024-slot images in 4096 slots");
     let plan = dir.join("plan.json");
     write_plan(&c.plan, &plan).unwrap();
-    let s = Session::open(&plan).unwrap();
+    let s = Session::open_with_security(&plan, true).unwrap();
     // The managed circuit satisfies the run-time invariants: operands of every op at one level,
     // additive operands (plaintexts included) at one scale.
     verify(&s.module, &VerifyOptions::STRICT).unwrap_or_else(|e| panic!("{e:?}"));
@@ -180,9 +178,7 @@ fn cryptonets_channel_client_server_files() {
     let keys = generate_keys(&s).unwrap();
     let (images, _) = mnist();
     let all = load_images(&images, s.input().unwrap()).unwrap();
-    let mut enc = ClientEncryptor::Secret(
-        hecc_runtime::ckks::SymmetricEncryptor::new(&s.ctx, &keys.secret).unwrap(),
-    );
+    let mut enc = ClientEncryptor::secret(&s, &keys.secret).unwrap();
     // More images than the plan packs: a clear error with the maximum.
     let e = encrypt_images(&s, &all.take(5), &mut enc)
         .err()

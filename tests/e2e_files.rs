@@ -38,7 +38,7 @@ fn fixture(tag: &str) -> Fixture {
     let plan = dir.join("plan.json");
     let c = compile(&root().join("models/cryptonets.yaml"), &opts(40, 8)).unwrap();
     write_plan(&c.plan, &plan).unwrap();
-    let s = Session::open(&plan).unwrap();
+    let s = Session::open_with_security(&plan, true).unwrap();
     let keys = dir.join("keys");
     let k = generate_keys(&s).unwrap();
     write_keys(&s, &k, &keys).unwrap();
@@ -52,9 +52,9 @@ fn fixture(tag: &str) -> Fixture {
     )
     .unwrap()
     .take(8);
-    let sk = read_secret_key(&s.ctx, &s.digest, &keys.join(SECRET_KEY_FILE)).unwrap();
+    let sk = read_secret_key(&s.ctx, &s.digest, &keys.join(SECRET_KEY_FILE), false).unwrap();
     let mut enc =
-        ClientEncryptor::Secret(hecc_runtime::ckks::SymmetricEncryptor::new(&s.ctx, &sk).unwrap());
+        ClientEncryptor::secret(&s, &sk).unwrap();
     let x = encrypt_images(&s, &images, &mut enc).unwrap();
     let cts = dir.join("x.ct");
     hecc::compile::write_atomic(&cts, &inputs_bytes(&s, &x).unwrap()).unwrap();
@@ -79,7 +79,7 @@ fn run_error(e: miette::Report) -> RunError {
 #[test]
 fn server_runs_from_evaluation_keys_alone_and_client_decrypts() {
     let f = fixture("flow");
-    let s = Session::open(&f.plan).unwrap();
+    let s = Session::open_with_security(&f.plan, true).unwrap();
     // Server: plan + ciphertexts + evaluation keys; no secret key anywhere in its directory.
     assert!(!f.server.join(SECRET_KEY_FILE).exists());
     let keys = read_eval_keys(&s, &f.server.join(EVAL_KEYS_FILE)).unwrap();
@@ -98,7 +98,7 @@ fn server_runs_from_evaluation_keys_alone_and_client_decrypts() {
     hecc::compile::write_atomic(&f.out, &outputs_bytes(&outs).unwrap()).unwrap();
     // Client: outputs + secret key, no plan needed.
     let o = read_outputs(&f.out).unwrap();
-    let sk = read_secret_key(&o.ctx, &o.digest, &f.keys.join(SECRET_KEY_FILE)).unwrap();
+    let sk = read_secret_key(&o.ctx, &o.digest, &f.keys.join(SECRET_KEY_FILE), false).unwrap();
     let logits = decrypt_outputs(&o, &sk).unwrap();
     assert_eq!((logits.images, logits.classes), (8, 10));
     // Against the plaintext model.
@@ -131,12 +131,12 @@ fn server_runs_from_evaluation_keys_alone_and_client_decrypts() {
 #[test]
 fn files_of_another_plan_or_parameters_are_rejected() {
     let f = fixture("mismatch");
-    let s = Session::open(&f.plan).unwrap();
+    let s = Session::open_with_security(&f.plan, true).unwrap();
     // Same parameters, other circuit (another batch size): plan mismatch.
     let other_plan = f.dir.join("other.json");
     let c = compile(&root().join("models/cryptonets.yaml"), &opts(40, 4)).unwrap();
     write_plan(&c.plan, &other_plan).unwrap();
-    let other = Session::open(&other_plan).unwrap();
+    let other = Session::open_with_security(&other_plan, true).unwrap();
     assert_eq!(
         other.ctx.fingerprint(),
         s.ctx.fingerprint(),
@@ -154,7 +154,7 @@ fn files_of_another_plan_or_parameters_are_rejected() {
     let third_plan = f.dir.join("third.json");
     let c = compile(&root().join("models/cryptonets.yaml"), &opts(36, 8)).unwrap();
     write_plan(&c.plan, &third_plan).unwrap();
-    let third = Session::open(&third_plan).unwrap();
+    let third = Session::open_with_security(&third_plan, true).unwrap();
     assert_ne!(third.ctx.fingerprint(), s.ctx.fingerprint());
     let e = run_error(
         read_eval_keys(&third, &f.server.join(EVAL_KEYS_FILE))
@@ -165,7 +165,7 @@ fn files_of_another_plan_or_parameters_are_rejected() {
     let e = run_error(read_inputs(&third, &f.cts).err().unwrap());
     assert!(matches!(e, RunError::ParamsMismatch { .. }), "{e}");
     let e = run_error(
-        read_secret_key(&third.ctx, &third.digest, &f.keys.join(SECRET_KEY_FILE))
+        read_secret_key(&third.ctx, &third.digest, &f.keys.join(SECRET_KEY_FILE), false)
             .err()
             .unwrap(),
     );
@@ -182,7 +182,7 @@ fn mutate(src: &Path, dst: &Path, f: impl FnOnce(&mut Vec<u8>)) {
 #[test]
 fn tampered_truncated_and_wrong_kind_files_are_rejected() {
     let f = fixture("tamper");
-    let s = Session::open(&f.plan).unwrap();
+    let s = Session::open_with_security(&f.plan, true).unwrap();
     let ek = f.server.join(EVAL_KEYS_FILE);
     let bad = f.dir.join("bad");
     for (src, is_keys) in [(&ek, true), (&f.cts, false)] {
@@ -345,7 +345,7 @@ fn cli_encrypts_runs_and_decrypts_a_file_in_groups() {
     assert!(!dir.join("z.ct").exists(), "nothing written on error");
 
     let g = hecc_ir::front::load_model(&root().join("models/cryptonets.yaml")).unwrap();
-    let s = Session::open(std::path::Path::new(&p("plan.json"))).unwrap();
+    let s = Session::open_with_security(std::path::Path::new(&p("plan.json")), true).unwrap();
     let first8 = load_images(std::path::Path::new(&images), s.input().unwrap())
         .unwrap()
         .take(8);
@@ -360,7 +360,7 @@ fn cli_encrypts_runs_and_decrypts_a_file_in_groups() {
 #[test]
 fn a_plan_larger_than_the_available_memory_is_refused_up_front() {
     let f = fixture("memcheck");
-    let s = Session::open(&f.plan).unwrap();
+    let s = Session::open_with_security(&f.plan, true).unwrap();
     let need = s.plan.report.schedule.as_ref().unwrap().total_bytes;
     assert!(
         check_memory(&s, Some(need), "run").is_ok(),

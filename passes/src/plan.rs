@@ -1,6 +1,13 @@
 //! The compiled plan: everything the runtime needs to run a model on encrypted batches, and the
 //! report users read to decide. Serialized as versioned JSON; the circuit is carried in the HE
 //! IR's text form, which round-trips exactly.
+//!
+//! Every plan carries an `integrity` field: the SHA-256 of its canonical JSON (sorted keys,
+//! compact, with `integrity` empty). Reading recomputes it, so a plan edited by hand (a
+//! parameter, the input range, the memory estimate) is refused; files made for a plan are
+//! bound to the same digest ([`Plan::digest`]). Anyone can recompute a digest, so this is a
+//! check against accidents and careless edits, not a signature: a plan must come from a
+//! compile the client trusts.
 
 use crate::params::ParamChoice;
 use crate::report::Report;
@@ -9,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// The format tag of plan files.
 pub const PLAN_FORMAT: &str = "hecc-plan";
 /// The current plan format version.
-pub const PLAN_VERSION: u32 = 1;
+pub const PLAN_VERSION: u32 = 2;
 
 /// A model input or output as the client sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,6 +67,9 @@ pub struct Plan {
     /// topological order then).
     #[serde(default)]
     pub schedule: Vec<u32>,
+    /// SHA-256 (hex) of the plan's canonical JSON with this field empty; set on writing.
+    #[serde(default)]
+    pub integrity: String,
 }
 
 /// Why a plan file could not be read.
@@ -69,6 +79,18 @@ pub enum PlanError {
     #[error("not a hecc plan: {0}")]
     #[diagnostic(code(hecc::plan::format))]
     Format(String),
+    /// The plan's content does not match its integrity digest.
+    #[error("the plan was modified after it was compiled (integrity digest {found}, content digest {expected})")]
+    #[diagnostic(
+        code(hecc::plan::integrity),
+        help("recompile the model; plans are not meant to be edited")
+    )]
+    Integrity {
+        /// Digest the content has.
+        expected: String,
+        /// Digest the file claims.
+        found: String,
+    },
     /// Another version.
     #[error(
         "plan format version {found} is not supported (this hecc reads version {PLAN_VERSION})"
@@ -81,14 +103,23 @@ pub enum PlanError {
 }
 
 impl Plan {
-    /// Serializes to pretty JSON (fails only on non-finite numbers).
+    /// Serializes to pretty JSON with its integrity digest (fails only on non-finite numbers).
     pub fn to_json(&self) -> Result<String, PlanError> {
-        serde_json::to_string_pretty(self).map_err(|e| PlanError::Format(e.to_string()))
+        let mut p = self.clone();
+        p.integrity = hex(&self.digest()?);
+        serde_json::to_string_pretty(&p).map_err(|e| PlanError::Format(e.to_string()))
+    }
+
+    /// SHA-256 of the plan's canonical JSON (sorted keys, compact, `integrity` empty): what
+    /// the integrity field holds and what key and ciphertext files are bound to.
+    pub fn digest(&self) -> Result<[u8; 32], PlanError> {
+        let mut v = serde_json::to_value(self).map_err(|e| PlanError::Format(e.to_string()))?;
+        Ok(canonical_digest(&mut v))
     }
 
     /// Reads a plan, checking the format tag and version.
     pub fn from_json(text: &str) -> Result<Plan, PlanError> {
-        let v: serde_json::Value =
+        let mut v: serde_json::Value =
             serde_json::from_str(text).map_err(|e| PlanError::Format(e.to_string()))?;
         if v.get("format").and_then(|f| f.as_str()) != Some(PLAN_FORMAT) {
             return Err(PlanError::Format(
@@ -99,6 +130,32 @@ impl Plan {
         if found != PLAN_VERSION {
             return Err(PlanError::Version { found });
         }
-        serde_json::from_value(v).map_err(|e| PlanError::Format(e.to_string()))
+        let found = v
+            .get("integrity")
+            .and_then(|x| x.as_str())
+            .unwrap_or("")
+            .to_string();
+        let plan: Plan = serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+            let field = e.path().to_string();
+            PlanError::Format(format!("field `{field}`: {}", e.inner()))
+        })?;
+        let expected = hex(&canonical_digest(&mut v));
+        if found != expected {
+            return Err(PlanError::Integrity { expected, found });
+        }
+        Ok(plan)
     }
+}
+
+fn canonical_digest(v: &mut serde_json::Value) -> [u8; 32] {
+    use sha2::Digest;
+    if let Some(m) = v.as_object_mut() {
+        m.insert("integrity".into(), serde_json::Value::String(String::new()));
+    }
+    // `serde_json::Value` keeps object keys sorted, so this text is canonical.
+    sha2::Sha256::digest(v.to_string().as_bytes()).into()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -96,8 +96,9 @@ pub enum ParamError {
     /// Nothing in the table fits.
     #[error(
         "no {security} parameters fit: depth {depth} at {scale_bits}-bit scale needs log2(Q) = {log_q} bits \
-         plus at least one {special}-bit special prime, for {slots} slots; the largest ring (N = 2^16) allows \
-         log2(QP) <= {max_bound}"
+         plus at least one {special}-bit special prime, for {slots} slot{}; the largest ring (N = 2^16) allows \
+         log2(QP) <= {max_bound}",
+        if *slots == 1 { "" } else { "s" }
     )]
     #[diagnostic(code(hecc::params::none_fit), help("{suggestion}"))]
     NoneFit {

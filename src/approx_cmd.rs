@@ -68,7 +68,7 @@ pub fn approx(activation: &str, method: &str, range: f64, plot: bool) -> Result<
             Ok(ApproxResult { text, svg })
         }
         "sign" => {
-            let (name, arg) = method.split_once(':').unwrap_or((method, ""));
+            let (name, arg) = crate::compile::split_policy(method)?;
             if name != "minimax" {
                 return Err(miette!(
                     "sign is approximated by `minimax:ALPHA` or `minimax:D1,D2,..` only"
@@ -77,19 +77,14 @@ pub fn approx(activation: &str, method: &str, range: f64, plot: bool) -> Result<
             let cs = if arg.contains(',') {
                 let degrees = arg
                     .split(',')
-                    .map(|d| {
-                        d.trim()
-                            .parse::<usize>()
-                            .map_err(|_| miette!("bad degree `{d}`"))
-                    })
+                    .map(|d| crate::compile::parse_degree(method, d))
                     .collect::<Result<Vec<_>>>()?;
                 CompositeSign::with_degrees(1.0 / range, &degrees)?
             } else {
                 let alpha: f64 = if arg.is_empty() {
                     10.0
                 } else {
-                    arg.parse()
-                        .map_err(|_| miette!("`{arg}` is not a precision"))?
+                    crate::compile::parse_alpha(method, arg)?
                 };
                 CompositeSign::for_precision(alpha, 2f64.powf(-alpha))?
             };

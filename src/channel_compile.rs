@@ -244,7 +244,10 @@ pub fn compile_channel(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         }
     }
     let choice = choice.ok_or_else(|| miette!("no parameters for the channel layout"))?;
-    let backend = backend_params(&choice, opts.security == hecc_passes::params::Security::InsecureNone)?;
+    let backend = backend_params(
+        &choice,
+        opts.security == hecc_passes::params::Security::InsecureNone,
+    )?;
     let he_params = hecc_ir::he::Params {
         log_n: choice.log_n,
         primes: backend.q().to_vec(),

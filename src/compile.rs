@@ -134,12 +134,16 @@ impl Calibration {
     }
 }
 
+/// The largest magnitude of a model input's declared range: values beyond it overflow the
+/// ciphertext modulus at hecc's scales after a few multiplications.
+pub const MAX_INPUT_MAGNITUDE: f64 = 65536.0;
+
 /// The range options of `hecc compile` and `hecc infer`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct RangeArgs {
     /// Half-width B of the interval [-B, B] the ReLU (and max-pool) approximation is fitted
     /// on (default 8); when given, it overrides calibrated ranges for every activation.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli_values::half_range)]
     pub relu_range: Option<f64>,
     /// Calibrate each activation's range on these images (.npy, IDX or PNG): the plaintext
     /// model runs on them and every relu/max_pool gets its own B = max|input| * (1 + margin)
@@ -147,10 +151,10 @@ pub struct RangeArgs {
     #[arg(long)]
     pub calibrate: Option<std::path::PathBuf>,
     /// Images of the calibration file to use (the first N).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = crate::cli_values::positive)]
     pub calibrate_count: usize,
     /// Relative margin added to each calibrated bound.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = crate::cli_values::margin)]
     pub range_margin: f64,
 }
 
@@ -282,16 +286,50 @@ fn no_activation_error(found: &[hecc_passes::ranges::Site]) -> miette::Report {
     )
 }
 
+/// The highest polynomial degree an activation policy may ask for.
+pub const MAX_DEGREE: usize = 255;
+
+/// Splits a policy `NAME[:ARG]`; a colon with nothing after it is refused.
+pub fn split_policy(spec: &str) -> Result<(&str, &str)> {
+    match spec.split_once(':') {
+        Some((name, arg)) if arg.trim().is_empty() => Err(miette!(
+            "activation `{spec}`: nothing after `{name}:` (give a degree or precision, or drop the colon)"
+        )),
+        Some(pair) => Ok(pair),
+        None => Ok((spec, "")),
+    }
+}
+
+/// A polynomial degree from 1 to [`MAX_DEGREE`].
+pub fn parse_degree(spec: &str, d: &str) -> Result<usize> {
+    match d.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_DEGREE).contains(&n) => Ok(n),
+        Ok(n) => Err(miette!(
+            "activation `{spec}`: degree {n} is outside 1 to {MAX_DEGREE}"
+        )),
+        Err(_) => Err(miette!("activation `{spec}`: `{d}` is not a degree")),
+    }
+}
+
+/// A minimax precision in bits, from 1 to 40 (the composite constructions stop there).
+pub fn parse_alpha(spec: &str, a: &str) -> Result<f64> {
+    match a.trim().parse::<f64>() {
+        Ok(x) if (1.0..=40.0).contains(&x) => Ok(x),
+        _ => Err(miette!(
+            "activation `{spec}`: `{a}` is not a precision in bits from 1 to 40"
+        )),
+    }
+}
+
 /// Parses an activation policy: `square`, `least-squares:D`, `chebyshev:D`, `taylor:D`,
 /// `silu-taylor:D`, `cryptodl:D`, `minimax:ALPHA` or `minimax:D1,D2,...`.
 pub fn parse_activation(spec: &str) -> Result<ReluMethod> {
-    let (name, arg) = spec.split_once(':').unwrap_or((spec, ""));
+    let (name, arg) = split_policy(spec)?;
     let degree = |default: usize| -> Result<usize> {
         if arg.is_empty() {
             Ok(default)
         } else {
-            arg.parse()
-                .map_err(|_| miette!("activation `{spec}`: `{arg}` is not a degree"))
+            parse_degree(spec, arg)
         }
     };
     Ok(match name {
@@ -305,11 +343,11 @@ pub fn parse_activation(spec: &str) -> Result<ReluMethod> {
             if arg.contains(',') {
                 let degrees = arg
                     .split(',')
-                    .map(|d| d.trim().parse::<usize>().map_err(|_| miette!("activation `{spec}`: bad degree `{d}`")))
+                    .map(|d| parse_degree(spec, d))
                     .collect::<Result<Vec<_>>>()?;
                 ReluMethod::Minimax { alpha: 10.0, degrees }
             } else {
-                let alpha = if arg.is_empty() { 10.0 } else { arg.parse().map_err(|_| miette!("activation `{spec}`: `{arg}` is not a precision in bits"))? };
+                let alpha = if arg.is_empty() { 10.0 } else { parse_alpha(spec, arg)? };
                 ReluMethod::Minimax { alpha, degrees: vec![] }
             }
         }
@@ -718,7 +756,16 @@ impl ModelArgs {
         }
         if let Some(r) = &self.input_range {
             match list(r, "--input-range")?[..] {
-                [lo, hi] if lo < hi => norm.range = Some([lo, hi]),
+                [lo, hi] if lo < hi => {
+                    if lo.abs().max(hi.abs()) > MAX_INPUT_MAGNITUDE {
+                        return Err(miette!(
+                            help = "scale the inputs down (--normalize MEAN/STD) instead",
+                            "--input-range `{r}`: beyond ±{MAX_INPUT_MAGNITUDE}, more than an \
+                             encrypted network can carry at hecc's scales"
+                        ));
+                    }
+                    norm.range = Some([lo, hi])
+                }
                 _ => return Err(miette!("--input-range `{r}`: expected LO,HI with LO < HI")),
             }
         }

@@ -314,7 +314,15 @@ pub fn eval_model(
     let t = std::time::Instant::now();
     let spec = crate::compile::input_tensor(g)?;
     let all = crate::run::load_images(input, &spec)?;
-    let images = all.take(limit.unwrap_or(all.count).min(all.count));
+    if let Some(n) = limit.filter(|&n| n > all.count) {
+        return Err(miette::miette!(
+            "--limit {n}: {} holds only {} images",
+            input.display(),
+            all.count
+        ));
+    }
+    let mut images = all.take(limit.unwrap_or(all.count));
+    crate::run::check_input_range(&mut images, &spec, false)?;
     let labels = labels
         .map(|p| crate::run::load_labels_for(p, images.count))
         .transpose()?;

@@ -11,7 +11,8 @@
 //!   target.
 //! - Secret files are created with mode 0600 in directories created with mode 0700, and
 //!   [`check_private`] refuses a secret file that other users can read or write, as ssh does.
-//! - [`check_output`] validates an output path before any work starts.
+//! - [`check_output`] validates an output path before any work starts (it must not be a
+//!   directory, a device or, with [`check_output_distinct`], one of the command's inputs).
 
 use miette::{miette, Result};
 use std::fs::File;
@@ -44,6 +45,15 @@ pub fn check_output(path: &Path) -> Result<()> {
             path.display()
         ));
     }
+    if let Ok(meta) = std::fs::metadata(path) {
+        if !meta.is_file() {
+            return Err(miette!(
+                "{}: exists and is not a regular file (a device, pipe or socket); refusing to \
+                 replace it",
+                path.display()
+            ));
+        }
+    }
     let dir = parent_dir(path);
     let meta = std::fs::metadata(dir).map_err(|e| {
         miette!(
@@ -65,6 +75,29 @@ pub fn check_output(path: &Path) -> Result<()> {
             path.display(),
             dir.display()
         ));
+    }
+    Ok(())
+}
+
+/// [`check_output`], and also refuses an output path that names one of the command's own
+/// `inputs` (the same file under any name): the write would replace an input the user meant to
+/// keep, such as a key or the ciphertexts a result answers.
+pub fn check_output_distinct(path: &Path, inputs: &[&Path]) -> Result<()> {
+    check_output(path)?;
+    let Ok(out) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    for input in inputs {
+        let same =
+            std::fs::metadata(input).is_ok_and(|m| m.dev() == out.dev() && m.ino() == out.ino());
+        if same {
+            return Err(miette!(
+                help = "give the output another name",
+                "{}: is also an input of this command ({}); refusing to overwrite it",
+                path.display(),
+                input.display()
+            ));
+        }
     }
     Ok(())
 }
@@ -94,8 +127,8 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
 /// Refuses a secret file that users other than its owner can read or write (unless
 /// `allow_shared`), naming the file, its mode and the fix.
 pub fn check_private(path: &Path, allow_shared: bool) -> Result<()> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| miette!("cannot read {}: {e}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| miette!("cannot read {}: {e}", path.display()))?;
     let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 && !allow_shared {
         return Err(miette!(
@@ -154,9 +187,7 @@ fn write_unnamed(
         Err(_) => return Err(Unnamed::Unsupported),
     };
     let mut file = File::from(fd);
-    let fail = |e: std::io::Error| {
-        Unnamed::Failed(miette!("cannot write {}: {e}", path.display()))
-    };
+    let fail = |e: std::io::Error| Unnamed::Failed(miette!("cannot write {}: {e}", path.display()));
     file.write_all(bytes).map_err(fail)?;
     file.sync_all().map_err(fail)?;
     // Give the file a (temporary) name, then move it over the target in one step.
@@ -276,7 +307,10 @@ mod tests {
     #[test]
     fn bad_output_paths_are_refused_before_work() {
         let d = tmpdir("check");
-        assert!(check_output(&d).unwrap_err().to_string().contains("directory"));
+        assert!(check_output(&d)
+            .unwrap_err()
+            .to_string()
+            .contains("directory"));
         let missing = d.join("no/such/dir/out.bin");
         assert!(check_output(&missing)
             .unwrap_err()

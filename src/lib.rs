@@ -5,6 +5,7 @@ pub mod approx_cmd;
 pub mod calibrate;
 pub mod channel_compile;
 pub mod check;
+pub mod cli_values;
 pub mod compile;
 pub mod eval;
 pub mod files;

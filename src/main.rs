@@ -58,7 +58,7 @@ enum Cli {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Mini-batch size.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = hecc::cli_values::positive)]
         batch_size: usize,
         /// Initial learning rate (cosine schedule).
         #[arg(long, default_value_t = 0.02)]
@@ -76,7 +76,7 @@ enum Cli {
         #[arg(long, default_value_t = 5.0)]
         clip: f64,
         /// Train on the first N training images only.
-        #[arg(long)]
+        #[arg(long, value_parser = hecc::cli_values::positive)]
         limit: Option<usize>,
         /// Evaluate the test split only after the last epoch (not after every epoch).
         #[arg(long)]
@@ -165,7 +165,7 @@ enum Cli {
         #[arg(long, default_value = "minimax")]
         method: String,
         /// Degree (for the single-polynomial methods).
-        #[arg(long)]
+        #[arg(long, value_parser = hecc::cli_values::positive)]
         degree: Option<usize>,
         /// Target precision in bits (minimax).
         #[arg(long)]
@@ -174,7 +174,7 @@ enum Cli {
         #[arg(long)]
         degrees: Option<String>,
         /// Input half-range B: the approximation is fitted on [-B, B].
-        #[arg(long, default_value_t = 8.0)]
+        #[arg(long, default_value_t = 8.0, value_parser = hecc::cli_values::half_range)]
         range: f64,
         /// Write an SVG plot of the approximation against the exact function.
         #[arg(long)]
@@ -187,7 +187,7 @@ enum Cli {
         #[arg(long, default_value = "13,14")]
         log_n: String,
         /// Repetitions per primitive (the median is kept).
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = hecc::cli_values::positive)]
         reps: usize,
         /// Where to write the table (JSON).
         #[arg(short, long)]
@@ -212,6 +212,10 @@ enum Cli {
         /// Directory to write the keys to (created with mode 0700; the secret key is 0600).
         #[arg(short, long)]
         output: PathBuf,
+        /// Replace the keys already in the output directory. Without it keygen refuses: a new
+        /// secret key cannot decrypt what was encrypted under the old one.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         insecure: Insecure,
     },
@@ -227,8 +231,8 @@ enum Cli {
         /// The images.
         #[arg(long)]
         input: PathBuf,
-        /// Use only N images (after --skip).
-        #[arg(long)]
+        /// Use N images (after --skip); refused when the file has fewer.
+        #[arg(long, value_parser = hecc::cli_values::positive)]
         limit: Option<usize>,
         /// Skip the first N images of the file (to encrypt a file's images in several
         /// groups of the plan's batch, one ciphertext file per group).
@@ -310,14 +314,14 @@ enum Cli {
         #[arg(long)]
         verify: bool,
         /// Images to use (default: all in the file, up to the slots).
-        #[arg(long)]
+        #[arg(long, value_parser = hecc::cli_values::positive)]
         batch: Option<usize>,
         /// Replacement of relu/max_pool (see `hecc compile`; `auto` calibrates on the images).
         #[arg(long)]
         activation: Option<String>,
         /// Refuse the result (exit non-zero, after printing it) when the approximated model
         /// keeps the exact model's prediction on less than this share of the images.
-        #[arg(long, default_value_t = 0.9)]
+        #[arg(long, default_value_t = 0.9, value_parser = hecc::cli_values::share)]
         min_agreement: f64,
         /// Reference outputs to compare the decrypted predictions with (.npy, images x
         /// classes: e.g. the logits PyTorch or onnxruntime gives on the same images); below
@@ -365,8 +369,8 @@ enum Cli {
         /// Activation policies to compare with the exact model (repeat the flag).
         #[arg(long)]
         activation: Vec<String>,
-        /// Images to use (the first N).
-        #[arg(long)]
+        /// Images to use (the first N); refused when the file has fewer.
+        #[arg(long, value_parser = hecc::cli_values::positive)]
         limit: Option<usize>,
         /// Activation ranges: --relu-range, --calibrate, --calibrate-count, --range-margin.
         #[command(flatten)]
@@ -388,13 +392,13 @@ enum Cli {
         #[arg(long)]
         data: PathBuf,
         /// Training images used to calibrate each activation's range.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = hecc::cli_values::positive)]
         calibrate_count: usize,
         /// Relative margin added to each calibrated bound.
-        #[arg(long, default_value_t = 0.1)]
+        #[arg(long, default_value_t = 0.1, value_parser = hecc::cli_values::margin)]
         range_margin: f64,
         /// Evaluate only the first N test images.
-        #[arg(long)]
+        #[arg(long, value_parser = hecc::cli_values::positive)]
         limit: Option<usize>,
         /// Methods to compare instead of the survey's: activation policies as for `hecc
         /// compile --activation` (repeat the flag), `relu` for the exact activation.
@@ -487,7 +491,7 @@ fn main() -> ExitCode {
                 eprintln!("{INSECURE_WARNING}");
             }
             let run = || -> miette::Result<String> {
-                hecc::files::check_output(&output)?;
+                hecc::files::check_output_distinct(&output, &[&model])?;
                 let rescale = hecc_passes::he::RescalePolicy::parse(&rescale).ok_or_else(|| {
                     miette::miette!(
                         "unknown rescale policy `{rescale}` (expected waterline or always)"
@@ -769,12 +773,25 @@ fn client(cmd: Cli) -> ExitCode {
             Cli::Keygen {
                 plan,
                 output,
+                force,
                 insecure,
             } => {
                 if output.exists() && !output.is_dir() {
                     return Err(miette::miette!(
                         "{}: exists and is not a directory; keygen writes a key directory",
                         output.display()
+                    ));
+                }
+                let existing = [r::SECRET_KEY_FILE, r::EVAL_KEYS_FILE]
+                    .iter()
+                    .map(|f| output.join(f))
+                    .find(|p| p.exists());
+                if let (Some(p), false) = (existing, force) {
+                    return Err(miette::miette!(
+                        help = "pass --force to replace them, or choose another directory",
+                        "{}: already holds keys; a new secret key could not decrypt what was \
+                         encrypted under the old one",
+                        p.display()
                     ));
                 }
                 let s = open(&plan, insecure)?;
@@ -798,10 +815,15 @@ fn client(cmd: Cli) -> ExitCode {
                 allow_shared_key,
                 insecure,
             } => {
-                hecc::files::check_output(&output)?;
-                if limit == Some(0) {
-                    return Err(miette::miette!("--limit 0: nothing to encrypt"));
-                }
+                hecc::files::check_output_distinct(
+                    &output,
+                    &[
+                        &plan,
+                        &input,
+                        &keys.join(r::SECRET_KEY_FILE),
+                        &keys.join(r::EVAL_KEYS_FILE),
+                    ],
+                )?;
                 let s = open(&plan, insecure)?;
                 let images = r::load_images(&input, s.input()?)?;
                 if skip >= images.count {
@@ -809,6 +831,13 @@ fn client(cmd: Cli) -> ExitCode {
                         "--skip {skip}: {} holds only {} images",
                         input.display(),
                         images.count
+                    ));
+                }
+                if let Some(n) = limit.filter(|&n| n > images.count - skip) {
+                    return Err(miette::miette!(
+                        "--limit {n}: {} holds only {} images after --skip {skip}",
+                        input.display(),
+                        images.count - skip
                     ));
                 }
                 let mut images = images.slice(skip, limit.unwrap_or(images.count));
@@ -819,6 +848,21 @@ fn client(cmd: Cli) -> ExitCode {
                 let sk_path = keys.join(r::SECRET_KEY_FILE);
                 let mut enc = if sk_path.exists() {
                     let sk = r::read_secret_key(&s.ctx, &s.digest, &sk_path, allow_shared_key)?;
+                    let ek_path = keys.join(r::EVAL_KEYS_FILE);
+                    if ek_path.exists() {
+                        let ek_id = r::peek_key_id(&ek_path, r::FileKind::EvalKeys)?;
+                        if ek_id != sk.id {
+                            return Err(miette::miette!(
+                                help = "run keygen again into an empty directory, or keep the \
+                                        two files of one keygen together",
+                                "{}: secret.key (key set {}) and eval.keys (key set {}) come \
+                                 from different keygens",
+                                keys.display(),
+                                r::hex(&sk.id),
+                                r::hex(&ek_id)
+                            ));
+                        }
+                    }
                     r::ClientEncryptor::secret(&s, &sk)?
                 } else {
                     let ek = r::read_eval_keys(&s, &keys.join(r::EVAL_KEYS_FILE))?;
@@ -851,7 +895,7 @@ fn client(cmd: Cli) -> ExitCode {
                 no_memory_check,
                 insecure,
             } => {
-                hecc::files::check_output(&output)?;
+                hecc::files::check_output_distinct(&output, &[&plan, &ciphertexts, &eval_keys])?;
                 let s = open(&plan, insecure)?;
                 if !no_memory_check {
                     r::check_memory(&s, r::available_memory(), "run")?;
@@ -883,7 +927,9 @@ fn client(cmd: Cli) -> ExitCode {
                 allow_shared_key,
                 insecure,
             } => {
-                hecc::files::check_output(&output)?;
+                let mut inputs = vec![outputs.as_path(), secret_key.as_path()];
+                inputs.extend(request.as_deref());
+                hecc::files::check_output_distinct(&output, &inputs)?;
                 let o = r::read_outputs(&outputs)?;
                 if r::params_insecure(o.ctx.params()) {
                     if !insecure.insecure {
@@ -896,12 +942,8 @@ fn client(cmd: Cli) -> ExitCode {
                     eprintln!("{INSECURE_WARNING}");
                 }
                 let sk = r::read_secret_key(&o.ctx, &o.digest, &secret_key, allow_shared_key)?;
-                let auth = r::verify_outputs(
-                    &o,
-                    &sk,
-                    &outputs.display().to_string(),
-                    request.as_deref(),
-                )?;
+                let auth =
+                    r::verify_outputs(&o, &sk, &outputs.display().to_string(), request.as_deref())?;
                 if auth == r::Authenticity::Untagged {
                     eprintln!(
                         "note: the inputs were encrypted with the public key, so the result's \
@@ -909,6 +951,14 @@ fn client(cmd: Cli) -> ExitCode {
                     );
                 }
                 let logits = r::decrypt_outputs(&o, &sk)?;
+                if let Some(note) = r::overflow_note(&logits, r::outputs_wrap_bound(&o)) {
+                    return Err(miette::miette!(
+                        help = "nothing was written; `hecc eval` on the plaintext images shows \
+                                what the model should give",
+                        "{}: {note}",
+                        outputs.display()
+                    ));
+                }
                 hecc::compile::write_atomic(
                     &output,
                     &r::npy_bytes(logits.images, logits.classes, &logits.values),
@@ -957,6 +1007,9 @@ fn client(cmd: Cli) -> ExitCode {
                 let rep = r::infer_graph(&g, &input, labels.as_deref(), &opts)?;
                 let mut text = r::render_infer(&rep);
                 let mut failed = r::disagreement(&rep, min_agreement);
+                if let Some(note) = &rep.overflow {
+                    failed = Some(miette::miette!("{note}"));
+                }
                 if let Some(path) = &reference {
                     let a = r::compare_reference(&rep, path)?;
                     let ratio = a.agree as f64 / a.images.max(1) as f64;

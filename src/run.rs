@@ -121,6 +121,13 @@ pub enum RunError {
         /// Bytes needed.
         needed: usize,
     },
+    /// Header bytes reserved for later versions are set.
+    #[error("{path}: reserved header bytes are not zero; not written by this hecc (or edited)")]
+    #[diagnostic(code(hecc::run::reserved))]
+    Reserved {
+        /// The file.
+        path: String,
+    },
     /// The checksum does not match: the file was modified.
     #[error("{path}: corrupt (checksum mismatch); the file was modified or damaged")]
     #[diagnostic(code(hecc::run::corrupt))]
@@ -211,7 +218,8 @@ pub enum RunError {
     },
 }
 
-fn hex(b: &[u8]) -> String {
+/// The first 8 bytes of `b` in hex: how ids and digests are named in messages.
+pub fn hex(b: &[u8]) -> String {
     b.iter().take(8).map(|x| format!("{x:02x}")).collect()
 }
 
@@ -287,6 +295,9 @@ impl Container {
                 ),
             });
         }
+        if bytes[11..16].iter().any(|&b| b != 0) {
+            return Err(RunError::Reserved { path: p() });
+        }
         let mut fingerprint = [0u8; 32];
         fingerprint.copy_from_slice(&bytes[16..48]);
         let mut plan_digest = [0u8; 32];
@@ -357,6 +368,31 @@ impl Container {
         }
         Ok(())
     }
+}
+
+/// The key id in the header of a hecc file of kind `kind`, read without loading the file
+/// (its checksum is checked when the file itself is used).
+pub fn peek_key_id(path: &Path, kind: FileKind) -> Result<KeyId> {
+    use std::io::Read;
+    let p = path.display().to_string();
+    let mut head = vec![0u8; HEADER];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(|e| miette!("cannot read {p}: {e}"))?;
+    if head[..8] != FILE_MAGIC {
+        return Err(RunError::BadMagic { path: p }.into());
+    }
+    if FileKind::from_u8(head[10]) != Some(kind) {
+        return Err(RunError::WrongKind {
+            path: p,
+            expected: kind.name(),
+            found: format!("kind {}", head[10]),
+        }
+        .into());
+    }
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&head[80..112]);
+    Ok(id)
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
@@ -539,8 +575,8 @@ fn log_qp_bits<'a>(primes: impl Iterator<Item = &'a u64>) -> u32 {
 /// Whether CKKS parameters are below 128-bit security by the HomomorphicEncryption.org table.
 pub fn params_insecure(p: &CkksParameters) -> bool {
     let log_qp = log_qp_bits(p.q().iter().chain(p.p()));
-    !hecc_passes::params::max_log_qp(p.log_n(), hecc_passes::params::Security::Bits128)
-        .is_some_and(|b| log_qp <= b)
+    hecc_passes::params::max_log_qp(p.log_n(), hecc_passes::params::Security::Bits128)
+        .is_none_or(|b| log_qp > b)
 }
 
 /// Limits on the plan fields that size allocations, checked before anything is allocated.
@@ -586,6 +622,13 @@ fn check_plan_limits(plan: &Plan) -> Result<()> {
                     t.name
                 ));
             }
+            let limit = crate::compile::MAX_INPUT_MAGNITUDE;
+            if lo.abs().max(hi.abs()) > limit {
+                return Err(miette!(
+                    "plan tensor `{}` has input range [{lo}, {hi}]: beyond the limit of ±{limit}",
+                    t.name
+                ));
+            }
         }
     }
     Ok(())
@@ -593,15 +636,20 @@ fn check_plan_limits(plan: &Plan) -> Result<()> {
 
 // ------------------------------------------------------------------ keys
 
-/// Identity of a key set: a SHA-256 of its serialized public key. Evaluation keys, secret
-/// keys, ciphertexts and results carry it; every mismatch is a [`RunError::KeyMismatch`].
+/// Identity of a key set: a SHA-256 of all its serialized evaluation keys (public,
+/// relinearization and Galois keys), so that no evaluation key can be replaced or edited without
+/// changing it. Evaluation keys, secret keys, ciphertexts and results carry it; every mismatch
+/// is a [`RunError::KeyMismatch`].
 pub type KeyId = [u8; 32];
 
-/// The key id of public key `pk`.
-pub fn key_id_of(ctx: &Context, pk: &PublicKey) -> KeyId {
+/// The key id of the serialized public, relinearization and Galois keys.
+pub fn key_id_of(sections: [&[u8]; 3]) -> KeyId {
     let mut h = Sha256::new();
-    h.update(b"hecc key id v1");
-    h.update(pk.to_bytes(ctx));
+    h.update(b"hecc key id v2");
+    for s in sections {
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s);
+    }
     h.finalize().into()
 }
 
@@ -645,7 +693,7 @@ pub struct EvalKeySet {
     pub relin: RelinKey,
     /// Galois keys for exactly the plan's rotation steps.
     pub galois: GaloisKeys,
-    /// The key set's id ([`key_id_of`] the public key).
+    /// The key set's id ([`key_id_of`] its keys).
     pub id: KeyId,
 }
 
@@ -671,7 +719,11 @@ pub fn generate_keys(s: &Session) -> Result<KeySet> {
     let public = kg.public_key();
     let relin = kg.relin_key();
     let galois = kg.galois_keys(&steps, false);
-    let id = key_id_of(&s.ctx, &public);
+    let id = key_id_of([
+        &public.to_bytes(&s.ctx),
+        &relin.to_bytes(&s.ctx),
+        &galois.to_bytes(&s.ctx),
+    ]);
     Ok(KeySet {
         secret: ClientSecret::new(&s.ctx, kg.secret_key().clone(), id),
         eval: EvalKeySet {
@@ -738,13 +790,13 @@ pub fn read_eval_keys(s: &Session, path: &Path) -> Result<EvalKeySet> {
     };
     let ctx = &s.ctx;
     let be = backend_err(path);
+    let id = key_id_of([public, relin, galois]);
     let public = PublicKey::from_bytes(ctx, public).map_err(&be)?;
-    let id = key_id_of(ctx, &public);
     if id != c.key_id {
         return Err(RunError::Tampered {
             path: p,
             detail: format!(
-                "the key id in the header ({}) is not its public key's ({})",
+                "the key id in the header ({}) is not that of the keys it holds ({})",
                 hex(&c.key_id),
                 hex(&id)
             ),
@@ -961,7 +1013,10 @@ fn parse_npy(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
         .map(|s| s.parse::<usize>())
         .collect::<Result<_, _>>()
         .map_err(|_| input_err(path, "bad shape in .npy header"))?;
-    let n: usize = shape.iter().product();
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| input_err(path, format!(".npy shape {shape:?} overflows")))?;
     let d = &b[start + hlen..];
     let (width, bytes) = match descr {
         "|u1" | "<u1" => (1, true),
@@ -969,7 +1024,7 @@ fn parse_npy(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
         "<f8" | "<i8" => (8, false),
         other => return Err(input_err(path, format!("unsupported .npy dtype `{other}`"))),
     };
-    if d.len() != n * width {
+    if n.checked_mul(width) != Some(d.len()) {
         return Err(input_err(
             path,
             format!("{} data bytes for {n} elements of {width} bytes", d.len()),
@@ -1011,6 +1066,10 @@ fn parse_png(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
     let info = reader
         .next_frame(&mut buf)
         .map_err(|e| input_err(path, format!("PNG: {e}")))?;
+    // Read to the end marker: a file cut after the pixel data is still refused.
+    reader
+        .finish()
+        .map_err(|e| input_err(path, format!("PNG: {e}")))?;
     let (w, h) = (info.width as usize, info.height as usize);
     let ch = info.color_type.samples();
     let px = &buf[..info.buffer_size()];
@@ -1036,15 +1095,22 @@ fn parse_png(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
 /// image; the other formats hold `[count, ...]` with the input's per-image element count.
 pub fn load_images(path: &Path, input: &PlanTensor) -> Result<Images> {
     let b = read_file(path)?;
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let raw = if b.starts_with(b"\x93NUMPY") {
-        parse_npy(path, &b)?
-    } else if b.starts_with(b"\x89PNG") || ext.eq_ignore_ascii_case("png") {
-        parse_png(path, &b)?
-    } else {
-        parse_idx(path, &b)?
+    let raw = match sniff(path, &b)? {
+        Format::Npy => parse_npy(path, &b)?,
+        Format::Png => parse_png(path, &b)?,
+        Format::Idx => parse_idx(path, &b)?,
     };
     let per: usize = input.shape.iter().product::<usize>().max(1);
+    if raw.shape.len() < 2 && raw.values.len() != per {
+        return Err(input_err(
+            path,
+            format!(
+                "a 1-D array of {} values (labels?): images are stored as [count, ...]",
+                raw.values.len()
+            ),
+        )
+        .into());
+    }
     if raw.values.len() % per != 0 || raw.values.is_empty() {
         return Err(input_err(
             path,
@@ -1124,8 +1190,8 @@ pub fn check_input_range(
     );
     if !clamp {
         return Err(miette!(
-            help = "declare the model's real input range when compiling (--input-range LO,HI), \
-                    or pass --clamp to clamp the values",
+            help = "declare the model's real input range (--input-range LO,HI), or clamp the \
+                    values (`hecc encrypt --clamp`)",
             "{count} input values are outside the model input `{}`'s range [{lo}, {hi}] (first: {first})",
             input.name
         ));
@@ -1273,15 +1339,93 @@ pub fn load_labels_for(path: &Path, count: usize) -> Result<Vec<usize>> {
     Ok(l)
 }
 
-/// Loads class labels (IDX `u8` labels or a `.npy` integer vector).
+/// The most classes a label may name.
+const MAX_LABEL: f64 = 65535.0;
+
+/// Loads class labels (IDX `u8` labels or a `.npy` integer vector): a 1-D array of whole
+/// numbers from 0 to 65535.
 pub fn load_labels(path: &Path) -> Result<Vec<usize>> {
     let b = read_file(path)?;
-    let raw = if b.starts_with(b"\x93NUMPY") {
-        parse_npy(path, &b)?
-    } else {
-        parse_idx(path, &b)?
+    let raw = match sniff(path, &b)? {
+        Format::Npy => parse_npy(path, &b)?,
+        Format::Idx => parse_idx(path, &b)?,
+        Format::Png => return Err(input_err(path, "a PNG image, not labels").into()),
     };
-    Ok(raw.values.iter().map(|&x| x.max(0.0) as usize).collect())
+    if raw.shape.len() != 1 {
+        return Err(input_err(
+            path,
+            format!(
+                "labels are a 1-D array; this one has shape {:?} (images or logits?)",
+                raw.shape
+            ),
+        )
+        .into());
+    }
+    if let Some(k) = raw
+        .values
+        .iter()
+        .position(|&x| !(x.fract() == 0.0 && (0.0..=MAX_LABEL).contains(&x)))
+    {
+        return Err(input_err(
+            path,
+            format!(
+                "label {k} is {}: labels are whole numbers from 0 to {MAX_LABEL}",
+                raw.values[k]
+            ),
+        )
+        .into());
+    }
+    Ok(raw.values.iter().map(|&x| x as usize).collect())
+}
+
+/// The formats images and labels come in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Npy,
+    Png,
+    Idx,
+}
+
+/// The format of `b`, from its first bytes; refused when the file's extension names another
+/// format (a renamed file is usually the wrong file).
+fn sniff(path: &Path, b: &[u8]) -> Result<Format, RunError> {
+    let found = if b.starts_with(b"\x93NUMPY") {
+        Format::Npy
+    } else if b.starts_with(b"\x89PNG") {
+        Format::Png
+    } else {
+        Format::Idx
+    };
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let named = match ext.as_str() {
+        "npy" => Some(Format::Npy),
+        "png" => Some(Format::Png),
+        _ if ext.starts_with("idx") || ext.ends_with("ubyte") => Some(Format::Idx),
+        _ => None,
+    };
+    match named {
+        Some(n) if n != found => Err(input_err(
+            path,
+            format!(
+                "named as {} but its content is {}",
+                format_name(n),
+                format_name(found)
+            ),
+        )),
+        _ => Ok(found),
+    }
+}
+
+fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Npy => "a .npy array",
+        Format::Png => "a PNG image",
+        Format::Idx => "an IDX file (or not an array format)",
+    }
 }
 
 // ------------------------------------------------------------------ encryption
@@ -1296,6 +1440,8 @@ pub struct Request {
     pub id: String,
     /// Images encrypted.
     pub images: usize,
+    /// The plan's model name.
+    pub model: String,
     /// The key set (hex [`KeyId`]).
     pub key: String,
     /// The plan (hex digest).
@@ -1324,6 +1470,26 @@ impl Request {
 
 fn full_hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Parses a container's JSON metadata section and requires it to be exactly what hecc writes
+/// for that value (no unknown fields, no padding, no reordering): any edit is refused.
+fn parse_meta<T: Serialize + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    path: &str,
+) -> Result<T, RunError> {
+    let corrupt = || RunError::Corrupt {
+        path: path.to_string(),
+    };
+    let value: T = serde_json::from_slice(bytes).map_err(|_| corrupt())?;
+    if serde_json::to_vec(&value).map_err(|_| corrupt())? != bytes {
+        return Err(RunError::Tampered {
+            path: path.to_string(),
+            detail: "its metadata is not as hecc writes it (edited by hand or by another program)"
+                .into(),
+        });
+    }
+    Ok(value)
 }
 
 /// Metadata of an encrypted-inputs file.
@@ -1408,7 +1574,9 @@ pub fn expected_outputs(s: &Session) -> Result<Vec<(String, u32, Layout)>> {
 }
 
 fn outputs_digest(elements: &[(String, u32, Layout)]) -> String {
-    full_hex(&Sha256::digest(serde_json::to_vec(elements).unwrap_or_default()))
+    full_hex(&Sha256::digest(
+        serde_json::to_vec(elements).unwrap_or_default(),
+    ))
 }
 
 /// Packs `images` into the slot vector of the input value with element index `index` and
@@ -1559,6 +1727,7 @@ pub fn encrypt_images(
     let mut request = Request {
         id: full_hex(&id),
         images: images.count,
+        model: s.plan.model.clone(),
         key: full_hex(&enc.key_id),
         plan: full_hex(&s.digest),
         outputs: outputs_digest(&expected_outputs(s)?),
@@ -1596,8 +1765,7 @@ pub fn read_inputs(s: &Session, path: &Path) -> Result<EncryptedInputs> {
         .sections
         .split_first()
         .ok_or_else(|| RunError::Corrupt { path: p.clone() })?;
-    let meta: InputsMeta =
-        serde_json::from_slice(meta).map_err(|_| RunError::Corrupt { path: p.clone() })?;
+    let meta: InputsMeta = parse_meta(meta, &p)?;
     if meta.elements.len() != cts.len() {
         return Err(RunError::Corrupt { path: p }.into());
     }
@@ -1628,16 +1796,26 @@ pub fn read_inputs(s: &Session, path: &Path) -> Result<EncryptedInputs> {
         .into_iter()
         .map(|(_, n, i)| (n.to_string(), i))
         .collect();
-    let mut have = meta.elements.clone();
-    want.sort();
-    have.sort();
-    if want != have {
-        return Err(tampered(format!(
-            "its {} ciphertexts are not the plan's {} input elements",
-            have.len(),
-            want.len()
-        ))
-        .into());
+    // In the plan's order, as `encrypt` writes them: the server cannot tell which ciphertext
+    // holds which element, so a reordered list would compute on the wrong inputs.
+    if want != meta.elements {
+        let detail = if want.len() == meta.elements.len() {
+            want.sort();
+            let mut have = meta.elements.clone();
+            have.sort();
+            if want == have {
+                "its ciphertexts are not in the plan's input order".to_string()
+            } else {
+                "its ciphertexts are not the plan's input elements".to_string()
+            }
+        } else {
+            format!(
+                "its {} ciphertexts are not the plan's {} input elements",
+                meta.elements.len(),
+                want.len()
+            )
+        };
+        return Err(tampered(detail).into());
     }
     let be = backend_err(path);
     let cts = cts
@@ -1737,9 +1915,9 @@ impl std::str::FromStr for MemoryLimit {
         if text.trim().eq_ignore_ascii_case("plan") {
             return Ok(MemoryLimit::Plan);
         }
-        parse_size(text)
-            .map(MemoryLimit::Bytes)
-            .map_err(|_| format!("`{text}` is not a memory size: use `plan`, bytes, or e.g. 6GiB, 512M"))
+        parse_size(text).map(MemoryLimit::Bytes).map_err(|_| {
+            format!("`{text}` is not a memory size: use `plan`, bytes, or e.g. 6GiB, 512M")
+        })
     }
 }
 
@@ -1836,7 +2014,11 @@ pub fn run_inputs(
             expected: hex(&keys.id),
             found: hex(&inputs.key_id),
         })
-        .map_err(|e| miette::Report::new(e).wrap_err("the evaluation keys and the inputs come from different `hecc keygen` runs"));
+        .map_err(|e| {
+            miette::Report::new(e).wrap_err(
+                "the evaluation keys and the inputs come from different `hecc keygen` runs",
+            )
+        });
     }
     let images = inputs.meta.images;
     let request = inputs.meta.request;
@@ -1903,8 +2085,7 @@ pub fn read_outputs(path: &Path) -> Result<EncryptedOutputs> {
         return Err(RunError::Corrupt { path: p }.into());
     }
     let ctx = Context::new(params).map_err(&be)?;
-    let meta: OutputsMeta =
-        serde_json::from_slice(meta).map_err(|_| RunError::Corrupt { path: p.clone() })?;
+    let meta: OutputsMeta = parse_meta(meta, &p)?;
     if meta.elements.len() != cts.len() {
         return Err(RunError::Corrupt { path: p }.into());
     }
@@ -1924,7 +2105,7 @@ pub fn read_outputs(path: &Path) -> Result<EncryptedOutputs> {
     let per_image: u64 = meta
         .elements
         .iter()
-        .map(|(_, _, l)| u64::from(l.elements()))
+        .map(|(_, _, l)| l.elements())
         .sum();
     if per_image > slots as u64 * meta.elements.len() as u64 {
         return Err(RunError::Tampered {
@@ -1979,18 +2160,23 @@ pub fn verify_outputs(
         .into());
     }
     let r = &o.meta.request;
+    if r.model != o.meta.model {
+        return Err(tampered(format!(
+            "it names model `{}`, the request was made for `{}`",
+            o.meta.model, r.model
+        ))
+        .into());
+    }
     if r.key != full_hex(&sk.id) || r.plan != full_hex(&o.digest) {
         return Err(tampered("its request record names another key set or plan".into()).into());
     }
     let auth = match &r.tag {
         Some(t) if *t == r.tag_with(&sk.tag_key) => Authenticity::Tagged,
-        Some(_) => {
-            return Err(tampered(
-                "its request record does not carry this client's tag (edited, or forged by the server)"
-                    .into(),
-            )
-            .into())
-        }
+        Some(_) => return Err(tampered(
+            "its request record does not carry this client's tag (edited, or forged by the server)"
+                .into(),
+        )
+        .into()),
         None => Authenticity::Untagged,
     };
     if o.meta.images != r.images {
@@ -2011,11 +2197,12 @@ pub fn verify_outputs(
         let bytes = read_file(req)?;
         let rp = req.display().to_string();
         let c = Container::from_bytes(&bytes, FileKind::Inputs, &rp)?;
-        let meta: InputsMeta = c
-            .sections
-            .first()
-            .and_then(|m| serde_json::from_slice(m).ok())
-            .ok_or(RunError::Corrupt { path: rp.clone() })?;
+        let meta: InputsMeta = parse_meta(
+            c.sections
+                .first()
+                .ok_or(RunError::Corrupt { path: rp.clone() })?,
+            &rp,
+        )?;
         let digest = full_hex(&Sha256::digest(&bytes));
         if meta.request.id != r.id || o.meta.inputs.as_deref() != Some(digest.as_str()) {
             return Err(tampered(format!("it does not answer the request in {rp}")).into());
@@ -2061,6 +2248,44 @@ pub fn argmax_rows(values: &[f64], cols: usize) -> Vec<usize> {
                 .0
         })
         .collect()
+}
+
+/// Half-width of the values ciphertext `ct` can carry before they wrap around its modulus:
+/// `q_0 ... q_level / (2 * scale)`.
+fn wrap_bound(ctx: &Context, ct: &Ciphertext) -> f64 {
+    let q = ctx.params().q();
+    let log_q: f64 = q[..=ct.level().min(q.len() - 1)]
+        .iter()
+        .map(|&p| (p as f64).log2())
+        .sum();
+    (log_q - 1.0 - ct.scale().log2()).exp2()
+}
+
+/// Share of the wrap-around bound above which decrypted values are taken as an overflow.
+pub const OVERFLOW_SHARE: f64 = 0.25;
+
+/// When the largest decrypted value reaches [`OVERFLOW_SHARE`] of the smallest wrap-around
+/// bound of the output ciphertexts, a message saying the result is likely wrong: values that
+/// large are what a computation that overflowed its modulus decrypts to (the compiler leaves
+/// the outputs far more headroom than that).
+pub fn overflow_note(logits: &Logits, bound: f64) -> Option<String> {
+    let largest = logits.values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let nan = logits.values.iter().any(|v| !v.is_finite());
+    (nan || largest >= OVERFLOW_SHARE * bound).then(|| {
+        format!(
+            "the decrypted outputs reach {largest:.3e}, near the ±{bound:.3e} the ciphertexts can hold: \
+             the encrypted computation most likely overflowed and these results are wrong (inputs \
+             outside the model's range, or weights too large for the plan's scale)"
+        )
+    })
+}
+
+/// The smallest wrap-around bound of the output ciphertexts of `o`.
+pub fn outputs_wrap_bound(o: &EncryptedOutputs) -> f64 {
+    o.cts
+        .iter()
+        .map(|c| wrap_bound(&o.ctx, c))
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// Decrypts outputs with the secret key, after [`verify_outputs`] (without a request file).
@@ -2202,6 +2427,8 @@ pub struct InferReport {
     /// For a model with approximated activations: the plaintext approximated model against
     /// the exact one on the same images.
     pub approximation: Option<ApproxAgreement>,
+    /// Set when the decrypted outputs look like an overflow ([`overflow_note`]).
+    pub overflow: Option<String>,
 }
 
 /// How far the approximated activations move a model's predictions, measured in plaintext on
@@ -2329,7 +2556,14 @@ pub fn infer_graph(
         }
     };
     let all = load_images(input, &probe_input)?;
-    let want = opts.batch.unwrap_or(all.count).min(all.count).max(1);
+    if let Some(n) = opts.batch.filter(|&n| n > all.count) {
+        return Err(miette!(
+            "--batch {n}: {} holds only {} images",
+            input.display(),
+            all.count
+        ));
+    }
+    let want = opts.batch.unwrap_or(all.count).max(1);
     if copts.batch.is_none() {
         copts.batch = Some(want as u32);
         copts.batch_at_most = true;
@@ -2395,6 +2629,7 @@ pub fn infer_graph(
         values: Vec::with_capacity(images.count),
     };
     let mut circuit: Option<CircuitCheck> = None;
+    let mut bound = f64::INFINITY;
     let mut start = 0;
     while start < images.count {
         let chunk = images.slice(start, group);
@@ -2418,6 +2653,9 @@ pub fn infer_graph(
         let mut decrypted: HashMap<(String, u32), Vec<f64>> = HashMap::new();
         let mut model_outputs = Vec::new();
         for o in &res.outputs {
+            if !o.name.starts_with(PROBE_PREFIX) {
+                bound = bound.min(wrap_bound(&s.ctx, &o.ct));
+            }
             let slots = encoder
                 .decode(&dec.decrypt(&o.ct).into_diagnostic()?)
                 .into_diagnostic()?;
@@ -2449,6 +2687,7 @@ pub fn infer_graph(
         start += n;
     }
     let predictions = logits.predictions();
+    let overflow = overflow_note(&logits, bound);
     let correct = labels
         .as_ref()
         .map(|l| predictions.iter().zip(l).filter(|(a, b)| a == b).count());
@@ -2502,6 +2741,7 @@ pub fn infer_graph(
             .as_ref()
             .map(|x| (x.peak.bytes, x.total_bytes)),
         approximation,
+        overflow,
     })
 }
 

@@ -53,8 +53,7 @@ fn fixture(tag: &str) -> Fixture {
     .unwrap()
     .take(8);
     let sk = read_secret_key(&s.ctx, &s.digest, &keys.join(SECRET_KEY_FILE), false).unwrap();
-    let mut enc =
-        ClientEncryptor::secret(&s, &sk).unwrap();
+    let mut enc = ClientEncryptor::secret(&s, &sk).unwrap();
     let x = encrypt_images(&s, &images, &mut enc).unwrap();
     let cts = dir.join("x.ct");
     hecc::compile::write_atomic(&cts, &inputs_bytes(&s, &x).unwrap()).unwrap();
@@ -120,11 +119,17 @@ fn server_runs_from_evaluation_keys_alone_and_client_decrypts() {
     let mag = want.iter().map(|x| x.abs()).fold(1.0, f64::max);
     assert!(err < 1e-3 * mag, "max error {err} for logits up to {mag}");
     assert_eq!(argmax_rows(&want, 10), logits.predictions());
-    // The .npy written by decrypt reads back.
+    // The .npy written by decrypt holds the 8 x 10 logits, and is no labels file.
     let npy = f.dir.join("logits.npy");
-    std::fs::write(&npy, npy_bytes(8, 10, &logits.values)).unwrap();
-    let back = load_labels(&npy).unwrap();
-    assert_eq!(back.len(), 80);
+    let bytes = npy_bytes(8, 10, &logits.values);
+    std::fs::write(&npy, &bytes).unwrap();
+    let tail: Vec<f64> = bytes[bytes.len() - 80 * 8..]
+        .chunks(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(tail, logits.values);
+    let refused = load_labels(&npy).unwrap_err().to_string();
+    assert!(refused.contains("1-D"), "{refused}");
     let _ = std::fs::remove_dir_all(&f.dir);
 }
 
@@ -165,9 +170,14 @@ fn files_of_another_plan_or_parameters_are_rejected() {
     let e = run_error(read_inputs(&third, &f.cts).err().unwrap());
     assert!(matches!(e, RunError::ParamsMismatch { .. }), "{e}");
     let e = run_error(
-        read_secret_key(&third.ctx, &third.digest, &f.keys.join(SECRET_KEY_FILE), false)
-            .err()
-            .unwrap(),
+        read_secret_key(
+            &third.ctx,
+            &third.digest,
+            &f.keys.join(SECRET_KEY_FILE),
+            false,
+        )
+        .err()
+        .unwrap(),
     );
     assert!(matches!(e, RunError::ParamsMismatch { .. }), "{e}");
     let _ = std::fs::remove_dir_all(&f.dir);

@@ -7,7 +7,7 @@
 //! Small insecure parameters (`--insecure`, N = 2^12) keep it fast; one test checks that such a
 //! plan is refused without the flag. Run with `cargo test --release --test e2e_hardening`.
 
-use hecc::run::{Container, FileKind, OutputsMeta, EVAL_KEYS_FILE, SECRET_KEY_FILE};
+use hecc::run::{Container, FileKind, InputsMeta, OutputsMeta, EVAL_KEYS_FILE, SECRET_KEY_FILE};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -80,7 +80,15 @@ fn fixture() -> &'static Fixture {
         let plan = dir.join("plan.json");
         let model = s(&root().join("models/cryptonets.yaml"));
         let (_, err) = ok(&[
-            "compile", &model, "--layout", "batch", "--batch", "4", "--insecure", "-o", &s(&plan),
+            "compile",
+            &model,
+            "--layout",
+            "batch",
+            "--batch",
+            "4",
+            "--insecure",
+            "-o",
+            &s(&plan),
         ]);
         assert!(err.contains("NOT 128-bit secure"), "{err}");
         let keys = dir.join("keys");
@@ -91,16 +99,39 @@ fn fixture() -> &'static Fixture {
         let x = dir.join("x.ct");
         let y = dir.join("y.ct");
         ok(&[
-            "encrypt", &s(&plan), "--keys", &s(&keys), "--input", &s(&images()), "--limit", "4",
-            "-o", &s(&x), "--insecure",
+            "encrypt",
+            &s(&plan),
+            "--keys",
+            &s(&keys),
+            "--input",
+            &s(&images()),
+            "--limit",
+            "4",
+            "-o",
+            &s(&x),
+            "--insecure",
         ]);
         ok(&[
-            "run", &s(&plan), &s(&x), "--eval-keys", &s(&keys.join(EVAL_KEYS_FILE)), "-o", &s(&y),
-            "--quiet", "--insecure",
+            "run",
+            &s(&plan),
+            &s(&x),
+            "--eval-keys",
+            &s(&keys.join(EVAL_KEYS_FILE)),
+            "-o",
+            &s(&y),
+            "--quiet",
+            "--insecure",
         ]);
         let (out, _) = ok(&[
-            "decrypt", &s(&y), "--secret-key", &s(&keys.join(SECRET_KEY_FILE)), "-o",
-            &s(&dir.join("l.npy")), "--request", &s(&x), "--insecure",
+            "decrypt",
+            &s(&y),
+            "--secret-key",
+            &s(&keys.join(SECRET_KEY_FILE)),
+            "-o",
+            &s(&dir.join("l.npy")),
+            "--request",
+            &s(&x),
+            "--insecure",
         ]);
         let predictions = out.lines().next().unwrap_or_default().to_string();
         assert_eq!(predictions, "predictions (4 images): 7 2 1 0");
@@ -148,29 +179,76 @@ fn keys_of_another_keygen_are_refused_naming_both_ids() {
     let (d, _finished) = scratch("mixup");
     // The server runs with the evaluation keys of another keygen of the same plan.
     let err = refused(&[
-        "run", &s(&f.plan), &s(&f.x), "--eval-keys", &s(&f.keys2.join(EVAL_KEYS_FILE)), "-o",
-        &s(&d.join("y.ct")), "--quiet", "--insecure",
+        "run",
+        &s(&f.plan),
+        &s(&f.x),
+        "--eval-keys",
+        &s(&f.keys2.join(EVAL_KEYS_FILE)),
+        "-o",
+        &s(&d.join("y.ct")),
+        "--quiet",
+        "--insecure",
     ]);
     assert!(err.contains("made with other keys (key id"), "{err}");
     assert!(!d.join("y.ct").exists());
     // The client decrypts with the secret key of another keygen.
     let err = refused(&[
-        "decrypt", &s(&f.y), "--secret-key", &s(&f.keys2.join(SECRET_KEY_FILE)), "-o",
-        &s(&d.join("l.npy")), "--insecure",
+        "decrypt",
+        &s(&f.y),
+        "--secret-key",
+        &s(&f.keys2.join(SECRET_KEY_FILE)),
+        "-o",
+        &s(&d.join("l.npy")),
+        "--insecure",
     ]);
     assert!(err.contains("made with other keys (key id"), "{err}");
     assert!(!d.join("l.npy").exists(), "nothing written on error");
     // Encrypting with the other keys and running with the first: refused too.
     let x2 = d.join("x2.ct");
     ok(&[
-        "encrypt", &s(&f.plan), "--keys", &s(&f.keys2), "--input", &s(&images()), "--limit", "2",
-        "-o", &s(&x2), "--insecure",
+        "encrypt",
+        &s(&f.plan),
+        "--keys",
+        &s(&f.keys2),
+        "--input",
+        &s(&images()),
+        "--limit",
+        "2",
+        "-o",
+        &s(&x2),
+        "--insecure",
     ]);
     let err = refused(&[
-        "run", &s(&f.plan), &s(&x2), "--eval-keys", &s(&f.keys.join(EVAL_KEYS_FILE)), "-o",
-        &s(&d.join("y2.ct")), "--quiet", "--insecure",
+        "run",
+        &s(&f.plan),
+        &s(&x2),
+        "--eval-keys",
+        &s(&f.keys.join(EVAL_KEYS_FILE)),
+        "-o",
+        &s(&d.join("y2.ct")),
+        "--quiet",
+        "--insecure",
     ]);
     assert!(err.contains("other keys"), "{err}");
+    // A key directory holding the secret key of one keygen and the evaluation keys of another.
+    let mixed = d.join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    std::fs::copy(f.keys2.join(SECRET_KEY_FILE), mixed.join(SECRET_KEY_FILE)).unwrap();
+    std::fs::copy(f.keys.join(EVAL_KEYS_FILE), mixed.join(EVAL_KEYS_FILE)).unwrap();
+    let err = refused(&[
+        "encrypt",
+        &s(&f.plan),
+        "--keys",
+        &s(&mixed),
+        "--input",
+        &s(&images()),
+        "--limit",
+        "2",
+        "-o",
+        &s(&d.join("x3.ct")),
+        "--insecure",
+    ]);
+    assert!(err.contains("come from different keygens"), "{err}");
 }
 
 /// Rewrites the outputs file `from` into `to` with its metadata changed by `edit` and a
@@ -191,8 +269,13 @@ fn outputs_edited_by_the_server_are_refused_even_with_a_valid_checksum() {
     let f = fixture();
     let (d, _finished) = scratch("edited");
     let sk = s(&f.keys.join(SECRET_KEY_FILE));
-    let cases: Vec<(&str, Box<dyn Fn(&mut OutputsMeta, &mut Vec<Vec<u8>>)>, &str)> = vec![
-        ("fewer images", Box::new(|m, _| m.images = 3), "holds 3 images, the request sent 4"),
+    type Edit = Box<dyn Fn(&mut OutputsMeta, &mut Vec<Vec<u8>>)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "fewer images",
+            Box::new(|m, _| m.images = 3),
+            "holds 3 images, the request sent 4",
+        ),
         (
             "2^40 images",
             Box::new(|m, _| m.images = 1 << 40),
@@ -222,24 +305,88 @@ fn outputs_edited_by_the_server_are_refused_even_with_a_valid_checksum() {
             }),
             "not those of the plan",
         ),
+        (
+            "model renamed",
+            Box::new(|m, _| m.model = "other".into()),
+            "names model `other`",
+        ),
     ];
     for (what, edit, want) in cases {
         let y = d.join("y-edited.ct");
         edit_outputs(&f.y, &y, edit);
         let err = refused(&[
-            "decrypt", &s(&y), "--secret-key", &sk, "-o", &s(&d.join("l.npy")), "--insecure",
+            "decrypt",
+            &s(&y),
+            "--secret-key",
+            &sk,
+            "-o",
+            &s(&d.join("l.npy")),
+            "--insecure",
         ]);
         assert!(err.contains(want), "{what}: {err}");
     }
+    // Metadata that is not byte for byte what hecc writes (here: padded) is refused.
+    let bytes = std::fs::read(&f.y).unwrap();
+    let mut c = Container::from_bytes(&bytes, FileKind::Outputs, "y").unwrap();
+    c.sections[1].extend_from_slice(b"    ");
+    let y = d.join("y-padded.ct");
+    std::fs::write(&y, c.to_bytes()).unwrap();
+    let err = refused(&[
+        "decrypt",
+        &s(&y),
+        "--secret-key",
+        &sk,
+        "-o",
+        &s(&d.join("l.npy")),
+        "--insecure",
+    ]);
+    assert!(err.contains("metadata is not as hecc writes it"), "{err}");
+    // Inputs whose ciphertexts were reordered would compute on the wrong elements: the server
+    // refuses them.
+    let bytes = std::fs::read(&f.x).unwrap();
+    let mut c = Container::from_bytes(&bytes, FileKind::Inputs, "x").unwrap();
+    let mut meta: InputsMeta = serde_json::from_slice(&c.sections[0]).unwrap();
+    meta.elements.swap(0, 1);
+    c.sections[0] = serde_json::to_vec(&meta).unwrap();
+    let x = d.join("x-swapped.ct");
+    std::fs::write(&x, c.to_bytes()).unwrap();
+    let err = refused(&[
+        "run",
+        &s(&f.plan),
+        &s(&x),
+        "--eval-keys",
+        &s(&f.keys.join(EVAL_KEYS_FILE)),
+        "-o",
+        &s(&d.join("y3.ct")),
+        "--quiet",
+        "--insecure",
+    ]);
+    assert!(err.contains("not in the plan's input order"), "{err}");
     // A genuine result checked against another request: refused.
     let x2 = d.join("x2.ct");
     ok(&[
-        "encrypt", &s(&f.plan), "--keys", &s(&f.keys), "--input", &s(&images()), "--limit", "4",
-        "-o", &s(&x2), "--insecure",
+        "encrypt",
+        &s(&f.plan),
+        "--keys",
+        &s(&f.keys),
+        "--input",
+        &s(&images()),
+        "--limit",
+        "4",
+        "-o",
+        &s(&x2),
+        "--insecure",
     ]);
     let err = refused(&[
-        "decrypt", &s(&f.y), "--secret-key", &sk, "-o", &s(&d.join("l.npy")), "--request",
-        &s(&x2), "--insecure",
+        "decrypt",
+        &s(&f.y),
+        "--secret-key",
+        &sk,
+        "-o",
+        &s(&d.join("l.npy")),
+        "--request",
+        &s(&x2),
+        "--insecure",
     ]);
     assert!(err.contains("does not answer the request"), "{err}");
 }
@@ -277,28 +424,46 @@ fn edited_and_insecure_plans_are_refused() {
     assert!(err.contains("claims 128-bit security"), "{err}");
     // Edits without a new digest: the security label, the input range, the memory estimate.
     for (what, edit) in [
-        ("security", Box::new(|v: &mut serde_json::Value| {
-            v["params"]["security"] = "Bits256".into()
-        }) as Box<dyn Fn(&mut serde_json::Value)>),
-        ("range", Box::new(|v: &mut serde_json::Value| {
-            v["inputs"][0]["range"] = serde_json::json!([0.0, 1e30])
-        })),
-        ("memory", Box::new(|v: &mut serde_json::Value| {
-            v["report"]["schedule"]["total_bytes"] = 1.into()
-        })),
+        (
+            "security",
+            Box::new(|v: &mut serde_json::Value| v["params"]["security"] = "Bits256".into())
+                as Box<dyn Fn(&mut serde_json::Value)>,
+        ),
+        (
+            "range",
+            Box::new(|v: &mut serde_json::Value| {
+                v["inputs"][0]["range"] = serde_json::json!([0.0, 1e30])
+            }),
+        ),
+        (
+            "memory",
+            Box::new(|v: &mut serde_json::Value| v["report"]["schedule"]["total_bytes"] = 1.into()),
+        ),
     ] {
         let p = d.join(format!("{what}.json"));
         edit_plan(&p, false, edit);
         let err = refused(&["report", &s(&p), "--insecure"]);
-        assert!(err.contains("modified after it was compiled"), "{what}: {err}");
+        assert!(
+            err.contains("modified after it was compiled"),
+            "{what}: {err}"
+        );
     }
     // Resealed edits are plans of their own: the keys and ciphertexts of the original are
     // refused with them.
     let p = d.join("resealed.json");
-    edit_plan(&p, true, |v| v["inputs"][0]["range"] = serde_json::json!([0.0, 2.0]));
+    edit_plan(&p, true, |v| {
+        v["inputs"][0]["range"] = serde_json::json!([0.0, 2.0])
+    });
     let err = refused(&[
-        "run", &s(&p), &s(&f.x), "--eval-keys", &s(&f.keys.join(EVAL_KEYS_FILE)), "-o",
-        &s(&d.join("y.ct")), "--quiet", "--insecure",
+        "run",
+        &s(&p),
+        &s(&f.x),
+        "--eval-keys",
+        &s(&f.keys.join(EVAL_KEYS_FILE)),
+        "-o",
+        &s(&d.join("y.ct")),
+        "--quiet",
+        "--insecure",
     ]);
     assert!(err.contains("made for another plan"), "{err}");
     // A field out of its type's range is named.
@@ -327,15 +492,41 @@ fn secret_keys_are_private_and_shared_ones_refused() {
     std::fs::copy(f.keys.join(SECRET_KEY_FILE), &sk).unwrap();
     std::fs::set_permissions(&sk, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = s(&d.join("l.npy"));
-    let err = refused(&["decrypt", &s(&f.y), "--secret-key", &s(&sk), "-o", &out, "--insecure"]);
-    assert!(err.contains("accessible by other users (mode 644)"), "{err}");
     let err = refused(&[
-        "encrypt", &s(&f.plan), "--keys", &s(&keys), "--input", &s(&images()), "--limit", "1",
-        "-o", &s(&d.join("x.ct")), "--insecure",
+        "decrypt",
+        &s(&f.y),
+        "--secret-key",
+        &s(&sk),
+        "-o",
+        &out,
+        "--insecure",
+    ]);
+    assert!(
+        err.contains("accessible by other users (mode 644)"),
+        "{err}"
+    );
+    let err = refused(&[
+        "encrypt",
+        &s(&f.plan),
+        "--keys",
+        &s(&keys),
+        "--input",
+        &s(&images()),
+        "--limit",
+        "1",
+        "-o",
+        &s(&d.join("x.ct")),
+        "--insecure",
     ]);
     assert!(err.contains("accessible by other users"), "{err}");
     let (text, _) = ok(&[
-        "decrypt", &s(&f.y), "--secret-key", &s(&sk), "-o", &out, "--allow-shared-key",
+        "decrypt",
+        &s(&f.y),
+        "--secret-key",
+        &s(&sk),
+        "-o",
+        &out,
+        "--allow-shared-key",
         "--insecure",
     ]);
     assert!(text.starts_with(&f.predictions), "{text}");
@@ -397,9 +588,17 @@ fn inputs_out_of_range_non_finite_or_empty_are_refused() {
     write_npy(&p, 2, |k| if k == 790 { f64::NAN } else { 0.5 });
     let err = refused(&enc(&p, &[]));
     assert!(err.contains("NaN at image 1, element 6"), "{err}");
-    // Nothing to encrypt is an error, not "0 images encrypted".
-    let err = refused(&enc(&images(), &["--limit", "0"]));
-    assert!(err.contains("--limit 0"), "{err}");
+    // Nothing to encrypt is an error, not "0 images encrypted" (clap refuses it: exit 2).
+    let o = hecc(&enc(&images(), &["--limit", "0"]));
+    let err = one_line(&String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--limit") && err.contains("at least 1"),
+        "{err}"
+    );
+    // Fewer images than asked for is refused, not quietly fewer.
+    let err = refused(&enc(&images(), &["--skip", "255", "--limit", "4"]));
+    assert!(err.contains("only 1 images after --skip 255"), "{err}");
 }
 
 #[test]
@@ -408,16 +607,102 @@ fn output_paths_are_checked_before_any_work() {
     let (d, _finished) = scratch("paths");
     let t = std::time::Instant::now();
     let err = refused(&[
-        "run", &s(&f.plan), &s(&f.x), "--eval-keys", &s(&f.keys.join(EVAL_KEYS_FILE)), "-o",
-        &s(&d), "--quiet", "--insecure",
+        "run",
+        &s(&f.plan),
+        &s(&f.x),
+        "--eval-keys",
+        &s(&f.keys.join(EVAL_KEYS_FILE)),
+        "-o",
+        &s(&d),
+        "--quiet",
+        "--insecure",
     ]);
     assert!(err.contains("is a directory"), "{err}");
     let err = refused(&[
-        "encrypt", &s(&f.plan), "--keys", &s(&f.keys), "--input", &s(&images()), "-o",
-        &s(&d.join("missing/x.ct")), "--insecure",
+        "encrypt",
+        &s(&f.plan),
+        "--keys",
+        &s(&f.keys),
+        "--input",
+        &s(&images()),
+        "-o",
+        &s(&d.join("missing/x.ct")),
+        "--insecure",
     ]);
     assert!(err.contains("does not exist"), "{err}");
-    assert!(t.elapsed().as_secs_f64() < 5.0, "refused before the work");
+    // An output that is one of the command's own inputs (under any name) is refused, and the
+    // input is left as it was.
+    let x = d.join("x.ct");
+    std::fs::copy(&f.x, &x).unwrap();
+    let before = std::fs::read(&x).unwrap();
+    let err = refused(&[
+        "run",
+        &s(&f.plan),
+        &s(&x),
+        "--eval-keys",
+        &s(&f.keys.join(EVAL_KEYS_FILE)),
+        "-o",
+        &s(&d.join(".").join("x.ct")),
+        "--quiet",
+        "--insecure",
+    ]);
+    assert!(err.contains("is also an input"), "{err}");
+    assert_eq!(std::fs::read(&x).unwrap(), before);
+    let plan = d.join("plan.json");
+    std::fs::copy(&f.plan, &plan).unwrap();
+    let err = refused(&[
+        "encrypt",
+        &s(&plan),
+        "--keys",
+        &s(&f.keys),
+        "--input",
+        &s(&images()),
+        "--limit",
+        "4",
+        "-o",
+        &s(&plan),
+        "--insecure",
+    ]);
+    assert!(err.contains("is also an input"), "{err}");
+    // A device, pipe or socket is never replaced by an output file.
+    let fifo = d.join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let err = refused(&[
+        "run",
+        &s(&f.plan),
+        &s(&f.x),
+        "--eval-keys",
+        &s(&f.keys.join(EVAL_KEYS_FILE)),
+        "-o",
+        &s(&fifo),
+        "--quiet",
+        "--insecure",
+    ]);
+    assert!(err.contains("not a regular file"), "{err}");
+    // keygen does not replace the keys of an earlier keygen unless told to.
+    let keys = d.join("keys");
+    ok(&["keygen", &s(&f.plan), "-o", &s(&keys), "--insecure"]);
+    let secret = std::fs::read(keys.join(SECRET_KEY_FILE)).unwrap();
+    let err = refused(&["keygen", &s(&f.plan), "-o", &s(&keys), "--insecure"]);
+    assert!(
+        err.contains("already holds keys") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(keys.join(SECRET_KEY_FILE)).unwrap(), secret);
+    ok(&[
+        "keygen",
+        &s(&f.plan),
+        "-o",
+        &s(&keys),
+        "--insecure",
+        "--force",
+    ]);
+    assert_ne!(std::fs::read(keys.join(SECRET_KEY_FILE)).unwrap(), secret);
+    assert!(t.elapsed().as_secs_f64() < 10.0, "refused before the work");
 }
 
 /// The files in `dir` (names).
@@ -450,20 +735,39 @@ fn kill_9_during_encrypt_or_run_leaves_no_partial_or_stray_file() {
     let (d, _finished) = scratch("kill");
     let target = d.join("out.ct");
     let encrypt: Vec<String> = [
-        "encrypt", &s(&f.plan), "--keys", &s(&f.keys), "--input", &s(&images()), "--limit", "4",
-        "-o", &s(&target), "--insecure",
+        "encrypt",
+        &s(&f.plan),
+        "--keys",
+        &s(&f.keys),
+        "--input",
+        &s(&images()),
+        "--limit",
+        "4",
+        "-o",
+        &s(&target),
+        "--insecure",
     ]
     .iter()
     .map(|a| a.to_string())
     .collect();
     let run: Vec<String> = [
-        "run", &s(&f.plan), &s(&f.x), "--eval-keys", &s(&f.keys.join(EVAL_KEYS_FILE)), "-o",
-        &s(&target), "--quiet", "--insecure",
+        "run",
+        &s(&f.plan),
+        &s(&f.x),
+        "--eval-keys",
+        &s(&f.keys.join(EVAL_KEYS_FILE)),
+        "-o",
+        &s(&target),
+        "--quiet",
+        "--insecure",
     ]
     .iter()
     .map(|a| a.to_string())
     .collect();
-    for (what, args, kind) in [("encrypt", &encrypt, FileKind::Inputs), ("run", &run, FileKind::Outputs)] {
+    for (what, args, kind) in [
+        ("encrypt", &encrypt, FileKind::Inputs),
+        ("run", &run, FileKind::Outputs),
+    ] {
         for ms in [20, 100, 300, 600, 1000] {
             let _ = std::fs::remove_file(&target);
             kill_after(args, ms);
@@ -473,8 +777,9 @@ fn kill_9_during_encrypt_or_run_leaves_no_partial_or_stray_file() {
                 [] => {}
                 [one] if one == "out.ct" => {
                     let bytes = std::fs::read(&target).unwrap();
-                    Container::from_bytes(&bytes, kind, "out.ct")
-                        .unwrap_or_else(|e| panic!("{what} killed at {ms} ms left a bad file: {e}"));
+                    Container::from_bytes(&bytes, kind, "out.ct").unwrap_or_else(|e| {
+                        panic!("{what} killed at {ms} ms left a bad file: {e}")
+                    });
                 }
                 other => panic!("{what} killed at {ms} ms left {other:?}"),
             }
@@ -483,6 +788,9 @@ fn kill_9_during_encrypt_or_run_leaves_no_partial_or_stray_file() {
     // A file that existed before a killed run is intact.
     std::fs::copy(&f.y, &target).unwrap();
     kill_after(&run, 300);
-    assert_eq!(std::fs::read(&target).unwrap(), std::fs::read(&f.y).unwrap());
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        std::fs::read(&f.y).unwrap()
+    );
     assert_eq!(listing(&d), vec!["out.ct".to_string()]);
 }

@@ -108,13 +108,30 @@ fn file(tag: &str, bytes: &[u8]) -> PathBuf {
 /// One edit of a byte string.
 #[derive(Clone, Debug)]
 enum Edit {
-    Flip { at: usize, mask: u8 },
-    Set { at: usize, value: u8 },
-    Truncate { at: usize },
-    Insert { at: usize, bytes: Vec<u8> },
-    Duplicate { at: usize, len: usize },
+    Flip {
+        at: usize,
+        mask: u8,
+    },
+    Set {
+        at: usize,
+        value: u8,
+    },
+    Truncate {
+        at: usize,
+    },
+    Insert {
+        at: usize,
+        bytes: Vec<u8>,
+    },
+    Duplicate {
+        at: usize,
+        len: usize,
+    },
     /// Overwrites 8 bytes with a little-endian integer (a length, count or limb).
-    Word { at: usize, value: u64 },
+    Word {
+        at: usize,
+        value: u64,
+    },
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
@@ -143,7 +160,7 @@ fn apply(b: &mut Vec<u8>, e: &Edit) {
         return;
     }
     let pos = |at: usize| {
-        if at % 2 == 0 {
+        if at.is_multiple_of(2) {
             (at / 2) % b.len().min(256)
         } else {
             (at / 2) % b.len()

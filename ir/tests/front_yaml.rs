@@ -139,11 +139,21 @@ layers:
 "#
     );
     assert!(parse_spec_structure(&src, "huge.yaml").is_err());
-    // A valid but enormous model verifies, and the evaluator refuses it without allocating.
+    // An input beyond the per-image limits is refused at load.
     let src = "input: { shape: [1000, 1000, 1000] }\nlayers:\n  - { name: f, op: flatten }\n";
+    let e = parse_spec_structure(src, "big.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("invalid"), "{e}");
+    // A model at the limit verifies, and the evaluator refuses a batch too large for it
+    // without allocating.
+    let src = "input: { shape: [16777216] }\nlayers:\n  - { name: f, op: flatten }\n";
     let g = parse_spec_structure(src, "big.yaml").unwrap();
-    let x = hecc_ir::tensor::Tensor::zeros(ndarray::IxDyn(&[1, 1, 1]));
-    assert!(hecc_ir::tensor::eval::eval(&g, &[x]).is_err());
+    let x = hecc_ir::tensor::Tensor::zeros(ndarray::IxDyn(&[256, 1]));
+    assert!(matches!(
+        hecc_ir::tensor::eval::eval_batch(&g, &[x]),
+        Err(hecc_ir::tensor::eval::EvalError::TooLarge { .. })
+    ));
 }
 
 /// The reference models load with their weights and evaluate to moderate, finite values on

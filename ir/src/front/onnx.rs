@@ -20,7 +20,12 @@
 //! Errors: undecodable bytes give [`FrontError::OnnxDecode`]; unsupported op types give one
 //! [`FrontError::OnnxUnsupported`] listing *every* unsupported node by name and op type; a
 //! supported op used in an unsupported way gives [`FrontError::OnnxNode`]; graph errors found by
-//! the verifier give [`FrontError::Invalid`]. Nothing panics.
+//! the verifier give [`FrontError::Invalid`]. Nothing panics. Graph input dimensions (the batch
+//! dimension included, unless symbolic), initializer shapes, folded constants and every
+//! inferred shape are checked against the [`limits`](crate::tensor::limits) before anything is
+//! allocated for them. A model must import the default opset in a version from [`MIN_OPSET`]
+//! to [`MAX_OPSET`], and every value must have one producer ([`FrontError::OnnxModel`]
+//! otherwise).
 
 use std::collections::{HashMap, HashSet};
 
@@ -30,7 +35,11 @@ use prost::Message;
 use super::onnx_consts as consts;
 use super::weights::decode_le;
 use super::{FrontError, Problem};
-use crate::tensor::shape::infer;
+use crate::tensor::limits::{
+    add_parameters, check_activation, check_dims, check_weight, describe, MAX_DIM,
+    MAX_TENSOR_ELEMENTS, MAX_WEIGHT_ELEMENTS,
+};
+use crate::tensor::shape::{infer, ShapeIssue};
 use crate::tensor::verify::analyze;
 use crate::tensor::{Graph, NodeId, Normalization, Op, Shape, Tensor};
 
@@ -232,10 +241,7 @@ fn tensor_to_f64(t: &TensorProto) -> Result<Tensor, String> {
     for &d in &t.dims {
         dims.push(usize::try_from(d).map_err(|_| format!("negative dimension {d}"))?);
     }
-    let n = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or("tensor too large")?;
+    let n = check_weight(&dims)?;
     let vals: Vec<f64> = if !t.raw_data.is_empty() {
         let code = match t.data_type {
             1 => "f4",
@@ -308,10 +314,11 @@ struct Window {
 impl Window {
     /// The extent of the dilated kernel.
     fn extent(&self) -> [usize; 2] {
-        [
-            (self.kernel[0].max(1) - 1) * self.dilation[0] + 1,
-            (self.kernel[1].max(1) - 1) * self.dilation[1] + 1,
-        ]
+        [0, 1].map(|d| {
+            (self.kernel[d].max(1) - 1)
+                .saturating_mul(self.dilation[d])
+                .saturating_add(1)
+        })
     }
 }
 
@@ -379,6 +386,8 @@ struct Importer {
     /// Zero padding of a removed `Pad`, to add to the padding of its one consumer.
     pads: HashMap<String, [usize; 4]>,
     notes: Vec<String>,
+    /// The first shape found beyond the limits while importing: `(node, message)`.
+    too_large: Option<(String, String)>,
 }
 
 impl Importer {
@@ -515,8 +524,15 @@ impl Importer {
         let shapes: Vec<&Shape> = inputs.iter().filter_map(|i| self.shapes.get(i)).collect();
         if shapes.len() == inputs.len() {
             if let Some(node) = self.g.node(id) {
-                if let Ok(s) = infer(&node.op, &shapes) {
-                    self.shapes.insert(id, s);
+                match infer(&node.op, &shapes) {
+                    Ok(s) => {
+                        self.shapes.insert(id, s);
+                    }
+                    Err(ShapeIssue::TooLarge(m)) if self.too_large.is_none() => {
+                        self.too_large = Some((name.to_string(), m));
+                    }
+                    // Other problems are reported by the verifier.
+                    Err(_) => {}
                 }
             }
         }
@@ -713,7 +729,9 @@ impl Importer {
                     let ext = w.extent();
                     for d in 0..2 {
                         let out = hw[d].div_ceil(stride[d]);
-                        let total = ((out.max(1) - 1) * stride[d] + ext[d]).saturating_sub(hw[d]);
+                        let total = ((out.max(1) - 1).saturating_mul(stride[d]))
+                            .saturating_add(ext[d])
+                            .saturating_sub(hw[d]);
                         let (small, big) = (total / 2, total - total / 2);
                         let (begin, end) = if mode == "SAME_UPPER" {
                             (small, big)
@@ -735,7 +753,7 @@ impl Importer {
     fn absorb_pad(&self, n: &NodeProto, w: &mut Window) {
         if let Some(p) = n.input.first().and_then(|i| self.pads.get(i)) {
             for (a, b) in w.pads.iter_mut().zip(p) {
-                *a += b;
+                *a = a.saturating_add(*b);
             }
         }
     }
@@ -863,6 +881,18 @@ impl Importer {
                 let ts: Vec<&Tensor> = (0..inputs.len()).map(c).collect::<Result<_, _>>()?;
                 let rank = ts.first().map_or(1, |t| t.ndim());
                 let ax = consts::axis(attr_i(n, "axis", 0), rank).map_err(e)?;
+                let total = ts.iter().fold(0usize, |a, t| a.saturating_add(t.len()));
+                if total > MAX_WEIGHT_ELEMENTS {
+                    return Err(self.err(
+                        n,
+                        name,
+                        format!(
+                            "the concatenation has {total} values, above the limit of {} values \
+                             per weight tensor",
+                            describe(MAX_WEIGHT_ELEMENTS)
+                        ),
+                    ));
+                }
                 let views: Vec<_> = ts.iter().map(|t| t.view()).collect();
                 let r = ndarray::concatenate(ndarray::Axis(ax), &views)
                     .map_err(|x| self.err(n, name, format!("cannot concatenate: {x}")))?;
@@ -911,10 +941,8 @@ impl Importer {
                         usize::try_from(d).map_err(|_| self.err(n, name, "negative dimension"))?,
                     );
                 }
-                let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-                if numel.is_none_or(|k| k > 1 << 24) {
-                    return Err(self.err(n, name, format!("shape {shape:?} is too large")));
-                }
+                check_dims(&shape, MAX_TENSOR_ELEMENTS, "constant")
+                    .map_err(|m| self.err(n, name, m))?;
                 let (v, int) = match attr(n, "value").and_then(|a| a.t.as_ref()) {
                     Some(t) => (
                         tensor_to_f64(t)
@@ -1042,7 +1070,15 @@ impl Importer {
                     // A dilated kernel is the kernel with zeros between its taps.
                     let ext = win.extent();
                     let s = w.shape().to_vec();
-                    let mut d = Tensor::zeros(IxDyn(&[s[0], s[1], ext[0], ext[1]]));
+                    let dims = [s[0], s[1], ext[0], ext[1]];
+                    check_weight(&dims).map_err(|m| {
+                        self.err(
+                            n,
+                            name,
+                            format!("dilations {:?}: the dilated kernel {m}", win.dilation),
+                        )
+                    })?;
+                    let mut d = Tensor::zeros(IxDyn(&dims));
                     for ((o, i, y, x), v) in w
                         .view()
                         .into_dimensionality::<ndarray::Ix4>()
@@ -1212,18 +1248,24 @@ impl Importer {
                     let ext = win.extent();
                     let mut extra = [0usize; 2];
                     for d in 0..2 {
-                        let span = hw[d] + win.pads[d] + win.pads[d + 2];
+                        let span = hw[d]
+                            .saturating_add(win.pads[d])
+                            .saturating_add(win.pads[d + 2]);
                         if span < ext[d] {
                             continue;
                         }
                         let floor = (span - ext[d]) / win.stride[d] + 1;
                         let mut ceil = (span - ext[d]).div_ceil(win.stride[d]) + 1;
                         // A last window starting in the end padding is dropped.
-                        if (ceil - 1) * win.stride[d] >= hw[d] + win.pads[d] {
+                        if (ceil - 1).saturating_mul(win.stride[d])
+                            >= hw[d].saturating_add(win.pads[d])
+                        {
                             ceil -= 1;
                         }
                         if ceil > floor {
-                            extra[d] = (ceil - 1) * win.stride[d] + ext[d] - span;
+                            extra[d] = ((ceil - 1).saturating_mul(win.stride[d]))
+                                .saturating_add(ext[d])
+                                .saturating_sub(span);
                         }
                     }
                     if extra != [0, 0] {
@@ -1235,8 +1277,8 @@ impl Importer {
                                  divisor differs from the window size (not supported)",
                             ));
                         }
-                        win.pads[2] += extra[0];
-                        win.pads[3] += extra[1];
+                        win.pads[2] = win.pads[2].saturating_add(extra[0]);
+                        win.pads[3] = win.pads[3].saturating_add(extra[1]);
                     }
                 }
                 let op = if max {
@@ -1679,9 +1721,8 @@ impl Importer {
                 p.iter().map(|&a| full[a]).collect()
             }
         };
-        if out.first() != Some(&1)
-            || out.iter().product::<usize>() != full.iter().product::<usize>()
-        {
+        let numel = |d: &[usize]| d.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+        if out.first() != Some(&1) || numel(&out).is_none() || numel(&out) != numel(&full) {
             return Err(self.err(
                 n,
                 name,
@@ -1994,6 +2035,91 @@ fn node_label(i: usize, n: &NodeProto) -> String {
     }
 }
 
+/// Oldest version of the default ONNX opset (domain `""` or `ai.onnx`) [`parse_onnx`] accepts.
+/// Opset 7 made the element-wise ops (Add, Sub, Mul, Div, Pow, Gemm's `C`, PRelu) broadcast
+/// numpy-style, which the importer assumes; before it they took `broadcast`/`axis` attributes
+/// with other semantics. The attribute forms that later opsets moved to inputs (Squeeze,
+/// Unsqueeze, ReduceMean/ReduceSum `axes`, Pad `pads`, Slice, Dropout's ratio) are read in
+/// either form, and the Softmax default axis follows the opset.
+pub const MIN_OPSET: i64 = 7;
+
+/// Newest version of the default ONNX opset [`parse_onnx`] accepts: the newest of ONNX's own
+/// node tests in `tests/fixtures/onnx_node` (each op there at its newest version, up to Cast at
+/// 28), which the importer is checked against. A later opset may change the semantics of an
+/// op, so it is refused until it is checked.
+pub const MAX_OPSET: i64 = 28;
+
+/// The version of the default ONNX opset `model` imports, or a message: none imported, or a
+/// version outside [`MIN_OPSET`]`..=`[`MAX_OPSET`].
+fn default_opset(model: &proto::ModelProto) -> Result<i64, String> {
+    let mut versions = model
+        .opset_import
+        .iter()
+        .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version);
+    let supported = format!(
+        "hecc imports the default ONNX opset in versions {MIN_OPSET} to {MAX_OPSET} (opset \
+         {MIN_OPSET} introduced the numpy-style broadcasting the importer assumes; {MAX_OPSET} is \
+         the newest it is checked against)"
+    );
+    let Some(first) = versions.next() else {
+        return Err(format!(
+            "the model imports no version of the default ONNX opset (domain \"\" or \
+             \"ai.onnx\"), so the semantics of its ops are unknown; {supported}"
+        ));
+    };
+    for v in std::iter::once(first).chain(versions) {
+        if !(MIN_OPSET..=MAX_OPSET).contains(&v) {
+            return Err(format!(
+                "the model imports version {v} of the default ONNX opset, which is not \
+                 supported; {supported}"
+            ));
+        }
+    }
+    Ok(first)
+}
+
+/// Checks that every value name is produced once: by one node, and by no node if it is an
+/// initializer or a graph input (ONNX graphs are in SSA form). Empty names (omitted optional
+/// outputs) are skipped.
+fn single_producers(graph: &proto::GraphProto) -> Result<(), String> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    let inits: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: HashSet<&str> = graph.input.iter().map(|v| v.name.as_str()).collect();
+    let label = |i: usize| {
+        let n = &graph.node[i];
+        format!("`{}` (node {i}, {})", node_label(i, n), n.op_type)
+    };
+    for (i, n) in graph.node.iter().enumerate() {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            if let Some(&j) = producer.get(o.as_str()) {
+                return Err(format!(
+                    "value `{o}` is produced by two nodes, {} and {}; every value must have one \
+                     producer (is a node duplicated?)",
+                    label(j),
+                    label(i)
+                ));
+            }
+            let source = if inits.contains(o.as_str()) {
+                Some("an initializer")
+            } else if inputs.contains(o.as_str()) {
+                Some("a graph input")
+            } else {
+                None
+            };
+            if let Some(source) = source {
+                return Err(format!(
+                    "value `{o}` is produced by node {} but is also {source}; every value must \
+                     have one producer",
+                    label(i)
+                ));
+            }
+            producer.insert(o, i);
+        }
+    }
+    Ok(())
+}
+
 /// Decodes an ONNX model (`path` names it in diagnostics) and imports it as a verified graph.
 ///
 /// Before import the graph is cleaned up: outputs that are not float tensors (a class label
@@ -2021,6 +2147,8 @@ pub fn parse_onnx(bytes: &[u8], path: &str) -> Result<Graph, FrontError> {
     if graph.node.is_empty() {
         return Err(decode_err("the graph has no nodes"));
     }
+    let opset = default_opset(&model).map_err(model_err)?;
+    single_producers(graph).map_err(model_err)?;
     let mut notes = Vec::new();
 
     // Outputs to keep: float tensors (drop labels and maps when a float output remains).
@@ -2131,19 +2259,19 @@ pub fn parse_onnx(bytes: &[u8], path: &str) -> Result<Graph, FrontError> {
         consumers,
         outputs: kept.iter().map(|o| o.name.clone()).collect(),
         trailing,
-        opset: model
-            .opset_import
-            .iter()
-            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-            .map_or(1, |o| o.version),
+        opset,
         pads: HashMap::new(),
         notes,
+        too_large: None,
     };
+    let mut total = 0usize;
     for t in &graph.initializer {
-        let v = tensor_to_f64(t).map_err(|m| FrontError::OnnxDecode {
-            path: path.to_string(),
-            message: format!("initializer `{}`: {m}", t.name),
-        })?;
+        let v = tensor_to_f64(t)
+            .and_then(|v| add_parameters(&mut total, v.len()).map(|()| v))
+            .map_err(|m| FrontError::OnnxDecode {
+                path: path.to_string(),
+                message: format!("initializer `{}`: {m}", t.name),
+            })?;
         imp.consts.insert(t.name.clone(), v);
         if is_int_type(t.data_type) {
             imp.int_consts.insert(t.name.clone());
@@ -2202,20 +2330,41 @@ pub fn parse_onnx(bytes: &[u8], path: &str) -> Result<Graph, FrontError> {
                 dims.len()
             )));
         }
+        // The batch axis: symbolic (`N`), unknown (-1, or 0 from some exporters) or a fixed
+        // size within the limits (hecc plans take one image at a time whatever it is).
+        if let Some(b) = dims[0].filter(|&b| b < -1 || b > MAX_DIM as i64) {
+            return Err(model_err(format!(
+                "graph input `{}` has batch dimension {b} (dimension 0 of [{}]); the batch \
+                 dimension must be symbolic (e.g. `N`) or a size of at most {}, the limit per \
+                 dimension",
+                vi.name,
+                dims.iter()
+                    .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                describe(MAX_DIM)
+            )));
+        }
         let mut shape = Vec::new();
         for d in &dims[1..] {
-            match d {
-                Some(v) if *v > 0 && *v <= 1 << 24 => shape.push(*v as usize),
+            match d.map(usize::try_from) {
+                Some(Ok(v)) if v > 0 => shape.push(v),
                 _ => {
                     return Err(model_err(format!(
-                        "graph input `{}` needs fixed positive dimensions after the batch axis \
-                         (at most 2^24 each), got {:?}",
+                        "graph input `{}` needs fixed positive dimensions after the batch axis, \
+                         got {:?}",
                         vi.name,
                         &dims[1..]
                     )))
                 }
             }
         }
+        check_activation(&shape).map_err(|m| {
+            model_err(format!(
+                "graph input `{}` (per-image dimensions after the batch axis): {m}",
+                vi.name
+            ))
+        })?;
         let onnx = shape.clone();
         if shape.len() == 2 && dims.len() == 3 {
             shape.insert(1, 1);
@@ -2237,6 +2386,13 @@ pub fn parse_onnx(bytes: &[u8], path: &str) -> Result<Graph, FrontError> {
     }
     for (i, n) in &nodes {
         imp.import_node(*i, n)?;
+        if let Some((node, message)) = imp.too_large.take() {
+            return Err(FrontError::OnnxNode {
+                node,
+                op_type: n.op_type.clone(),
+                message,
+            });
+        }
     }
     for o in &kept {
         match imp.values.get(&o.name) {

@@ -2,10 +2,13 @@
 //! for shape arithmetic and constant preprocessing (`Shape -> Gather -> Unsqueeze -> Concat ->
 //! Reshape`, `Cast`, element-wise arithmetic on initializers ...), evaluated at import time on
 //! `f64` tensors. Every function checks its operands and returns a message instead of panicking
-//! (ndarray's broadcasting panics on a mismatch, so shapes are checked first).
+//! (ndarray's broadcasting panics on a mismatch, so shapes are checked first), and every result
+//! is checked against the weight-tensor [`limits`](crate::tensor::limits) before it is
+//! allocated.
 
 use ndarray::{Axis, IxDyn, Slice};
 
+use crate::tensor::limits::check_weight;
 use crate::tensor::Tensor;
 
 /// The numpy broadcast of two shapes, or `None` if they are incompatible.
@@ -42,6 +45,7 @@ pub fn binary(a: &Tensor, b: &Tensor, f: impl Fn(f64, f64) -> f64) -> Result<Ten
             b.shape()
         )
     })?;
+    check_weight(&shape).map_err(|m| format!("the broadcast result: {m}"))?;
     let a = a
         .broadcast(IxDyn(&shape))
         .ok_or_else(|| format!("cannot broadcast {:?} to {shape:?}", a.shape()))?;
@@ -90,6 +94,11 @@ pub fn vector(v: &[f64]) -> Tensor {
 pub fn gather(data: &Tensor, indices: &Tensor, axis_attr: i64) -> Result<Tensor, String> {
     let ax = axis(axis_attr, data.ndim())?;
     let len = data.shape()[ax] as i64;
+    // Output shape: data[:ax] + indices.shape + data[ax+1:].
+    let mut shape: Vec<usize> = data.shape()[..ax].to_vec();
+    shape.extend_from_slice(indices.shape());
+    shape.extend_from_slice(&data.shape()[ax + 1..]);
+    check_weight(&shape).map_err(|m| format!("the result of Gather: {m}"))?;
     let idx = ints(indices)?;
     let mut parts = Vec::with_capacity(idx.len());
     for &i in &idx {
@@ -101,10 +110,6 @@ pub fn gather(data: &Tensor, indices: &Tensor, axis_attr: i64) -> Result<Tensor,
         }
         parts.push(data.index_axis(Axis(ax), j as usize).to_owned());
     }
-    // Output shape: data[:ax] + indices.shape + data[ax+1:].
-    let mut shape: Vec<usize> = data.shape()[..ax].to_vec();
-    shape.extend_from_slice(indices.shape());
-    shape.extend_from_slice(&data.shape()[ax + 1..]);
     let views: Vec<_> = parts
         .iter()
         .map(|p| p.view().insert_axis(Axis(ax)))
@@ -168,7 +173,8 @@ pub fn squeeze_dims(dims: &[usize], axes: Option<&[i64]>) -> Result<Vec<usize>, 
 /// The target of an ONNX `Reshape` of `dims` (`0` copies the input dimension, `-1` is
 /// inferred), checked to hold the same number of elements.
 pub fn reshape_dims(dims: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
-    let numel: usize = dims.iter().product();
+    let product = |d: &[usize]| d.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+    let numel = product(dims).ok_or("the input has too many elements")?;
     let mut out = Vec::with_capacity(target.len());
     let mut infer_at = None;
     for (i, &d) in target.iter().enumerate() {
@@ -182,11 +188,15 @@ pub fn reshape_dims(dims: &[usize], target: &[i64]) -> Result<Vec<usize>, String
                     .get(i)
                     .ok_or_else(|| format!("0 at position {i} has no input dimension to copy"))?,
             ),
-            d if d > 0 => out.push(d as usize),
+            d if d > 0 => {
+                out.push(usize::try_from(d).map_err(|_| format!("invalid reshape dimension {d}"))?)
+            }
             d => return Err(format!("invalid reshape dimension {d}")),
         }
     }
-    let known: usize = out.iter().product();
+    let known = product(&out).ok_or_else(|| {
+        format!("reshape target {target:?} does not hold the {numel} elements of {dims:?}")
+    })?;
     if let Some(i) = infer_at {
         if known == 0 || !numel.is_multiple_of(known) {
             return Err(format!(
@@ -195,7 +205,7 @@ pub fn reshape_dims(dims: &[usize], target: &[i64]) -> Result<Vec<usize>, String
         }
         out[i] = numel / known;
     }
-    if out.iter().product::<usize>() != numel {
+    if product(&out) != Some(numel) {
         return Err(format!(
             "reshape target {target:?} does not hold the {numel} elements of {dims:?}"
         ));

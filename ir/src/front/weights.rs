@@ -7,12 +7,15 @@
 //! * `.npz`: a zip of `.npy` members as written by `numpy.savez` (stored, not compressed; zip64
 //!   sizes accepted); member `conv1.weight.npy` becomes weight `conv1.weight`.
 //!
-//! Every function returns a [`WeightsError`] on malformed input; none panics.
+//! Every function returns a [`WeightsError`] on malformed input; none panics. Tensor shapes
+//! and the total number of values are checked against the [`limits`](crate::tensor::limits)
+//! before any tensor is decoded.
 
 use std::path::Path;
 
 use ndarray::{IxDyn, ShapeBuilder};
 
+use crate::tensor::limits::{add_parameters, check_weight};
 use crate::tensor::{Tensor, Weights};
 
 /// Why a weights file could not be read.
@@ -144,6 +147,13 @@ pub fn read_safetensors(bytes: &[u8]) -> Result<Weights, WeightsError> {
     use safetensors::Dtype;
     let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| fmt_err("safetensors", None, e.to_string()))?;
+    // Limits first, on the header alone.
+    let mut total = 0usize;
+    for (name, view) in st.tensors() {
+        check_weight(view.shape())
+            .and_then(|n| add_parameters(&mut total, n))
+            .map_err(|m| fmt_err("safetensors", Some(&name), m))?;
+    }
     let mut out = Weights::new();
     for (name, view) in st.tensors() {
         let code = match view.dtype() {
@@ -261,8 +271,8 @@ pub fn read_npy(bytes: &[u8]) -> Result<Tensor, WeightsError> {
     } else {
         descr
     };
-    let n: usize = shape.iter().product();
-    let data = &bytes[start + hlen..];
+    let n = check_weight(&shape).map_err(|m| fmt_err("npy", None, m))?;
+    let data = bytes.get(start + hlen..).unwrap_or_default();
     let need = n
         .checked_mul(dtype_size(code))
         .ok_or_else(|| err("shape too large"))?;
@@ -297,17 +307,17 @@ fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 }
 
 fn le_u16(b: &[u8], at: usize) -> Option<usize> {
-    b.get(at..at + 2)
+    b.get(at..at.checked_add(2)?)
         .map(|s| u16::from_le_bytes([s[0], s[1]]) as usize)
 }
 
 fn le_u32(b: &[u8], at: usize) -> Option<usize> {
-    b.get(at..at + 4)
+    b.get(at..at.checked_add(4)?)
         .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
 }
 
 fn le_u64(b: &[u8], at: usize) -> Option<usize> {
-    let s = b.get(at..at + 8)?;
+    let s = b.get(at..at.checked_add(8)?)?;
     let mut a = [0u8; 8];
     a.copy_from_slice(s);
     usize::try_from(u64::from_le_bytes(a)).ok()
@@ -324,6 +334,7 @@ pub fn read_npz(bytes: &[u8]) -> Result<Weights, WeightsError> {
     let count = le_u16(bytes, eocd + 10).ok_or_else(|| err("truncated archive".into()))?;
     let mut at = le_u32(bytes, eocd + 16).ok_or_else(|| err("truncated archive".into()))?;
     let mut out = Weights::new();
+    let mut total = 0usize;
     for _ in 0..count {
         let trunc = || err("truncated central directory".into());
         if bytes.get(at..at + 4) != Some(&[0x50, 0x4b, 0x01, 0x02]) {
@@ -370,12 +381,12 @@ pub fn read_npz(bytes: &[u8]) -> Result<Weights, WeightsError> {
                 "compressed member (numpy.savez_compressed) is not supported; write it with numpy.savez",
             ));
         }
-        if bytes.get(local..local + 4) != Some(&[0x50, 0x4b, 0x03, 0x04]) {
+        if bytes.get(local..local.saturating_add(4)) != Some(&[0x50, 0x4b, 0x03, 0x04]) {
             return Err(fmt_err("npz", Some(&name), "bad local header"));
         }
-        let lnlen = le_u16(bytes, local + 26).ok_or_else(trunc)?;
-        let lxlen = le_u16(bytes, local + 28).ok_or_else(trunc)?;
-        let data_at = local + 30 + lnlen + lxlen;
+        let lnlen = le_u16(bytes, local.saturating_add(26)).ok_or_else(trunc)?;
+        let lxlen = le_u16(bytes, local.saturating_add(28)).ok_or_else(trunc)?;
+        let data_at = local.saturating_add(30 + lnlen + lxlen);
         let data = bytes
             .get(data_at..data_at.saturating_add(csize))
             .ok_or_else(|| fmt_err("npz", Some(&name), "member data is truncated"))?;
@@ -384,6 +395,7 @@ pub fn read_npz(bytes: &[u8]) -> Result<Weights, WeightsError> {
             WeightsError::Format { message, .. } => fmt_err("npz", Some(&name), message),
             other => other,
         })?;
+        add_parameters(&mut total, t.len()).map_err(|m| fmt_err("npz", Some(&name), m))?;
         out.insert(key, t);
     }
     Ok(out)

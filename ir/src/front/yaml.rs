@@ -7,6 +7,13 @@
 //! labelled at the node's `name:` entry (or the offending key) in the source. A node whose op
 //! could not be understood is left out together with the nodes depending on it, so a single
 //! mistake does not produce a cascade of follow-up errors.
+//!
+//! Numeric attributes that multiply the data (`factor`, poly `coeffs`, `epsilon`, the input
+//! `mean`) must be finite and within
+//! [`MAX_WEIGHT_MAGNITUDE`](crate::tensor::limits::MAX_WEIGHT_MAGNITUDE), and the input `std`
+//! positive (see [`check_input_std`]). An otherwise valid spec whose weights file holds
+//! tensors `<layer>.<param>` of layers the spec does not have is refused: that is usually a
+//! truncated spec, or one written for another weights file.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -17,6 +24,7 @@ use serde::Deserialize;
 
 use super::weights::load_weights;
 use super::{suggest, FrontError, Problem, SpecError};
+use crate::tensor::limits::{check_activation, check_input_std, check_multipliers, fmt_value};
 use crate::tensor::op::MNEMONICS;
 use crate::tensor::verify::analyze;
 use crate::tensor::{
@@ -333,6 +341,12 @@ fn parse_impl(
             map.key_in(input_region, "shape").or(input_span),
             Some("e.g. `shape: [3, 32, 32]` (C, H, W) or `shape: [784]`"),
         ));
+    } else if let Err(m) = check_activation(&spec.input.shape) {
+        problems.push(structure(
+            format!("input `{input_name}`: `shape` is too large: {m}"),
+            map.key_in(input_region, "shape").or(input_span),
+            Some("hecc refuses inputs this large before allocating them (see hecc_ir::tensor::limits)"),
+        ));
     }
     let c = spec.input.shape.first().copied().unwrap_or(1);
     let mean = spec
@@ -360,12 +374,24 @@ fn parse_impl(
             ));
         }
     }
-    if std.contains(&0.0) {
-        problems.push(structure(
-            "input `std` must be non-zero".into(),
-            map.key_in(input_region, "std").or(input_span),
-            None,
-        ));
+    // The input node multiplies by `1 / std` and adds `-mean / std`: bounded magnitudes and a
+    // positive std (non-finite values were reported above).
+    for (key, v) in [("mean", &mean), ("std", &std)] {
+        if !v.iter().all(|x| x.is_finite()) {
+            continue;
+        }
+        let r = if key == "mean" {
+            check_multipliers(key, v, v.len() > 1)
+        } else {
+            check_input_std(key, v)
+        };
+        if let Err(m) = r {
+            problems.push(structure(
+                format!("input {m}"),
+                map.key_in(input_region, key).or(input_span),
+                None,
+            ));
+        }
     }
     if let Some([lo, hi]) = spec.input.range {
         if !(lo.is_finite() && hi.is_finite() && lo < hi) {
@@ -544,9 +570,13 @@ fn parse_impl(
             .map(|p| (p, false))
             .or_else(|| needs_weights.then(|| (format!("{stem}.safetensors"), false))),
     };
+    let mut loaded: Option<(String, bool)> = None;
     if let Some((p, explicit)) = weights_path.filter(|_| load) {
         match load_weights(&base.join(&p)) {
-            Ok(w) => g.weights = w,
+            Ok(w) => {
+                g.weights = w;
+                loaded = Some((p.clone(), explicit));
+            }
             Err(source) => {
                 weights_ok = false;
                 problems.push(Problem::Spec(SpecError::WeightsFile {
@@ -578,12 +608,32 @@ fn parse_impl(
             // Normalisation problems were reported above with the offending key.
             .filter(|e| {
                 !(input_reported
-                    && matches!(e, GraphError::InvalidAttribute { id, .. } if *id == input_id))
+                    && matches!(e, GraphError::InvalidAttribute { id, .. }
+                        | GraphError::TooLarge { id, .. } if *id == input_id))
             })
             // With a node left out, the missing default output is a follow-up error.
             .filter(|e| failed.is_empty() || !matches!(e, GraphError::NoOutputs))
             .map(Problem::Graph),
     );
+    // Tensors of layers the spec does not have (checked on an otherwise valid spec: a node
+    // left out for another problem would make its weights look unused).
+    if let Some((p, explicit)) = loaded.filter(|_| problems.is_empty()) {
+        let mut layers: HashSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        layers.insert(input_name.as_str());
+        if let Some(problem) = unused_weights(&g, &layers, &p) {
+            let span = explicit
+                .then(|| {
+                    map.top_key("weights")
+                        .and_then(|k| map.value_after((k.offset, src.len()), "weights"))
+                })
+                .flatten();
+            problems.push(Problem::Spec(SpecError::Structure {
+                message: problem.0,
+                span: span.map(Into::into),
+                help: Some(problem.1),
+            }));
+        }
+    }
     // Report in source order (unlocated problems last).
     problems.sort_by_key(|p| first_offset(p).unwrap_or(usize::MAX));
     if problems.is_empty() {
@@ -595,6 +645,66 @@ fn parse_impl(
             problems,
         })
     }
+}
+
+/// The tensors of `g`'s weight table that no node reads and whose name is `<layer>.<param>`
+/// for a `<layer>` that is not a node of the spec (`layers`): weights left over from layers the
+/// spec does not have, which usually means a truncated spec or one written for another weights
+/// file. Returns the message and the help, or `None`. Other unused tensors (a `<layer>.<param>`
+/// of an existing layer that names another tensor, or a name without a dot) are allowed: a
+/// weights file may hold alternatives or bookkeeping (`bn.num_batches_tracked`).
+fn unused_weights(g: &Graph, layers: &HashSet<&str>, path: &str) -> Option<(String, String)> {
+    let used: HashSet<&str> = g
+        .node_ids()
+        .filter_map(|id| g.node(id))
+        .flat_map(|n| n.op.weight_refs().into_iter().map(|(_, w)| w))
+        .collect();
+    fn missing_layer<'a>(name: &'a str, layers: &HashSet<&str>) -> Option<&'a str> {
+        name.rsplit_once('.')
+            .map(|(layer, _)| layer)
+            .filter(|layer| !layer.is_empty() && !layers.contains(layer))
+    }
+    let unused: Vec<&str> = g
+        .weights
+        .keys()
+        .map(String::as_str)
+        .filter(|w| !used.contains(w) && missing_layer(w, layers).is_some())
+        .collect();
+    if unused.is_empty() {
+        return None;
+    }
+    const SHOWN: usize = 10;
+    let mut list: Vec<String> = unused
+        .iter()
+        .take(SHOWN)
+        .map(|w| format!("`{w}`"))
+        .collect();
+    if unused.len() > SHOWN {
+        list.push(format!("and {} more", unused.len() - SHOWN));
+    }
+    let mut absent: Vec<&str> = Vec::new();
+    for l in unused.iter().filter_map(|w| missing_layer(w, layers)) {
+        if !absent.contains(&l) {
+            absent.push(l);
+        }
+    }
+    let absent: Vec<String> = absent
+        .iter()
+        .take(SHOWN)
+        .map(|l| format!("`{l}`"))
+        .collect();
+    Some((
+        format!(
+            "weights file `{path}` has {} tensor(s) no layer uses: {}",
+            unused.len(),
+            list.join(", ")
+        ),
+        format!(
+            "the spec has no layer {}: it may be truncated, or written for another weights \
+             file; add the missing layers or remove their tensors from the weights file",
+            absent.join(", ")
+        ),
+    ))
 }
 
 /// Offset of the first label of a problem, for sorting.
@@ -806,13 +916,15 @@ fn build_op(
         }
         "batch_norm" => {
             let epsilon = n.epsilon.unwrap_or(1e-5);
-            if !(epsilon.is_finite() && epsilon >= 0.0) {
+            if epsilon < 0.0 {
                 errs.push(attr_err(
                     "epsilon",
-                    format!("`epsilon` must be finite and non-negative, got {epsilon}"),
+                    format!("`epsilon` must be non-negative, got {}", fmt_value(epsilon)),
                     "invalid",
                     None,
                 ));
+            } else if let Err(m) = check_multipliers("epsilon", &[epsilon], false) {
+                errs.push(attr_err("epsilon", m, "invalid", None));
             }
             Some(Op::BatchNorm {
                 gamma: wname(&n.gamma, "weight"),
@@ -882,12 +994,24 @@ fn build_op(
                 required("factor", &mut errs);
                 None
             }
-            Some(factor) => Some(Op::Scale { factor }),
+            Some(factor) => match check_multipliers("factor", &[factor], false) {
+                Ok(()) => Some(Op::Scale { factor }),
+                Err(m) => {
+                    errs.push(attr_err("factor", m, "invalid factor", None));
+                    None
+                }
+            },
         },
         "relu" => Some(Op::Relu),
         "square" => Some(Op::Square),
         "poly" => match &n.coeffs {
-            Some(Coeffs::List(c)) if !c.is_empty() => Some(Op::Poly { coeffs: c.clone() }),
+            Some(Coeffs::List(c)) if !c.is_empty() => match check_multipliers("coeffs", c, true) {
+                Ok(()) => Some(Op::Poly { coeffs: c.clone() }),
+                Err(m) => {
+                    errs.push(attr_err("coeffs", m, "invalid coefficient", None));
+                    None
+                }
+            },
             Some(_) => {
                 errs.push(attr_err(
                     "coeffs",

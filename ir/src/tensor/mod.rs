@@ -27,9 +27,11 @@
 //!
 //! The builder ([`Graph::add_node`]) never fails and never panics; every structural, shape and
 //! weight problem is reported, all at once, by [`verify::verify`], which also returns the
-//! inferred shapes. Graphs that pass the verifier can be evaluated and lowered.
+//! inferred shapes. Graphs that pass the verifier can be evaluated and lowered; their shapes and
+//! weights are within the [`limits`].
 
 pub mod eval;
+pub mod limits;
 pub mod op;
 pub mod shape;
 pub mod verify;

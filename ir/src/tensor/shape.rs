@@ -8,6 +8,9 @@
 use std::fmt;
 use std::ops::Deref;
 
+use super::limits::{
+    check_activation, check_input_std, check_multipliers, describe, fmt_value, MAX_DIM,
+};
 use super::op::Op;
 
 /// A per-image tensor shape (no batch dimension).
@@ -86,6 +89,9 @@ pub enum ShapeIssue {
     /// An attribute is invalid, possibly for this input (zero stride, kernel larger than the
     /// padded input, groups not dividing the channels ...).
     Attribute(String),
+    /// A shape exceeds the limits of [`limits`](super::limits) (the message names the shape,
+    /// the offending size and the limit).
+    TooLarge(String),
 }
 
 fn rank3(op_slot: usize, s: &Shape) -> Result<(usize, usize, usize), ShapeIssue> {
@@ -123,6 +129,13 @@ fn window(
             "padding {pad_lo} + {pad_hi} along {axis} is too large"
         )));
     };
+    if padded > MAX_DIM {
+        return Err(ShapeIssue::TooLarge(format!(
+            "padding {pad_lo} + {pad_hi} along {axis} makes the padded input {axis} {padded}, \
+             above the limit of {} per dimension",
+            describe(MAX_DIM)
+        )));
+    }
     if k > padded {
         return Err(ShapeIssue::Attribute(format!(
             "kernel {axis} {k} is larger than the padded input {axis} {padded} ({size} + {pad_lo} + {pad_hi})"
@@ -144,8 +157,22 @@ fn windowed(
 }
 
 /// Infers the output shape of `op` applied to operands of shapes `operands` (slot order).
-/// The caller checks arity first; missing operands give a [`ShapeIssue::Attribute`].
+/// The caller checks arity first; missing operands give a [`ShapeIssue::Attribute`]. An input
+/// shape or an output shape beyond the [`limits`](super::limits) gives a
+/// [`ShapeIssue::TooLarge`].
 pub fn infer(op: &Op, operands: &[&Shape]) -> Result<Shape, ShapeIssue> {
+    if let Op::Input { shape, .. } = op {
+        if !shape.is_empty() && !shape.contains(&0) {
+            check_activation(shape)
+                .map_err(|m| ShapeIssue::TooLarge(format!("input shape: {m}")))?;
+        }
+    }
+    let out = infer_unchecked(op, operands)?;
+    check_activation(&out).map_err(|m| ShapeIssue::TooLarge(format!("output shape: {m}")))?;
+    Ok(out)
+}
+
+fn infer_unchecked(op: &Op, operands: &[&Shape]) -> Result<Shape, ShapeIssue> {
     let first = || {
         operands
             .first()
@@ -159,11 +186,6 @@ pub fn infer(op: &Op, operands: &[&Shape]) -> Result<Shape, ShapeIssue> {
                     "input shape {shape} must be non-empty with positive dimensions"
                 )));
             }
-            if shape.checked_numel().is_none() {
-                return Err(ShapeIssue::Attribute(format!(
-                    "input shape {shape} has too many elements"
-                )));
-            }
             let c = shape[0];
             for (what, v) in [("mean", &norm.mean), ("std", &norm.std)] {
                 if !(v.len() == 1 || v.len() == c) || v.iter().any(|x| !x.is_finite()) {
@@ -172,10 +194,15 @@ pub fn infer(op: &Op, operands: &[&Shape]) -> Result<Shape, ShapeIssue> {
                     )));
                 }
             }
-            if norm.std.contains(&0.0) {
-                return Err(ShapeIssue::Attribute(
-                    "normalisation std must be non-zero".into(),
-                ));
+            check_multipliers("mean", &norm.mean, norm.mean.len() > 1)
+                .and_then(|()| check_input_std("std", &norm.std))
+                .map_err(|m| ShapeIssue::Attribute(format!("normalisation {m}")))?;
+            if let Some([lo, hi]) = norm.range {
+                if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                    return Err(ShapeIssue::Attribute(format!(
+                        "input range [{lo}, {hi}] must be finite with lo < hi"
+                    )));
+                }
             }
             Ok(shape.clone())
         }
@@ -310,27 +337,26 @@ pub fn infer(op: &Op, operands: &[&Shape]) -> Result<Shape, ShapeIssue> {
                     found: x.clone(),
                 });
             }
-            if !(epsilon.is_finite() && *epsilon >= 0.0) {
+            if *epsilon < 0.0 {
                 return Err(ShapeIssue::Attribute(format!(
-                    "epsilon must be finite and non-negative, got {epsilon}"
+                    "`epsilon` must be non-negative, got {}",
+                    fmt_value(*epsilon)
                 )));
             }
+            check_multipliers("epsilon", &[*epsilon], false).map_err(ShapeIssue::Attribute)?;
             Ok(x.clone())
         }
         Op::Scale { factor } => {
-            if !factor.is_finite() {
-                return Err(ShapeIssue::Attribute(format!(
-                    "scale factor must be finite, got {factor}"
-                )));
-            }
+            check_multipliers("factor", &[*factor], false).map_err(ShapeIssue::Attribute)?;
             Ok(first()?.clone())
         }
         Op::Poly { coeffs } => {
-            if coeffs.is_empty() || coeffs.iter().any(|c| !c.is_finite()) {
+            if coeffs.is_empty() {
                 return Err(ShapeIssue::Attribute(
-                    "poly needs at least one coefficient, all finite".into(),
+                    "poly needs at least one coefficient".into(),
                 ));
             }
+            check_multipliers("coeffs", coeffs, true).map_err(ShapeIssue::Attribute)?;
             Ok(first()?.clone())
         }
         Op::Relu | Op::Square | Op::Quadratic { .. } => Ok(first()?.clone()),

@@ -2,7 +2,9 @@
 //!
 //! [`verify`] returns the inferred per-image shape of every node, or *every* problem found
 //! ([`GraphError`]): duplicate names, dangling operands, wrong arity, cycles, shape mismatches,
-//! invalid attributes, missing weights, weights of the wrong shape and NaN/infinite weights.
+//! invalid attributes (including non-finite attributes, attributes that multiply the data
+//! beyond [`MAX_WEIGHT_MAGNITUDE`] and a non-positive input `std`), missing weights, weights of the wrong shape, NaN/infinite weights, weights
+//! of absurd magnitude and shapes or parameter counts beyond the [`limits`](super::limits).
 //! Errors name the node, its id and op, say what was expected, and carry the node's source span
 //! when the front end recorded one. A node whose operands failed is skipped (no cascade of
 //! follow-up errors). [`analyze`] returns the partial shapes along with the errors.
@@ -13,6 +15,9 @@ use miette::SourceSpan;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
+use super::limits::{
+    check_weight, describe, oversized_values, MAX_PARAMETERS, MAX_WEIGHT_MAGNITUDE,
+};
 use super::shape::{expected_weights, infer, ShapeIssue};
 use super::{Graph, NodeId, Op, Shape};
 
@@ -106,7 +111,7 @@ pub enum GraphError {
         span: Option<SourceSpan>,
     },
     /// A weight contains NaN or an infinity.
-    #[error("weight `{weight}` used by node `{node}` ({op}) has {count} {kind} value(s), first at index {index:?}")]
+    #[error("weight `{weight}` used by node `{node}` ({op}) has {count} {kind} value(s), first at index {index:?} (flat index {flat})")]
     #[diagnostic(code(hecc::graph::non_finite_weight))]
     NonFiniteWeight {
         /// Weight name.
@@ -121,9 +126,70 @@ pub enum GraphError {
         count: usize,
         /// Multi-index of the first one.
         index: Vec<usize>,
+        /// Row-major flat index of the first one.
+        flat: usize,
         /// Source location of the node.
         #[label("uses a weight with {kind} values")]
         span: Option<SourceSpan>,
+    },
+    /// A weight has values too large in magnitude for CKKS (above
+    /// [`MAX_WEIGHT_MAGNITUDE`]).
+    #[error("weight `{weight}` used by node `{node}` ({op}) has {count} value(s) of magnitude above {limit}, first {value:e} at flat index {flat} (index {index:?})")]
+    #[diagnostic(
+        code(hecc::graph::weight_magnitude),
+        help("CKKS encodes round(w * 2^scale): weights this large leave no room for a useful scale; check the export")
+    )]
+    WeightMagnitude {
+        /// Weight name.
+        weight: String,
+        /// First node using it.
+        node: String,
+        /// Op mnemonic of that node.
+        op: &'static str,
+        /// Number of such values.
+        count: usize,
+        /// The first one.
+        value: f64,
+        /// Row-major flat index of the first one.
+        flat: usize,
+        /// Multi-index of the first one.
+        index: Vec<usize>,
+        /// The limit, as text (`2^32 (4294967296)`).
+        limit: String,
+        /// Source location of the node.
+        #[label("uses a weight with values of absurd magnitude")]
+        span: Option<SourceSpan>,
+    },
+    /// A shape of the node (its input, output, padded input or a weight it needs) is beyond
+    /// the [`limits`](super::limits).
+    #[error("node `{node}` ({id}, {op}): {message}")]
+    #[diagnostic(
+        code(hecc::graph::too_large),
+        help(
+            "hecc refuses tensors this large before allocating them; see hecc_ir::tensor::limits"
+        )
+    )]
+    TooLarge {
+        /// Node name.
+        node: String,
+        /// Node id.
+        id: NodeId,
+        /// Op mnemonic.
+        op: &'static str,
+        /// What is too large, with the limit.
+        message: String,
+        /// Source location of the node.
+        #[label("tensor too large")]
+        span: Option<SourceSpan>,
+    },
+    /// The weights of the model hold more values than [`MAX_PARAMETERS`].
+    #[error("the model has {count} weight values, above the limit of {limit} per model")]
+    #[diagnostic(code(hecc::graph::too_many_parameters))]
+    TooManyParameters {
+        /// Number of weight values (present, or required by the ops when larger).
+        count: usize,
+        /// The limit, as text.
+        limit: String,
     },
     /// The source names an op that does not exist.
     #[error("node `{node}`: unknown op `{op}`")]
@@ -420,7 +486,44 @@ pub fn analyze(g: &Graph) -> (Shapes, Vec<GraphError>) {
                 message,
                 span,
             }),
+            Err(ShapeIssue::TooLarge(message)) => errors.push(GraphError::TooLarge {
+                node: name(),
+                id,
+                op: n.op.mnemonic(),
+                message,
+                span,
+            }),
         }
+    }
+
+    // Parameter count: the weights present, or those the ops need when that is more (a graph
+    // whose weights are still to be generated).
+    let mut needed: BTreeMap<&str, usize> = BTreeMap::new();
+    for &id in &order {
+        let (Some(n), Some(x)) = (
+            g.node(id),
+            g.operand_ids(id).first().and_then(|o| shapes.get(o)),
+        ) else {
+            continue;
+        };
+        for (_, w, expected) in expected_weights(&n.op, x) {
+            // Weights beyond the per-tensor limit are reported on their node.
+            if let Ok(k) = check_weight(&expected) {
+                needed.insert(w, k);
+            }
+        }
+    }
+    let needed = needed.values().fold(0usize, |a, &b| a.saturating_add(b));
+    let present = g
+        .weights
+        .values()
+        .fold(0usize, |a, t| a.saturating_add(t.len()));
+    let count = needed.max(present);
+    if count > MAX_PARAMETERS {
+        errors.push(GraphError::TooManyParameters {
+            count,
+            limit: describe(MAX_PARAMETERS),
+        });
     }
 
     // Non-finite weights, once per referenced weight.
@@ -450,6 +553,20 @@ pub fn analyze(g: &Graph) -> (Shapes, Vec<GraphError>) {
                     kind: if nan { "NaN" } else { "infinite" },
                     count,
                     index: unravel(flat, t.shape()),
+                    flat,
+                    span: n.span.map(Into::into),
+                });
+            }
+            if let Some((flat, value, count)) = oversized_values(t.iter()) {
+                errors.push(GraphError::WeightMagnitude {
+                    weight: w.to_string(),
+                    node: n.name.clone(),
+                    op: n.op.mnemonic(),
+                    count,
+                    value,
+                    flat,
+                    index: unravel(flat, t.shape()),
+                    limit: describe(MAX_WEIGHT_MAGNITUDE as usize),
                     span: n.span.map(Into::into),
                 });
             }
@@ -493,6 +610,16 @@ fn acyclic_prefix(g: &Graph) -> Vec<NodeId> {
 fn check_weights(g: &Graph, id: NodeId, input: &Shape, errors: &mut Vec<GraphError>) {
     let Some(n) = g.node(id) else { return };
     for (role, w, expected) in expected_weights(&n.op, input) {
+        if let Err(m) = check_weight(&expected) {
+            errors.push(GraphError::TooLarge {
+                node: n.name.clone(),
+                id,
+                op: n.op.mnemonic(),
+                message: format!("{role} `{w}` would have shape {expected}: {m}"),
+                span: n.span.map(Into::into),
+            });
+            continue;
+        }
         match g.weights.get(w) {
             None => errors.push(GraphError::MissingWeight {
                 node: n.name.clone(),

@@ -2102,11 +2102,7 @@ pub fn read_outputs(path: &Path) -> Result<EncryptedOutputs> {
         }
         .into());
     }
-    let per_image: u64 = meta
-        .elements
-        .iter()
-        .map(|(_, _, l)| l.elements())
-        .sum();
+    let per_image: u64 = meta.elements.iter().map(|(_, _, l)| l.elements()).sum();
     if per_image > slots as u64 * meta.elements.len() as u64 {
         return Err(RunError::Tampered {
             path: p,

@@ -18,24 +18,26 @@ fn finite(s: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("`{s}` is not a finite number"))
 }
 
-/// A share in `[0, 1]`.
-pub fn share(s: &str) -> Result<f64, String> {
+/// A finite number in `lo..=hi` (and above `lo` when `open_lo`), or a message naming `what`.
+fn within(s: &str, lo: f64, hi: f64, open_lo: bool, what: &str) -> Result<f64, String> {
     let x = finite(s)?;
-    if (0.0..=1.0).contains(&x) {
+    let above = if open_lo { x > lo } else { x >= lo };
+    if above && x <= hi {
         Ok(x)
     } else {
-        Err(format!("{x} is not a share between 0 and 1"))
+        let from = if open_lo { " (excluded)" } else { "" };
+        Err(format!("{x} is not {what} between {lo}{from} and {hi}"))
     }
+}
+
+/// A share in `[0, 1]`.
+pub fn share(s: &str) -> Result<f64, String> {
+    within(s, 0.0, 1.0, false, "a share")
 }
 
 /// A relative margin in `[0, 10]`.
 pub fn margin(s: &str) -> Result<f64, String> {
-    let x = finite(s)?;
-    if (0.0..=10.0).contains(&x) {
-        Ok(x)
-    } else {
-        Err(format!("{x} is not a relative margin between 0 and 10"))
-    }
+    within(s, 0.0, 10.0, false, "a relative margin")
 }
 
 /// The largest half-width of an approximation interval: polynomial approximations on wider
@@ -45,14 +47,7 @@ pub const MAX_HALF_RANGE: f64 = 65536.0;
 /// A half-width `B` of an approximation interval `[-B, B]`: positive and at most
 /// [`MAX_HALF_RANGE`].
 pub fn half_range(s: &str) -> Result<f64, String> {
-    let x = finite(s)?;
-    if x > 0.0 && x <= MAX_HALF_RANGE {
-        Ok(x)
-    } else {
-        Err(format!(
-            "{x} is not a half-range between 0 (excluded) and {MAX_HALF_RANGE}"
-        ))
-    }
+    within(s, 0.0, MAX_HALF_RANGE, true, "a half-range")
 }
 
 #[cfg(test)]

@@ -268,6 +268,39 @@ fn rotations_conjugation_and_hoisting() {
         assert!(bits(&d, p) >= 40.0);
         f.check(&format!("hoisted rotate {k}"), h, &rot(k), 25.0);
     }
+    // A sum of rotations with one ModDown: the sum of the rotations, and at
+    // least as precise as rotating each term and adding.
+    let mut sum = f.eval.rotation_sum(cx.level(), cx.scale());
+    let mut eager: Option<Ciphertext> = None;
+    let mut want = vec![0.0; slots];
+    for &k in steps.iter().chain(&[0i64]) {
+        f.eval.add_rotation(&mut sum, &cx, k, &f.gk).unwrap();
+        let r = f.eval.rotate(&cx, k, &f.gk).unwrap();
+        match eager.as_mut() {
+            None => eager = Some(r),
+            Some(e) => f.eval.add_assign(e, &r).unwrap(),
+        }
+        for (w, v) in want.iter_mut().zip(rot(k)) {
+            *w += v;
+        }
+    }
+    let lazy = f.eval.finish_rotation_sum(sum);
+    let eager = eager.unwrap();
+    assert_eq!((lazy.level(), lazy.scale()), (eager.level(), eager.scale()));
+    let (bl, be) = (bits(&f.decrypt(&lazy), &want), bits(&f.decrypt(&eager), &want));
+    eprintln!("sum of 7 rotations: one ModDown {bl:.1} bits, one per rotation {be:.1} bits");
+    assert!(bl >= 25.0 && bl >= be - 1.0, "{bl:.1} vs {be:.1} bits");
+    // its terms are checked like a rotation's
+    let mut sum = f.eval.rotation_sum(cx.level(), cx.scale());
+    assert!(matches!(
+        f.eval.add_rotation(&mut sum, &cx, 7, &f.gk),
+        Err(CkksError::MissingGaloisKey { step: 7, .. })
+    ));
+    let low = f.eval.drop_to_level(&cx, cx.level() - 1).unwrap();
+    assert!(matches!(
+        f.eval.add_rotation(&mut sum, &low, 1, &f.gk),
+        Err(CkksError::LevelMismatch { .. })
+    ));
     // composed rotations agree with a single one (a different key path)
     let r23 = f
         .eval

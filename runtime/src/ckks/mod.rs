@@ -47,7 +47,8 @@
 //!   [`Ciphertext`].
 //! * [`Evaluator`]: add/sub/negate (ct-ct, ct-pt, ct-scalar), mul, square,
 //!   relinearize, mul_plain, mul_scalar, mul_integer, mul_scalar_accumulate,
-//!   rescale, drop_to_level, rotate, conjugate, rotate_hoisted.
+//!   rescale, drop_to_level, rotate, conjugate, rotate_hoisted, and sums of
+//!   rotations with one ModDown (rotation_sum, add_rotation, finish_rotation_sum).
 //! * [`Bootstrapper`] ([`BootstrapConfig`], [`BootstrapKeys`],
 //!   [`bootstrap_parameters`]): refreshes a ciphertext to a high level
 //!   (sparse-secret encapsulation, ModRaise, baby-step giant-step DFTs,
@@ -85,6 +86,6 @@ pub use context::Context;
 pub use encoding::{Complex64, Encoder, Plaintext};
 pub use encrypt::{Ciphertext, Decryptor, Encryptor, SymmetricEncryptor};
 pub use error::{CkksError, Result};
-pub use eval::Evaluator;
+pub use eval::{Evaluator, RotationSum};
 pub use keys::{GaloisKeys, KeyGenerator, PublicKey, RelinKey, SecretKey};
 pub use params::{CkksParameters, CkksParametersBuilder, SecretDistribution, SecurityLevel};

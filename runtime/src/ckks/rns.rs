@@ -463,14 +463,22 @@ fn mod_down_limb(ctx: &Context, i: usize, pp: &PPart, x: &[u64], t: &mut [u64], 
 /// ModDown: maps `c` over `Q_l * P` (NTT form) to `round(c / P)` over `Q_l`
 /// (NTT form), up to the small error of the fast base conversion.
 pub(crate) fn mod_down(ctx: &Context, c: &RnsPoly) -> RnsPoly {
+    let mut out = RnsPoly::zero(ctx, c.q_limbs, 0, true);
+    mod_down_add(ctx, c, &mut out);
+    out
+}
+
+/// `out += ModDown(c)`: `c` over `Q_l * P`, `out` over `Q_l`, both in NTT form.
+pub(crate) fn mod_down_add(ctx: &Context, c: &RnsPoly, out: &mut RnsPoly) {
     let n = ctx.n();
     let ql = c.q_limbs;
     let k = c.p_limbs;
+    debug_assert_eq!(out.q_limbs, ql);
+    debug_assert_eq!(out.p_limbs, 0);
     let mut p = Scratch::take(k * n);
     p.copy_from_slice(&c.data[ql * n..(ql + k) * n]);
     let mut v = Scratch::take(n);
     let pp = prepare_p_part(ctx, &mut p, &mut v);
-    let mut out = RnsPoly::zero(ctx, ql, 0, true);
     out.data
         .par_chunks_mut(n)
         .enumerate()
@@ -478,7 +486,53 @@ pub(crate) fn mod_down(ctx: &Context, c: &RnsPoly) -> RnsPoly {
             let mut t = Scratch::take(n);
             mod_down_limb(ctx, i, &pp, &c.data[i * n..(i + 1) * n], &mut t, limb);
         });
-    out
+}
+
+/// The key switch of [`key_switch_add`] left over `Q_l * P` (lazy ModDown):
+/// adds `sum_j D_j * b_j` into `acc0` and `sum_j D_j * a_j` into `acc1`
+/// (each `l + 1` ciphertext limbs then `K` special limbs, NTT form). A sum
+/// of such switches is brought to `Q_l` by one [`mod_down_add`], which pays
+/// the ModDown and its rounding error once instead of once per switch.
+pub(crate) fn key_switch_add_qp(
+    ctx: &Context,
+    d: &RnsPoly,
+    key_b: &[RnsPoly],
+    key_a: &[RnsPoly],
+    perm: Option<&[u32]>,
+    acc0: &mut RnsPoly,
+    acc1: &mut RnsPoly,
+) {
+    let n = ctx.n();
+    let ql = d.q_limbs;
+    debug_assert_eq!((acc0.q_limbs, acc0.p_limbs), (ql, ctx.p_count()));
+    debug_assert_eq!((acc1.q_limbs, acc1.p_limbs), (ql, ctx.p_count()));
+    let tables = &ctx.levels[ql - 1];
+    let dn = tables.digits.len();
+    let prep = prepare_digits(ctx, d);
+    let digits = Digits::Fly { d, prep: &prep };
+    acc0.data
+        .par_chunks_mut(n)
+        .zip(acc1.data.par_chunks_mut(n))
+        .enumerate()
+        .for_each(|(e, (a0, a1))| {
+            let g = ctx.limb_modulus(ql, e);
+            let m = &ctx.moduli()[g];
+            let mut tmp = Scratch::take((dn + 2) * n);
+            let (dig, rest) = tmp.split_at_mut(dn * n);
+            let (r0, r1) = rest.split_at_mut(n);
+            let srcs = digits.limbs(ctx, tables, e, dig);
+            let kb: Vec<&[u64]> = key_b[..dn]
+                .iter()
+                .map(|p| &p.data[g * n..(g + 1) * n])
+                .collect();
+            let ka: Vec<&[u64]> = key_a[..dn]
+                .iter()
+                .map(|p| &p.data[g * n..(g + 1) * n])
+                .collect();
+            mac_limb(m, &srcs, &kb, &ka, perm, r0, r1);
+            super::pointwise::binary_assign(m, super::pointwise::Op::Add, a0, r0);
+            super::pointwise::binary_assign(m, super::pointwise::Op::Add, a1, r1);
+        });
 }
 
 /// The fused key switch: `out0 += ModDown(sum_j D_j * b_j)` and

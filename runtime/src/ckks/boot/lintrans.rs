@@ -300,33 +300,23 @@ impl Bsgs {
                 right: self.level,
             });
         }
+        if self.giants.is_empty() {
+            return Err(CkksError::InvalidInput("empty linear transform".into()));
+        }
         let ctx = ev.context();
         let rotated = ev.rotate_hoisted(ct, &self.baby, gk)?;
-        let partial: Vec<Result<Ciphertext>> = self
-            .giants
-            .par_iter()
-            .map(|(g, terms)| {
-                let acc = Ciphertext {
-                    polys: mac_diagonals(ctx, &rotated, terms),
-                    scale: ct.scale * self.pt_scale,
-                    seed: None,
-                };
-                if *g == 0 {
-                    Ok(acc)
-                } else {
-                    ev.rotate(&acc, *g, gk)
-                }
-            })
-            .collect();
-        let mut out: Option<Ciphertext> = None;
-        for r in partial {
-            let r = r?;
-            match out.as_mut() {
-                None => out = Some(r),
-                Some(o) => ev.add_assign(o, &r)?,
-            }
+        // Giant steps one after another (each is parallel over limbs), their
+        // key switches summed over Q*P and brought down once.
+        let mut sum = ev.rotation_sum(ct.level(), ct.scale * self.pt_scale);
+        for (g, terms) in &self.giants {
+            let acc = Ciphertext {
+                polys: mac_diagonals(ctx, &rotated, terms),
+                scale: ct.scale * self.pt_scale,
+                seed: None,
+            };
+            ev.add_rotation(&mut sum, &acc, *g, gk)?;
         }
-        out.ok_or_else(|| CkksError::InvalidInput("empty linear transform".into()))
+        Ok(ev.finish_rotation_sum(sum))
     }
 }
 

@@ -4,8 +4,10 @@
 //! backend from these sizes (deterministically), so this crate does not depend on the runtime.
 //!
 //! Security: the HomomorphicEncryption.org standard's bounds on `log2(QP)` for ternary secrets
-//! (classical attacks) are the ones in [`max_log_qp`].
+//! (classical attacks) are the ones in [`max_log_qp`], read from `hecc-security`, the table the
+//! backend checks too.
 
+use hecc_security::{SecurityLevel, LOG_N_RANGE};
 use serde::{Deserialize, Serialize};
 
 /// Target security level (classical bits).
@@ -33,23 +35,26 @@ impl Security {
     }
 }
 
-/// Largest `log2(QP)` allowed at `log_n` for `security` (ternary secret, classical), or `None`
-/// when the ring degree is outside the table (2^12 .. 2^16).
+impl Security {
+    /// The table's level this target checks against (`None` for no check).
+    pub fn level(self) -> Option<SecurityLevel> {
+        match self {
+            Security::Bits128 => Some(SecurityLevel::Classical128),
+            Security::Bits192 => Some(SecurityLevel::Classical192),
+            Security::Bits256 => Some(SecurityLevel::Classical256),
+            Security::InsecureNone => None,
+        }
+    }
+}
+
+/// Largest `log2(QP)` allowed at `log_n` for `security` (the one table, in
+/// `hecc-security`), or `None` when the ring degree is outside the table
+/// (2^12 .. 2^16); unbounded for [`Security::InsecureNone`].
 pub fn max_log_qp(log_n: u32, security: Security) -> Option<u32> {
-    let row = match log_n {
-        12 => [109, 75, 58],
-        13 => [218, 152, 118],
-        14 => [438, 305, 237],
-        15 => [881, 611, 476],
-        16 => [1772, 1228, 956],
-        _ => return None,
-    };
-    Some(match security {
-        Security::Bits128 => row[0],
-        Security::Bits192 => row[1],
-        Security::Bits256 => row[2],
-        Security::InsecureNone => u32::MAX,
-    })
+    match security.level() {
+        Some(level) => level.max_log_qp(log_n),
+        None => LOG_N_RANGE.contains(&log_n).then_some(u32::MAX),
+    }
 }
 
 /// What the circuit needs.

@@ -287,7 +287,10 @@ fn rotations_conjugation_and_hoisting() {
     let lazy = f.eval.finish_rotation_sum(sum);
     let eager = eager.unwrap();
     assert_eq!((lazy.level(), lazy.scale()), (eager.level(), eager.scale()));
-    let (bl, be) = (bits(&f.decrypt(&lazy), &want), bits(&f.decrypt(&eager), &want));
+    let (bl, be) = (
+        bits(&f.decrypt(&lazy), &want),
+        bits(&f.decrypt(&eager), &want),
+    );
     eprintln!("sum of 7 rotations: one ModDown {bl:.1} bits, one per rotation {be:.1} bits");
     assert!(bl >= 25.0 && bl >= be - 1.0, "{bl:.1} vs {be:.1} bits");
     // its terms are checked like a rotation's

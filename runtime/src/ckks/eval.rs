@@ -663,7 +663,8 @@ impl Evaluator {
         }
         let key = self.key_for(gk, g, step)?;
         let perm = ctx.galois_permutation(g);
-        sum.c0.add_assign(ctx, &ct.polys[0].automorphism_ntt(ctx, g));
+        sum.c0
+            .add_assign(ctx, &ct.polys[0].automorphism_ntt(ctx, g));
         let ql = sum.c0.q_limbs;
         let (acc0, acc1) = sum.qp.get_or_insert_with(|| {
             (
@@ -671,15 +672,7 @@ impl Evaluator {
                 RnsPoly::zero(ctx, ql, ctx.p_count(), true),
             )
         });
-        rns::key_switch_add_qp(
-            ctx,
-            &ct.polys[1],
-            &key.b,
-            &key.a,
-            Some(&perm),
-            acc0,
-            acc1,
-        );
+        rns::key_switch_add_qp(ctx, &ct.polys[1], &key.b, &key.a, Some(&perm), acc0, acc1);
         Ok(())
     }
 

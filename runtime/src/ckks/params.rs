@@ -15,50 +15,14 @@ use sha2::{Digest, Sha256};
 /// Standard deviation of the error distribution.
 pub const ERROR_STD_DEV: f64 = 3.2;
 
-/// Classical security level of the HomomorphicEncryption.org standard.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SecurityLevel {
-    /// 128-bit classical security.
-    Classical128,
-    /// 192-bit classical security.
-    Classical192,
-    /// 256-bit classical security.
-    Classical256,
-}
+pub use hecc_security::SecurityLevel;
 
-impl SecurityLevel {
-    /// Maximum `log2(QP)` for a ternary secret at ring degree `2^log_n`, or
-    /// `None` if the table has no entry for that degree.
-    pub fn max_log_qp(self, log_n: u32) -> Option<u32> {
-        let row = match log_n {
-            12 => [109, 75, 58],
-            13 => [218, 152, 118],
-            14 => [438, 305, 237],
-            15 => [881, 611, 476],
-            16 => [1772, 1228, 956],
-            _ => return None,
-        };
-        Some(match self {
-            SecurityLevel::Classical128 => row[0],
-            SecurityLevel::Classical192 => row[1],
-            SecurityLevel::Classical256 => row[2],
-        })
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            SecurityLevel::Classical128 => "128-bit classical",
-            SecurityLevel::Classical192 => "192-bit classical",
-            SecurityLevel::Classical256 => "256-bit classical",
-        }
-    }
-
-    fn code(self) -> u8 {
-        match self {
-            SecurityLevel::Classical128 => 1,
-            SecurityLevel::Classical192 => 2,
-            SecurityLevel::Classical256 => 3,
-        }
+/// The level's code in serialized parameters (0: unchecked).
+fn security_code(level: SecurityLevel) -> u8 {
+    match level {
+        SecurityLevel::Classical128 => 1,
+        SecurityLevel::Classical192 => 2,
+        SecurityLevel::Classical256 => 3,
     }
 }
 
@@ -375,7 +339,7 @@ impl CkksParameters {
     }
 
     pub(crate) fn security_code(&self) -> u8 {
-        self.security.map_or(0, |s| s.code())
+        self.security.map_or(0, security_code)
     }
 
     pub(crate) fn security_from_code(c: u8) -> Result<Option<SecurityLevel>> {

@@ -14,6 +14,7 @@
 //! it can: the `images` column is what ran. The parent prints one `RESULT`
 //! line per configuration as it finishes, then a Markdown table of all of them, with the
 //! machine's load average before and after.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc::compile::{compile, CompileOptions};
 use hecc::run::{

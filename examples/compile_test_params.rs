@@ -5,6 +5,7 @@
 //! (insecure)`. Used by `scripts/beaa-table.sh` (issue 7) when `TEST_PARAMS=1`.
 //!
 //! `cargo run --release --example compile_test_params -- MODEL PLAN_OUT BATCH [SCALE_BITS]`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use std::path::PathBuf;
 

@@ -3,6 +3,7 @@
 //! parameters) against the plaintext evaluation of the same approximation, with out-of-range
 //! activation inputs reported by `--verify`.
 //! Run with `cargo test --release --test approx_survey`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc::compile::{compile_graph, load_calibration, CompileOptions};
 use hecc::run::{infer, render_range_checks, InferOptions};

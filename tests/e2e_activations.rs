@@ -5,6 +5,7 @@
 //! the plaintext circuit reference (the same polynomials, evaluated exactly). Small insecure
 //! parameters keep the runs fast.
 //! Run with `cargo test --release --test e2e_activations`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 mod common;
 

@@ -6,6 +6,7 @@
 //!
 //! Small insecure parameters (`--insecure`, N = 2^12) keep it fast; one test checks that such a
 //! plan is refused without the flag. Run with `cargo test --release --test e2e_hardening`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc::run::{Container, FileKind, InputsMeta, OutputsMeta, EVAL_KEYS_FILE, SECRET_KEY_FILE};
 use std::ffi::OsStr;

@@ -2,6 +2,7 @@
 //! with the plaintext model (tensor evaluator) and the circuit's reference semantics.
 //! Small insecure parameters keep the tests fast, except the one 128-bit run.
 //! Run with `cargo test --release --test e2e_models` (the debug profile is slow).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 mod common;
 

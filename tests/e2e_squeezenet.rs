@@ -7,6 +7,7 @@
 //! `tests/fixtures/cifar10/` with their labels.
 //! Run with `cargo test --release --test e2e_squeezenet -- --ignored` (slow; the debug profile
 //! is much slower still).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 mod common;
 

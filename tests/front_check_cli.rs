@@ -1,5 +1,6 @@
 //! `hecc check` end to end: exit status 0 and a summary on the reference models and ONNX
 //! fixtures; non-zero status and a rendered diagnostic on a malformed model.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use std::process::Command;
 

@@ -3,6 +3,7 @@
 //! For every case: loading fails (without panicking), the message contains the expected text,
 //! the first labelled location is the expected line and column of the source, and the rendered
 //! diagnostic (unicode, no colour) matches its insta snapshot.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use std::path::Path;
 

@@ -10,6 +10,7 @@
 //! at small insecure parameters, so each case reads a few megabytes.
 //! `HECC_FUZZ_CASES=N` runs N cases per target (default 256, a few seconds in all); e.g.
 //! `HECC_FUZZ_CASES=5000 cargo test --release --test fuzz_files` for a longer run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc::compile::{compile, CompileOptions};
 use hecc::run::*;

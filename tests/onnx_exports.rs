@@ -4,6 +4,7 @@
 //! the framework's outputs in plaintext, and the encrypted runs at 128-bit must keep the
 //! framework's predictions. The ResNet-style export takes about ten minutes encrypted on two
 //! cores: `cargo test --release --test onnx_exports -- --ignored`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Snapshots of the `hecc report` text for each reference model in the batch layout and in the
 //! channel layout, and of the diagnostic for a parameter request
 //! no ring degree can satisfy.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc::compile::{compile, compile_graph, CompileOptions};
 use hecc_ir::tensor::{Graph, Normalization, Op, Shape, Tensor};

@@ -7,6 +7,7 @@
 //! `±1/sqrt(fan_in)`, biases uniform in `±0.05`, batch-norm statistics near identity, and
 //! quadratic activations near the ReLU-like `0.125 x^2 + 0.5 x + 0.25` (all from a fixed seed,
 //! so the files are reproducible byte for byte).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use std::path::PathBuf;
 

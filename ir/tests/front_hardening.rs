@@ -3,6 +3,7 @@
 //! dimension beyond the limits, a value with two producers, an unsupported or missing default
 //! opset, and weights files holding tensors of layers the spec does not have. Also checks that
 //! every reference model still loads.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,6 @@
 //! ONNX import: the imported fixtures evaluate to the outputs computed by the fixture script
 //! (`models/onnx/make_fixtures.py`, onnx.reference.ReferenceEvaluator in numpy, float32).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use std::path::PathBuf;
 

@@ -1,4 +1,5 @@
 //! Tensor graph: shape inference, verifier and plaintext evaluator against hand-computed cases.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_ir::tensor::eval::{eval, eval_batch};
 use hecc_ir::tensor::{

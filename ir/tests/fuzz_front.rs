@@ -13,6 +13,7 @@
 //! Each property runs a small number of cases by default, so that the file takes well under a
 //! minute in release mode; set `HECC_FUZZ_CASES=N` to run `N` cases per property instead, e.g.
 //! `HECC_FUZZ_CASES=20000 cargo test -p hecc-ir --release --test fuzz_front`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};

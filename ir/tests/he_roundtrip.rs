@@ -1,4 +1,5 @@
 //! Round trips of the HE text form: hand-built modules and random ones.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_ir::he::gen::{random_module, GenConfig};
 use hecc_ir::he::{verify, Layout, Level, LogScale, Meta, Module, Params, VerifyOptions};

@@ -1,4 +1,5 @@
 //! Builders, verifier and reference semantics of the HE IR.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_ir::he::interp::interpret;
 use hecc_ir::he::{

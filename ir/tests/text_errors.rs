@@ -1,4 +1,5 @@
 //! Parser diagnostics: spans, line/column, expectations, miette metadata.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_ir::text::{parse_graph, parse_module};
 use miette::Diagnostic;

@@ -1,6 +1,7 @@
 //! Snapshot tests over `tests/fixtures/ir`: every `.he` and `.tir` fixture is
 //! parsed, printed (snapshot), re-parsed (round trip), verified and exported to
 //! DOT; every file in `errors/` must fail with the snapshotted diagnostic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_ir::he::{verify, VerifyOptions};
 use hecc_ir::text::{annotate_module, parse_graph, parse_module, parse_module_with_spans};

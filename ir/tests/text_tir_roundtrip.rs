@@ -1,4 +1,5 @@
 //! Round trips of the tensor text form on random graphs (proptest strategy).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_ir::tensor::{Granularity, Graph, NodeId, Normalization, Op, Shape, Tensor};
 use hecc_ir::text::{parse_graph, print_graph, BindError};

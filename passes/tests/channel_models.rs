@@ -1,6 +1,7 @@
 //! Channel-layout lowering + management of the reference models, checked against the tensor
 //! evaluator: the plaintext simulation of the managed HE circuit, fed slot vectors packed as the
 //! input layout says, must equal the model's output for every image side by side.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_ir::he::interp::interpret;
 use hecc_ir::he::{verify, Module, Op as HeOp, VerifyOptions};

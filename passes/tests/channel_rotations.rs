@@ -1,5 +1,6 @@
 //! Rotation-key composition: with the reduced (power-of-two) key set every needed step is
 //! reachable, and the extra rotations reported are exactly the extra key switches.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_ir::he::{Layout, Level, LogScale, Meta, Module};
 use hecc_passes::lower::channel::{lower_channel, ChannelOptions};

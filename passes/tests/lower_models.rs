@@ -1,5 +1,6 @@
 //! Lowering + management of the reference models, checked against the tensor evaluator:
 //! the plaintext simulation of the managed HE circuit must equal the model's output.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_ir::he::interp::interpret;
 use hecc_ir::he::{verify, VerifyOptions};

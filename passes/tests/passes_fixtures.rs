@@ -8,6 +8,7 @@
 //! every fixture checks that the passes preserve the semantics: tensor fixtures are evaluated
 //! before and after on a fixed input batch (within 1e-9 relative), HE fixtures are interpreted
 //! before and after on fixed slots (within 1e-9 relative).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_ir::he::interp::interpret;
 use hecc_ir::tensor::eval::eval_batch;

@@ -1,6 +1,7 @@
 //! Activation ranges: calibration gives the hand-computed ranges, out-of-range inputs are
 //! reported, per-node ranges reach the lowering, and the tensor-level approximate evaluator
 //! computes what the lowered circuit computes (relu and max-pool trees).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_ir::he::interp::interpret;
 use hecc_ir::tensor::{Graph, Normalization, Op, Shape, Tensor};

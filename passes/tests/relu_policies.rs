@@ -1,5 +1,6 @@
 //! Every ReLU policy lowered in the batch layout and simulated: the circuit computes the
 //! approximation it was built from (checked against the approximation evaluated in plaintext).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_ir::he::interp::interpret;
 use hecc_ir::tensor::{Graph, Normalization, Op, Shape, Tensor};

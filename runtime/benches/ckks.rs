@@ -10,6 +10,7 @@
 //! `benches/common/mod.rs`, shared with `examples/ckks_bench.rs` (the peer
 //! comparison); sample sizes are kept small on purpose. The benchmarks run
 //! on a rayon worker thread (see `main`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use std::time::Duration;
 

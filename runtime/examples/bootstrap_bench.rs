@@ -12,6 +12,7 @@
 //! `--offset C` centres the inputs at C (a large constant component is the
 //! hard case for the modular reduction). Tuning flags: `--ratio-bits B --cts L --stc L --degree D --double-angle R
 //! --k K --no-compact` (see `BootstrapConfig`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use std::time::Instant;
 

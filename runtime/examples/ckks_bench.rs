@@ -20,6 +20,7 @@
 //! (`rayon::scope`), as an executor running on the pool would; with
 //! `--outside-pool` each parallel call is handed from the main thread to the
 //! pool, which adds a thread wake-up per call.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use std::process::ExitCode;
 use std::time::Instant;

@@ -1,6 +1,7 @@
 //! Bootstrapping on small, explicitly insecure parameters (N = 2^12), so that
 //! each test runs in seconds: every check decrypts and compares with the
 //! plaintext it started from, with the error in bits.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! Evaluator operations checked against the same arithmetic on plaintext
 //! slot vectors, with measured bits of precision.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use std::sync::Arc;
 

@@ -1,4 +1,5 @@
 //! Parameter generation, the security table, and the parameter known-answer test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_runtime::ckks::*;
 

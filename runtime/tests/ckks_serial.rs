@@ -1,5 +1,6 @@
 //! Serialization round trips and rejection of corrupted, truncated and
 //! mismatched data.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use std::sync::Arc;
 

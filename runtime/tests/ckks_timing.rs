@@ -1,6 +1,7 @@
 //! Rough single-operation timings in process CPU time (ignored by default; the official numbers
 //! come from the criterion benches). Run with
 //! `RAYON_NUM_THREADS=1 cargo test --release -p hecc-runtime --test ckks_timing -- --ignored --nocapture`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_runtime::ckks::*;
 

@@ -1,6 +1,7 @@
 //! The executor against the HE IR's reference interpreter on a hand-built circuit that uses
 //! every kind of op (mac with bias, rescale, square + relinearize, hoisted rotations, plaintext
 //! ops, scalar ops, level drops), and its error paths: missing keys, inputs and scale checks.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_ir::he::interp::interpret;
 use hecc_ir::he::{Layout, Level, LogScale, Meta, Module, Params, ValueId};

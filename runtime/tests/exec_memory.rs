@@ -2,6 +2,7 @@
 //! level-by-level execution would hold one value per branch at once runs with the schedule's
 //! own peak of live ciphertexts (sequentially) or within the lookahead of it (in parallel), and
 //! still computes the right result. Also: parallel client encryption with forked encryptors.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use hecc_ir::he::{Layout, Level, LogScale, Meta, Module, Op, Params, ValueId};
 use hecc_runtime::ckks::*;

@@ -3,6 +3,7 @@
 //! CKKS parameters can hold.
 //!
 //! `cargo run --release -p hecc-train --example activation_ranges -- SPEC DATA_DIR [N]`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use std::path::PathBuf;
 

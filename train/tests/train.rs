@@ -1,4 +1,5 @@
 //! Tests of hecc-train on tiny synthetic data (each runs in well under a second or a few).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
 use std::path::PathBuf;
 

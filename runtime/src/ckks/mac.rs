@@ -316,7 +316,9 @@ mod ifma {
         len: usize,
         out: &mut [&mut [u64]],
     ) -> usize {
-        mac_rows_tiled::<4, 2>(m, xs, consts, outs, len, out)
+        // SAFETY: this function's own safety contract (stated above) is the
+        // caller's obligation and covers every operation below.
+        unsafe { mac_rows_tiled::<4, 2>(m, xs, consts, outs, len, out) }
     }
 
     /// [`mac_rows`] with tiles of `J` outputs x `K` registers.
@@ -332,22 +334,26 @@ mod ifma {
         len: usize,
         out: &mut [&mut [u64]],
     ) -> usize {
-        let kmax = len - len % (K * W);
-        // Outputs outer: a tile's constants stay in L1 while it sweeps the coefficients.
-        let mut j = 0;
-        while j + J <= outs {
-            for k in (0..kmax).step_by(K * W) {
-                tile::<J, K>(m, xs, consts, outs, j, k, out);
+        // SAFETY: this function's own safety contract (stated above) is the
+        // caller's obligation and covers every operation below.
+        unsafe {
+            let kmax = len - len % (K * W);
+            // Outputs outer: a tile's constants stay in L1 while it sweeps the coefficients.
+            let mut j = 0;
+            while j + J <= outs {
+                for k in (0..kmax).step_by(K * W) {
+                    tile::<J, K>(m, xs, consts, outs, j, k, out);
+                }
+                j += J;
             }
-            j += J;
-        }
-        while j < outs {
-            for k in (0..kmax).step_by(K * W) {
-                tile::<1, K>(m, xs, consts, outs, j, k, out);
+            while j < outs {
+                for k in (0..kmax).step_by(K * W) {
+                    tile::<1, K>(m, xs, consts, outs, j, k, out);
+                }
+                j += 1;
             }
-            j += 1;
+            kmax
         }
-        kmax
     }
 
     /// [`mac_rows`] for primes of 52 to 61 bits: `x = xl + 2^52 xh` and `c = cl + 2^52 ch`
@@ -365,7 +371,9 @@ mod ifma {
         len: usize,
         out: &mut [&mut [u64]],
     ) -> usize {
-        mac_rows_wide_tiled::<2, 2>(m, xs, consts, outs, len, out)
+        // SAFETY: this function's own safety contract (stated above) is the
+        // caller's obligation and covers every operation below.
+        unsafe { mac_rows_wide_tiled::<2, 2>(m, xs, consts, outs, len, out) }
     }
 
     /// [`mac_rows_wide`] with tiles of `J` outputs x `K` registers.
@@ -381,23 +389,27 @@ mod ifma {
         len: usize,
         out: &mut [&mut [u64]],
     ) -> usize {
-        let highs: Vec<u64> = consts.iter().map(|c| c >> 52).collect();
-        let r104 = m.pow(2, 104);
-        let kmax = len - len % (K * W);
-        let mut j = 0;
-        while j + J <= outs {
-            for k in (0..kmax).step_by(K * W) {
-                tile_wide::<J, K>(m, r104, xs, consts, &highs, outs, j, k, out);
+        // SAFETY: this function's own safety contract (stated above) is the
+        // caller's obligation and covers every operation below.
+        unsafe {
+            let highs: Vec<u64> = consts.iter().map(|c| c >> 52).collect();
+            let r104 = m.pow(2, 104);
+            let kmax = len - len % (K * W);
+            let mut j = 0;
+            while j + J <= outs {
+                for k in (0..kmax).step_by(K * W) {
+                    tile_wide::<J, K>(m, r104, xs, consts, &highs, outs, j, k, out);
+                }
+                j += J;
             }
-            j += J;
-        }
-        while j < outs {
-            for k in (0..kmax).step_by(K * W) {
-                tile_wide::<1, K>(m, r104, xs, consts, &highs, outs, j, k, out);
+            while j < outs {
+                for k in (0..kmax).step_by(K * W) {
+                    tile_wide::<1, K>(m, r104, xs, consts, &highs, outs, j, k, out);
+                }
+                j += 1;
             }
-            j += 1;
+            kmax
         }
-        kmax
     }
 
     /// Terms per block of the wide kernel: a weight-`2^52` lane takes two additions below
@@ -419,75 +431,79 @@ mod ifma {
         k: usize,
         out: &mut [&mut [u64]],
     ) {
-        // Weight 1 and 2^52 folded into a u128; weight 2^104 reduced mod q.
-        let mut total = [[[0u128; W]; K]; J];
-        let mut top = [[[0u64; W]; K]; J];
-        let cbase = consts.as_ptr().add(j);
-        let hbase = highs.as_ptr().add(j);
-        for (block, xb) in xs.chunks(WIDE_BLOCK).enumerate() {
-            let zero = _mm512_setzero_si512();
-            let mut a0 = [[zero; K]; J];
-            let mut a1 = [[zero; K]; J];
-            let mut a2 = [[zero; K]; J];
-            let mut b1 = [[zero; K]; J];
-            let mut b2 = [[zero; K]; J];
-            let t0 = block * WIDE_BLOCK;
-            for (dt, x) in xb.iter().enumerate() {
-                let xp = x.as_ptr().add(k);
-                let at = (t0 + dt) * outs;
-                let mut xl = [zero; K];
-                let mut xh = [zero; K];
-                for dk in 0..K {
-                    xl[dk] = _mm512_loadu_si512(xp.add(dk * W) as *const _);
-                    xh[dk] = _mm512_srli_epi64::<52>(xl[dk]);
+        // SAFETY: this function's own safety contract (stated above) is the
+        // caller's obligation and covers every operation below.
+        unsafe {
+            // Weight 1 and 2^52 folded into a u128; weight 2^104 reduced mod q.
+            let mut total = [[[0u128; W]; K]; J];
+            let mut top = [[[0u64; W]; K]; J];
+            let cbase = consts.as_ptr().add(j);
+            let hbase = highs.as_ptr().add(j);
+            for (block, xb) in xs.chunks(WIDE_BLOCK).enumerate() {
+                let zero = _mm512_setzero_si512();
+                let mut a0 = [[zero; K]; J];
+                let mut a1 = [[zero; K]; J];
+                let mut a2 = [[zero; K]; J];
+                let mut b1 = [[zero; K]; J];
+                let mut b2 = [[zero; K]; J];
+                let t0 = block * WIDE_BLOCK;
+                for (dt, x) in xb.iter().enumerate() {
+                    let xp = x.as_ptr().add(k);
+                    let at = (t0 + dt) * outs;
+                    let mut xl = [zero; K];
+                    let mut xh = [zero; K];
+                    for dk in 0..K {
+                        xl[dk] = _mm512_loadu_si512(xp.add(dk * W) as *const _);
+                        xh[dk] = _mm512_srli_epi64::<52>(xl[dk]);
+                    }
+                    for dj in 0..J {
+                        let cl = _mm512_set1_epi64(*cbase.add(at + dj) as i64);
+                        let ch = _mm512_set1_epi64(*hbase.add(at + dj) as i64);
+                        for dk in 0..K {
+                            // Two accumulators per weight keep the dependency chains short.
+                            a0[dj][dk] = _mm512_madd52lo_epu64(a0[dj][dk], xl[dk], cl);
+                            a1[dj][dk] = _mm512_madd52hi_epu64(a1[dj][dk], xl[dk], cl);
+                            b1[dj][dk] = _mm512_madd52lo_epu64(b1[dj][dk], xl[dk], ch);
+                            b2[dj][dk] = _mm512_madd52hi_epu64(b2[dj][dk], xh[dk], cl);
+                            a1[dj][dk] = _mm512_madd52lo_epu64(a1[dj][dk], xh[dk], cl);
+                            a2[dj][dk] = _mm512_madd52hi_epu64(a2[dj][dk], xl[dk], ch);
+                            a2[dj][dk] = _mm512_madd52lo_epu64(a2[dj][dk], xh[dk], ch);
+                        }
+                    }
                 }
                 for dj in 0..J {
-                    let cl = _mm512_set1_epi64(*cbase.add(at + dj) as i64);
-                    let ch = _mm512_set1_epi64(*hbase.add(at + dj) as i64);
                     for dk in 0..K {
-                        // Two accumulators per weight keep the dependency chains short.
-                        a0[dj][dk] = _mm512_madd52lo_epu64(a0[dj][dk], xl[dk], cl);
-                        a1[dj][dk] = _mm512_madd52hi_epu64(a1[dj][dk], xl[dk], cl);
-                        b1[dj][dk] = _mm512_madd52lo_epu64(b1[dj][dk], xl[dk], ch);
-                        b2[dj][dk] = _mm512_madd52hi_epu64(b2[dj][dk], xh[dk], cl);
-                        a1[dj][dk] = _mm512_madd52lo_epu64(a1[dj][dk], xh[dk], cl);
-                        a2[dj][dk] = _mm512_madd52hi_epu64(a2[dj][dk], xl[dk], ch);
-                        a2[dj][dk] = _mm512_madd52lo_epu64(a2[dj][dk], xh[dk], ch);
+                        let mut l0 = [0u64; W];
+                        let mut l1 = [0u64; W];
+                        let mut m1 = [0u64; W];
+                        let mut l2 = [0u64; W];
+                        let mut m2 = [0u64; W];
+                        _mm512_storeu_si512(l0.as_mut_ptr() as *mut _, a0[dj][dk]);
+                        _mm512_storeu_si512(l1.as_mut_ptr() as *mut _, a1[dj][dk]);
+                        _mm512_storeu_si512(m1.as_mut_ptr() as *mut _, b1[dj][dk]);
+                        _mm512_storeu_si512(l2.as_mut_ptr() as *mut _, a2[dj][dk]);
+                        _mm512_storeu_si512(m2.as_mut_ptr() as *mut _, b2[dj][dk]);
+                        for w in 0..W {
+                            let v = l0[w] as u128 + ((l1[w] as u128 + m1[w] as u128) << 52);
+                            let prev = if block > 0 {
+                                m.reduce_u128(total[dj][dk][w]) as u128
+                            } else {
+                                0
+                            };
+                            total[dj][dk][w] = prev + v;
+                            let t2 = m.add(m.reduce(l2[w]), m.reduce(m2[w]));
+                            top[dj][dk][w] = m.add(top[dj][dk][w], t2);
+                        }
                     }
                 }
             }
             for dj in 0..J {
+                let row = &mut out[j + dj][k..k + K * W];
                 for dk in 0..K {
-                    let mut l0 = [0u64; W];
-                    let mut l1 = [0u64; W];
-                    let mut m1 = [0u64; W];
-                    let mut l2 = [0u64; W];
-                    let mut m2 = [0u64; W];
-                    _mm512_storeu_si512(l0.as_mut_ptr() as *mut _, a0[dj][dk]);
-                    _mm512_storeu_si512(l1.as_mut_ptr() as *mut _, a1[dj][dk]);
-                    _mm512_storeu_si512(m1.as_mut_ptr() as *mut _, b1[dj][dk]);
-                    _mm512_storeu_si512(l2.as_mut_ptr() as *mut _, a2[dj][dk]);
-                    _mm512_storeu_si512(m2.as_mut_ptr() as *mut _, b2[dj][dk]);
                     for w in 0..W {
-                        let v = l0[w] as u128 + ((l1[w] as u128 + m1[w] as u128) << 52);
-                        let prev = if block > 0 {
-                            m.reduce_u128(total[dj][dk][w]) as u128
-                        } else {
-                            0
-                        };
-                        total[dj][dk][w] = prev + v;
-                        let t2 = m.add(m.reduce(l2[w]), m.reduce(m2[w]));
-                        top[dj][dk][w] = m.add(top[dj][dk][w], t2);
+                        let low = m.reduce_u128(total[dj][dk][w]);
+                        row[dk * W + w] = m.add(low, m.mul(top[dj][dk][w], r104));
                     }
-                }
-            }
-        }
-        for dj in 0..J {
-            let row = &mut out[j + dj][k..k + K * W];
-            for dk in 0..K {
-                for w in 0..W {
-                    let low = m.reduce_u128(total[dj][dk][w]);
-                    row[dk * W + w] = m.add(low, m.mul(top[dj][dk][w], r104));
                 }
             }
         }
@@ -506,51 +522,55 @@ mod ifma {
         k: usize,
         out: &mut [&mut [u64]],
     ) {
-        let mut total = [[[0u128; W]; K]; J];
-        let cbase = consts.as_ptr().add(j);
-        for (block, xb) in xs.chunks(IFMA_BLOCK).enumerate() {
-            let zero = _mm512_setzero_si512();
-            let mut lo = [[zero; K]; J];
-            let mut hi = [[zero; K]; J];
-            let t0 = block * IFMA_BLOCK;
-            for (dt, x) in xb.iter().enumerate() {
-                let xp = x.as_ptr().add(k);
-                let cp = cbase.add((t0 + dt) * outs);
-                let mut xv = [zero; K];
-                for (dk, v) in xv.iter_mut().enumerate() {
-                    *v = _mm512_loadu_si512(xp.add(dk * W) as *const _);
+        // SAFETY: this function's own safety contract (stated above) is the
+        // caller's obligation and covers every operation below.
+        unsafe {
+            let mut total = [[[0u128; W]; K]; J];
+            let cbase = consts.as_ptr().add(j);
+            for (block, xb) in xs.chunks(IFMA_BLOCK).enumerate() {
+                let zero = _mm512_setzero_si512();
+                let mut lo = [[zero; K]; J];
+                let mut hi = [[zero; K]; J];
+                let t0 = block * IFMA_BLOCK;
+                for (dt, x) in xb.iter().enumerate() {
+                    let xp = x.as_ptr().add(k);
+                    let cp = cbase.add((t0 + dt) * outs);
+                    let mut xv = [zero; K];
+                    for (dk, v) in xv.iter_mut().enumerate() {
+                        *v = _mm512_loadu_si512(xp.add(dk * W) as *const _);
+                    }
+                    for dj in 0..J {
+                        let c = _mm512_set1_epi64(*cp.add(dj) as i64);
+                        for dk in 0..K {
+                            lo[dj][dk] = _mm512_madd52lo_epu64(lo[dj][dk], xv[dk], c);
+                            hi[dj][dk] = _mm512_madd52hi_epu64(hi[dj][dk], xv[dk], c);
+                        }
+                    }
                 }
                 for dj in 0..J {
-                    let c = _mm512_set1_epi64(*cp.add(dj) as i64);
                     for dk in 0..K {
-                        lo[dj][dk] = _mm512_madd52lo_epu64(lo[dj][dk], xv[dk], c);
-                        hi[dj][dk] = _mm512_madd52hi_epu64(hi[dj][dk], xv[dk], c);
+                        let mut l = [0u64; W];
+                        let mut h = [0u64; W];
+                        _mm512_storeu_si512(l.as_mut_ptr() as *mut _, lo[dj][dk]);
+                        _mm512_storeu_si512(h.as_mut_ptr() as *mut _, hi[dj][dk]);
+                        for w in 0..W {
+                            let v = l[w] as u128 + ((h[w] as u128) << 52);
+                            let prev = if block > 0 {
+                                m.reduce_u128(total[dj][dk][w]) as u128
+                            } else {
+                                0
+                            };
+                            total[dj][dk][w] = prev + v;
+                        }
                     }
                 }
             }
             for dj in 0..J {
+                let row = &mut out[j + dj][k..k + K * W];
                 for dk in 0..K {
-                    let mut l = [0u64; W];
-                    let mut h = [0u64; W];
-                    _mm512_storeu_si512(l.as_mut_ptr() as *mut _, lo[dj][dk]);
-                    _mm512_storeu_si512(h.as_mut_ptr() as *mut _, hi[dj][dk]);
                     for w in 0..W {
-                        let v = l[w] as u128 + ((h[w] as u128) << 52);
-                        let prev = if block > 0 {
-                            m.reduce_u128(total[dj][dk][w]) as u128
-                        } else {
-                            0
-                        };
-                        total[dj][dk][w] = prev + v;
+                        row[dk * W + w] = m.reduce_u128(total[dj][dk][w]);
                     }
-                }
-            }
-        }
-        for dj in 0..J {
-            let row = &mut out[j + dj][k..k + K * W];
-            for dk in 0..K {
-                for w in 0..W {
-                    row[dk * W + w] = m.reduce_u128(total[dj][dk][w]);
                 }
             }
         }

@@ -38,7 +38,7 @@ fn one(model: &str, layout: &str, batch: &str, insecure: bool) -> Result<String,
         .join("models")
         .join(format!("{model}.yaml"));
     let mut opts = CompileOptions {
-        layout: layout.into(),
+        layout: layout.parse()?,
         ..Default::default()
     };
     if insecure {
@@ -83,7 +83,7 @@ fn one(model: &str, layout: &str, batch: &str, insecure: bool) -> Result<String,
         x,
         &keys.eval,
         &RunOptions {
-            quiet: true,
+            progress: None,
             memory_limit: None,
         },
     )

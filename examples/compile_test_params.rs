@@ -23,7 +23,7 @@ fn main() -> miette::Result<()> {
         .parse()
         .map_err(|_| miette::miette!("bad batch `{}`", args[2]))?;
     let mut opts = CompileOptions {
-        layout: "batch".into(),
+        layout: hecc::compile::LayoutChoice::Batch,
         batch: Some(batch),
         security: Security::InsecureNone,
         ..Default::default()

@@ -1,25 +1,53 @@
-//! The compile pipeline: model file -> tensor graph -> (batch) lowering -> scale and level
-//! management -> parameter selection -> primes from the backend -> managed circuit at the real
-//! primes -> report -> plan.
+//! Compile options and what they are parsed from: the layout asked for, activation policies
+//! and their ranges, input normalisation, plan and cost-table files. The pipeline itself is in
+//! [`crate::pipeline`].
 
 use hecc_ir::tensor::{Graph, Op};
 use hecc_passes::approx::{ActivationApprox, ReluMethod, Surrogate};
-use hecc_passes::he::{Managed, RescalePolicy};
-use hecc_passes::lower::{lower_batch_with, ActivationPolicy, LowerOptions};
-use hecc_passes::manager::{ManagerOptions, PassCx, PassLog, PassManager, PassTiming, Pipeline};
-use hecc_passes::params::{select, ParamChoice, ParamRequest, Security};
-use hecc_passes::plan::{Plan, PlanTensor, PLAN_FORMAT, PLAN_VERSION};
+use hecc_passes::he::RescalePolicy;
+use hecc_passes::lower::ActivationPolicy;
+use hecc_passes::params::{ParamChoice, Security};
+use hecc_passes::plan::{Plan, PlanTensor};
 use hecc_passes::ranges::{calibrate_ranges, sites, ActivationRange};
-use hecc_passes::report::{self, CostTable};
+use hecc_passes::report::CostTable;
 use hecc_runtime::ckks::CkksParameters;
 use miette::{miette, IntoDiagnostic, Result};
 use std::path::Path;
 
+pub use crate::pipeline::{compile, compile_graph, Compiled};
+
+/// The packing layout a compile asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutChoice {
+    /// Slot i of every ciphertext holds image i; one ciphertext per tensor element.
+    Batch,
+    /// One ciphertext per channel, images side by side.
+    Channel,
+    /// The cheaper of the two by the cost model (`batch` when the channel layout cannot
+    /// lower the model).
+    Auto,
+}
+
+impl std::str::FromStr for LayoutChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "batch" => Ok(LayoutChoice::Batch),
+            "channel" => Ok(LayoutChoice::Channel),
+            "auto" => Ok(LayoutChoice::Auto),
+            other => Err(format!(
+                "unknown layout `{other}` (expected batch, channel or auto)"
+            )),
+        }
+    }
+}
+
 /// Options of `hecc compile`.
 #[derive(Clone, Debug)]
 pub struct CompileOptions {
-    /// `batch`, `channel` or `auto`.
-    pub layout: String,
+    /// The packing layout, or `auto` (the cost model chooses).
+    pub layout: LayoutChoice,
     /// Images per run; `None` = as many as the slots allow. A requirement (the ring grows to
     /// hold them, or compilation fails) unless `batch_at_most` is set.
     pub batch: Option<u32>,
@@ -86,7 +114,7 @@ impl CompileOptions {
 impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions {
-            layout: "auto".into(),
+            layout: LayoutChoice::Auto,
             batch: None,
             batch_at_most: false,
             rescale: RescalePolicy::Waterline,
@@ -359,35 +387,6 @@ pub fn parse_activation(spec: &str) -> Result<ReluMethod> {
     })
 }
 
-/// A compiled model.
-pub struct Compiled {
-    /// The plan.
-    pub plan: Plan,
-    /// IR dumps (`--dump-after`) and pass timings (`--time-passes`) of the final run.
-    pub log: PassLog,
-}
-
-fn tensors(
-    g: &Graph,
-    ids: &[hecc_ir::tensor::NodeId],
-    shapes: &hecc_ir::tensor::verify::Shapes,
-) -> Vec<PlanTensor> {
-    ids.iter()
-        .filter_map(|&id| {
-            let n = g.node(id)?;
-            let range = match &n.op {
-                Op::Input { norm, .. } => norm.range,
-                _ => None,
-            };
-            Some(PlanTensor {
-                name: n.name.clone(),
-                shape: shapes.get(&id).map(|s| s.0.clone()).unwrap_or_default(),
-                range,
-            })
-        })
-        .collect()
-}
-
 /// Backend primes for a parameter choice. The backend checks the 128-bit bound itself unless
 /// `insecure_ok` (set only when the user asked for insecure parameters).
 pub fn backend_params(choice: &ParamChoice, insecure_ok: bool) -> Result<CkksParameters> {
@@ -401,261 +400,6 @@ pub fn backend_params(choice: &ParamChoice, insecure_ok: bool) -> Result<CkksPar
         b = b.insecure_no_security_check();
     }
     b.build().into_diagnostic()
-}
-
-/// Compiles the model at `path`.
-pub fn compile(path: &Path, opts: &CompileOptions) -> Result<Compiled> {
-    let g = hecc_ir::front::load_model(path)?;
-    compile_graph(&g, opts)
-}
-
-/// Compiles a loaded tensor graph.
-pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
-    let resolved;
-    let opts = if opts.activation.as_deref() == Some("auto") {
-        resolved = crate::eval::resolve_activation(g, opts)?.0;
-        &resolved
-    } else {
-        opts
-    };
-    hecc_ir::tensor::verify(g).map_err(|errs| {
-        miette!(
-            "the model does not verify ({} problems); run `hecc check`",
-            errs.len()
-        )
-    })?;
-    match opts.layout.as_str() {
-        "batch" => {}
-        "channel" => return crate::channel_compile::compile_channel(g, opts),
-        "auto" => {
-            if crate::channel_compile::choose_layout(g, opts).0 == "channel" {
-                // A model the channel layout cannot lower (padded max-pooling, ...) falls
-                // back to the batch layout; any other failure is the user's to see.
-                match crate::channel_compile::compile_channel(g, opts) {
-                    Err(e)
-                        if matches!(
-                            e.downcast_ref::<hecc_passes::lower::channel::ChannelError>(),
-                            Some(hecc_passes::lower::channel::ChannelError::Unsupported { .. })
-                        ) => {}
-                    other => return other,
-                }
-            }
-        }
-        other => {
-            return Err(miette!(
-                "unknown layout `{other}` (expected batch, channel or auto)"
-            ))
-        }
-    }
-    // 0. Tensor passes.
-    let passes = CompilePasses::new(opts)?;
-    let mut log = PassLog::default();
-    let fused = passes.run_tensor(g, &mut log)?;
-    let (g, original) = (&fused, g);
-    let shapes = hecc_ir::tensor::verify(g).map_err(|errs| {
-        miette!(
-            "the model does not verify after the tensor passes ({} problems)",
-            errs.len()
-        )
-    })?;
-    // Activation replacements (ranges calibrated on the graph that is lowered).
-    let (activations, ranges) = activation_policy(g, opts)?;
-    // 1. Depth at a provisional slot count.
-    let probe_batch = opts.batch.unwrap_or(1).max(1);
-    let lower_opts = |slots: u32, batch: u32| LowerOptions {
-        batch,
-        slots,
-        log_scale: f64::from(opts.scale_bits),
-        activations: activations.clone(),
-    };
-    let lowered = lower_batch_with(g, &lower_opts(probe_batch, probe_batch), passes.fold)?;
-    let managed = passes.run_he(lowered, None, None)?.1;
-    let depth = hecc_passes::he::depth_of(&managed.module);
-    let depth_unfused = if passes.fold && opts.compare_fusion {
-        let raw = lower_batch_with(original, &lower_opts(probe_batch, probe_batch), false)?;
-        hecc_passes::he::depth_of(&passes.run_he(raw, None, None)?.1.module)
-    } else {
-        depth
-    };
-    // 2. Parameters.
-    let choice = select(&ParamRequest {
-        depth,
-        scale_bits: opts.scale_bits,
-        output_bits: opts.output_bits,
-        slots: u64::from(probe_batch),
-        security: opts.security,
-        min_log_n: opts.min_log_n,
-    })?;
-    let slots = 1u32 << (choice.log_n - 1);
-    let batch = opts.batch.unwrap_or(slots);
-    let backend = backend_params(&choice, opts.security == Security::InsecureNone)?;
-    let he_params = hecc_ir::he::Params {
-        log_n: choice.log_n,
-        primes: backend.q().to_vec(),
-    };
-    // 3. The circuit at the real slot count and primes.
-    let t0 = std::time::Instant::now();
-    let lowered = lower_batch_with(g, &lower_opts(slots, batch), passes.fold)?;
-    if opts.time_passes {
-        log.timings.push(PassTiming {
-            pass: "(lower-batch)".into(),
-            seconds: t0.elapsed().as_secs_f64(),
-            changed: hecc_passes::manager::Changed::Yes,
-        });
-    }
-    let (lowered, managed) = passes.run_he(lowered, Some(he_params), Some(&mut log))?;
-    let mut rep = report::build(
-        &lowered,
-        &managed,
-        &choice,
-        (&g.name, "batch", passes.policy.name()),
-        opts.costs.as_ref(),
-    );
-    rep.activation = opts.activation_label();
-    rep.activation_ranges = ranges;
-    rep.fusion = Some(report::FusionSummary {
-        passes: log_passes(&passes, opts),
-        depth,
-        depth_unfused,
-    });
-    // 4. Memory schedule (values at their levels, plus keys) against the budget.
-    let t0 = std::time::Instant::now();
-    let key_bytes = rep.keys.public_key + rep.keys.relin_key + rep.keys.galois_keys;
-    let sched = hecc_passes::schedule::schedule(
-        &managed.module,
-        choice.log_n,
-        key_bytes,
-        opts.memory_budget,
-    )?;
-    if opts.time_passes {
-        log.timings.push(PassTiming {
-            pass: "(schedule)".into(),
-            seconds: t0.elapsed().as_secs_f64(),
-            changed: hecc_passes::manager::Changed::No,
-        });
-    }
-    rep.schedule = Some(sched.summary.clone());
-    let plan = Plan {
-        format: PLAN_FORMAT.into(),
-        version: PLAN_VERSION,
-        model: g.name.clone(),
-        layout: "batch".into(),
-        batch,
-        rescale_policy: passes.policy.name().into(),
-        activation: opts.activation_label(),
-        params: choice,
-        primes: backend.q().to_vec(),
-        special_primes: backend.p().to_vec(),
-        inputs: tensors(g, &g.inputs, &shapes),
-        outputs: tensors(g, &g.outputs, &shapes),
-        rotation_steps: rep.keys.rotation_steps.clone(),
-        circuit: managed.module.to_string(),
-        schedule: sched.order.iter().map(|v| v.0).collect(),
-        report: rep,
-        integrity: String::new(),
-    };
-    Ok(Compiled { plan, log })
-}
-
-/// The pass pipeline of one compile and the managers that run it.
-struct CompilePasses {
-    pipeline: Pipeline,
-    /// Records dumps and timings (final run).
-    recording: PassManager,
-    /// Records nothing (probe runs).
-    quiet: PassManager,
-    /// The rescale policy of the pipeline's rescale pass.
-    policy: RescalePolicy,
-    /// Fold pending affine factors in the lowering (off with `--no-fuse`).
-    fold: bool,
-}
-
-impl CompilePasses {
-    fn new(opts: &CompileOptions) -> Result<CompilePasses> {
-        let pipeline = match &opts.passes {
-            Some(list) => Pipeline::parse(list)?,
-            None => Pipeline::default_for(opts.rescale),
-        };
-        let names = pipeline.names();
-        let policy = match names.iter().rev().find(|n| n.starts_with("rescale-")) {
-            Some(&"rescale-always") => RescalePolicy::Always,
-            Some(_) => RescalePolicy::Waterline,
-            None => {
-                return Err(miette!(
-                    help = "add rescale-waterline or rescale-always to --passes",
-                    "the pass list `{}` has no rescale pass; the circuit would not be managed",
-                    names.join(",")
-                ))
-            }
-        };
-        let recording = PassManager::new(ManagerOptions {
-            dump_after: opts.dump_after.clone(),
-            time: opts.time_passes,
-            verify: false,
-            required_only: opts.no_fuse,
-        })?;
-        let quiet = PassManager::new(ManagerOptions {
-            required_only: opts.no_fuse,
-            ..Default::default()
-        })?;
-        Ok(CompilePasses {
-            pipeline,
-            recording,
-            quiet,
-            policy,
-            fold: !opts.no_fuse,
-        })
-    }
-
-    fn run_tensor(&self, g: &Graph, log: &mut PassLog) -> Result<Graph> {
-        let mut g = g.clone();
-        self.recording
-            .run_tensor(&self.pipeline, &mut g, &mut PassCx::default(), log)?;
-        Ok(g)
-    }
-
-    /// Runs the HE passes on a lowered circuit; returns the lowering (its module taken) and
-    /// the managed module with its origin table. With `log`, records dumps and timings.
-    fn run_he(
-        &self,
-        mut lowered: hecc_passes::lower::Lowered,
-        params: Option<hecc_ir::he::Params>,
-        log: Option<&mut PassLog>,
-    ) -> Result<(hecc_passes::lower::Lowered, Managed)> {
-        let mut module = std::mem::take(&mut lowered.module);
-        let mut cx = PassCx {
-            params,
-            origin: None,
-        };
-        match log {
-            Some(log) => self
-                .recording
-                .run_he(&self.pipeline, &mut module, &mut cx, log)?,
-            None => self.quiet.run_he(
-                &self.pipeline,
-                &mut module,
-                &mut cx,
-                &mut PassLog::default(),
-            )?,
-        }
-        let origin = cx.origin.unwrap_or_default();
-        Ok((lowered, Managed { module, origin }))
-    }
-}
-
-/// The optional passes that ran (none with `--no-fuse`).
-fn log_passes(passes: &CompilePasses, opts: &CompileOptions) -> Vec<String> {
-    if opts.no_fuse {
-        return Vec::new();
-    }
-    passes
-        .pipeline
-        .tensor
-        .iter()
-        .chain(passes.pipeline.he.iter())
-        .filter(|p| !p.is_required())
-        .map(|p| p.name().to_string())
-        .collect()
 }
 
 /// Reads a cost table (JSON written by `hecc calibrate`).

@@ -3,12 +3,12 @@
 
 pub mod approx_cmd;
 pub mod calibrate;
-pub mod channel_compile;
 pub mod check;
 pub mod cli_values;
 pub mod compile;
 pub mod eval;
 pub mod files;
+pub mod pipeline;
 pub mod report_text;
 pub mod run;
 pub mod survey;

@@ -103,9 +103,10 @@ enum Cli {
     Compile {
         /// The model file (`.yaml`/`.yml` spec or `.onnx`).
         model: PathBuf,
-        /// Packing layout: `batch` (slot i = image i), `channel`, or `auto`.
-        #[arg(long, default_value = "auto")]
-        layout: String,
+        /// Packing layout: `batch` (slot i = image i), `channel` (one ciphertext per channel,
+        /// images side by side), or `auto` (the cheaper by the cost model).
+        #[arg(long, value_enum, default_value_t = hecc::compile::LayoutChoice::Auto)]
+        layout: hecc::compile::LayoutChoice,
         /// Images per encrypted run (default: all slots of the chosen ring).
         #[arg(long)]
         batch: Option<u32>,
@@ -337,8 +338,8 @@ enum Cli {
         model_args: hecc::compile::ModelArgs,
         /// Packing layout: `batch` (slot i = image i) or `channel` (one ciphertext per
         /// channel, images side by side: at most the plan's images per run).
-        #[arg(long, default_value = "batch")]
-        layout: String,
+        #[arg(long, value_enum, default_value_t = hecc::compile::LayoutChoice::Batch)]
+        layout: hecc::compile::LayoutChoice,
         /// Activation ranges: --relu-range, --calibrate, --calibrate-count, --range-margin.
         #[command(flatten)]
         ranges: hecc::compile::RangeArgs,
@@ -757,6 +758,32 @@ fn main() -> ExitCode {
 }
 
 /// Opens a plan for a client or server command, warning when its parameters are insecure.
+/// A progress bar on stderr for the events of encrypted runs: nothing when `quiet` or when
+/// stderr is not a terminal (logs and pipes stay clean).
+fn progress_bar(quiet: bool) -> Option<hecc_runtime::exec::ProgressSink> {
+    use hecc_runtime::exec::{ProgressEvent, ProgressSink};
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg:>12} [{bar:30}] {pos}/{len} ops  {elapsed_precise} ETA {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    Some(ProgressSink::new(move |e: &ProgressEvent<'_>| match e {
+        ProgressEvent::Start { nodes } => {
+            bar.reset();
+            bar.set_length(*nodes);
+        }
+        ProgressEvent::Stage { name } => bar.set_message(name.to_string()),
+        ProgressEvent::Nodes { done, .. } => bar.set_position(*done),
+        ProgressEvent::Finish => bar.finish_and_clear(),
+    }))
+}
+
 fn open(plan: &Path, insecure: Insecure) -> miette::Result<hecc::run::Session> {
     let s = hecc::run::Session::open_with_security(plan, insecure.insecure)?;
     if s.insecure {
@@ -908,7 +935,7 @@ fn client(cmd: Cli) -> ExitCode {
                     inputs,
                     &keys,
                     &r::RunOptions {
-                        quiet,
+                        progress: progress_bar(quiet),
                         memory_limit,
                     },
                 )?;
@@ -998,7 +1025,7 @@ fn client(cmd: Cli) -> ExitCode {
                     },
                     batch,
                     verify,
-                    quiet,
+                    progress: progress_bar(quiet),
                     memory_limit,
                     no_memory_check,
                 };

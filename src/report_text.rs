@@ -29,7 +29,11 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         s,
         "model {}  layout {}  batch {}  rescale {}  activation {}",
-        r.model, r.layout, r.batch, r.rescale_policy, r.activation
+        r.model,
+        r.layout,
+        r.batch,
+        r.rescale_policy.name(),
+        r.activation
     );
     let _ = writeln!(
         s,
@@ -152,7 +156,18 @@ pub fn render(r: &Report) -> String {
                 .unwrap_or_default()
         );
     }
-    if let Some(f) = &r.fusion {
+    if let Some(f) = r
+        .fusion
+        .as_ref()
+        .filter(|_| r.layout == hecc_passes::layout::PackingLayout::Channel)
+    {
+        let _ = writeln!(
+            s,
+            "fusion: depth {} with [{}]; the channel lowering carries affine factors to the next product either way",
+            f.depth,
+            f.passes.join(", "),
+        );
+    } else if let Some(f) = &r.fusion {
         let _ = writeln!(
             s,
             "fusion: depth {} with [{}], {} without (no fusion passes, affine factors materialised): {} level(s) saved",

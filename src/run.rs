@@ -27,7 +27,9 @@ use hecc_runtime::ckks::{
     Ciphertext, CkksError, CkksParameters, Context, Decryptor, Encoder, Encryptor, Evaluator,
     GaloisKeys, KeyGenerator, PublicKey, RelinKey, SecretKey, SymmetricEncryptor,
 };
-use hecc_runtime::exec::{execute, level_stages, EvalKeys, ExecOptions, RunReport, StageMap};
+use hecc_runtime::exec::{
+    execute, level_stages, EvalKeys, ExecOptions, ProgressSink, RunReport, StageMap,
+};
 use miette::{miette, IntoDiagnostic, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -437,12 +439,6 @@ impl Session {
     /// [`Session::new`], accepting parameters below 128-bit security when `insecure_ok`
     /// (then [`Session::insecure`] says whether they are).
     pub fn with_security(plan: Plan, insecure_ok: bool) -> Result<Session> {
-        if plan.layout != "batch" && plan.layout != "channel" {
-            return Err(miette!(
-                "plans with the `{}` layout cannot be run",
-                plan.layout
-            ));
-        }
         let insecure = check_plan_security(&plan, insecure_ok)?;
         check_plan_limits(&plan)?;
         let module = hecc_ir::text::parse_module(&plan.circuit)
@@ -1865,8 +1861,8 @@ pub struct EncryptedOutputs {
 /// Options of a server run.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Suppress the progress bar.
-    pub quiet: bool,
+    /// Where the run's progress events go (`None`: nowhere); the caller renders them.
+    pub progress: Option<ProgressSink>,
     /// Limit on the bytes of live values during the run (see [`MemoryLimit`]).
     pub memory_limit: Option<MemoryLimit>,
 }
@@ -1975,11 +1971,7 @@ impl Session {
     /// limit of `opts`, free memory handed back between stages.
     fn exec_options(&self, stages: StageMap, opts: &RunOptions) -> Result<ExecOptions> {
         Ok(ExecOptions {
-            progress: if opts.quiet {
-                hecc_runtime::exec::ProgressMode::Quiet
-            } else {
-                hecc_runtime::exec::ProgressMode::Auto
-            },
+            progress: opts.progress.clone(),
             stages: Some(stages),
             schedule: self.schedule(),
             memory_limit: opts.memory_limit.map(|l| l.bytes(self)).transpose()?,
@@ -2336,8 +2328,8 @@ pub struct InferOptions {
     pub batch: Option<usize>,
     /// Run the plaintext reference and compare.
     pub verify: bool,
-    /// No progress bar.
-    pub quiet: bool,
+    /// Where the progress events of each run go (`None`: nowhere).
+    pub progress: Option<ProgressSink>,
     /// Limit on the bytes of live values during each run (see [`MemoryLimit`]).
     pub memory_limit: Option<MemoryLimit>,
     /// Run even when the plan's estimate exceeds the available memory ([`check_memory`]).
@@ -2608,7 +2600,7 @@ pub fn infer_graph(
     let eo = s.exec_options(
         stages.clone(),
         &RunOptions {
-            quiet: opts.quiet,
+            progress: opts.progress.clone(),
             memory_limit: opts.memory_limit,
         },
     )?;
@@ -2719,7 +2711,7 @@ pub fn infer_graph(
         images: images.count,
         runs: images.count.div_ceil(group),
         batch: group,
-        capacity: if s.plan.report.layout == "batch" {
+        capacity: if s.plan.report.layout == hecc_passes::layout::PackingLayout::Batch {
             s.ctx.n() / 2
         } else {
             group

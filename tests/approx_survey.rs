@@ -34,7 +34,7 @@ fn calibrated_compile_records_one_range_per_activation() {
     let cal = load_calibration(&g, &images(), 100, 0.1).unwrap();
     assert_eq!(cal.samples.shape(), &[100, 1, 28, 28]);
     let opts = CompileOptions {
-        layout: "batch".into(),
+        layout: hecc::compile::LayoutChoice::Batch,
         batch: Some(4),
         activation: Some("least-squares:6".into()),
         calibration: Some(cal.clone()),
@@ -133,7 +133,7 @@ fn minimax_relu_runs_encrypted_and_out_of_range_inputs_are_reported() {
     let n = 4;
     let cal = load_calibration(&g, &images(), 256, 0.1).unwrap();
     let compile = CompileOptions {
-        layout: "batch".into(),
+        layout: hecc::compile::LayoutChoice::Batch,
         activation: Some("minimax:7".into()),
         calibration: Some(cal.clone()),
         security: Security::InsecureNone,
@@ -144,7 +144,7 @@ fn minimax_relu_runs_encrypted_and_out_of_range_inputs_are_reported() {
         compile: compile.clone(),
         batch: Some(n),
         verify: true,
-        quiet: true,
+        progress: None,
         memory_limit: None,
         no_memory_check: false,
     };

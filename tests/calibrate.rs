@@ -41,7 +41,7 @@ fn calibration_table_feeds_the_report_estimates() {
     };
     assert!(cost("relin") > cost("add"));
     let opts = CompileOptions {
-        layout: "batch".into(),
+        layout: hecc::compile::LayoutChoice::Batch,
         batch: Some(16),
         security: Security::InsecureNone,
         min_log_n: 13,

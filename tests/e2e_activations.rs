@@ -152,7 +152,7 @@ fn options(g: &Graph, layout: &str, policy: &str) -> CompileOptions {
     CompileOptions {
         security: Security::InsecureNone,
         min_log_n: 13,
-        layout: layout.into(),
+        layout: layout.parse().unwrap(),
         activation: Some(policy.into()),
         calibration: Some(Calibration {
             samples: Tensor::from_shape_vec(dims, images.data).unwrap(),
@@ -170,7 +170,7 @@ fn run(g: &Graph, layout: &str, policy: &str) -> f64 {
         compile: options(g, layout, policy),
         batch: Some(4),
         verify: true,
-        quiet: true,
+        progress: None,
         memory_limit: None,
         no_memory_check: false,
     };

@@ -20,7 +20,7 @@ fn channel_opts() -> CompileOptions {
     CompileOptions {
         security: Security::InsecureNone,
         min_log_n: 13,
-        layout: "channel".into(),
+        layout: hecc::compile::LayoutChoice::Channel,
         ..Default::default()
     }
 }
@@ -31,7 +31,7 @@ fn check_infer(model: &str, images: &Path, labels: &Path, batch: usize, runs: us
         compile: channel_opts(),
         batch: Some(batch),
         verify: true,
-        quiet: true,
+        progress: None,
         memory_limit: None,
         no_memory_check: false,
     };
@@ -95,7 +95,7 @@ fn run_in_groups(opts: &CompileOptions, count: usize) -> (usize, f64, f64) {
             x,
             &keys.eval,
             &RunOptions {
-                quiet: true,
+                progress: None,
                 memory_limit: None,
             },
         )
@@ -132,7 +132,7 @@ fn cryptonets_channel_at_128_bit_parameters() {
     // About 30 s on 2 cores.
     // N = 2^14: eight images per run, 64 images in 8 runs.
     let opts = CompileOptions {
-        layout: "channel".into(),
+        layout: hecc::compile::LayoutChoice::Channel,
         ..Default::default()
     };
     let (agree, err, top) = run_in_groups(&opts, 64);
@@ -148,7 +148,7 @@ fn cryptonets_channel_client_server_files() {
     std::fs::create_dir_all(&dir).unwrap();
     let model = root().join("models/cryptonets.yaml");
     let c = compile(&model, &channel_opts()).unwrap();
-    assert_eq!(c.plan.layout, "channel");
+    assert_eq!(c.plan.layout.name(), "channel");
     assert_eq!(c.plan.batch, 4, "four 1024-slot images in 4096 slots");
     let plan = dir.join("plan.json");
     write_plan(&c.plan, &plan).unwrap();
@@ -200,7 +200,7 @@ fn cryptonets_channel_client_server_files() {
         inputs,
         &keys.eval,
         &RunOptions {
-            quiet: true,
+            progress: None,
             memory_limit: None,
         },
     )
@@ -314,7 +314,7 @@ fn a_requested_batch_is_honoured_or_refused() {
     // less), and 64 do not fit any ring of the 128-bit table.
     let model = root().join("models/lenet5.yaml");
     let opts = |batch| CompileOptions {
-        layout: "channel".into(),
+        layout: hecc::compile::LayoutChoice::Channel,
         batch: Some(batch),
         ..Default::default()
     };

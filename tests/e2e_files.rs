@@ -16,7 +16,7 @@ fn opts(scale_bits: u32, batch: u32) -> CompileOptions {
     CompileOptions {
         security: Security::InsecureNone,
         min_log_n: 12,
-        layout: "batch".into(),
+        layout: hecc::compile::LayoutChoice::Batch,
         scale_bits,
         batch: Some(batch),
         ..Default::default()
@@ -89,7 +89,7 @@ fn server_runs_from_evaluation_keys_alone_and_client_decrypts() {
         inputs,
         &keys,
         &RunOptions {
-            quiet: true,
+            progress: None,
             memory_limit: None,
         },
     )

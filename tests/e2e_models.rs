@@ -17,7 +17,7 @@ fn insecure() -> CompileOptions {
     CompileOptions {
         security: Security::InsecureNone,
         min_log_n: 12,
-        layout: "batch".into(),
+        layout: hecc::compile::LayoutChoice::Batch,
         ..Default::default()
     }
 }
@@ -27,7 +27,7 @@ fn check(model: &str, images: &Path, labels: Option<&Path>, batch: usize, compil
         compile,
         batch: Some(batch),
         verify: true,
-        quiet: true,
+        progress: None,
         memory_limit: None,
         no_memory_check: false,
     };
@@ -82,7 +82,7 @@ fn cryptonets_at_128_bit_parameters() {
         Some(&labels),
         64,
         CompileOptions {
-            layout: "batch".into(),
+            layout: hecc::compile::LayoutChoice::Batch,
             ..Default::default()
         },
     );

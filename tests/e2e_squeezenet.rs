@@ -23,7 +23,7 @@ fn channel_opts() -> CompileOptions {
     CompileOptions {
         security: Security::InsecureNone,
         min_log_n: 12,
-        layout: "channel".into(),
+        layout: hecc::compile::LayoutChoice::Channel,
         ..Default::default()
     }
 }
@@ -39,7 +39,7 @@ fn squeezenet_channel_infer_matches_plaintext() {
         compile: channel_opts(),
         batch: Some(batch),
         verify: true,
-        quiet: true,
+        progress: None,
         memory_limit: None,
         no_memory_check: false,
     };

@@ -58,7 +58,7 @@ fn corpus() -> &'static Corpus {
         let opts = CompileOptions {
             security: Security::InsecureNone,
             min_log_n: 12,
-            layout: "batch".into(),
+            layout: hecc::compile::LayoutChoice::Batch,
             batch: Some(2),
             ..Default::default()
         };
@@ -79,7 +79,7 @@ fn corpus() -> &'static Corpus {
             x,
             &keys.eval,
             &RunOptions {
-                quiet: true,
+                progress: None,
                 memory_limit: None,
             },
         )

@@ -83,7 +83,7 @@ fn infer_export(name: &str, layout: &str, activation: &str) -> (usize, usize) {
     let g = load(name);
     let (images, labels) = mnist();
     let mut compile = CompileOptions {
-        layout: layout.into(),
+        layout: layout.parse().unwrap(),
         activation: Some(activation.into()),
         ..Default::default()
     };
@@ -101,7 +101,7 @@ fn infer_export(name: &str, layout: &str, activation: &str) -> (usize, usize) {
         compile,
         batch: None,
         verify: false,
-        quiet: true,
+        progress: None,
         memory_limit: None,
         no_memory_check: false,
     };

@@ -15,7 +15,7 @@ fn model(name: &str) -> PathBuf {
 
 fn batch_opts() -> CompileOptions {
     CompileOptions {
-        layout: "batch".into(),
+        layout: hecc::compile::LayoutChoice::Batch,
         ..Default::default()
     }
 }
@@ -53,7 +53,7 @@ fn report_lenet5_batch() {
 
 fn channel_opts() -> CompileOptions {
     CompileOptions {
-        layout: "channel".into(),
+        layout: hecc::compile::LayoutChoice::Channel,
         ..Default::default()
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod approx;
 pub mod he;
+pub mod layout;
 pub mod lower;
 pub mod manager;
 pub mod params;

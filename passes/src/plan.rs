@@ -9,6 +9,8 @@
 //! check against accidents and careless edits, not a signature: a plan must come from a
 //! compile the client trusts.
 
+use crate::he::RescalePolicy;
+use crate::layout::PackingLayout;
 use crate::params::ParamChoice;
 use crate::report::Report;
 use serde::{Deserialize, Serialize};
@@ -38,12 +40,12 @@ pub struct Plan {
     pub version: u32,
     /// Model name.
     pub model: String,
-    /// Packing layout (`batch` or `channel`).
-    pub layout: String,
+    /// Packing layout.
+    pub layout: PackingLayout,
     /// Images per encrypted run.
     pub batch: u32,
     /// Rescale policy used.
-    pub rescale_policy: String,
+    pub rescale_policy: RescalePolicy,
     /// Activation policy used.
     pub activation: String,
     /// Parameter choice (bit sizes, ring degree, digits).

@@ -1,7 +1,8 @@
 //! Reports: per-layer and total operation counts, levels, depth, ciphertexts, memory, keys and
 //! estimated time of a managed circuit. Plain data (serde), printed by the CLI.
 
-use crate::he::Managed;
+use crate::he::{Managed, RescalePolicy};
+use crate::layout::PackingLayout;
 use crate::lower::Lowered;
 use crate::params::ParamChoice;
 use hecc_ir::he::{Module, Op, ValueId};
@@ -117,12 +118,12 @@ pub struct KeyReport {
 pub struct Report {
     /// Model name.
     pub model: String,
-    /// Layout name.
-    pub layout: String,
+    /// Packing layout.
+    pub layout: PackingLayout,
     /// Images per run.
     pub batch: u32,
     /// Rescale policy.
-    pub rescale_policy: String,
+    pub rescale_policy: RescalePolicy,
     /// Activation policy.
     pub activation: String,
     /// Parameters.
@@ -229,12 +230,23 @@ impl CostTable {
     }
 }
 
+/// What a report says about the compile that made it.
+#[derive(Clone, Copy, Debug)]
+pub struct ReportMeta<'a> {
+    /// Model name.
+    pub model: &'a str,
+    /// Packing layout.
+    pub layout: PackingLayout,
+    /// Rescale policy.
+    pub rescale_policy: RescalePolicy,
+}
+
 /// Builds the report of a lowered and managed circuit.
 pub fn build(
     lowered: &Lowered,
     managed: &Managed,
     params: &ParamChoice,
-    meta: (&str, &str, &str),
+    meta: ReportMeta<'_>,
     costs: Option<&CostTable>,
 ) -> Report {
     let m = &managed.module;
@@ -335,10 +347,10 @@ pub fn build(
     let steps: Vec<i32> = totals.rotation_steps.iter().copied().collect();
     let (peak_ciphertexts, peak_ciphertext_bytes) = peak_live(m, log_n);
     Report {
-        model: meta.0.into(),
-        layout: meta.1.into(),
+        model: meta.model.into(),
+        layout: meta.layout,
         batch: m.meta.batch,
-        rescale_policy: meta.2.into(),
+        rescale_policy: meta.rescale_policy,
         activation: String::new(),
         params: params.clone(),
         depth: top - bottom,

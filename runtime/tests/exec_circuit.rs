@@ -6,9 +6,10 @@
 use hecc_ir::he::interp::interpret;
 use hecc_ir::he::{Layout, Level, LogScale, Meta, Module, Params, ValueId};
 use hecc_runtime::ckks::*;
-use hecc_runtime::exec::{execute, EvalKeys, ExecError, ExecOptions, ProgressMode};
+use hecc_runtime::exec::{execute, EvalKeys, ExecError, ExecOptions, ProgressEvent, ProgressSink};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 const SLOTS: usize = 2048;
 
@@ -129,9 +130,85 @@ fn encrypt_inputs(s: &Setup, m: &Module, scale_bits: f64) -> HashMap<(String, u3
 
 fn quiet() -> ExecOptions {
     ExecOptions {
-        progress: ProgressMode::Quiet,
+        progress: None,
         ..Default::default()
     }
+}
+
+/// Options whose progress sink records every event as text.
+fn recording() -> (ExecOptions, Arc<Mutex<Vec<String>>>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let opts = ExecOptions {
+        progress: Some(ProgressSink::new(move |e: &ProgressEvent<'_>| {
+            let line = match e {
+                ProgressEvent::Start { nodes } => format!("start {nodes}"),
+                ProgressEvent::Stage { name } => format!("stage {name}"),
+                ProgressEvent::Nodes { done, total } => format!("nodes {done}/{total}"),
+                ProgressEvent::Finish => "finish".to_string(),
+            };
+            sink.lock().unwrap().push(line);
+        })),
+        ..Default::default()
+    };
+    (opts, events)
+}
+
+#[test]
+fn a_run_reports_its_progress_as_events() {
+    let s = setup();
+    let m = circuit(&s.ctx, 40.0);
+    let eval = Evaluator::new(&s.ctx);
+    let encoder = Encoder::new(&s.ctx);
+    let keys = EvalKeys {
+        relin: Some(&s.rk),
+        galois: Some(&s.gk),
+    };
+    let (opts, events) = recording();
+    execute(
+        &m,
+        &eval,
+        &encoder,
+        keys,
+        encrypt_inputs(&s, &m, 40.0),
+        &opts,
+    )
+    .unwrap();
+    let ev = events.lock().unwrap().clone();
+    let n = m.len();
+    assert_eq!(
+        ev.first().map(String::as_str),
+        Some(format!("start {n}").as_str())
+    );
+    assert_eq!(ev.last().map(String::as_str), Some("finish"));
+    assert!(ev.iter().any(|e| e.starts_with("stage ")), "{ev:?}");
+    let done: Vec<u64> = ev
+        .iter()
+        .filter_map(|e| e.strip_prefix("nodes "))
+        .map(|d| d.split('/').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
+    assert_eq!(done.last().copied(), Some(n as u64));
+    assert_eq!(ev.iter().filter(|e| *e == "finish").count(), 1);
+
+    // A run that fails part way still ends the display.
+    let (opts, events) = recording();
+    let no_galois = EvalKeys {
+        relin: Some(&s.rk),
+        galois: None,
+    };
+    let r = execute(
+        &m,
+        &eval,
+        &encoder,
+        no_galois,
+        encrypt_inputs(&s, &m, 40.0),
+        &opts,
+    );
+    assert!(r.is_err());
+    let ev = events.lock().unwrap().clone();
+    assert!(ev.first().is_some_and(|e| e.starts_with("start")));
+    assert_eq!(ev.last().map(String::as_str), Some("finish"), "{ev:?}");
 }
 
 #[test]

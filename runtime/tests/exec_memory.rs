@@ -6,7 +6,7 @@
 
 use hecc_ir::he::{Layout, Level, LogScale, Meta, Module, Op, Params, ValueId};
 use hecc_runtime::ckks::*;
-use hecc_runtime::exec::{execute, EvalKeys, ExecOptions, ProgressMode};
+use hecc_runtime::exec::{execute, EvalKeys, ExecOptions};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -147,7 +147,7 @@ fn run_limited(
     let pt = encoder.encode(&x, 2, 40f64.exp2()).unwrap();
     let inputs = HashMap::from([(("x".to_string(), 0), enc.encrypt(&pt).unwrap())]);
     let opts = ExecOptions {
-        progress: ProgressMode::Quiet,
+        progress: None,
         schedule: Some(order.iter().map(|v| v.0).collect()),
         max_wavefront,
         lookahead,

@@ -28,6 +28,7 @@ use std::collections::HashMap;
 
 /// Where rescales go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RescalePolicy {
     /// Rescale every product at once.
     Always,

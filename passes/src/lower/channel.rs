@@ -1072,6 +1072,16 @@ fn window_outs(
 /// Lowers `g` to an unmanaged HE module in the channel layout.
 pub fn lower_channel(g: &Graph, opts: &ChannelOptions) -> Result<ChannelLowered, ChannelError> {
     let shapes = verify(g).map_err(LowerError::Invalid)?;
+    lower_channel_shaped(g, &shapes, opts)
+}
+
+/// [`lower_channel`] with the shapes of `g` already known (the result of
+/// [`hecc_ir::tensor::verify`] on this same graph).
+pub fn lower_channel_shaped(
+    g: &Graph,
+    shapes: &hecc_ir::tensor::verify::Shapes,
+    opts: &ChannelOptions,
+) -> Result<ChannelLowered, ChannelError> {
     let lo = &opts.lower;
     let order = g.topo_order().ok_or(LowerError::Invalid(vec![]))?;
     // Image stride: the largest per-image extent any value needs.

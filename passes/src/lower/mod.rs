@@ -221,6 +221,18 @@ pub fn lower_batch_with(
     fold_affine: bool,
 ) -> Result<Lowered, LowerError> {
     let shapes = verify(g).map_err(LowerError::Invalid)?;
+    lower_batch_shaped(g, &shapes, opts, fold_affine)
+}
+
+/// [`lower_batch_with`] with the shapes of `g` already known (the result of
+/// [`hecc_ir::tensor::verify`] on this same graph), so a compile that lowers several times
+/// verifies once.
+pub fn lower_batch_shaped(
+    g: &Graph,
+    shapes: &hecc_ir::tensor::verify::Shapes,
+    opts: &LowerOptions,
+    fold_affine: bool,
+) -> Result<Lowered, LowerError> {
     if opts.batch == 0 || opts.batch > opts.slots {
         return Err(LowerError::BatchTooLarge {
             batch: opts.batch,

@@ -34,7 +34,8 @@ mod progress;
 pub use memory::{
     available_memory, read_cpu_seconds, read_memory_status, retain_freed_memory, MemoryStatus,
 };
-pub use progress::{Progress, ProgressMode};
+use progress::Progress;
+pub use progress::{ProgressEvent, ProgressSink};
 
 use crate::ckks::{Ciphertext, CkksError, Encoder, Evaluator, GaloisKeys, Plaintext, RelinKey};
 use hecc_ir::he::{verify, Module, Op, Type, ValueId, VerifyOptions};
@@ -166,8 +167,8 @@ pub struct EvalKeys<'a> {
 pub struct ExecOptions {
     /// Allowed difference, in bits, between a backend scale and its type's log-scale.
     pub scale_tolerance: f64,
-    /// Progress display.
-    pub progress: ProgressMode,
+    /// Where progress events go (`None`: nowhere). The executor itself never prints.
+    pub progress: Option<ProgressSink>,
     /// Evaluation order to follow (node ids, each after its operands), e.g. a plan's
     /// memory-aware schedule: ready nodes run in this order's priority. `None` = id order.
     pub schedule: Option<Vec<u32>>,
@@ -201,7 +202,7 @@ impl Default for ExecOptions {
     fn default() -> Self {
         ExecOptions {
             scale_tolerance: 1e-6,
-            progress: ProgressMode::Auto,
+            progress: None,
             schedule: None,
             max_wavefront: 64,
             lookahead: 256,
@@ -848,7 +849,7 @@ pub fn execute(
     if opts.release_memory {
         memory::release_free_memory();
     }
-    let progress = Progress::new(opts.progress, total_nodes as u64);
+    let progress = Progress::start(opts.progress.as_ref(), total_nodes as u64);
     let mut store: Vec<Option<Value>> = (0..max_id).map(|_| None).collect();
     let mut outputs: Vec<OutputCt> = Vec::new();
     let mut report = RunReport::default();
@@ -1167,7 +1168,7 @@ pub fn execute(
             }
         }
         report.peak_live_ciphertexts = report.peak_live_ciphertexts.max(live);
-        progress.set(done_nodes as u64);
+        progress.nodes(done_nodes as u64, total_nodes as u64);
         // Share the wavefront's time among the stages of its nodes; snapshot memory when a
         // stage's last node has run.
         let dt = tw.elapsed().as_secs_f64();
@@ -1206,7 +1207,7 @@ pub fn execute(
             live_ciphertexts: a.live.unwrap_or(live),
         });
     }
-    progress.finish();
+    drop(progress);
     if done_nodes != total_nodes {
         return Err(ExecError::Invalid(format!(
             "only {done_nodes} of {total_nodes} nodes could run: the circuit has a cycle"

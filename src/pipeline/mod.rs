@@ -1,0 +1,391 @@
+//! The compile pipeline, one for every packing layout.
+//!
+//! Contract: [`compile_graph`] resolves the layout (`auto` asks the cost model in
+//! [`channel::choose_layout`]), then runs the same steps for either [`Packing`] strategy:
+//!
+//! 1. the tensor passes of the pipeline (`--passes`, default [`Pipeline::default_for`]), with
+//!    dumps and timings, then the shapes of the resulting graph, computed once and kept in the
+//!    [`CompileContext`];
+//! 2. the activation replacements, calibrated on that graph;
+//! 3. parameter selection by the strategy, which lowers and manages probe circuits through the
+//!    same HE passes (quietly: no dumps, no timings);
+//! 4. the phase change: the lowering at the chosen ring (timed as `(lower-<layout>)`), then the
+//!    HE passes with dumps, timings and the level and scale checkers;
+//! 5. the report, the memory schedule (timed as `(schedule)`) and the plan.
+//!
+//! A strategy owns what differs between layouts: its lowering, how many slots its parameters
+//! need, and how many images a run takes. Packing and unpacking at run time follow the slot
+//! layouts the lowering writes into the circuit, so the client side needs no strategy.
+
+pub mod batch;
+pub mod channel;
+
+use crate::compile::{activation_policy, backend_params, CompileOptions, LayoutChoice};
+use hecc_ir::tensor::verify::Shapes;
+use hecc_ir::tensor::{Graph, NodeId, Op};
+use hecc_passes::he::{depth_of, Managed, RescalePolicy};
+use hecc_passes::layout::PackingLayout;
+use hecc_passes::lower::{ActivationPolicy, Lowered};
+use hecc_passes::manager::{
+    Changed, ManagerOptions, PassCx, PassLog, PassManager, PassTiming, Pipeline,
+};
+use hecc_passes::params::{ParamChoice, Security};
+use hecc_passes::plan::{Plan, PlanTensor, PLAN_FORMAT, PLAN_VERSION};
+use hecc_passes::ranges::ActivationRange;
+use hecc_passes::report::{self, ReportMeta};
+use miette::{miette, Result};
+use std::time::Instant;
+
+pub use batch::BatchPacking;
+pub use channel::{choose_layout, estimate_layouts, ChannelPacking, LayoutEstimate};
+
+/// A compiled model.
+pub struct Compiled {
+    /// The plan.
+    pub plan: Plan,
+    /// IR dumps (`--dump-after`) and pass timings (`--time-passes`) of the final run.
+    pub log: PassLog,
+}
+
+/// A circuit lowered by a strategy, with what the strategy knows about its packing.
+pub struct Lowering {
+    /// The unmanaged circuit and its layer spans.
+    pub lowered: Lowered,
+    /// Images one run of the circuit takes.
+    pub images: u32,
+    /// Slots one image occupies (1 in the batch layout).
+    pub image_stride: u32,
+}
+
+/// What a strategy sees of the compile: the graph after the tensor passes, its shapes, the
+/// activation replacements and the options.
+pub struct CompileContext<'a> {
+    /// The graph to lower (after the tensor passes).
+    pub graph: Graph,
+    /// Shapes of `graph`, from one verification.
+    pub shapes: Shapes,
+    /// The graph before the tensor passes (for the fusion comparison).
+    pub original: &'a Graph,
+    /// Replacements of the non-polynomial activations.
+    pub activations: ActivationPolicy,
+    /// The activation ranges to record in the report.
+    pub ranges: Vec<ActivationRange>,
+    /// The options.
+    pub opts: &'a CompileOptions,
+}
+
+/// A packing layout: how a graph becomes a circuit, and what ring the circuit needs.
+pub trait Packing {
+    /// The layout this strategy produces.
+    fn layout(&self) -> PackingLayout;
+
+    /// Lowers `g` (with `shapes`, its verified shapes) for a ring of `slots` slots. `fold`
+    /// folds pending affine factors where the strategy has a choice (`--no-fuse` clears it).
+    fn lower(
+        &self,
+        cx: &CompileContext<'_>,
+        g: &Graph,
+        shapes: &Shapes,
+        slots: u32,
+        fold: bool,
+    ) -> Result<Lowering>;
+
+    /// Chooses the parameters. `depth` lowers nothing itself: it manages a strategy's
+    /// lowering with the pipeline's HE passes and returns the circuit's depth.
+    fn choose_params(
+        &self,
+        cx: &CompileContext<'_>,
+        depth: &mut dyn FnMut(Lowering) -> Result<u32>,
+    ) -> Result<ParamChoice>;
+
+    /// Whether the lowering carries every affine factor lazily to the next product whatever
+    /// the tensor passes did, so fusion cannot change the depth and the comparison lowering
+    /// is skipped (the unfused depth is the depth).
+    fn affine_always_lazy(&self) -> bool {
+        false
+    }
+
+    /// The slot count of the lowering that measures the depth without fusion (the depth
+    /// does not depend on it in the batch layout, so a small one is cheaper there).
+    fn probe_slots(&self, cx: &CompileContext<'_>, choice: &ParamChoice) -> u32;
+
+    /// Checks the final lowering against the request (a batch that must fit).
+    fn check(&self, cx: &CompileContext<'_>, low: &Lowering, choice: &ParamChoice) -> Result<()>;
+}
+
+/// Compiles the model at `path`.
+pub fn compile(path: &std::path::Path, opts: &CompileOptions) -> Result<Compiled> {
+    let g = hecc_ir::front::load_model(path)?;
+    compile_graph(&g, opts)
+}
+
+/// Compiles a loaded tensor graph in the layout the options ask for.
+pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
+    let resolved;
+    let opts = if opts.activation.as_deref() == Some("auto") {
+        resolved = crate::eval::resolve_activation(g, opts)?.0;
+        &resolved
+    } else {
+        opts
+    };
+    hecc_ir::tensor::verify(g).map_err(|errs| {
+        miette!(
+            "the model does not verify ({} problems); run `hecc check`",
+            errs.len()
+        )
+    })?;
+    match opts.layout {
+        LayoutChoice::Batch => compile_with(&BatchPacking, g, opts),
+        LayoutChoice::Channel => compile_with(&ChannelPacking, g, opts),
+        LayoutChoice::Auto => {
+            if choose_layout(g, opts).0 == PackingLayout::Channel {
+                // A model the channel layout cannot lower (padded max-pooling, ...) falls
+                // back to the batch layout; any other failure is the user's to see.
+                match compile_with(&ChannelPacking, g, opts) {
+                    Err(e)
+                        if matches!(
+                            e.downcast_ref::<hecc_passes::lower::channel::ChannelError>(),
+                            Some(hecc_passes::lower::channel::ChannelError::Unsupported { .. })
+                        ) => {}
+                    other => return other,
+                }
+            }
+            compile_with(&BatchPacking, g, opts)
+        }
+    }
+}
+
+/// The pipeline, for one strategy.
+pub fn compile_with(packing: &dyn Packing, g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
+    let layout = packing.layout();
+    let passes = CompilePasses::new(opts)?;
+    let mut log = PassLog::default();
+    // 1. Tensor passes; the shapes of their result, once.
+    let graph = passes.run_tensor(g, &mut log)?;
+    let shapes = hecc_ir::tensor::verify(&graph).map_err(|errs| {
+        miette!(
+            "the model does not verify after the tensor passes ({} problems)",
+            errs.len()
+        )
+    })?;
+    // 2. Activation replacements (ranges calibrated on the graph that is lowered).
+    let (activations, ranges) = activation_policy(&graph, opts)?;
+    let cx = CompileContext {
+        graph,
+        shapes,
+        original: g,
+        activations,
+        ranges,
+        opts,
+    };
+    // 3. Parameters, from probe lowerings managed quietly.
+    let mut probe_depth: Option<u32> = None;
+    let choice = packing.choose_params(&cx, &mut |low: Lowering| {
+        let d = depth_of(&passes.run_he(low.lowered, None, None)?.1.module);
+        probe_depth = Some(d);
+        Ok(d)
+    })?;
+    let depth = probe_depth.ok_or_else(|| miette!("no parameters were tried"))?;
+    let depth_unfused = if passes.fold && opts.compare_fusion && !packing.affine_always_lazy() {
+        let original_shapes = hecc_ir::tensor::verify(g)
+            .map_err(|errs| miette!("the model does not verify ({} problems)", errs.len()))?;
+        let slots = packing.probe_slots(&cx, &choice);
+        let raw = packing.lower(&cx, g, &original_shapes, slots, false)?;
+        depth_of(&passes.run_he(raw.lowered, None, None)?.1.module)
+    } else {
+        depth
+    };
+    let backend = backend_params(&choice, opts.security == Security::InsecureNone)?;
+    let he_params = hecc_ir::he::Params {
+        log_n: choice.log_n,
+        primes: backend.q().to_vec(),
+    };
+    // 4. The phase change: the circuit at the real slot count, then the HE passes.
+    let t0 = Instant::now();
+    let slots = 1u32 << (choice.log_n - 1);
+    let low = packing.lower(&cx, &cx.graph, &cx.shapes, slots, passes.fold)?;
+    packing.check(&cx, &low, &choice)?;
+    if opts.time_passes {
+        log.timings.push(PassTiming {
+            pass: format!("(lower-{layout})"),
+            seconds: t0.elapsed().as_secs_f64(),
+            changed: Changed::Yes,
+        });
+    }
+    let images = low.images;
+    let (lowered, managed) = passes.run_he(low.lowered, Some(he_params), Some(&mut log))?;
+    // 5. Report, schedule, plan.
+    let mut rep = report::build(
+        &lowered,
+        &managed,
+        &choice,
+        ReportMeta {
+            model: &cx.graph.name,
+            layout,
+            rescale_policy: passes.policy,
+        },
+        opts.costs.as_ref(),
+    );
+    rep.activation = opts.activation_label();
+    rep.activation_ranges = cx.ranges.clone();
+    rep.fusion = Some(report::FusionSummary {
+        passes: log_passes(&passes, opts),
+        depth,
+        depth_unfused,
+    });
+    let t0 = Instant::now();
+    let key_bytes = rep.keys.public_key + rep.keys.relin_key + rep.keys.galois_keys;
+    let sched = hecc_passes::schedule::schedule(
+        &managed.module,
+        choice.log_n,
+        key_bytes,
+        opts.memory_budget,
+    )?;
+    if opts.time_passes {
+        log.timings.push(PassTiming {
+            pass: "(schedule)".into(),
+            seconds: t0.elapsed().as_secs_f64(),
+            changed: Changed::No,
+        });
+    }
+    rep.schedule = Some(sched.summary.clone());
+    let plan = Plan {
+        format: PLAN_FORMAT.into(),
+        version: PLAN_VERSION,
+        model: cx.graph.name.clone(),
+        layout,
+        batch: images,
+        rescale_policy: passes.policy,
+        activation: opts.activation_label(),
+        params: choice,
+        primes: backend.q().to_vec(),
+        special_primes: backend.p().to_vec(),
+        inputs: tensors(&cx.graph, &cx.graph.inputs, &cx.shapes),
+        outputs: tensors(&cx.graph, &cx.graph.outputs, &cx.shapes),
+        rotation_steps: rep.keys.rotation_steps.clone(),
+        circuit: managed.module.to_string(),
+        schedule: sched.order.iter().map(|v| v.0).collect(),
+        report: rep,
+        integrity: String::new(),
+    };
+    Ok(Compiled { plan, log })
+}
+
+/// The model inputs or outputs `ids` as the client sees them.
+fn tensors(g: &Graph, ids: &[NodeId], shapes: &Shapes) -> Vec<PlanTensor> {
+    ids.iter()
+        .filter_map(|&id| {
+            let n = g.node(id)?;
+            let range = match &n.op {
+                Op::Input { norm, .. } => norm.range,
+                _ => None,
+            };
+            Some(PlanTensor {
+                name: n.name.clone(),
+                shape: shapes.get(&id).map(|s| s.0.clone()).unwrap_or_default(),
+                range,
+            })
+        })
+        .collect()
+}
+
+/// The pass pipeline of one compile and the managers that run it.
+struct CompilePasses {
+    pipeline: Pipeline,
+    /// Records dumps and timings (final run).
+    recording: PassManager,
+    /// Records nothing (probe runs).
+    quiet: PassManager,
+    /// The rescale policy of the pipeline's rescale pass.
+    policy: RescalePolicy,
+    /// Fold pending affine factors in the lowering (off with `--no-fuse`).
+    fold: bool,
+}
+
+impl CompilePasses {
+    fn new(opts: &CompileOptions) -> Result<CompilePasses> {
+        let pipeline = match &opts.passes {
+            Some(list) => Pipeline::parse(list)?,
+            None => Pipeline::default_for(opts.rescale),
+        };
+        let names = pipeline.names();
+        let policy = match names.iter().rev().find(|n| n.starts_with("rescale-")) {
+            Some(&"rescale-always") => RescalePolicy::Always,
+            Some(_) => RescalePolicy::Waterline,
+            None => {
+                return Err(miette!(
+                    help = "add rescale-waterline or rescale-always to --passes",
+                    "the pass list `{}` has no rescale pass; the circuit would not be managed",
+                    names.join(",")
+                ))
+            }
+        };
+        let recording = PassManager::new(ManagerOptions {
+            dump_after: opts.dump_after.clone(),
+            time: opts.time_passes,
+            verify: false,
+            required_only: opts.no_fuse,
+        })?;
+        let quiet = PassManager::new(ManagerOptions {
+            required_only: opts.no_fuse,
+            ..Default::default()
+        })?;
+        Ok(CompilePasses {
+            pipeline,
+            recording,
+            quiet,
+            policy,
+            fold: !opts.no_fuse,
+        })
+    }
+
+    fn run_tensor(&self, g: &Graph, log: &mut PassLog) -> Result<Graph> {
+        let mut g = g.clone();
+        self.recording
+            .run_tensor(&self.pipeline, &mut g, &mut PassCx::default(), log)?;
+        Ok(g)
+    }
+
+    /// Runs the HE passes on a lowered circuit; returns the lowering (its module taken) and
+    /// the managed module with its origin table. With `log`, records dumps and timings.
+    fn run_he(
+        &self,
+        mut lowered: Lowered,
+        params: Option<hecc_ir::he::Params>,
+        log: Option<&mut PassLog>,
+    ) -> Result<(Lowered, Managed)> {
+        let mut module = std::mem::take(&mut lowered.module);
+        let mut cx = PassCx {
+            params,
+            origin: None,
+        };
+        match log {
+            Some(log) => self
+                .recording
+                .run_he(&self.pipeline, &mut module, &mut cx, log)?,
+            None => self.quiet.run_he(
+                &self.pipeline,
+                &mut module,
+                &mut cx,
+                &mut PassLog::default(),
+            )?,
+        }
+        let origin = cx.origin.unwrap_or_default();
+        Ok((lowered, Managed { module, origin }))
+    }
+}
+
+/// The optional passes that ran (none with `--no-fuse`).
+fn log_passes(passes: &CompilePasses, opts: &CompileOptions) -> Vec<String> {
+    if opts.no_fuse {
+        return Vec::new();
+    }
+    passes
+        .pipeline
+        .tensor
+        .iter()
+        .chain(passes.pipeline.he.iter())
+        .filter(|p| !p.is_required())
+        .map(|p| p.name().to_string())
+        .collect()
+}

@@ -135,26 +135,32 @@ pub fn render(r: &Report) -> String {
             t.power_of_two.extra_rotations
         );
     }
-    let _ = writeln!(
-        s,
-        "peak live ciphertexts: {} ({})",
-        r.peak_ciphertexts,
-        bytes(r.peak_ciphertext_bytes)
-    );
-    if let Some(m) = &r.schedule {
-        let _ = writeln!(
-            s,
-            "memory schedule: {} order, peak {} live values ({}) vs topological {} ({}); with keys {}{}",
-            m.strategy,
-            m.peak.values,
-            bytes(m.peak.bytes),
-            m.topological.values,
-            bytes(m.topological.bytes),
-            bytes(m.total_bytes),
-            m.budget
-                .map(|b| format!(" (budget {})", bytes(b)))
-                .unwrap_or_default()
-        );
+    match &r.schedule {
+        // The figures the run will hold: the chosen schedule's, not an unscheduled order's.
+        Some(m) => {
+            let _ = writeln!(
+                s,
+                "memory: peak {} live values ({}) in the {} schedule, {} with keys{}; \
+                 the topological order would hold {} ({})",
+                m.peak.values,
+                bytes(m.peak.bytes),
+                m.strategy,
+                bytes(m.total_bytes),
+                m.budget
+                    .map(|b| format!(" (budget {})", bytes(b)))
+                    .unwrap_or_default(),
+                m.topological.values,
+                bytes(m.topological.bytes),
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "peak live values (topological order): {} ({})",
+                r.peak_ciphertexts,
+                bytes(r.peak_ciphertext_bytes)
+            );
+        }
     }
     if let Some(f) = r
         .fusion

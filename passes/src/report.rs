@@ -170,11 +170,6 @@ pub struct FusionSummary {
     pub depth_unfused: u32,
 }
 
-/// Bytes of a ciphertext with `size` polynomials at `level` for ring degree `2^log_n`.
-pub fn ciphertext_bytes(log_n: u32, level: u32, size: u8) -> u64 {
-    u64::from(size) * (1u64 << log_n) * u64::from(level + 1) * 8
-}
-
 /// Measured costs of the backend's primitives (written by `hecc calibrate`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CostTable {
@@ -308,7 +303,7 @@ pub fn build(
             || matches!(m.node(v).map(|n| &n.op), Some(Op::Output { .. }))
         {
             l.ciphertexts += 1;
-            l.bytes += ciphertext_bytes(log_n, lvl, ty.size());
+            l.bytes += ty.bytes(log_n);
         }
         if let (Some(t), Some(c)) = (costs, l.est_seconds.as_mut()) {
             match t.seconds(log_n, m, v) {
@@ -389,13 +384,13 @@ pub fn peak_live(m: &Module, log_n: u32) -> (u64, u64) {
         if let (Some(ty), true) = (m.ty(v), users > 0) {
             remaining.insert(v, users);
             live += 1;
-            bytes += ciphertext_bytes(log_n, ty.level().0, ty.size());
+            bytes += ty.bytes(log_n);
         }
     }
     for ix in order {
         let v = ValueId::from_node(ix);
         let Some(ty) = m.ty(v) else { continue };
-        let b = ciphertext_bytes(log_n, ty.level().0, ty.size());
+        let b = ty.bytes(log_n);
         let users = m.users(v).len();
         if users > 0 && !is_input(v) {
             remaining.insert(v, users);
@@ -411,7 +406,7 @@ pub fn peak_live(m: &Module, log_n: u32) -> (u64, u64) {
                     remaining.remove(&o);
                     live -= 1;
                     if let Some(t) = m.ty(o) {
-                        bytes -= ciphertext_bytes(log_n, t.level().0, t.size());
+                        bytes -= t.bytes(log_n);
                     }
                 }
             }

@@ -7,17 +7,15 @@
 //!   operands ([`is_valid`] checks it).
 //! * Memory model ([`peak_of`]): a ciphertext or plaintext value is live from the step that
 //!   computes it to the step of its last user; values nobody uses (outputs' `output` nodes) take
-//!   no memory. A value of `size` polynomials at level `l` takes
-//!   [`crate::report::ciphertext_bytes`]`(log_n, l, size)` bytes (plaintexts count as one
-//!   polynomial). Keys are a constant added on top.
+//!   no memory. A value takes [`hecc_ir::he::Type::bytes`] (the size function the report and
+//!   the executor use too). Keys are a constant added on top.
 //! * [`schedule`] evaluates several strategies ([`Strategy`]): the plain topological order, a
 //!   greedy list scheduler that at each step runs the ready node with the best net effect on
 //!   live bytes (bytes freed minus bytes allocated, ties to the lowest id), and the
 //!   output-driven depth-first order. It keeps the one with the lowest peak and refuses, with
 //!   [`ScheduleError::OverBudget`], when even that exceeds the budget.
 
-use crate::report::ciphertext_bytes;
-use hecc_ir::he::{Kind, Module, Op, ValueId};
+use hecc_ir::he::{Module, Op, ValueId};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -111,12 +109,7 @@ pub enum ScheduleError {
 
 /// Bytes of value `v`.
 fn value_bytes(m: &Module, v: ValueId, log_n: u32) -> u64 {
-    let Some(ty) = m.ty(v) else { return 0 };
-    let size = match ty.kind() {
-        Kind::Plain => 1,
-        _ => ty.size(),
-    };
-    ciphertext_bytes(log_n, ty.level().0, size)
+    m.ty(v).map_or(0, |ty| ty.bytes(log_n))
 }
 
 /// The module's dependence graph in dense arrays (index = node id), built once per module.

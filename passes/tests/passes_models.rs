@@ -186,7 +186,7 @@ fn schedule_is_valid_no_worse_than_topological_and_honours_budgets() {
             .iter()
             .map(|&v| {
                 let t = m.ty(v).unwrap();
-                hecc_passes::report::ciphertext_bytes(log_n, t.level().0, t.size())
+                t.bytes(log_n)
             })
             .sum();
         assert!(

@@ -372,6 +372,22 @@ impl Type {
         }
     }
 
+    /// Polynomials a value of this type holds in memory: `size` for a ciphertext, 1 for a
+    /// plaintext.
+    pub fn polys(&self) -> u64 {
+        match *self {
+            Type::Cipher { size, .. } => u64::from(size),
+            Type::Plain { .. } => 1,
+        }
+    }
+
+    /// Bytes of a value of this type in a ring of degree `2^log_n`: its polynomials over the
+    /// `level + 1` primes of its level, one 64-bit word per coefficient. The one size function
+    /// of hecc: the report, the memory schedule and the executor's memory limit all use it.
+    pub fn bytes(&self, log_n: u32) -> u64 {
+        self.polys() * (u64::from(self.level().0) + 1) * (1u64 << log_n) * 8
+    }
+
     /// Number of polynomials (always 2 for plaintexts' purposes: a plaintext is
     /// one polynomial, but it never needs relinearisation, so this returns 2).
     pub fn size(&self) -> u8 {

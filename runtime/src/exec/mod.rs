@@ -662,16 +662,12 @@ impl Ctx<'_> {
 
 /// Bytes of `v`'s result as its type says (a ciphertext's polynomials at its level; one
 /// polynomial for a plaintext; nothing for outputs, which hand their operand on).
-fn type_bytes(m: &Module, v: ValueId, n: usize) -> u64 {
+fn type_bytes(m: &Module, v: ValueId, log_n: u32) -> u64 {
     let Some(node) = m.node(v) else { return 0 };
     if matches!(node.op, Op::Output { .. } | Op::Input { .. }) {
         return 0;
     }
-    let polys = match node.ty.kind() {
-        hecc_ir::he::Kind::Cipher => u64::from(node.ty.size()),
-        _ => 1,
-    };
-    polys * (u64::from(node.ty.level().0) + 1) * n as u64 * 8
+    node.ty.bytes(log_n)
 }
 
 /// Whether `op` can reuse its first operand's buffers.
@@ -864,7 +860,7 @@ pub fn execute(
     // node the schedule misses runs right after its latest operand.
     let (priority, sched_len) = priorities(m, opts.schedule.as_deref(), max_id);
     let wave_cap = opts.max_wavefront.max(1);
-    let n_coeffs = eval.context().n();
+    let log_n = eval.context().n().trailing_zeros();
     let lookahead = opts.lookahead.max(wave_cap) as u64;
     // Schedule positions already run (positions that no node holds count as run).
     let mut pos_done = vec![true; sched_len];
@@ -910,7 +906,7 @@ pub fn execute(
         let mut projected = live_bytes + input_bytes + output_bytes;
         // A node's result size matters only under a memory limit.
         let cost = |v: ValueId| match opts.memory_limit {
-            Some(_) => type_bytes(m, v, n_coeffs),
+            Some(_) => type_bytes(m, v, log_n),
             None => 0,
         };
         while front.len() < wave_cap {

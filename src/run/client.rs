@@ -1,0 +1,435 @@
+//! The client side: request records, packing and encryption of images, input files.
+
+use super::*;
+
+/// The client's record of one request (a batch it encrypted), copied by the server into the
+/// outputs. With the secret key the record carries an HMAC-SHA256 tag, so `decrypt` can check
+/// that a result answers a request of this client, with its image count and the output
+/// layout of its plan.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Request {
+    /// A random id (hex).
+    pub id: String,
+    /// Images encrypted.
+    pub images: usize,
+    /// The plan's model name.
+    pub model: String,
+    /// The key set (hex [`KeyId`]).
+    pub key: String,
+    /// The plan (hex digest).
+    pub plan: String,
+    /// SHA-256 (hex) of the outputs the plan produces ([`expected_outputs`]).
+    pub outputs: String,
+    /// HMAC-SHA256 (hex) of the fields above under the client's tag key; absent when the
+    /// inputs were encrypted with the public key.
+    pub tag: Option<String>,
+}
+
+impl Request {
+    pub(crate) fn tag_with(&self, key: &[u8; 32]) -> String {
+        use hmac::Mac;
+        let body = Request {
+            tag: None,
+            ..self.clone()
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut mac = <hmac::Hmac<Sha256> as Mac>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(&bytes);
+        full_hex(&mac.finalize().into_bytes())
+    }
+}
+
+pub(crate) fn full_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Parses a container's JSON metadata section and requires it to be exactly what hecc writes
+/// for that value (no unknown fields, no padding, no reordering): any edit is refused.
+pub(crate) fn parse_meta<T: Serialize + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    path: &str,
+) -> Result<T, RunError> {
+    let corrupt = || RunError::Corrupt {
+        path: path.to_string(),
+    };
+    let value: T = serde_json::from_slice(bytes).map_err(|_| corrupt())?;
+    if serde_json::to_vec(&value).map_err(|_| corrupt())? != bytes {
+        return Err(RunError::Tampered {
+            path: path.to_string(),
+            detail: "its metadata is not as hecc writes it (edited by hand or by another program)"
+                .into(),
+        });
+    }
+    Ok(value)
+}
+
+/// Metadata of an encrypted-inputs file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct InputsMeta {
+    /// Images packed.
+    pub images: usize,
+    /// `(input name, element index)` of each ciphertext, in file order.
+    pub elements: Vec<(String, u32)>,
+    /// The client's request record.
+    pub request: Request,
+}
+
+/// An encrypted batch.
+pub struct EncryptedInputs {
+    /// Metadata.
+    pub meta: InputsMeta,
+    /// The key set the batch was encrypted for.
+    pub key_id: KeyId,
+    /// SHA-256 of the file it was read from.
+    pub file_digest: Option<[u8; 32]>,
+    /// Ciphertexts, in `meta.elements` order.
+    pub cts: Vec<Ciphertext>,
+}
+
+enum Enc {
+    Secret(SymmetricEncryptor),
+    Public(Encryptor),
+}
+
+/// The encryptor the client uses: with the secret key (seeded, half-size ciphertexts, and a
+/// tagged request record) or with the public key.
+pub struct ClientEncryptor {
+    enc: Enc,
+    key_id: KeyId,
+    tag_key: Option<[u8; 32]>,
+}
+
+impl ClientEncryptor {
+    /// Encrypts with the secret key.
+    pub fn secret(s: &Session, sk: &ClientSecret) -> Result<ClientEncryptor> {
+        Ok(ClientEncryptor {
+            enc: Enc::Secret(SymmetricEncryptor::new(&s.ctx, &sk.key).into_diagnostic()?),
+            key_id: sk.id,
+            tag_key: Some(sk.tag_key),
+        })
+    }
+
+    /// Encrypts with the public key of `keys` (the request record is not tagged).
+    pub fn public(s: &Session, keys: &EvalKeySet) -> Result<ClientEncryptor> {
+        Ok(ClientEncryptor {
+            enc: Enc::Public(Encryptor::new(&s.ctx, &keys.public).into_diagnostic()?),
+            key_id: keys.id,
+            tag_key: None,
+        })
+    }
+
+    fn fork(&mut self) -> Enc {
+        match &mut self.enc {
+            Enc::Secret(e) => Enc::Secret(e.fork()),
+            Enc::Public(e) => Enc::Public(e.fork()),
+        }
+    }
+}
+
+/// The outputs plan `s` produces, `(name, index, slot layout)` sorted by name and index: the
+/// order of the ciphertexts in an outputs file.
+pub fn expected_outputs(s: &Session) -> Result<Vec<(String, u32, Layout)>> {
+    let mut outs: Vec<(String, u32)> = s
+        .module
+        .outputs()
+        .into_iter()
+        .map(|(_, n, i)| (n.to_string(), i))
+        .collect();
+    outs.sort();
+    outs.into_iter()
+        .map(|(n, i)| {
+            let l = s.output_slots(&n, i)?;
+            Ok((n, i, l))
+        })
+        .collect()
+}
+
+pub(crate) fn outputs_digest(elements: &[(String, u32, Layout)]) -> String {
+    full_hex(&Sha256::digest(
+        serde_json::to_vec(elements).unwrap_or_default(),
+    ))
+}
+
+/// Packs `images` into the slot vector of the input value with element index `index` and
+/// layout `layout`: that value carries the input's flat elements `index * e .. (index + 1) * e`
+/// (`e` = [`Layout::elements`]: 1 in the batch layout, one channel in the channel layout), and
+/// element `j` of image `i` goes to [`Layout::slot_of_element`]`(i, j)`. Errors name what does
+/// not fit.
+pub fn pack_input(
+    layout: &Layout,
+    index: u32,
+    images: &Images,
+    slots: usize,
+) -> Result<Vec<f64>, String> {
+    let per = images.per_image;
+    let e = layout.elements() as usize;
+    let start = index as usize * e;
+    if start + e > per {
+        return Err(format!(
+            "input element {index} (values {start}..{}) is outside the input's {per} values",
+            start + e
+        ));
+    }
+    if let Some(max) = layout.max_images() {
+        if images.count > max as usize {
+            return Err(format!(
+                "{} images do not fit: this plan packs at most {max} images per ciphertext",
+                images.count
+            ));
+        }
+    }
+    let mut vals = vec![0.0; slots];
+    for i in 0..images.count {
+        let row = &images.data[i * per + start..i * per + start + e];
+        for (j, &x) in row.iter().enumerate() {
+            let slot = layout
+                .slot_of_element(i, j)
+                .filter(|&t| t < slots)
+                .ok_or_else(|| format!("element {j} of image {i} has no slot in the layout"))?;
+            vals[slot] = x;
+        }
+    }
+    Ok(vals)
+}
+
+/// Reads decrypted outputs back per image: `outputs` are the output values' `(name, index,
+/// layout, slots)`; the values of one name are ordered by index and value `index` carries the
+/// output's flat elements `index * e .. (index + 1) * e` ([`Layout::elements`]), element `j` of
+/// image `i` read from [`Layout::slot_of_element`]`(i, j)`. Names keep their first-appearance
+/// order. The result's columns are all output elements in that order.
+pub fn unpack_outputs(
+    outputs: &[(String, u32, Layout, &[f64])],
+    images: usize,
+) -> Result<Logits, String> {
+    let mut order: Vec<usize> = (0..outputs.len()).collect();
+    let rank = |name: &str| outputs.iter().position(|o| o.0 == name).unwrap_or(0);
+    order.sort_by_key(|&k| (rank(&outputs[k].0), outputs[k].1));
+    let classes: usize = outputs.iter().map(|o| o.2.elements() as usize).sum();
+    let mut values = vec![0.0; images * classes];
+    let mut col = 0;
+    for k in order {
+        let (name, index, layout, slots) = &outputs[k];
+        let e = layout.elements() as usize;
+        for i in 0..images {
+            for j in 0..e {
+                values[i * classes + col + j] = layout
+                    .slot_of_element(i, j)
+                    .and_then(|t| slots.get(t).copied())
+                    .ok_or_else(|| {
+                        format!("element {j} of image {i} is outside the slots of output {name}[{index}]")
+                    })?;
+            }
+        }
+        col += e;
+    }
+    Ok(Logits {
+        images,
+        classes,
+        values,
+    })
+}
+
+/// Packs and encrypts images per the plan's input layouts ([`pack_input`]): in the batch layout
+/// the ciphertext of input element `k` holds element `k` of image `i` in slot
+/// `offset + i * stride`; in the channel layout the ciphertext of input channel `c` holds that
+/// channel of every image, side by side.
+pub fn encrypt_images(
+    s: &Session,
+    images: &Images,
+    enc: &mut ClientEncryptor,
+) -> Result<EncryptedInputs> {
+    let input = s.input()?;
+    let per: usize = input.shape.iter().product::<usize>().max(1);
+    if images.per_image != per {
+        return Err(miette!(
+            "images have {} values each, the model input `{}` has {per}",
+            images.per_image,
+            input.name
+        ));
+    }
+    if images.count > s.plan.batch as usize {
+        return Err(miette!(
+            help = "recompile with a larger --batch, or pass fewer images",
+            "{} images do not fit the plan's batch of {}",
+            images.count,
+            s.plan.batch
+        ));
+    }
+    let encoder = Encoder::new(&s.ctx);
+    let slots = s.ctx.n() / 2;
+    let nodes = s.module.inputs();
+    let mut jobs = Vec::with_capacity(nodes.len());
+    for (v, name, index) in nodes {
+        let ty = s
+            .module
+            .ty(v)
+            .ok_or_else(|| miette!("input node {v} has no type"))?;
+        let layout = s
+            .module
+            .layout(ty.layout())
+            .ok_or_else(|| miette!("input node {v} has no layout"))?;
+        let vals = pack_input(layout, index, images, slots).map_err(|e| {
+            miette!(
+                help = "recompile with a larger --batch, or pass fewer images",
+                "input `{name}`: {e}"
+            )
+        })?;
+        jobs.push((name.to_string(), index, vals, ty));
+    }
+    // Each input is encoded and encrypted in parallel by its own encryptor, forked in order
+    // from the client's (so the result does not depend on the thread count); a plaintext is
+    // dropped as soon as it is encrypted.
+    use rayon::prelude::*;
+    let children: Vec<Enc> = jobs.iter().map(|_| enc.fork()).collect();
+    let cts = jobs
+        .par_iter()
+        .zip(children)
+        .map(|((_, _, vals, ty), mut child)| {
+            let pt = encoder.encode(vals, ty.level().0 as usize, ty.log_scale().0.exp2())?;
+            match &mut child {
+                Enc::Secret(e) => e.encrypt(&pt),
+                Enc::Public(e) => e.encrypt(&pt),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .into_diagnostic()?;
+    let mut id = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+    let mut request = Request {
+        id: full_hex(&id),
+        images: images.count,
+        model: s.plan.model.clone(),
+        key: full_hex(&enc.key_id),
+        plan: full_hex(&s.digest),
+        outputs: outputs_digest(&expected_outputs(s)?),
+        tag: None,
+    };
+    request.tag = enc.tag_key.map(|k| request.tag_with(&k));
+    Ok(EncryptedInputs {
+        meta: InputsMeta {
+            images: images.count,
+            elements: jobs.into_iter().map(|(n, i, _, _)| (n, i)).collect(),
+            request,
+        },
+        key_id: enc.key_id,
+        file_digest: None,
+        cts,
+    })
+}
+
+/// Serializes encrypted inputs.
+pub fn inputs_bytes(s: &Session, x: &EncryptedInputs) -> Result<Vec<u8>> {
+    let mut sections = vec![serde_json::to_vec(&x.meta).into_diagnostic()?];
+    sections.extend(x.cts.iter().map(|c| c.to_bytes(&s.ctx)));
+    Ok(s.container(FileKind::Inputs, x.key_id, sections).to_bytes())
+}
+
+/// Reads encrypted inputs of this plan and checks their metadata against the plan: the
+/// request record names this plan and key set, the image count fits the plan's batch, and the
+/// ciphertexts are exactly the plan's input elements.
+pub fn read_inputs(s: &Session, path: &Path) -> Result<EncryptedInputs> {
+    let bytes = read_file(path)?;
+    let p = path.display().to_string();
+    let c = Container::from_bytes(&bytes, FileKind::Inputs, &p)?;
+    c.check_plan(s, &p)?;
+    let (meta, cts) = c
+        .sections
+        .split_first()
+        .ok_or_else(|| RunError::Corrupt { path: p.clone() })?;
+    let meta: InputsMeta = parse_meta(meta, &p)?;
+    if meta.elements.len() != cts.len() {
+        return Err(RunError::Corrupt { path: p }.into());
+    }
+    let tampered = |detail: String| RunError::Tampered {
+        path: p.clone(),
+        detail,
+    };
+    if meta.request.key != full_hex(&c.key_id) || meta.request.plan != full_hex(&s.digest) {
+        return Err(tampered("its request record names another key set or plan".into()).into());
+    }
+    if meta.images == 0 || meta.images != meta.request.images {
+        return Err(tampered(format!(
+            "it claims {} images, its request record {}",
+            meta.images, meta.request.images
+        ))
+        .into());
+    }
+    if meta.images > s.plan.batch as usize {
+        return Err(tampered(format!(
+            "it claims {} images; the plan runs at most {}",
+            meta.images, s.plan.batch
+        ))
+        .into());
+    }
+    let mut want: Vec<(String, u32)> = s
+        .module
+        .inputs()
+        .into_iter()
+        .map(|(_, n, i)| (n.to_string(), i))
+        .collect();
+    // In the plan's order, as `encrypt` writes them: the server cannot tell which ciphertext
+    // holds which element, so a reordered list would compute on the wrong inputs.
+    if want != meta.elements {
+        let detail = if want.len() == meta.elements.len() {
+            want.sort();
+            let mut have = meta.elements.clone();
+            have.sort();
+            if want == have {
+                "its ciphertexts are not in the plan's input order".to_string()
+            } else {
+                "its ciphertexts are not the plan's input elements".to_string()
+            }
+        } else {
+            format!(
+                "its {} ciphertexts are not the plan's {} input elements",
+                meta.elements.len(),
+                want.len()
+            )
+        };
+        return Err(tampered(detail).into());
+    }
+    let be = backend_err(path);
+    let cts = cts
+        .iter()
+        .map(|b| Ciphertext::from_bytes(&s.ctx, b).map_err(&be))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EncryptedInputs {
+        meta,
+        key_id: c.key_id,
+        file_digest: Some(Sha256::digest(&bytes).into()),
+        cts,
+    })
+}
+
+// ------------------------------------------------------------------ run
+
+/// Metadata of an encrypted-outputs file: enough to decrypt without the plan.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OutputsMeta {
+    /// Model name.
+    pub model: String,
+    /// Images in the batch.
+    pub images: usize,
+    /// Per ciphertext: output name, element index, and the slot layout of its elements
+    /// (see [`unpack_outputs`]).
+    pub elements: Vec<(String, u32, Layout)>,
+    /// The request these outputs answer (copied from the inputs).
+    pub request: Request,
+    /// SHA-256 (hex) of the inputs file the server ran on.
+    pub inputs: Option<String>,
+}
+
+/// Encrypted outputs and the context to decrypt them.
+pub struct EncryptedOutputs {
+    /// Metadata.
+    pub meta: OutputsMeta,
+    /// The parameters' context.
+    pub ctx: Arc<Context>,
+    /// Plan digest.
+    pub digest: [u8; 32],
+    /// The key set of the inputs.
+    pub key_id: KeyId,
+    /// Ciphertexts in `meta.elements` order.
+    pub cts: Vec<Ciphertext>,
+}

@@ -1,0 +1,378 @@
+//! The hecc container format (magic, version, kind, fingerprints, sections, checksum) and the
+//! errors of reading and checking files.
+
+use super::*;
+
+/// Magic bytes of hecc container files.
+pub const FILE_MAGIC: [u8; 8] = *b"HECCFILE";
+/// Container format version.
+pub const FILE_VERSION: u16 = 2;
+const HEADER: usize = 8 + 2 + 1 + 1 + 4 + 32 + 32 + 32;
+
+/// What a container holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    /// The evaluation keys: public, relinearization and Galois keys.
+    EvalKeys = 1,
+    /// The secret key.
+    SecretKey = 2,
+    /// Encrypted inputs of a batch.
+    Inputs = 3,
+    /// Encrypted outputs of a run.
+    Outputs = 4,
+}
+
+impl FileKind {
+    fn from_u8(b: u8) -> Option<FileKind> {
+        Some(match b {
+            1 => FileKind::EvalKeys,
+            2 => FileKind::SecretKey,
+            3 => FileKind::Inputs,
+            4 => FileKind::Outputs,
+            _ => return None,
+        })
+    }
+
+    /// Human name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::EvalKeys => "evaluation keys",
+            FileKind::SecretKey => "secret key",
+            FileKind::Inputs => "encrypted inputs",
+            FileKind::Outputs => "encrypted outputs",
+        }
+    }
+}
+
+/// Why a hecc file or input could not be used.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum RunError {
+    /// Not a hecc container.
+    #[error("{path}: not a hecc file (bad magic bytes)")]
+    #[diagnostic(code(hecc::run::magic))]
+    BadMagic {
+        /// The file.
+        path: String,
+    },
+    /// Another container version.
+    #[error("{path}: hecc file format version {found} is not supported (this hecc reads {FILE_VERSION})")]
+    #[diagnostic(code(hecc::run::version))]
+    Version {
+        /// The file.
+        path: String,
+        /// Version found.
+        found: u16,
+    },
+    /// A file of another kind.
+    #[error("{path}: expected {expected}, found {found}")]
+    #[diagnostic(code(hecc::run::kind))]
+    WrongKind {
+        /// The file.
+        path: String,
+        /// Kind wanted.
+        expected: &'static str,
+        /// Kind found.
+        found: String,
+    },
+    /// The file ends early.
+    #[error("{path}: truncated ({len} bytes; the structure needs at least {needed})")]
+    #[diagnostic(
+        code(hecc::run::truncated),
+        help("the file was cut short; copy it again")
+    )]
+    Truncated {
+        /// The file.
+        path: String,
+        /// Its length.
+        len: usize,
+        /// Bytes needed.
+        needed: usize,
+    },
+    /// Header bytes reserved for later versions are set.
+    #[error("{path}: reserved header bytes are not zero; not written by this hecc (or edited)")]
+    #[diagnostic(code(hecc::run::reserved))]
+    Reserved {
+        /// The file.
+        path: String,
+    },
+    /// The checksum does not match: the file was modified.
+    #[error("{path}: corrupt (checksum mismatch); the file was modified or damaged")]
+    #[diagnostic(code(hecc::run::corrupt))]
+    Corrupt {
+        /// The file.
+        path: String,
+    },
+    /// The file belongs to other encryption parameters.
+    #[error(
+        "{path}: made for other encryption parameters (fingerprint {found}, expected {expected})"
+    )]
+    #[diagnostic(
+        code(hecc::run::params),
+        help("keys, ciphertexts and plan must come from the same `hecc compile`/`hecc keygen`")
+    )]
+    ParamsMismatch {
+        /// The file.
+        path: String,
+        /// Fingerprint prefix expected.
+        expected: String,
+        /// Fingerprint prefix found.
+        found: String,
+    },
+    /// The file belongs to another plan (same parameters, another circuit or plan field).
+    #[error("{path}: made for another plan (plan digest {found}, expected {expected})")]
+    #[diagnostic(code(hecc::run::plan))]
+    PlanMismatch {
+        /// The file.
+        path: String,
+        /// Digest prefix expected.
+        expected: String,
+        /// Digest prefix found.
+        found: String,
+    },
+    /// The file belongs to another key set (another `hecc keygen`).
+    #[error("{path}: made with other keys (key id {found}, expected {expected})")]
+    #[diagnostic(
+        code(hecc::run::keys),
+        help("keys, ciphertexts and results must all come from the same `hecc keygen`")
+    )]
+    KeyMismatch {
+        /// The file.
+        path: String,
+        /// Key id expected.
+        expected: String,
+        /// Key id found.
+        found: String,
+    },
+    /// The file's content contradicts itself or its request: it was edited.
+    #[error("{path}: {detail}")]
+    #[diagnostic(
+        code(hecc::run::tampered),
+        help("the file was modified after it was written; do not trust it")
+    )]
+    Tampered {
+        /// The file.
+        path: String,
+        /// What does not match.
+        detail: String,
+    },
+    /// A key or ciphertext does not match the other files.
+    #[error("{what}: {detail}")]
+    #[diagnostic(code(hecc::run::mismatch))]
+    Mismatch {
+        /// What was compared.
+        what: String,
+        /// Explanation.
+        detail: String,
+    },
+    /// A backend object inside the file failed to load.
+    #[error("{path}: {source}")]
+    #[diagnostic(code(hecc::run::backend))]
+    Backend {
+        /// The file.
+        path: String,
+        /// The backend error.
+        #[source]
+        source: CkksError,
+    },
+    /// An input image file could not be read.
+    #[error("{path}: {detail}")]
+    #[diagnostic(code(hecc::run::input))]
+    Input {
+        /// The file.
+        path: String,
+        /// Explanation.
+        detail: String,
+    },
+}
+
+/// The first 8 bytes of `b` in hex: how ids and digests are named in messages.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().take(8).map(|x| format!("{x:02x}")).collect()
+}
+
+// ------------------------------------------------------------------ containers
+
+/// A parsed container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Container {
+    /// Kind.
+    pub kind: FileKind,
+    /// Parameter fingerprint.
+    pub fingerprint: [u8; 32],
+    /// Plan digest.
+    pub plan_digest: [u8; 32],
+    /// Key set identity.
+    pub key_id: KeyId,
+    /// Sections.
+    pub sections: Vec<Vec<u8>>,
+}
+
+impl Container {
+    /// Serializes (with the trailing checksum).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let body: usize = self.sections.iter().map(|s| s.len() + 8).sum();
+        let mut out = Vec::with_capacity(HEADER + 4 + body + 32);
+        out.extend_from_slice(&FILE_MAGIC);
+        out.extend_from_slice(&FILE_VERSION.to_le_bytes());
+        out.push(self.kind as u8);
+        out.push(0);
+        out.extend_from_slice(&[0u8; 4]);
+        out.extend_from_slice(&self.fingerprint);
+        out.extend_from_slice(&self.plan_digest);
+        out.extend_from_slice(&self.key_id);
+        out.extend_from_slice(&(self.sections.len() as u32).to_le_bytes());
+        for s in &self.sections {
+            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            out.extend_from_slice(s);
+        }
+        let sum = Sha256::digest(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    /// Parses and checks magic, version, kind, structure and checksum (not the fingerprints).
+    pub fn from_bytes(bytes: &[u8], expected: FileKind, path: &str) -> Result<Container, RunError> {
+        let p = || path.to_string();
+        if bytes.len() < 8 || bytes[..8] != FILE_MAGIC {
+            return Err(RunError::BadMagic { path: p() });
+        }
+        let trunc = |needed: usize| RunError::Truncated {
+            path: p(),
+            len: bytes.len(),
+            needed,
+        };
+        if bytes.len() < HEADER + 4 {
+            return Err(trunc(HEADER + 4 + 32));
+        }
+        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+        if version != FILE_VERSION {
+            return Err(RunError::Version {
+                path: p(),
+                found: version,
+            });
+        }
+        let kind = FileKind::from_u8(bytes[10]);
+        if kind != Some(expected) {
+            return Err(RunError::WrongKind {
+                path: p(),
+                expected: expected.name(),
+                found: kind.map_or_else(
+                    || format!("unknown kind {}", bytes[10]),
+                    |k| k.name().to_string(),
+                ),
+            });
+        }
+        if bytes[11..16].iter().any(|&b| b != 0) {
+            return Err(RunError::Reserved { path: p() });
+        }
+        let mut fingerprint = [0u8; 32];
+        fingerprint.copy_from_slice(&bytes[16..48]);
+        let mut plan_digest = [0u8; 32];
+        plan_digest.copy_from_slice(&bytes[48..80]);
+        let mut key_id = [0u8; 32];
+        key_id.copy_from_slice(&bytes[80..112]);
+        let count = u32::from_le_bytes([bytes[112], bytes[113], bytes[114], bytes[115]]) as usize;
+        let mut pos = HEADER + 4;
+        let mut sections = Vec::with_capacity(count.min(1 << 20));
+        for _ in 0..count {
+            if bytes.len() < pos + 8 {
+                return Err(trunc(pos + 8 + 32));
+            }
+            let mut l = [0u8; 8];
+            l.copy_from_slice(&bytes[pos..pos + 8]);
+            let len = u64::from_le_bytes(l) as usize;
+            pos += 8;
+            let end = pos.checked_add(len).ok_or_else(|| trunc(usize::MAX))?;
+            if bytes.len() < end {
+                return Err(trunc(end.saturating_add(32)));
+            }
+            sections.push(bytes[pos..end].to_vec());
+            pos = end;
+        }
+        if bytes.len() < pos + 32 {
+            return Err(trunc(pos + 32));
+        }
+        if bytes.len() > pos + 32 || Sha256::digest(&bytes[..pos])[..] != bytes[pos..pos + 32] {
+            return Err(RunError::Corrupt { path: p() });
+        }
+        Ok(Container {
+            kind: expected,
+            fingerprint,
+            plan_digest,
+            key_id,
+            sections,
+        })
+    }
+
+    /// Checks that the container belongs to `session`'s parameters and plan.
+    pub fn check_plan(&self, session: &Session, path: &str) -> Result<(), RunError> {
+        let fp = session.ctx.fingerprint();
+        if &self.fingerprint != fp {
+            return Err(RunError::ParamsMismatch {
+                path: path.to_string(),
+                expected: hex(fp),
+                found: hex(&self.fingerprint),
+            });
+        }
+        if self.plan_digest != session.digest {
+            return Err(RunError::PlanMismatch {
+                path: path.to_string(),
+                expected: hex(&session.digest),
+                found: hex(&self.plan_digest),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that the container belongs to the key set `id`.
+    pub fn check_key(&self, id: &KeyId, path: &str) -> Result<(), RunError> {
+        if &self.key_id != id {
+            return Err(RunError::KeyMismatch {
+                path: path.to_string(),
+                expected: hex(id),
+                found: hex(&self.key_id),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The key id in the header of a hecc file of kind `kind`, read without loading the file
+/// (its checksum is checked when the file itself is used).
+pub fn peek_key_id(path: &Path, kind: FileKind) -> Result<KeyId> {
+    use std::io::Read;
+    let p = path.display().to_string();
+    let mut head = vec![0u8; HEADER];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(|e| miette!("cannot read {p}: {e}"))?;
+    if head[..8] != FILE_MAGIC {
+        return Err(RunError::BadMagic { path: p }.into());
+    }
+    if FileKind::from_u8(head[10]) != Some(kind) {
+        return Err(RunError::WrongKind {
+            path: p,
+            expected: kind.name(),
+            found: format!("kind {}", head[10]),
+        }
+        .into());
+    }
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&head[80..112]);
+    Ok(id)
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| miette!("cannot read {}: {e}", path.display()))
+}
+
+pub(crate) fn read_container(path: &Path, kind: FileKind) -> Result<Container> {
+    let bytes = read_file(path)?;
+    Ok(Container::from_bytes(
+        &bytes,
+        kind,
+        &path.display().to_string(),
+    )?)
+}
+
+// ------------------------------------------------------------------ session

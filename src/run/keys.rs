@@ -1,0 +1,219 @@
+//! Key generation and key files: the client's secret, the evaluation keys the server gets.
+
+use super::*;
+
+/// The key id of the serialized public, relinearization and Galois keys.
+pub fn key_id_of(sections: [&[u8]; 3]) -> KeyId {
+    let mut h = Sha256::new();
+    h.update(b"hecc key id v2");
+    for s in sections {
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s);
+    }
+    h.finalize().into()
+}
+
+/// The client's secret key with its key set's id.
+pub struct ClientSecret {
+    /// The secret key.
+    pub key: SecretKey,
+    /// The id of its key set.
+    pub id: KeyId,
+    /// Key of the request tags (derived from the secret key).
+    pub(crate) tag_key: [u8; 32],
+}
+
+impl ClientSecret {
+    /// Wraps a secret key of key set `id`.
+    pub fn new(ctx: &Context, key: SecretKey, id: KeyId) -> ClientSecret {
+        let mut h = Sha256::new();
+        h.update(b"hecc request tag v1");
+        h.update(key.to_bytes(ctx));
+        ClientSecret {
+            key,
+            id,
+            tag_key: h.finalize().into(),
+        }
+    }
+}
+
+/// All keys of a plan.
+pub struct KeySet {
+    /// The secret key (client only).
+    pub secret: ClientSecret,
+    /// The evaluation keys.
+    pub eval: EvalKeySet,
+}
+
+/// The public evaluation keys.
+pub struct EvalKeySet {
+    /// Public key.
+    pub public: PublicKey,
+    /// Relinearization key.
+    pub relin: RelinKey,
+    /// Galois keys for exactly the plan's rotation steps.
+    pub galois: GaloisKeys,
+    /// The key set's id ([`key_id_of`] its keys).
+    pub id: KeyId,
+}
+
+impl EvalKeySet {
+    /// As the executor wants them.
+    pub fn as_exec(&self) -> EvalKeys<'_> {
+        EvalKeys {
+            relin: Some(&self.relin),
+            galois: Some(&self.galois),
+        }
+    }
+}
+
+/// Generates fresh keys for a plan (OS randomness).
+pub fn generate_keys(s: &Session) -> Result<KeySet> {
+    let mut kg = KeyGenerator::new(&s.ctx).into_diagnostic()?;
+    let steps: Vec<i64> = s
+        .plan
+        .rotation_steps
+        .iter()
+        .map(|&k| i64::from(k))
+        .collect();
+    let public = kg.public_key();
+    let relin = kg.relin_key();
+    let galois = kg.galois_keys(&steps, false);
+    let id = key_id_of([
+        &public.to_bytes(&s.ctx),
+        &relin.to_bytes(&s.ctx),
+        &galois.to_bytes(&s.ctx),
+    ]);
+    Ok(KeySet {
+        secret: ClientSecret::new(&s.ctx, kg.secret_key().clone(), id),
+        eval: EvalKeySet {
+            public,
+            relin,
+            galois,
+            id,
+        },
+    })
+}
+
+/// File names inside a key directory.
+pub const SECRET_KEY_FILE: &str = "secret.key";
+/// File name of the evaluation keys inside a key directory.
+pub const EVAL_KEYS_FILE: &str = "eval.keys";
+
+/// Serializes the evaluation keys.
+pub fn eval_keys_bytes(s: &Session, k: &EvalKeySet) -> Vec<u8> {
+    let ctx = &s.ctx;
+    s.container(
+        FileKind::EvalKeys,
+        k.id,
+        vec![
+            k.public.to_bytes(ctx),
+            k.relin.to_bytes(ctx),
+            k.galois.to_bytes(ctx),
+        ],
+    )
+    .to_bytes()
+}
+
+/// Serializes the secret key.
+pub fn secret_key_bytes(s: &Session, sk: &ClientSecret) -> Vec<u8> {
+    s.container(FileKind::SecretKey, sk.id, vec![sk.key.to_bytes(&s.ctx)])
+        .to_bytes()
+}
+
+/// Writes `DIR/secret.key` (mode 0600; a directory created here is 0700) and `DIR/eval.keys`;
+/// returns their paths.
+pub fn write_keys(s: &Session, keys: &KeySet, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    crate::files::create_private_dir(dir)?;
+    let sk = dir.join(SECRET_KEY_FILE);
+    let ek = dir.join(EVAL_KEYS_FILE);
+    crate::files::write_private(&sk, &secret_key_bytes(s, &keys.secret))?;
+    write_atomic(&ek, &eval_keys_bytes(s, &keys.eval))?;
+    Ok((sk, ek))
+}
+
+pub(crate) fn backend_err(path: &Path) -> impl Fn(CkksError) -> RunError + '_ {
+    move |source| RunError::Backend {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Reads evaluation keys and checks they belong to the plan, carry their own key id and cover
+/// the plan's rotations.
+pub fn read_eval_keys(s: &Session, path: &Path) -> Result<EvalKeySet> {
+    let c = read_container(path, FileKind::EvalKeys)?;
+    let p = path.display().to_string();
+    c.check_plan(s, &p)?;
+    let [public, relin, galois] = c.sections.as_slice() else {
+        return Err(RunError::Corrupt { path: p }.into());
+    };
+    let ctx = &s.ctx;
+    let be = backend_err(path);
+    let id = key_id_of([public, relin, galois]);
+    let public = PublicKey::from_bytes(ctx, public).map_err(&be)?;
+    if id != c.key_id {
+        return Err(RunError::Tampered {
+            path: p,
+            detail: format!(
+                "the key id in the header ({}) is not that of the keys it holds ({})",
+                hex(&c.key_id),
+                hex(&id)
+            ),
+        }
+        .into());
+    }
+    let keys = EvalKeySet {
+        public,
+        relin: RelinKey::from_bytes(ctx, relin).map_err(&be)?,
+        galois: GaloisKeys::from_bytes(ctx, galois).map_err(&be)?,
+        id,
+    };
+    for &k in &s.plan.rotation_steps {
+        let g = s.ctx.galois_element(i64::from(k));
+        if g != 1 && !keys.galois.contains(g) {
+            return Err(RunError::Mismatch {
+                what: p,
+                detail: format!("no Galois key for rotation step {k} the plan needs"),
+            }
+            .into());
+        }
+    }
+    Ok(keys)
+}
+
+/// Reads a secret key and checks it belongs to the parameters `ctx` and plan `digest`. A key
+/// file that other users can read or write is refused unless `allow_shared`.
+pub fn read_secret_key(
+    ctx: &Arc<Context>,
+    digest: &[u8; 32],
+    path: &Path,
+    allow_shared: bool,
+) -> Result<ClientSecret> {
+    crate::files::check_private(path, allow_shared)?;
+    let c = read_container(path, FileKind::SecretKey)?;
+    let p = path.display().to_string();
+    if &c.fingerprint != ctx.fingerprint() {
+        return Err(RunError::ParamsMismatch {
+            path: p,
+            expected: hex(ctx.fingerprint()),
+            found: hex(&c.fingerprint),
+        }
+        .into());
+    }
+    if &c.plan_digest != digest {
+        return Err(RunError::PlanMismatch {
+            path: p,
+            expected: hex(digest),
+            found: hex(&c.plan_digest),
+        }
+        .into());
+    }
+    let [sk] = c.sections.as_slice() else {
+        return Err(RunError::Corrupt { path: p }.into());
+    };
+    let key = SecretKey::from_bytes(ctx, sk).map_err(backend_err(path))?;
+    Ok(ClientSecret::new(ctx, key, c.key_id))
+}
+
+// ------------------------------------------------------------------ images

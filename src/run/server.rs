@@ -1,0 +1,261 @@
+//! The server side: memory checks and limits, and the run of a plan on encrypted inputs with
+//! evaluation keys only.
+
+use super::*;
+
+/// Options of a server run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Where the run's progress events go (`None`: nowhere); the caller renders them.
+    pub progress: Option<ProgressSink>,
+    /// Limit on the bytes of live values during the run (see [`MemoryLimit`]).
+    pub memory_limit: Option<MemoryLimit>,
+}
+
+pub use hecc_runtime::exec::available_memory;
+
+/// Refuses a run whose plan alone needs more memory than is `available`: its estimate (live
+/// values in the schedule plus the evaluation keys) is a lower bound on what the run holds,
+/// so such a run would be killed part way instead of finishing. `what` names the step.
+pub fn check_memory(s: &Session, available: Option<u64>, what: &str) -> Result<()> {
+    let (Some(need), Some(have)) = (
+        s.plan.report.schedule.as_ref().map(|x| x.total_bytes),
+        available,
+    ) else {
+        return Ok(());
+    };
+    if need <= have {
+        return Ok(());
+    }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    Err(miette!(
+        help = "run it on a machine with more memory, compile for fewer images per run (--batch) or \
+                another layout, or pass --no-memory-check to try anyway",
+        "{what}: the plan needs at least {:.1} GiB (live ciphertexts in its schedule plus keys) and \
+         this machine has {:.1} GiB available",
+        gib(need),
+        gib(have)
+    ))
+}
+
+/// A limit on the bytes of live values (ciphertexts, plaintexts, unread inputs) while a plan
+/// runs: near it the executor runs fewer nodes at once, down to one in schedule order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryLimit {
+    /// The plan's own estimate (the peak of live values in its schedule).
+    Plan,
+    /// A number of bytes.
+    Bytes(u64),
+}
+
+impl std::str::FromStr for MemoryLimit {
+    type Err = String;
+
+    /// `plan`, or a size ([`parse_size`]).
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim().eq_ignore_ascii_case("plan") {
+            return Ok(MemoryLimit::Plan);
+        }
+        parse_size(text).map(MemoryLimit::Bytes).map_err(|_| {
+            format!("`{text}` is not a memory size: use `plan`, bytes, or e.g. 6GiB, 512M")
+        })
+    }
+}
+
+/// A size in bytes: a number of bytes, or a number with `K`, `M`, `G`, `T` (powers of 1024,
+/// with an optional `iB`/`B`), e.g. `6GiB`, `512M`, `1.5G`; at least one byte.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let lower = t.to_ascii_lowercase();
+    let body = match lower.strip_suffix("ib") {
+        // `iB` only after a unit letter (`GiB`), not after the number (`6iB`).
+        Some(b) if b.ends_with(['k', 'm', 'g', 't']) => b,
+        Some(_) => lower.as_str(),
+        None => lower.strip_suffix('b').unwrap_or(&lower),
+    };
+    let (num, mult) = match body.chars().last() {
+        Some('k') => (&body[..body.len() - 1], 1u64 << 10),
+        Some('m') => (&body[..body.len() - 1], 1 << 20),
+        Some('g') => (&body[..body.len() - 1], 1 << 30),
+        Some('t') => (&body[..body.len() - 1], 1 << 40),
+        _ => (body, 1),
+    };
+    let bad = || format!("`{text}` is not a size: use bytes, or e.g. 6GiB, 512M");
+    let v: f64 = num.trim().parse().map_err(|_| bad())?;
+    let bytes = v * mult as f64;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
+}
+
+impl MemoryLimit {
+    /// The limit in bytes for session `s`; an error when the limit is the plan's estimate and
+    /// the plan has none.
+    pub fn bytes(self, s: &Session) -> Result<u64> {
+        match self {
+            MemoryLimit::Plan => s
+                .plan
+                .report
+                .schedule
+                .as_ref()
+                .map(|x| x.peak.bytes)
+                .ok_or_else(|| {
+                    miette!(
+                        help = "give the limit as a size instead, e.g. --memory-limit 6GiB",
+                        "--memory-limit plan: this plan has no memory estimate"
+                    )
+                }),
+            MemoryLimit::Bytes(b) => Ok(b),
+        }
+    }
+}
+
+impl Session {
+    /// Executor options for this plan: its schedule and stages, the progress mode and memory
+    /// limit of `opts`, free memory handed back between stages.
+    pub(crate) fn exec_options(&self, stages: StageMap, opts: &RunOptions) -> Result<ExecOptions> {
+        Ok(ExecOptions {
+            progress: opts.progress.clone(),
+            stages: Some(stages),
+            schedule: self.schedule(),
+            memory_limit: opts.memory_limit.map(|l| l.bytes(self)).transpose()?,
+            release_memory: true,
+            ..Default::default()
+        })
+    }
+
+    /// The slot layout of output `name[index]`, which decryption needs.
+    pub(crate) fn output_slots(&self, name: &str, index: u32) -> Result<Layout> {
+        self.module
+            .output_layout(name, index)
+            .cloned()
+            .ok_or_else(|| {
+                miette!(
+                    "output {name}[{index}] has no slot layout in the plan; it cannot be decrypted"
+                )
+            })
+    }
+}
+
+/// The server step: runs the plan on encrypted inputs with evaluation keys only.
+pub fn run_inputs(
+    s: &Session,
+    inputs: EncryptedInputs,
+    keys: &EvalKeySet,
+    opts: &RunOptions,
+) -> Result<(EncryptedOutputs, RunReport)> {
+    if inputs.key_id != keys.id {
+        return Err(RunError::KeyMismatch {
+            path: "the encrypted inputs".into(),
+            expected: hex(&keys.id),
+            found: hex(&inputs.key_id),
+        })
+        .map_err(|e| {
+            miette::Report::new(e).wrap_err(
+                "the evaluation keys and the inputs come from different `hecc keygen` runs",
+            )
+        });
+    }
+    let images = inputs.meta.images;
+    let request = inputs.meta.request;
+    let inputs_digest = inputs.file_digest.map(|d| full_hex(&d));
+    let key_id = inputs.key_id;
+    let map: HashMap<(String, u32), Ciphertext> =
+        inputs.meta.elements.into_iter().zip(inputs.cts).collect();
+    let eval = Evaluator::new(&s.ctx);
+    let encoder = Encoder::new(&s.ctx);
+    let eo = s.exec_options(s.stages(), opts)?;
+    let res = execute(&s.module, &eval, &encoder, keys.as_exec(), map, &eo)?;
+    let mut elements = Vec::with_capacity(res.outputs.len());
+    let mut cts = Vec::with_capacity(res.outputs.len());
+    for o in res.outputs {
+        let layout = s.output_slots(&o.name, o.index)?;
+        elements.push((o.name, o.index, layout));
+        cts.push(o.ct);
+    }
+    Ok((
+        EncryptedOutputs {
+            meta: OutputsMeta {
+                model: s.plan.model.clone(),
+                images,
+                elements,
+                request,
+                inputs: inputs_digest,
+            },
+            ctx: s.ctx.clone(),
+            digest: s.digest,
+            key_id,
+            cts,
+        },
+        res.report,
+    ))
+}
+
+/// Serializes outputs (with the parameters, so decryption needs no plan).
+pub fn outputs_bytes(o: &EncryptedOutputs) -> Result<Vec<u8>> {
+    let mut sections = vec![
+        o.ctx.params().to_bytes(),
+        serde_json::to_vec(&o.meta).into_diagnostic()?,
+    ];
+    sections.extend(o.cts.iter().map(|c| c.to_bytes(&o.ctx)));
+    Ok(Container {
+        kind: FileKind::Outputs,
+        fingerprint: *o.ctx.fingerprint(),
+        plan_digest: o.digest,
+        key_id: o.key_id,
+        sections,
+    }
+    .to_bytes())
+}
+
+/// Reads an outputs file.
+pub fn read_outputs(path: &Path) -> Result<EncryptedOutputs> {
+    let c = read_container(path, FileKind::Outputs)?;
+    let p = path.display().to_string();
+    let [params, meta, cts @ ..] = c.sections.as_slice() else {
+        return Err(RunError::Corrupt { path: p }.into());
+    };
+    let be = backend_err(path);
+    let params = CkksParameters::from_bytes(params).map_err(&be)?;
+    if params.fingerprint() != c.fingerprint {
+        return Err(RunError::Corrupt { path: p }.into());
+    }
+    let ctx = Context::new(params).map_err(&be)?;
+    let meta: OutputsMeta = parse_meta(meta, &p)?;
+    if meta.elements.len() != cts.len() {
+        return Err(RunError::Corrupt { path: p }.into());
+    }
+    // Limits before anything is sized by the metadata: no more images than slots, no more
+    // output elements per image than slots.
+    let slots = ctx.n() / 2;
+    if meta.images == 0 || meta.images > slots {
+        return Err(RunError::Tampered {
+            path: p,
+            detail: format!(
+                "it claims {} images; a ciphertext of these parameters holds 1 to {slots}",
+                meta.images
+            ),
+        }
+        .into());
+    }
+    let per_image: u64 = meta.elements.iter().map(|(_, _, l)| l.elements()).sum();
+    if per_image > slots as u64 * meta.elements.len() as u64 {
+        return Err(RunError::Tampered {
+            path: p,
+            detail: format!("its layouts claim {per_image} output values per image"),
+        }
+        .into());
+    }
+    let cts = cts
+        .iter()
+        .map(|b| Ciphertext::from_bytes(&ctx, b).map_err(&be))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EncryptedOutputs {
+        meta,
+        ctx,
+        digest: c.plan_digest,
+        key_id: c.key_id,
+        cts,
+    })
+}

@@ -152,14 +152,37 @@ impl InferReport {
     }
 }
 
-const PROBE_PREFIX: &str = "__probe";
 const PROBES_PER_STAGE: usize = 8;
 
+/// The probe outputs `--verify` adds to a copy of the circuit: a side table, so a probe is
+/// known by membership, never by its name's shape.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Probes {
+    /// Per stage (in the stage map's order), the probe output names.
+    per_stage: Vec<Vec<String>>,
+    /// Every probe output name.
+    all: std::collections::HashSet<String>,
+}
+
+impl Probes {
+    /// Whether output `name` is a probe (not one of the model's outputs).
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.all.contains(name)
+    }
+}
+
 /// Adds output nodes on up to [`PROBES_PER_STAGE`] ciphertexts leaving each stage, so the
-/// executor and the interpreter both return them. Returns, per stage, the probe output names.
-fn add_probes(m: &mut Module, stages: &StageMap) -> Result<Vec<Vec<String>>> {
+/// executor and the interpreter both return them. Probe names never collide with the model's
+/// own outputs.
+fn add_probes(m: &mut Module, stages: &StageMap) -> Result<Probes> {
+    let taken: std::collections::HashSet<String> = m
+        .outputs()
+        .into_iter()
+        .map(|(_, name, _)| name.to_string())
+        .collect();
     let stage_of = |v: ValueId| stages.of_node.get(v.0 as usize).copied().flatten();
     let mut per: Vec<Vec<String>> = vec![Vec::new(); stages.names.len()];
+    let mut all = std::collections::HashSet::new();
     let ids: Vec<ValueId> = m.ids().collect();
     for v in ids {
         let Some(si) = stage_of(v) else { continue };
@@ -178,12 +201,19 @@ fn add_probes(m: &mut Module, stages: &StageMap) -> Result<Vec<Vec<String>>> {
         if !leaves {
             continue;
         }
-        let name = format!("{PROBE_PREFIX}{si}_{}", per[si].len());
+        let mut name = format!("probe{si}_{}", per[si].len());
+        while taken.contains(&name) || all.contains(&name) {
+            name.push('_');
+        }
         m.output(v, &name, 0)
             .map_err(|e| miette!("cannot add a probe: {e}"))?;
+        all.insert(name.clone());
         per[si].push(name);
     }
-    Ok(per)
+    Ok(Probes {
+        per_stage: per,
+        all,
+    })
 }
 
 /// Compiles `model`, generates keys, and then, in groups of the plan's batch (one group when
@@ -279,7 +309,7 @@ pub fn infer_graph(
         probed = m;
         (&probed, p)
     } else {
-        (&s.module, Vec::new())
+        (&s.module, Probes::default())
     };
     let eo = s.exec_options(
         stages.clone(),
@@ -325,13 +355,13 @@ pub fn infer_graph(
         let mut decrypted: HashMap<(String, u32), Vec<f64>> = HashMap::new();
         let mut model_outputs = Vec::new();
         for o in &res.outputs {
-            if !o.name.starts_with(PROBE_PREFIX) {
+            if !probes.contains(&o.name) {
                 bound = bound.min(wrap_bound(&s.ctx, &o.ct));
             }
             let slots = encoder
                 .decode(&dec.decrypt(&o.ct).into_diagnostic()?)
                 .into_diagnostic()?;
-            if !o.name.starts_with(PROBE_PREFIX) {
+            if !probes.contains(&o.name) {
                 model_outputs.push((o.name.clone(), o.index));
             }
             decrypted.insert((o.name.clone(), o.index), slots);
@@ -489,7 +519,7 @@ fn check_circuit(
     s: &Session,
     module: &Module,
     images: &Images,
-    probes: &[Vec<String>],
+    probes: &Probes,
     stages: &StageMap,
     decrypted: &HashMap<(String, u32), Vec<f64>>,
 ) -> Result<CircuitCheck> {
@@ -515,7 +545,7 @@ fn check_circuit(
     };
     let slots_of = |k: &(String, u32)| -> Vec<usize> {
         match s.module.output_layout(&k.0, k.1) {
-            Some(l) if !k.0.starts_with(PROBE_PREFIX) => (0..n)
+            Some(l) if !probes.contains(&k.0) => (0..n)
                 .flat_map(|i| {
                     (0..l.elements() as usize).filter_map(move |j| l.slot_of_element(i, j))
                 })
@@ -546,6 +576,7 @@ fn check_circuit(
         c
     };
     let stages: Vec<StageCheck> = probes
+        .per_stage
         .iter()
         .zip(&stages.names)
         .filter(|(p, _)| !p.is_empty())

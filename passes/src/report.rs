@@ -113,6 +113,16 @@ pub struct KeyReport {
     pub rotation_tradeoff: Option<crate::rotations::RotationTradeoff>,
 }
 
+impl KeyReport {
+    /// Bytes the keys take in a process that holds them all (`infer`, or a server with the
+    /// public key): the fields above are file sizes, where a key-switching key stores only
+    /// its second polynomial per digit and a seed for the uniform first one, which memory
+    /// holds expanded.
+    pub fn resident_bytes(&self) -> u64 {
+        self.public_key + 2 * (self.relin_key + self.galois_keys)
+    }
+}
+
 /// The whole report.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {

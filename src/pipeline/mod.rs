@@ -234,7 +234,7 @@ pub fn compile_with(packing: &dyn Packing, g: &Graph, opts: &CompileOptions) -> 
         depth_unfused,
     });
     let t0 = Instant::now();
-    let key_bytes = rep.keys.public_key + rep.keys.relin_key + rep.keys.galois_keys;
+    let key_bytes = rep.keys.resident_bytes();
     let sched = hecc_passes::schedule::schedule(
         &managed.module,
         choice.log_n,

@@ -100,6 +100,16 @@ struct Setup {
     gk: GaloisKeys,
 }
 
+impl Setup {
+    /// Every evaluation key of the setup.
+    fn keys(&self) -> EvalKeys<'_> {
+        EvalKeys {
+            relin: Some(&self.rk),
+            galois: Some(&self.gk),
+        }
+    }
+}
+
 fn setup() -> Setup {
     let ctx = context();
     let mut kg = KeyGenerator::new_with_insecure_test_seed(&ctx, 11);
@@ -160,10 +170,7 @@ fn a_run_reports_its_progress_as_events() {
     let m = circuit(&s.ctx, 40.0);
     let eval = Evaluator::new(&s.ctx);
     let encoder = Encoder::new(&s.ctx);
-    let keys = EvalKeys {
-        relin: Some(&s.rk),
-        galois: Some(&s.gk),
-    };
+    let keys = s.keys();
     let (opts, events) = recording();
     execute(
         &m,
@@ -218,10 +225,7 @@ fn executor_matches_the_interpreter_on_every_op_kind() {
     let inputs = encrypt_inputs(&s, &m, 40.0);
     let eval = Evaluator::new(&s.ctx);
     let encoder = Encoder::new(&s.ctx);
-    let keys = EvalKeys {
-        relin: Some(&s.rk),
-        galois: Some(&s.gk),
-    };
+    let keys = s.keys();
     let res = execute(&m, &eval, &encoder, keys, inputs, &quiet()).unwrap();
     assert_eq!(
         res.report.hoisted_rotations, 2,
@@ -286,10 +290,7 @@ fn a_backend_scale_that_disagrees_with_the_type_is_reported() {
     let inputs = encrypt_inputs(&s, &m, 41.0);
     let eval = Evaluator::new(&s.ctx);
     let encoder = Encoder::new(&s.ctx);
-    let keys = EvalKeys {
-        relin: Some(&s.rk),
-        galois: Some(&s.gk),
-    };
+    let keys = s.keys();
     let err = execute(&m, &eval, &encoder, keys, inputs, &quiet()).unwrap_err();
     match err {
         ExecError::ScaleMismatch {
@@ -308,10 +309,7 @@ fn missing_and_unknown_inputs_are_errors() {
     let m = circuit(&s.ctx, 40.0);
     let eval = Evaluator::new(&s.ctx);
     let encoder = Encoder::new(&s.ctx);
-    let keys = EvalKeys {
-        relin: Some(&s.rk),
-        galois: Some(&s.gk),
-    };
+    let keys = s.keys();
     let mut inputs = encrypt_inputs(&s, &m, 40.0);
     let one = inputs.remove(&("x".to_string(), 1)).unwrap();
     let err = execute(&m, &eval, &encoder, keys, inputs.clone(), &quiet()).unwrap_err();

@@ -7,7 +7,7 @@ use super::{CompileContext, Lowering, Packing};
 use hecc_ir::tensor::verify::Shapes;
 use hecc_ir::tensor::Graph;
 use hecc_passes::layout::PackingLayout;
-use hecc_passes::lower::{lower_batch_shaped, LowerOptions};
+use hecc_passes::lower::lower_batch_shaped;
 use hecc_passes::params::{select, ParamChoice, ParamRequest};
 use miette::Result;
 
@@ -34,16 +34,10 @@ impl Packing for BatchPacking {
         slots: u32,
         fold: bool,
     ) -> Result<Lowering> {
-        let batch = cx.opts.batch.unwrap_or(slots);
-        let opts = LowerOptions {
-            batch,
-            slots,
-            log_scale: f64::from(cx.opts.scale_bits),
-            activations: cx.activations.clone(),
-        };
+        let opts = cx.lower_options(slots);
         Ok(Lowering {
             lowered: lower_batch_shaped(g, shapes, &opts, fold)?,
-            images: batch,
+            images: opts.batch,
             image_stride: 1,
         })
     }
@@ -66,8 +60,9 @@ impl Packing for BatchPacking {
         })?)
     }
 
-    fn probe_slots(&self, cx: &CompileContext<'_>, _choice: &ParamChoice) -> u32 {
-        Self::probe_batch(cx)
+    fn fusion_probe_slots(&self, cx: &CompileContext<'_>) -> Option<u32> {
+        // The depth does not depend on the ring here: the smallest lowering will do.
+        Some(Self::probe_batch(cx))
     }
 
     fn check(&self, _: &CompileContext<'_>, _: &Lowering, _: &ParamChoice) -> Result<()> {

@@ -14,7 +14,6 @@ use hecc_ir::tensor::verify::Shapes;
 use hecc_ir::tensor::{Graph, Op, Shape};
 use hecc_passes::layout::PackingLayout;
 use hecc_passes::lower::channel::{lower_channel_shaped, ChannelOptions};
-use hecc_passes::lower::LowerOptions;
 use hecc_passes::params::{select, ParamChoice, ParamRequest};
 use miette::{miette, Result};
 
@@ -38,16 +37,7 @@ impl Packing for ChannelPacking {
         _fold: bool,
     ) -> Result<Lowering> {
         // Affine factors are always carried lazily to the next product in this layout.
-        let low = lower_channel_shaped(
-            g,
-            shapes,
-            &ChannelOptions::new(LowerOptions {
-                batch: cx.opts.batch.unwrap_or(slots),
-                slots,
-                log_scale: f64::from(cx.opts.scale_bits),
-                activations: cx.activations.clone(),
-            }),
-        )?;
+        let low = lower_channel_shaped(g, shapes, &ChannelOptions::new(cx.lower_options(slots)))?;
         Ok(Lowering {
             lowered: low.lowered,
             images: low.images,
@@ -92,15 +82,11 @@ impl Packing for ChannelPacking {
         choice.ok_or_else(|| miette!("no parameters for the channel layout"))
     }
 
-    fn affine_always_lazy(&self) -> bool {
+    fn fusion_probe_slots(&self, _cx: &CompileContext<'_>) -> Option<u32> {
         // Batch-norm and scalings are pending factors on the channel forms, materialised only
-        // at the next product (measured: the same depth with and without the fusion passes
-        // on the eight reference models and exports).
-        true
-    }
-
-    fn probe_slots(&self, _cx: &CompileContext<'_>, choice: &ParamChoice) -> u32 {
-        1u32 << (choice.log_n - 1)
+        // at the next product, so fusion cannot change the depth (measured: the same depth
+        // with and without the fusion passes on the eight reference models and exports).
+        None
     }
 
     fn check(&self, cx: &CompileContext<'_>, low: &Lowering, choice: &ParamChoice) -> Result<()> {

@@ -25,7 +25,7 @@ use hecc_ir::tensor::verify::Shapes;
 use hecc_ir::tensor::{Graph, NodeId, Op};
 use hecc_passes::he::{depth_of, Managed, RescalePolicy};
 use hecc_passes::layout::PackingLayout;
-use hecc_passes::lower::{ActivationPolicy, Lowered};
+use hecc_passes::lower::{ActivationPolicy, LowerOptions, Lowered};
 use hecc_passes::manager::{
     Changed, ManagerOptions, PassCx, PassLog, PassManager, PassTiming, Pipeline,
 };
@@ -74,6 +74,19 @@ pub struct CompileContext<'a> {
     pub opts: &'a CompileOptions,
 }
 
+impl CompileContext<'_> {
+    /// Lowering options for a ring of `slots` slots: the requested batch (all slots when none
+    /// was asked for), the scale and the activation replacements.
+    pub fn lower_options(&self, slots: u32) -> LowerOptions {
+        LowerOptions {
+            batch: self.opts.batch.unwrap_or(slots),
+            slots,
+            log_scale: f64::from(self.opts.scale_bits),
+            activations: self.activations.clone(),
+        }
+    }
+}
+
 /// A packing layout: how a graph becomes a circuit, and what ring the circuit needs.
 pub trait Packing {
     /// The layout this strategy produces.
@@ -98,16 +111,10 @@ pub trait Packing {
         depth: &mut dyn FnMut(Lowering) -> Result<u32>,
     ) -> Result<ParamChoice>;
 
-    /// Whether the lowering carries every affine factor lazily to the next product whatever
-    /// the tensor passes did, so fusion cannot change the depth and the comparison lowering
-    /// is skipped (the unfused depth is the depth).
-    fn affine_always_lazy(&self) -> bool {
-        false
-    }
-
-    /// The slot count of the lowering that measures the depth without fusion (the depth
-    /// does not depend on it in the batch layout, so a small one is cheaper there).
-    fn probe_slots(&self, cx: &CompileContext<'_>, choice: &ParamChoice) -> u32;
+    /// The slot count of the lowering that measures the depth without fusion, or `None` when
+    /// fusion cannot change this layout's depth (the comparison lowering is then skipped and
+    /// the unfused depth is the depth).
+    fn fusion_probe_slots(&self, cx: &CompileContext<'_>) -> Option<u32>;
 
     /// Checks the final lowering against the request (a batch that must fit).
     fn check(&self, cx: &CompileContext<'_>, low: &Lowering, choice: &ParamChoice) -> Result<()>;
@@ -128,20 +135,20 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
     } else {
         opts
     };
-    hecc_ir::tensor::verify(g).map_err(|errs| {
+    let shapes = hecc_ir::tensor::verify(g).map_err(|errs| {
         miette!(
             "the model does not verify ({} problems); run `hecc check`",
             errs.len()
         )
     })?;
     match opts.layout {
-        LayoutChoice::Batch => compile_with(&BatchPacking, g, opts),
-        LayoutChoice::Channel => compile_with(&ChannelPacking, g, opts),
+        LayoutChoice::Batch => compile_with(&BatchPacking, g, &shapes, opts),
+        LayoutChoice::Channel => compile_with(&ChannelPacking, g, &shapes, opts),
         LayoutChoice::Auto => {
             if choose_layout(g, opts).0 == PackingLayout::Channel {
                 // A model the channel layout cannot lower (padded max-pooling, ...) falls
                 // back to the batch layout; any other failure is the user's to see.
-                match compile_with(&ChannelPacking, g, opts) {
+                match compile_with(&ChannelPacking, g, &shapes, opts) {
                     Err(e)
                         if matches!(
                             e.downcast_ref::<hecc_passes::lower::channel::ChannelError>(),
@@ -150,13 +157,18 @@ pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
                     other => return other,
                 }
             }
-            compile_with(&BatchPacking, g, opts)
+            compile_with(&BatchPacking, g, &shapes, opts)
         }
     }
 }
 
-/// The pipeline, for one strategy.
-pub fn compile_with(packing: &dyn Packing, g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
+/// The pipeline, for one strategy, on `g` with `original_shapes` (its verified shapes).
+pub fn compile_with(
+    packing: &dyn Packing,
+    g: &Graph,
+    original_shapes: &Shapes,
+    opts: &CompileOptions,
+) -> Result<Compiled> {
     let layout = packing.layout();
     let passes = CompilePasses::new(opts)?;
     let mut log = PassLog::default();
@@ -186,14 +198,15 @@ pub fn compile_with(packing: &dyn Packing, g: &Graph, opts: &CompileOptions) -> 
         Ok(d)
     })?;
     let depth = probe_depth.ok_or_else(|| miette!("no parameters were tried"))?;
-    let depth_unfused = if passes.fold && opts.compare_fusion && !packing.affine_always_lazy() {
-        let original_shapes = hecc_ir::tensor::verify(g)
-            .map_err(|errs| miette!("the model does not verify ({} problems)", errs.len()))?;
-        let slots = packing.probe_slots(&cx, &choice);
-        let raw = packing.lower(&cx, g, &original_shapes, slots, false)?;
-        depth_of(&passes.run_he(raw.lowered, None, None)?.1.module)
-    } else {
-        depth
+    let probe_slots = packing
+        .fusion_probe_slots(&cx)
+        .filter(|_| passes.fold && opts.compare_fusion);
+    let depth_unfused = match probe_slots {
+        Some(slots) => {
+            let raw = packing.lower(&cx, g, original_shapes, slots, false)?;
+            depth_of(&passes.run_he(raw.lowered, None, None)?.1.module)
+        }
+        None => depth,
     };
     let backend = backend_params(&choice, opts.security == Security::InsecureNone)?;
     let he_params = hecc_ir::he::Params {

@@ -239,24 +239,7 @@ pub fn infer_graph(
     let t = Instant::now();
     let mut copts = opts.compile.clone();
     // Size the batch from the data before compiling (shape from the graph).
-    let probe_input = {
-        let id = *g
-            .inputs
-            .first()
-            .ok_or_else(|| miette!("the model has no input"))?;
-        let n = g
-            .node(id)
-            .ok_or_else(|| miette!("the model has no input"))?;
-        let (shape, range) = match &n.op {
-            hecc_ir::tensor::Op::Input { shape, norm, .. } => (shape.0.clone(), norm.range),
-            _ => return Err(miette!("the model's first input is not an input node")),
-        };
-        PlanTensor {
-            name: n.name.clone(),
-            shape,
-            range,
-        }
-    };
+    let probe_input = crate::compile::input_tensor(g)?;
     let all = load_images(input, &probe_input)?;
     if let Some(n) = opts.batch.filter(|&n| n > all.count) {
         return Err(miette!(

@@ -3,7 +3,7 @@
 //! [`crate::pipeline`].
 
 use hecc_ir::tensor::{Graph, Op};
-use hecc_passes::approx::{ActivationApprox, ReluMethod, Surrogate};
+use hecc_passes::approx::{ActivationApprox, ActivationSpec, MethodSpec, ReluMethod, Surrogate};
 use hecc_passes::he::RescalePolicy;
 use hecc_passes::lower::ActivationPolicy;
 use hecc_passes::params::{ParamChoice, Security};
@@ -43,6 +43,46 @@ impl std::str::FromStr for LayoutChoice {
     }
 }
 
+/// The activation policy a compile asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ActivationChoice {
+    /// The shallowest policy whose plaintext argmax agrees with the exact model on the
+    /// calibration images.
+    Auto,
+    /// This approximation of every `relu` and `max_pool`.
+    Method(MethodSpec),
+}
+
+impl ActivationChoice {
+    /// Parses `auto` or a policy name ([`parse_activation`]).
+    pub fn parse(spec: &str) -> Result<ActivationChoice> {
+        if spec == "auto" {
+            return Ok(ActivationChoice::Auto);
+        }
+        Ok(ActivationChoice::Method(MethodSpec {
+            spec: spec.to_string(),
+            method: parse_activation(spec)?,
+        }))
+    }
+
+    /// The approximation, unless this is `auto`.
+    pub fn method(&self) -> Option<&MethodSpec> {
+        match self {
+            ActivationChoice::Auto => None,
+            ActivationChoice::Method(m) => Some(m),
+        }
+    }
+}
+
+impl std::fmt::Display for ActivationChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActivationChoice::Auto => f.write_str("auto"),
+            ActivationChoice::Method(m) => f.write_str(&m.spec),
+        }
+    }
+}
+
 /// Options of `hecc compile`.
 #[derive(Clone, Debug)]
 pub struct CompileOptions {
@@ -60,7 +100,7 @@ pub struct CompileOptions {
     /// shallowest policy whose plaintext argmax agrees with the exact model on the calibration
     /// images). `None`: the model must have no `relu`/`max_pool`; hecc never picks an
     /// approximation the user did not ask for.
-    pub activation: Option<String>,
+    pub activation: Option<ActivationChoice>,
     /// How `auto` chose the policy, appended to the recorded activation.
     pub auto_note: Option<String>,
     /// Input range half-width of the ReLU approximation.
@@ -97,17 +137,19 @@ pub struct CompileOptions {
 }
 
 impl CompileOptions {
-    /// The activation policy as recorded in the report and the plan (`none needed` if the model
-    /// needs none).
-    pub fn activation_label(&self) -> String {
-        let base = self
-            .activation
-            .clone()
-            .unwrap_or_else(|| "none needed".into());
-        match &self.auto_note {
-            Some(n) => format!("{base} ({n})"),
-            None => base,
+    /// The activation policy as recorded in the report and the plan (`auto` must have been
+    /// resolved to a method first).
+    pub fn activation_spec(&self) -> ActivationSpec {
+        ActivationSpec {
+            approximation: self.activation.as_ref().and_then(|a| a.method()).cloned(),
+            auto_note: self.auto_note.clone(),
         }
+    }
+
+    /// Whether the activation policy is still `auto` (resolved on calibration images before
+    /// lowering).
+    pub fn activation_is_auto(&self) -> bool {
+        self.activation == Some(ActivationChoice::Auto)
     }
 }
 
@@ -251,20 +293,19 @@ pub fn activation_policy(
     g: &Graph,
     opts: &CompileOptions,
 ) -> Result<(ActivationPolicy, Vec<ActivationRange>)> {
-    let Some(spec) = opts.activation.as_deref() else {
+    let Some(choice) = &opts.activation else {
         let found = sites(g)?;
         if found.is_empty() {
             return Ok((ActivationPolicy::default(), Vec::new()));
         }
         return Err(no_activation_error(&found));
     };
-    if spec == "auto" {
+    let Some(MethodSpec { method, .. }) = choice.method() else {
         return Err(miette!(
             "--activation auto must be resolved on calibration images first (see `resolve_auto`)"
         ));
-    }
-    let method = parse_activation(spec)?;
-    let relu = ActivationApprox::relu(&method, opts.relu_range)?;
+    };
+    let relu = ActivationApprox::relu(method, opts.relu_range)?;
     let mut policy = ActivationPolicy {
         relu: Some(relu.clone()),
         max: Some(relu),
@@ -282,7 +323,7 @@ pub fn activation_policy(
         if opts.range_override {
             r.range = opts.relu_range;
         } else {
-            let a = ActivationApprox::relu(&method, r.range)?;
+            let a = ActivationApprox::relu(method, r.range)?;
             policy.per_node.insert(r.node.clone(), a);
         }
     }

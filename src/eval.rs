@@ -13,7 +13,7 @@ use hecc_passes::lower::ActivationPolicy;
 use hecc_passes::ranges::{sites, SiteKind};
 use miette::{miette, Result};
 
-use crate::compile::{activation_policy, CompileOptions};
+use crate::compile::{activation_policy, ActivationChoice, CompileOptions};
 use crate::run::{argmax_rows, Images};
 
 /// Images per plaintext batch.
@@ -158,7 +158,7 @@ pub fn evaluate(g: &Graph, images: &Images, opts: &CompileOptions) -> Result<Eva
             .max()
     });
     Ok(Evaluation {
-        policy: opts.activation.clone(),
+        policy: opts.activation.as_ref().map(|a| a.to_string()),
         depth,
         predictions: argmax_rows(&logits, classes.max(1)),
         logits,
@@ -220,7 +220,7 @@ pub fn resolve_auto(g: &Graph, opts: &CompileOptions) -> Result<(CompileOptions,
     let target = (AUTO_AGREEMENT * images.count as f64).ceil() as usize;
     for (depth, _, c) in ranked {
         let o = CompileOptions {
-            activation: Some(c.to_string()),
+            activation: Some(ActivationChoice::parse(c)?),
             ..opts.clone()
         };
         let e = evaluate(g, &images, &o)?;
@@ -243,7 +243,7 @@ pub fn resolve_auto(g: &Graph, opts: &CompileOptions) -> Result<(CompileOptions,
     let (agree, chosen) = best.ok_or_else(|| miette!("no candidate policy"))?;
     Ok((
         CompileOptions {
-            activation: Some(chosen.clone()),
+            activation: Some(ActivationChoice::parse(&chosen)?),
             ..opts.clone()
         },
         AutoChoice {
@@ -261,7 +261,7 @@ pub fn resolve_activation(
     g: &Graph,
     opts: &CompileOptions,
 ) -> Result<(CompileOptions, Option<AutoChoice>)> {
-    if opts.activation.as_deref() != Some("auto") {
+    if !opts.activation_is_auto() {
         return Ok((opts.clone(), None));
     }
     if !needs_approximation(g)? {
@@ -345,7 +345,7 @@ pub fn eval_model(
     }
     for p in policies {
         let o = CompileOptions {
-            activation: Some(p.clone()),
+            activation: Some(ActivationChoice::parse(p)?),
             ..base.clone()
         };
         let o = resolve_activation(g, &o)?.0;

@@ -5,12 +5,14 @@ pub mod approx_cmd;
 pub mod calibrate;
 pub mod check;
 pub mod cli_values;
+pub mod client;
 pub mod compile;
 pub mod eval;
 pub mod files;
 pub mod pipeline;
 pub mod report_text;
 pub mod run;
+pub mod server;
 pub mod survey;
 #[cfg(feature = "train")]
 pub mod train_cmd;

@@ -506,7 +506,10 @@ fn main() -> ExitCode {
                     layout,
                     batch,
                     rescale,
-                    activation,
+                    activation: activation
+                        .as_deref()
+                        .map(hecc::compile::ActivationChoice::parse)
+                        .transpose()?,
                     scale_bits,
                     memory_budget,
                     costs,
@@ -821,14 +824,13 @@ fn client(cmd: Cli) -> ExitCode {
                         p.display()
                     ));
                 }
-                let s = open(&plan, insecure)?;
-                let keys = r::generate_keys(&s)?;
-                let (sk, ek) = r::write_keys(&s, &keys, &output)?;
+                let (client, eval) = hecc::client::Client::generate(open(&plan, insecure)?)?;
+                let (sk, ek) = client.write_key_dir(&eval, &output)?;
                 Ok(format!(
                     "secret key written to {} (keep it private)\nevaluation keys written to {} ({} rotation steps)\n",
                     sk.display(),
                     ek.display(),
-                    s.plan.rotation_steps.len()
+                    client.session().plan.rotation_steps.len()
                 ))
             }
             Cli::Encrypt {
@@ -872,36 +874,17 @@ fn client(cmd: Cli) -> ExitCode {
                     eprintln!("warning: {w}");
                 }
                 let t = std::time::Instant::now();
-                let sk_path = keys.join(r::SECRET_KEY_FILE);
-                let mut enc = if sk_path.exists() {
-                    let sk = r::read_secret_key(&s.ctx, &s.digest, &sk_path, allow_shared_key)?;
-                    let ek_path = keys.join(r::EVAL_KEYS_FILE);
-                    if ek_path.exists() {
-                        let ek_id = r::peek_key_id(&ek_path, r::FileKind::EvalKeys)?;
-                        if ek_id != sk.id {
-                            return Err(miette::miette!(
-                                help = "run keygen again into an empty directory, or keep the \
-                                        two files of one keygen together",
-                                "{}: secret.key (key set {}) and eval.keys (key set {}) come \
-                                 from different keygens",
-                                keys.display(),
-                                r::hex(&sk.id),
-                                r::hex(&ek_id)
-                            ));
-                        }
-                    }
-                    r::ClientEncryptor::secret(&s, &sk)?
-                } else {
-                    let ek = r::read_eval_keys(&s, &keys.join(r::EVAL_KEYS_FILE))?;
+                let (mut client, source) =
+                    hecc::client::Client::open_key_dir(s, &keys, allow_shared_key)?;
+                if source == hecc::client::KeySource::Public {
                     eprintln!(
                         "note: no secret key in {}: encrypting with the public key; the result's \
                          image count cannot be authenticated at decrypt",
                         keys.display()
                     );
-                    r::ClientEncryptor::public(&s, &ek)?
-                };
-                let cts = r::encrypt_images(&s, &images, &mut enc)?;
-                let bytes = r::inputs_bytes(&s, &cts)?;
+                }
+                let cts = client.encrypt(&images)?;
+                let bytes = client.inputs_bytes(&cts)?;
                 hecc::compile::write_atomic(&output, &bytes)?;
                 Ok(format!(
                     "{} images encrypted into {} ciphertexts ({:.1} MiB) in {:.2} s; written to {}\n",
@@ -927,19 +910,17 @@ fn client(cmd: Cli) -> ExitCode {
                 if !no_memory_check {
                     r::check_memory(&s, r::available_memory(), "run")?;
                 }
-                let keys = r::read_eval_keys(&s, &eval_keys)?;
-                let inputs = r::read_inputs(&s, &ciphertexts)?;
+                let server = hecc::server::Server::open(s, &eval_keys)?;
+                let inputs = server.read_inputs(&ciphertexts)?;
                 let images = inputs.meta.images;
-                let (outs, report) = r::run_inputs(
-                    &s,
+                let (outs, report) = server.run(
                     inputs,
-                    &keys,
                     &r::RunOptions {
                         progress: progress_bar(quiet),
                         memory_limit,
                     },
                 )?;
-                hecc::compile::write_atomic(&output, &r::outputs_bytes(&outs)?)?;
+                hecc::compile::write_atomic(&output, &server.outputs_bytes(&outs)?)?;
                 Ok(format!(
                     "{}encrypted outputs written to {}\n",
                     r::render_run(&report, images),
@@ -968,24 +949,20 @@ fn client(cmd: Cli) -> ExitCode {
                     }
                     eprintln!("{INSECURE_WARNING}");
                 }
-                let sk = r::read_secret_key(&o.ctx, &o.digest, &secret_key, allow_shared_key)?;
-                let auth =
-                    r::verify_outputs(&o, &sk, &outputs.display().to_string(), request.as_deref())?;
-                if auth == r::Authenticity::Untagged {
+                let d = hecc::client::decrypt_with_key_file(
+                    &o,
+                    &outputs.display().to_string(),
+                    &secret_key,
+                    request.as_deref(),
+                    allow_shared_key,
+                )?;
+                if d.authenticity == r::Authenticity::Untagged {
                     eprintln!(
                         "note: the inputs were encrypted with the public key, so the result's \
                          image count is the server's word"
                     );
                 }
-                let logits = r::decrypt_outputs(&o, &sk)?;
-                if let Some(note) = r::overflow_note(&logits, r::outputs_wrap_bound(&o)) {
-                    return Err(miette::miette!(
-                        help = "nothing was written; `hecc eval` on the plaintext images shows \
-                                what the model should give",
-                        "{}: {note}",
-                        outputs.display()
-                    ));
-                }
+                let logits = d.logits;
                 hecc::compile::write_atomic(
                     &output,
                     &r::npy_bytes(logits.images, logits.classes, &logits.values),
@@ -1018,7 +995,10 @@ fn client(cmd: Cli) -> ExitCode {
             } => {
                 let mut opts = r::InferOptions {
                     compile: hecc::compile::CompileOptions {
-                        activation,
+                        activation: activation
+                            .as_deref()
+                            .map(hecc::compile::ActivationChoice::parse)
+                            .transpose()?,
                         layout,
                         scale_bits,
                         ..Default::default()

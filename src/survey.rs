@@ -16,7 +16,9 @@ use hecc_passes::approx::tensor::eval_approx;
 use hecc_passes::ranges::{check_ranges, ActivationRange};
 use miette::{miette, Result};
 
-use crate::compile::{activation_policy, input_tensor, Calibration, CompileOptions};
+use crate::compile::{
+    activation_policy, input_tensor, ActivationChoice, Calibration, CompileOptions,
+};
 use crate::run::{argmax_rows, load_images, load_labels, Images};
 
 /// One method of the survey: a table label and an activation policy (`hecc compile
@@ -155,7 +157,9 @@ pub fn survey_graph(g: &Graph, opts: &SurveyOptions) -> Result<Survey> {
     let mut rows = Vec::new();
     for method in &opts.methods {
         let copts = CompileOptions {
-            activation: Some(method.policy.clone().unwrap_or_else(|| "square".into())),
+            activation: Some(ActivationChoice::parse(
+                method.policy.as_deref().unwrap_or("square"),
+            )?),
             calibration: Some(calibration.clone()),
             ..Default::default()
         };

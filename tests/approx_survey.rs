@@ -36,7 +36,7 @@ fn calibrated_compile_records_one_range_per_activation() {
     let opts = CompileOptions {
         layout: hecc::compile::LayoutChoice::Batch,
         batch: Some(4),
-        activation: Some("least-squares:6".into()),
+        activation: Some(hecc::compile::ActivationChoice::parse("least-squares:6").unwrap()),
         calibration: Some(cal.clone()),
         security: Security::InsecureNone,
         ..Default::default()
@@ -134,7 +134,7 @@ fn minimax_relu_runs_encrypted_and_out_of_range_inputs_are_reported() {
     let cal = load_calibration(&g, &images(), 256, 0.1).unwrap();
     let compile = CompileOptions {
         layout: hecc::compile::LayoutChoice::Batch,
-        activation: Some("minimax:7".into()),
+        activation: Some(hecc::compile::ActivationChoice::parse("minimax:7").unwrap()),
         calibration: Some(cal.clone()),
         security: Security::InsecureNone,
         min_log_n: 12,
@@ -170,7 +170,7 @@ fn minimax_relu_runs_encrypted_and_out_of_range_inputs_are_reported() {
     // A range far too small: the reference counts the inputs outside it (a warning only).
     let small = InferOptions {
         compile: CompileOptions {
-            activation: Some("least-squares:4".into()),
+            activation: Some(hecc::compile::ActivationChoice::parse("least-squares:4").unwrap()),
             relu_range: 0.5,
             range_override: true,
             ..compile

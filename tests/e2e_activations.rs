@@ -153,7 +153,7 @@ fn options(g: &Graph, layout: &str, policy: &str) -> CompileOptions {
         security: Security::InsecureNone,
         min_log_n: 13,
         layout: layout.parse().unwrap(),
-        activation: Some(policy.into()),
+        activation: Some(hecc::compile::ActivationChoice::parse(policy).unwrap()),
         calibration: Some(Calibration {
             samples: Tensor::from_shape_vec(dims, images.data).unwrap(),
             margin: 0.1,
@@ -209,7 +209,8 @@ fn every_policy_compiles_in_both_layouts() {
                 let c = compile_graph(&g, &options(&g, layout, p))
                     .unwrap_or_else(|e| panic!("{} {layout} {p}: {e:?}", g.name));
                 assert_eq!(
-                    c.plan.activation, *p,
+                    c.plan.activation.to_string(),
+                    *p,
                     "{} {layout}: policy recorded",
                     g.name
                 );

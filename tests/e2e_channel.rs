@@ -73,7 +73,7 @@ fn run_in_groups(opts: &CompileOptions, count: usize) -> (usize, f64, f64) {
     let model = root().join("models/cryptonets.yaml");
     let c = compile(&model, opts).unwrap();
     let s = Session::with_security(c.plan, true).unwrap();
-    verify(&s.module, &VerifyOptions::STRICT).unwrap_or_else(|e| panic!("{e:?}"));
+    verify(s.module(), &VerifyOptions::STRICT).unwrap_or_else(|e| panic!("{e:?}"));
     let keys = generate_keys(&s).unwrap();
     let g = hecc_ir::front::load_model(&model).unwrap();
     let all = load_images(&mnist().0, s.input().unwrap()).unwrap();
@@ -155,10 +155,13 @@ fn cryptonets_channel_client_server_files() {
     let s = Session::open_with_security(&plan, true).unwrap();
     // The managed circuit satisfies the run-time invariants: operands of every op at one level,
     // additive operands (plaintexts included) at one scale.
-    verify(&s.module, &VerifyOptions::STRICT).unwrap_or_else(|e| panic!("{e:?}"));
+    verify(s.module(), &VerifyOptions::STRICT).unwrap_or_else(|e| panic!("{e:?}"));
     // The input layout: one ciphertext per channel; the output layout: the 10 logits.
-    let (v, _, _) = s.module.inputs()[0];
-    let input = s.module.layout(s.module.ty(v).unwrap().layout()).unwrap();
+    let (v, _, _) = s.module().inputs()[0];
+    let input = s
+        .module()
+        .layout(s.module().ty(v).unwrap().layout())
+        .unwrap();
     assert!(matches!(
         input,
         Layout::Channel {
@@ -169,10 +172,10 @@ fn cryptonets_channel_client_server_files() {
             ..
         }
     ));
-    let outs = s.module.outputs();
+    let outs = s.module().outputs();
     let elements: u64 = outs
         .iter()
-        .map(|(_, n, i)| s.module.output_layout(n, *i).unwrap().elements())
+        .map(|(_, n, i)| s.module().output_layout(n, *i).unwrap().elements())
         .sum();
     assert_eq!(elements, 10);
 

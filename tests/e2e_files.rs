@@ -42,7 +42,7 @@ fn fixture(tag: &str) -> Fixture {
     let s = Session::open_with_security(&plan, true).unwrap();
     let keys = dir.join("keys");
     let k = generate_keys(&s).unwrap();
-    write_keys(&s, &k, &keys).unwrap();
+    write_keys(&s, &k.secret, &k.eval, &keys).unwrap();
     // The server sees only the evaluation keys.
     let server = dir.join("server");
     std::fs::create_dir_all(&server).unwrap();
@@ -94,7 +94,7 @@ fn server_runs_from_evaluation_keys_alone_and_client_decrypts() {
         },
     )
     .unwrap();
-    assert_eq!(report.nodes, s.module.len());
+    assert_eq!(report.nodes, s.module().len());
     hecc::compile::write_atomic(&f.out, &outputs_bytes(&outs).unwrap()).unwrap();
     // Client: outputs + secret key, no plan needed.
     let o = read_outputs(&f.out).unwrap();

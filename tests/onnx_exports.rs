@@ -84,7 +84,7 @@ fn infer_export(name: &str, layout: &str, activation: &str) -> (usize, usize) {
     let (images, labels) = mnist();
     let mut compile = CompileOptions {
         layout: layout.parse().unwrap(),
-        activation: Some(activation.into()),
+        activation: Some(hecc::compile::ActivationChoice::parse(activation).unwrap()),
         ..Default::default()
     };
     if activation != "auto" {

@@ -41,7 +41,7 @@ fn both_layouts_record_dumps_and_timings_through_the_manager() {
             .unwrap_or_else(|e| panic!("{layout}: the HE dump parses: {e}"));
         assert_eq!(
             he.to_string(),
-            c.plan.circuit,
+            c.plan.circuit.to_string(),
             "{layout}: dump = plan circuit"
         );
         let timed: Vec<&str> = c.log.timings.iter().map(|t| t.pass.as_str()).collect();

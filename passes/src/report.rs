@@ -135,7 +135,7 @@ pub struct Report {
     /// Rescale policy.
     pub rescale_policy: RescalePolicy,
     /// Activation policy.
-    pub activation: String,
+    pub activation: crate::approx::ActivationSpec,
     /// Parameters.
     pub params: ParamChoice,
     /// Levels consumed end to end.
@@ -356,7 +356,7 @@ pub fn build(
         layout: meta.layout,
         batch: m.meta.batch,
         rescale_policy: meta.rescale_policy,
-        activation: String::new(),
+        activation: Default::default(),
         params: params.clone(),
         depth: top - bottom,
         layers,

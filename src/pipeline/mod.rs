@@ -129,7 +129,7 @@ pub fn compile(path: &std::path::Path, opts: &CompileOptions) -> Result<Compiled
 /// Compiles a loaded tensor graph in the layout the options ask for.
 pub fn compile_graph(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
     let resolved;
-    let opts = if opts.activation.as_deref() == Some("auto") {
+    let opts = if opts.activation_is_auto() {
         resolved = crate::eval::resolve_activation(g, opts)?.0;
         &resolved
     } else {
@@ -239,7 +239,7 @@ pub fn compile_with(
         },
         opts.costs.as_ref(),
     );
-    rep.activation = opts.activation_label();
+    rep.activation = opts.activation_spec();
     rep.activation_ranges = cx.ranges.clone();
     rep.fusion = Some(report::FusionSummary {
         passes: log_passes(&passes, opts),
@@ -269,14 +269,14 @@ pub fn compile_with(
         layout,
         batch: images,
         rescale_policy: passes.policy,
-        activation: opts.activation_label(),
+        activation: opts.activation_spec(),
         params: choice,
         primes: backend.q().to_vec(),
         special_primes: backend.p().to_vec(),
         inputs: tensors(&cx.graph, &cx.graph.inputs, &cx.shapes),
         outputs: tensors(&cx.graph, &cx.graph.outputs, &cx.shapes),
         rotation_steps: rep.keys.rotation_steps.clone(),
-        circuit: managed.module.to_string(),
+        circuit: managed.module,
         schedule: sched.order.iter().map(|v| v.0).collect(),
         report: rep,
         integrity: String::new(),

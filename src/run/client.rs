@@ -131,7 +131,7 @@ impl ClientEncryptor {
 /// order of the ciphertexts in an outputs file.
 pub fn expected_outputs(s: &Session) -> Result<Vec<(String, u32, Layout)>> {
     let mut outs: Vec<(String, u32)> = s
-        .module
+        .module()
         .outputs()
         .into_iter()
         .map(|(_, n, i)| (n.to_string(), i))
@@ -258,15 +258,15 @@ pub fn encrypt_images(
     }
     let encoder = Encoder::new(&s.ctx);
     let slots = s.ctx.n() / 2;
-    let nodes = s.module.inputs();
+    let nodes = s.module().inputs();
     let mut jobs = Vec::with_capacity(nodes.len());
     for (v, name, index) in nodes {
         let ty = s
-            .module
+            .module()
             .ty(v)
             .ok_or_else(|| miette!("input node {v} has no type"))?;
         let layout = s
-            .module
+            .module()
             .layout(ty.layout())
             .ok_or_else(|| miette!("input node {v} has no layout"))?;
         let vals = pack_input(layout, index, images, slots).map_err(|e| {
@@ -329,9 +329,13 @@ pub fn inputs_bytes(s: &Session, x: &EncryptedInputs) -> Result<Vec<u8>> {
 /// request record names this plan and key set, the image count fits the plan's batch, and the
 /// ciphertexts are exactly the plan's input elements.
 pub fn read_inputs(s: &Session, path: &Path) -> Result<EncryptedInputs> {
-    let bytes = read_file(path)?;
-    let p = path.display().to_string();
-    let c = Container::from_bytes(&bytes, FileKind::Inputs, &p)?;
+    inputs_from_bytes(s, &read_file(path)?, &path.display().to_string())
+}
+
+/// [`read_inputs`] on the bytes of an inputs file; `what` names them in errors.
+pub fn inputs_from_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<EncryptedInputs> {
+    let p = what.to_string();
+    let c = Container::from_bytes(bytes, FileKind::Inputs, &p)?;
     c.check_plan(s, &p)?;
     let (meta, cts) = c
         .sections
@@ -363,7 +367,7 @@ pub fn read_inputs(s: &Session, path: &Path) -> Result<EncryptedInputs> {
         .into());
     }
     let mut want: Vec<(String, u32)> = s
-        .module
+        .module()
         .inputs()
         .into_iter()
         .map(|(_, n, i)| (n.to_string(), i))
@@ -389,7 +393,7 @@ pub fn read_inputs(s: &Session, path: &Path) -> Result<EncryptedInputs> {
         };
         return Err(tampered(detail).into());
     }
-    let be = backend_err(path);
+    let be = backend_err(what);
     let cts = cts
         .iter()
         .map(|b| Ciphertext::from_bytes(&s.ctx, b).map_err(&be))
@@ -397,7 +401,7 @@ pub fn read_inputs(s: &Session, path: &Path) -> Result<EncryptedInputs> {
     Ok(EncryptedInputs {
         meta,
         key_id: c.key_id,
-        file_digest: Some(Sha256::digest(&bytes).into()),
+        file_digest: Some(Sha256::digest(bytes).into()),
         cts,
     })
 }

@@ -366,13 +366,4 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| miette!("cannot read {}: {e}", path.display()))
 }
 
-pub(crate) fn read_container(path: &Path, kind: FileKind) -> Result<Container> {
-    let bytes = read_file(path)?;
-    Ok(Container::from_bytes(
-        &bytes,
-        kind,
-        &path.display().to_string(),
-    )?)
-}
-
 // ------------------------------------------------------------------ session

@@ -16,12 +16,13 @@ pub enum Authenticity {
 
 /// Checks outputs against the client's secret key and the request they claim to answer:
 /// the key set, the request tag, the image count and the output layout. With `request`
-/// (the inputs file the client sent), also that the outputs answer that very file.
+/// (the name and bytes of the inputs file the client sent), also that the outputs answer
+/// that very file.
 pub fn verify_outputs(
     o: &EncryptedOutputs,
     sk: &ClientSecret,
     path: &str,
-    request: Option<&Path>,
+    request: Option<(&str, &[u8])>,
 ) -> Result<Authenticity> {
     let tampered = |detail: String| RunError::Tampered {
         path: path.to_string(),
@@ -69,17 +70,16 @@ pub fn verify_outputs(
         )
         .into());
     }
-    if let Some(req) = request {
-        let bytes = read_file(req)?;
-        let rp = req.display().to_string();
-        let c = Container::from_bytes(&bytes, FileKind::Inputs, &rp)?;
+    if let Some((rp, bytes)) = request {
+        let rp = rp.to_string();
+        let c = Container::from_bytes(bytes, FileKind::Inputs, &rp)?;
         let meta: InputsMeta = parse_meta(
             c.sections
                 .first()
                 .ok_or(RunError::Corrupt { path: rp.clone() })?,
             &rp,
         )?;
-        let digest = full_hex(&Sha256::digest(&bytes));
+        let digest = full_hex(&Sha256::digest(bytes));
         if meta.request.id != r.id || o.meta.inputs.as_deref() != Some(digest.as_str()) {
             return Err(tampered(format!("it does not answer the request in {rp}")).into());
         }

@@ -318,6 +318,15 @@ pub fn check_input_range(
     clamp: bool,
 ) -> Result<Option<String>> {
     let [lo, hi] = input.range.unwrap_or([0.0, 1.0]);
+    if let Some(k) = images.data.iter().position(|v| !v.is_finite()) {
+        let per = images.per_image.max(1);
+        return Err(miette!(
+            "input value {} at image {}, element {} is not a finite number",
+            images.data[k],
+            k / per,
+            k % per
+        ));
+    }
     let tol = 1e-9 * (hi - lo).abs().max(1.0);
     let outside = |v: f64| v < lo - tol || v > hi + tol;
     let count = images.data.iter().filter(|&&v| outside(v)).count();

@@ -254,7 +254,7 @@ pub fn infer_graph(
         copts.batch_at_most = true;
     }
     // `--activation auto` without calibration images calibrates on the images of the run.
-    if copts.activation.as_deref() == Some("auto") && copts.calibration.is_none() {
+    if copts.activation_is_auto() && copts.calibration.is_none() {
         copts.calibration = Some(crate::compile::Calibration::from_images(
             &all,
             &probe_input.shape,
@@ -287,12 +287,12 @@ pub fn infer_graph(
     let stages = s.stages();
     let probed: Module;
     let (module, probes) = if opts.verify {
-        let mut m = s.module.clone();
+        let mut m = s.module().clone();
         let p = add_probes(&mut m, &stages)?;
         probed = m;
         (&probed, p)
     } else {
-        (&s.module, Probes::default())
+        (s.module(), Probes::default())
     };
     let eo = s.exec_options(
         stages.clone(),
@@ -391,7 +391,7 @@ pub fn infer_graph(
         )?;
         let approx = crate::eval::evaluate(g, &images, &copts)?;
         Some(ApproxAgreement {
-            policy: copts.activation_label(),
+            policy: copts.activation_spec().to_string(),
             agree: approx.agreement(&exact),
             images: images.count,
             correct: labels
@@ -518,16 +518,16 @@ fn check_circuit(
     // Slots compared: an output's own element slots; for a probe, every slot of the images'
     // span (the first `n` in the batch layout, `n` image strides in the channel layout).
     let span = match s
-        .module
+        .module()
         .inputs()
         .first()
-        .and_then(|&(v, _, _)| s.module.ty(v).and_then(|t| s.module.layout(t.layout())))
+        .and_then(|&(v, _, _)| s.module().ty(v).and_then(|t| s.module().layout(t.layout())))
     {
         Some(Layout::Channel { image_stride, .. }) => n * (*image_stride).max(1) as usize,
         _ => n,
     };
     let slots_of = |k: &(String, u32)| -> Vec<usize> {
-        match s.module.output_layout(&k.0, k.1) {
+        match s.module().output_layout(&k.0, k.1) {
             Some(l) if !probes.contains(&k.0) => (0..n)
                 .flat_map(|i| {
                     (0..l.elements() as usize).filter_map(move |j| l.slot_of_element(i, j))
@@ -569,7 +569,7 @@ fn check_circuit(
         })
         .collect();
     let out_keys: Vec<(String, u32)> = s
-        .module
+        .module()
         .outputs()
         .into_iter()
         .map(|(_, n, i)| (n.to_string(), i))

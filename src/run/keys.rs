@@ -123,18 +123,23 @@ pub fn secret_key_bytes(s: &Session, sk: &ClientSecret) -> Vec<u8> {
 
 /// Writes `DIR/secret.key` (mode 0600; a directory created here is 0700) and `DIR/eval.keys`;
 /// returns their paths.
-pub fn write_keys(s: &Session, keys: &KeySet, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+pub fn write_keys(
+    s: &Session,
+    secret: &ClientSecret,
+    eval: &EvalKeySet,
+    dir: &Path,
+) -> Result<(PathBuf, PathBuf)> {
     crate::files::create_private_dir(dir)?;
     let sk = dir.join(SECRET_KEY_FILE);
     let ek = dir.join(EVAL_KEYS_FILE);
-    crate::files::write_private(&sk, &secret_key_bytes(s, &keys.secret))?;
-    write_atomic(&ek, &eval_keys_bytes(s, &keys.eval))?;
+    crate::files::write_private(&sk, &secret_key_bytes(s, secret))?;
+    write_atomic(&ek, &eval_keys_bytes(s, eval))?;
     Ok((sk, ek))
 }
 
-pub(crate) fn backend_err(path: &Path) -> impl Fn(CkksError) -> RunError + '_ {
+pub(crate) fn backend_err(what: &str) -> impl Fn(CkksError) -> RunError + '_ {
     move |source| RunError::Backend {
-        path: path.display().to_string(),
+        path: what.to_string(),
         source,
     }
 }
@@ -142,14 +147,19 @@ pub(crate) fn backend_err(path: &Path) -> impl Fn(CkksError) -> RunError + '_ {
 /// Reads evaluation keys and checks they belong to the plan, carry their own key id and cover
 /// the plan's rotations.
 pub fn read_eval_keys(s: &Session, path: &Path) -> Result<EvalKeySet> {
-    let c = read_container(path, FileKind::EvalKeys)?;
-    let p = path.display().to_string();
+    eval_keys_from_bytes(s, &read_file(path)?, &path.display().to_string())
+}
+
+/// [`read_eval_keys`] on the bytes of a key file; `what` names them in errors.
+pub fn eval_keys_from_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<EvalKeySet> {
+    let c = Container::from_bytes(bytes, FileKind::EvalKeys, what)?;
+    let p = what.to_string();
     c.check_plan(s, &p)?;
     let [public, relin, galois] = c.sections.as_slice() else {
         return Err(RunError::Corrupt { path: p }.into());
     };
     let ctx = &s.ctx;
-    let be = backend_err(path);
+    let be = backend_err(what);
     let id = key_id_of([public, relin, galois]);
     let public = PublicKey::from_bytes(ctx, public).map_err(&be)?;
     if id != c.key_id {
@@ -191,8 +201,19 @@ pub fn read_secret_key(
     allow_shared: bool,
 ) -> Result<ClientSecret> {
     crate::files::check_private(path, allow_shared)?;
-    let c = read_container(path, FileKind::SecretKey)?;
-    let p = path.display().to_string();
+    secret_key_from_bytes(ctx, digest, &read_file(path)?, &path.display().to_string())
+}
+
+/// [`read_secret_key`] on the bytes of a key file (no file-permission check); `what` names
+/// them in errors.
+pub fn secret_key_from_bytes(
+    ctx: &Arc<Context>,
+    digest: &[u8; 32],
+    bytes: &[u8],
+    what: &str,
+) -> Result<ClientSecret> {
+    let c = Container::from_bytes(bytes, FileKind::SecretKey, what)?;
+    let p = what.to_string();
     if &c.fingerprint != ctx.fingerprint() {
         return Err(RunError::ParamsMismatch {
             path: p,
@@ -212,7 +233,7 @@ pub fn read_secret_key(
     let [sk] = c.sections.as_slice() else {
         return Err(RunError::Corrupt { path: p }.into());
     };
-    let key = SecretKey::from_bytes(ctx, sk).map_err(backend_err(path))?;
+    let key = SecretKey::from_bytes(ctx, sk).map_err(backend_err(what))?;
     Ok(ClientSecret::new(ctx, key, c.key_id))
 }
 

@@ -127,7 +127,7 @@ impl Session {
 
     /// The slot layout of output `name[index]`, which decryption needs.
     pub(crate) fn output_slots(&self, name: &str, index: u32) -> Result<Layout> {
-        self.module
+        self.module()
             .output_layout(name, index)
             .cloned()
             .ok_or_else(|| {
@@ -166,7 +166,7 @@ pub fn run_inputs(
     let eval = Evaluator::new(&s.ctx);
     let encoder = Encoder::new(&s.ctx);
     let eo = s.exec_options(s.stages(), opts)?;
-    let res = execute(&s.module, &eval, &encoder, keys.as_exec(), map, &eo)?;
+    let res = execute(s.module(), &eval, &encoder, keys.as_exec(), map, &eo)?;
     let mut elements = Vec::with_capacity(res.outputs.len());
     let mut cts = Vec::with_capacity(res.outputs.len());
     for o in res.outputs {
@@ -211,12 +211,17 @@ pub fn outputs_bytes(o: &EncryptedOutputs) -> Result<Vec<u8>> {
 
 /// Reads an outputs file.
 pub fn read_outputs(path: &Path) -> Result<EncryptedOutputs> {
-    let c = read_container(path, FileKind::Outputs)?;
-    let p = path.display().to_string();
+    outputs_from_bytes(&read_file(path)?, &path.display().to_string())
+}
+
+/// [`read_outputs`] on the bytes of an outputs file; `what` names them in errors.
+pub fn outputs_from_bytes(bytes: &[u8], what: &str) -> Result<EncryptedOutputs> {
+    let c = Container::from_bytes(bytes, FileKind::Outputs, what)?;
+    let p = what.to_string();
     let [params, meta, cts @ ..] = c.sections.as_slice() else {
         return Err(RunError::Corrupt { path: p }.into());
     };
-    let be = backend_err(path);
+    let be = backend_err(what);
     let params = CkksParameters::from_bytes(params).map_err(&be)?;
     if params.fingerprint() != c.fingerprint {
         return Err(RunError::Corrupt { path: p }.into());

@@ -4,10 +4,8 @@ use super::*;
 
 /// A plan ready to run: the parsed circuit and the backend context of its primes.
 pub struct Session {
-    /// The plan.
+    /// The plan (its circuit is the managed circuit the session runs).
     pub plan: Plan,
-    /// The managed circuit.
-    pub module: Module,
     /// The backend context.
     pub ctx: Arc<Context>,
     /// The plan's digest ([`Plan::digest`]; binds key and ciphertext files to this plan).
@@ -20,6 +18,11 @@ pub struct Session {
 pub const MAX_INPUT_ELEMENTS: usize = 1 << 26;
 
 impl Session {
+    /// The managed circuit.
+    pub fn module(&self) -> &Module {
+        &self.plan.circuit
+    }
+
     /// Prepares a plan: parses its circuit and rebuilds its CKKS parameters, checking that the
     /// backend generates exactly the plan's primes and that they meet 128-bit security.
     pub fn new(plan: Plan) -> Result<Session> {
@@ -31,15 +34,13 @@ impl Session {
     pub fn with_security(plan: Plan, insecure_ok: bool) -> Result<Session> {
         let insecure = check_plan_security(&plan, insecure_ok)?;
         check_plan_limits(&plan)?;
-        let module = hecc_ir::text::parse_module(&plan.circuit)
-            .map_err(|e| miette!("the plan's circuit does not parse: {e}"))?;
         let params: CkksParameters = backend_params(&plan.params, insecure)?;
         if params.q() != plan.primes.as_slice() || params.p() != plan.special_primes.as_slice() {
             return Err(miette!(
                 "the backend generates other primes than the plan's for these parameters; recompile the plan"
             ));
         }
-        if module.params.as_ref().map(|p| &p.primes) != Some(&plan.primes) {
+        if plan.circuit.params.as_ref().map(|p| &p.primes) != Some(&plan.primes) {
             return Err(miette!(
                 "the plan's circuit was compiled for other primes than its parameters'; recompile the plan"
             ));
@@ -48,7 +49,6 @@ impl Session {
         let digest = plan.digest()?;
         Ok(Session {
             plan,
-            module,
             ctx,
             digest,
             insecure,
@@ -99,7 +99,7 @@ impl Session {
     /// Run stages named after the plan's layers: the stage computing at level `l` is named
     /// after the layers whose inputs are at level `l`.
     pub fn stages(&self) -> StageMap {
-        let mut st = level_stages(&self.module);
+        let mut st = level_stages(self.module());
         for name in st.names.iter_mut() {
             let Some(l) = name
                 .strip_prefix("level ")

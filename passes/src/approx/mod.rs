@@ -16,7 +16,7 @@ pub mod tensor;
 pub use cheb::ChebSeries;
 pub use composite::CompositeSign;
 pub use plan::{optimal_depth, EvalCost, EvalPlan, PlanOp};
-pub use relu::{ActivationApprox, ApproxForm, ReluMethod, Surrogate};
+pub use relu::{ActivationApprox, ActivationSpec, ApproxForm, MethodSpec, ReluMethod, Surrogate};
 
 /// Why an approximation could not be built.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]

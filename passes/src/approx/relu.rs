@@ -87,6 +87,39 @@ pub struct ActivationApprox {
     pub cost: EvalCost,
 }
 
+/// An approximation method as the user named it (`minimax:10`, `least-squares:6`) and what
+/// the name means.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MethodSpec {
+    /// The name as given (recorded in plans and reports).
+    pub spec: String,
+    /// The method it parses to.
+    pub method: ReluMethod,
+}
+
+/// The activation policy a plan was compiled with: the approximation of every `relu` and
+/// `max_pool` (none when the model has neither) and, when `--activation auto` chose it, how.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActivationSpec {
+    /// The approximation; `None` when the model needs none.
+    pub approximation: Option<MethodSpec>,
+    /// How `auto` chose the approximation.
+    pub auto_note: Option<String>,
+}
+
+impl std::fmt::Display for ActivationSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.approximation {
+            Some(m) => f.write_str(&m.spec)?,
+            None => f.write_str("none needed")?,
+        }
+        match &self.auto_note {
+            Some(n) => write!(f, " ({n})"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// ReLU.
 pub fn relu(x: f64) -> f64 {
     x.max(0.0)

@@ -2,7 +2,7 @@
 //! smallest ring that holds the batch) and writes the plan, for encrypted runs whose 128-bit
 //! parameters need more memory than the machine has. The plan then goes through the ordinary
 //! `hecc keygen`, `encrypt`, `run` and `decrypt`; its parameters line says `security none
-//! (insecure)`. Used by `scripts/beaa-table.sh` (issue 7) when `TEST_PARAMS=1`.
+//! (insecure)`. Used by `scripts/beaa-table.sh` when `TEST_PARAMS=1`.
 //!
 //! `cargo run --release --example compile_test_params -- MODEL PLAN_OUT BATCH [SCALE_BITS]`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly

@@ -31,7 +31,7 @@ pub struct SurveyMethod {
     pub policy: Option<String>,
 }
 
-/// The survey's methods as reported in the README: exact ReLU, square, least squares and
+/// The survey's methods as reported in `docs/approximations.md`: exact ReLU, square, least squares and
 /// Taylor (softplus) and CryptoDL-style of degree 8, composite minimax "small" (alpha = 7 bits,
 /// degrees chosen for minimal depth) and "large" (Lee et al.'s degrees (15, 15, 27)).
 pub fn default_methods() -> Vec<SurveyMethod> {

@@ -1,4 +1,4 @@
-//! Issue 6 end to end: calibrated activation ranges in compiled plans, the survey table on a
+//! The ReLU survey end to end: calibrated activation ranges in compiled plans, the survey table on a
 //! small data set, and the composite-minimax ReLU model run encrypted (small insecure
 //! parameters) against the plaintext evaluation of the same approximation, with out-of-range
 //! activation inputs reported by `--verify`.

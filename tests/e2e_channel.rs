@@ -305,6 +305,7 @@ fn inputs_pack_by_layout() {
     };
     assert!(pack_input(&l, 0, &three, 64)
         .unwrap_err()
+        .to_string()
         .contains("at most 2 images"));
     // The batch layout: element k of image i in slot i.
     let v = pack_input(&Layout::BATCH, 5, &images, 4).unwrap();

@@ -140,17 +140,16 @@ impl Plan {
             .and_then(|x| x.as_str())
             .unwrap_or("")
             .to_string();
-        // The digest is checked before the content is read, so an edited circuit is reported
-        // as an edit rather than as whatever its text fails to parse with.
+        // Fields are read first, so a value out of its type's range (or a circuit that does not
+        // parse) is named; then the digest is checked.
+        let plan: Plan = serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+            let field = e.path().to_string();
+            PlanError::Format(format!("field `{field}`: {}", e.inner()))
+        })?;
         let expected = hex(&canonical_digest(&mut v));
         if found != expected {
             return Err(PlanError::Integrity { expected, found });
         }
-        let mut plan: Plan = serde_path_to_error::deserialize(v).map_err(|e| {
-            let field = e.path().to_string();
-            PlanError::Format(format!("field `{field}`: {}", e.inner()))
-        })?;
-        plan.integrity = found;
         Ok(plan)
     }
 }

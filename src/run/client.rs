@@ -151,6 +151,41 @@ pub(crate) fn outputs_digest(elements: &[(String, u32, Layout)]) -> String {
     ))
 }
 
+/// Why images could not be packed into, or results read out of, a plan's slot layouts.
+#[derive(Clone, Debug, PartialEq, thiserror::Error, miette::Diagnostic)]
+pub enum PackError {
+    /// An input element index beyond the input's values.
+    #[error("input element {index} (values {start}..{end}) is outside the input's {per_image} values")]
+    ElementOutside {
+        /// The element index.
+        index: u32,
+        /// First value it would carry.
+        start: usize,
+        /// One past its last value.
+        end: usize,
+        /// Values per image.
+        per_image: usize,
+    },
+    /// More images than the layout packs per ciphertext.
+    #[error("{images} images do not fit: this plan packs at most {max} images per ciphertext")]
+    TooManyImages {
+        /// Images given.
+        images: usize,
+        /// Images the layout holds.
+        max: u64,
+    },
+    /// A value with no slot in the layout (or beyond the ring's slots).
+    #[error("element {element} of image {image} has no slot in the layout of {value}")]
+    NoSlot {
+        /// The value (`input` or an output `name[index]`).
+        value: String,
+        /// Element within the value.
+        element: usize,
+        /// Image.
+        image: usize,
+    },
+}
+
 /// Packs `images` into the slot vector of the input value with element index `index` and
 /// layout `layout`: that value carries the input's flat elements `index * e .. (index + 1) * e`
 /// (`e` = [`Layout::elements`]: 1 in the batch layout, one channel in the channel layout), and
@@ -161,22 +196,24 @@ pub fn pack_input(
     index: u32,
     images: &Images,
     slots: usize,
-) -> Result<Vec<f64>, String> {
+) -> Result<Vec<f64>, PackError> {
     let per = images.per_image;
     let e = layout.elements() as usize;
     let start = index as usize * e;
     if start + e > per {
-        return Err(format!(
-            "input element {index} (values {start}..{}) is outside the input's {per} values",
-            start + e
-        ));
+        return Err(PackError::ElementOutside {
+            index,
+            start,
+            end: start + e,
+            per_image: per,
+        });
     }
     if let Some(max) = layout.max_images() {
-        if images.count > max as usize {
-            return Err(format!(
-                "{} images do not fit: this plan packs at most {max} images per ciphertext",
-                images.count
-            ));
+        if images.count as u64 > u64::from(max) {
+            return Err(PackError::TooManyImages {
+                images: images.count,
+                max: u64::from(max),
+            });
         }
     }
     let mut vals = vec![0.0; slots];
@@ -186,7 +223,11 @@ pub fn pack_input(
             let slot = layout
                 .slot_of_element(i, j)
                 .filter(|&t| t < slots)
-                .ok_or_else(|| format!("element {j} of image {i} has no slot in the layout"))?;
+                .ok_or_else(|| PackError::NoSlot {
+                    value: "the input".into(),
+                    element: j,
+                    image: i,
+                })?;
             vals[slot] = x;
         }
     }
@@ -201,7 +242,7 @@ pub fn pack_input(
 pub fn unpack_outputs(
     outputs: &[(String, u32, Layout, &[f64])],
     images: usize,
-) -> Result<Logits, String> {
+) -> Result<Logits, PackError> {
     let mut order: Vec<usize> = (0..outputs.len()).collect();
     let rank = |name: &str| outputs.iter().position(|o| o.0 == name).unwrap_or(0);
     order.sort_by_key(|&k| (rank(&outputs[k].0), outputs[k].1));
@@ -216,8 +257,10 @@ pub fn unpack_outputs(
                 values[i * classes + col + j] = layout
                     .slot_of_element(i, j)
                     .and_then(|t| slots.get(t).copied())
-                    .ok_or_else(|| {
-                        format!("element {j} of image {i} is outside the slots of output {name}[{index}]")
+                    .ok_or_else(|| PackError::NoSlot {
+                        value: format!("output {name}[{index}]"),
+                        element: j,
+                        image: i,
                     })?;
             }
         }

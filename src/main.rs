@@ -268,8 +268,9 @@ enum Cli {
         #[arg(long)]
         quiet: bool,
         /// Limit the bytes of live values during the run (ciphertexts, plaintexts, inputs not
-        /// yet read): `plan` (the plan's own estimate) or a size such as `6GiB`; near it fewer
-        /// operations run at once. Default: no limit (full parallelism).
+        /// yet read): `plan` (the plan's own estimate), a size such as `6GiB`, or `none` (as
+        /// much parallelism as the executor's lookahead allows); near the limit fewer
+        /// operations run at once. Default: the plan's estimate plus 5%.
         #[arg(long)]
         memory_limit: Option<hecc::run::MemoryLimit>,
         /// Run even when the plan's memory estimate exceeds the memory this machine has
@@ -347,8 +348,9 @@ enum Cli {
         #[arg(long)]
         quiet: bool,
         /// Limit the bytes of live values during the run (ciphertexts, plaintexts, inputs not
-        /// yet read): `plan` (the plan's own estimate) or a size such as `6GiB`; near it fewer
-        /// operations run at once. Default: no limit (full parallelism).
+        /// yet read): `plan` (the plan's own estimate), a size such as `6GiB`, or `none` (as
+        /// much parallelism as the executor's lookahead allows); near the limit fewer
+        /// operations run at once. Default: the plan's estimate plus 5%.
         #[arg(long)]
         memory_limit: Option<hecc::run::MemoryLimit>,
         /// Run even when the plan's memory estimate exceeds the memory this machine has

@@ -155,7 +155,9 @@ pub(crate) fn outputs_digest(elements: &[(String, u32, Layout)]) -> String {
 #[derive(Clone, Debug, PartialEq, thiserror::Error, miette::Diagnostic)]
 pub enum PackError {
     /// An input element index beyond the input's values.
-    #[error("input element {index} (values {start}..{end}) is outside the input's {per_image} values")]
+    #[error(
+        "input element {index} (values {start}..{end}) is outside the input's {per_image} values"
+    )]
     ElementOutside {
         /// The element index.
         index: u32,

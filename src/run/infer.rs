@@ -463,6 +463,7 @@ fn merge_run_reports(mut acc: RunReport, r: RunReport) -> RunReport {
     acc.hoisted_rotations += r.hoisted_rotations;
     acc.peak_live_ciphertexts = acc.peak_live_ciphertexts.max(r.peak_live_ciphertexts);
     acc.peak_live_bytes = acc.peak_live_bytes.max(r.peak_live_bytes);
+    acc.schedule_peak_bytes = acc.schedule_peak_bytes.max(r.schedule_peak_bytes);
     acc
 }
 

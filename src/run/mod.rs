@@ -83,10 +83,12 @@ mod tests {
 
     #[test]
     fn memory_limits_parse() {
-        use super::MemoryLimit::{Bytes, Plan};
+        use super::MemoryLimit::{Bytes, Plan, Unlimited};
         let p = |t: &str| t.parse::<MemoryLimit>();
         assert_eq!(p("plan"), Ok(Plan));
         assert_eq!(p("PLAN"), Ok(Plan));
+        assert_eq!(p("none"), Ok(Unlimited));
+        assert_eq!(p("Unlimited"), Ok(Unlimited));
         assert_eq!(p("1000"), Ok(Bytes(1000)));
         assert_eq!(p("6GiB"), Ok(Bytes(6 << 30)));
         assert_eq!(p("512M"), Ok(Bytes(512 << 20)));

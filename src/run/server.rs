@@ -39,13 +39,17 @@ pub fn check_memory(s: &Session, available: Option<u64>, what: &str) -> Result<(
 }
 
 /// A limit on the bytes of live values (ciphertexts, plaintexts, unread inputs) while a plan
-/// runs: near it the executor runs fewer nodes at once, down to one in schedule order.
+/// runs: near it the executor runs fewer nodes at once, down to one in schedule order. Without
+/// one, a run holds at most the plan's estimate plus
+/// [`hecc_runtime::exec::MEMORY_SLACK`] of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemoryLimit {
     /// The plan's own estimate (the peak of live values in its schedule).
     Plan,
     /// A number of bytes.
     Bytes(u64),
+    /// No limit: as many nodes at once as the executor's lookahead allows.
+    Unlimited,
 }
 
 impl std::str::FromStr for MemoryLimit {
@@ -53,11 +57,15 @@ impl std::str::FromStr for MemoryLimit {
 
     /// `plan`, or a size ([`parse_size`]).
     fn from_str(text: &str) -> Result<Self, String> {
-        if text.trim().eq_ignore_ascii_case("plan") {
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("plan") {
             return Ok(MemoryLimit::Plan);
         }
+        if t.eq_ignore_ascii_case("none") || t.eq_ignore_ascii_case("unlimited") {
+            return Ok(MemoryLimit::Unlimited);
+        }
         parse_size(text).map(MemoryLimit::Bytes).map_err(|_| {
-            format!("`{text}` is not a memory size: use `plan`, bytes, or e.g. 6GiB, 512M")
+            format!("`{text}` is not a memory size: use `plan`, `none`, bytes, or e.g. 6GiB, 512M")
         })
     }
 }
@@ -107,6 +115,7 @@ impl MemoryLimit {
                     )
                 }),
             MemoryLimit::Bytes(b) => Ok(b),
+            MemoryLimit::Unlimited => Ok(u64::MAX),
         }
     }
 }

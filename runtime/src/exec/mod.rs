@@ -28,6 +28,7 @@
 //! (`VmRSS`, and the high-water mark `VmHWM`, from `/proc/self/status`).
 
 mod fused;
+mod headroom;
 mod memory;
 mod progress;
 
@@ -190,13 +191,17 @@ pub struct ExecOptions {
     /// `malloc_trim` call per stage, nothing on other platforms. Off by default; the command
     /// line (`run`, `infer`) turns it on.
     pub release_memory: bool,
-    /// Bytes the live values (ciphertexts, plaintexts, unread inputs) may reach. Near the
-    /// limit the executor admits fewer nodes per wavefront (down to one, in schedule order),
-    /// counting each admitted node's result at its type's size, so a run given the plan's
-    /// estimate stays close to the schedule's own peak instead of the lookahead's. `None`: no
-    /// limit (full parallelism).
+    /// Bytes the live values (ciphertexts, plaintexts, unread inputs) may reach. A node runs
+    /// ahead of the schedule only while the schedule's memory profile plus the results made
+    /// ahead of it stay within the limit at every position up to the node's own, and, with an
+    /// explicit limit, while the live values do (down to one node per wavefront, in schedule
+    /// order). `None`: the schedule's own peak plus [`MEMORY_SLACK`], so a run holds what the
+    /// plan estimated; `Some(u64::MAX)`: no limit (full parallelism within the lookahead).
     pub memory_limit: Option<u64>,
 }
+
+/// The share above the schedule's peak that a run without an explicit memory limit may hold.
+pub const MEMORY_SLACK: f64 = 0.05;
 
 impl Default for ExecOptions {
     fn default() -> Self {
@@ -263,6 +268,9 @@ pub struct RunReport {
     /// the plan's memory estimate predicts; the resident memory adds keys, the executor's
     /// scratch buffers and the allocator's slack.
     pub peak_live_bytes: u64,
+    /// The peak of the order the run followed, as the memory model counts it (the plan's
+    /// estimate when the run followed the plan's schedule).
+    pub schedule_peak_bytes: u64,
 }
 
 /// One output element.
@@ -861,6 +869,16 @@ pub fn execute(
     let (priority, sched_len) = priorities(m, opts.schedule.as_deref(), max_id);
     let wave_cap = opts.max_wavefront.max(1);
     let log_n = eval.context().n().trailing_zeros();
+    let mut headroom = headroom::Headroom::new(
+        m,
+        &priority,
+        sched_len,
+        |v| type_bytes(m, v, log_n),
+        |v| m.ty(v).map_or(0, |t| t.bytes(log_n)),
+        opts.memory_limit,
+        MEMORY_SLACK,
+    );
+    report.schedule_peak_bytes = headroom.peak();
     let lookahead = opts.lookahead.max(wave_cap) as u64;
     // Schedule positions already run (positions that no node holds count as run).
     let mut pos_done = vec![true; sched_len];
@@ -902,23 +920,27 @@ pub fn execute(
         // The most urgent ready nodes inside the window, up to the wavefront cap and the
         // memory limit (always at least one, so a schedule that is not a topological order
         // or a tight limit cannot stall the run).
+        headroom.advance(frontier);
         let mut front: Vec<ValueId> = Vec::with_capacity(wave_cap);
         let mut projected = live_bytes + input_bytes + output_bytes;
-        // A node's result size matters only under a memory limit.
-        let cost = |v: ValueId| match opts.memory_limit {
-            Some(_) => type_bytes(m, v, log_n),
-            None => 0,
-        };
+        // Results admitted ahead of the frontier in this wavefront.
+        let mut pending_ahead = 0u64;
+        let cost = |v: ValueId| type_bytes(m, v, log_n);
+        let ahead_of = |p: (u32, u32)| p.0 as usize > frontier && p.1 == 0;
         while front.len() < wave_cap {
             match ready.peek() {
                 Some(&Reverse((p, v))) if front.is_empty() || u64::from(p.0) < limit => {
                     let add = cost(v);
                     if !front.is_empty()
-                        && opts.memory_limit.is_some_and(|cap| projected + add > cap)
+                        && (opts.memory_limit.is_some_and(|cap| projected + add > cap)
+                            || !headroom.allows(frontier, p, pending_ahead + add))
                     {
                         break;
                     }
                     projected += add;
+                    if ahead_of(p) {
+                        pending_ahead += add;
+                    }
                     ready.pop();
                     front.push(v);
                 }
@@ -943,16 +965,18 @@ pub fn execute(
         if !groups.is_empty() {
             let mut kept = Vec::with_capacity(ready.len());
             let mut entries = std::mem::take(&mut ready).into_vec();
-            if opts.memory_limit.is_some() {
-                // Most urgent first, so the limit keeps the members the schedule wants next.
-                entries.sort_by_key(|&Reverse(key)| key);
-            }
+            // Most urgent first, so the limits keep the members the schedule wants next.
+            entries.sort_by_key(|&Reverse(key)| key);
             for entry in entries {
-                let Reverse((_, v)) = entry;
+                let Reverse((p, v)) = entry;
                 let add = cost(v);
-                let fits = opts.memory_limit.is_none_or(|cap| projected + add <= cap);
+                let fits = opts.memory_limit.is_none_or(|cap| projected + add <= cap)
+                    && headroom.allows(frontier, p, pending_ahead + add);
                 if fits && dense_key(v).is_some_and(|k| groups.contains(&k)) {
                     projected += add;
+                    if ahead_of(p) {
+                        pending_ahead += add;
+                    }
                     front.push(v);
                 } else {
                     kept.push(entry);
@@ -1060,6 +1084,7 @@ pub fn execute(
                             if val.ct().is_some() {
                                 live = live.saturating_sub(1);
                             }
+                            headroom.freed(priority[o.0 as usize]);
                             live_bytes = live_bytes.saturating_sub(val.bytes());
                             owned.insert(*v, val);
                         }
@@ -1112,6 +1137,7 @@ pub fn execute(
                 *r = r.saturating_sub(1);
                 if *r == 0 {
                     if let Some(x) = store[o.0 as usize].take() {
+                        headroom.freed(priority[o.0 as usize]);
                         live_bytes = live_bytes.saturating_sub(x.bytes());
                         if x.ct().is_some() {
                             live = live.saturating_sub(1);
@@ -1158,6 +1184,7 @@ pub fn execute(
                             live += 1;
                         }
                         live_bytes += val.bytes();
+                        headroom.made(frontier, priority[v.0 as usize], cost(v));
                         store[v.0 as usize] = Some(val);
                     }
                 }

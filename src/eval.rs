@@ -14,7 +14,7 @@ use hecc_passes::ranges::{sites, SiteKind};
 use miette::{miette, Result};
 
 use crate::compile::{activation_policy, ActivationChoice, CompileOptions};
-use crate::run::{argmax_rows, Images};
+use crate::images::{argmax_rows, Images};
 
 /// Images per plaintext batch.
 const CHUNK: usize = 500;
@@ -313,7 +313,7 @@ pub fn eval_model(
 ) -> Result<EvalReport> {
     let t = std::time::Instant::now();
     let spec = crate::compile::input_tensor(g)?;
-    let all = crate::run::load_images(input, &spec)?;
+    let all = crate::images::load_images(input, &spec)?;
     if let Some(n) = limit.filter(|&n| n > all.count) {
         return Err(miette::miette!(
             "--limit {n}: {} holds only {} images",
@@ -322,9 +322,9 @@ pub fn eval_model(
         ));
     }
     let mut images = all.take(limit.unwrap_or(all.count));
-    crate::run::check_input_range(&mut images, &spec, false)?;
+    crate::images::check_input_range(&mut images, &spec, false)?;
     let labels = labels
-        .map(|p| crate::run::load_labels_for(p, images.count))
+        .map(|p| crate::images::load_labels_for(p, images.count))
         .transpose()?;
     let exact = CompileOptions {
         activation: None,

@@ -9,7 +9,7 @@ pub mod client;
 pub mod compile;
 pub mod eval;
 pub mod files;
-pub mod pipeline;
+pub mod images;
 pub mod report_text;
 pub mod run;
 pub mod server;

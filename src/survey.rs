@@ -19,7 +19,7 @@ use miette::{miette, Result};
 use crate::compile::{
     activation_policy, input_tensor, ActivationChoice, Calibration, CompileOptions,
 };
-use crate::run::{argmax_rows, load_images, load_labels, Images};
+use crate::images::{argmax_rows, load_images, load_labels, Images};
 
 /// One method of the survey: a table label and an activation policy (`hecc compile
 /// --activation`), or `None` for the exact activation.

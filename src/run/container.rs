@@ -174,15 +174,6 @@ pub enum RunError {
         #[source]
         source: CkksError,
     },
-    /// An input image file could not be read.
-    #[error("{path}: {detail}")]
-    #[diagnostic(code(hecc::run::input))]
-    Input {
-        /// The file.
-        path: String,
-        /// Explanation.
-        detail: String,
-    },
 }
 
 /// The first 8 bytes of `b` in hex: how ids and digests are named in messages.

@@ -107,25 +107,6 @@ impl Logits {
     }
 }
 
-/// Argmax of each row of a row-major matrix with `cols` columns.
-pub fn argmax_rows(values: &[f64], cols: usize) -> Vec<usize> {
-    values
-        .chunks(cols.max(1))
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| {
-                    if v > bv {
-                        (i, v)
-                    } else {
-                        (bi, bv)
-                    }
-                })
-                .0
-        })
-        .collect()
-}
-
 /// Half-width of the values ciphertext `ct` can carry before they wrap around its modulus:
 /// `q_0 ... q_level / (2 * scale)`.
 pub(crate) fn wrap_bound(ctx: &Context, ct: &Ciphertext) -> f64 {

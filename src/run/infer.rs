@@ -633,3 +633,47 @@ fn check_tensor_model(
 }
 
 // ------------------------------------------------------------------ rendering
+
+/// The encrypted run's predictions against reference outputs (a framework's own, see
+/// [`load_reference`]): argmax agreement on the images both have.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReferenceAgreement {
+    /// The file.
+    pub path: String,
+    /// Images whose argmax equals the reference's.
+    pub agree: usize,
+    /// Images compared.
+    pub images: usize,
+}
+
+/// Compares `r`'s predictions with the reference outputs at `path`.
+pub fn compare_reference(r: &InferReport, path: &Path) -> Result<ReferenceAgreement> {
+    let (values, cols) = load_reference(path)?;
+    if cols != r.logits.classes {
+        return Err(miette!(
+            "{} has {cols} values per image, the model {}",
+            path.display(),
+            r.logits.classes
+        ));
+    }
+    let refs = argmax_rows(&values, cols);
+    if refs.len() < r.predictions.len() {
+        return Err(miette!(
+            "{} has outputs for {} images, the run {}",
+            path.display(),
+            refs.len(),
+            r.predictions.len()
+        ));
+    }
+    let agree = r
+        .predictions
+        .iter()
+        .zip(&refs)
+        .filter(|(a, b)| a == b)
+        .count();
+    Ok(ReferenceAgreement {
+        path: path.display().to_string(),
+        agree,
+        images: r.predictions.len(),
+    })
+}

@@ -41,17 +41,16 @@ use std::time::Instant;
 mod client;
 mod container;
 mod decrypt;
-mod images;
 mod infer;
 mod keys;
 mod render;
 mod server;
 mod session;
 
+pub use crate::images::*;
 pub use client::*;
 pub use container::*;
 pub use decrypt::*;
-pub use images::*;
 pub use infer::*;
 pub use keys::*;
 pub use render::*;
@@ -60,26 +59,7 @@ pub use session::*;
 
 #[cfg(test)]
 mod tests {
-    use super::{hwc_to_chw, image_order, ImageOrder, MemoryLimit};
-
-    #[test]
-    fn image_axes_are_matched_or_reordered() {
-        assert_eq!(image_order(&[5, 28, 28], &[1, 28, 28]), ImageOrder::AsIs);
-        assert_eq!(image_order(&[5, 784], &[1, 28, 28]), ImageOrder::AsIs);
-        assert_eq!(image_order(&[5, 3, 32, 32], &[3, 32, 32]), ImageOrder::AsIs);
-        assert_eq!(
-            image_order(&[5, 32, 32, 3], &[3, 32, 32]),
-            ImageOrder::HwcToChw { h: 32, w: 32, c: 3 }
-        );
-        assert_eq!(
-            image_order(&[5, 32, 3, 32], &[3, 32, 32]),
-            ImageOrder::Mismatch
-        );
-        assert_eq!(
-            image_order(&[5, 14, 56], &[1, 28, 28]),
-            ImageOrder::Mismatch
-        );
-    }
+    use super::MemoryLimit;
 
     #[test]
     fn memory_limits_parse() {
@@ -100,22 +80,5 @@ mod tests {
             let e = p(bad).expect_err(bad);
             assert!(e.contains("not a memory size"), "{bad}: {e}");
         }
-    }
-
-    #[test]
-    fn hwc_images_become_channel_first() {
-        // Two 1x2 images with 3 channels: value = 100 * image + 10 * x + channel.
-        let hwc: Vec<f64> = (0..2)
-            .flat_map(|i| {
-                (0..2).flat_map(move |x| (0..3).map(move |c| (100 * i + 10 * x + c) as f64))
-            })
-            .collect();
-        let chw = hwc_to_chw(&hwc, 1, 2, 3);
-        let want: Vec<f64> = (0..2)
-            .flat_map(|i| {
-                (0..3).flat_map(move |c| (0..2).map(move |x| (100 * i + 10 * x + c) as f64))
-            })
-            .collect();
-        assert_eq!(chw, want);
     }
 }

@@ -318,36 +318,6 @@ impl Context {
         Ok(())
     }
 
-    /// Checks that a polynomial belongs to this context: ciphertext limbs in
-    /// `1..=L+1`, no special limbs unless `full_qp` (then exactly all of them),
-    /// NTT form, and `N` words per limb.
-    pub(crate) fn check_poly(&self, p: &super::poly::RnsPoly, full_qp: bool) -> Result<()> {
-        let ok = if full_qp {
-            p.q_limbs == self.nq && p.p_limbs == self.np
-        } else {
-            (1..=self.nq).contains(&p.q_limbs) && p.p_limbs == 0
-        };
-        if !ok || !p.ntt || p.data.len() != (p.q_limbs + p.p_limbs) * self.n {
-            return Err(CkksError::InvalidInput(
-                "object does not belong to this context's parameters".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Checks a key-switching key's shape against this context.
-    pub(crate) fn check_ksk(&self, k: &super::keys::KeySwitchKey) -> Result<()> {
-        if k.b.len() != self.params.dnum() || k.a.len() != k.b.len() {
-            return Err(CkksError::InvalidInput(
-                "key does not belong to this context's parameters".into(),
-            ));
-        }
-        for p in k.b.iter().chain(&k.a) {
-            self.check_poly(p, true)?;
-        }
-        Ok(())
-    }
-
     /// Galois element of a rotation by `step` slots (slot `i + step` moves to slot `i`).
     pub fn galois_element(&self, step: i64) -> u64 {
         let two_n = 2 * self.n as u64;

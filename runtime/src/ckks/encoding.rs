@@ -347,7 +347,7 @@ impl Encoder {
         let n = ctx.n();
         let slots = n / 2;
         check_scale(pt.scale)?;
-        ctx.check_poly(&pt.poly, false)?;
+        pt.poly.check_in(ctx, false)?;
         let mut poly = pt.poly.clone();
         poly.make_coeff(ctx);
         let coeffs = crt_reconstruct_f64(ctx, &poly);

@@ -123,10 +123,10 @@ impl Encryptor {
     /// rounding error of that division.
     pub fn encrypt(&mut self, pt: &Plaintext) -> Result<Ciphertext> {
         let ctx = &self.ctx;
-        ctx.check_poly(&pt.poly, false)?;
+        pt.poly.check_in(ctx, false)?;
         // The key's limbs are read by global modulus index below.
-        ctx.check_poly(&self.pk.b, true)?;
-        ctx.check_poly(&self.pk.a, true)?;
+        self.pk.b.check_in(ctx, true)?;
+        self.pk.a.check_in(ctx, true)?;
         let ql = pt.poly.q_limbs;
         let np = ctx.p_count();
         let n = ctx.n();
@@ -215,7 +215,7 @@ fn symmetric_encrypt(
     pt: &Plaintext,
     rng: &mut ChaCha20Rng,
 ) -> Result<Ciphertext> {
-    ctx.check_poly(&pt.poly, false)?;
+    pt.poly.check_in(ctx, false)?;
     let ql = pt.poly.q_limbs;
     let seed = fresh_seed(rng);
     let c1 = RnsPoly::uniform_from_seed(ctx, &seed, ql, 0);
@@ -261,7 +261,7 @@ impl Decryptor {
             });
         }
         for p in &ct.polys {
-            ctx.check_poly(p, false)?;
+            p.check_in(ctx, false)?;
             if p.q_limbs != ct.polys[0].q_limbs {
                 return Err(CkksError::InvalidInput(
                     "ciphertext polynomials at different levels".into(),

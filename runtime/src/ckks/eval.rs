@@ -85,7 +85,7 @@ impl Evaluator {
         }
         let ql = ct.polys[0].q_limbs;
         for p in &ct.polys {
-            self.ctx.check_poly(p, false)?;
+            p.check_in(&self.ctx, false)?;
             if p.q_limbs != ql {
                 return Err(CkksError::InvalidInput(
                     "ciphertext polynomials at different levels".into(),
@@ -96,7 +96,7 @@ impl Evaluator {
     }
 
     fn check_pt(&self, pt: &Plaintext) -> Result<()> {
-        self.ctx.check_poly(&pt.poly, false)
+        pt.poly.check_in(&self.ctx, false)
     }
 
     fn check_levels(a: usize, b: usize) -> Result<()> {
@@ -311,7 +311,7 @@ impl Evaluator {
     /// Relinearizes a size-3 ciphertext back to size 2.
     pub fn relinearize(&self, ct: &Ciphertext, rk: &RelinKey) -> Result<Ciphertext> {
         self.check_ct(ct)?;
-        self.ctx.check_ksk(&rk.key)?;
+        rk.key.check_in(&self.ctx)?;
         Self::check_size(ct, 3)?;
         // Only c0 and c1 are copied; c2 is read in place.
         let (mut c0, mut c1) = (ct.polys[0].clone(), ct.polys[1].clone());
@@ -327,7 +327,7 @@ impl Evaluator {
     /// In-place [`Self::relinearize`].
     pub fn relinearize_assign(&self, ct: &mut Ciphertext, rk: &RelinKey) -> Result<()> {
         self.check_ct(ct)?;
-        self.ctx.check_ksk(&rk.key)?;
+        rk.key.check_in(&self.ctx)?;
         Self::check_size(ct, 3)?;
         let ctx = &self.ctx;
         let c2 = ct.polys.pop().ok_or(CkksError::CiphertextSize {
@@ -564,7 +564,7 @@ impl Evaluator {
             step,
             galois_element: g,
         })?;
-        self.ctx.check_ksk(key)?;
+        key.check_in(&self.ctx)?;
         Ok(key)
     }
 

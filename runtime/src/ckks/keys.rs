@@ -107,6 +107,21 @@ pub(crate) struct KeySwitchKey {
     pub(crate) seeds: Vec<[u8; 32]>,
 }
 
+impl KeySwitchKey {
+    /// Checks the key's shape against `ctx`: one pair per digit, every polynomial over `Q * P`.
+    pub(crate) fn check_in(&self, ctx: &Context) -> Result<()> {
+        if self.b.len() != ctx.params().dnum() || self.a.len() != self.b.len() {
+            return Err(CkksError::InvalidInput(
+                "key does not belong to this context's parameters".into(),
+            ));
+        }
+        for p in self.b.iter().chain(&self.a) {
+            p.check_in(ctx, true)?;
+        }
+        Ok(())
+    }
+}
+
 /// Relinearization key: switches `s^2` to `s`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RelinKey {

@@ -14,6 +14,7 @@ use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 
 use super::context::Context;
+use super::error::{CkksError, Result};
 use super::pointwise::{self, Op};
 use super::zq::Modulus;
 
@@ -24,6 +25,25 @@ pub(crate) struct RnsPoly {
     pub(crate) q_limbs: usize,
     pub(crate) p_limbs: usize,
     pub(crate) ntt: bool,
+}
+
+impl RnsPoly {
+    /// Checks that the polynomial belongs to `ctx`: ciphertext limbs in `1..=L+1`, no special
+    /// limbs unless `full_qp` (then exactly all of them), NTT form, and `N` words per limb.
+    pub(crate) fn check_in(&self, ctx: &Context, full_qp: bool) -> Result<()> {
+        let (nq, np) = (ctx.params().q().len(), ctx.params().p().len());
+        let ok = if full_qp {
+            self.q_limbs == nq && self.p_limbs == np
+        } else {
+            (1..=nq).contains(&self.q_limbs) && self.p_limbs == 0
+        };
+        if !ok || !self.ntt || self.data.len() != (self.q_limbs + self.p_limbs) * ctx.n() {
+            return Err(CkksError::InvalidInput(
+                "object does not belong to this context's parameters".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl RnsPoly {

@@ -586,9 +586,9 @@ impl Bootstrapper {
 
     /// Checks that `keys` has every key this circuit uses, of the right shapes.
     pub fn check_keys(&self, keys: &BootstrapKeys) -> Result<()> {
-        self.ctx.check_ksk(&keys.relin.key)?;
-        self.ctx.check_ksk(&keys.from_sparse)?;
-        self.small.check_ksk(&keys.to_sparse)?;
+        keys.relin.key.check_in(&self.ctx)?;
+        keys.from_sparse.check_in(&self.ctx)?;
+        keys.to_sparse.check_in(&self.small)?;
         let needed = self
             .rotations()
             .into_iter()
@@ -596,7 +596,7 @@ impl Bootstrapper {
             .chain(std::iter::once((0, self.ctx.conjugation_element())));
         for (step, g) in needed {
             match keys.galois.keys.get(&g) {
-                Some(k) => self.ctx.check_ksk(k)?,
+                Some(k) => k.check_in(&self.ctx)?,
                 None => {
                     return Err(CkksError::MissingGaloisKey {
                         step,
@@ -699,7 +699,7 @@ impl Bootstrapper {
     /// The level-0 ciphertext switched to the sparse secret (ring `q0 * p0`).
     fn enter_sparse(&self, ct: &Ciphertext, keys: &BootstrapKeys) -> Result<Ciphertext> {
         let n = self.ctx.n();
-        self.small.check_ksk(&keys.to_sparse)?;
+        keys.to_sparse.check_in(&self.small)?;
         let limb0 = |p: &RnsPoly| RnsPoly {
             data: p.data[..n].to_vec(),
             q_limbs: 1,
@@ -754,7 +754,7 @@ impl Bootstrapper {
     /// Back from the sparse secret to the user's secret, at the top level.
     fn leave_sparse(&self, ct: &Ciphertext, keys: &BootstrapKeys) -> Result<Ciphertext> {
         let ctx = &self.ctx;
-        ctx.check_ksk(&keys.from_sparse)?;
+        keys.from_sparse.check_in(ctx)?;
         let mut c0 = ct.polys[0].clone();
         let mut c1 = RnsPoly::zero(ctx, ct.level() + 1, 0, true);
         let k = &keys.from_sparse;

@@ -1,6 +1,6 @@
 //! Compile options and what they are parsed from: the layout asked for, activation policies
 //! and their ranges, input normalisation, plan and cost-table files. The pipeline itself is in
-//! [`crate::pipeline`].
+//! [`pipeline`].
 
 use hecc_ir::tensor::{Graph, Op};
 use hecc_passes::approx::{ActivationApprox, ActivationSpec, MethodSpec, ReluMethod, Surrogate};
@@ -14,7 +14,9 @@ use hecc_runtime::ckks::CkksParameters;
 use miette::{miette, IntoDiagnostic, Result};
 use std::path::Path;
 
-pub use crate::pipeline::{compile, compile_graph, Compiled};
+pub mod pipeline;
+
+pub use pipeline::{compile, compile_graph, Compiled};
 
 /// The packing layout a compile asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -192,7 +194,11 @@ pub struct Calibration {
 impl Calibration {
     /// Calibration on the first `count` of `images` (of per-image `shape`), with the default
     /// 10 % margin: what `eval` and `infer` use when no `--calibrate` file is given.
-    pub fn from_images(images: &crate::run::Images, shape: &[usize], count: usize) -> Result<Self> {
+    pub fn from_images(
+        images: &crate::images::Images,
+        shape: &[usize],
+        count: usize,
+    ) -> Result<Self> {
         let sample = images.take(count);
         let mut dims = vec![sample.count];
         dims.extend_from_slice(shape);
@@ -277,7 +283,7 @@ pub fn load_calibration(g: &Graph, path: &Path, count: usize, margin: f64) -> Re
         ));
     }
     let input = input_tensor(g)?;
-    let images = crate::run::load_images(path, &input)?.take(count.max(1));
+    let images = crate::images::load_images(path, &input)?.take(count.max(1));
     let mut dims = vec![images.count];
     dims.extend_from_slice(&input.shape);
     let samples = hecc_ir::tensor::Tensor::from_shape_vec(dims, images.data)

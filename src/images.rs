@@ -1,6 +1,47 @@
-//! Image, label and reference readers (IDX, NPY, PNG) checked against the plan's input.
+//! Image, label and reference readers (IDX, NPY, PNG) checked against a model's input: what
+//! the compiler (calibration), the plaintext evaluation and the client all read. Depends on no
+//! other module of the driver.
 
-use super::*;
+use hecc_passes::plan::PlanTensor;
+use miette::{miette, Result};
+use std::path::Path;
+
+/// Why an input file could not be used.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ImageError {
+    /// An input file could not be read or parsed.
+    #[error("{path}: {detail}")]
+    #[diagnostic(code(hecc::input))]
+    Input {
+        /// The file.
+        path: String,
+        /// Explanation.
+        detail: String,
+    },
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| miette!("cannot read {}: {e}", path.display()))
+}
+
+/// Argmax of each row of a row-major matrix with `cols` columns.
+pub fn argmax_rows(values: &[f64], cols: usize) -> Vec<usize> {
+    values
+        .chunks(cols.max(1))
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                    if v > bv {
+                        (i, v)
+                    } else {
+                        (bi, bv)
+                    }
+                })
+                .0
+        })
+        .collect()
+}
 
 /// A batch of images, already scaled to the model input's domain, row-major
 /// `[count, per_image]`.
@@ -44,14 +85,14 @@ struct RawArray {
     bytes: bool,
 }
 
-pub(crate) fn input_err(path: &Path, detail: impl Into<String>) -> RunError {
-    RunError::Input {
+pub(crate) fn input_err(path: &Path, detail: impl Into<String>) -> ImageError {
+    ImageError::Input {
         path: path.display().to_string(),
         detail: detail.into(),
     }
 }
 
-fn parse_idx(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
+fn parse_idx(path: &Path, b: &[u8]) -> Result<RawArray, ImageError> {
     if b.len() < 4 || b[0] != 0 || b[1] != 0 {
         return Err(input_err(path, "not an IDX file"));
     }
@@ -118,7 +159,7 @@ fn parse_idx(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
     })
 }
 
-fn parse_npy(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
+fn parse_npy(path: &Path, b: &[u8]) -> Result<RawArray, ImageError> {
     if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
         return Err(input_err(path, "not a .npy file"));
     }
@@ -200,7 +241,7 @@ fn parse_npy(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
     })
 }
 
-fn parse_png(path: &Path, b: &[u8]) -> Result<RawArray, RunError> {
+fn parse_png(path: &Path, b: &[u8]) -> Result<RawArray, ImageError> {
     let mut dec = png::Decoder::new(std::io::Cursor::new(b));
     dec.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = dec
@@ -433,50 +474,6 @@ pub fn load_reference(path: &Path) -> Result<(Vec<f64>, usize)> {
     Ok((raw.values, cols.max(1)))
 }
 
-/// The encrypted run's predictions against reference outputs (a framework's own, see
-/// [`load_reference`]): argmax agreement on the images both have.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ReferenceAgreement {
-    /// The file.
-    pub path: String,
-    /// Images whose argmax equals the reference's.
-    pub agree: usize,
-    /// Images compared.
-    pub images: usize,
-}
-
-/// Compares `r`'s predictions with the reference outputs at `path`.
-pub fn compare_reference(r: &InferReport, path: &Path) -> Result<ReferenceAgreement> {
-    let (values, cols) = load_reference(path)?;
-    if cols != r.logits.classes {
-        return Err(miette!(
-            "{} has {cols} values per image, the model {}",
-            path.display(),
-            r.logits.classes
-        ));
-    }
-    let refs = argmax_rows(&values, cols);
-    if refs.len() < r.predictions.len() {
-        return Err(miette!(
-            "{} has outputs for {} images, the run {}",
-            path.display(),
-            refs.len(),
-            r.predictions.len()
-        ));
-    }
-    let agree = r
-        .predictions
-        .iter()
-        .zip(&refs)
-        .filter(|(a, b)| a == b)
-        .count();
-    Ok(ReferenceAgreement {
-        path: path.display().to_string(),
-        agree,
-        images: r.predictions.len(),
-    })
-}
-
 /// The first `count` labels of the file at `path` ([`load_labels`]); an error if it has fewer.
 pub fn load_labels_for(path: &Path, count: usize) -> Result<Vec<usize>> {
     let mut l = load_labels(path)?;
@@ -541,7 +538,7 @@ enum Format {
 
 /// The format of `b`, from its first bytes; refused when the file's extension names another
 /// format (a renamed file is usually the wrong file).
-fn sniff(path: &Path, b: &[u8]) -> Result<Format, RunError> {
+fn sniff(path: &Path, b: &[u8]) -> Result<Format, ImageError> {
     let found = if b.starts_with(b"\x93NUMPY") {
         Format::Npy
     } else if b.starts_with(b"\x89PNG") {
@@ -582,3 +579,44 @@ fn format_name(f: Format) -> &'static str {
 }
 
 // ------------------------------------------------------------------ encryption
+
+#[cfg(test)]
+mod tests {
+    use super::{hwc_to_chw, image_order, ImageOrder};
+
+    #[test]
+    fn image_axes_are_matched_or_reordered() {
+        assert_eq!(image_order(&[5, 28, 28], &[1, 28, 28]), ImageOrder::AsIs);
+        assert_eq!(image_order(&[5, 784], &[1, 28, 28]), ImageOrder::AsIs);
+        assert_eq!(image_order(&[5, 3, 32, 32], &[3, 32, 32]), ImageOrder::AsIs);
+        assert_eq!(
+            image_order(&[5, 32, 32, 3], &[3, 32, 32]),
+            ImageOrder::HwcToChw { h: 32, w: 32, c: 3 }
+        );
+        assert_eq!(
+            image_order(&[5, 32, 3, 32], &[3, 32, 32]),
+            ImageOrder::Mismatch
+        );
+        assert_eq!(
+            image_order(&[5, 14, 56], &[1, 28, 28]),
+            ImageOrder::Mismatch
+        );
+    }
+
+    #[test]
+    fn hwc_images_become_channel_first() {
+        // Two 1x2 images with 3 channels: value = 100 * image + 10 * x + channel.
+        let hwc: Vec<f64> = (0..2)
+            .flat_map(|i| {
+                (0..2).flat_map(move |x| (0..3).map(move |c| (100 * i + 10 * x + c) as f64))
+            })
+            .collect();
+        let chw = hwc_to_chw(&hwc, 1, 2, 3);
+        let want: Vec<f64> = (0..2)
+            .flat_map(|i| {
+                (0..3).flat_map(move |c| (0..2).map(move |x| (100 * i + 10 * x + c) as f64))
+            })
+            .collect();
+        assert_eq!(chw, want);
+    }
+}

@@ -50,6 +50,8 @@ use hecc_ir::tensor::{verify, Granularity, Graph, NodeId, Op, Shape, Tensor};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+mod ops;
+
 /// Default plaintext budget: slot values the constant pool may hold for one-level linear layers
 /// (`2^24` values = 128 MiB of `f64`); beyond it, layers use the two-level shared-mask form.
 pub const DEFAULT_PLAINTEXT_BUDGET: u64 = 1 << 24;
@@ -1159,82 +1161,31 @@ pub fn lower_channel_shaped(
     };
     for id in order {
         let Some(node) = g.node(id) else { continue };
-        let name = node.name.clone();
-        let build = |source: HeError| {
-            ChannelError::Lower(LowerError::Build {
-                node: name.clone(),
-                source,
-            })
-        };
-        let unsupported = |reason: &str| ChannelError::Unsupported {
-            node: name.clone(),
-            op: node.op.mnemonic().to_string(),
-            reason: reason.to_string(),
-        };
-        let ins: Vec<&CVal> = g
+        let in_shapes: Vec<Shape> = g
             .operand_ids(id)
             .iter()
-            .filter_map(|o| vals.get(o))
+            .map(|o| shapes.get(o).cloned().unwrap_or_default())
             .collect();
-        let in_shape = g
-            .operand_ids(id)
-            .first()
-            .and_then(|o| shapes.get(o))
-            .cloned()
-            .unwrap_or_default();
-        let out_shape = shapes.get(&id).cloned().unwrap_or_default();
-        let weight = |w: &str| -> Result<&Tensor, ChannelError> {
-            g.weights.get(w).ok_or_else(|| {
-                ChannelError::Lower(LowerError::MissingWeight {
-                    node: node.name.clone(),
-                    weight: w.into(),
-                })
-            })
+        let cx = ops::NodeCx {
+            g,
+            id,
+            node,
+            ins: g
+                .operand_ids(id)
+                .iter()
+                .filter_map(|o| vals.get(o))
+                .collect(),
+            in_shape: in_shapes.first().cloned().unwrap_or_default(),
+            in_shapes,
+            out_shape: shapes.get(&id).cloned().unwrap_or_default(),
         };
-        let first = || {
-            ins.first()
-                .copied()
-                .ok_or_else(|| unsupported("missing operand"))
+        let window = |kernel: &[usize; 2], stride: &[usize; 2], padding: &[usize; 4]| ops::Window {
+            kernel: *kernel,
+            stride: *stride,
+            padding: *padding,
         };
         let out: CVal = match &node.op {
-            Op::Input { shape, norm } => {
-                let c = shape.0.first().copied().unwrap_or(1).max(1);
-                let per_c = shape.numel() / c;
-                let support: Rc<Vec<u32>> = Rc::new((0..per_c as u32).collect());
-                let pick = |xs: &Vec<f64>, ch: usize, d: f64| {
-                    if xs.len() == 1 {
-                        xs[0]
-                    } else {
-                        xs.get(ch).copied().unwrap_or(d)
-                    }
-                };
-                let mut forms = Vec::with_capacity(c);
-                let mut pos = Vec::with_capacity(shape.numel());
-                for ch in 0..c {
-                    let (mean, std) = (pick(&norm.mean, ch, 0.0), pick(&norm.std, ch, 1.0));
-                    let ct = lw
-                        .em
-                        .module
-                        .input(
-                            &node.name,
-                            ch as u32,
-                            Level(0),
-                            LogScale(lo.log_scale),
-                            lo.slots,
-                            layout,
-                        )
-                        .map_err(build)?;
-                    lw.em.fresh(ct);
-                    forms.push(Lowerer::plain_form(
-                        Rc::clone(&support),
-                        ct,
-                        vec![1.0 / std; per_c],
-                        Rc::new(vec![-mean / std; per_c]),
-                    ));
-                    pos.extend((0..per_c as u32).map(|j| (ch as u32, j)));
-                }
-                CVal { forms, pos }
-            }
+            Op::Input { shape, norm } => ops::input(&mut lw, &cx, shape, norm, lo.log_scale)?,
             Op::Conv2d {
                 out_channels,
                 kernel,
@@ -1243,335 +1194,71 @@ pub fn lower_channel_shaped(
                 groups,
                 weight: w,
                 bias,
-            } => {
-                let x = first()?;
-                let wt: Vec<f64> = weight(w)?.iter().copied().collect();
-                let bs: Option<Vec<f64>> = match bias {
-                    Some(b) => Some(weight(b)?.iter().copied().collect()),
-                    None => None,
-                };
-                let gr = grid(x, &in_shape)
-                    .ok_or_else(|| unsupported("the input is not laid out as a channel grid"))?;
-                let (c_in, h, wd) = (in_shape[0], in_shape[1], in_shape[2]);
-                let (oh, ow) = (out_shape[1], out_shape[2]);
-                let (kh, kw) = (kernel[0], kernel[1]);
-                let cg = c_in / (*groups).max(1);
-                let og = out_channels / (*groups).max(1);
-                let (oys, oxs) = (gr.ys * st[0] as i64, gr.xs * st[1] as i64);
-                let base0 = gr.base[0];
-                let (support, outs) = out_support(base0, oh, ow, oys, oxs, stride)
-                    .ok_or_else(|| unsupported("strided output positions leave the image"))?;
-                // Per (input channel, kernel offset): rotation and resolved index plan.
-                let mut plans: HashMap<(usize, usize, usize), (i64, IndexPlan)> = HashMap::new();
-                for c in 0..c_in {
-                    let src = &x.forms[gr.form[c]];
-                    for i in 0..kh {
-                        for j in 0..kw {
-                            let di = i as i64 - padding[0] as i64;
-                            let dj = j as i64 - padding[1] as i64;
-                            let r = gr.base[c] - base0 + di * gr.ys + dj * gr.xs;
-                            let mut outs_in = Vec::new();
-                            for y in 0..oh {
-                                let iy = (y * st[0]) as i64 + di;
-                                if iy < 0 || iy >= h as i64 {
-                                    continue;
-                                }
-                                for xx in 0..ow {
-                                    let ix = (xx * st[1]) as i64 + dj;
-                                    if ix < 0 || ix >= wd as i64 {
-                                        continue;
-                                    }
-                                    outs_in.push(outs[y * ow + xx]);
-                                }
-                            }
-                            let plan = plan_for(src, r, &outs_in).ok_or_else(|| {
-                                unsupported("a kernel tap reads outside its channel")
-                            })?;
-                            plans.insert((c, i, j), (r, plan));
-                        }
-                    }
-                }
-                let mut forms = Vec::with_capacity(*out_channels);
-                let mut pos = Vec::with_capacity(out_shape.numel());
-                for o in 0..*out_channels {
-                    let grp = o / og.max(1);
-                    let mut acc = Acc::new(Rc::clone(&support));
-                    for ci in 0..cg {
-                        let c = grp * cg + ci;
-                        let src = &x.forms[gr.form[c]];
-                        for i in 0..kh {
-                            for j in 0..kw {
-                                let wv = wt[((o * cg + ci) * kh + i) * kw + j];
-                                if let Some((r, plan)) = plans.get(&(c, i, j)) {
-                                    acc.gather(src, *r, plan, wv);
-                                }
-                            }
-                        }
-                    }
-                    let b = bs.as_ref().map_or(0.0, |b| b[o]);
-                    for v in acc.off.iter_mut() {
-                        *v += b;
-                    }
-                    forms.push(acc.finish());
-                    pos.extend(outs.iter().map(|&(j, _)| (o as u32, j as u32)));
-                }
-                CVal { forms, pos }
-            }
+            } => ops::conv2d(
+                &cx,
+                stride,
+                out_channels,
+                groups,
+                &window(kernel, st, padding),
+                w,
+                bias.as_deref(),
+            )?,
             Op::AvgPool {
                 kernel,
                 stride: st,
                 padding,
-            } => {
-                let x = first()?;
-                let gr = grid(x, &in_shape)
-                    .ok_or_else(|| unsupported("the input is not laid out as a channel grid"))?;
-                let (c, h, wd) = (in_shape[0], in_shape[1], in_shape[2]);
-                let (oh, ow) = (out_shape[1], out_shape[2]);
-                let div = 1.0 / (kernel[0] * kernel[1]) as f64;
-                let (oys, oxs) = (gr.ys * st[0] as i64, gr.xs * st[1] as i64);
-                let mut forms = Vec::with_capacity(c);
-                let mut pos = Vec::with_capacity(out_shape.numel());
-                for ch in 0..c {
-                    let (support, outs) = out_support(gr.base[ch], oh, ow, oys, oxs, stride)
-                        .ok_or_else(|| unsupported("pooled positions leave the image"))?;
-                    let src = &x.forms[gr.form[ch]];
-                    let mut acc = Acc::new(Rc::clone(&support));
-                    for i in 0..kernel[0] {
-                        for j in 0..kernel[1] {
-                            let di = i as i64 - padding[0] as i64;
-                            let dj = j as i64 - padding[1] as i64;
-                            let r = di * gr.ys + dj * gr.xs;
-                            let outs_in = window_outs(&outs, [oh, ow], *st, [di, dj], [h, wd]);
-                            let plan = plan_for(src, r, &outs_in)
-                                .ok_or_else(|| unsupported("a window reads outside its channel"))?;
-                            acc.gather(src, r, &plan, div);
-                        }
-                    }
-                    forms.push(acc.finish());
-                    pos.extend(outs.iter().map(|&(j, _)| (ch as u32, j as u32)));
-                }
-                lw.settle_cheap(CVal { forms, pos }).map_err(build)?
-            }
-            Op::GlobalAvgPool => {
-                let x = first()?;
-                let gr = grid(x, &in_shape)
-                    .ok_or_else(|| unsupported("the input is not laid out as a channel grid"))?;
-                let (c, h, wd) = (in_shape[0], in_shape[1], in_shape[2]);
-                let div = 1.0 / (h * wd) as f64;
-                let mut forms = Vec::with_capacity(c);
-                let mut pos = Vec::with_capacity(c);
-                for ch in 0..c {
-                    let src = &x.forms[gr.form[ch]];
-                    let b = gr.base[ch];
-                    let support = Rc::new(vec![b as u32]);
-                    let idx: Vec<usize> = (0..h * wd)
-                        .filter_map(|k| {
-                            src.index_of(b + (k / wd) as i64 * gr.ys + (k % wd) as i64 * gr.xs)
-                        })
-                        .collect();
-                    let coef0 = src.terms.first().and_then(|t| {
-                        let v: Vec<f64> = idx.iter().map(|&i| t.coef[i]).collect();
-                        uniform(&v)
-                    });
-                    let tree = src.is_plain()
-                        && coef0.is_some()
-                        && h.is_power_of_two()
-                        && wd.is_power_of_two()
-                        && idx.len() == h * wd;
-                    if tree {
-                        // Rotate-and-sum: log2(W) + log2(H) rotations.
-                        let mut v = lw.em.relin(src.terms[0].ct).map_err(build)?;
-                        let mut steps = Vec::new();
-                        let mut k = 1;
-                        while k < wd {
-                            steps.push(k as i64 * gr.xs);
-                            k *= 2;
-                        }
-                        k = 1;
-                        while k < h {
-                            steps.push(k as i64 * gr.ys);
-                            k *= 2;
-                        }
-                        for s in steps {
-                            let r = lw.rotate(v, s).map_err(build)?;
-                            v = lw.add(v, r).map_err(build)?;
-                        }
-                        let off: f64 = idx.iter().map(|&i| src.off[i]).sum::<f64>() * div;
-                        forms.push(Lowerer::plain_form(
-                            support,
-                            v,
-                            vec![coef0.unwrap_or(1.0) * div],
-                            Rc::new(vec![off]),
-                        ));
-                    } else {
-                        let mut acc = Acc::new(Rc::clone(&support));
-                        for y in 0..h {
-                            for xx in 0..wd {
-                                let r = y as i64 * gr.ys + xx as i64 * gr.xs;
-                                let plan = plan_for(src, r, &[(0, b)])
-                                    .ok_or_else(|| unsupported("a pixel is outside its channel"))?;
-                                acc.gather(src, r, &plan, div);
-                            }
-                        }
-                        forms.push(acc.finish());
-                    }
-                    pos.push((ch as u32, 0));
-                }
-                lw.settle_cheap(CVal { forms, pos }).map_err(build)?
-            }
+            } => ops::avg_pool(&mut lw, &cx, &window(kernel, st, padding))?,
+            Op::GlobalAvgPool => ops::global_avg_pool(&mut lw, &cx)?,
             Op::Dense {
                 out_features,
                 weight: w,
                 bias,
-            } => {
-                let x = lw.materialize(first()?).map_err(build)?;
-                let wt: Vec<f64> = weight(w)?.iter().copied().collect();
-                let bs: Option<Vec<f64>> = match bias {
-                    Some(b) => Some(weight(b)?.iter().copied().collect()),
-                    None => None,
-                };
-                let n_out = *out_features;
-                let n_in = x.pos.len();
-                let support: Rc<Vec<u32>> = Rc::new((0..n_out as u32).collect());
-                let mut acc = Acc::new(Rc::clone(&support));
-                for (k, &(f, j)) in x.pos.iter().enumerate() {
-                    let form = &x.forms[f as usize];
-                    let off = i64::from(form.support[j as usize]);
-                    let o_k = form.off[j as usize];
-                    for t in &form.terms {
-                        let m = t.coef[j as usize];
-                        for o in 0..n_out {
-                            let wv = wt[o * n_in + k];
-                            if wv != 0.0 && m != 0.0 {
-                                acc.entry(t.ct, t.rot + off - o as i64)[o] += wv * m;
-                            }
-                        }
-                    }
-                    for o in 0..n_out {
-                        acc.off[o] += wt[o * n_in + k] * o_k;
-                    }
-                }
-                if let Some(b) = &bs {
-                    for (o, bo) in acc.off.iter_mut().zip(b) {
-                        *o += bo;
-                    }
-                }
-                CVal {
-                    forms: vec![acc.finish()],
-                    pos: (0..n_out as u32).map(|o| (0, o)).collect(),
-                }
-            }
+            } => ops::dense(&mut lw, &cx, out_features, w, bias.as_deref())?,
             Op::BatchNorm {
                 gamma,
                 beta,
                 mean,
                 var,
                 epsilon,
-            } => {
-                let x = first()?;
-                let (g_, b_, m_, v_) = (weight(gamma)?, weight(beta)?, weight(mean)?, weight(var)?);
-                let (g_, b_, m_, v_): (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) = (
-                    g_.iter().copied().collect(),
-                    b_.iter().copied().collect(),
-                    m_.iter().copied().collect(),
-                    v_.iter().copied().collect(),
-                );
-                let c = in_shape.0.first().copied().unwrap_or(1).max(1);
-                let per_c = (in_shape.numel() / c).max(1);
-                affine(x, |k| {
-                    let ch = k / per_c;
-                    let s = g_.get(ch).copied().unwrap_or(1.0)
-                        / (v_.get(ch).copied().unwrap_or(1.0) + epsilon).sqrt();
-                    let sh =
-                        b_.get(ch).copied().unwrap_or(0.0) - m_.get(ch).copied().unwrap_or(0.0) * s;
-                    (s, sh)
-                })
-            }
-            Op::Scale { factor } => affine(first()?, |_| (*factor, 0.0)),
-            Op::Flatten | Op::Reshape { .. } => first()?.clone(),
-            Op::Concat { axis } => {
-                let in_shapes: Vec<Shape> = g
-                    .operand_ids(id)
-                    .iter()
-                    .map(|o| shapes.get(o).cloned().unwrap_or_default())
-                    .collect();
-                let outer: usize = in_shapes
-                    .first()
-                    .map_or(1, |s| s.0[..(*axis).min(s.rank())].iter().product());
-                let mut forms = Vec::new();
-                let mut shift = Vec::new();
-                for x in &ins {
-                    shift.push(forms.len() as u32);
-                    forms.extend(x.forms.iter().cloned());
-                }
-                let mut pos = Vec::new();
-                for o in 0..outer {
-                    for ((x, s), sh) in ins.iter().zip(&in_shapes).zip(&shift) {
-                        let block: usize = s.0[(*axis).min(s.rank())..].iter().product();
-                        pos.extend(
-                            x.pos[o * block..(o + 1) * block]
-                                .iter()
-                                .map(|&(f, j)| (f + sh, j)),
-                        );
-                    }
-                }
-                CVal { forms, pos }
-            }
+            } => ops::batch_norm(&cx, [gamma, beta, mean, var], epsilon)?,
+            Op::Scale { factor } => affine(cx.first()?, |_| (*factor, 0.0)),
+            Op::Flatten | Op::Reshape { .. } => cx.first()?.clone(),
+            Op::Concat { axis } => ops::concat(&cx, axis)?,
             Op::Add => {
-                let mut acc = first()?.clone();
-                for other in &ins[1..] {
+                let mut acc = cx.first()?.clone();
+                for other in &cx.ins[1..] {
                     acc = add_vals(&acc, other).ok_or_else(|| {
-                        unsupported("the operands of add are laid out differently")
+                        cx.unsupported("the operands of add are laid out differently")
                     })?;
                 }
                 acc
             }
             Op::Square => lw
-                .quadratic(first()?, |_| (1.0, 0.0, 0.0))
-                .map_err(|e| unsupported(&e))?,
+                .quadratic(cx.first()?, |_| (1.0, 0.0, 0.0))
+                .map_err(|e| cx.unsupported(&e))?,
             Op::Quadratic {
                 granularity,
                 coeffs,
-            } => {
-                let t: Vec<f64> = weight(coeffs)?.iter().copied().collect();
-                let n = in_shape.numel();
-                let c = in_shape.0.first().copied().unwrap_or(1).max(1);
-                let per_c = (n / c).max(1);
-                let stride_t = match granularity {
-                    Granularity::Layer => 1,
-                    Granularity::Channel => c,
-                    Granularity::Element => n,
-                };
-                let idx = |k: usize| match granularity {
-                    Granularity::Layer => 0,
-                    Granularity::Channel => k / per_c,
-                    Granularity::Element => k,
-                };
-                lw.quadratic(first()?, |k| {
-                    let i = idx(k);
-                    (t[i], t[stride_t + i], t[2 * stride_t + i])
-                })
-                .map_err(|e| unsupported(&e))?
-            }
+            } => ops::quadratic(&mut lw, &cx, granularity, coeffs)?,
             Op::Poly { coeffs } => {
                 let deg = coeffs.iter().rposition(|c| *c != 0.0).unwrap_or(0);
                 if deg <= 2 {
                     let c = |i: usize| coeffs.get(i).copied().unwrap_or(0.0);
-                    lw.quadratic(first()?, |_| (c(2), c(1), c(0)))
-                        .map_err(|e| unsupported(&e))?
+                    lw.quadratic(cx.first()?, |_| (c(2), c(1), c(0)))
+                        .map_err(|e| cx.unsupported(&e))?
                 } else {
                     let series = ChebSeries::interpolate(-1.0, 1.0, deg, |x| {
                         coeffs.iter().rev().fold(0.0, |a, c| a * x + c)
                     });
                     let plan = EvalPlan::for_series(&series);
-                    lw.elementwise(first()?, |em, x| run_plan(em, &plan, x))
-                        .map_err(build)?
+                    lw.elementwise(cx.first()?, |em, x| run_plan(em, &plan, x))
+                        .map_err(|e| cx.build(e))?
                 }
             }
             Op::Relu => {
                 let approx = lo.activations.require_relu(&node.name)?;
-                lw.elementwise(first()?, |em, x| apply_approx(em, &approx, x))
-                    .map_err(build)?
+                lw.elementwise(cx.first()?, |em, x| apply_approx(em, &approx, x))
+                    .map_err(|e| cx.build(e))?
             }
             Op::MaxPool {
                 kernel,
@@ -1579,83 +1266,15 @@ pub fn lower_channel_shaped(
                 padding,
             } => {
                 let approx = lo.activations.require_max(&node.name)?;
-                let x = first()?;
-                let gr = grid(x, &in_shape)
-                    .ok_or_else(|| unsupported("the input is not laid out as a channel grid"))?;
-                let (c, h, wd) = (in_shape[0], in_shape[1], in_shape[2]);
-                let (oh, ow) = (out_shape[1], out_shape[2]);
-                // A window that reads padding needs a neutral element below every input: a
-                // zero is one when the input comes out of a ReLU (non-negative).
-                let inside = padding[0] == 0
-                    && padding[1] == 0
-                    && (oh.max(1) - 1) * st[0] + kernel[0] <= h
-                    && (ow.max(1) - 1) * st[1] + kernel[1] <= wd;
-                let after_relu = g
-                    .operand_ids(id)
-                    .first()
-                    .and_then(|&o| g.node(o))
-                    .is_some_and(|n| matches!(n.op, Op::Relu));
-                if !inside && !after_relu {
-                    return Err(unsupported(
-                        "max-pooling windows that reach into the padding are lowered in the channel layout only after a ReLU (zero is then neutral); use the batch layout",
-                    ));
-                }
-                let (oys, oxs) = (gr.ys * st[0] as i64, gr.xs * st[1] as i64);
-                // The window element at kernel offset (i, j) of every output position, as a
-                // linear form on the output support (a rotation of the input channel; zero
-                // where the window reads padding).
-                let window = |i: usize, j: usize| -> Result<CVal, ChannelError> {
-                    let di = i as i64 - padding[0] as i64;
-                    let dj = j as i64 - padding[1] as i64;
-                    let r = di * gr.ys + dj * gr.xs;
-                    let mut forms = Vec::with_capacity(c);
-                    let mut pos = Vec::with_capacity(out_shape.numel());
-                    for ch in 0..c {
-                        let (support, outs) = out_support(gr.base[ch], oh, ow, oys, oxs, stride)
-                            .ok_or_else(|| unsupported("pooled positions leave the image"))?;
-                        let src = &x.forms[gr.form[ch]];
-                        let outs_in = window_outs(&outs, [oh, ow], *st, [di, dj], [h, wd]);
-                        let plan = plan_for(src, r, &outs_in)
-                            .ok_or_else(|| unsupported("a window reads outside its channel"))?;
-                        let mut acc = Acc::new(Rc::clone(&support));
-                        acc.gather(src, r, &plan, 1.0);
-                        forms.push(acc.finish());
-                        pos.extend(outs.iter().map(|&(j, _)| (ch as u32, j as u32)));
-                    }
-                    Ok(CVal { forms, pos })
-                };
-                // max(a, b) = b + relu(a - b), pairwise over the window (depth: log2 of the
-                // window size times the approximation's), as in the batch layout.
-                let mut layer: Vec<CVal> = Vec::with_capacity(kernel[0] * kernel[1]);
-                for i in 0..kernel[0] {
-                    for j in 0..kernel[1] {
-                        layer.push(window(i, j)?);
-                    }
-                }
-                let mismatch = || unsupported("window values are laid out differently");
-                while layer.len() > 1 {
-                    let mut next = Vec::with_capacity(layer.len().div_ceil(2));
-                    for pair in layer.chunks(2) {
-                        let [a, b] = pair else {
-                            next.push(pair[0].clone());
-                            continue;
-                        };
-                        let d = add_vals(a, &affine(b, |_| (-1.0, 0.0))).ok_or_else(mismatch)?;
-                        let r = lw
-                            .elementwise(&d, |em, v| apply_approx(em, &approx, v))
-                            .map_err(build)?;
-                        next.push(add_vals(&r, b).ok_or_else(mismatch)?);
-                    }
-                    layer = next;
-                }
-                layer.pop().ok_or_else(|| unsupported("empty window"))?
+                ops::max_pool(&mut lw, &cx, &approx, &window(kernel, st, padding))?
             }
         };
+        let shape = cx.out_shape.0.clone();
         vals.insert(id, out);
         layers.push(LayerSpan {
             name: node.name.clone(),
             op: node.op.mnemonic().to_string(),
-            shape: out_shape.0.clone(),
+            shape,
             end: last_id(lw.em.module),
         });
     }

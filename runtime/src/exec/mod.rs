@@ -668,6 +668,184 @@ impl Ctx<'_> {
     }
 }
 
+/// What bounds one wavefront.
+struct Admission {
+    /// The first schedule position not yet run.
+    frontier: usize,
+    /// Positions from here on wait (the lookahead's end).
+    window_end: u64,
+    /// Most nodes in one wavefront.
+    wave_cap: usize,
+    /// The explicit memory limit, if any.
+    memory_limit: Option<u64>,
+    /// Bytes live before the wavefront.
+    live: u64,
+    /// Ring degree (log2), for result sizes.
+    log_n: u32,
+}
+
+/// The next wavefront: the most urgent ready nodes inside the lookahead window, up to the
+/// wavefront cap, the explicit memory limit and the schedule's memory headroom (always at least
+/// one, so a schedule that is not a topological order or a tight limit cannot stall the run).
+/// A dense layer's multiply-accumulates share one operand list and run fused in one pass over
+/// it, so every ready member of a group in the front joins it, whatever the window (its
+/// operands stay alive until the group's last member has run anyway), within the same limits.
+fn take_front(
+    m: &Module,
+    ready: &mut BinaryHeap<Reverse<((u32, u32), ValueId)>>,
+    headroom: &headroom::Headroom,
+    a: Admission,
+) -> Vec<ValueId> {
+    let mut front: Vec<ValueId> = Vec::with_capacity(a.wave_cap);
+    let mut projected = a.live;
+    // Results admitted ahead of the frontier in this wavefront.
+    let mut pending_ahead = 0u64;
+    let cost = |v: ValueId| type_bytes(m, v, a.log_n);
+    let ahead_of = |p: (u32, u32)| p.0 as usize > a.frontier && p.1 == 0;
+    while front.len() < a.wave_cap {
+        match ready.peek() {
+            Some(&Reverse((p, v))) if front.is_empty() || u64::from(p.0) < a.window_end => {
+                let add = cost(v);
+                if !front.is_empty()
+                    && (a.memory_limit.is_some_and(|cap| projected + add > cap)
+                        || !headroom.allows(a.frontier, p, pending_ahead + add))
+                {
+                    break;
+                }
+                projected += add;
+                if ahead_of(p) {
+                    pending_ahead += add;
+                }
+                ready.pop();
+                front.push(v);
+            }
+            _ => break,
+        }
+    }
+    let dense_key = |v: ValueId| match m.node(v).map(|n| &n.op) {
+        Some(Op::Mac(mac)) if mac.coeffs.len() >= 16 => {
+            Some((m.operands(v), mac.log_scale.0.to_bits()))
+        }
+        _ => None,
+    };
+    let groups: std::collections::HashSet<(Vec<ValueId>, u64)> =
+        front.iter().filter_map(|&v| dense_key(v)).collect();
+    if !groups.is_empty() {
+        let mut kept = Vec::with_capacity(ready.len());
+        let mut entries = std::mem::take(ready).into_vec();
+        // Most urgent first, so the limits keep the members the schedule wants next.
+        entries.sort_by_key(|&Reverse(key)| key);
+        for entry in entries {
+            let Reverse((p, v)) = entry;
+            let add = cost(v);
+            let fits = a.memory_limit.is_none_or(|cap| projected + add <= cap)
+                && headroom.allows(a.frontier, p, pending_ahead + add);
+            if fits && dense_key(v).is_some_and(|k| groups.contains(&k)) {
+                projected += add;
+                if ahead_of(p) {
+                    pending_ahead += add;
+                }
+                front.push(v);
+            } else {
+                kept.push(entry);
+            }
+        }
+        *ready = BinaryHeap::from(kept);
+    }
+    front
+}
+
+/// The wavefront `front` as tasks: rotations of one ciphertext hoisted together, the
+/// multiply-accumulates of a dense layer (one operand list) fused, those of convolution windows
+/// (same level, scale and size) blocked, everything else one node at a time. Counts the hoisted
+/// rotations into `hoisted`.
+fn group_tasks(
+    m: &Module,
+    front: &[ValueId],
+    store: &[Option<Value>],
+    hoisted: &mut usize,
+) -> Vec<Task> {
+    // Group rotations of one source.
+    let mut rot_groups: BTreeMap<ValueId, Vec<(ValueId, i64)>> = BTreeMap::new();
+    let mut tasks: Vec<Task> = Vec::with_capacity(front.len());
+    for &v in front {
+        let Some(node) = m.node(v) else { continue };
+        if let Op::Rotate { steps } = node.op {
+            if let Some(&src) = m.operands(v).first() {
+                rot_groups
+                    .entry(src)
+                    .or_default()
+                    .push((v, i64::from(steps)));
+                continue;
+            }
+        }
+        tasks.push(Task::Single(v));
+    }
+    // Multiply-accumulates over identical operand lists (dense layers) run fused.
+    let mut mac_groups: BTreeMap<(Vec<ValueId>, u64), Vec<ValueId>> = BTreeMap::new();
+    tasks.retain(|t| {
+        let Task::Single(v) = t else { return true };
+        match m.node(*v).map(|n| &n.op) {
+            Some(Op::Mac(a)) if a.coeffs.len() >= 16 => {
+                mac_groups
+                    .entry((m.operands(*v), a.log_scale.0.to_bits()))
+                    .or_default()
+                    .push(*v);
+                false
+            }
+            _ => true,
+        }
+    });
+    let mut lone_macs: Vec<ValueId> = Vec::new();
+    for (_, group) in mac_groups {
+        if group.len() > 1 {
+            tasks.push(Task::FusedMac(group));
+        } else {
+            lone_macs.extend(group);
+        }
+    }
+    // The other multiply-accumulates (convolution windows) run blocked together, by
+    // scale and operand shape.
+    let mut sparse_groups: BTreeMap<(u64, usize, usize), Vec<ValueId>> = BTreeMap::new();
+    tasks.retain(|t| match t {
+        Task::Single(v) if matches!(m.node(*v).map(|n| &n.op), Some(Op::Mac(_))) => {
+            lone_macs.push(*v);
+            false
+        }
+        _ => true,
+    });
+    for v in lone_macs {
+        let key = match (m.node(v).map(|n| &n.op), m.operands(v).first()) {
+            (Some(Op::Mac(a)), Some(o)) => store
+                .get(o.0 as usize)
+                .and_then(Option::as_ref)
+                .and_then(Value::ct)
+                .map(|c| (a.log_scale.0.to_bits(), c.level(), c.polys.len())),
+            _ => None,
+        };
+        match key {
+            Some(k) => sparse_groups.entry(k).or_default().push(v),
+            None => tasks.push(Task::Single(v)),
+        }
+    }
+    for (_, group) in sparse_groups {
+        if group.len() > 1 {
+            tasks.push(Task::SparseMac(group));
+        } else {
+            tasks.extend(group.into_iter().map(Task::Single));
+        }
+    }
+    for (src, rots) in rot_groups {
+        if rots.len() > 1 {
+            *hoisted += rots.len();
+            tasks.push(Task::Hoisted(src, rots));
+        } else {
+            tasks.extend(rots.into_iter().map(|(v, _)| Task::Single(v)));
+        }
+    }
+    tasks
+}
+
 /// Bytes of `v`'s result as its type says (a ciphertext's polynomials at its level; one
 /// polynomial for a plaintext; nothing for outputs, which hand their operand on).
 fn type_bytes(m: &Module, v: ValueId, log_n: u32) -> u64 {
@@ -783,17 +961,13 @@ fn priorities(m: &Module, schedule: Option<&[u32]>, max_id: usize) -> (Vec<(u32,
     (keys, order.len())
 }
 
-/// Executes `m` on the backend. `inputs` maps `(input name, element index)` to its ciphertext;
-/// it must hold exactly the circuit's inputs, at their types' levels and scales.
-pub fn execute(
+/// Checks a run before it starts: the circuit's structure, its slot count against the
+/// parameters', and that every input given is one the circuit declares.
+fn check_run(
     m: &Module,
     eval: &Evaluator,
-    encoder: &Encoder,
-    keys: EvalKeys<'_>,
-    inputs: HashMap<(String, u32), Ciphertext>,
-    opts: &ExecOptions,
-) -> Result<RunResult, ExecError> {
-    let t0 = Instant::now();
+    inputs: &HashMap<(String, u32), Ciphertext>,
+) -> Result<(), ExecError> {
     verify(m, &VerifyOptions::STRUCTURE).map_err(|e| ExecError::Invalid(format!("{e:?}")))?;
     let slots = eval.context().n() / 2;
     if let Some(s) = m.ids().filter_map(|v| m.ty(v)).map(|t| t.slots()).next() {
@@ -817,6 +991,21 @@ pub fn execute(
             });
         }
     }
+    Ok(())
+}
+
+/// Executes `m` on the backend. `inputs` maps `(input name, element index)` to its ciphertext;
+/// it must hold exactly the circuit's inputs, at their types' levels and scales.
+pub fn execute(
+    m: &Module,
+    eval: &Evaluator,
+    encoder: &Encoder,
+    keys: EvalKeys<'_>,
+    inputs: HashMap<(String, u32), Ciphertext>,
+    opts: &ExecOptions,
+) -> Result<RunResult, ExecError> {
+    let t0 = Instant::now();
+    check_run(m, eval, &inputs)?;
     let stages = opts.stages.clone().unwrap_or_else(|| level_stages(m));
     let n_stages = stages.names.len().max(1);
     let stage_of = |v: ValueId| -> usize {
@@ -917,72 +1106,22 @@ pub fn execute(
         } else {
             u64::MAX
         };
-        // The most urgent ready nodes inside the window, up to the wavefront cap and the
-        // memory limit (always at least one, so a schedule that is not a topological order
-        // or a tight limit cannot stall the run).
         headroom.advance(frontier);
-        let mut front: Vec<ValueId> = Vec::with_capacity(wave_cap);
-        let mut projected = live_bytes + input_bytes + output_bytes;
-        // Results admitted ahead of the frontier in this wavefront.
-        let mut pending_ahead = 0u64;
-        let cost = |v: ValueId| type_bytes(m, v, log_n);
-        let ahead_of = |p: (u32, u32)| p.0 as usize > frontier && p.1 == 0;
-        while front.len() < wave_cap {
-            match ready.peek() {
-                Some(&Reverse((p, v))) if front.is_empty() || u64::from(p.0) < limit => {
-                    let add = cost(v);
-                    if !front.is_empty()
-                        && (opts.memory_limit.is_some_and(|cap| projected + add > cap)
-                            || !headroom.allows(frontier, p, pending_ahead + add))
-                    {
-                        break;
-                    }
-                    projected += add;
-                    if ahead_of(p) {
-                        pending_ahead += add;
-                    }
-                    ready.pop();
-                    front.push(v);
-                }
-                _ => break,
-            }
-        }
+        let front = take_front(
+            m,
+            &mut ready,
+            &headroom,
+            Admission {
+                frontier,
+                window_end: limit,
+                wave_cap,
+                memory_limit: opts.memory_limit,
+                live: live_bytes + input_bytes + output_bytes,
+                log_n,
+            },
+        );
         if front.is_empty() {
             break;
-        }
-        // A dense layer's multiply-accumulates share one operand list and run fused in one
-        // pass over it: take every ready one of a group that is in the front, whatever the
-        // window (its operands stay alive until the group's last member has run anyway), but
-        // within the memory limit (the members already in the front still run fused).
-        let dense_key = |v: ValueId| match m.node(v).map(|n| &n.op) {
-            Some(Op::Mac(a)) if a.coeffs.len() >= 16 => {
-                Some((m.operands(v), a.log_scale.0.to_bits()))
-            }
-            _ => None,
-        };
-        let groups: std::collections::HashSet<(Vec<ValueId>, u64)> =
-            front.iter().filter_map(|&v| dense_key(v)).collect();
-        if !groups.is_empty() {
-            let mut kept = Vec::with_capacity(ready.len());
-            let mut entries = std::mem::take(&mut ready).into_vec();
-            // Most urgent first, so the limits keep the members the schedule wants next.
-            entries.sort_by_key(|&Reverse(key)| key);
-            for entry in entries {
-                let Reverse((p, v)) = entry;
-                let add = cost(v);
-                let fits = opts.memory_limit.is_none_or(|cap| projected + add <= cap)
-                    && headroom.allows(frontier, p, pending_ahead + add);
-                if fits && dense_key(v).is_some_and(|k| groups.contains(&k)) {
-                    projected += add;
-                    if ahead_of(p) {
-                        pending_ahead += add;
-                    }
-                    front.push(v);
-                } else {
-                    kept.push(entry);
-                }
-            }
-            ready = BinaryHeap::from(kept);
         }
         let tw = Instant::now();
         let cpu_w = read_cpu_seconds();
@@ -994,85 +1133,9 @@ pub fn execute(
             }
         }
         let mut wave_counts: BTreeMap<usize, usize> = BTreeMap::new();
-        // Group rotations of one source; decide which unary nodes may take their operand.
-        let mut rot_groups: BTreeMap<ValueId, Vec<(ValueId, i64)>> = BTreeMap::new();
-        let mut tasks: Vec<Task> = Vec::with_capacity(front.len());
+        let tasks = group_tasks(m, &front, &store, &mut report.hoisted_rotations);
+        // Unary nodes that are their operand's last user take it and work in place.
         let mut owned: HashMap<ValueId, Value> = HashMap::new();
-        for &v in &front {
-            let Some(node) = m.node(v) else { continue };
-            if let Op::Rotate { steps } = node.op {
-                if let Some(&src) = m.operands(v).first() {
-                    rot_groups
-                        .entry(src)
-                        .or_default()
-                        .push((v, i64::from(steps)));
-                    continue;
-                }
-            }
-            tasks.push(Task::Single(v));
-        }
-        // Multiply-accumulates over identical operand lists (dense layers) run fused.
-        let mut mac_groups: BTreeMap<(Vec<ValueId>, u64), Vec<ValueId>> = BTreeMap::new();
-        tasks.retain(|t| {
-            let Task::Single(v) = t else { return true };
-            match m.node(*v).map(|n| &n.op) {
-                Some(Op::Mac(a)) if a.coeffs.len() >= 16 => {
-                    mac_groups
-                        .entry((m.operands(*v), a.log_scale.0.to_bits()))
-                        .or_default()
-                        .push(*v);
-                    false
-                }
-                _ => true,
-            }
-        });
-        let mut lone_macs: Vec<ValueId> = Vec::new();
-        for (_, group) in mac_groups {
-            if group.len() > 1 {
-                tasks.push(Task::FusedMac(group));
-            } else {
-                lone_macs.extend(group);
-            }
-        }
-        // The other multiply-accumulates (convolution windows) run blocked together, by
-        // scale and operand shape.
-        let mut sparse_groups: BTreeMap<(u64, usize, usize), Vec<ValueId>> = BTreeMap::new();
-        tasks.retain(|t| match t {
-            Task::Single(v) if matches!(m.node(*v).map(|n| &n.op), Some(Op::Mac(_))) => {
-                lone_macs.push(*v);
-                false
-            }
-            _ => true,
-        });
-        for v in lone_macs {
-            let key = match (m.node(v).map(|n| &n.op), m.operands(v).first()) {
-                (Some(Op::Mac(a)), Some(o)) => store
-                    .get(o.0 as usize)
-                    .and_then(Option::as_ref)
-                    .and_then(Value::ct)
-                    .map(|c| (a.log_scale.0.to_bits(), c.level(), c.polys.len())),
-                _ => None,
-            };
-            match key {
-                Some(k) => sparse_groups.entry(k).or_default().push(v),
-                None => tasks.push(Task::Single(v)),
-            }
-        }
-        for (_, group) in sparse_groups {
-            if group.len() > 1 {
-                tasks.push(Task::SparseMac(group));
-            } else {
-                tasks.extend(group.into_iter().map(Task::Single));
-            }
-        }
-        for (src, rots) in rot_groups {
-            if rots.len() > 1 {
-                report.hoisted_rotations += rots.len();
-                tasks.push(Task::Hoisted(src, rots));
-            } else {
-                tasks.extend(rots.into_iter().map(|(v, _)| Task::Single(v)));
-            }
-        }
         for t in &tasks {
             if let Task::Single(v) = t {
                 let Some(node) = m.node(*v) else { continue };
@@ -1184,7 +1247,7 @@ pub fn execute(
                             live += 1;
                         }
                         live_bytes += val.bytes();
-                        headroom.made(frontier, priority[v.0 as usize], cost(v));
+                        headroom.made(frontier, priority[v.0 as usize], type_bytes(m, v, log_n));
                         store[v.0 as usize] = Some(val);
                     }
                 }

@@ -45,7 +45,9 @@ fn both_layouts_record_dumps_and_timings_through_the_manager() {
             "{layout}: dump = plan circuit"
         );
         let timed: Vec<&str> = c.log.timings.iter().map(|t| t.pass.as_str()).collect();
-        let lower = format!("(lower-{layout})");
+        // The final lowering: its own, or the last parameter probe's when that was at the
+        // final slot count.
+        let lower = format!("(lower-{layout}");
         for want in [
             "fold-batch-norm",
             "fuse-activation-batch-norm",
@@ -56,11 +58,11 @@ fn both_layouts_record_dumps_and_timings_through_the_manager() {
             "(schedule)",
         ] {
             assert!(
-                timed.contains(&want),
+                timed.iter().any(|t| t.starts_with(want)),
                 "{layout}: `{want}` timed in {timed:?}"
             );
         }
-        let pos = |n: &str| timed.iter().position(|t| *t == n).unwrap();
+        let pos = |n: &str| timed.iter().position(|t| t.starts_with(n)).unwrap();
         assert!(pos("fuse-activation-batch-norm") < pos(&lower));
         assert!(pos(&lower) < pos("rescale-waterline"));
         assert!(c.log.timings.iter().all(|t| t.seconds >= 0.0));
@@ -123,7 +125,7 @@ fn cli_prints_channel_dumps_and_timings() {
     );
     assert!(stdout.contains("layout channel"), "{stdout}");
     assert!(stdout.contains("pass timings:"), "{stdout}");
-    assert!(stdout.contains("(lower-channel)"), "{stdout}");
+    assert!(stdout.contains("(lower-channel"), "{stdout}");
     assert!(stdout.contains("check-scales"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }

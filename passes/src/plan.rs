@@ -110,9 +110,13 @@ pub enum PlanError {
 impl Plan {
     /// Serializes to pretty JSON with its integrity digest (fails only on non-finite numbers).
     pub fn to_json(&self) -> Result<String, PlanError> {
-        let mut p = self.clone();
-        p.integrity = hex(&self.digest()?);
-        serde_json::to_string_pretty(&p).map_err(|e| PlanError::Format(e.to_string()))
+        // One serialization (the circuit is printed once) serves the digest and the file.
+        let mut v = serde_json::to_value(self).map_err(|e| PlanError::Format(e.to_string()))?;
+        let digest = hex(&canonical_digest(&mut v));
+        if let Some(m) = v.as_object_mut() {
+            m.insert("integrity".into(), serde_json::Value::String(digest));
+        }
+        serde_json::to_string_pretty(&v).map_err(|e| PlanError::Format(e.to_string()))
     }
 
     /// SHA-256 of the plan's canonical JSON (sorted keys, compact, `integrity` empty): what

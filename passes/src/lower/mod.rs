@@ -191,7 +191,7 @@ pub struct LayerSpan {
 }
 
 /// The result of lowering.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Lowered {
     /// The unmanaged circuit.
     pub module: Module,

@@ -39,6 +39,8 @@ impl Packing for BatchPacking {
             lowered: lower_batch_shaped(g, shapes, &opts, fold)?,
             images: opts.batch,
             image_stride: 1,
+            slots,
+            fold,
         })
     }
 

@@ -34,7 +34,7 @@ impl Packing for ChannelPacking {
         g: &Graph,
         shapes: &Shapes,
         slots: u32,
-        _fold: bool,
+        fold: bool,
     ) -> Result<Lowering> {
         // Affine factors are always carried lazily to the next product in this layout.
         let low = lower_channel_shaped(g, shapes, &ChannelOptions::new(cx.lower_options(slots)))?;
@@ -42,6 +42,8 @@ impl Packing for ChannelPacking {
             lowered: low.lowered,
             images: low.images,
             image_stride: low.image_stride,
+            slots,
+            fold,
         })
     }
 
@@ -80,6 +82,11 @@ impl Packing for ChannelPacking {
             }
         }
         choice.ok_or_else(|| miette!("no parameters for the channel layout"))
+    }
+
+    fn probes_at_final_slots(&self) -> bool {
+        // The ring grows until the depth fits: the last probe is at the chosen ring.
+        true
     }
 
     fn fusion_probe_slots(&self, _cx: &CompileContext<'_>) -> Option<u32> {

@@ -48,6 +48,7 @@ pub struct Compiled {
 }
 
 /// A circuit lowered by a strategy, with what the strategy knows about its packing.
+#[derive(Clone)]
 pub struct Lowering {
     /// The unmanaged circuit and its layer spans.
     pub lowered: Lowered,
@@ -55,6 +56,10 @@ pub struct Lowering {
     pub images: u32,
     /// Slots one image occupies (1 in the batch layout).
     pub image_stride: u32,
+    /// The slot count it was lowered for.
+    pub slots: u32,
+    /// Whether affine factors were folded.
+    pub fold: bool,
 }
 
 /// What a strategy sees of the compile: the graph after the tensor passes, its shapes, the
@@ -110,6 +115,12 @@ pub trait Packing {
         cx: &CompileContext<'_>,
         depth: &mut dyn FnMut(Lowering) -> Result<u32>,
     ) -> Result<ParamChoice>;
+
+    /// Whether the last probe lowering of [`Packing::choose_params`] may be at the final slot
+    /// count; the pipeline then keeps a copy of it and reuses it as the final lowering.
+    fn probes_at_final_slots(&self) -> bool {
+        false
+    }
 
     /// The slot count of the lowering that measures the depth without fusion, or `None` when
     /// fusion cannot change this layout's depth (the comparison lowering is then skipped and
@@ -190,9 +201,15 @@ pub fn compile_with(
         ranges,
         opts,
     };
-    // 3. Parameters, from probe lowerings managed quietly.
+    // 3. Parameters, from probe lowerings managed quietly. The last probe is kept: when it
+    //    was lowered at the final slot count it is the final lowering.
     let mut probe_depth: Option<u32> = None;
+    let mut last_probe: Option<Lowering> = None;
+    let keep_probe = packing.probes_at_final_slots();
     let choice = packing.choose_params(&cx, &mut |low: Lowering| {
+        if keep_probe {
+            last_probe = Some(low.clone());
+        }
         let d = depth_of(&passes.run_he(low.lowered, None, None)?.1.module);
         probe_depth = Some(d);
         Ok(d)
@@ -216,11 +233,21 @@ pub fn compile_with(
     // 4. The phase change: the circuit at the real slot count, then the HE passes.
     let t0 = Instant::now();
     let slots = 1u32 << (choice.log_n - 1);
-    let low = packing.lower(&cx, &cx.graph, &cx.shapes, slots, passes.fold)?;
+    let (low, reused) = match last_probe {
+        Some(p) if p.slots == slots && p.fold == passes.fold => (p, true),
+        _ => (
+            packing.lower(&cx, &cx.graph, &cx.shapes, slots, passes.fold)?,
+            false,
+        ),
+    };
     packing.check(&cx, &low, &choice)?;
     if opts.time_passes {
         log.timings.push(PassTiming {
-            pass: format!("(lower-{layout})"),
+            pass: if reused {
+                format!("(lower-{layout}, the last probe's)")
+            } else {
+                format!("(lower-{layout})")
+            },
             seconds: t0.elapsed().as_secs_f64(),
             changed: Changed::Yes,
         });

@@ -217,6 +217,10 @@ enum Cli {
         /// secret key cannot decrypt what was encrypted under the old one.
         #[arg(long)]
         force: bool,
+        /// Generate even when the keys need more memory than this process can get (by default
+        /// keygen refuses before it starts).
+        #[arg(long)]
+        no_memory_check: bool,
         #[command(flatten)]
         insecure: Insecure,
     },
@@ -249,6 +253,10 @@ enum Cli {
         /// Use a secret key that other users can read (refused by default).
         #[arg(long)]
         allow_shared_key: bool,
+        /// Encrypt even when the ciphertexts need more memory than this process can get (by
+        /// default encrypt refuses before it starts).
+        #[arg(long)]
+        no_memory_check: bool,
         #[command(flatten)]
         insecure: Insecure,
     },
@@ -806,6 +814,7 @@ fn client(cmd: Cli) -> ExitCode {
                 plan,
                 output,
                 force,
+                no_memory_check,
                 insecure,
             } => {
                 if output.exists() && !output.is_dir() {
@@ -826,7 +835,18 @@ fn client(cmd: Cli) -> ExitCode {
                         p.display()
                     ));
                 }
-                let (client, eval) = hecc::client::Client::generate(open(&plan, insecure)?)?;
+                let s = open(&plan, insecure)?;
+                if !no_memory_check {
+                    r::check_need(
+                        r::keygen_bytes(&s),
+                        r::available_memory(),
+                        "keygen",
+                        "its keys in memory and their file",
+                        "run it on a machine with more memory, compile with fewer rotations \
+                         (--layout batch needs none), or pass --no-memory-check to try anyway",
+                    )?;
+                }
+                let (client, eval) = hecc::client::Client::generate(s)?;
                 let (sk, ek) = client.write_key_dir(&eval, &output)?;
                 Ok(format!(
                     "secret key written to {} (keep it private)\nevaluation keys written to {} ({} rotation steps)\n",
@@ -844,6 +864,7 @@ fn client(cmd: Cli) -> ExitCode {
                 output,
                 clamp,
                 allow_shared_key,
+                no_memory_check,
                 insecure,
             } => {
                 hecc::files::check_output_distinct(
@@ -856,6 +877,16 @@ fn client(cmd: Cli) -> ExitCode {
                     ],
                 )?;
                 let s = open(&plan, insecure)?;
+                if !no_memory_check {
+                    r::check_need(
+                        r::encrypt_bytes(&s),
+                        r::available_memory(),
+                        "encrypt",
+                        "a full batch of input ciphertexts and their file",
+                        "run it on a machine with more memory, compile for fewer images per run \
+                         (--batch), or pass --no-memory-check to try anyway",
+                    )?;
+                }
                 let images = r::load_images(&input, s.input()?)?;
                 if skip >= images.count {
                     return Err(miette::miette!(

@@ -18,10 +18,52 @@ pub use hecc_runtime::exec::available_memory;
 /// values in the schedule plus the evaluation keys) is a lower bound on what the run holds,
 /// so such a run would be killed part way instead of finishing. `what` names the step.
 pub fn check_memory(s: &Session, available: Option<u64>, what: &str) -> Result<()> {
-    let (Some(need), Some(have)) = (
-        s.plan.report.schedule.as_ref().map(|x| x.total_bytes),
+    let Some(need) = s.plan.report.schedule.as_ref().map(|x| x.total_bytes) else {
+        return Ok(());
+    };
+    check_need(
+        need,
         available,
-    ) else {
+        what,
+        "live ciphertexts in its schedule plus keys",
+        "run it on a machine with more memory, compile for fewer images per run (--batch) or \
+         another layout, or pass --no-memory-check to try anyway",
+    )
+}
+
+/// Bytes `keygen` holds at its peak: every key in memory (both halves of each key-switching
+/// key), plus the evaluation-key file built from them (its sections, then the container that
+/// joins them).
+pub fn keygen_bytes(s: &Session) -> u64 {
+    let k = &s.plan.report.keys;
+    k.resident_bytes() + 2 * (k.public_key + k.relin_key + k.galois_keys)
+}
+
+/// Bytes `encrypt` holds at its peak for a full batch: the input ciphertexts in memory plus the
+/// inputs file built from them (seeded halves: its sections, then the container).
+pub fn encrypt_bytes(s: &Session) -> u64 {
+    let log_n = s.plan.params.log_n;
+    let m = s.module();
+    let cts: u64 = m
+        .inputs()
+        .iter()
+        .filter_map(|(v, _, _)| m.ty(*v))
+        .map(|t| t.bytes(log_n))
+        .sum();
+    2 * cts
+}
+
+/// Refuses a step that needs `need` bytes when the process can get only `available`
+/// ([`available_memory`]: free memory, and the process's cgroup and `ulimit` limits), before
+/// any long work starts. `what` names the step, `counted` what the need counts.
+pub fn check_need(
+    need: u64,
+    available: Option<u64>,
+    what: &str,
+    counted: &str,
+    help: &str,
+) -> Result<()> {
+    let Some(have) = available else {
         return Ok(());
     };
     if need <= have {
@@ -29,10 +71,9 @@ pub fn check_memory(s: &Session, available: Option<u64>, what: &str) -> Result<(
     }
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     Err(miette!(
-        help = "run it on a machine with more memory, compile for fewer images per run (--batch) or \
-                another layout, or pass --no-memory-check to try anyway",
-        "{what}: the plan needs at least {:.1} GiB (live ciphertexts in its schedule plus keys) and \
-         this machine has {:.1} GiB available",
+        help = help.to_string(),
+        "{what}: the plan needs at least {:.2} GiB ({counted}) and this process can get {:.2} GiB \
+         (free memory, its cgroup's limit and its ulimit)",
         gib(need),
         gib(have)
     ))

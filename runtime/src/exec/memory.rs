@@ -33,11 +33,132 @@ pub fn read_memory_status() -> Option<MemoryStatus> {
     parse_memory_status(&text)
 }
 
-/// Bytes of memory the system can still give this process (`MemAvailable` in
-/// `/proc/meminfo`), when the platform says.
+/// Bytes of memory this process can still get: the least of what the system has available
+/// (`MemAvailable` in `/proc/meminfo`), the room left under the memory limit of its control
+/// group and of every parent group (cgroup v2 `memory.max`, or v1 `memory.limit_in_bytes`),
+/// and the room left under its address-space and data limits (`ulimit -v`, `ulimit -d`).
+/// `None` when none of these is readable (other platforms).
 pub fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    kib_field(&text, "MemAvailable")
+    let system = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| kib_field(&t, "MemAvailable"));
+    let status = std::fs::read_to_string("/proc/self/status").ok();
+    let mapped = status.as_deref().and_then(|t| kib_field(t, "VmSize"));
+    let data = status.as_deref().and_then(|t| kib_field(t, "VmData"));
+    [
+        system,
+        cgroup_room(),
+        rlimit_room(Resource::AddressSpace, mapped),
+        rlimit_room(Resource::Data, data),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+}
+
+/// A limit value of a cgroup file: a number of bytes, or `None` for `max` (v2) or the
+/// near-`i64::MAX` page-rounded value v1 reports for no limit.
+pub fn parse_cgroup_limit(text: &str) -> Option<u64> {
+    let t = text.trim();
+    if t == "max" {
+        return None;
+    }
+    t.parse::<u64>().ok().filter(|&b| b < (1u64 << 62))
+}
+
+/// The group paths of `/proc/self/cgroup`: the unified (v2) path, and the v1 memory
+/// controller's.
+pub fn parse_cgroup_paths(text: &str) -> (Option<String>, Option<String>) {
+    let mut v2 = None;
+    let mut v1 = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if id == "0" && controllers.is_empty() {
+            v2 = Some(path.to_string());
+        } else if controllers.split(',').any(|c| c == "memory") {
+            v1 = Some(path.to_string());
+        }
+    }
+    (v2, v1)
+}
+
+/// Room left under the memory limits of the process's control group and its ancestors.
+fn cgroup_room() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).ok();
+    let (v2, v1) = parse_cgroup_paths(&text);
+    let mut best: Option<u64> = None;
+    let mut consider = |limit: Option<u64>, used: Option<u64>| {
+        if let (Some(l), Some(u)) = (limit, used) {
+            let room = l.saturating_sub(u);
+            best = Some(best.map_or(room, |b| b.min(room)));
+        }
+    };
+    if let Some(path) = v2 {
+        let mut dir = std::path::PathBuf::from("/sys/fs/cgroup");
+        dir.push(path.trim_start_matches('/'));
+        // The limit may sit on any ancestor; the root group has no memory.max.
+        for d in dir
+            .ancestors()
+            .take_while(|d| d.starts_with("/sys/fs/cgroup"))
+        {
+            let limit = read(&d.join("memory.max")).and_then(|t| parse_cgroup_limit(&t));
+            let used = read(&d.join("memory.current")).and_then(|t| t.trim().parse().ok());
+            consider(limit, used);
+        }
+    }
+    if let Some(path) = v1 {
+        // The group's own directory, and the mount's root (a container's own group when the
+        // process runs in a cgroup namespace, where its path does not resolve).
+        let root = std::path::PathBuf::from("/sys/fs/cgroup/memory");
+        let own = root.join(path.trim_start_matches('/'));
+        for dir in [own, root] {
+            let limit =
+                read(&dir.join("memory.limit_in_bytes")).and_then(|t| parse_cgroup_limit(&t));
+            let used = read(&dir.join("memory.usage_in_bytes")).and_then(|t| t.trim().parse().ok());
+            consider(limit, used);
+        }
+    }
+    best
+}
+
+#[derive(Clone, Copy)]
+enum Resource {
+    AddressSpace,
+    Data,
+}
+
+/// Room left under a resource limit of the process, given what it already uses.
+fn rlimit_room(r: Resource, used: Option<u64>) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let resource = match r {
+            Resource::AddressSpace => libc::RLIMIT_AS,
+            Resource::Data => libc::RLIMIT_DATA,
+        };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one `rlimit` through a valid pointer to a local.
+        let rc = unsafe { libc::getrlimit(resource, &mut lim) };
+        if rc != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+            return None;
+        }
+        // `rlim_t` is `u64` here but not on every Linux target.
+        #[allow(clippy::unnecessary_cast)]
+        let cur = lim.rlim_cur as u64;
+        Some(cur.saturating_sub(used.unwrap_or(0)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (r, used);
+        None
+    }
 }
 
 /// Returns the allocator's free memory to the operating system (glibc's `malloc_trim`: free
@@ -96,5 +217,38 @@ mod tests {
         assert_eq!(parse_memory_status("VmRSS: 1 kB\n"), None);
         let meminfo = "MemTotal:       24000000 kB\nMemAvailable:   20000000 kB\n";
         assert_eq!(kib_field(meminfo, "MemAvailable"), Some(20_000_000 * 1024));
+    }
+
+    #[test]
+    fn parses_cgroup_files() {
+        assert_eq!(parse_cgroup_limit("max\n"), None);
+        assert_eq!(parse_cgroup_limit("8589934592\n"), Some(8 << 30));
+        assert_eq!(
+            parse_cgroup_limit("9223372036854771712\n"),
+            None,
+            "v1: no limit"
+        );
+        assert_eq!(parse_cgroup_limit("lots"), None);
+        let v2 = "0::/user.slice/job-7.scope\n";
+        assert_eq!(
+            parse_cgroup_paths(v2),
+            (Some("/user.slice/job-7.scope".into()), None)
+        );
+        let v1 = "12:cpu,cpuacct:/a\n9:memory:/docker/abc\n0::/\n";
+        assert_eq!(
+            parse_cgroup_paths(v1),
+            (Some("/".into()), Some("/docker/abc".into()))
+        );
+    }
+
+    #[test]
+    fn available_memory_is_at_most_what_the_system_has() {
+        let system = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| kib_field(&t, "MemAvailable"));
+        if let (Some(a), Some(s)) = (available_memory(), system) {
+            // Memory moves between the two reads; allow for it.
+            assert!(a <= s + (256 << 20), "available {a} vs system {s}");
+        }
     }
 }

@@ -9,11 +9,12 @@
 //! level; a polynomial of degree `d` costs `ceil(log2(d + 1))` levels through
 //! [`crate::approx::EvalPlan`].
 
+mod batch_ops;
 pub mod channel;
 pub mod lazy;
 
 use crate::approx::{ActivationApprox, ApproxForm, ChebSeries, EvalPlan, PlanOp};
-use hecc_ir::he::{HeError, Layout, Level, LogScale, Meta, Module};
+use hecc_ir::he::{HeError, Layout, LogScale, Meta, Module};
 use hecc_ir::tensor::{verify, Granularity, Graph, GraphError, NodeId, Op, Shape, Tensor};
 use lazy::{Emitter, Lazy};
 use std::collections::HashMap;
@@ -304,40 +305,14 @@ pub fn lower_batch_shaped(
             })
         };
         let out: Vec<Elem> = match &node.op {
-            Op::Input { shape, norm } => {
-                let c = shape.first().copied().unwrap_or(1).max(1);
-                let per_c = shape.numel() / c;
-                let mut v = Vec::with_capacity(shape.numel());
-                for k in 0..shape.numel() {
-                    let ch = k / per_c.max(1);
-                    let pick = |xs: &Vec<f64>, d: f64| {
-                        if xs.len() == 1 {
-                            xs[0]
-                        } else {
-                            xs.get(ch).copied().unwrap_or(d)
-                        }
-                    };
-                    let (mean, std) = (pick(&norm.mean, 0.0), pick(&norm.std, 1.0));
-                    let ct = em
-                        .module
-                        .input(
-                            &node.name,
-                            k as u32,
-                            Level(0),
-                            LogScale(opts.log_scale),
-                            opts.slots,
-                            layout,
-                        )
-                        .map_err(&build)?;
-                    em.fresh(ct);
-                    v.push(Elem::L(Lazy {
-                        ct: Some(ct),
-                        m: 1.0 / std,
-                        o: -mean / std,
-                    }));
-                }
-                v
-            }
+            Op::Input { shape, norm } => batch_ops::input(
+                &mut em,
+                &node.name,
+                shape,
+                norm,
+                (LogScale(opts.log_scale), opts.slots, layout),
+            )
+            .map_err(&build)?,
             Op::Conv2d {
                 out_channels,
                 kernel,
@@ -352,46 +327,22 @@ pub fn lower_batch_shaped(
                     Some(b) => Some(weight(b)?.iter().copied().collect()),
                     None => None,
                 };
-                let (c_in, h, wd) = (in_shape[0], in_shape[1], in_shape[2]);
-                let (oh, ow) = (out_shape[1], out_shape[2]);
-                let (kh, kw) = (kernel[0], kernel[1]);
-                let cg = c_in / groups;
-                let og = out_channels / groups;
-                let x = elems[0];
-                let mut v = Vec::with_capacity(out_shape.numel());
-                for o in 0..*out_channels {
-                    let grp = o / og.max(1);
-                    for y in 0..oh {
-                        for xx in 0..ow {
-                            let mut terms = Vec::with_capacity(cg * kh * kw);
-                            for ci in 0..cg {
-                                let c = grp * cg + ci;
-                                for i in 0..kh {
-                                    let iy = (y * stride[0] + i) as isize - padding[0] as isize;
-                                    if iy < 0 || iy >= h as isize {
-                                        continue;
-                                    }
-                                    for j in 0..kw {
-                                        let ix =
-                                            (xx * stride[1] + j) as isize - padding[1] as isize;
-                                        if ix < 0 || ix >= wd as isize {
-                                            continue;
-                                        }
-                                        let wv = wt[((o * cg + ci) * kh + i) * kw + j];
-                                        terms.push((
-                                            &x[(c * h + iy as usize) * wd + ix as usize],
-                                            wv,
-                                        ));
-                                    }
-                                }
-                            }
-                            let (terms, extra) = expand(&terms);
-                            let b = bs.as_ref().map_or(0.0, |b| b[o]) + extra;
-                            v.push(Elem::L(em.mac(&terms, b).map_err(&build)?));
-                        }
-                    }
-                }
-                v
+                let conv = batch_ops::Conv {
+                    out_channels: *out_channels,
+                    groups: *groups,
+                    kernel: *kernel,
+                    stride: *stride,
+                    padding: *padding,
+                };
+                batch_ops::conv2d(
+                    &mut em,
+                    elems[0],
+                    [&in_shape, &out_shape],
+                    &conv,
+                    &wt,
+                    bs.as_deref(),
+                )
+                .map_err(&build)?
             }
             Op::Dense {
                 out_features,
@@ -403,19 +354,8 @@ pub fn lower_batch_shaped(
                     Some(b) => Some(weight(b)?.iter().copied().collect()),
                     None => None,
                 };
-                let x = elems[0];
-                let n_in = x.len();
-                let mut v = Vec::with_capacity(*out_features);
-                for o in 0..*out_features {
-                    let terms: Vec<(&Elem, f64)> =
-                        (0..n_in).map(|i| (&x[i], wt[o * n_in + i])).collect();
-                    let (terms, extra) = expand(&terms);
-                    v.push(Elem::L(
-                        em.mac(&terms, bs.as_ref().map_or(0.0, |b| b[o]) + extra)
-                            .map_err(&build)?,
-                    ));
-                }
-                v
+                batch_ops::dense(&mut em, elems[0], *out_features, &wt, bs.as_deref())
+                    .map_err(&build)?
             }
             Op::BatchNorm {
                 gamma,

@@ -281,8 +281,9 @@ enum Cli {
         /// operations run at once. Default: the plan's estimate plus 5%.
         #[arg(long)]
         memory_limit: Option<hecc::run::MemoryLimit>,
-        /// Run even when the plan's memory estimate exceeds the memory this machine has
-        /// available (by default such a run is refused before it starts).
+        /// Run even when the plan's memory estimate exceeds the memory this process can get
+        /// (free memory, its cgroup and ulimit limits; by default such a run is refused before it
+        /// starts).
         #[arg(long)]
         no_memory_check: bool,
         #[command(flatten)]
@@ -361,8 +362,9 @@ enum Cli {
         /// operations run at once. Default: the plan's estimate plus 5%.
         #[arg(long)]
         memory_limit: Option<hecc::run::MemoryLimit>,
-        /// Run even when the plan's memory estimate exceeds the memory this machine has
-        /// available (by default such a run is refused before it starts).
+        /// Run even when the plan's memory estimate exceeds the memory this process can get
+        /// (free memory, its cgroup and ulimit limits; by default such a run is refused before it
+        /// starts).
         #[arg(long)]
         no_memory_check: bool,
     },

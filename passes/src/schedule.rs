@@ -15,7 +15,7 @@
 //!   output-driven depth-first order. It keeps the one with the lowest peak and refuses, with
 //!   [`ScheduleError::OverBudget`], when even that exceeds the budget.
 
-use hecc_ir::he::{Module, Op, ValueId};
+use hecc_ir::he::{live_profile, Module, Op, ValueId};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -126,9 +126,6 @@ struct Dag {
     bytes: Vec<u64>,
     /// Whether the node is an `output`.
     is_output: Vec<bool>,
-    /// Whether the node is an `input`: the client sends every input ciphertext before the run
-    /// starts, so inputs are alive from the start whatever the order.
-    is_input: Vec<bool>,
 }
 
 impl Dag {
@@ -142,7 +139,6 @@ impl Dag {
             users: vec![Vec::new(); n],
             bytes: vec![0; n],
             is_output: vec![false; n],
-            is_input: vec![false; n],
         };
         for &i in &d.ids {
             let v = ValueId(i);
@@ -151,7 +147,6 @@ impl Dag {
             d.ops[k] = m.operands(v).into_iter().map(|o| o.0).collect();
             d.bytes[k] = value_bytes(m, v, log_n);
             d.is_output[k] = matches!(m.node(v).map(|n| &n.op), Some(Op::Output { .. }));
-            d.is_input[k] = matches!(m.node(v).map(|n| &n.op), Some(Op::Input { .. }));
         }
         for &i in &d.ids {
             for j in 0..d.ops[i as usize].len() {
@@ -162,39 +157,6 @@ impl Dag {
             }
         }
         d
-    }
-
-    fn peak(&self, order: &[u32]) -> Peak {
-        let mut remaining: Vec<usize> = self.users.iter().map(Vec::len).collect();
-        let (mut live, mut bytes) = (0u64, 0u64);
-        for &i in &self.ids {
-            let k = i as usize;
-            if self.is_input[k] && !self.users[k].is_empty() {
-                live += 1;
-                bytes += self.bytes[k];
-            }
-        }
-        let mut peak = Peak::default();
-        for &v in order {
-            let k = v as usize;
-            if !self.users[k].is_empty() && !self.is_input[k] {
-                live += 1;
-                bytes += self.bytes[k];
-            }
-            peak.values = peak.values.max(live);
-            peak.bytes = peak.bytes.max(bytes);
-            for &o in &self.ops[k] {
-                let r = &mut remaining[o as usize];
-                if *r > 0 {
-                    *r -= 1;
-                    if *r == 0 {
-                        live -= 1;
-                        bytes -= self.bytes[o as usize];
-                    }
-                }
-            }
-        }
-        peak
     }
 
     fn topological(&self) -> Result<Vec<u32>, ScheduleError> {
@@ -347,7 +309,17 @@ pub fn is_valid(m: &Module, order: &[ValueId]) -> bool {
 /// Peak live values and bytes when `m` runs in `order` (which must be valid).
 pub fn peak_of(m: &Module, order: &[ValueId], log_n: u32) -> Peak {
     let o: Vec<u32> = order.iter().map(|v| v.0).collect();
-    Dag::new(m, log_n).peak(&o)
+    peak(m, &o, log_n)
+}
+
+/// The peak of [`hecc_ir::he::live_profile`]: the memory model's one definition.
+fn peak(m: &Module, order: &[u32], log_n: u32) -> Peak {
+    live_profile(m, order, log_n)
+        .iter()
+        .fold(Peak::default(), |p, l| Peak {
+            values: p.values.max(l.values),
+            bytes: p.bytes.max(l.bytes),
+        })
 }
 
 /// The plain topological order (`petgraph::algo::toposort`).
@@ -380,13 +352,13 @@ pub fn schedule(
 ) -> Result<Schedule, ScheduleError> {
     let dag = Dag::new(m, log_n);
     let topo: Vec<u32> = topological(m)?.into_iter().map(|v| v.0).collect();
-    let topo_peak = dag.peak(&topo);
+    let topo_peak = peak(m, &topo, log_n);
     let mut best = (Strategy::Topological, topo, topo_peak);
     for (s, order) in [
         (Strategy::Greedy, dag.greedy()?),
         (Strategy::DepthFirst, dag.depth_first()?),
     ] {
-        let p = dag.peak(&order);
+        let p = peak(m, &order, log_n);
         if p.bytes < best.2.bytes {
             best = (s, order, p);
         }

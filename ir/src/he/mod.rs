@@ -71,12 +71,14 @@ pub mod compact;
 pub mod error;
 pub mod gen;
 pub mod interp;
+pub mod memory;
 pub mod module;
 pub mod op;
 pub mod types;
 pub mod verify;
 
 pub use error::{HeError, NodeErrorKind, Site, VerifyErrors};
+pub use memory::{live_profile, Live};
 pub use module::{is_ident, Constant, HeNode, Meta, Module, Operand, Params, ValueId};
 pub use op::{Arity, ConstId, LevelCost, MacAttrs, NameId, Op, OpInfo, Opcode};
 pub use types::{Kind, Layout, LayoutId, Level, LogScale, Type};

@@ -14,7 +14,7 @@
 //! that the model and the backend agree on (one size function, [`hecc_ir::he::Type::bytes`]),
 //! while everything the profile leaves room for still runs in parallel.
 
-use hecc_ir::he::{Module, Op, ValueId};
+use hecc_ir::he::{live_profile, Module};
 use std::collections::BTreeMap;
 
 /// The schedule's memory profile and the extras of the run so far.
@@ -32,66 +32,32 @@ pub(crate) struct Headroom {
 }
 
 impl Headroom {
-    /// The profile of the order given by `priority` (`(position, tie)` per node id, ties
-    /// greater than 0 for nodes outside the schedule) over `len` positions, with result sizes
-    /// `bytes(v)` and the inputs' sizes `input_bytes(v)`. `cap`: `None` = the profile's peak
-    /// plus `slack` of it.
+    /// The profile ([`hecc_ir::he::live_profile`], the memory model the plan's estimate comes
+    /// from) of the order given by `priority` (`(position, tie)` per node id, ties greater than
+    /// 0 for nodes outside the schedule) over `len` positions, in a ring of degree `2^log_n`.
+    /// `cap`: `None` = the profile's peak plus `slack` of it.
     pub(crate) fn new(
         m: &Module,
         priority: &[(u32, u32)],
         len: usize,
-        bytes: impl Fn(ValueId) -> u64,
-        input_bytes: impl Fn(ValueId) -> u64,
+        log_n: u32,
         cap: Option<u64>,
         slack: f64,
     ) -> Headroom {
-        let mut at: Vec<Option<ValueId>> = vec![None; len];
-        let mut remaining: Vec<usize> = vec![0; priority.len()];
-        let mut live = 0u64;
+        // Positions without a node of the module hold an id that is none (they compute nothing).
+        let mut order: Vec<u32> = vec![u32::MAX; len];
         for v in m.ids() {
-            let i = v.0 as usize;
-            let users = m.users(v).len();
-            if let Some(r) = remaining.get_mut(i) {
-                *r = users;
-            }
-            if let Some(&(p, 0)) = priority.get(i) {
-                if let Some(slot) = at.get_mut(p as usize) {
-                    *slot = Some(v);
-                }
-            }
-            if users > 0 && matches!(m.node(v).map(|n| &n.op), Some(Op::Input { .. })) {
-                live += input_bytes(v);
-            }
-        }
-        let mut profile = vec![live; len];
-        for (p, slot) in at.iter().enumerate() {
-            let Some(v) = *slot else {
-                profile[p] = live;
-                continue;
-            };
-            let is_input = matches!(m.node(v).map(|n| &n.op), Some(Op::Input { .. }));
-            if !is_input && !m.users(v).is_empty() {
-                live += bytes(v);
-            }
-            profile[p] = live;
-            for o in m.operands(v) {
-                if let Some(r) = remaining.get_mut(o.0 as usize) {
-                    if *r > 0 {
-                        *r -= 1;
-                        if *r == 0 {
-                            let is_input =
-                                matches!(m.node(o).map(|n| &n.op), Some(Op::Input { .. }));
-                            live = live.saturating_sub(if is_input {
-                                input_bytes(o)
-                            } else {
-                                bytes(o)
-                            });
-                        }
-                    }
+            if let Some(&(p, 0)) = priority.get(v.0 as usize) {
+                if let Some(slot) = order.get_mut(p as usize) {
+                    *slot = v.0;
                 }
             }
         }
-        let peak = profile.iter().copied().max().unwrap_or(live);
+        let profile: Vec<u64> = live_profile(m, &order, log_n)
+            .iter()
+            .map(|l| l.bytes)
+            .collect();
+        let peak = profile.iter().copied().max().unwrap_or(0);
         let size = len.next_power_of_two().max(1);
         let mut tree = vec![0u64; 2 * size];
         tree[size..size + len].copy_from_slice(&profile);

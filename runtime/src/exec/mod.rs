@@ -1062,8 +1062,7 @@ pub fn execute(
         m,
         &priority,
         sched_len,
-        |v| type_bytes(m, v, log_n),
-        |v| m.ty(v).map_or(0, |t| t.bytes(log_n)),
+        log_n,
         opts.memory_limit,
         MEMORY_SLACK,
     );

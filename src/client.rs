@@ -215,7 +215,7 @@ pub fn decrypt(
     request: Option<(&str, &[u8])>,
 ) -> Result<Decrypted> {
     let authenticity = verify_outputs(outputs, secret, what, request)?;
-    let logits = decrypt_outputs(outputs, secret)?;
+    let logits = crate::run::decrypt_verified(outputs, secret)?;
     if let Some(note) = overflow_note(&logits, crate::run::outputs_wrap_bound(outputs)) {
         return Err(miette!(
             help = "nothing was written; `hecc eval` on the plaintext images shows what the \
@@ -241,7 +241,7 @@ pub fn decrypt_with_key_file(
 ) -> Result<Decrypted> {
     let sk = read_secret_key(&outputs.ctx, &outputs.digest, secret_key, allow_shared)?;
     let req = match request {
-        Some(p) => Some((p.display().to_string(), crate::run::read_file(p)?)),
+        Some(p) => Some((p.display().to_string(), crate::files::read_file(p)?)),
         None => None,
     };
     decrypt(

@@ -20,6 +20,11 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// The whole file at `path`; an error naming the file otherwise.
+pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| miette!("cannot read {}: {e}", path.display()))
+}
+
 /// Marker in the names of the named temporary files.
 const TMP_MARK: &str = ".hecc-tmp.";
 

@@ -2,6 +2,7 @@
 //! the compiler (calibration), the plaintext evaluation and the client all read. Depends on no
 //! other module of the driver.
 
+use crate::files::read_file;
 use hecc_passes::plan::PlanTensor;
 use miette::{miette, Result};
 use std::path::Path;
@@ -18,10 +19,6 @@ pub enum ImageError {
         /// Explanation.
         detail: String,
     },
-}
-
-fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| miette!("cannot read {}: {e}", path.display()))
 }
 
 /// Argmax of each row of a row-major matrix with `cols` columns.

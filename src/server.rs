@@ -4,7 +4,7 @@
 
 use crate::run::{
     check_memory, eval_keys_from_bytes, inputs_from_bytes, outputs_bytes, read_eval_keys,
-    read_inputs, run_inputs, EncryptedInputs, EncryptedOutputs, EvalKeySet, RunError, Session,
+    read_inputs, run_inputs, EncryptedInputs, EncryptedOutputs, EvalKeySet, Session,
 };
 use miette::Result;
 use std::path::Path;
@@ -22,16 +22,7 @@ impl Server {
     /// A server for `session`'s plan with evaluation keys already in memory; refused when they
     /// lack a Galois key the plan's rotations need.
     pub fn new(session: Session, keys: EvalKeySet) -> Result<Server> {
-        for &k in &session.plan.rotation_steps {
-            let g = session.ctx.galois_element(i64::from(k));
-            if g != 1 && !keys.galois.contains(g) {
-                return Err(RunError::Mismatch {
-                    what: "the evaluation keys".into(),
-                    detail: format!("no Galois key for rotation step {k} the plan needs"),
-                }
-                .into());
-            }
-        }
+        keys.check_covers(&session, "the evaluation keys")?;
         Ok(Server { session, keys })
     }
 

@@ -353,8 +353,4 @@ pub fn peek_key_id(path: &Path, kind: FileKind) -> Result<KeyId> {
     Ok(id)
 }
 
-pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| miette!("cannot read {}: {e}", path.display()))
-}
-
 // ------------------------------------------------------------------ session

@@ -148,6 +148,11 @@ pub fn outputs_wrap_bound(o: &EncryptedOutputs) -> f64 {
 /// Decrypts outputs with the secret key, after [`verify_outputs`] (without a request file).
 pub fn decrypt_outputs(o: &EncryptedOutputs, sk: &ClientSecret) -> Result<Logits> {
     verify_outputs(o, sk, "the encrypted outputs", None)?;
+    decrypt_verified(o, sk)
+}
+
+/// Decrypts and unpacks outputs that [`verify_outputs`] has accepted.
+pub(crate) fn decrypt_verified(o: &EncryptedOutputs, sk: &ClientSecret) -> Result<Logits> {
     let dec = Decryptor::new(&o.ctx, &sk.key);
     let encoder = Encoder::new(&o.ctx);
     let mut decoded = Vec::with_capacity(o.cts.len());

@@ -58,6 +58,21 @@ pub struct EvalKeySet {
 }
 
 impl EvalKeySet {
+    /// Checks that the keys hold a Galois key for every rotation step of session `s`'s plan;
+    /// `what` names them in the error.
+    pub fn check_covers(&self, s: &Session, what: &str) -> Result<(), RunError> {
+        for &k in &s.plan.rotation_steps {
+            let g = s.ctx.galois_element(i64::from(k));
+            if g != 1 && !self.galois.contains(g) {
+                return Err(RunError::Mismatch {
+                    what: what.to_string(),
+                    detail: format!("no Galois key for rotation step {k} the plan needs"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// As the executor wants them.
     pub fn as_exec(&self) -> EvalKeys<'_> {
         EvalKeys {
@@ -179,16 +194,7 @@ pub fn eval_keys_from_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<Eva
         galois: GaloisKeys::from_bytes(ctx, galois).map_err(&be)?,
         id,
     };
-    for &k in &s.plan.rotation_steps {
-        let g = s.ctx.galois_element(i64::from(k));
-        if g != 1 && !keys.galois.contains(g) {
-            return Err(RunError::Mismatch {
-                what: p,
-                detail: format!("no Galois key for rotation step {k} the plan needs"),
-            }
-            .into());
-        }
-    }
+    keys.check_covers(s, &p)?;
     Ok(keys)
 }
 

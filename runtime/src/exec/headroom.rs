@@ -57,10 +57,16 @@ impl Headroom {
             .iter()
             .map(|l| l.bytes)
             .collect();
+        Headroom::from_profile(&profile, cap, slack)
+    }
+
+    /// The headroom of a memory profile (bytes live at each position); `cap` as in
+    /// [`Headroom::new`].
+    fn from_profile(profile: &[u64], cap: Option<u64>, slack: f64) -> Headroom {
         let peak = profile.iter().copied().max().unwrap_or(0);
-        let size = len.next_power_of_two().max(1);
+        let size = profile.len().next_power_of_two().max(1);
         let mut tree = vec![0u64; 2 * size];
-        tree[size..size + len].copy_from_slice(&profile);
+        tree[size..size + profile.len()].copy_from_slice(profile);
         for i in (1..size).rev() {
             tree[i] = tree[2 * i].max(tree[2 * i + 1]);
         }
@@ -148,20 +154,7 @@ mod tests {
     fn range_maxima_match_a_scan() {
         let len: usize = 37;
         let profile: Vec<u64> = (0..len as u64).map(|i| (i * 7919) % 101).collect();
-        let size = len.next_power_of_two();
-        let mut tree = vec![0u64; 2 * size];
-        tree[size..size + len].copy_from_slice(&profile);
-        for i in (1..size).rev() {
-            tree[i] = tree[2 * i].max(tree[2 * i + 1]);
-        }
-        let h = Headroom {
-            cap: 0,
-            peak: 0,
-            tree,
-            size,
-            ahead: BTreeMap::new(),
-            ahead_bytes: 0,
-        };
+        let h = Headroom::from_profile(&profile, Some(0), 0.0);
         for from in 0..len {
             for to in from..=len {
                 let want = profile[from..to].iter().copied().max().unwrap_or(0);
@@ -172,14 +165,7 @@ mod tests {
 
     #[test]
     fn extras_count_until_the_frontier_passes_them_or_they_are_freed() {
-        let mut h = Headroom {
-            cap: 100,
-            peak: 60,
-            tree: vec![0, 60, 60, 20, 60, 10, 20, 0],
-            size: 4,
-            ahead: BTreeMap::new(),
-            ahead_bytes: 0,
-        };
+        let mut h = Headroom::from_profile(&[60, 10, 20, 0], Some(100), 0.0);
         // Profile [60, 10, 20, 0]: at frontier 0, a 30-byte result at position 2 would sit on
         // top of position 0's 60 bytes (90 <= 100); a second one would not fit.
         assert!(h.allows(0, (2, 0), 0));

@@ -152,6 +152,11 @@ enum Cli {
         /// lowering (to measure what fusion saves).
         #[arg(long)]
         no_fuse: bool,
+        /// Bootstrapping: `auto` places bootstraps when the circuit is deeper than any
+        /// modulus chain at the requested security allows (ring 2^16, 10 levels between
+        /// bootstraps at a 40-bit scale); `never` refuses such a model.
+        #[arg(long, value_enum, default_value_t = hecc::compile::BootstrapMode::Auto)]
+        bootstrap: hecc::compile::BootstrapMode,
         /// Where to write the plan (JSON).
         #[arg(short, long)]
         output: PathBuf,
@@ -497,6 +502,7 @@ fn main() -> ExitCode {
             dump_after,
             time_passes,
             no_fuse,
+            bootstrap,
             output,
             insecure,
         } => {
@@ -529,6 +535,7 @@ fn main() -> ExitCode {
                     dump_after,
                     time_passes,
                     no_fuse,
+                    bootstrap,
                     security: if insecure.insecure {
                         hecc_passes::params::Security::InsecureNone
                     } else {

@@ -9,10 +9,10 @@
 
 mod common;
 
-use common::mnist;
+use common::{dense, input, mlp, mnist, weights};
 use hecc::compile::{compile_graph, input_tensor, Calibration, CompileOptions};
 use hecc::run::{infer_graph, load_images, InferOptions};
-use hecc_ir::tensor::{Graph, Normalization, Op, Shape, Tensor};
+use hecc_ir::tensor::{Graph, Op, Tensor};
 use hecc_passes::params::Security;
 
 /// Every policy family `--activation` accepts.
@@ -26,63 +26,6 @@ const POLICIES: &[&str] = &[
     "minimax:7",
     "minimax:15,15,27",
 ];
-
-/// Deterministic weights, uniform in `[-a, a]` with `a = sqrt(6 / fan_in)` (He-style).
-fn weights(n: usize, fan_in: usize, seed: u64) -> Vec<f64> {
-    let a = (6.0 / fan_in as f64).sqrt();
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let u = (s >> 11) as f64 / (1u64 << 53) as f64;
-            a * (2.0 * u - 1.0)
-        })
-        .collect()
-}
-
-fn input(g: &mut Graph) -> hecc_ir::tensor::NodeId {
-    g.add_node(
-        "x",
-        Op::Input {
-            shape: Shape::from([1, 28, 28]),
-            norm: Normalization::default(),
-        },
-        &[],
-    )
-}
-
-fn dense(
-    g: &mut Graph,
-    name: &str,
-    x: hecc_ir::tensor::NodeId,
-    n_in: usize,
-    n_out: usize,
-    seed: u64,
-) -> hecc_ir::tensor::NodeId {
-    let w = format!("{name}.w");
-    let b = format!("{name}.b");
-    g.add_weight(
-        w.clone(),
-        Tensor::from_shape_vec(vec![n_out, n_in], weights(n_out * n_in, n_in, seed)).unwrap(),
-    );
-    g.add_weight(
-        b.clone(),
-        Tensor::from_shape_vec(vec![n_out], weights(n_out, n_in, seed + 1)).unwrap(),
-    );
-    g.add_node(
-        name,
-        Op::Dense {
-            out_features: n_out,
-            weight: w,
-            bias: Some(b),
-        },
-        &[x],
-    )
-}
 
 /// conv 5x5 stride 2 (2 channels) -> relu -> max-pool 2x2 -> dense 10.
 fn cnn() -> Graph {
@@ -123,22 +66,6 @@ fn cnn_with(k: usize, pad: usize) -> Graph {
     );
     let f = g.add_node("flatten", Op::Flatten, &[p]);
     let out = dense(&mut g, "fc", f, 72, 10, 11);
-    g.add_output(out);
-    g
-}
-
-/// flatten -> (dense 16 -> relu) x `layers` -> dense 10.
-fn mlp(layers: usize) -> Graph {
-    let mut g = Graph::new(format!("mlp{layers}"));
-    let x = input(&mut g);
-    let mut h = g.add_node("flatten", Op::Flatten, &[x]);
-    let mut n_in = 784;
-    for k in 0..layers {
-        let d = dense(&mut g, &format!("fc{k}"), h, n_in, 16, 20 + 2 * k as u64);
-        h = g.add_node(format!("relu{k}"), Op::Relu, &[d]);
-        n_in = 16;
-    }
-    let out = dense(&mut g, "head", h, n_in, 10, 40);
     g.add_output(out);
     g
 }

@@ -81,7 +81,7 @@ fn runs_hold_what_the_plan_estimates() {
                 s.module(),
                 &Evaluator::new(&s.ctx),
                 &Encoder::new(&s.ctx),
-                eval.as_exec(),
+                eval.as_exec(&s).unwrap(),
                 inputs,
                 &eo,
             )

@@ -133,7 +133,8 @@ pub fn he_to_dot(m: &Module) -> String {
             | HeOp::MulPlain
             | HeOp::Relinearize
             | HeOp::Rescale
-            | HeOp::Conjugate => String::new(),
+            | HeOp::Conjugate
+            | HeOp::Bootstrap => String::new(),
         };
         let label = format!(
             "{v} {}{attrs}\n{}",
@@ -145,6 +146,7 @@ pub fn he_to_dot(m: &Module) -> String {
             HeOp::Output { .. } => "lightsalmon",
             HeOp::Encode { .. } => "lightgrey",
             HeOp::Rescale | HeOp::Relinearize | HeOp::DropLevel { .. } => "lightblue",
+            HeOp::Bootstrap => "orange",
             HeOp::Rotate { .. } | HeOp::Conjugate => "plum",
             HeOp::Mul | HeOp::Square | HeOp::MulPlain | HeOp::MulScalar { .. } | HeOp::Mac(_) => {
                 "khaki"

@@ -93,6 +93,170 @@ pub struct ParamChoice {
     pub log_qp: u32,
     /// The bound it was checked against.
     pub bound: Option<u32>,
+    /// Bootstrapping, when the circuit is deeper than a chain can be: the chain above is then
+    /// `q0`, the circuit's levels, and the bootstrap's own primes.
+    #[serde(default)]
+    pub bootstrap: Option<BootParams>,
+}
+
+/// What the chain of a bootstrapped plan holds for bootstrapping (the runtime builds its
+/// bootstrapper from this and checks that the levels agree).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BootParams {
+    /// Levels left to the circuit after a bootstrap (scale primes just above `q0`).
+    pub network_levels: u32,
+    /// Levels of SlotsToCoeffs (scale-sized primes, above the network's).
+    pub stc_levels: u32,
+    /// Levels of the modular reduction ([`BOOT_EVAL_MOD_BITS`]-bit primes).
+    pub eval_mod_levels: u32,
+    /// Levels of CoeffsToSlots ([`BOOT_CTS_BITS`]-bit primes, the top of the chain).
+    pub cts_levels: u32,
+    /// Complex slots a bootstrap refreshes (`N/2`: full).
+    pub slots: u32,
+    /// Bound on every slot of a value to bootstrap (a power of two).
+    pub message_bound: f64,
+}
+
+impl BootParams {
+    /// Levels one bootstrap uses above the network's.
+    pub fn depth(&self) -> u32 {
+        self.stc_levels + self.eval_mod_levels + self.cts_levels
+    }
+}
+
+/// Bits of `q0` in a bootstrapped chain (ModRaise works modulo `q0`).
+pub const BOOT_Q0_BITS: u32 = 60;
+/// Bits of the primes of the bootstrap's modular reduction.
+pub const BOOT_EVAL_MOD_BITS: u32 = 60;
+/// Bits of the primes of the bootstrap's CoeffsToSlots.
+pub const BOOT_CTS_BITS: u32 = 56;
+/// Levels of the default bootstrap: 3 CoeffsToSlots, 10 modular reduction (a degree-31
+/// interpolant and 4 double angles), 3 SlotsToCoeffs.
+pub const BOOT_LEVELS: (u32, u32, u32) = (3, 10, 3);
+
+/// The chain, special primes and digits of a bootstrapped plan with `network` levels at
+/// `scale_bits`: `(scale bits above q0, special bits, dnum, log QP)`. The fewest digits (the
+/// smallest keys) whose special primes cover every digit and keep `log QP` within `bound`.
+fn boot_chain(network: u32, scale_bits: u32, bound: u32) -> Option<(Vec<u32>, Vec<u32>, u32, u32)> {
+    let (cts, eval_mod, stc) = BOOT_LEVELS;
+    let mut bits = vec![scale_bits; (network + stc) as usize];
+    bits.extend(std::iter::repeat_n(BOOT_EVAL_MOD_BITS, eval_mod as usize));
+    bits.extend(std::iter::repeat_n(BOOT_CTS_BITS, cts as usize));
+    let all: Vec<u32> = std::iter::once(BOOT_Q0_BITS)
+        .chain(bits.iter().copied())
+        .collect();
+    let nq = all.len();
+    let log_q: u32 = all.iter().sum();
+    (1..=nq).find_map(|d| {
+        let alpha = nq.div_ceil(d);
+        let max_digit = all.chunks(alpha).map(|c| c.iter().sum::<u32>()).max()?;
+        let log_qp = log_q + SPECIAL_BITS * alpha as u32;
+        (SPECIAL_BITS * alpha as u32 + 1 >= max_digit && log_qp <= bound).then(|| {
+            (
+                bits.clone(),
+                vec![SPECIAL_BITS; alpha],
+                nq.div_ceil(alpha) as u32,
+                log_qp,
+            )
+        })
+    })
+}
+
+/// Parameters with bootstrapping for `req` (whose `depth` is the depth without bootstraps):
+/// at 128/192/256-bit the largest ring, `N = 2^16`, as the bootstrap's own primes take most of
+/// the bound; with no security check the same chain on the smallest ring with the slots
+/// (tests). The circuit gets the number of levels between bootstraps whose key switches cost
+/// least per level (10 at a 40-bit scale and 128-bit, with 4 digits), never more than its depth. `message_bound` is the bound
+/// on the values bootstrapped (rounded up to a power of two).
+pub fn select_bootstrapped(
+    req: &ParamRequest,
+    message_bound: f64,
+) -> Result<ParamChoice, ParamError> {
+    if !(20..=60).contains(&req.scale_bits) {
+        return Err(ParamError::Invalid(format!(
+            "scale bits must lie in 20..=60, got {}",
+            req.scale_bits
+        )));
+    }
+    if !(message_bound.is_finite() && message_bound > 0.0) {
+        return Err(ParamError::Invalid(format!(
+            "the bound on bootstrapped values must be positive and finite, got {message_bound}"
+        )));
+    }
+    if req.scale_bits + req.output_bits > BOOT_Q0_BITS {
+        return Err(ParamError::Invalid(format!(
+            "a bootstrapped chain's first prime ({BOOT_Q0_BITS} bits) cannot hold a {}-bit scale and {} output bits",
+            req.scale_bits, req.output_bits
+        )));
+    }
+    let bound_16 = match req.security {
+        Security::InsecureNone => SecurityLevel::Classical128.max_log_qp(16),
+        s => max_log_qp(16, s),
+    }
+    .unwrap_or(0);
+    let log_n = match req.security {
+        Security::InsecureNone => (req.min_log_n.max(12)..=16)
+            .find(|&n| 1u64 << (n - 1) >= req.slots)
+            .unwrap_or(16),
+        _ => 16,
+    };
+    if 1u64 << (log_n - 1) < req.slots {
+        return Err(ParamError::Invalid(format!(
+            "{} slots do not fit the largest ring",
+            req.slots
+        )));
+    }
+    // More levels between bootstraps mean fewer bootstraps but more primes and, within the
+    // bound, fewer special primes, so more digits: every key switch (a bootstrap is about a
+    // hundred) costs digits x (primes + special primes) NTT-sized steps. Choose the level count
+    // with the lowest key-switch work per circuit level; ties go to more levels.
+    let per_level = |l: u32| {
+        boot_chain(l, req.scale_bits, bound_16).map(|(bits, special, dnum, _)| {
+            let limbs = (bits.len() + 1 + special.len()) as f64;
+            dnum as f64 * limbs / l as f64
+        })
+    };
+    let cheapest = (1..=req.depth.max(1))
+        .filter_map(|l| per_level(l).map(|c| (l, c)))
+        .fold(None, |best: Option<(u32, f64)>, (l, c)| match best {
+            Some((_, b)) if c > b + 1e-9 => best,
+            _ => Some((l, c)),
+        });
+    let Some((network, _)) = cheapest else {
+        return Err(ParamError::NoneFit {
+            security: req.security.name(),
+            depth: req.depth,
+            scale_bits: req.scale_bits,
+            log_q: BOOT_Q0_BITS + (BOOT_LEVELS.0 + BOOT_LEVELS.2 + 1) * req.scale_bits,
+            special: SPECIAL_BITS,
+            slots: req.slots,
+            max_bound: bound_16,
+            suggestion:
+                "bootstrapping leaves no level to the circuit at this scale; try a smaller scale"
+                    .into(),
+        });
+    };
+    let (scale_bits, special_bits, dnum, log_qp) = boot_chain(network, req.scale_bits, bound_16)
+        .ok_or_else(|| ParamError::Invalid("no bootstrapped chain".into()))?;
+    let (cts, eval_mod, stc) = BOOT_LEVELS;
+    Ok(ParamChoice {
+        log_n,
+        q0_bits: BOOT_Q0_BITS,
+        scale_bits,
+        special_bits,
+        dnum,
+        security: req.security,
+        log_qp,
+        bound: (req.security != Security::InsecureNone).then_some(bound_16),
+        bootstrap: Some(BootParams {
+            network_levels: network,
+            stc_levels: stc,
+            eval_mod_levels: eval_mod,
+            cts_levels: cts,
+            slots: 1 << (log_n - 1),
+            message_bound: message_bound.log2().ceil().exp2(),
+        }),
+    })
 }
 
 /// Why no parameters fit.
@@ -175,6 +339,7 @@ pub fn select(req: &ParamRequest) -> Result<ParamChoice, ParamError> {
             security: req.security,
             log_qp,
             bound: (req.security != Security::InsecureNone).then_some(bound),
+            bootstrap: None,
         });
     }
     let max_bound = max_log_qp(16, req.security).unwrap_or(0);
@@ -262,5 +427,27 @@ mod tests {
             panic!()
         };
         assert!(suggestion.contains("depth of at most 41"), "{suggestion}");
+    }
+
+    #[test]
+    fn a_bootstrapped_chain_is_the_largest_ring_with_ten_levels_between_bootstraps() {
+        let p = select_bootstrapped(&req(200, 1), 3.0).unwrap();
+        assert_eq!(p.log_n, 16);
+        assert!(p.log_qp <= 1772, "{p:?}");
+        let b = p.bootstrap.clone().unwrap();
+        assert_eq!(b.network_levels, 10);
+        assert_eq!(b.depth(), 16);
+        assert_eq!(b.message_bound, 4.0);
+        assert_eq!(p.scale_bits.len() as u32, b.network_levels + b.depth());
+        // Every digit is covered by the special primes.
+        assert!(p.dnum * p.special_bits.len() as u32 > p.scale_bits.len() as u32);
+        // A shallow circuit gets no more levels than it needs.
+        let p = select_bootstrapped(&req(4, 1), 1.0).unwrap();
+        assert_eq!(p.bootstrap.unwrap().network_levels, 4);
+        // Without a security check, the same chain on the smallest ring with the slots.
+        let mut r = req(200, 2048);
+        r.security = Security::InsecureNone;
+        let p = select_bootstrapped(&r, 1.0).unwrap();
+        assert_eq!((p.log_n, p.bootstrap.unwrap().network_levels), (12, 10));
     }
 }

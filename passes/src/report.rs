@@ -30,6 +30,9 @@ pub struct OpCounts {
     pub rotations: u64,
     /// Distinct rotation steps.
     pub rotation_steps: BTreeSet<i32>,
+    /// Bootstraps.
+    #[serde(default)]
+    pub bootstraps: u64,
 }
 
 impl OpCounts {
@@ -56,6 +59,7 @@ impl OpCounts {
                 self.rotation_steps.insert(*steps);
             }
             Op::Conjugate => self.rotations += 1,
+            Op::Bootstrap => self.bootstraps += 1,
         }
     }
 
@@ -68,6 +72,7 @@ impl OpCounts {
         self.rescales += o.rescales;
         self.drops += o.drops;
         self.rotations += o.rotations;
+        self.bootstraps += o.bootstraps;
         self.rotation_steps.extend(o.rotation_steps.iter().copied());
     }
 }
@@ -231,9 +236,23 @@ impl CostTable {
             Op::Relinearize => c("relin")?,
             Op::Rescale => c("rescale")?,
             Op::Rotate { .. } | Op::Conjugate => c("rotate")?,
+            // A whole bootstrap (`us_per_limb` is per bootstrap); without a measurement, the
+            // key switches of one bootstrap at the full chain, priced as rotations.
+            Op::Bootstrap => match self.per_limb(log_n, "bootstrap") {
+                Some(us) => us * 1e-6,
+                None => {
+                    let chain = m.params.as_ref().map_or(30.0, |p| p.primes.len() as f64);
+                    self.per_limb(log_n, "rotate")? * 1e-6 * chain * BOOTSTRAP_KEY_SWITCHES
+                }
+            },
         })
     }
 }
+
+/// Key switches of one bootstrap at the default configuration (about 2 x 44 in the DFTs, 2 x 12
+/// in the modular reduction, SubSum and encapsulation), for estimates without a measured
+/// bootstrap time.
+const BOOTSTRAP_KEY_SWITCHES: f64 = 120.0;
 
 /// What a report says about the compile that made it.
 #[derive(Clone, Copy, Debug)]

@@ -106,6 +106,7 @@ impl Setup {
         EvalKeys {
             relin: Some(&self.rk),
             galois: Some(&self.gk),
+            boot: None,
         }
     }
 }
@@ -203,6 +204,7 @@ fn a_run_reports_its_progress_as_events() {
     let no_galois = EvalKeys {
         relin: Some(&s.rk),
         galois: None,
+        boot: None,
     };
     let r = execute(
         &m,
@@ -258,6 +260,7 @@ fn a_circuit_that_rotates_fails_cleanly_without_galois_keys() {
     let keys = EvalKeys {
         relin: Some(&s.rk),
         galois: None,
+        boot: None,
     };
     let err = execute(&m, &eval, &encoder, keys, inputs, &quiet()).unwrap_err();
     assert!(matches!(err, ExecError::MissingGaloisKeys { .. }), "{err}");
@@ -267,6 +270,7 @@ fn a_circuit_that_rotates_fails_cleanly_without_galois_keys() {
     let keys = EvalKeys {
         relin: Some(&s.rk),
         galois: Some(&other),
+        boot: None,
     };
     let inputs = encrypt_inputs(&s, &m, 40.0);
     let err = execute(&m, &eval, &encoder, keys, inputs, &quiet()).unwrap_err();

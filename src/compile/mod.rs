@@ -136,6 +136,8 @@ pub struct CompileOptions {
     pub no_fuse: bool,
     /// Also measure the depth without fusion for the report (one more lowering).
     pub compare_fusion: bool,
+    /// When the compiler may place bootstraps (`--bootstrap`).
+    pub bootstrap: BootstrapMode,
 }
 
 impl CompileOptions {
@@ -178,8 +180,22 @@ impl Default for CompileOptions {
             time_passes: false,
             no_fuse: false,
             compare_fusion: true,
+            bootstrap: BootstrapMode::Auto,
         }
     }
+}
+
+/// When a compile may place bootstraps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BootstrapMode {
+    /// Only when the circuit is deeper than any chain at the requested security.
+    #[default]
+    Auto,
+    /// Never: a circuit that does not fit is an error.
+    Never,
+    /// Always, even when a chain without bootstrapping would do (tests on small rings, where
+    /// every depth fits; or a shorter chain and smaller keys for a deep circuit).
+    Always,
 }
 
 /// Sample data for range calibration.

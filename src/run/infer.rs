@@ -327,7 +327,7 @@ pub fn infer_graph(
         let t = Instant::now();
         let map: HashMap<(String, u32), Ciphertext> =
             inputs.meta.elements.into_iter().zip(inputs.cts).collect();
-        let res = execute(module, &eval, &encoder, keys.eval.as_exec(), map, &eo)?;
+        let res = execute(module, &eval, &encoder, keys.eval.as_exec(&s)?, map, &eo)?;
         t_run += t.elapsed().as_secs_f64();
         report = Some(match report {
             None => res.report,

@@ -2,8 +2,9 @@
 
 use super::*;
 
-/// The key id of the serialized public, relinearization and Galois keys.
-pub fn key_id_of(sections: [&[u8]; 3]) -> KeyId {
+/// The key id of the serialized public, relinearization and Galois keys (and, for a plan that
+/// bootstraps, the encapsulation keys).
+pub fn key_id_of(sections: &[&[u8]]) -> KeyId {
     let mut h = Sha256::new();
     h.update(b"hecc key id v2");
     for s in sections {
@@ -51,8 +52,11 @@ pub struct EvalKeySet {
     pub public: PublicKey,
     /// Relinearization key.
     pub relin: RelinKey,
-    /// Galois keys for exactly the plan's rotation steps.
+    /// Galois keys for exactly the plan's rotation steps (and bootstrapping's, with
+    /// conjugation, for a plan that bootstraps).
     pub galois: GaloisKeys,
+    /// The bootstrap's encapsulation keys (a plan that bootstraps).
+    pub encapsulation: Option<EncapsulationKeys>,
     /// The key set's id ([`key_id_of`] its keys).
     pub id: KeyId,
 }
@@ -70,15 +74,40 @@ impl EvalKeySet {
                 });
             }
         }
+        let bt = s.bootstrapper().map_err(|e| RunError::Mismatch {
+            what: what.to_string(),
+            detail: e.to_string(),
+        })?;
+        if let Some(bt) = bt {
+            let Some(enc) = &self.encapsulation else {
+                return Err(RunError::Mismatch {
+                    what: what.to_string(),
+                    detail: "the plan bootstraps but the keys have no bootstrapping keys".into(),
+                });
+            };
+            bt.check_shared_keys(&self.relin, &self.galois, enc)
+                .map_err(|e| RunError::Mismatch {
+                    what: what.to_string(),
+                    detail: format!("bootstrapping keys: {e}"),
+                })?;
+        }
         Ok(())
     }
 
-    /// As the executor wants them.
-    pub fn as_exec(&self) -> EvalKeys<'_> {
-        EvalKeys {
+    /// As the executor wants them, with the session's bootstrapper for a plan that bootstraps.
+    pub fn as_exec<'a>(&'a self, s: &'a Session) -> Result<EvalKeys<'a>> {
+        let boot = match (s.bootstrapper()?, &self.encapsulation) {
+            (Some(bootstrapper), Some(encapsulation)) => Some(BootEval {
+                bootstrapper,
+                encapsulation,
+            }),
+            _ => None,
+        };
+        Ok(EvalKeys {
             relin: Some(&self.relin),
             galois: Some(&self.galois),
-        }
+            boot,
+        })
     }
 }
 
@@ -93,18 +122,33 @@ pub fn generate_keys(s: &Session) -> Result<KeySet> {
         .collect();
     let public = kg.public_key();
     let relin = kg.relin_key();
-    let galois = kg.galois_keys(&steps, false);
-    let id = key_id_of([
-        &public.to_bytes(&s.ctx),
-        &relin.to_bytes(&s.ctx),
-        &galois.to_bytes(&s.ctx),
-    ]);
+    let (galois, encapsulation) = match s.bootstrapper()? {
+        Some(bt) => {
+            let mut all = steps.clone();
+            all.extend(bt.rotations());
+            all.sort_unstable();
+            all.dedup();
+            let enc = bt.generate_encapsulation_keys(&mut kg).into_diagnostic()?;
+            (kg.galois_keys(&all, true), Some(enc))
+        }
+        None => (kg.galois_keys(&steps, false), None),
+    };
+    let mut sections = vec![
+        public.to_bytes(&s.ctx),
+        relin.to_bytes(&s.ctx),
+        galois.to_bytes(&s.ctx),
+    ];
+    if let Some(e) = &encapsulation {
+        sections.push(e.to_bytes(&s.ctx));
+    }
+    let id = key_id_of(&sections.iter().map(Vec::as_slice).collect::<Vec<_>>());
     Ok(KeySet {
         secret: ClientSecret::new(&s.ctx, kg.secret_key().clone(), id),
         eval: EvalKeySet {
             public,
             relin,
             galois,
+            encapsulation,
             id,
         },
     })
@@ -121,11 +165,11 @@ pub fn eval_keys_bytes(s: &Session, k: &EvalKeySet) -> Vec<u8> {
     s.container(
         FileKind::EvalKeys,
         k.id,
-        vec![
-            k.public.to_bytes(ctx),
-            k.relin.to_bytes(ctx),
-            k.galois.to_bytes(ctx),
-        ],
+        std::iter::once(k.public.to_bytes(ctx))
+            .chain(std::iter::once(k.relin.to_bytes(ctx)))
+            .chain(std::iter::once(k.galois.to_bytes(ctx)))
+            .chain(k.encapsulation.iter().map(|e| e.to_bytes(ctx)))
+            .collect(),
     )
     .to_bytes()
 }
@@ -170,12 +214,14 @@ pub fn eval_keys_from_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<Eva
     let c = Container::from_bytes(bytes, FileKind::EvalKeys, what)?;
     let p = what.to_string();
     c.check_plan(s, &p)?;
-    let [public, relin, galois] = c.sections.as_slice() else {
-        return Err(RunError::Corrupt { path: p }.into());
+    let (public, relin, galois, encapsulation) = match c.sections.as_slice() {
+        [public, relin, galois] => (public, relin, galois, None),
+        [public, relin, galois, enc] => (public, relin, galois, Some(enc)),
+        _ => return Err(RunError::Corrupt { path: p }.into()),
     };
     let ctx = &s.ctx;
     let be = backend_err(what);
-    let id = key_id_of([public, relin, galois]);
+    let id = key_id_of(&c.sections.iter().map(Vec::as_slice).collect::<Vec<_>>());
     let public = PublicKey::from_bytes(ctx, public).map_err(&be)?;
     if id != c.key_id {
         return Err(RunError::Tampered {
@@ -188,10 +234,22 @@ pub fn eval_keys_from_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<Eva
         }
         .into());
     }
+    let encapsulation = match (encapsulation, s.bootstrapper()?) {
+        (Some(bytes), Some(bt)) => Some(bt.encapsulation_keys_from_bytes(bytes).map_err(&be)?),
+        (Some(_), None) => {
+            return Err(RunError::Mismatch {
+                what: p,
+                detail: "the keys hold bootstrapping keys but the plan does not bootstrap".into(),
+            }
+            .into())
+        }
+        (None, _) => None,
+    };
     let keys = EvalKeySet {
         public,
         relin: RelinKey::from_bytes(ctx, relin).map_err(&be)?,
         galois: GaloisKeys::from_bytes(ctx, galois).map_err(&be)?,
+        encapsulation,
         id,
     };
     keys.check_covers(s, &p)?;

@@ -25,11 +25,12 @@ use crate::files::read_file;
 use hecc_ir::he::{Layout, Module, ValueId};
 use hecc_passes::plan::{Plan, PlanTensor};
 use hecc_runtime::ckks::{
-    Ciphertext, CkksError, CkksParameters, Context, Decryptor, Encoder, Encryptor, Evaluator,
-    GaloisKeys, KeyGenerator, PublicKey, RelinKey, SecretKey, SymmetricEncryptor,
+    BootstrapConfig, Bootstrapper, Ciphertext, CkksError, CkksParameters, Context, Decryptor,
+    EncapsulationKeys, Encoder, Encryptor, Evaluator, GaloisKeys, KeyGenerator, PublicKey,
+    RelinKey, SecretKey, SymmetricEncryptor,
 };
 use hecc_runtime::exec::{
-    execute, level_stages, EvalKeys, ExecOptions, ProgressSink, RunReport, StageMap,
+    execute, level_stages, BootEval, EvalKeys, ExecOptions, ProgressSink, RunReport, StageMap,
 };
 use miette::{miette, IntoDiagnostic, Result};
 use serde::{Deserialize, Serialize};

@@ -216,7 +216,7 @@ pub fn run_inputs(
     let eval = Evaluator::new(&s.ctx);
     let encoder = Encoder::new(&s.ctx);
     let eo = s.exec_options(s.stages(), opts)?;
-    let res = execute(s.module(), &eval, &encoder, keys.as_exec(), map, &eo)?;
+    let res = execute(s.module(), &eval, &encoder, keys.as_exec(s)?, map, &eo)?;
     let mut elements = Vec::with_capacity(res.outputs.len());
     let mut cts = Vec::with_capacity(res.outputs.len());
     for o in res.outputs {

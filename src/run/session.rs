@@ -12,6 +12,9 @@ pub struct Session {
     pub digest: [u8; 32],
     /// Whether the plan's parameters are below 128-bit security (accepted only when asked).
     pub insecure: bool,
+    /// The bootstrapper of a plan that bootstraps, built on first use (its DFT matrices
+    /// take time and memory that encryption and decryption do not need).
+    bootstrapper: std::sync::OnceLock<Bootstrapper>,
 }
 
 /// Largest per-image element count of a plan input (64 Mi values).
@@ -52,7 +55,51 @@ impl Session {
             ctx,
             digest,
             insecure,
+            bootstrapper: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The bootstrapper of a plan that bootstraps (`None` for a leveled plan), built once.
+    pub fn bootstrapper(&self) -> Result<Option<&Bootstrapper>> {
+        let Some(b) = &self.plan.params.bootstrap else {
+            return Ok(None);
+        };
+        if let Some(bt) = self.bootstrapper.get() {
+            return Ok(Some(bt));
+        }
+        let scale = f64::from(self.plan.params.scale_bits.first().copied().unwrap_or(40)).exp2();
+        let mut cfg = BootstrapConfig::new(b.slots as usize);
+        cfg.input_scale = scale;
+        cfg.output_scale = scale;
+        cfg.message_bound = b.message_bound;
+        // The message enters the modular reduction as far below q0 as a bound of 1 would.
+        cfg.message_ratio_bits += b.message_bound.log2().max(0.0);
+        if (cfg.cts_levels, cfg.eval_mod_depth(), cfg.stc_levels)
+            != (
+                b.cts_levels as usize,
+                b.eval_mod_levels as usize,
+                b.stc_levels as usize,
+            )
+        {
+            return Err(miette!(
+                "the plan's bootstrap levels ({}, {}, {}) are not this runtime's ({}, {}, {}); recompile the plan",
+                b.cts_levels,
+                b.eval_mod_levels,
+                b.stc_levels,
+                cfg.cts_levels,
+                cfg.eval_mod_depth(),
+                cfg.stc_levels
+            ));
+        }
+        let bt = Bootstrapper::new(&self.ctx, cfg).into_diagnostic()?;
+        if bt.output_level() != b.network_levels as usize {
+            return Err(miette!(
+                "the bootstrapper returns level {}, the plan expects {}; recompile the plan",
+                bt.output_level(),
+                b.network_levels
+            ));
+        }
+        Ok(Some(self.bootstrapper.get_or_init(|| bt)))
     }
 
     /// Reads a plan file and prepares it ([`Session::with_security`]).

@@ -183,6 +183,17 @@ pub enum NodeErrorKind {
     /// A slot count of zero.
     #[error("slot count must be positive")]
     ZeroSlots,
+    /// A `bootstrap` in a module without bootstrap parameters.
+    #[error("the module has no bootstrap parameters (`boot` header)")]
+    NoBootstrapParameters,
+    /// A `bootstrap` whose operand is not at the bootstrap's input scale.
+    #[error("operand log-scale {found} is not the bootstrap input log-scale {expected}")]
+    BootstrapScale {
+        /// The bootstrap's input log-scale.
+        expected: LogScale,
+        /// The operand's.
+        found: LogScale,
+    },
 }
 
 /// An HE IR error.

@@ -8,7 +8,7 @@
 //! floats, and names that need quoting. It needs no `proptest`: a property
 //! test draws the seed.
 
-use super::module::{Meta, Module, Params, ValueId};
+use super::module::{BootInfo, Meta, Module, Params, ValueId};
 use super::op::Op;
 use super::types::{Kind, Layout, Level, LogScale, Type};
 
@@ -105,6 +105,17 @@ pub fn random_module(seed: u64, cfg: &GenConfig) -> Module {
         let log_n = (u64::from(slots).next_power_of_two().trailing_zeros() + 1).max(1);
         module.params = Some(Params { log_n, primes });
     }
+    if cfg.max_level > 0 && rng.chance(50) {
+        let out_level = 1 + rng.below(cfg.max_level as usize) as u32;
+        module.boot = Some(BootInfo {
+            out_level: Level(out_level.min(cfg.max_level)),
+            in_log_scale: module.meta.log_scale,
+            out_log_scale: module.meta.log_scale,
+            depth: cfg.max_level - out_level.min(cfg.max_level),
+            message_bound: 1.0,
+            slots: slots.next_power_of_two(),
+        });
+    }
     let mut layouts = Vec::new();
     for i in 0..1 + rng.below(3) {
         let layout = if rng.chance(50) {
@@ -194,6 +205,7 @@ pub fn random_module(seed: u64, cfg: &GenConfig) -> Module {
             }
             16 => module.rotate(a, rng.next() as i32 >> rng.below(32)),
             17 => module.conjugate(a),
+            18 if module.boot.is_some() => module.bootstrap(a),
             _ => {
                 let name = NAMES[rng.below(NAMES.len())];
                 module.output(a, name, rng.below(100) as u32)

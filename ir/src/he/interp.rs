@@ -5,7 +5,9 @@
 //! count, with no encryption and no approximation error: `relinearize`,
 //! `rescale` and `drop_level` are the identity, `rotate k` maps result slot `i`
 //! to operand slot `(i + k) mod n`, `conjugate` is the identity (slots are
-//! real). Values are freed after their last use, so memory is bounded by the
+//! real), `bootstrap` is the identity once its preconditions hold (every slot within the
+//! module's message bound, and periodic for a sparse bootstrap; else an error naming the node).
+//! Values are freed after their last use, so memory is bounded by the
 //! live set, not the graph size. It is the oracle for compiled circuits
 //! (EVA's "reference executor").
 
@@ -45,6 +47,31 @@ pub enum InterpError {
         len: usize,
         /// Slot count of the type.
         slots: u32,
+    },
+    /// A bootstrap's operand has a slot outside the bootstrap's message bound.
+    #[error(
+        "bootstrap {node}: a slot of its operand is {max:.4e}, outside the message bound {bound}"
+    )]
+    #[diagnostic(
+        code(hecc::he::interp::bootstrap_range),
+        help("the bootstrap would return garbage in every slot; scale the value down before it")
+    )]
+    BootstrapRange {
+        /// The bootstrap.
+        node: ValueId,
+        /// Largest operand magnitude (NaN when a slot is not a number).
+        max: f64,
+        /// The module's bound.
+        bound: f64,
+    },
+    /// A sparse bootstrap's operand does not repeat with the bootstrap's period.
+    #[error("bootstrap {node}: its operand does not repeat with period {period} (sparse slots)")]
+    #[diagnostic(code(hecc::he::interp::bootstrap_period))]
+    NotPeriodic {
+        /// The bootstrap.
+        node: ValueId,
+        /// The bootstrap's slot count.
+        period: u32,
     },
 }
 
@@ -94,6 +121,35 @@ where
         let binary = |f: &dyn Fn(f64, f64) -> f64| -> Vec<f64> {
             arg(0).iter().zip(arg(1)).map(|(&x, &y)| f(x, y)).collect()
         };
+        if let (Op::Bootstrap, Some(boot)) = (&node.op, module.boot) {
+            let x = arg(0);
+            let max = x.iter().fold(0.0f64, |m, &v| {
+                if v.is_nan() || m.is_nan() {
+                    f64::NAN
+                } else {
+                    m.max(v.abs())
+                }
+            });
+            if max.is_nan() || max > boot.message_bound {
+                return Err(InterpError::BootstrapRange {
+                    node: v,
+                    max,
+                    bound: boot.message_bound,
+                });
+            }
+            let period = boot.slots as usize;
+            if period > 0
+                && period < x.len()
+                && x.iter()
+                    .enumerate()
+                    .any(|(i, &y)| (y - x[i % period]).abs() > 1e-9 * boot.message_bound)
+            {
+                return Err(InterpError::NotPeriodic {
+                    node: v,
+                    period: boot.slots,
+                });
+            }
+        }
         let result: Vec<f64> = match &node.op {
             Op::Input { name, index } => {
                 let name = module.name(*name).unwrap_or("");
@@ -142,6 +198,7 @@ where
             | Op::Rescale
             | Op::DropLevel { .. }
             | Op::Conjugate
+            | Op::Bootstrap
             | Op::Output { .. } => arg(0).to_vec(),
             Op::Rotate { steps } => {
                 let x = arg(0);

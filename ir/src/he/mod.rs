@@ -79,7 +79,7 @@ pub mod verify;
 
 pub use error::{HeError, NodeErrorKind, Site, VerifyErrors};
 pub use memory::{live_profile, Live};
-pub use module::{is_ident, Constant, HeNode, Meta, Module, Operand, Params, ValueId};
+pub use module::{is_ident, BootInfo, Constant, HeNode, Meta, Module, Operand, Params, ValueId};
 pub use op::{Arity, ConstId, LevelCost, MacAttrs, NameId, Op, OpInfo, Opcode};
 pub use types::{Kind, Layout, LayoutId, Level, LogScale, Type};
 pub use verify::{verify, VerifyOptions};

@@ -66,6 +66,37 @@ pub struct Params {
     pub primes: Vec<u64>,
 }
 
+/// What a `bootstrap` does in this module: the contract of the runtime's bootstrapper that
+/// the compiler placed bootstraps for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BootInfo {
+    /// Level of a bootstrapped value (the levels left to the network after a bootstrap).
+    pub out_level: Level,
+    /// Log-scale a bootstrap's operand must have (within [`BootInfo::SCALE_TOLERANCE`]).
+    pub in_log_scale: LogScale,
+    /// Log-scale of a bootstrapped value whose operand was exactly at `in_log_scale`; an
+    /// operand off by `d` bits gives a result off by the same `d` bits.
+    pub out_log_scale: LogScale,
+    /// Levels a bootstrap uses above `out_level` (the chain has `out_level + depth + 1` primes).
+    pub depth: u32,
+    /// Bound on the magnitude of every slot of a bootstrap's operand (garbage slots included).
+    pub message_bound: f64,
+    /// Slots the bootstrap refreshes (`N/2` full; fewer is a sparse bootstrap whose operand
+    /// repeats with that period).
+    pub slots: u32,
+}
+
+impl BootInfo {
+    /// How far (bits) a bootstrap's operand may be from `in_log_scale`: the drift that real
+    /// primes leave on a managed value, which the bootstrap carries to its result.
+    pub const SCALE_TOLERANCE: f64 = 0.05;
+
+    /// The log-scale of a bootstrap of an operand at log-scale `s`.
+    pub fn result_log_scale(&self, s: LogScale) -> LogScale {
+        LogScale(self.out_log_scale.0 + (s.0 - self.in_log_scale.0))
+    }
+}
+
 /// Module metadata.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Meta {
@@ -102,6 +133,8 @@ pub struct Module {
     pub meta: Meta,
     /// Encryption parameters, when chosen.
     pub params: Option<Params>,
+    /// Bootstrap parameters, when the circuit may refresh values.
+    pub boot: Option<BootInfo>,
     graph: StableDiGraph<HeNode, Operand>,
     layouts: Vec<(String, Layout)>,
     constants: Vec<Constant>,
@@ -614,6 +647,21 @@ impl Module {
                 need_size2(tys)?;
                 base
             }
+            Op::Bootstrap => {
+                need_size2(tys)?;
+                let boot = self.boot.ok_or(NodeErrorKind::NoBootstrapParameters)?;
+                if !first
+                    .log_scale()
+                    .close_to(boot.in_log_scale, BootInfo::SCALE_TOLERANCE)
+                {
+                    return Err(NodeErrorKind::BootstrapScale {
+                        expected: boot.in_log_scale,
+                        found: first.log_scale(),
+                    });
+                }
+                base.with_level(boot.out_level)
+                    .with_log_scale(boot.result_log_scale(first.log_scale()))
+            }
         };
         Ok(ty)
     }
@@ -747,6 +795,11 @@ impl Module {
             },
             &[a],
         )
+    }
+
+    /// `a` refreshed by a bootstrap (the module needs [`Module::boot`]).
+    pub fn bootstrap(&mut self, a: ValueId) -> Result<ValueId, HeError> {
+        self.push(Op::Bootstrap, &[a])
     }
 
     /// `a * k` for an integer `k`.

@@ -65,6 +65,9 @@ pub enum LevelCost {
     One,
     /// The result is at the level given by the op's attribute (drop_level).
     ToTarget,
+    /// The result is at the module's bootstrap output level ([`super::BootInfo`]),
+    /// whatever the operand's level.
+    Refresh,
 }
 
 /// The static description of an opcode.
@@ -160,6 +163,8 @@ define_opcodes! {
         "Cyclic slot rotation by `k`: slot `i` of the result is slot `i + k` of the operand.";
     Conjugate = "conjugate", Arity::Fixed(1), [Cipher], Cipher, Zero, 0,
         "Complex conjugation of every slot (identity on real-valued slots).";
+    Bootstrap = "bootstrap", Arity::Fixed(1), [Cipher], Cipher, Refresh, 0,
+        "Refreshes a ciphertext (any level, the module's bootstrap input scale, slots within the bootstrap's message bound) to the module's bootstrap output level.";
     Output = "output", Arity::Fixed(1), [Cipher], Cipher, Zero, 0,
         "Marks the operand as element `index` of the model output `name`; the value is the operand.";
 }
@@ -260,6 +265,8 @@ pub enum Op {
     },
     /// See [`Opcode::Conjugate`].
     Conjugate,
+    /// See [`Opcode::Bootstrap`].
+    Bootstrap,
     /// See [`Opcode::Output`].
     Output {
         /// Model output name.
@@ -292,6 +299,7 @@ impl Op {
             Op::DropLevel { .. } => Opcode::DropLevel,
             Op::Rotate { .. } => Opcode::Rotate,
             Op::Conjugate => Opcode::Conjugate,
+            Op::Bootstrap => Opcode::Bootstrap,
             Op::Output { .. } => Opcode::Output,
         }
     }

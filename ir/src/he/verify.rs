@@ -97,6 +97,21 @@ fn check_params(module: &Module, errors: &mut Vec<HeError>) {
     }
     let max_slots = 1u64 << (p.log_n - 1);
     let top = p.primes.len();
+    if let Some(b) = &module.boot {
+        let needed = b.out_level.0 as usize + b.depth as usize + 1;
+        if !p.primes.is_empty() && needed > top {
+            errors.push(HeError::Params(format!(
+                "bootstrapping to level {} with depth {} needs {needed} primes, parameters have {top}",
+                b.out_level, b.depth
+            )));
+        }
+        if u64::from(b.slots) > max_slots {
+            errors.push(HeError::Params(format!(
+                "bootstrap slots {} exceed N/2 = {max_slots}",
+                b.slots
+            )));
+        }
+    }
     for v in module.ids() {
         let Some(n) = module.node(v) else { continue };
         let site = Site::Node(v, n.op.opcode());

@@ -11,9 +11,11 @@
 //! Grammar (informal; `//` comments and whitespace are free):
 //!
 //! ```text
-//! module  := header params? layout* const* node*
+//! module  := header params? boot? layout* const* node*
 //! header  := 'module' STRING '{' 'batch' '=' INT ',' 'log_scale' '=' NUM '}'
 //! params  := 'params' '{' 'log_n' '=' INT ',' 'primes' '=' '[' INT,* ']' '}'
+//! boot    := 'boot' '{' 'level' '=' INT ',' 'in_scale' '=' F ',' 'out_scale' '=' F ','
+//!            'depth' '=' INT ',' 'bound' '=' F ',' 'slots' '=' INT '}'
 //! layout  := 'layout' IDENT '=' ( 'batch' '{' 'offset' '=' INT ',' 'stride' '=' INT '}'
 //!          | 'channel' '{' 'c' '=' INT ',' 'h' '=' INT ',' 'w' '=' INT ',' 'offset' '=' INT ','
 //!                          'c_stride' '=' INT ',' 'y_stride' '=' INT ',' 'x_stride' '=' INT
@@ -34,8 +36,8 @@ use super::cursor::Cursor;
 use super::error::TextError;
 use super::lexer::Tok;
 use crate::he::{
-    HeNode, Layout, LayoutId, Level, LogScale, MacAttrs, Meta, Module, Op, Opcode, Params, Type,
-    ValueId,
+    BootInfo, HeNode, Layout, LayoutId, Level, LogScale, MacAttrs, Meta, Module, Op, Opcode,
+    Params, Type, ValueId,
 };
 use std::collections::HashMap;
 use std::ops::Range;
@@ -65,6 +67,9 @@ pub fn parse_module_with_spans(src: &str) -> Result<(Module, HeSpans), TextError
     let mut module = Module::new(parse_header(&mut c)?);
     if c.eat_keyword("params") {
         module.params = Some(parse_params(&mut c)?);
+    }
+    if c.eat_keyword("boot") {
+        module.boot = Some(parse_boot(&mut c)?);
     }
     while c.at_keyword("layout") {
         c.bump();
@@ -227,6 +232,47 @@ fn parse_params(c: &mut Cursor<'_>) -> Result<Params, TextError> {
     }
     c.expect(Tok::RBrace)?;
     Ok(Params { log_n, primes })
+}
+
+fn parse_boot(c: &mut Cursor<'_>) -> Result<BootInfo, TextError> {
+    c.expect(Tok::LBrace)?;
+    c.key("level")?;
+    let out_level = Level(c.int::<u32>("the bootstrap output level")?);
+    c.expect(Tok::Comma)?;
+    c.key("in_scale")?;
+    let in_log_scale = LogScale(c.f64("the bootstrap input log-scale")?);
+    c.expect(Tok::Comma)?;
+    c.key("out_scale")?;
+    let out_log_scale = LogScale(c.f64("the bootstrap output log-scale")?);
+    c.expect(Tok::Comma)?;
+    c.key("depth")?;
+    let depth = c.int::<u32>("the bootstrap depth")?;
+    c.expect(Tok::Comma)?;
+    c.key("bound")?;
+    let span = c.span();
+    let message_bound = c.f64("the bootstrap message bound")?;
+    if !(message_bound.is_finite() && message_bound > 0.0) {
+        return Err(c.error_at(
+            span,
+            "the bootstrap message bound must be positive and finite",
+        ));
+    }
+    c.expect(Tok::Comma)?;
+    c.key("slots")?;
+    let span = c.span();
+    let slots = c.int::<u32>("the bootstrap slot count")?;
+    if !slots.is_power_of_two() {
+        return Err(c.error_at(span, "the bootstrap slot count must be a power of two"));
+    }
+    c.expect(Tok::RBrace)?;
+    Ok(BootInfo {
+        out_level,
+        in_log_scale,
+        out_log_scale,
+        depth,
+        message_bound,
+        slots,
+    })
 }
 
 fn parse_layout(c: &mut Cursor<'_>) -> Result<Layout, TextError> {
@@ -477,13 +523,15 @@ fn parse_node(c: &mut Cursor<'_>, module: &mut Module) -> Result<RawNode, TextEr
         | Opcode::Square
         | Opcode::Relinearize
         | Opcode::Rescale
-        | Opcode::Conjugate => {
+        | Opcode::Conjugate
+        | Opcode::Bootstrap => {
             operand(c)?;
             match code {
                 Opcode::Negate => Op::Negate,
                 Opcode::Square => Op::Square,
                 Opcode::Relinearize => Op::Relinearize,
                 Opcode::Rescale => Op::Rescale,
+                Opcode::Bootstrap => Op::Bootstrap,
                 _ => Op::Conjugate,
             }
         }

@@ -7,6 +7,7 @@
 //! ```text
 //! module "lenet" {batch = 64, log_scale = 40.0}
 //! params {log_n = 13, primes = [1152921504606846883, 1099511627689]}
+//! boot {level = 1, in_scale = 40, out_scale = 40, depth = 16, bound = 1, slots = 4096}
 //! layout batch = batch{offset=0, stride=1}
 //! const @0 = [0.5, -1.0]
 //! %0 = input "x"[0] : ct<l=1, s=40.0, n=4096, batch>
@@ -117,7 +118,7 @@ pub fn write_node<W: Write>(w: &mut W, module: &Module, v: ValueId) -> fmt::Resu
         Op::Add | Op::Sub | Op::AddPlain | Op::SubPlain | Op::Mul | Op::MulPlain => {
             write!(w, " {}, {}", opnd(0), opnd(1))?
         }
-        Op::Negate | Op::Square | Op::Relinearize | Op::Rescale | Op::Conjugate => {
+        Op::Negate | Op::Square | Op::Relinearize | Op::Rescale | Op::Conjugate | Op::Bootstrap => {
             write!(w, " {}", opnd(0))?
         }
         Op::AddScalar { value } => write!(w, " {}, {}", opnd(0), fmt_f64(*value))?,
@@ -166,6 +167,18 @@ fn write_module<W: Write>(w: &mut W, module: &Module, opts: &PrintOptions) -> fm
         write!(w, "params {{log_n = {}, primes = ", p.log_n)?;
         write_list(w, &p.primes, |w, q| write!(w, "{q}"))?;
         writeln!(w, "}}")?;
+    }
+    if let Some(b) = &module.boot {
+        writeln!(
+            w,
+            "boot {{level = {}, in_scale = {}, out_scale = {}, depth = {}, bound = {}, slots = {}}}",
+            b.out_level.0,
+            fmt_f64(b.in_log_scale.0),
+            fmt_f64(b.out_log_scale.0),
+            b.depth,
+            fmt_f64(b.message_bound),
+            b.slots
+        )?;
     }
     for (_, name, layout) in module.layouts() {
         writeln!(w, "layout {name} = {layout}")?;

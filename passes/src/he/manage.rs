@@ -22,7 +22,7 @@
 //! rebuild once at a high provisional level to measure the depth). With parameters set, rescales
 //! divide by the real primes and scales are tracked exactly.
 
-use hecc_ir::he::{HeError, Level, LogScale, Module, Op, Opcode, Params, ValueId};
+use hecc_ir::he::{BootInfo, HeError, Level, LogScale, Module, Op, Opcode, Params, ValueId};
 use petgraph::algo::toposort;
 use std::collections::HashMap;
 
@@ -91,6 +91,29 @@ pub enum ManageError {
         /// Levels available.
         available: u32,
     },
+    /// A value to bootstrap is not at the bootstrap's input scale.
+    #[error(
+        "{node}: a value to bootstrap has log-scale {found:.3}, the bootstrap takes {expected:.3}"
+    )]
+    #[diagnostic(
+        code(hecc::manage::bootstrap_scale),
+        help("values are bootstrapped at the module's scale; this one carries a factor the manager cannot remove")
+    )]
+    BootstrapScale {
+        /// The node in the source module.
+        node: ValueId,
+        /// Its log-scale.
+        found: f64,
+        /// The bootstrap's input log-scale.
+        expected: f64,
+    },
+    /// Bootstrapping leaves no level for a multiplication.
+    #[error("a bootstrap returns values at level {out_level}; a product needs at least level 1")]
+    #[diagnostic(code(hecc::manage::bootstrap_level))]
+    BootstrapLevel {
+        /// The bootstrap output level.
+        out_level: u32,
+    },
     /// A builder call failed.
     #[error("rebuilding {node}: {source}")]
     #[diagnostic(code(hecc::manage::build))]
@@ -139,6 +162,24 @@ pub fn manage_traced(
     policy: RescalePolicy,
     params: Option<&Params>,
 ) -> Result<Managed, ManageError> {
+    if let Some(boot) = src.boot {
+        // Levels are absolute: inputs start at the bootstrap's output level (the primes above
+        // it belong to the bootstrap), and a value that would need a level below 0 for a
+        // product is bootstrapped first.
+        if boot.out_level.0 == 0 {
+            return Err(ManageError::BootstrapLevel { out_level: 0 });
+        }
+        if let Some(p) = params {
+            let available = p.primes.len().saturating_sub(1) as u32;
+            if available < boot.out_level.0 + boot.depth {
+                return Err(ManageError::NotEnoughLevels {
+                    needed: boot.out_level.0 + boot.depth,
+                    available,
+                });
+            }
+        }
+        return rebuild(src, policy, boot.out_level, params.cloned());
+    }
     let trial = rebuild(src, policy, Level(PROVISIONAL_TOP), None)?;
     let lowest = trial
         .module
@@ -198,6 +239,10 @@ struct Rebuild<'a> {
     rescaled: HashMap<ValueId, ValueId>,
     /// Plaintexts re-encoded for their partner: (constant, level, log-scale bits) -> value.
     encodes: HashMap<(u32, u32, u64), ValueId>,
+    /// Bootstrap parameters, when values may be refreshed.
+    boot: Option<BootInfo>,
+    /// Values already bootstrapped: (rebuilt value) -> its bootstrap.
+    refreshed: HashMap<ValueId, ValueId>,
 }
 
 fn is_multiplicative(op: Opcode) -> bool {
@@ -250,6 +295,34 @@ impl Rebuild<'_> {
         }
         self.rescaled.insert(v, cur);
         Ok(cur)
+    }
+
+    /// `v` bootstrapped (memoised): brought to the waterline, relinearized if needed, refreshed to
+    /// the bootstrap's output level.
+    fn refresh(&mut self, node: ValueId, v: ValueId) -> Result<ValueId, ManageError> {
+        let b = |source| ManageError::Build { node, source };
+        if let Some(&r) = self.refreshed.get(&v) {
+            return Ok(r);
+        }
+        let Some(boot) = self.boot else {
+            return Ok(v);
+        };
+        let mut x = self.down(node, v)?;
+        if self.out.ty(x).is_some_and(|t| t.size() == 3) {
+            x = self.out.relinearize(x).map_err(b)?;
+        }
+        let s = self.ty(x).1;
+        if (s - boot.in_log_scale.0).abs() > BootInfo::SCALE_TOLERANCE {
+            return Err(ManageError::BootstrapScale {
+                node,
+                found: s,
+                expected: boot.in_log_scale.0,
+            });
+        }
+        let r = self.out.bootstrap(x).map_err(b)?;
+        self.refreshed.insert(v, r);
+        self.refreshed.insert(x, r);
+        Ok(r)
     }
 
     /// The plaintext `pt` (an `encode`) of a `add_plain`/`sub_plain`/`mul_plain` encoded again at
@@ -493,6 +566,7 @@ fn rebuild(
 ) -> Result<Managed, ManageError> {
     let mut out = Module::new(src.meta.clone());
     out.params = params;
+    out.boot = src.boot;
     for (_, name, layout) in src.layouts() {
         out.add_layout(name, layout.clone())
             .map_err(|source| ManageError::Build {
@@ -515,6 +589,8 @@ fn rebuild(
         map: HashMap::new(),
         rescaled: HashMap::new(),
         encodes: HashMap::new(),
+        boot: src.boot,
+        refreshed: HashMap::new(),
     };
     let order = toposort(src.graph(), None).map_err(|_| ManageError::Cycle)?;
     let mut origin: Vec<(u32, ValueId)> = Vec::with_capacity(order.len());
@@ -558,6 +634,16 @@ fn rebuild(
                 r.map.insert(v, ops[0]);
                 continue;
             }
+            Op::Bootstrap => {
+                // Placed by a bootstrap-placement pass: kept, at the waterline.
+                r.refresh(v, ops[0])?
+            }
+            Op::Relinearize if r.out.ty(ops[0]).is_some_and(|t| t.size() == 2) => {
+                // A lazily relinearized sum whose size-3 terms were bootstrapped (and so
+                // relinearized) on the way: nothing left to do.
+                r.map.insert(v, ops[0]);
+                continue;
+            }
             Op::Output { name, index } => {
                 let name = r.src.name(*name).unwrap_or("output").to_string();
                 let x = r.down(v, ops[0])?;
@@ -568,6 +654,11 @@ fn rebuild(
                 if is_multiplicative(code) {
                     for o in operands.iter_mut() {
                         *o = r.down(v, *o)?;
+                        // Out of levels: the product could not be rescaled.
+                        let (level, _, cipher) = r.ty(*o);
+                        if r.boot.is_some() && cipher && level == 0 {
+                            *o = r.refresh(v, *o)?;
+                        }
                     }
                 }
                 let needs_common_scale = matches!(

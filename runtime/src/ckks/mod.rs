@@ -80,7 +80,7 @@ pub mod zq;
 
 pub use boot::{
     bootstrap_parameters, BootstrapConfig, BootstrapCost, BootstrapKeys, BootstrapTimings,
-    Bootstrapper,
+    Bootstrapper, EncapsulationKeys, INPUT_SCALE_TOLERANCE_BITS,
 };
 pub use context::Context;
 pub use encoding::{Complex64, Encoder, Plaintext};

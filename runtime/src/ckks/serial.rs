@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use super::boot::{BootstrapKeys, Bootstrapper};
+use super::boot::{BootstrapKeys, Bootstrapper, EncapsulationKeys};
 use super::context::Context;
 use super::encoding::Plaintext;
 use super::encrypt::Ciphertext;
@@ -48,6 +48,8 @@ pub enum ObjectKind {
     Ciphertext = 7,
     /// [`BootstrapKeys`].
     BootstrapKeys = 8,
+    /// [`EncapsulationKeys`].
+    EncapsulationKeys = 9,
 }
 
 impl ObjectKind {
@@ -61,6 +63,7 @@ impl ObjectKind {
             6 => Self::Plaintext,
             7 => Self::Ciphertext,
             8 => Self::BootstrapKeys,
+            9 => Self::EncapsulationKeys,
             _ => return None,
         })
     }
@@ -523,7 +526,33 @@ impl BootstrapKeys {
     }
 }
 
+impl EncapsulationKeys {
+    /// Serializes the two encapsulation keys (uniform halves as seeds).
+    pub fn to_bytes(&self, ctx: &Context) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_header(&mut out, ObjectKind::EncapsulationKeys, ctx.fingerprint());
+        write_ksk(&mut out, &self.to_sparse);
+        write_ksk(&mut out, &self.from_sparse);
+        out
+    }
+}
+
 impl Bootstrapper {
+    /// Reads encapsulation keys made for this bootstrapper's parameters.
+    pub fn encapsulation_keys_from_bytes(&self, bytes: &[u8]) -> Result<EncapsulationKeys> {
+        let ctx = self.context();
+        let mut r = read_header_ctx(bytes, ObjectKind::EncapsulationKeys, ctx)?;
+        let to_sparse = read_ksk(&mut r, self.encapsulation_context())?;
+        let from_sparse = read_ksk(&mut r, ctx)?;
+        r.finish()?;
+        to_sparse.check_in(self.encapsulation_context())?;
+        from_sparse.check_in(ctx)?;
+        Ok(EncapsulationKeys {
+            to_sparse,
+            from_sparse,
+        })
+    }
+
     /// Reads bootstrapping keys made for this bootstrapper's parameters and
     /// checks that every Galois key it needs is present.
     pub fn keys_from_bytes(&self, bytes: &[u8]) -> Result<BootstrapKeys> {

@@ -38,7 +38,10 @@ pub use memory::{
 use progress::Progress;
 pub use progress::{ProgressEvent, ProgressSink};
 
-use crate::ckks::{Ciphertext, CkksError, Encoder, Evaluator, GaloisKeys, Plaintext, RelinKey};
+use crate::ckks::{
+    Bootstrapper, Ciphertext, CkksError, EncapsulationKeys, Encoder, Evaluator, GaloisKeys,
+    Plaintext, RelinKey,
+};
 use hecc_ir::he::{verify, Module, Op, Type, ValueId, VerifyOptions};
 use rayon::prelude::*;
 use std::cmp::Reverse;
@@ -90,6 +93,17 @@ pub enum ExecError {
         /// The node.
         node: ValueId,
     },
+    /// The circuit bootstraps but no bootstrapper was given.
+    #[error("node {node} bootstraps but no bootstrapper and bootstrapping keys were supplied")]
+    #[diagnostic(code(hecc::exec::no_bootstrapper))]
+    MissingBootstrapper {
+        /// The node.
+        node: ValueId,
+    },
+    /// The bootstrapper does not match the module's bootstrap parameters.
+    #[error("the bootstrapper does not match the circuit: {0}")]
+    #[diagnostic(code(hecc::exec::bootstrapper))]
+    BootstrapperMismatch(String),
     /// The circuit rotates but no Galois keys were given.
     #[error("node {node} rotates but no Galois keys were supplied")]
     #[diagnostic(code(hecc::exec::no_galois_keys))]
@@ -161,6 +175,28 @@ pub struct EvalKeys<'a> {
     pub relin: Option<&'a RelinKey>,
     /// Galois keys (needed when the circuit rotates or conjugates).
     pub galois: Option<&'a GaloisKeys>,
+    /// The bootstrapping circuit and its keys (needed when the circuit bootstraps).
+    pub boot: Option<BootEval<'a>>,
+}
+
+/// What a `bootstrap` node runs: a bootstrapper built for the module's parameters and the
+/// encapsulation keys; the relinearization and Galois keys are the run's own
+/// ([`EvalKeys::relin`], [`EvalKeys::galois`]), which must include bootstrapping's.
+#[derive(Clone, Copy)]
+pub struct BootEval<'a> {
+    /// The circuit (encoded DFT matrices, interpolant).
+    pub bootstrapper: &'a Bootstrapper,
+    /// Its encapsulation keys.
+    pub encapsulation: &'a EncapsulationKeys,
+}
+
+impl std::fmt::Debug for BootEval<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootEval")
+            .field("slots", &self.bootstrapper.config().slots)
+            .field("output_level", &self.bootstrapper.output_level())
+            .finish()
+    }
 }
 
 /// Options of a run.
@@ -544,6 +580,25 @@ impl Ctx<'_> {
                     .galois
                     .ok_or(ExecError::MissingGaloisKeys { node: v })?;
                 Value::Ct(e.conjugate(get_ct(0)?, gk).map_err(be)?)
+            }
+            Op::Bootstrap => {
+                let b = self
+                    .keys
+                    .boot
+                    .ok_or(ExecError::MissingBootstrapper { node: v })?;
+                let rk = self
+                    .keys
+                    .relin
+                    .ok_or(ExecError::MissingRelinKey { node: v })?;
+                let gk = self
+                    .keys
+                    .galois
+                    .ok_or(ExecError::MissingGaloisKeys { node: v })?;
+                Value::Ct(
+                    b.bootstrapper
+                        .bootstrap_with(get_ct(0)?, rk, gk, b.encapsulation)
+                        .map_err(be)?,
+                )
             }
             Op::Output { .. } => Value::Ct(first(owned)?),
         };
@@ -967,8 +1022,17 @@ fn check_run(
     m: &Module,
     eval: &Evaluator,
     inputs: &HashMap<(String, u32), Ciphertext>,
+    keys: &EvalKeys<'_>,
 ) -> Result<(), ExecError> {
     verify(m, &VerifyOptions::STRUCTURE).map_err(|e| ExecError::Invalid(format!("{e:?}")))?;
+    if let (Some(info), Some(b)) = (m.boot, keys.boot) {
+        check_bootstrapper(&info, b.bootstrapper, eval)?;
+        if let (Some(rk), Some(gk)) = (keys.relin, keys.galois) {
+            b.bootstrapper
+                .check_shared_keys(rk, gk, b.encapsulation)
+                .map_err(|e| ExecError::BootstrapperMismatch(format!("its keys: {e}")))?;
+        }
+    }
     let slots = eval.context().n() / 2;
     if let Some(s) = m.ids().filter_map(|v| m.ty(v)).map(|t| t.slots()).next() {
         if s as usize != slots {
@@ -994,6 +1058,51 @@ fn check_run(
     Ok(())
 }
 
+/// Whether `bt` does what the module's `bootstrap` nodes were typed for.
+fn check_bootstrapper(
+    info: &hecc_ir::he::BootInfo,
+    bt: &Bootstrapper,
+    eval: &Evaluator,
+) -> Result<(), ExecError> {
+    let bad = |what: String| Err(ExecError::BootstrapperMismatch(what));
+    let cfg = bt.config();
+    if bt.context().moduli() != eval.context().moduli() || bt.context().n() != eval.context().n() {
+        return bad("it was built for other parameters".into());
+    }
+    if bt.output_level() != info.out_level.0 as usize {
+        return bad(format!(
+            "it returns level {}, the circuit expects {}",
+            bt.output_level(),
+            info.out_level
+        ));
+    }
+    if cfg.slots != info.slots as usize {
+        return bad(format!(
+            "it refreshes {} slots, the circuit {}",
+            cfg.slots, info.slots
+        ));
+    }
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9;
+    if !close(cfg.input_scale.log2(), info.in_log_scale.0)
+        || !close(cfg.output_scale.log2(), info.out_log_scale.0)
+    {
+        return bad(format!(
+            "its scales are 2^{:.3} in and 2^{:.3} out, the circuit's 2^{:.3} and 2^{:.3}",
+            cfg.input_scale.log2(),
+            cfg.output_scale.log2(),
+            info.in_log_scale.0,
+            info.out_log_scale.0
+        ));
+    }
+    if cfg.message_bound < info.message_bound {
+        return bad(format!(
+            "its message bound {} is below the circuit's {}",
+            cfg.message_bound, info.message_bound
+        ));
+    }
+    Ok(())
+}
+
 /// Executes `m` on the backend. `inputs` maps `(input name, element index)` to its ciphertext;
 /// it must hold exactly the circuit's inputs, at their types' levels and scales.
 pub fn execute(
@@ -1005,7 +1114,7 @@ pub fn execute(
     opts: &ExecOptions,
 ) -> Result<RunResult, ExecError> {
     let t0 = Instant::now();
-    check_run(m, eval, &inputs)?;
+    check_run(m, eval, &inputs, &keys)?;
     let stages = opts.stages.clone().unwrap_or_else(|| level_stages(m));
     let n_stages = stages.names.len().max(1);
     let stage_of = |v: ValueId| -> usize {

@@ -8,7 +8,7 @@ use hecc_ir::tensor::verify::Shapes;
 use hecc_ir::tensor::Graph;
 use hecc_passes::layout::PackingLayout;
 use hecc_passes::lower::lower_batch_shaped;
-use hecc_passes::params::{select, ParamChoice, ParamRequest};
+use hecc_passes::params::{ParamChoice, ParamRequest};
 use miette::Result;
 
 /// The batch layout strategy.
@@ -52,14 +52,14 @@ impl Packing for BatchPacking {
         let probe = Self::probe_batch(cx);
         let low = self.lower(cx, &cx.graph, &cx.shapes, probe, !cx.opts.no_fuse)?;
         let depth = depth(low)?;
-        Ok(select(&ParamRequest {
+        cx.select_params(&ParamRequest {
             depth,
             scale_bits: cx.opts.scale_bits,
             output_bits: cx.opts.output_bits,
             slots: u64::from(probe),
             security: cx.opts.security,
             min_log_n: cx.opts.min_log_n,
-        })?)
+        })
     }
 
     fn fusion_probe_slots(&self, cx: &CompileContext<'_>) -> Option<u32> {

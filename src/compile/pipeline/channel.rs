@@ -14,7 +14,7 @@ use hecc_ir::tensor::verify::Shapes;
 use hecc_ir::tensor::{Graph, Op, Shape};
 use hecc_passes::layout::PackingLayout;
 use hecc_passes::lower::channel::{lower_channel_shaped, ChannelOptions};
-use hecc_passes::params::{select, ParamChoice, ParamRequest};
+use hecc_passes::params::{ParamChoice, ParamRequest};
 use miette::{miette, Result};
 
 /// Slots of the largest ring the parameter table has (N = 2^16).
@@ -58,7 +58,7 @@ impl Packing for ChannelPacking {
         for _ in 0..4 {
             let low = self.lower(cx, &cx.graph, &cx.shapes, 1u32 << (log_n - 1), true)?;
             let stride = u64::from(low.image_stride);
-            let c = select(&ParamRequest {
+            let c = cx.select_params(&ParamRequest {
                 depth: depth(low)?,
                 scale_bits: opts.scale_bits,
                 output_bits: opts.output_bits,

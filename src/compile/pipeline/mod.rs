@@ -20,7 +20,9 @@
 pub mod batch;
 pub mod channel;
 
-use crate::compile::{activation_policy, backend_params, CompileOptions, LayoutChoice};
+use crate::compile::{
+    activation_policy, backend_params, BootstrapMode, CompileOptions, LayoutChoice,
+};
 use hecc_ir::tensor::verify::Shapes;
 use hecc_ir::tensor::{Graph, NodeId, Op};
 use hecc_passes::he::{depth_of, Managed, RescalePolicy};
@@ -29,7 +31,9 @@ use hecc_passes::lower::{ActivationPolicy, LowerOptions, Lowered};
 use hecc_passes::manager::{
     Changed, ManagerOptions, PassCx, PassLog, PassManager, PassTiming, Pipeline,
 };
-use hecc_passes::params::{ParamChoice, Security};
+use hecc_passes::params::{
+    select, select_bootstrapped, ParamChoice, ParamError, ParamRequest, Security,
+};
 use hecc_passes::plan::{Plan, PlanTensor, PLAN_FORMAT, PLAN_VERSION};
 use hecc_passes::ranges::ActivationRange;
 use hecc_passes::report::{self, ReportMeta};
@@ -80,6 +84,25 @@ pub struct CompileContext<'a> {
 }
 
 impl CompileContext<'_> {
+    /// Parameters for `req`: a leveled chain when the depth fits one, else (unless
+    /// `--bootstrap never`) a chain with bootstrapping, for values bounded by
+    /// [`Self::bootstrap_bound`].
+    pub fn select_params(&self, req: &ParamRequest) -> Result<ParamChoice> {
+        match (self.opts.bootstrap, select(req)) {
+            (BootstrapMode::Always, _) | (BootstrapMode::Auto, Err(ParamError::NoneFit { .. })) => {
+                Ok(select_bootstrapped(req, self.bootstrap_bound())?)
+            }
+            (_, other) => Ok(other?),
+        }
+    }
+
+    /// The bound on values a bootstrap may see: the largest activation range (the inputs of
+    /// the approximated activations are the widest values of a network; their polynomials
+    /// work on the input divided by it), at least 1.
+    pub fn bootstrap_bound(&self) -> f64 {
+        self.ranges.iter().map(|r| r.range).fold(1.0f64, f64::max)
+    }
+
     /// Lowering options for a ring of `slots` slots: the requested batch (all slots when none
     /// was asked for), the scale and the activation replacements.
     pub fn lower_options(&self, slots: u32) -> LowerOptions {
@@ -253,6 +276,11 @@ pub fn compile_with(
         });
     }
     let images = low.images;
+    let mut low = low;
+    low.lowered.module.boot = choice
+        .bootstrap
+        .as_ref()
+        .map(|b| boot_info(b, opts.scale_bits));
     let (lowered, managed) = passes.run_he(low.lowered, Some(he_params), Some(&mut log))?;
     // 5. Report, schedule, plan.
     let mut rep = report::build(
@@ -309,6 +337,18 @@ pub fn compile_with(
         integrity: String::new(),
     };
     Ok(Compiled { plan, log })
+}
+
+/// The bootstrap contract of the circuit for the chosen bootstrapping parameters.
+pub fn boot_info(b: &hecc_passes::params::BootParams, scale_bits: u32) -> hecc_ir::he::BootInfo {
+    hecc_ir::he::BootInfo {
+        out_level: hecc_ir::he::Level(b.network_levels),
+        in_log_scale: hecc_ir::he::LogScale(f64::from(scale_bits)),
+        out_log_scale: hecc_ir::he::LogScale(f64::from(scale_bits)),
+        depth: b.depth(),
+        message_bound: b.message_bound,
+        slots: b.slots,
+    }
 }
 
 /// The model inputs or outputs `ids` as the client sees them.

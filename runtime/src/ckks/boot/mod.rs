@@ -58,6 +58,10 @@ use lintrans::{Bsgs, DiagMatrix};
 /// bootstrapper accepts for 128-bit parameters (`N = 2^16`).
 pub const MAX_SPARSE_LOG_QP: f64 = 122.0;
 
+/// How far (bits) a ciphertext's scale may be from [`BootstrapConfig::input_scale`]: the
+/// result's scale is [`BootstrapConfig::output_scale`] times the same ratio.
+pub const INPUT_SCALE_TOLERANCE_BITS: f64 = 0.05;
+
 /// Bit size of the primes of the modular reduction (its working scale).
 pub const EVAL_MOD_PRIME_BITS: u32 = 60;
 
@@ -208,6 +212,30 @@ impl BootstrapKeys {
     /// Number of Galois keys (rotations and conjugation).
     pub fn galois_key_count(&self) -> usize {
         self.galois.keys.len()
+    }
+}
+
+/// The two keys that only bootstrapping needs (the dense-to-sparse secret switch in the ring
+/// `q0 * p0`, and back over `Q * P`); the relinearization and Galois keys can be shared with
+/// the circuit around the bootstraps ([`Bootstrapper::bootstrap_with`]).
+#[derive(Clone, Debug)]
+pub struct EncapsulationKeys {
+    pub(crate) to_sparse: KeySwitchKey,
+    pub(crate) from_sparse: KeySwitchKey,
+}
+
+impl EncapsulationKeys {
+    /// Size in memory, bytes.
+    pub fn bytes(&self) -> usize {
+        [&self.to_sparse, &self.from_sparse]
+            .iter()
+            .map(|k| {
+                k.b.iter()
+                    .chain(&k.a)
+                    .map(|p| p.data.len() * 8)
+                    .sum::<usize>()
+            })
+            .sum()
     }
 }
 
@@ -586,16 +614,42 @@ impl Bootstrapper {
 
     /// Checks that `keys` has every key this circuit uses, of the right shapes.
     pub fn check_keys(&self, keys: &BootstrapKeys) -> Result<()> {
-        keys.relin.key.check_in(&self.ctx)?;
-        keys.from_sparse.check_in(&self.ctx)?;
-        keys.to_sparse.check_in(&self.small)?;
-        let needed = self
-            .rotations()
-            .into_iter()
-            .map(|k| (k, self.ctx.galois_element(k)))
-            .chain(std::iter::once((0, self.ctx.conjugation_element())));
-        for (step, g) in needed {
-            match keys.galois.keys.get(&g) {
+        self.check_parts(
+            &keys.relin,
+            &keys.galois,
+            &keys.to_sparse,
+            &keys.from_sparse,
+        )
+    }
+
+    /// Checks shared keys: the relinearization key, every Galois key bootstrapping uses,
+    /// and the encapsulation keys, all of this bootstrapper's parameters.
+    pub fn check_shared_keys(
+        &self,
+        relin: &RelinKey,
+        galois: &GaloisKeys,
+        encapsulation: &EncapsulationKeys,
+    ) -> Result<()> {
+        self.check_parts(
+            relin,
+            galois,
+            &encapsulation.to_sparse,
+            &encapsulation.from_sparse,
+        )
+    }
+
+    fn check_parts(
+        &self,
+        relin: &RelinKey,
+        galois: &GaloisKeys,
+        to_sparse: &KeySwitchKey,
+        from_sparse: &KeySwitchKey,
+    ) -> Result<()> {
+        relin.key.check_in(&self.ctx)?;
+        from_sparse.check_in(&self.ctx)?;
+        to_sparse.check_in(&self.small)?;
+        for (step, g) in self.galois_elements() {
+            match galois.keys.get(&g) {
                 Some(k) => k.check_in(&self.ctx)?,
                 None => {
                     return Err(CkksError::MissingGaloisKey {
@@ -606,6 +660,16 @@ impl Bootstrapper {
             }
         }
         Ok(())
+    }
+
+    /// `(step, Galois element)` of every rotation bootstrapping uses, and of conjugation
+    /// (step 0).
+    pub fn galois_elements(&self) -> Vec<(i64, u64)> {
+        self.rotations()
+            .into_iter()
+            .map(|k| (k, self.ctx.galois_element(k)))
+            .chain(std::iter::once((0, self.ctx.conjugation_element())))
+            .collect()
     }
 
     /// Level of bootstrapped ciphertexts.
@@ -680,6 +744,20 @@ impl Bootstrapper {
         })
     }
 
+    /// The encapsulation keys alone, for a key set whose relinearization and Galois keys the
+    /// caller generates (with [`Self::rotations`] and conjugation among the Galois keys).
+    pub fn generate_encapsulation_keys(
+        &self,
+        keygen: &mut KeyGenerator,
+    ) -> Result<EncapsulationKeys> {
+        let (to_sparse, from_sparse) =
+            keygen.sparse_encapsulation_keys(&self.small, self.config.sparse_weight)?;
+        Ok(EncapsulationKeys {
+            to_sparse,
+            from_sparse,
+        })
+    }
+
     /// Multiplies every slot by `i` (by `-i` when `negate`): the polynomial
     /// times `X^(N/2)`, no level.
     fn mul_i(&self, ct: &mut Ciphertext, negate: bool) {
@@ -697,9 +775,9 @@ impl Bootstrapper {
     }
 
     /// The level-0 ciphertext switched to the sparse secret (ring `q0 * p0`).
-    fn enter_sparse(&self, ct: &Ciphertext, keys: &BootstrapKeys) -> Result<Ciphertext> {
+    fn enter_sparse(&self, ct: &Ciphertext, to_sparse: &KeySwitchKey) -> Result<Ciphertext> {
         let n = self.ctx.n();
-        keys.to_sparse.check_in(&self.small)?;
+        to_sparse.check_in(&self.small)?;
         let limb0 = |p: &RnsPoly| RnsPoly {
             data: p.data[..n].to_vec(),
             q_limbs: 1,
@@ -709,7 +787,7 @@ impl Bootstrapper {
         let mut c0 = limb0(&ct.polys[0]);
         let c1 = limb0(&ct.polys[1]);
         let mut o1 = RnsPoly::zero(&self.small, 1, 0, true);
-        let k = &keys.to_sparse;
+        let k = to_sparse;
         rns::key_switch_add(&self.small, &c1, &k.b, &k.a, None, &mut c0, &mut o1);
         Ok(Ciphertext {
             polys: vec![c0, o1],
@@ -752,12 +830,12 @@ impl Bootstrapper {
     }
 
     /// Back from the sparse secret to the user's secret, at the top level.
-    fn leave_sparse(&self, ct: &Ciphertext, keys: &BootstrapKeys) -> Result<Ciphertext> {
+    fn leave_sparse(&self, ct: &Ciphertext, from_sparse: &KeySwitchKey) -> Result<Ciphertext> {
         let ctx = &self.ctx;
-        keys.from_sparse.check_in(ctx)?;
+        from_sparse.check_in(ctx)?;
         let mut c0 = ct.polys[0].clone();
         let mut c1 = RnsPoly::zero(ctx, ct.level() + 1, 0, true);
-        let k = &keys.from_sparse;
+        let k = from_sparse;
         rns::key_switch_add(ctx, &ct.polys[1], &k.b, &k.a, None, &mut c0, &mut c1);
         Ok(Ciphertext {
             polys: vec![c0, c1],
@@ -780,7 +858,9 @@ impl Bootstrapper {
         Ok(y)
     }
 
-    /// Bootstraps `ct` (any level, size 2, scale [`BootstrapConfig::input_scale`]).
+    /// Bootstraps `ct` (any level, size 2, scale [`BootstrapConfig::input_scale`] within
+    /// [`INPUT_SCALE_TOLERANCE_BITS`]; the result's scale is the output scale times
+    /// `scale / input_scale`).
     pub fn bootstrap(&self, ct: &Ciphertext, keys: &BootstrapKeys) -> Result<Ciphertext> {
         Ok(self.bootstrap_timed(ct, keys)?.0)
     }
@@ -790,6 +870,44 @@ impl Bootstrapper {
         &self,
         ct: &Ciphertext,
         keys: &BootstrapKeys,
+    ) -> Result<(Ciphertext, BootstrapTimings)> {
+        self.run(
+            ct,
+            &keys.relin,
+            &keys.galois,
+            &keys.to_sparse,
+            &keys.from_sparse,
+        )
+    }
+
+    /// [`Self::bootstrap`] with keys shared with the circuit around the bootstraps: its
+    /// relinearization key, Galois keys that include [`Self::rotations`] and conjugation,
+    /// and the encapsulation keys.
+    pub fn bootstrap_with(
+        &self,
+        ct: &Ciphertext,
+        relin: &RelinKey,
+        galois: &GaloisKeys,
+        encapsulation: &EncapsulationKeys,
+    ) -> Result<Ciphertext> {
+        Ok(self
+            .run(
+                ct,
+                relin,
+                galois,
+                &encapsulation.to_sparse,
+                &encapsulation.from_sparse,
+            )?
+            .0)
+    }
+
+    fn run(
+        &self,
+        ct: &Ciphertext,
+        relin: &RelinKey,
+        galois: &GaloisKeys,
+        to_sparse: &KeySwitchKey,
+        from_sparse: &KeySwitchKey,
     ) -> Result<(Ciphertext, BootstrapTimings)> {
         let mut times = BootstrapTimings::default();
         let mut clock = std::time::Instant::now();
@@ -804,21 +922,24 @@ impl Bootstrapper {
                 found: ct.size(),
             });
         }
-        if (ct.scale() - self.config.input_scale).abs() > 1e-9 * self.config.input_scale {
+        // A managed circuit's values drift from the nominal scale by a few 1e-5 bits (primes
+        // are not powers of two); the relabelling below uses the ciphertext's own scale, so
+        // the result carries the same relative offset from the output scale.
+        if (ct.scale() / self.config.input_scale).log2().abs() > INPUT_SCALE_TOLERANCE_BITS {
             return Err(CkksError::InvalidInput(format!(
                 "bootstrapping expects scale 2^{:.4}, the ciphertext has 2^{:.4}",
                 self.config.input_scale.log2(),
                 ct.scale().log2()
             )));
         }
-        let gk = &keys.galois;
+        let gk = galois;
         let mut c = ev.drop_to_level(ct, 0)?;
         if self.boost > 1 {
             ev.mul_integer_assign(&mut c, self.boost)?;
         }
-        let c = self.enter_sparse(&c, keys)?;
+        let c = self.enter_sparse(&c, to_sparse)?;
         let c = self.mod_raise(&c);
-        let mut c = self.leave_sparse(&c, keys)?;
+        let mut c = self.leave_sparse(&c, from_sparse)?;
         lap(&mut times.mod_raise);
         for &step in &self.sub_sum {
             let r = ev.rotate(&c, step, gk)?;
@@ -841,22 +962,19 @@ impl Bootstrapper {
         };
         lap(&mut times.coeffs_to_slots);
         let mut y = if let Some(im) = im {
-            let (re, im) = rayon::join(
-                || self.eval_mod(re, &keys.relin),
-                || self.eval_mod(im, &keys.relin),
-            );
+            let (re, im) = rayon::join(|| self.eval_mod(re, relin), || self.eval_mod(im, relin));
             let mut im = im?;
             self.mul_i(&mut im, false);
             let mut re = re?;
             ev.add_assign(&mut re, &im)?;
             re
         } else {
-            self.eval_mod(re, &keys.relin)?
+            self.eval_mod(re, relin)?
         };
         lap(&mut times.eval_mod);
         // sin(2 pi x) = 2 pi delta m / q0: a relabelling of the scale.
         let q0 = self.ctx.moduli()[0].value() as f64;
-        let delta = self.config.input_scale * self.boost as f64;
+        let delta = ct.scale() * self.boost as f64;
         y.scale = y.scale * 2.0 * PI * delta / q0;
         for t in &self.stc {
             y = t.apply(ev, &y, gk)?;

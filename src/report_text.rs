@@ -52,9 +52,18 @@ pub fn render(r: &Report) -> String {
     );
     let _ = writeln!(s, "depth {} levels  {} HE nodes", r.depth, r.nodes);
     let _ = writeln!(s);
+    // The bootstrap column, only for plans that bootstrap.
+    let boots = r.totals.bootstraps > 0;
+    let boot_col = |n: u64| {
+        if boots {
+            format!(" {n:>6}")
+        } else {
+            String::new()
+        }
+    };
     let _ = writeln!(
         s,
-        "{:<20} {:<16} {:>5} {:>5} {:>5} {:>9} {:>11} {:>9} {:>7} {:>8} {:>6} {:>9} {:>10}{}",
+        "{:<20} {:<16} {:>5} {:>5} {:>5} {:>9} {:>11} {:>9} {:>7} {:>8} {:>6}{} {:>9} {:>10}{}",
         "layer",
         "op",
         "l_in",
@@ -66,6 +75,7 @@ pub fn render(r: &Report) -> String {
         "relin",
         "rescale",
         "rot",
+        if boots { "   boot" } else { "" },
         "cts",
         "memory",
         if r.est_seconds.is_some() {
@@ -78,7 +88,7 @@ pub fn render(r: &Report) -> String {
         let _ =
             writeln!(
             s,
-            "{:<20} {:<16} {:>5} {:>5} {:>5} {:>9} {:>11} {:>9} {:>7} {:>8} {:>6} {:>9} {:>10}{}",
+            "{:<20} {:<16} {:>5} {:>5} {:>5} {:>9} {:>11} {:>9} {:>7} {:>8} {:>6}{} {:>9} {:>10}{}",
             l.name,
             format!("{} {:?}", l.op, l.shape).chars().take(16).collect::<String>(),
             opt_level(l.level_in),
@@ -90,6 +100,7 @@ pub fn render(r: &Report) -> String {
             l.ops.relins,
             l.ops.rescales,
             l.ops.rotations,
+            boot_col(l.ops.bootstraps),
             l.ciphertexts,
             bytes(l.bytes),
             l.est_seconds.map_or(String::new(), |t| format!(" {t:>9.3}"))
@@ -98,7 +109,7 @@ pub fn render(r: &Report) -> String {
     let t = &r.totals;
     let _ = writeln!(
         s,
-        "{:<20} {:<16} {:>5} {:>5} {:>5} {:>9} {:>11} {:>9} {:>7} {:>8} {:>6}",
+        "{:<20} {:<16} {:>5} {:>5} {:>5} {:>9} {:>11} {:>9} {:>7} {:>8} {:>6}{}",
         "total",
         "",
         "",
@@ -109,7 +120,8 @@ pub fn render(r: &Report) -> String {
         t.additions,
         t.relins,
         t.rescales,
-        t.rotations
+        t.rotations,
+        boot_col(t.bootstraps)
     );
     let _ = writeln!(s);
     let k = &r.keys;
@@ -122,6 +134,50 @@ pub fn render(r: &Report) -> String {
         k.rotation_steps,
         bytes(k.galois_keys)
     );
+    if let Some(b) = &k.bootstrap {
+        let _ = writeln!(
+            s,
+            "bootstrapping keys: {} more rotation steps and conjugation ({}), encapsulation ({}); \
+             {} key switches and {} hoisted rotations per bootstrap; {} in memory with the circuit's keys",
+            b.extra_rotation_steps.len(),
+            bytes(b.galois_keys),
+            bytes(b.encapsulation_keys),
+            b.key_switches,
+            b.hoisted_rotations,
+            bytes(k.resident_bytes())
+        );
+    }
+    if let (Some(b), true) = (&p.bootstrap, boots) {
+        let share = match (r.est_bootstrap_seconds, r.est_seconds) {
+            (Some(bs), Some(t)) if t > 0.0 => {
+                format!(
+                    "; est. {bs:.2} s, {:.0} % of the estimated time",
+                    100.0 * bs / t
+                )
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "bootstraps: {} ({} levels between, {} levels each, {} slots, values within +-{}){share}",
+            r.totals.bootstraps,
+            b.network_levels,
+            b.depth(),
+            b.slots,
+            b.message_bound
+        );
+        if let Some(pl) = &r.bootstrap_placement {
+            let _ = writeln!(
+                s,
+                "bootstrap placement: {} kept; greedy (refresh when out of levels) {}, planned (cuts at depths {:?}) {}{}",
+                pl.chosen,
+                pl.greedy,
+                pl.cuts,
+                pl.planned.map_or("-".to_string(), |n| n.to_string()),
+                pl.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+            );
+        }
+    }
     if let Some(t) = k.rotation_tradeoff.as_ref().filter(|t| t.rotations > 0) {
         let _ = writeln!(
             s,

@@ -383,6 +383,28 @@ fn bootstrapped_network_matches_its_reference(g: &hecc_ir::tensor::Graph) {
     assert!(depth > b.network_levels, "the circuit must need bootstraps");
     assert!(n_boot > 0);
     assert_eq!(plan.report.totals.bootstraps, n_boot as u64);
+    // Both placements were tried; the plan keeps the one with fewer bootstraps.
+    let pl = plan
+        .report
+        .bootstrap_placement
+        .clone()
+        .expect("a placement summary");
+    eprintln!(
+        "{name} batch: greedy {} bootstraps, planned {:?} (cuts {:?}), {} kept",
+        pl.greedy, pl.planned, pl.cuts, pl.chosen
+    );
+    assert!(n_boot as u64 <= pl.greedy);
+    assert_eq!(
+        n_boot as u64,
+        if pl.chosen == "planned" {
+            pl.planned.expect("a planned count")
+        } else {
+            pl.greedy
+        }
+    );
+    // The report prices the bootstrapping keys.
+    let keys = plan.report.keys.bootstrap.as_ref().expect("bootstrap keys");
+    assert!(keys.galois_keys > 0 && keys.key_switches > 0);
     let run = InferOptions {
         compile: opts,
         batch: Some(4),

@@ -127,7 +127,11 @@ fn impossible_parameter_request_is_explained() {
     // HE standard allows at 128-bit security can hold.
     let g = square_tower(2, 40);
     hecc_ir::tensor::verify(&g).expect("the tower verifies");
-    let opts = batch_opts();
+    // Without bootstrapping: the refusal names what would fit, bootstrapping included.
+    let opts = CompileOptions {
+        bootstrap: hecc::compile::BootstrapMode::Never,
+        ..batch_opts()
+    };
     let err = match compile_graph(&g, &opts) {
         Ok(_) => panic!("the tower cannot fit any ring at 128-bit security"),
         Err(e) => e,
@@ -138,4 +142,20 @@ fn impossible_parameter_request_is_explained() {
         .render_report(&mut text, err.as_ref())
         .expect("renders");
     insta::assert_snapshot!(text);
+}
+
+#[test]
+fn bootstrapping_a_model_without_activation_ranges_is_refused() {
+    // The same tower with bootstrapping allowed: its squares have no range to bound the values
+    // a bootstrap would refresh, so the compile says so instead of guessing a bound.
+    let g = square_tower(2, 40);
+    let opts = batch_opts();
+    let err = match compile_graph(&g, &opts) {
+        Ok(_) => panic!("bootstrapping needs a bound the tower does not give"),
+        Err(e) => format!("{e:?}"),
+    };
+    assert!(
+        err.contains("needs bootstrapping") && err.contains("no bootstrap could be checked"),
+        "{err}"
+    );
 }

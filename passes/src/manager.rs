@@ -112,6 +112,8 @@ pub struct PassCx {
     /// Set by the rescale passes: for every new node, the source node it came from (see
     /// [`crate::he::Managed::origin`]); node removals by later passes keep the ids stable.
     pub origin: Option<Vec<(u32, ValueId)>>,
+    /// Set by the rescale passes of a module with bootstrapping: where its bootstraps went.
+    pub placement: Option<crate::he::Placement>,
 }
 
 /// A pass over the tensor graph.
@@ -555,6 +557,7 @@ impl HePass for Rescale {
             })?;
         *m = managed.module;
         cx.origin = Some(managed.origin);
+        cx.placement = managed.placement;
         Ok(Changed::Yes)
     }
 }

@@ -116,6 +116,26 @@ pub struct KeyReport {
     /// One key per step versus power-of-two keys with composed rotations.
     #[serde(default)]
     pub rotation_tradeoff: Option<crate::rotations::RotationTradeoff>,
+    /// The keys bootstrapping adds (filled in by the driver, which knows the bootstrapping
+    /// circuit), for a plan that bootstraps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapKeyReport>,
+}
+
+/// The keys a bootstrapped plan adds to the circuit's: Galois keys of the bootstrap's
+/// rotations (beyond the circuit's own steps) and conjugation, and the two encapsulation keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BootstrapKeyReport {
+    /// Rotation steps of the bootstrap that the circuit does not use itself.
+    pub extra_rotation_steps: Vec<i64>,
+    /// Bytes of their Galois keys and of the conjugation key.
+    pub galois_keys: u64,
+    /// Bytes of the encapsulation (sparse-secret) keys.
+    pub encapsulation_keys: u64,
+    /// Key switches of one bootstrap (hoisted baby-step rotations counted apart).
+    pub key_switches: u64,
+    /// Hoisted baby-step rotations of one bootstrap.
+    pub hoisted_rotations: u64,
 }
 
 impl KeyReport {
@@ -124,7 +144,11 @@ impl KeyReport {
     /// its second polynomial per digit and a seed for the uniform first one, which memory
     /// holds expanded.
     pub fn resident_bytes(&self) -> u64 {
-        self.public_key + 2 * (self.relin_key + self.galois_keys)
+        let boot = self
+            .bootstrap
+            .as_ref()
+            .map_or(0, |b| 2 * (b.galois_keys + b.encapsulation_keys));
+        self.public_key + 2 * (self.relin_key + self.galois_keys) + boot
     }
 }
 
@@ -170,6 +194,12 @@ pub struct Report {
     /// The input range `B` of every activation, when ranges were calibrated (`--calibrate`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub activation_ranges: Vec<crate::ranges::ActivationRange>,
+    /// Where the bootstraps went (planned against greedy), for a plan that bootstraps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_placement: Option<crate::he::Placement>,
+    /// Estimated seconds of the bootstraps alone (part of [`Self::est_seconds`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub est_bootstrap_seconds: Option<f64>,
 }
 
 /// What fusion saves: the depth (levels consumed end to end) of the same model compiled with
@@ -312,6 +342,7 @@ pub fn build(
     let layer_of = |v: ValueId| attributed.get(&v).copied().flatten();
     let mut totals = OpCounts::default();
     let mut est_total = costs.map(|_| 0.0);
+    let mut est_boot = costs.map(|_| 0.0);
     for v in m.ids() {
         let Some(li) = layer_of(v) else { continue };
         let Some(ty) = m.ty(v) else { continue };
@@ -336,7 +367,12 @@ pub fn build(
         }
         if let (Some(t), Some(c)) = (costs, l.est_seconds.as_mut()) {
             match t.seconds(log_n, m, v) {
-                Some(s) => *c += s,
+                Some(s) => {
+                    *c += s;
+                    if matches!(m.node(v).map(|n| &n.op), Some(Op::Bootstrap)) {
+                        est_boot = est_boot.map(|b| b + s);
+                    }
+                }
                 None => l.est_seconds = None,
             }
         }
@@ -364,7 +400,13 @@ pub fn build(
         .map(|t| t.level().0)
         .min()
         .unwrap_or(0);
-    let limbs_qp = u64::from(top + 1) + params.special_bits.len() as u64;
+    // Keys span the whole chain: with bootstrapping, the bootstrap's primes above the circuit's.
+    let chain_top = if params.bootstrap.is_some() {
+        params.scale_bits.len() as u32
+    } else {
+        top
+    };
+    let limbs_qp = u64::from(chain_top + 1) + params.special_bits.len() as u64;
     let n = 1u64 << log_n;
     // Key-switching keys: dnum pairs of polynomials over QP; the uniform halves are seeded.
     let ksk = u64::from(params.dnum) * n * limbs_qp * 8;
@@ -382,11 +424,12 @@ pub fn build(
         totals,
         nodes: m.len() as u64,
         keys: KeyReport {
-            public_key: 2 * n * u64::from(top + 1) * 8,
+            public_key: 2 * n * u64::from(chain_top + 1) * 8,
             relin_key: ksk,
             galois_keys: ksk * steps.len() as u64,
             rotation_tradeoff: Some(crate::rotations::tradeoff(m, (n / 2) as u32, ksk)),
             rotation_steps: steps,
+            bootstrap: None,
         },
         peak_ciphertexts,
         peak_ciphertext_bytes,
@@ -395,6 +438,8 @@ pub fn build(
         schedule: None,
         fusion: None,
         activation_ranges: Vec::new(),
+        bootstrap_placement: managed.placement.clone(),
+        est_bootstrap_seconds: est_boot.filter(|_| est_total.is_some() && m.boot.is_some()),
     }
 }
 

@@ -20,6 +20,22 @@ pub struct Session {
 /// Largest per-image element count of a plan input (64 Mi values).
 pub const MAX_INPUT_ELEMENTS: usize = 1 << 26;
 
+/// The bootstrapping configuration of a plan's bootstrap parameters `b` (scales from the
+/// plan's chain).
+pub fn bootstrap_config(
+    params: &hecc_passes::params::ParamChoice,
+    b: &hecc_passes::params::BootParams,
+) -> BootstrapConfig {
+    let scale = f64::from(params.scale_bits.first().copied().unwrap_or(40)).exp2();
+    let mut cfg = BootstrapConfig::new(b.slots as usize);
+    cfg.input_scale = scale;
+    cfg.output_scale = scale;
+    cfg.message_bound = b.message_bound;
+    // The message enters the modular reduction as far below q0 as a bound of 1 would.
+    cfg.message_ratio_bits += b.message_bound.log2().max(0.0);
+    cfg
+}
+
 impl Session {
     /// The managed circuit.
     pub fn module(&self) -> &Module {
@@ -67,13 +83,7 @@ impl Session {
         if let Some(bt) = self.bootstrapper.get() {
             return Ok(Some(bt));
         }
-        let scale = f64::from(self.plan.params.scale_bits.first().copied().unwrap_or(40)).exp2();
-        let mut cfg = BootstrapConfig::new(b.slots as usize);
-        cfg.input_scale = scale;
-        cfg.output_scale = scale;
-        cfg.message_bound = b.message_bound;
-        // The message enters the modular reduction as far below q0 as a bound of 1 would.
-        cfg.message_ratio_bits += b.message_bound.log2().max(0.0);
+        let cfg = bootstrap_config(&self.plan.params, b);
         if (cfg.cts_levels, cfg.eval_mod_depth(), cfg.stc_levels)
             != (
                 b.cts_levels as usize,

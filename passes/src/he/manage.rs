@@ -136,6 +136,24 @@ pub struct Managed {
     /// `(first new id, source id)` in increasing order of new id: new nodes from `first` up to
     /// the next entry were created while rebuilding `source`.
     pub origin: Vec<(u32, ValueId)>,
+    /// How the bootstraps were placed (`None` for a module without bootstrapping).
+    pub placement: Option<Placement>,
+}
+
+/// Where the bootstraps of a managed module went, and what the alternative would have cost.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Placement {
+    /// The rule that was kept: `planned` or `greedy`.
+    pub chosen: String,
+    /// Bootstraps of the greedy rule (refresh an operand of a product when it has no level).
+    pub greedy: u64,
+    /// Bootstraps of the planned placement (`None` when planning failed or was not needed).
+    pub planned: Option<u64>,
+    /// The planned cuts: depths (levels consumed from the inputs, without bootstrapping) after
+    /// which every value still in use is refreshed.
+    pub cuts: Vec<u32>,
+    /// Why the planned placement was not kept, when it was not.
+    pub note: Option<String>,
 }
 
 impl Managed {
@@ -178,9 +196,9 @@ pub fn manage_traced(
                 });
             }
         }
-        return rebuild(src, policy, boot.out_level, params.cloned());
+        return place_bootstraps(src, policy, boot, params);
     }
-    let trial = rebuild(src, policy, Level(PROVISIONAL_TOP), None)?;
+    let trial = rebuild(src, policy, Level(PROVISIONAL_TOP), None, None, None)?.0;
     let lowest = trial
         .module
         .ids()
@@ -215,8 +233,170 @@ pub fn manage_traced(
                     available,
                 });
             }
-            rebuild(src, policy, Level(available), Some(p.clone()))
+            Ok(rebuild(src, policy, Level(available), Some(p.clone()), None, None)?.0)
         }
+    }
+}
+
+/// Bootstrap placement for a module with bootstrapping, as a shortest path over cut depths.
+///
+/// A trial management without bootstraps gives every source value its depth `d` (levels consumed
+/// from the inputs, counting the rescale a value still owes). Cutting at depth `t` refreshes every
+/// ciphertext with `d <= t` that a value deeper than `t` reads; it costs one bootstrap per such
+/// value and leaves the values after the cut `L` levels (the bootstrap's output level) as if
+/// they started at `t`. Cuts at most `L` apart (the first within `L` of the inputs, the deepest
+/// value within `L` of the last cut) keep every value at a level of at least 0; among those, a
+/// dynamic program picks the cuts with the fewest bootstraps, so they fall where few values are
+/// live (before an activation's polynomial rather than among its powers). The greedy rule
+/// (refresh an operand of a product when it has no level) runs too and also backs up the plan
+/// wherever the model is off; the placement with fewer bootstraps is kept.
+fn place_bootstraps(
+    src: &Module,
+    policy: RescalePolicy,
+    boot: BootInfo,
+    params: Option<&Params>,
+) -> Result<Managed, ManageError> {
+    let top = boot.out_level;
+    let (greedy, _) = rebuild(src, policy, top, params.cloned(), Some(boot), None)?;
+    let greedy_count = count_bootstraps(&greedy.module);
+    let mut placement = Placement {
+        chosen: "greedy".into(),
+        greedy: greedy_count,
+        ..Placement::default()
+    };
+    // The depth of every source value, from a management without bootstraps.
+    let (trial, map) = rebuild(src, policy, Level(PROVISIONAL_TOP), None, None, None)?;
+    let waterline = src.meta.log_scale.0 * 1.25;
+    let mut depth: HashMap<ValueId, u32> = HashMap::with_capacity(map.len());
+    for (&s, &v) in &map {
+        if let Some(t) = trial.module.ty(v) {
+            let owed =
+                u32::from(t.kind() == hecc_ir::he::Kind::Cipher && t.log_scale().0 > waterline);
+            depth.insert(s, PROVISIONAL_TOP - t.level().0.min(PROVISIONAL_TOP) + owed);
+        }
+    }
+    let deepest = depth.values().copied().max().unwrap_or(0);
+    let span = top.0;
+    if deepest <= span || greedy_count == 0 {
+        placement.note = Some("the circuit fits between two bootstraps".into());
+        return Ok(Managed {
+            placement: Some(placement),
+            ..greedy
+        });
+    }
+    // cost[t]: ciphertexts a cut at depth t refreshes (inputs sit at the output level already).
+    let mut diff = vec![0i64; deepest as usize + 2];
+    for (&s, &v) in &map {
+        let Some(t) = trial.module.ty(v) else {
+            continue;
+        };
+        let is_input = matches!(src.node(s).map(|n| &n.op), Some(Op::Input { .. }));
+        if t.kind() != hecc_ir::he::Kind::Cipher || is_input {
+            continue;
+        }
+        let ds = depth[&s];
+        let reach = src
+            .users(s)
+            .iter()
+            .filter_map(|u| depth.get(u).copied())
+            .max()
+            .unwrap_or(0);
+        if reach > ds {
+            diff[ds as usize] += 1;
+            diff[reach as usize] -= 1;
+        }
+    }
+    let mut cost = Vec::with_capacity(diff.len());
+    let mut acc = 0i64;
+    for d in &diff {
+        acc += d;
+        cost.push(acc.max(0) as u64);
+    }
+    let cuts = shortest_cuts(&cost, deepest, span);
+    let planned = rebuild(
+        src,
+        policy,
+        top,
+        params.cloned(),
+        Some(boot),
+        Some(Cuts {
+            at: &cuts,
+            depth: &depth,
+        }),
+    );
+    placement.cuts = cuts;
+    match planned {
+        Ok((m, _)) => {
+            let n = count_bootstraps(&m.module);
+            placement.planned = Some(n);
+            if n < greedy_count {
+                placement.chosen = "planned".into();
+                return Ok(Managed {
+                    placement: Some(placement),
+                    ..m
+                });
+            }
+            placement.note =
+                Some("the plan needed no fewer bootstraps than the greedy rule".into());
+        }
+        Err(e) => placement.note = Some(format!("planning failed: {e}")),
+    }
+    Ok(Managed {
+        placement: Some(placement),
+        ..greedy
+    })
+}
+
+/// Cut depths in `1..deepest` at most `span` apart (starting from 0, ending within `span` of
+/// `deepest`) with the least total `cost`.
+fn shortest_cuts(cost: &[u64], deepest: u32, span: u32) -> Vec<u32> {
+    let (d, span) = (deepest as usize, span.max(1) as usize);
+    let mut best = vec![u64::MAX; d + 1];
+    let mut from = vec![0usize; d + 1];
+    best[0] = 0;
+    for t in 1..=d {
+        let lo = t.saturating_sub(span);
+        if let Some((p, &b)) = (lo..t)
+            .map(|p| (p, &best[p]))
+            .filter(|(_, b)| **b != u64::MAX)
+            .min_by_key(|(p, b)| (**b, std::cmp::Reverse(*p)))
+        {
+            best[t] = b.saturating_add(cost.get(t).copied().unwrap_or(0));
+            from[t] = p;
+        }
+    }
+    let end = (d.saturating_sub(span)..d)
+        .filter(|&t| best[t] != u64::MAX)
+        .min_by_key(|&t| (best[t], std::cmp::Reverse(t)));
+    let mut cuts = Vec::new();
+    let mut t = end.unwrap_or(0);
+    while t > 0 {
+        cuts.push(t as u32);
+        t = from[t];
+    }
+    cuts.reverse();
+    cuts
+}
+
+fn count_bootstraps(m: &Module) -> u64 {
+    m.ids()
+        .filter(|&v| matches!(m.node(v).map(|n| &n.op), Some(Op::Bootstrap)))
+        .count() as u64
+}
+
+/// Planned cuts: depths, and the trial depth of every source value.
+#[derive(Clone, Copy)]
+struct Cuts<'a> {
+    at: &'a [u32],
+    depth: &'a HashMap<ValueId, u32>,
+}
+
+impl Cuts<'_> {
+    /// The deepest cut above which `v` lies.
+    fn before(&self, v: ValueId) -> Option<u32> {
+        let d = *self.depth.get(&v)?;
+        let i = self.at.partition_point(|&t| t < d);
+        i.checked_sub(1).map(|i| self.at[i])
     }
 }
 
@@ -243,6 +423,8 @@ struct Rebuild<'a> {
     boot: Option<BootInfo>,
     /// Values already bootstrapped: (rebuilt value) -> its bootstrap.
     refreshed: HashMap<ValueId, ValueId>,
+    /// Planned cuts, when bootstraps are placed by [`place_bootstraps`].
+    cuts: Option<Cuts<'a>>,
 }
 
 fn is_multiplicative(op: Opcode) -> bool {
@@ -558,15 +740,19 @@ impl Rebuild<'_> {
     }
 }
 
-fn rebuild(
-    src: &Module,
+/// Rebuilds `src` with inputs at `top`, refreshing values with `boot` (greedily, and at the
+/// `cuts` when given); also returns the rebuilt value of every source value.
+fn rebuild<'a>(
+    src: &'a Module,
     policy: RescalePolicy,
     top: Level,
     params: Option<Params>,
-) -> Result<Managed, ManageError> {
+    boot: Option<BootInfo>,
+    cuts: Option<Cuts<'a>>,
+) -> Result<(Managed, HashMap<ValueId, ValueId>), ManageError> {
     let mut out = Module::new(src.meta.clone());
     out.params = params;
-    out.boot = src.boot;
+    out.boot = boot;
     for (_, name, layout) in src.layouts() {
         out.add_layout(name, layout.clone())
             .map_err(|source| ManageError::Build {
@@ -589,8 +775,9 @@ fn rebuild(
         map: HashMap::new(),
         rescaled: HashMap::new(),
         encodes: HashMap::new(),
-        boot: src.boot,
+        boot,
         refreshed: HashMap::new(),
+        cuts,
     };
     let order = toposort(src.graph(), None).map_err(|_| ManageError::Cycle)?;
     let mut origin: Vec<(u32, ValueId)> = Vec::with_capacity(order.len());
@@ -651,6 +838,17 @@ fn rebuild(
             }
             _ => {
                 let mut operands = ops.clone();
+                // A planned cut lies between this value and an operand: refresh the operand
+                // (unless it is still at the bootstrap's output level).
+                if let Some((cuts, cut)) = r.cuts.and_then(|c| Some((c, c.before(v)?))) {
+                    for (o, s) in operands.iter_mut().zip(src.operands(v)) {
+                        let (level, _, cipher) = r.ty(*o);
+                        if cipher && level < top.0 && cuts.depth.get(&s).is_some_and(|&d| d <= cut)
+                        {
+                            *o = r.refresh(v, *o)?;
+                        }
+                    }
+                }
                 if is_multiplicative(code) {
                     for o in operands.iter_mut() {
                         *o = r.down(v, *o)?;
@@ -776,8 +974,49 @@ fn rebuild(
     }
     let mut out = r.out;
     crate::he::dce(&mut out);
-    Ok(Managed {
-        module: out,
-        origin,
-    })
+    Ok((
+        Managed {
+            module: out,
+            origin,
+            placement: None,
+        },
+        r.map,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shortest_cuts;
+
+    #[test]
+    fn cuts_fall_where_fewest_values_cross_and_never_more_than_the_span_apart() {
+        // Depth 12, 4 levels between bootstraps: cheap depths 3, 6 and 9 (one value crossing),
+        // every other depth dear (five values).
+        let cost: Vec<u64> = (0..=12).map(|t| if t % 3 == 0 { 1 } else { 5 }).collect();
+        let cuts = shortest_cuts(&cost, 12, 4);
+        assert_eq!(cuts, vec![3, 6, 9]);
+        // Greedy-like cuts at 4 and 8 would cost 10; these cost 3.
+        let total: u64 = cuts.iter().map(|&t| cost[t as usize]).sum();
+        assert_eq!(total, 3);
+    }
+
+    #[test]
+    fn cuts_respect_the_span_even_when_the_cheap_depths_are_too_far_apart() {
+        // Only depth 6 is cheap but the span is 4: a dear cut is unavoidable before it.
+        let cost: Vec<u64> = (0..=10).map(|t| if t == 6 { 1 } else { 5 }).collect();
+        let cuts = shortest_cuts(&cost, 10, 4);
+        let mut prev = 0;
+        for &c in &cuts {
+            assert!(c - prev <= 4, "{cuts:?}");
+            prev = c;
+        }
+        assert!(10 - prev <= 4, "{cuts:?}");
+        assert!(cuts.contains(&6), "{cuts:?}");
+        assert_eq!(cuts.len(), 2, "{cuts:?}");
+    }
+
+    #[test]
+    fn a_circuit_within_the_span_needs_no_cut() {
+        assert!(shortest_cuts(&[0, 3, 3, 3], 3, 4).is_empty());
+    }
 }

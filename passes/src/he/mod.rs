@@ -3,7 +3,7 @@
 
 pub mod manage;
 
-pub use manage::{depth_of, manage, manage_traced, ManageError, Managed, RescalePolicy};
+pub use manage::{depth_of, manage, manage_traced, ManageError, Managed, Placement, RescalePolicy};
 
 use hecc_ir::he::{Module, Op, ValueId};
 use std::collections::HashMap;

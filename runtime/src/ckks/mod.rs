@@ -79,8 +79,8 @@ pub mod serial;
 pub mod zq;
 
 pub use boot::{
-    bootstrap_parameters, BootstrapConfig, BootstrapCost, BootstrapKeys, BootstrapTimings,
-    Bootstrapper, EncapsulationKeys, INPUT_SCALE_TOLERANCE_BITS,
+    bootstrap_parameters, key_plan, BootstrapConfig, BootstrapCost, BootstrapKeyPlan,
+    BootstrapKeys, BootstrapTimings, Bootstrapper, EncapsulationKeys, INPUT_SCALE_TOLERANCE_BITS,
 };
 pub use context::Context;
 pub use encoding::{Complex64, Encoder, Plaintext};

@@ -90,7 +90,42 @@ impl CompileContext<'_> {
     pub fn select_params(&self, req: &ParamRequest) -> Result<ParamChoice> {
         match (self.opts.bootstrap, select(req)) {
             (BootstrapMode::Always, _) | (BootstrapMode::Auto, Err(ParamError::NoneFit { .. })) => {
+                if self.ranges.is_empty() {
+                    return Err(miette!(
+                        help = "compile with --bootstrap never to see what a leveled chain would need",
+                        "this model needs bootstrapping, and a bootstrap needs a bound on the values it \
+                         refreshes; hecc takes that bound from the input ranges of approximated \
+                         activations and this model has none (its activations are polynomials already), \
+                         so no bootstrap could be checked against its inputs"
+                    ));
+                }
                 Ok(select_bootstrapped(req, self.bootstrap_bound())?)
+            }
+            (
+                BootstrapMode::Never,
+                Err(ParamError::NoneFit {
+                    mut suggestion,
+                    security,
+                    depth,
+                    scale_bits,
+                    log_q,
+                    special,
+                    slots,
+                    max_bound,
+                }),
+            ) => {
+                suggestion.push_str("; or let the compiler place bootstraps (--bootstrap auto)");
+                Err(ParamError::NoneFit {
+                    security,
+                    depth,
+                    scale_bits,
+                    log_q,
+                    special,
+                    slots,
+                    max_bound,
+                    suggestion,
+                }
+                .into())
             }
             (_, other) => Ok(other?),
         }
@@ -296,6 +331,7 @@ pub fn compile_with(
     );
     rep.activation = opts.activation_spec();
     rep.activation_ranges = cx.ranges.clone();
+    rep.keys.bootstrap = bootstrap_keys(&choice, &rep.keys)?;
     rep.fusion = Some(report::FusionSummary {
         passes: log_passes(&passes, opts),
         depth,
@@ -337,6 +373,40 @@ pub fn compile_with(
         integrity: String::new(),
     };
     Ok(Compiled { plan, log })
+}
+
+/// The keys bootstrapping adds to a plan's (`None` without bootstrapping): the bootstrap's
+/// rotations that the circuit does not use, conjugation, and the encapsulation keys, at the
+/// sizes of [`report::build`]'s key-switching keys (file sizes: seeded halves omitted).
+fn bootstrap_keys(
+    choice: &ParamChoice,
+    keys: &report::KeyReport,
+) -> Result<Option<report::BootstrapKeyReport>> {
+    let Some(b) = &choice.bootstrap else {
+        return Ok(None);
+    };
+    let cfg = crate::run::bootstrap_config(choice, b);
+    let plan = hecc_runtime::ckks::boot::key_plan(1usize << choice.log_n, &cfg)
+        .map_err(|e| miette!("bootstrapping keys: {e}"))?;
+    let own: std::collections::BTreeSet<i64> = keys
+        .rotation_steps
+        .iter()
+        .map(|&s| i64::from(s).rem_euclid(1i64 << (choice.log_n - 1)))
+        .collect();
+    let extra: Vec<i64> = plan
+        .rotations
+        .into_iter()
+        .filter(|s| !own.contains(s))
+        .collect();
+    let n = 1u64 << choice.log_n;
+    Ok(Some(report::BootstrapKeyReport {
+        galois_keys: keys.relin_key * (extra.len() as u64 + 1),
+        extra_rotation_steps: extra,
+        // Two switching keys in the ring q0 * p0: one digit of two limbs each.
+        encapsulation_keys: 2 * n * 2 * 8,
+        key_switches: plan.cost.key_switches as u64,
+        hoisted_rotations: plan.cost.hoisted_rotations as u64,
+    }))
 }
 
 /// The bootstrap contract of the circuit for the chosen bootstrapping parameters.
@@ -438,6 +508,7 @@ impl CompilePasses {
         let mut cx = PassCx {
             params,
             origin: None,
+            placement: None,
         };
         match log {
             Some(log) => self
@@ -451,7 +522,14 @@ impl CompilePasses {
             )?,
         }
         let origin = cx.origin.unwrap_or_default();
-        Ok((lowered, Managed { module, origin }))
+        Ok((
+            lowered,
+            Managed {
+                module,
+                origin,
+                placement: cx.placement,
+            },
+        ))
     }
 }
 

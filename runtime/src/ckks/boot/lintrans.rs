@@ -195,6 +195,17 @@ fn gcd(a: i64, b: i64) -> i64 {
     }
 }
 
+/// The rotations a BSGS evaluation of `m` needs keys for, and its key switches (hoisted baby
+/// steps, giant steps), without encoding it: the same plan as [`Bsgs::new`].
+pub(crate) fn rotation_plan(m: &DiagMatrix) -> (Vec<i64>, (usize, usize)) {
+    let offsets: Vec<i64> = m.diags.keys().map(|&k| signed(k, m.period)).collect();
+    let (baby, giants, _, _) = plan(&offsets);
+    let count = |v: &[i64]| v.iter().filter(|&&r| r != 0).count();
+    let switches = (count(&baby), count(&giants));
+    let rotations = baby.into_iter().chain(giants).filter(|&r| r != 0).collect();
+    (rotations, switches)
+}
+
 impl Bsgs {
     /// Encodes `m` at `level`; plaintexts at scale `pt_scale`, kept in NTT
     /// form unless `compact`.

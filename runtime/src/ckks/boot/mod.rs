@@ -385,6 +385,135 @@ fn group(stages: &[DiagMatrix], groups: usize, mirrored: bool) -> Vec<DiagMatrix
     out
 }
 
+/// The DFT matrices of CoeffsToSlots (the first scaled by `1 / 2K` and the slot-to-half-ring
+/// factor, the last masked for sparse slots) and of SlotsToCoeffs (the first preceded by the
+/// sparse fold), for a ring of degree `ring_n`.
+fn transforms(ring_n: usize, config: &BootstrapConfig) -> (Vec<DiagMatrix>, Vec<DiagMatrix>) {
+    let n = config.slots;
+    let full = n == ring_n / 2;
+    let mut cts_m = group(&dft_stages(n, true), config.cts_levels, false);
+    let c = 0.5 / config.k_bound * (2.0 * n as f64 / ring_n as f64);
+    cts_m[0] = cts_m[0].clone().scaled(Complex64::new(c, 0.0));
+    if !full {
+        let mask: Vec<Complex64> = (0..2 * n)
+            .map(|s| {
+                if s < n {
+                    Complex64::new(1.0, 0.0)
+                } else {
+                    Complex64::new(0.0, -1.0)
+                }
+            })
+            .collect();
+        let last = cts_m.len() - 1;
+        cts_m[last] = cts_m[last].masked_rows(&mask);
+    }
+    let mut stc_m = group(&dft_stages(n, false), config.stc_levels, true);
+    if !full {
+        let mut fold = DiagMatrix::identity(2 * n);
+        let d0: Vec<Complex64> = (0..2 * n)
+            .map(|s| {
+                if s < n {
+                    Complex64::new(1.0, 0.0)
+                } else {
+                    Complex64::new(0.0, 1.0)
+                }
+            })
+            .collect();
+        let dn: Vec<Complex64> = (0..2 * n)
+            .map(|s| {
+                if s < n {
+                    Complex64::new(0.0, 1.0)
+                } else {
+                    Complex64::new(1.0, 0.0)
+                }
+            })
+            .collect();
+        fold.diags.insert(0, d0);
+        fold.diags.insert(n, dn);
+        stc_m[0] = fold.then(&stc_m[0]);
+    }
+    (cts_m, stc_m)
+}
+
+/// What the keys and key switches of a bootstrap of `config` in a ring of degree `ring_n` are,
+/// found without encoding its matrices (for reports and key-size estimates).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BootstrapKeyPlan {
+    /// Rotation steps needing Galois keys (conjugation apart), in `1..ring_n / 2`.
+    pub rotations: Vec<i64>,
+    /// Key-switching work of one bootstrap.
+    pub cost: BootstrapCost,
+}
+
+/// The rotations and key switches of a bootstrap of `config` in a ring of degree `ring_n`, as
+/// [`Bootstrapper::rotations`] and [`Bootstrapper::cost`] give them for a built one.
+pub fn key_plan(ring_n: usize, config: &BootstrapConfig) -> Result<BootstrapKeyPlan> {
+    let n = config.slots;
+    if !n.is_power_of_two() || n < 2 || n > ring_n / 2 {
+        return Err(CkksError::InvalidParameters(format!(
+            "bootstrapping slots {n} must be a power of two in 2..={}",
+            ring_n / 2
+        )));
+    }
+    let (cts, stc) = transforms(ring_n, config);
+    let mut rotations = Vec::new();
+    let mut switches = Vec::new();
+    for m in cts.iter().chain(&stc) {
+        let (r, s) = lintrans::rotation_plan(m);
+        rotations.extend(r);
+        switches.push(s);
+    }
+    let sub_sum = sub_sum_steps(n, ring_n / 2);
+    rotations.extend(sub_sum.iter().copied());
+    let half = (ring_n / 2) as i64;
+    let mut rotations: Vec<i64> = rotations
+        .into_iter()
+        .map(|k| k.rem_euclid(half))
+        .filter(|&k| k != 0)
+        .collect();
+    rotations.sort_unstable();
+    rotations.dedup();
+    Ok(BootstrapKeyPlan {
+        rotations,
+        cost: cost_of(config, n == ring_n / 2, &switches, sub_sum.len()),
+    })
+}
+
+/// SubSum's rotations for `n` of `n_full` slots: `n, 2n, ..` below `n_full`.
+fn sub_sum_steps(n: usize, n_full: usize) -> Vec<i64> {
+    let mut steps = Vec::new();
+    let mut step = n;
+    while step < n_full {
+        steps.push(step as i64);
+        step *= 2;
+    }
+    steps
+}
+
+/// Key-switching work of one bootstrap from its transforms' `(baby, giant)` key switches.
+fn cost_of(
+    config: &BootstrapConfig,
+    full: bool,
+    transforms: &[(usize, usize)],
+    sub_sum: usize,
+) -> BootstrapCost {
+    let mods = if full { 2 } else { 1 };
+    let mut c = BootstrapCost::default();
+    for &(b, g) in transforms {
+        c.hoisted_rotations += b;
+        c.key_switches += g;
+    }
+    // Encapsulation (2), SubSum, conjugation, and the relinearizations of EvalMod: the powers,
+    // the products of the giant steps, the doublings.
+    let d = config.degree;
+    let g = (usize::BITS - d.leading_zeros()) as usize;
+    let baby = 1usize << g.div_ceil(2).max(1);
+    let powers = (baby - 1).min(d.saturating_sub(1)) + g.saturating_sub(g.div_ceil(2).max(1));
+    let products = (d + 1) / baby - 1;
+    c.key_switches += 2 + sub_sum + 1 + mods * (powers + products + config.double_angle as usize);
+    c
+}
+
 impl Bootstrapper {
     /// Builds the circuit: checks the chain, encodes the DFT matrices.
     pub fn new(ctx: &Arc<Context>, config: BootstrapConfig) -> Result<Self> {
@@ -480,24 +609,8 @@ impl Bootstrapper {
         }
         let s_relabel = s_mod * 2.0 * PI * delta / q0f;
 
-        // CoeffsToSlots.
-        let full = n == n_full;
-        let mut cts_m = group(&dft_stages(n, true), config.cts_levels, false);
-        let c = 0.5 / config.k_bound * (2.0 * n as f64 / ctx.n() as f64);
-        cts_m[0] = cts_m[0].clone().scaled(Complex64::new(c, 0.0));
-        if !full {
-            let mask: Vec<Complex64> = (0..2 * n)
-                .map(|s| {
-                    if s < n {
-                        Complex64::new(1.0, 0.0)
-                    } else {
-                        Complex64::new(0.0, -1.0)
-                    }
-                })
-                .collect();
-            let last = cts_m.len() - 1;
-            cts_m[last] = cts_m[last].masked_rows(&mask);
-        }
+        // CoeffsToSlots and SlotsToCoeffs.
+        let (cts_m, stc_m) = transforms(ctx.n(), &config);
         let mut cts = Vec::with_capacity(cts_m.len());
         for (i, m) in cts_m.iter().enumerate() {
             let l = top - i;
@@ -515,32 +628,6 @@ impl Bootstrapper {
             )?);
         }
 
-        // SlotsToCoeffs.
-        let mut stc_m = group(&dft_stages(n, false), config.stc_levels, true);
-        if !full {
-            let mut fold = DiagMatrix::identity(2 * n);
-            let d0: Vec<Complex64> = (0..2 * n)
-                .map(|s| {
-                    if s < n {
-                        Complex64::new(1.0, 0.0)
-                    } else {
-                        Complex64::new(0.0, 1.0)
-                    }
-                })
-                .collect();
-            let dn: Vec<Complex64> = (0..2 * n)
-                .map(|s| {
-                    if s < n {
-                        Complex64::new(0.0, 1.0)
-                    } else {
-                        Complex64::new(1.0, 0.0)
-                    }
-                })
-                .collect();
-            fold.diags.insert(0, d0);
-            fold.diags.insert(n, dn);
-            stc_m[0] = fold.then(&stc_m[0]);
-        }
         let factor = (config.output_scale / s_relabel).powf(1.0 / stc_m.len() as f64);
         let mut stc = Vec::with_capacity(stc_m.len());
         for (i, m) in stc_m.iter().enumerate() {
@@ -562,12 +649,7 @@ impl Bootstrapper {
         }
 
         // SubSum rotations: n, 2n, .., N/4.
-        let mut sub_sum = Vec::new();
-        let mut step = n;
-        while step < n_full {
-            sub_sum.push(step as i64);
-            step *= 2;
-        }
+        let sub_sum = sub_sum_steps(n, n_full);
 
         // Chebyshev interpolant of cos(2 pi (K u - 1/4) / 2^r) on [-1, 1].
         let (k, r) = (config.k_bound, config.double_angle);
@@ -706,26 +788,18 @@ impl Bootstrapper {
 
     /// Key-switching operations of one bootstrap.
     pub fn cost(&self) -> BootstrapCost {
-        let full = self.config.slots == self.ctx.n() / 2;
-        let mods = if full { 2 } else { 1 };
-        let mut c = BootstrapCost::default();
-        for t in self.cts.iter().chain(&self.stc) {
-            let (b, g) = t.key_switches();
-            c.hoisted_rotations += b;
-            c.key_switches += g;
-        }
-        // Encapsulation (2), SubSum, conjugation, and the relinearizations of
-        // EvalMod: the powers, the products of the giant steps, the doublings.
-        let d = self.config.degree;
-        let g = (usize::BITS - d.leading_zeros()) as usize;
-        let baby = 1usize << g.div_ceil(2).max(1);
-        let powers = (baby - 1).min(d.saturating_sub(1)) + g.saturating_sub(g.div_ceil(2).max(1));
-        let products = (d + 1) / baby - 1;
-        c.key_switches += 2
-            + self.sub_sum.len()
-            + 1
-            + mods * (powers + products + self.config.double_angle as usize);
-        c
+        let switches: Vec<(usize, usize)> = self
+            .cts
+            .iter()
+            .chain(&self.stc)
+            .map(|t| t.key_switches())
+            .collect();
+        cost_of(
+            &self.config,
+            self.config.slots == self.ctx.n() / 2,
+            &switches,
+            self.sub_sum.len(),
+        )
     }
 
     /// Generates the evaluation keys of this circuit for the secret key of
@@ -1027,6 +1101,22 @@ mod tests {
         let mut kg = KeyGenerator::new_with_insecure_test_seed(&ctx, 3);
         let keys = bt.generate_keys(&mut kg).unwrap();
         (ctx, bt, keys, kg)
+    }
+
+    #[test]
+    fn the_key_plan_matches_a_built_bootstrapper() {
+        // Full and sparse slots: the plan without encoding agrees with the encoded circuit.
+        for slots in [2048usize, 64] {
+            let cfg = BootstrapConfig::new(slots);
+            let params = bootstrap_parameters(12, 1, 40, &cfg, false).unwrap();
+            let ctx = Context::new(params).unwrap();
+            let bt = Bootstrapper::new(&ctx, cfg.clone()).unwrap();
+            let plan = key_plan(ctx.n(), &cfg).unwrap();
+            assert_eq!(plan.rotations, bt.rotations(), "slots {slots}");
+            assert_eq!(plan.cost, bt.cost(), "slots {slots}");
+            assert!(!plan.rotations.is_empty() && plan.cost.key_switches > 0);
+        }
+        assert!(key_plan(4096, &BootstrapConfig::new(4096)).is_err());
     }
 
     fn sample(len: usize, period: usize) -> Vec<Complex64> {

@@ -171,7 +171,7 @@ pub fn render(r: &Report) -> String {
                 s,
                 "bootstrap placement: {} kept; greedy (refresh when out of levels) {}, planned (cuts at depths {:?}) {}{}",
                 pl.chosen,
-                pl.greedy,
+                pl.greedy.map_or("-".to_string(), |n| n.to_string()),
                 pl.cuts,
                 pl.planned.map_or("-".to_string(), |n| n.to_string()),
                 pl.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()

@@ -145,8 +145,9 @@ pub struct Managed {
 pub struct Placement {
     /// The rule that was kept: `planned` or `greedy`.
     pub chosen: String,
-    /// Bootstraps of the greedy rule (refresh an operand of a product when it has no level).
-    pub greedy: u64,
+    /// Bootstraps of the greedy rule (refresh an operand of a product when it has no level);
+    /// `None` when that rule could not manage the circuit.
+    pub greedy: Option<u64>,
     /// Bootstraps of the planned placement (`None` when planning failed or was not needed).
     pub planned: Option<u64>,
     /// The planned cuts: depths (levels consumed from the inputs, without bootstrapping) after
@@ -257,11 +258,18 @@ fn place_bootstraps(
     params: Option<&Params>,
 ) -> Result<Managed, ManageError> {
     let top = boot.out_level;
-    let (greedy, _) = rebuild(src, policy, top, params.cloned(), Some(boot), None)?;
-    let greedy_count = count_bootstraps(&greedy.module);
+    // The greedy rule alone; when it fails (a join it cannot match), the plan may still work.
+    let greedy = rebuild(src, policy, top, params.cloned(), Some(boot), None).map(|g| g.0);
+    let greedy_count = greedy
+        .as_ref()
+        .map_or(u64::MAX, |g| count_bootstraps(&g.module));
     let mut placement = Placement {
         chosen: "greedy".into(),
-        greedy: greedy_count,
+        greedy: greedy.as_ref().ok().map(|_| greedy_count),
+        note: greedy
+            .as_ref()
+            .err()
+            .map(|e| format!("the greedy rule failed: {e}")),
         ..Placement::default()
     };
     // The depth of every source value, from a management without bootstraps.
@@ -281,7 +289,7 @@ fn place_bootstraps(
         placement.note = Some("the circuit fits between two bootstraps".into());
         return Ok(Managed {
             placement: Some(placement),
-            ..greedy
+            ..greedy?
         });
     }
     // cost[t]: ciphertexts a cut at depth t refreshes (inputs sit at the output level already).
@@ -343,7 +351,7 @@ fn place_bootstraps(
     }
     Ok(Managed {
         placement: Some(placement),
-        ..greedy
+        ..greedy?
     })
 }
 

@@ -913,6 +913,22 @@ fn rebuild<'a>(
                         })
                         .or(at.first().copied())
                         .map(|o| r.ty(o).1);
+                    // Operands at the common level whose scales differ by a drift that cannot
+                    // be re-encoded (products from different paths, or a value fresh from a
+                    // bootstrap beside one that is not): meet one level lower, where each lands
+                    // exactly on the target scale through a product by 1 and a rescale.
+                    let level = match target {
+                        Some(t)
+                            if needs_common_scale
+                                && level > 0
+                                && at.iter().any(|&o| {
+                                    (r.ty(o).1 - t).abs() >= 1e-9 && !r.flexible(o, t, 0)
+                                }) =>
+                        {
+                            level - 1
+                        }
+                        _ => level,
+                    };
                     let mnemonic = node.op.mnemonic();
                     for o in operands.iter_mut() {
                         if !r.ty(*o).2 {

@@ -101,31 +101,12 @@ impl CompileContext<'_> {
                 }
                 Ok(select_bootstrapped(req, self.bootstrap_bound())?)
             }
-            (
-                BootstrapMode::Never,
-                Err(ParamError::NoneFit {
-                    mut suggestion,
-                    security,
-                    depth,
-                    scale_bits,
-                    log_q,
-                    special,
-                    slots,
-                    max_bound,
-                }),
-            ) => {
-                suggestion.push_str("; or let the compiler place bootstraps (--bootstrap auto)");
-                Err(ParamError::NoneFit {
-                    security,
-                    depth,
-                    scale_bits,
-                    log_q,
-                    special,
-                    slots,
-                    max_bound,
-                    suggestion,
+            (BootstrapMode::Never, Err(mut e)) => {
+                if let ParamError::NoneFit { suggestion, .. } = &mut e {
+                    suggestion
+                        .push_str("; or let the compiler place bootstraps (--bootstrap auto)");
                 }
-                .into())
+                Err(e.into())
             }
             (_, other) => Ok(other?),
         }

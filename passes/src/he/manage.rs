@@ -153,7 +153,7 @@ pub struct Placement {
     /// The planned cuts: depths (levels consumed from the inputs, without bootstrapping) after
     /// which every value still in use is refreshed.
     pub cuts: Vec<u32>,
-    /// Why the planned placement was not kept, when it was not.
+    /// Why a placement was not tried, not kept or failed, when one was not.
     pub note: Option<String>,
 }
 
@@ -260,12 +260,9 @@ fn place_bootstraps(
     let top = boot.out_level;
     // The greedy rule alone; when it fails (a join it cannot match), the plan may still work.
     let greedy = rebuild(src, policy, top, params.cloned(), Some(boot), None).map(|g| g.0);
-    let greedy_count = greedy
-        .as_ref()
-        .map_or(u64::MAX, |g| count_bootstraps(&g.module));
     let mut placement = Placement {
         chosen: "greedy".into(),
-        greedy: greedy.as_ref().ok().map(|_| greedy_count),
+        greedy: greedy.as_ref().ok().map(|g| count_bootstraps(&g.module)),
         note: greedy
             .as_ref()
             .err()
@@ -274,34 +271,32 @@ fn place_bootstraps(
     };
     // The depth of every source value, from a management without bootstraps.
     let (trial, map) = rebuild(src, policy, Level(PROVISIONAL_TOP), None, None, None)?;
-    let waterline = src.meta.log_scale.0 * 1.25;
+    let waterline = waterline(src);
     let mut depth: HashMap<ValueId, u32> = HashMap::with_capacity(map.len());
+    // Ciphertexts a cut may refresh (inputs sit at the output level already).
+    let mut refreshable: Vec<ValueId> = Vec::new();
     for (&s, &v) in &map {
         if let Some(t) = trial.module.ty(v) {
-            let owed =
-                u32::from(t.kind() == hecc_ir::he::Kind::Cipher && t.log_scale().0 > waterline);
+            let cipher = t.kind() == hecc_ir::he::Kind::Cipher;
+            let owed = u32::from(cipher && t.log_scale().0 > waterline);
             depth.insert(s, PROVISIONAL_TOP - t.level().0.min(PROVISIONAL_TOP) + owed);
+            if cipher && !matches!(src.node(s).map(|n| &n.op), Some(Op::Input { .. })) {
+                refreshable.push(s);
+            }
         }
     }
     let deepest = depth.values().copied().max().unwrap_or(0);
     let span = top.0;
-    if deepest <= span || greedy_count == 0 {
+    if deepest <= span || placement.greedy == Some(0) {
         placement.note = Some("the circuit fits between two bootstraps".into());
         return Ok(Managed {
             placement: Some(placement),
             ..greedy?
         });
     }
-    // cost[t]: ciphertexts a cut at depth t refreshes (inputs sit at the output level already).
+    // cost[t]: ciphertexts a cut at depth t refreshes.
     let mut diff = vec![0i64; deepest as usize + 2];
-    for (&s, &v) in &map {
-        let Some(t) = trial.module.ty(v) else {
-            continue;
-        };
-        let is_input = matches!(src.node(s).map(|n| &n.op), Some(Op::Input { .. }));
-        if t.kind() != hecc_ir::he::Kind::Cipher || is_input {
-            continue;
-        }
+    for s in refreshable {
         let ds = depth[&s];
         let reach = src
             .users(s)
@@ -337,7 +332,7 @@ fn place_bootstraps(
         Ok((m, _)) => {
             let n = count_bootstraps(&m.module);
             placement.planned = Some(n);
-            if n < greedy_count {
+            if placement.greedy.is_none_or(|g| n < g) {
                 placement.chosen = "planned".into();
                 return Ok(Managed {
                     placement: Some(placement),
@@ -353,6 +348,13 @@ fn place_bootstraps(
         placement: Some(placement),
         ..greedy?
     })
+}
+
+/// The log-scale up to which a value of `m` counts as at the waterline: values up to a quarter
+/// of the scale above it are, since products of ciphertexts carry a small drift from the exact
+/// scale (see `Rebuild::landing_scale`) and rescaling such a value would leave almost no bits.
+fn waterline(m: &Module) -> f64 {
+    m.meta.log_scale.0 * 1.25
 }
 
 /// Cut depths in `1..deepest` at most `span` apart (starting from 0, ending within `span` of
@@ -771,10 +773,7 @@ fn rebuild<'a>(
     for (_, c) in src.constants() {
         out.push_constant(c.values.clone());
     }
-    // Values up to a quarter of the scale above it are at the waterline: products of
-    // ciphertexts carry a small drift from the exact scale (see `landing_scale`), and
-    // rescaling such a value would leave almost no bits.
-    let waterline = src.meta.log_scale.0 * 1.25;
+    let waterline = waterline(src);
     let mut r = Rebuild {
         src,
         out,

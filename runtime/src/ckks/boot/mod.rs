@@ -391,45 +391,27 @@ fn group(stages: &[DiagMatrix], groups: usize, mirrored: bool) -> Vec<DiagMatrix
 fn transforms(ring_n: usize, config: &BootstrapConfig) -> (Vec<DiagMatrix>, Vec<DiagMatrix>) {
     let n = config.slots;
     let full = n == ring_n / 2;
+    // `lo` on the first n of 2n slots, `hi` on the others.
+    let halves = |lo: Complex64, hi: Complex64| -> Vec<Complex64> {
+        (0..2 * n).map(|s| if s < n { lo } else { hi }).collect()
+    };
+    let (one, i, minus_i) = (
+        Complex64::new(1.0, 0.0),
+        Complex64::new(0.0, 1.0),
+        Complex64::new(0.0, -1.0),
+    );
     let mut cts_m = group(&dft_stages(n, true), config.cts_levels, false);
     let c = 0.5 / config.k_bound * (2.0 * n as f64 / ring_n as f64);
     cts_m[0] = cts_m[0].clone().scaled(Complex64::new(c, 0.0));
     if !full {
-        let mask: Vec<Complex64> = (0..2 * n)
-            .map(|s| {
-                if s < n {
-                    Complex64::new(1.0, 0.0)
-                } else {
-                    Complex64::new(0.0, -1.0)
-                }
-            })
-            .collect();
         let last = cts_m.len() - 1;
-        cts_m[last] = cts_m[last].masked_rows(&mask);
+        cts_m[last] = cts_m[last].masked_rows(&halves(one, minus_i));
     }
     let mut stc_m = group(&dft_stages(n, false), config.stc_levels, true);
     if !full {
         let mut fold = DiagMatrix::identity(2 * n);
-        let d0: Vec<Complex64> = (0..2 * n)
-            .map(|s| {
-                if s < n {
-                    Complex64::new(1.0, 0.0)
-                } else {
-                    Complex64::new(0.0, 1.0)
-                }
-            })
-            .collect();
-        let dn: Vec<Complex64> = (0..2 * n)
-            .map(|s| {
-                if s < n {
-                    Complex64::new(0.0, 1.0)
-                } else {
-                    Complex64::new(1.0, 0.0)
-                }
-            })
-            .collect();
-        fold.diags.insert(0, d0);
-        fold.diags.insert(n, dn);
+        fold.diags.insert(0, halves(one, i));
+        fold.diags.insert(n, halves(i, one));
         stc_m[0] = fold.then(&stc_m[0]);
     }
     (cts_m, stc_m)

@@ -125,9 +125,18 @@ pub fn render(r: &Report) -> String {
     );
     let _ = writeln!(s);
     let k = &r.keys;
+    let whole_chain = k.relin_key * k.rotation_steps.len() as u64;
+    let capped = if k.galois_keys < whole_chain {
+        format!(
+            "; each made for the levels its step is used at, {} over the whole chain",
+            bytes(whole_chain)
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "keys: public {}  relinearization {}  rotation: {} steps {:?} ({})",
+        "keys: public {}  relinearization {}  rotation: {} steps {:?} ({}{capped})",
         bytes(k.public_key),
         bytes(k.relin_key),
         k.rotation_steps.len(),

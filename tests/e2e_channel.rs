@@ -331,3 +331,49 @@ fn a_requested_batch_is_honoured_or_refused() {
     let text = format!("{err:?}");
     assert!(text.contains("room for 32 images"), "{text}");
 }
+
+/// The Galois keys of a channel plan are made for the levels each step is used at (the
+/// report's sizes say so), and a key set whose keys stop below those levels is refused
+/// before a run with a message naming the step and both levels.
+#[test]
+fn galois_keys_span_the_levels_their_rotations_use() {
+    use hecc_runtime::ckks::KeyGenerator;
+    let compiled = compile(&root().join("models/cryptonets.yaml"), &channel_opts()).unwrap();
+    let plan = compiled.plan;
+    let s = Session::with_security(plan.clone(), true).unwrap();
+    let keys = generate_keys(&s).unwrap();
+    let top = s.ctx.max_level();
+    let levels = rotation_key_levels(&s);
+    assert_eq!(levels.len(), plan.rotation_steps.len());
+    assert!(
+        levels.iter().any(|&(_, l)| l < top),
+        "CryptoNets rotates below the top level: {levels:?}"
+    );
+    for &(k, l) in &levels {
+        let g = s.ctx.galois_element(k);
+        assert_eq!(keys.eval.galois.top_level(g), Some(l), "step {k}");
+    }
+    // The report's key bytes are those of keys at these levels, below the whole chain's.
+    let k = &plan.report.keys;
+    assert!(k.galois_keys < k.relin_key * k.rotation_steps.len() as u64);
+    keys.eval.check_covers(&s, "keys").unwrap();
+
+    // Keys one level short of the highest use of some step: refused, naming it.
+    let (step, need) = *levels.iter().max_by_key(|&&(_, l)| l).unwrap();
+    assert!(need > 0);
+    let short: Vec<(i64, usize)> = levels
+        .iter()
+        .map(|&(k, l)| (k, if k == step { l - 1 } else { l }))
+        .collect();
+    let mut kg = KeyGenerator::from_secret_key(&s.ctx, keys.secret.key.clone()).unwrap();
+    let bad = EvalKeySet {
+        galois: kg.galois_keys_to_levels(&short, None),
+        ..keys.eval
+    };
+    let e = bad.check_covers(&s, "short keys").unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("rotation step {step} serves levels up to {}", need - 1))
+            && e.contains(&format!("level {need}")),
+        "{e}"
+    );
+}

@@ -7,7 +7,7 @@ use crate::lower::Lowered;
 use crate::params::ParamChoice;
 use hecc_ir::he::{Module, Op, ValueId};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Operation counts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -111,6 +111,11 @@ pub struct KeyReport {
     pub relin_key: u64,
     /// Rotation steps needing a Galois key.
     pub rotation_steps: Vec<i32>,
+    /// The highest level the circuit rotates at, per step ([`rotation_levels`]): each Galois
+    /// key covers the chain up to there only (empty in plans that predate such keys, whose
+    /// keys span the whole chain).
+    #[serde(default)]
+    pub rotation_levels: BTreeMap<i32, u32>,
     /// Bytes of all Galois keys.
     pub galois_keys: u64,
     /// One key per step versus power-of-two keys with composed rotations.
@@ -150,6 +155,30 @@ impl KeyReport {
             .map_or(0, |b| 2 * (b.galois_keys + b.encapsulation_keys));
         self.public_key + 2 * (self.relin_key + self.galois_keys) + boot
     }
+}
+
+/// The highest level each rotation step of `m` is applied at: the level its Galois key must
+/// serve (a key made for level `l` switches ciphertexts at `l` and below only).
+pub fn rotation_levels(m: &Module) -> BTreeMap<i32, u32> {
+    let mut out: BTreeMap<i32, u32> = BTreeMap::new();
+    for v in m.ids() {
+        if let (Some(Op::Rotate { steps }), Some(t)) = (m.node(v).map(|n| &n.op), m.ty(v)) {
+            let l = out.entry(*steps).or_insert(0);
+            *l = (*l).max(t.level().0);
+        }
+    }
+    out
+}
+
+/// File bytes of one key-switching key of `params` made for ciphertexts up to `level`: one
+/// polynomial per digit of that level over its primes and the special primes (the uniform
+/// halves are stored as seeds; memory holds twice this).
+pub fn ksk_file_bytes(params: &ParamChoice, level: u32) -> u64 {
+    let primes = params.scale_bits.len() as u64 + 1;
+    let dnum = u64::from(params.dnum.max(1));
+    let digit = primes.div_ceil(dnum).max(1);
+    let limbs = (u64::from(level) + 1).min(primes);
+    limbs.div_ceil(digit) * (limbs + params.special_bits.len() as u64) * (1u64 << params.log_n) * 8
 }
 
 /// The whole report.
@@ -406,11 +435,15 @@ pub fn build(
     } else {
         top
     };
-    let limbs_qp = u64::from(chain_top + 1) + params.special_bits.len() as u64;
     let n = 1u64 << log_n;
     // Key-switching keys: dnum pairs of polynomials over QP; the uniform halves are seeded.
-    let ksk = u64::from(params.dnum) * n * limbs_qp * 8;
+    let ksk = ksk_file_bytes(params, chain_top);
     let steps: Vec<i32> = totals.rotation_steps.iter().copied().collect();
+    let rotation_levels = rotation_levels(m);
+    let galois_keys = steps
+        .iter()
+        .map(|s| ksk_file_bytes(params, rotation_levels.get(s).copied().unwrap_or(chain_top)))
+        .sum();
     let (peak_ciphertexts, peak_ciphertext_bytes) = peak_live(m, log_n);
     Report {
         model: meta.model.into(),
@@ -426,9 +459,10 @@ pub fn build(
         keys: KeyReport {
             public_key: 2 * n * u64::from(chain_top + 1) * 8,
             relin_key: ksk,
-            galois_keys: ksk * steps.len() as u64,
+            galois_keys,
             rotation_tradeoff: Some(crate::rotations::tradeoff(m, (n / 2) as u32, ksk)),
             rotation_steps: steps,
+            rotation_levels,
             bootstrap: None,
         },
         peak_ciphertexts,

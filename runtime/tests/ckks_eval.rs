@@ -491,6 +491,69 @@ fn key_switching_variants_dnum_and_special_primes() {
 }
 
 #[test]
+fn keys_made_for_lower_levels_switch_up_to_their_level_only() {
+    // 6 ciphertext primes, 3 digits of 2 (one partial-digit level in between): keys capped at
+    // every level rotate correctly at and below it, refuse above it, survive serialization,
+    // and hold fewer limbs and digits.
+    let mut f = fixture(12, 5, vec![60, 60], Some(3));
+    let top = f.ctx.max_level();
+    let slots = f.ctx.n() / 2;
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let x = random_vec(&mut rng, slots);
+    let want: Vec<f64> = (0..slots).map(|i| x[(i + 3) % slots]).collect();
+    let cx = f.encrypt(&x, top);
+    let full = f.gk.memory_bytes() / f.gk.galois_elements().len();
+    for cap in 0..=top {
+        let gk = f.keygen.galois_keys_to_levels(&[(3, cap), (3, 0)], Some(cap));
+        let g = f.ctx.galois_element(3);
+        assert_eq!(gk.top_level(g), Some(cap));
+        assert_eq!(gk.galois_elements().len(), 2, "one rotation key and conjugation");
+        let bytes = gk.memory_bytes() / 2;
+        assert!(cap == top || bytes < full, "cap {cap}: {bytes} vs {full} bytes");
+        let back = GaloisKeys::from_bytes(&f.ctx, &gk.to_bytes(&f.ctx)).unwrap();
+        assert_eq!(back, gk);
+        for level in 0..=top {
+            let c = f.eval.drop_to_level(&cx, level).unwrap();
+            match f.eval.rotate(&c, 3, &back) {
+                Ok(r) => {
+                    assert!(level <= cap, "cap {cap} rotated at level {level}");
+                    f.check(&format!("cap {cap} level {level}"), &r, &want, 25.0);
+                    // the hoisted path and the lazy sum read the same limbs
+                    let h = f.eval.rotate_hoisted(&c, &[3], &back).unwrap();
+                    assert_eq!(h[0], r);
+                    let mut sum = f.eval.rotation_sum(level, c.scale());
+                    f.eval.add_rotation(&mut sum, &c, 3, &back).unwrap();
+                    f.check("lazy sum", &f.eval.finish_rotation_sum(sum), &want, 25.0);
+                }
+                Err(CkksError::KeyLevel {
+                    step: 3,
+                    key_level,
+                    level: l,
+                }) => assert!(level > cap && key_level == cap && l == level),
+                Err(e) => panic!("cap {cap} level {level}: {e}"),
+            }
+            if level > cap {
+                assert!(matches!(
+                    f.eval.conjugate(&c, &back),
+                    Err(CkksError::KeyLevel { step: 0, .. })
+                ));
+            }
+        }
+    }
+    // A key with its digit count edited to disagree with its level is refused on reading.
+    let gk = f.keygen.galois_keys_to_levels(&[(3, 1)], None);
+    let mut bytes = gk.to_bytes(&f.ctx);
+    let g = f.ctx.galois_element(3);
+    let at = bytes
+        .windows(8)
+        .position(|w| w == g.to_le_bytes())
+        .unwrap()
+        + 8;
+    bytes[at..at + 4].copy_from_slice(&2u32.to_le_bytes());
+    assert!(GaloisKeys::from_bytes(&f.ctx, &bytes).is_err());
+}
+
+#[test]
 fn too_small_special_modulus_is_refused() {
     let r = CkksParameters::builder()
         .log_n(12)

@@ -65,14 +65,23 @@ impl EvalKeySet {
     /// Checks that the keys hold a Galois key for every rotation step of session `s`'s plan;
     /// `what` names them in the error.
     pub fn check_covers(&self, s: &Session, what: &str) -> Result<(), RunError> {
-        for &k in &s.plan.rotation_steps {
-            let g = s.ctx.galois_element(i64::from(k));
-            if g != 1 && !self.galois.contains(g) {
-                return Err(RunError::Mismatch {
-                    what: what.to_string(),
-                    detail: format!("no Galois key for rotation step {k} the plan needs"),
-                });
+        for (k, need) in rotation_key_levels(s) {
+            let g = s.ctx.galois_element(k);
+            if g == 1 {
+                continue;
             }
+            let detail = match self.galois.top_level(g) {
+                None => format!("no Galois key for rotation step {k} the plan needs"),
+                Some(l) if l < need => format!(
+                    "the Galois key for rotation step {k} serves levels up to {l}; \
+                     the plan rotates at level {need}"
+                ),
+                Some(_) => continue,
+            };
+            return Err(RunError::Mismatch {
+                what: what.to_string(),
+                detail,
+            });
         }
         let bt = s.bootstrapper().map_err(|e| RunError::Mismatch {
             what: what.to_string(),
@@ -111,27 +120,37 @@ impl EvalKeySet {
     }
 }
 
-/// Generates fresh keys for a plan (OS randomness).
-pub fn generate_keys(s: &Session) -> Result<KeySet> {
-    let mut kg = KeyGenerator::new(&s.ctx).into_diagnostic()?;
-    let steps: Vec<i64> = s
-        .plan
+/// Each rotation step of session `s`'s plan with the highest level its circuit rotates at:
+/// the level its Galois key must serve (the top of the chain for a step the circuit does not
+/// show, which a valid plan does not have).
+pub fn rotation_key_levels(s: &Session) -> Vec<(i64, usize)> {
+    let levels = hecc_passes::report::rotation_levels(&s.plan.circuit);
+    let top = s.ctx.max_level();
+    s.plan
         .rotation_steps
         .iter()
-        .map(|&k| i64::from(k))
-        .collect();
+        .map(|&k| {
+            let l = levels.get(&k).map_or(top, |&l| (l as usize).min(top));
+            (i64::from(k), l)
+        })
+        .collect()
+}
+
+/// Generates fresh keys for a plan (OS randomness). Each Galois key spans the chain only up
+/// to the highest level its step is used at; bootstrapping's keys span all of it.
+pub fn generate_keys(s: &Session) -> Result<KeySet> {
+    let mut kg = KeyGenerator::new(&s.ctx).into_diagnostic()?;
+    let mut steps = rotation_key_levels(s);
     let public = kg.public_key();
     let relin = kg.relin_key();
     let (galois, encapsulation) = match s.bootstrapper()? {
         Some(bt) => {
-            let mut all = steps.clone();
-            all.extend(bt.rotations());
-            all.sort_unstable();
-            all.dedup();
+            let top = s.ctx.max_level();
+            steps.extend(bt.rotations().into_iter().map(|k| (k, top)));
             let enc = bt.generate_encapsulation_keys(&mut kg).into_diagnostic()?;
-            (kg.galois_keys(&all, true), Some(enc))
+            (kg.galois_keys_to_levels(&steps, Some(top)), Some(enc))
         }
-        None => (kg.galois_keys(&steps, false), None),
+        None => (kg.galois_keys_to_levels(&steps, None), None),
     };
     let mut sections = vec![
         public.to_bytes(&s.ctx),

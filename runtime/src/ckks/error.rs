@@ -102,6 +102,24 @@ pub enum CkksError {
         galois_element: u64,
     },
 
+    /// A key-switching key made for lower levels than the ciphertext it is asked to switch.
+    #[error(
+        "the key for rotation step {step} serves ciphertexts up to level {key_level}, \
+         this one is at level {level}"
+    )]
+    #[diagnostic(
+        code(hecc::ckks::key_level),
+        help("generate the key for the levels the circuit rotates at (`KeyGenerator::galois_keys_to_levels`), or over the whole chain")
+    )]
+    KeyLevel {
+        /// Rotation step (0 for conjugation and relinearization).
+        step: i64,
+        /// The highest level the key serves.
+        key_level: usize,
+        /// The ciphertext's level.
+        level: usize,
+    },
+
     /// An input value is out of range (too many slots, non-finite number, ...).
     #[error("invalid input: {0}")]
     #[diagnostic(code(hecc::ckks::invalid_input))]

@@ -312,6 +312,7 @@ impl Evaluator {
     pub fn relinearize(&self, ct: &Ciphertext, rk: &RelinKey) -> Result<Ciphertext> {
         self.check_ct(ct)?;
         rk.key.check_in(&self.ctx)?;
+        rk.key.check_serves(ct.level(), 0)?;
         Self::check_size(ct, 3)?;
         // Only c0 and c1 are copied; c2 is read in place.
         let (mut c0, mut c1) = (ct.polys[0].clone(), ct.polys[1].clone());
@@ -328,6 +329,7 @@ impl Evaluator {
     pub fn relinearize_assign(&self, ct: &mut Ciphertext, rk: &RelinKey) -> Result<()> {
         self.check_ct(ct)?;
         rk.key.check_in(&self.ctx)?;
+        rk.key.check_serves(ct.level(), 0)?;
         Self::check_size(ct, 3)?;
         let ctx = &self.ctx;
         let c2 = ct.polys.pop().ok_or(CkksError::CiphertextSize {
@@ -559,12 +561,20 @@ impl Evaluator {
 
     // ---------------------------------------------------------------- rotations
 
-    fn key_for<'a>(&self, gk: &'a GaloisKeys, g: u64, step: i64) -> Result<&'a KeySwitchKey> {
+    /// The key of Galois element `g` (rotation `step`) for a ciphertext at `level`.
+    fn key_for<'a>(
+        &self,
+        gk: &'a GaloisKeys,
+        g: u64,
+        step: i64,
+        level: usize,
+    ) -> Result<&'a KeySwitchKey> {
         let key = gk.keys.get(&g).ok_or(CkksError::MissingGaloisKey {
             step,
             galois_element: g,
         })?;
         key.check_in(&self.ctx)?;
+        key.check_serves(level, step)?;
         Ok(key)
     }
 
@@ -617,7 +627,7 @@ impl Evaluator {
         if g == 1 {
             return Ok(ct.clone());
         }
-        let key = self.key_for(gk, g, step)?;
+        let key = self.key_for(gk, g, step, ct.level())?;
         Ok(self.apply_galois(ct, None, key, g))
     }
 
@@ -626,7 +636,7 @@ impl Evaluator {
         self.check_ct(ct)?;
         Self::check_size(ct, 2)?;
         let g = self.ctx.conjugation_element();
-        let key = self.key_for(gk, g, 0)?;
+        let key = self.key_for(gk, g, 0, ct.level())?;
         Ok(self.apply_galois(ct, None, key, g))
     }
 
@@ -661,7 +671,7 @@ impl Evaluator {
             sum.c1.add_assign(ctx, &ct.polys[1]);
             return Ok(());
         }
-        let key = self.key_for(gk, g, step)?;
+        let key = self.key_for(gk, g, step, ct.level())?;
         let perm = ctx.galois_permutation(g);
         sum.c0
             .add_assign(ctx, &ct.polys[0].automorphism_ntt(ctx, g));
@@ -714,7 +724,7 @@ impl Evaluator {
                 if g == 1 {
                     None
                 } else {
-                    Some(self.key_for(gk, g, k)?)
+                    Some(self.key_for(gk, g, k, ct.level())?)
                 },
             ));
         }

@@ -100,6 +100,13 @@ pub struct PublicKey {
 }
 
 /// A hybrid key-switching key (one `(b_j, a_j)` per digit, over `Q * P`).
+///
+/// A key may stop below the top of the chain: over `Q_l * P` (the first `l + 1` ciphertext
+/// primes and the special primes) with the digits that level has. It is the restriction of
+/// a full key to those primes (the digits of every level are a prefix of the full
+/// decomposition), so it switches any ciphertext at level `l` or below, and takes
+/// `(l + 1 + K) / (L + 1 + K)` of the limbs and fewer digits. Keys whose rotations a
+/// circuit only does low in the chain are made this way.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct KeySwitchKey {
     pub(crate) b: Vec<RnsPoly>,
@@ -108,15 +115,45 @@ pub(crate) struct KeySwitchKey {
 }
 
 impl KeySwitchKey {
-    /// Checks the key's shape against `ctx`: one pair per digit, every polynomial over `Q * P`.
+    /// Checks the key's shape against `ctx`: one pair per digit of its top level, every
+    /// polynomial over the same `Q_l * P`.
     pub(crate) fn check_in(&self, ctx: &Context) -> Result<()> {
-        if self.b.len() != ctx.params().dnum() || self.a.len() != self.b.len() {
-            return Err(CkksError::InvalidInput(
-                "key does not belong to this context's parameters".into(),
-            ));
+        let bad = || {
+            CkksError::InvalidInput("key does not belong to this context's parameters".into())
+        };
+        let ql = self.b.first().ok_or_else(bad)?.q_limbs;
+        if !(1..=ctx.q_count()).contains(&ql)
+            || self.b.len() != ql.div_ceil(ctx.params().digit_size())
+            || self.a.len() != self.b.len()
+        {
+            return Err(bad());
         }
         for p in self.b.iter().chain(&self.a) {
-            p.check_in(ctx, true)?;
+            if p.q_limbs != ql
+                || p.p_limbs != ctx.p_count()
+                || !p.ntt
+                || p.data.len() != (ql + p.p_limbs) * ctx.n()
+            {
+                return Err(bad());
+            }
+        }
+        Ok(())
+    }
+
+    /// The highest ciphertext level the key switches (its ciphertext primes less one).
+    pub(crate) fn top_level(&self) -> usize {
+        self.b.first().map_or(0, |p| p.q_limbs.saturating_sub(1))
+    }
+
+    /// Refuses a ciphertext at `level` above the key's top level; `step` names the key
+    /// (0 for conjugation and relinearization) in the error.
+    pub(crate) fn check_serves(&self, level: usize, step: i64) -> Result<()> {
+        if level > self.top_level() {
+            return Err(CkksError::KeyLevel {
+                step,
+                key_level: self.top_level(),
+                level,
+            });
         }
         Ok(())
     }
@@ -142,6 +179,18 @@ impl GaloisKeys {
     /// Whether a key for Galois element `g` is present.
     pub fn contains(&self, g: u64) -> bool {
         self.keys.contains_key(&g)
+    }
+    /// The highest ciphertext level the key for Galois element `g` serves, if present.
+    pub fn top_level(&self, g: u64) -> Option<usize> {
+        self.keys.get(&g).map(KeySwitchKey::top_level)
+    }
+    /// Bytes the keys hold in memory (both halves of every digit).
+    pub fn memory_bytes(&self) -> usize {
+        self.keys
+            .values()
+            .flat_map(|k| k.b.iter().chain(&k.a))
+            .map(|p| p.data.len() * 8)
+            .sum()
     }
 }
 
@@ -213,7 +262,7 @@ impl KeyGenerator {
     /// Key switching from `s_prime` (NTT over `Q * P`) to the secret key.
     fn key_switch_key(&mut self, s_prime: &RnsPoly) -> KeySwitchKey {
         let ctx = self.ctx.clone();
-        switch_key(&ctx, &mut self.rng, s_prime, &self.sk.s)
+        switch_key(&ctx, &mut self.rng, s_prime, &self.sk.s, ctx.q_count())
     }
 
     /// The two keys of sparse-secret encapsulation for bootstrapping: a fresh
@@ -250,7 +299,7 @@ impl KeyGenerator {
         let mut dense_small = RnsPoly::zero(small, 1, 1, true);
         dense_small.data[..n].copy_from_slice(&self.sk.s.data[..n]);
         dense_small.data[n..].copy_from_slice(&self.sk.s.data[p0 * n..(p0 + 1) * n]);
-        let to_sparse = switch_key(small, &mut self.rng, &dense_small, &sparse_small);
+        let to_sparse = switch_key(small, &mut self.rng, &dense_small, &sparse_small, 1);
         let from_sparse = self.key_switch_key(&sparse_big);
         Ok((to_sparse, from_sparse))
     }
@@ -265,39 +314,59 @@ impl KeyGenerator {
     }
 
     /// Galois keys for the rotation `steps` (positive: slot `i+k` moves to
-    /// slot `i`) and, if `conjugation`, for complex conjugation.
+    /// slot `i`) and, if `conjugation`, for complex conjugation, all over the whole chain.
     pub fn galois_keys(&mut self, steps: &[i64], conjugation: bool) -> GaloisKeys {
-        let mut elements: Vec<u64> = steps
+        let top = self.ctx.q_count() - 1;
+        let steps: Vec<(i64, usize)> = steps.iter().map(|&k| (k, top)).collect();
+        self.galois_keys_to_levels(&steps, conjugation.then_some(top))
+    }
+
+    /// Galois keys for `(step, level)` pairs, each key made for ciphertexts up to `level`
+    /// only (see [`KeySwitchKey`]: smaller, and refused above that level), and for
+    /// conjugation up to the given level. A step named twice, or two steps with the same
+    /// Galois element, get one key at the higher level; levels above the chain's top are
+    /// taken as the top.
+    pub fn galois_keys_to_levels(
+        &mut self,
+        steps: &[(i64, usize)],
+        conjugation: Option<usize>,
+    ) -> GaloisKeys {
+        let top = self.ctx.q_count() - 1;
+        let mut wanted: BTreeMap<u64, usize> = BTreeMap::new();
+        let elements = steps
             .iter()
-            .map(|&k| self.ctx.galois_element(k))
-            .filter(|&g| g != 1)
-            .collect();
-        if conjugation {
-            elements.push(self.ctx.conjugation_element());
+            .map(|&(k, l)| (self.ctx.galois_element(k), l))
+            .chain(conjugation.map(|l| (self.ctx.conjugation_element(), l)));
+        for (g, l) in elements.filter(|&(g, _)| g != 1) {
+            let e = wanted.entry(g).or_insert(0);
+            *e = (*e).max(l.min(top));
         }
-        elements.sort_unstable();
-        elements.dedup();
         let mut keys = BTreeMap::new();
-        for g in elements {
+        for (g, l) in wanted {
             let sg = self.sk.s.automorphism_ntt(&self.ctx, g);
-            keys.insert(g, self.key_switch_key(&sg));
+            let ctx = self.ctx.clone();
+            keys.insert(g, switch_key(&ctx, &mut self.rng, &sg, &self.sk.s, l + 1));
         }
         GaloisKeys { keys }
     }
 }
 
-/// A key switching `s_from` to `s_to` (both NTT over all of `ctx`'s `Q * P`):
-/// `b_j = -a_j*s_to + e_j + P * [s_from on the primes of digit j]`.
+/// A key switching `s_from` to `s_to` (both NTT over all of `ctx`'s `Q * P`) for
+/// ciphertexts of at most `q_limbs` primes: over `Q_{q_limbs - 1} * P`, one pair per digit
+/// of that level, `b_j = -a_j*s_to + e_j + P * [s_from on the primes of digit j]`.
+/// `q_limbs` is clamped to `1..=L+1`.
 pub(crate) fn switch_key(
     ctx: &Context,
     rng: &mut ChaCha20Rng,
     s_from: &RnsPoly,
     s_to: &RnsPoly,
+    q_limbs: usize,
 ) -> KeySwitchKey {
     let n = ctx.n();
-    let (nq, np) = (ctx.q_count(), ctx.p_count());
+    let (nq, np) = (q_limbs.clamp(1, ctx.q_count()), ctx.p_count());
     let alpha = ctx.params().digit_size();
-    let dnum = ctx.params().dnum();
+    let dnum = nq.div_ceil(alpha);
+    let s_to = restrict(ctx, s_to, nq);
     let mut kb = Vec::with_capacity(dnum);
     let mut ka = Vec::with_capacity(dnum);
     let mut seeds = Vec::with_capacity(dnum);
@@ -308,7 +377,7 @@ pub(crate) fn switch_key(
         let mut b = RnsPoly::from_signed(ctx, &e, nq, np);
         b.make_ntt(ctx);
         let mut as_ = a.clone();
-        as_.mul_assign(ctx, s_to);
+        as_.mul_assign(ctx, &s_to);
         b.sub_assign(ctx, &as_);
         let (start, end) = (j * alpha, ((j + 1) * alpha).min(nq));
         for i in start..end {
@@ -328,6 +397,24 @@ pub(crate) fn switch_key(
         b: kb,
         a: ka,
         seeds,
+    }
+}
+
+/// A polynomial over all of `Q * P` restricted to `Q_{q_limbs - 1} * P` (its first `q_limbs`
+/// ciphertext limbs and its special limbs).
+fn restrict(ctx: &Context, p: &RnsPoly, q_limbs: usize) -> RnsPoly {
+    let n = ctx.n();
+    if q_limbs == p.q_limbs {
+        return p.clone();
+    }
+    let mut data = Vec::with_capacity((q_limbs + p.p_limbs) * n);
+    data.extend_from_slice(&p.data[..q_limbs * n]);
+    data.extend_from_slice(&p.data[p.q_limbs * n..]);
+    RnsPoly {
+        data,
+        q_limbs,
+        p_limbs: p.p_limbs,
+        ntt: p.ntt,
     }
 }
 

@@ -47,6 +47,18 @@ impl RnsPoly {
 }
 
 impl RnsPoly {
+    /// The limb of the chain's prime `g` (`0..L+1` ciphertext primes, then the special
+    /// primes), for a polynomial over `Q_l * P` that holds it.
+    pub(crate) fn limb_of_prime(&self, ctx: &Context, g: usize) -> &[u64] {
+        let n = ctx.n();
+        let i = if g < ctx.q_count() {
+            g
+        } else {
+            self.q_limbs + (g - ctx.q_count())
+        };
+        &self.data[i * n..(i + 1) * n]
+    }
+
     /// The zero polynomial of the given shape.
     pub(crate) fn zero(ctx: &Context, q_limbs: usize, p_limbs: usize, ntt: bool) -> Self {
         Self {

@@ -523,11 +523,11 @@ pub(crate) fn key_switch_add_qp(
             let srcs = digits.limbs(ctx, tables, e, dig);
             let kb: Vec<&[u64]> = key_b[..dn]
                 .iter()
-                .map(|p| &p.data[g * n..(g + 1) * n])
+                .map(|p| p.limb_of_prime(ctx, g))
                 .collect();
             let ka: Vec<&[u64]> = key_a[..dn]
                 .iter()
-                .map(|p| &p.data[g * n..(g + 1) * n])
+                .map(|p| p.limb_of_prime(ctx, g))
                 .collect();
             mac_limb(m, &srcs, &kb, &ka, perm, r0, r1);
             super::pointwise::binary_assign(m, super::pointwise::Op::Add, a0, r0);
@@ -557,11 +557,11 @@ fn switch(
         (
             key_b[..dn]
                 .iter()
-                .map(|p| &p.data[g * n..(g + 1) * n])
+                .map(|p| p.limb_of_prime(ctx, g))
                 .collect(),
             key_a[..dn]
                 .iter()
-                .map(|p| &p.data[g * n..(g + 1) * n])
+                .map(|p| p.limb_of_prime(ctx, g))
                 .collect(),
         )
     };

@@ -193,6 +193,11 @@ enum Shape {
     Exact(usize, usize),
     /// Any ciphertext level (1..=L+1 limbs), no special limbs.
     AnyLevel,
+    /// A key-switching key's polynomial at any level: 1..=L+1 ciphertext limbs and all
+    /// special limbs.
+    KeyAnyLevel,
+    /// A key-switching key's polynomial: this many ciphertext limbs and all special limbs.
+    KeyLimbs(usize),
 }
 
 fn read_poly(r: &mut Reader<'_>, ctx: &Context, shape: Shape) -> Result<RnsPoly> {
@@ -206,6 +211,8 @@ fn read_poly(r: &mut Reader<'_>, ctx: &Context, shape: Shape) -> Result<RnsPoly>
     let ok = match shape {
         Shape::Exact(a, b) => ql == a && pl == b,
         Shape::AnyLevel => (1..=ctx.q_count()).contains(&ql) && pl == 0,
+        Shape::KeyAnyLevel => (1..=ctx.q_count()).contains(&ql) && pl == ctx.p_count(),
+        Shape::KeyLimbs(a) => ql == a && pl == ctx.p_count(),
     };
     if !ok || pl > ctx.p_count() {
         return Err(CkksError::Malformed(format!(
@@ -252,22 +259,38 @@ fn write_ksk(out: &mut Vec<u8>, k: &KeySwitchKey) {
     }
 }
 
+/// Reads [`write_ksk`]'s form: a key over the whole chain (`dnum` digits) or one made for
+/// lower levels (the digits of its top level, every polynomial over the same primes).
 fn read_ksk(r: &mut Reader<'_>, ctx: &Context) -> Result<KeySwitchKey> {
     let d = r.u32()? as usize;
-    if d != ctx.params().dnum() {
+    if !(1..=ctx.params().dnum()).contains(&d) {
         return Err(CkksError::Malformed(format!(
             "key has {d} digits, parameters have dnum = {}",
             ctx.params().dnum()
         )));
     }
-    let (nq, np) = (ctx.q_count(), ctx.p_count());
+    let np = ctx.p_count();
     let mut k = KeySwitchKey {
         b: Vec::with_capacity(d),
         a: Vec::with_capacity(d),
         seeds: Vec::with_capacity(d),
     };
-    for _ in 0..d {
-        let b = read_poly(r, ctx, Shape::Exact(nq, np))?;
+    // The first polynomial fixes the key's level; its digit count must match.
+    let mut nq = 0;
+    for j in 0..d {
+        let b = if j == 0 {
+            let b = read_poly(r, ctx, Shape::KeyAnyLevel)?;
+            nq = b.q_limbs;
+            if nq.div_ceil(ctx.params().digit_size()) != d {
+                return Err(CkksError::Malformed(format!(
+                    "key over {nq} ciphertext primes has {d} digits, its level has {}",
+                    nq.div_ceil(ctx.params().digit_size())
+                )));
+            }
+            b
+        } else {
+            read_poly(r, ctx, Shape::KeyLimbs(nq))?
+        };
         let seed = r.seed()?;
         k.a.push(RnsPoly::uniform_from_seed(ctx, &seed, nq, np));
         k.b.push(b);

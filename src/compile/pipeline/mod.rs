@@ -374,6 +374,15 @@ fn bootstrap_keys(
         .iter()
         .map(|&s| i64::from(s).rem_euclid(1i64 << (choice.log_n - 1)))
         .collect();
+    // The circuit's keys for steps bootstrapping shares are made for the whole chain as
+    // bootstrapping needs, not for the circuit's levels only: the difference is counted here.
+    let full = keys.relin_key;
+    let widened: u64 = keys
+        .rotation_levels
+        .iter()
+        .filter(|(&s, _)| plan.rotations.contains(&i64::from(s).rem_euclid(1i64 << (choice.log_n - 1))))
+        .map(|(_, &l)| full - report::ksk_file_bytes(choice, l).min(full))
+        .sum();
     let extra: Vec<i64> = plan
         .rotations
         .into_iter()
@@ -381,7 +390,7 @@ fn bootstrap_keys(
         .collect();
     let n = 1u64 << choice.log_n;
     Ok(Some(report::BootstrapKeyReport {
-        galois_keys: keys.relin_key * (extra.len() as u64 + 1),
+        galois_keys: full * (extra.len() as u64 + 1) + widened,
         extra_rotation_steps: extra,
         // Two switching keys in the ring q0 * p0: one digit of two limbs each.
         encapsulation_keys: 2 * n * 2 * 8,

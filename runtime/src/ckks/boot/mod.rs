@@ -709,12 +709,19 @@ impl Bootstrapper {
         to_sparse: &KeySwitchKey,
         from_sparse: &KeySwitchKey,
     ) -> Result<()> {
+        // Bootstrapping switches keys from the top of the chain down: its keys span it all.
+        let top = self.ctx.q_count() - 1;
         relin.key.check_in(&self.ctx)?;
+        relin.key.check_serves(top, 0)?;
         from_sparse.check_in(&self.ctx)?;
+        from_sparse.check_serves(top, 0)?;
         to_sparse.check_in(&self.small)?;
         for (step, g) in self.galois_elements() {
             match galois.keys.get(&g) {
-                Some(k) => k.check_in(&self.ctx)?,
+                Some(k) => {
+                    k.check_in(&self.ctx)?;
+                    k.check_serves(top, step)?;
+                }
                 None => {
                     return Err(CkksError::MissingGaloisKey {
                         step,

@@ -780,13 +780,17 @@ fn main() -> ExitCode {
 }
 
 /// Opens a plan for a client or server command, warning when its parameters are insecure.
-/// A progress bar on stderr for the events of encrypted runs: nothing when `quiet` or when
-/// stderr is not a terminal (logs and pipes stay clean).
+/// A progress bar on stderr for the events of encrypted runs; nothing when `quiet`. When
+/// stderr is not a terminal (a log file, a pipe), a plain line at most once a minute instead,
+/// and none for a run shorter than that.
 fn progress_bar(quiet: bool) -> Option<hecc_runtime::exec::ProgressSink> {
     use hecc_runtime::exec::{ProgressEvent, ProgressSink};
     use std::io::IsTerminal;
-    if quiet || !std::io::stderr().is_terminal() {
+    if quiet {
         return None;
+    }
+    if !std::io::stderr().is_terminal() {
+        return Some(progress_lines(std::time::Duration::from_secs(60)));
     }
     let bar =
         indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
@@ -804,6 +808,54 @@ fn progress_bar(quiet: bool) -> Option<hecc_runtime::exec::ProgressSink> {
         ProgressEvent::Nodes { done, .. } => bar.set_position(*done),
         ProgressEvent::Finish => bar.finish_and_clear(),
     }))
+}
+
+/// Progress as log lines on stderr, at most one per `every`: stage, nodes done, elapsed time
+/// and a linear estimate of the time left.
+fn progress_lines(every: std::time::Duration) -> hecc_runtime::exec::ProgressSink {
+    use hecc_runtime::exec::{ProgressEvent, ProgressSink};
+    use std::time::Instant;
+    struct State {
+        start: Instant,
+        last: Instant,
+        stage: String,
+    }
+    let state = std::sync::Mutex::new(State {
+        start: Instant::now(),
+        last: Instant::now(),
+        stage: String::new(),
+    });
+    let minutes = |d: std::time::Duration| {
+        let s = d.as_secs();
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    };
+    ProgressSink::new(move |e: &ProgressEvent<'_>| {
+        let Ok(mut st) = state.lock() else { return };
+        match e {
+            ProgressEvent::Start { .. } => {
+                st.start = Instant::now();
+                st.last = st.start;
+            }
+            ProgressEvent::Stage { name } => st.stage = name.to_string(),
+            ProgressEvent::Nodes { done, total } if st.last.elapsed() >= every => {
+                st.last = Instant::now();
+                let elapsed = st.start.elapsed();
+                let share = *done as f64 / (*total).max(1) as f64;
+                let left = if share > 0.0 {
+                    minutes(elapsed.mul_f64((1.0 - share) / share))
+                } else {
+                    "?".into()
+                };
+                eprintln!(
+                    "progress: {done}/{total} nodes ({:.1} %), stage {}, {} elapsed, about {left} left",
+                    100.0 * share,
+                    st.stage,
+                    minutes(elapsed)
+                );
+            }
+            _ => {}
+        }
+    })
 }
 
 fn open(plan: &Path, insecure: Insecure) -> miette::Result<hecc::run::Session> {

@@ -356,6 +356,8 @@ fn galois_keys_span_the_levels_their_rotations_use() {
     // The report's key bytes are those of keys at these levels, below the whole chain's.
     let k = &plan.report.keys;
     assert!(k.galois_keys < k.relin_key * k.rotation_steps.len() as u64);
+    // and exactly the keys made: memory holds both halves of what the report counts
+    assert_eq!(keys.eval.galois.memory_bytes() as u64, 2 * k.galois_keys);
     keys.eval.check_covers(&s, "keys").unwrap();
 
     // Keys one level short of the highest use of some step: refused, naming it.
@@ -372,8 +374,10 @@ fn galois_keys_span_the_levels_their_rotations_use() {
     };
     let e = bad.check_covers(&s, "short keys").unwrap_err().to_string();
     assert!(
-        e.contains(&format!("rotation step {step} serves levels up to {}", need - 1))
-            && e.contains(&format!("level {need}")),
+        e.contains(&format!(
+            "rotation step {step} serves levels up to {}",
+            need - 1
+        )) && e.contains(&format!("level {need}")),
         "{e}"
     );
 }

@@ -504,12 +504,21 @@ fn keys_made_for_lower_levels_switch_up_to_their_level_only() {
     let cx = f.encrypt(&x, top);
     let full = f.gk.memory_bytes() / f.gk.galois_elements().len();
     for cap in 0..=top {
-        let gk = f.keygen.galois_keys_to_levels(&[(3, cap), (3, 0)], Some(cap));
+        let gk = f
+            .keygen
+            .galois_keys_to_levels(&[(3, cap), (3, 0)], Some(cap));
         let g = f.ctx.galois_element(3);
         assert_eq!(gk.top_level(g), Some(cap));
-        assert_eq!(gk.galois_elements().len(), 2, "one rotation key and conjugation");
+        assert_eq!(
+            gk.galois_elements().len(),
+            2,
+            "one rotation key and conjugation"
+        );
         let bytes = gk.memory_bytes() / 2;
-        assert!(cap == top || bytes < full, "cap {cap}: {bytes} vs {full} bytes");
+        assert!(
+            cap == top || bytes < full,
+            "cap {cap}: {bytes} vs {full} bytes"
+        );
         let back = GaloisKeys::from_bytes(&f.ctx, &gk.to_bytes(&f.ctx)).unwrap();
         assert_eq!(back, gk);
         for level in 0..=top {
@@ -544,11 +553,7 @@ fn keys_made_for_lower_levels_switch_up_to_their_level_only() {
     let gk = f.keygen.galois_keys_to_levels(&[(3, 1)], None);
     let mut bytes = gk.to_bytes(&f.ctx);
     let g = f.ctx.galois_element(3);
-    let at = bytes
-        .windows(8)
-        .position(|w| w == g.to_le_bytes())
-        .unwrap()
-        + 8;
+    let at = bytes.windows(8).position(|w| w == g.to_le_bytes()).unwrap() + 8;
     bytes[at..at + 4].copy_from_slice(&2u32.to_le_bytes());
     assert!(GaloisKeys::from_bytes(&f.ctx, &bytes).is_err());
 }

@@ -65,6 +65,16 @@ impl EvalKeySet {
     /// Checks that the keys hold a Galois key for every rotation step of session `s`'s plan;
     /// `what` names them in the error.
     pub fn check_covers(&self, s: &Session, what: &str) -> Result<(), RunError> {
+        if self.relin.top_level() < s.ctx.max_level() {
+            return Err(RunError::Mismatch {
+                what: what.to_string(),
+                detail: format!(
+                    "the relinearization key serves levels up to {}, the chain's top is {}",
+                    self.relin.top_level(),
+                    s.ctx.max_level()
+                ),
+            });
+        }
         for (k, need) in rotation_key_levels(s) {
             let g = s.ctx.galois_element(k);
             if g == 1 {

@@ -118,9 +118,8 @@ impl KeySwitchKey {
     /// Checks the key's shape against `ctx`: one pair per digit of its top level, every
     /// polynomial over the same `Q_l * P`.
     pub(crate) fn check_in(&self, ctx: &Context) -> Result<()> {
-        let bad = || {
-            CkksError::InvalidInput("key does not belong to this context's parameters".into())
-        };
+        let bad =
+            || CkksError::InvalidInput("key does not belong to this context's parameters".into());
         let ql = self.b.first().ok_or_else(bad)?.q_limbs;
         if !(1..=ctx.q_count()).contains(&ql)
             || self.b.len() != ql.div_ceil(ctx.params().digit_size())
@@ -163,6 +162,14 @@ impl KeySwitchKey {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RelinKey {
     pub(crate) key: KeySwitchKey,
+}
+
+impl RelinKey {
+    /// The highest ciphertext level the key relinearizes (the chain's top for keys this
+    /// generator makes; a key read from bytes may stop lower).
+    pub fn top_level(&self) -> usize {
+        self.key.top_level()
+    }
 }
 
 /// Galois keys: for each Galois element `g`, a key switching `s(X^g)` to `s`.

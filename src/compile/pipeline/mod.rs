@@ -380,7 +380,10 @@ fn bootstrap_keys(
     let widened: u64 = keys
         .rotation_levels
         .iter()
-        .filter(|(&s, _)| plan.rotations.contains(&i64::from(s).rem_euclid(1i64 << (choice.log_n - 1))))
+        .filter(|(&s, _)| {
+            plan.rotations
+                .contains(&i64::from(s).rem_euclid(1i64 << (choice.log_n - 1)))
+        })
         .map(|(_, &l)| full - report::ksk_file_bytes(choice, l).min(full))
         .sum();
     let extra: Vec<i64> = plan

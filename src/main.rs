@@ -396,7 +396,9 @@ enum Cli {
         /// Input normalisation: --normalize, --input-range.
         #[command(flatten)]
         model_args: hecc::compile::ModelArgs,
-        /// Write the exact model's logits here (.npy, images x classes).
+        /// Write the exact model's logits here (.npy, images x classes); with --activation,
+        /// each policy's logits beside it as `STEM.POLICY.npy` (`:` and `,` in the policy
+        /// written as `-`, e.g. `logits.minimax-15-15-27.npy`).
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
@@ -611,6 +613,21 @@ fn main() -> ExitCode {
                         &hecc::run::npy_bytes(rep.images, e.classes, &e.logits),
                     )?;
                     text.push_str(&format!("exact logits written to {}\n", path.display()));
+                    for e in &rep.rows[1..] {
+                        let Some(policy) = &e.policy else { continue };
+                        let tag: String = policy
+                            .chars()
+                            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                            .collect();
+                        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+                        let p = path.with_file_name(format!("{stem}.{tag}.npy"));
+                        hecc::files::check_output_distinct(&p, &[&model, &input])?;
+                        hecc::compile::write_atomic(
+                            &p,
+                            &hecc::run::npy_bytes(rep.images, e.classes, &e.logits),
+                        )?;
+                        text.push_str(&format!("{policy} logits written to {}\n", p.display()));
+                    }
                 }
                 if activation.is_empty() && hecc::eval::needs_approximation(&g)? {
                     text.push_str(

@@ -713,7 +713,8 @@ fn every_reference_model_loads() {
     assert!(specs.len() >= 6, "{specs:?}");
     let mut loaded = 0;
     for p in &specs {
-        // A spec whose weights are not committed (squeezenet28) is checked for structure only.
+        // A spec whose weights are not committed (squeezenet28, resnet8_28) is checked for
+        // structure only.
         let has_weights = ["safetensors", "npz"]
             .iter()
             .any(|x| p.with_extension(x).exists());
@@ -733,6 +734,7 @@ fn every_reference_model_loads() {
         "models/onnx/export/lenet5_torch.onnx",
         "models/onnx/export/mlp_sklearn.onnx",
         "models/onnx/export/resnet_torch.onnx",
+        "models/onnx/export/resnet20_torch.onnx",
         "tests/fixtures/front/ok_tiny.yaml",
     ] {
         let r = load_model(&root().join(rel));

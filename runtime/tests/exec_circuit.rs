@@ -308,6 +308,45 @@ fn a_backend_scale_that_disagrees_with_the_type_is_reported() {
 }
 
 #[test]
+fn scales_within_the_tolerance_are_set_to_the_types_and_do_not_compound() {
+    // Inputs 6e-7 bits above their type (within the 1e-6 tolerance): a squaring would double
+    // that past the tolerance if the backend kept its own scale; the executor sets each
+    // checked ciphertext to its type's scale, so the run succeeds, every output carries its
+    // type's scale exactly, and the values still match the interpreter.
+    let s = setup();
+    let m = circuit(&s.ctx, 40.0);
+    let inputs = encrypt_inputs(&s, &m, 40.0 + 6e-7);
+    let eval = Evaluator::new(&s.ctx);
+    let encoder = Encoder::new(&s.ctx);
+    let res = execute(&m, &eval, &encoder, s.keys(), inputs, &quiet()).unwrap();
+    let want = interpret(&m, |_, index, _, _| Some(data(index as u64 + 1))).unwrap();
+    let dec = Decryptor::new(&s.ctx, &s.sk);
+    for o in &res.outputs {
+        let (v, _, _) = *m
+            .outputs()
+            .iter()
+            .find(|(_, name, index)| *name == o.name && *index == o.index)
+            .unwrap();
+        let ty = m.ty(v).unwrap().log_scale().0;
+        assert_eq!(o.ct.scale(), ty.exp2(), "output {}", o.name);
+        let w = want.iter().find(|w| w.name == o.name).unwrap();
+        let got = encoder.decode(&dec.decrypt(&o.ct).unwrap()).unwrap();
+        let err = got
+            .iter()
+            .zip(&w.slots)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 1e-4, "output {}: max error {err}", o.name);
+    }
+    // Beyond the tolerance it is still an error.
+    let inputs = encrypt_inputs(&s, &m, 40.0 + 2e-6);
+    assert!(matches!(
+        execute(&m, &eval, &encoder, s.keys(), inputs, &quiet()),
+        Err(ExecError::ScaleMismatch { .. })
+    ));
+}
+
+#[test]
 fn missing_and_unknown_inputs_are_errors() {
     let s = setup();
     let m = circuit(&s.ctx, 40.0);

@@ -11,7 +11,8 @@
 //! the level of the node's type and a scale equal to `2^log_scale` within
 //! [`ExecOptions::scale_tolerance`] bits; a disagreement is an
 //! [`ExecError::ScaleMismatch`] / [`ExecError::LevelMismatch`], never a silent
-//! wrong answer. It never needs a secret key.
+//! wrong answer; an agreeing ciphertext takes the type's scale exactly, so rounding
+//! differences cannot compound across bootstraps. It never needs a secret key.
 //!
 //! Schedule: the run follows a requested evaluation order (a plan's memory-aware
 //! schedule; without one, the module's topological order) with bounded lookahead. Each
@@ -406,7 +407,15 @@ fn backend(node: ValueId, op: &'static str) -> impl FnOnce(CkksError) -> ExecErr
 }
 
 impl Ctx<'_> {
-    fn check(&self, v: ValueId, ty: &Type, value: &Value) -> Result<(), ExecError> {
+    /// Checks `value` against node `v`'s type, and sets a ciphertext's scale to the type's
+    /// exactly once it agrees within the tolerance. The circuit's scales are sums of logarithms
+    /// and the backend's are products, so the two differ by rounding (about 1e-14 bits); left
+    /// alone, that difference doubles with every squaring, and a bootstrap, which relabels its
+    /// result by its operand's own scale, hands it on to the next segment, so after a few
+    /// hundred bootstraps it outgrows the tolerance (seen at 1e-6 bits on a LeNet-5 plan).
+    /// Setting the scale changes the value by a relative `2^d - 1` for a difference of `d`
+    /// bits, far below CKKS noise.
+    fn check(&self, v: ValueId, ty: &Type, value: &mut Value) -> Result<(), ExecError> {
         let (level, scale) = match value {
             Value::Ct(c) => (c.level(), c.scale()),
             Value::Pt(p) => (p.level(), p.scale()),
@@ -426,6 +435,9 @@ impl Ctx<'_> {
                 expected,
                 found,
             });
+        }
+        if let Value::Ct(c) = value {
+            c.scale = expected.exp2();
         }
         Ok(())
     }
@@ -602,7 +614,8 @@ impl Ctx<'_> {
             }
             Op::Output { .. } => Value::Ct(first(owned)?),
         };
-        self.check(v, &node.ty, &out)?;
+        let mut out = out;
+        self.check(v, &node.ty, &mut out)?;
         Ok(out)
     }
 
@@ -655,8 +668,8 @@ impl Ctx<'_> {
                         .map_err(backend(v, "mac"))?;
                 }
             }
-            let value = Value::Ct(c);
-            self.check(v, &node.ty, &value)?;
+            let mut value = Value::Ct(c);
+            self.check(v, &node.ty, &mut value)?;
             res.push((v, value));
         }
         Ok(res)
@@ -713,9 +726,9 @@ impl Ctx<'_> {
             .map_err(backend(first, "rotate"))?;
         let mut res = Vec::with_capacity(rots.len());
         for ((v, _), c) in rots.iter().zip(outs) {
-            let value = Value::Ct(c);
+            let mut value = Value::Ct(c);
             if let Some(n) = self.m.node(*v) {
-                self.check(*v, &n.ty, &value)?;
+                self.check(*v, &n.ty, &mut value)?;
             }
             res.push((*v, value));
         }

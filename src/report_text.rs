@@ -190,7 +190,7 @@ pub fn render(r: &Report) -> String {
     if let Some(t) = k.rotation_tradeoff.as_ref().filter(|t| t.rotations > 0) {
         let _ = writeln!(
             s,
-            "rotation keys: exact {} keys ({}), {} rotations | power-of-two {} keys ({}), {} key switches (+{} composed)",
+            "rotation keys over the whole chain: exact {} keys ({}), {} rotations | power-of-two {} keys ({}), {} key switches (+{} composed)",
             t.exact.keys.len(),
             bytes(t.exact.key_bytes),
             t.rotations,

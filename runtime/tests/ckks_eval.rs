@@ -559,6 +559,33 @@ fn keys_made_for_lower_levels_switch_up_to_their_level_only() {
 }
 
 #[test]
+fn full_keys_written_with_empty_trailing_digits_still_read() {
+    // 6 ciphertext primes and dnum 4: digits of 2 primes, so 3 digits cover the chain. Keys
+    // written before keys could stop below the top carried a 4th digit covering no prime;
+    // such a file still reads (the empty digit dropped); a key below the top with an extra
+    // digit does not.
+    let mut f = fixture(12, 5, vec![60, 60], Some(4));
+    let n = f.ctx.n();
+    for (cap, ok) in [(f.ctx.max_level(), true), (3, false)] {
+        let gk = f.keygen.galois_keys_to_levels(&[(1, cap)], None);
+        let mut bytes = gk.to_bytes(&f.ctx);
+        let g = f.ctx.galois_element(1);
+        let at = bytes.windows(8).position(|w| w == g.to_le_bytes()).unwrap() + 8;
+        let need = (cap as u32 + 1).div_ceil(2);
+        assert_eq!(bytes[at..at + 4], need.to_le_bytes()[..], "cap {cap}");
+        bytes[at..at + 4].copy_from_slice(&(need + 1).to_le_bytes());
+        // The one key is the tail of the file: repeat its last digit (polynomial and seed).
+        let digit = 1 + 4 + 4 + (cap + 1 + 2) * n * 8 + 32;
+        let last = bytes[bytes.len() - digit..].to_vec();
+        bytes.extend_from_slice(&last);
+        match GaloisKeys::from_bytes(&f.ctx, &bytes) {
+            Ok(back) => assert!(ok && back == gk, "cap {cap}"),
+            Err(e) => assert!(!ok, "cap {cap}: {e}"),
+        }
+    }
+}
+
+#[test]
 fn too_small_special_modulus_is_refused() {
     let r = CkksParameters::builder()
         .log_n(12)

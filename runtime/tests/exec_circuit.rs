@@ -139,6 +139,14 @@ fn encrypt_inputs(s: &Setup, m: &Module, scale_bits: f64) -> HashMap<(String, u3
         .collect()
 }
 
+/// The largest absolute difference of two slot vectors.
+fn max_error(got: &[f64], want: &[f64]) -> f64 {
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+}
+
 fn quiet() -> ExecOptions {
     ExecOptions {
         progress: None,
@@ -241,11 +249,7 @@ fn executor_matches_the_interpreter_on_every_op_kind() {
     for o in &res.outputs {
         let w = want.iter().find(|w| w.name == o.name).unwrap();
         let got = encoder.decode(&dec.decrypt(&o.ct).unwrap()).unwrap();
-        let err = got
-            .iter()
-            .zip(&w.slots)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let err = max_error(&got, &w.slots);
         assert!(err < 1e-4, "output {}: max error {err}", o.name);
     }
 }
@@ -331,11 +335,7 @@ fn scales_within_the_tolerance_are_set_to_the_types_and_do_not_compound() {
         assert_eq!(o.ct.scale(), ty.exp2(), "output {}", o.name);
         let w = want.iter().find(|w| w.name == o.name).unwrap();
         let got = encoder.decode(&dec.decrypt(&o.ct).unwrap()).unwrap();
-        let err = got
-            .iter()
-            .zip(&w.slots)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let err = max_error(&got, &w.slots);
         assert!(err < 1e-4, "output {}: max error {err}", o.name);
     }
     // Beyond the tolerance it is still an error.

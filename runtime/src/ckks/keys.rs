@@ -139,6 +139,11 @@ impl KeySwitchKey {
         Ok(())
     }
 
+    /// Bytes the key holds in memory (both halves of every digit).
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.b.iter().chain(&self.a).map(|p| p.data.len() * 8).sum()
+    }
+
     /// The highest ciphertext level the key switches (its ciphertext primes less one).
     pub(crate) fn top_level(&self) -> usize {
         self.b.first().map_or(0, |p| p.q_limbs.saturating_sub(1))
@@ -193,11 +198,7 @@ impl GaloisKeys {
     }
     /// Bytes the keys hold in memory (both halves of every digit).
     pub fn memory_bytes(&self) -> usize {
-        self.keys
-            .values()
-            .flat_map(|k| k.b.iter().chain(&k.a))
-            .map(|p| p.data.len() * 8)
-            .sum()
+        self.keys.values().map(KeySwitchKey::memory_bytes).sum()
     }
 }
 

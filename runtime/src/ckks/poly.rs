@@ -51,6 +51,7 @@ impl RnsPoly {
     /// primes), for a polynomial over `Q_l * P` that holds it.
     pub(crate) fn limb_of_prime(&self, ctx: &Context, g: usize) -> &[u64] {
         let n = ctx.n();
+        debug_assert!(g < self.q_limbs || g >= ctx.q_count(), "prime {g} not held");
         let i = if g < ctx.q_count() {
             g
         } else {

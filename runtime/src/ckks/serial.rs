@@ -196,8 +196,6 @@ enum Shape {
     /// A key-switching key's polynomial at any level: 1..=L+1 ciphertext limbs and all
     /// special limbs.
     KeyAnyLevel,
-    /// A key-switching key's polynomial: this many ciphertext limbs and all special limbs.
-    KeyLimbs(usize),
 }
 
 fn read_poly(r: &mut Reader<'_>, ctx: &Context, shape: Shape) -> Result<RnsPoly> {
@@ -212,7 +210,6 @@ fn read_poly(r: &mut Reader<'_>, ctx: &Context, shape: Shape) -> Result<RnsPoly>
         Shape::Exact(a, b) => ql == a && pl == b,
         Shape::AnyLevel => (1..=ctx.q_count()).contains(&ql) && pl == 0,
         Shape::KeyAnyLevel => (1..=ctx.q_count()).contains(&ql) && pl == ctx.p_count(),
-        Shape::KeyLimbs(a) => ql == a && pl == ctx.p_count(),
     };
     if !ok || pl > ctx.p_count() {
         return Err(CkksError::Malformed(format!(
@@ -259,42 +256,47 @@ fn write_ksk(out: &mut Vec<u8>, k: &KeySwitchKey) {
     }
 }
 
-/// Reads [`write_ksk`]'s form: a key over the whole chain (`dnum` digits) or one made for
-/// lower levels (the digits of its top level, every polynomial over the same primes).
+/// Reads [`write_ksk`]'s form: a key over the whole chain or one made for lower levels, with
+/// one digit per digit of its top level (every polynomial over the same primes). Keys over the
+/// whole chain written before keys could stop lower have `dnum` digits even where the last
+/// ones cover no prime (`dnum` not dividing the primes evenly); those empty digits are dropped.
 fn read_ksk(r: &mut Reader<'_>, ctx: &Context) -> Result<KeySwitchKey> {
     let d = r.u32()? as usize;
-    if !(1..=ctx.params().dnum()).contains(&d) {
+    let dnum = ctx.params().dnum();
+    if !(1..=dnum).contains(&d) {
         return Err(CkksError::Malformed(format!(
-            "key has {d} digits, parameters have dnum = {}",
-            ctx.params().dnum()
+            "key has {d} digits, parameters have dnum = {dnum}"
         )));
     }
-    let np = ctx.p_count();
+    let (nq, np) = (ctx.q_count(), ctx.p_count());
     let mut k = KeySwitchKey {
         b: Vec::with_capacity(d),
         a: Vec::with_capacity(d),
         seeds: Vec::with_capacity(d),
     };
     // The first polynomial fixes the key's level; its digit count must match.
-    let mut nq = 0;
+    let mut ql = 0;
+    let mut need = 0;
     for j in 0..d {
         let b = if j == 0 {
             let b = read_poly(r, ctx, Shape::KeyAnyLevel)?;
-            nq = b.q_limbs;
-            if nq.div_ceil(ctx.params().digit_size()) != d {
+            ql = b.q_limbs;
+            need = ql.div_ceil(ctx.params().digit_size());
+            if d != need && !(ql == nq && d == dnum) {
                 return Err(CkksError::Malformed(format!(
-                    "key over {nq} ciphertext primes has {d} digits, its level has {}",
-                    nq.div_ceil(ctx.params().digit_size())
+                    "key over {ql} ciphertext primes has {d} digits, its level has {need}"
                 )));
             }
             b
         } else {
-            read_poly(r, ctx, Shape::KeyLimbs(nq))?
+            read_poly(r, ctx, Shape::Exact(ql, np))?
         };
         let seed = r.seed()?;
-        k.a.push(RnsPoly::uniform_from_seed(ctx, &seed, nq, np));
-        k.b.push(b);
-        k.seeds.push(seed);
+        if j < need {
+            k.a.push(RnsPoly::uniform_from_seed(ctx, &seed, ql, np));
+            k.b.push(b);
+            k.seeds.push(seed);
+        }
     }
     Ok(k)
 }
@@ -570,6 +572,7 @@ impl Bootstrapper {
         r.finish()?;
         to_sparse.check_in(self.encapsulation_context())?;
         from_sparse.check_in(ctx)?;
+        from_sparse.check_serves(ctx.max_level(), 0)?;
         Ok(EncapsulationKeys {
             to_sparse,
             from_sparse,

@@ -437,7 +437,12 @@ impl Ctx<'_> {
             });
         }
         if let Value::Ct(c) = value {
-            c.scale = expected.exp2();
+            c.set_scale(expected.exp2())
+                .map_err(|source| ExecError::Backend {
+                    node: v,
+                    op: "scale",
+                    source,
+                })?;
         }
         Ok(())
     }

@@ -384,7 +384,7 @@ fn bootstrap_keys(
             plan.rotations
                 .contains(&i64::from(s).rem_euclid(1i64 << (choice.log_n - 1)))
         })
-        .map(|(_, &l)| full - report::ksk_file_bytes(choice, l).min(full))
+        .map(|(_, &l)| full.saturating_sub(report::ksk_file_bytes(choice, l)))
         .sum();
     let extra: Vec<i64> = plan
         .rotations

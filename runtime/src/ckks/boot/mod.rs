@@ -201,12 +201,10 @@ impl BootstrapKeys {
     /// Total size in memory, bytes (the serialized form stores each uniform
     /// half as a 32-byte seed, so it is about half of this).
     pub fn bytes(&self) -> usize {
-        let ksk =
-            |k: &KeySwitchKey| -> usize { k.b.iter().chain(&k.a).map(|p| p.data.len() * 8).sum() };
-        ksk(&self.relin.key)
-            + self.galois.keys.values().map(ksk).sum::<usize>()
-            + ksk(&self.to_sparse)
-            + ksk(&self.from_sparse)
+        self.relin.key.memory_bytes()
+            + self.galois.memory_bytes()
+            + self.to_sparse.memory_bytes()
+            + self.from_sparse.memory_bytes()
     }
 
     /// Number of Galois keys (rotations and conjugation).
@@ -896,6 +894,7 @@ impl Bootstrapper {
     fn leave_sparse(&self, ct: &Ciphertext, from_sparse: &KeySwitchKey) -> Result<Ciphertext> {
         let ctx = &self.ctx;
         from_sparse.check_in(ctx)?;
+        from_sparse.check_serves(ct.level(), 0)?;
         let mut c0 = ct.polys[0].clone();
         let mut c1 = RnsPoly::zero(ctx, ct.level() + 1, 0, true);
         let k = from_sparse;

@@ -842,7 +842,7 @@ fn progress_lines(every: std::time::Duration) -> hecc_runtime::exec::ProgressSin
         last: Instant::now(),
         stage: String::new(),
     });
-    let minutes = |d: std::time::Duration| {
+    let hms = |d: std::time::Duration| {
         let s = d.as_secs();
         format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
     };
@@ -859,7 +859,7 @@ fn progress_lines(every: std::time::Duration) -> hecc_runtime::exec::ProgressSin
                 let elapsed = st.start.elapsed();
                 let share = *done as f64 / (*total).max(1) as f64;
                 let left = if share > 0.0 {
-                    minutes(elapsed.mul_f64((1.0 - share) / share))
+                    hms(elapsed.mul_f64((1.0 - share) / share))
                 } else {
                     "?".into()
                 };
@@ -867,7 +867,7 @@ fn progress_lines(every: std::time::Duration) -> hecc_runtime::exec::ProgressSin
                     "progress: {done}/{total} nodes ({:.1} %), stage {}, {} elapsed, about {left} left",
                     100.0 * share,
                     st.stage,
-                    minutes(elapsed)
+                    hms(elapsed)
                 );
             }
             _ => {}

@@ -10,6 +10,7 @@
 //! system; a fixed seed is only reachable through the explicitly named
 //! `*_with_insecure_test_seed` constructors.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -349,10 +350,10 @@ impl KeyGenerator {
             let e = wanted.entry(g).or_insert(0);
             *e = (*e).max(l.min(top));
         }
+        let ctx = self.ctx.clone();
         let mut keys = BTreeMap::new();
         for (g, l) in wanted {
-            let sg = self.sk.s.automorphism_ntt(&self.ctx, g);
-            let ctx = self.ctx.clone();
+            let sg = self.sk.s.automorphism_ntt(&ctx, g);
             keys.insert(g, switch_key(&ctx, &mut self.rng, &sg, &self.sk.s, l + 1));
         }
         GaloisKeys { keys }
@@ -374,6 +375,7 @@ pub(crate) fn switch_key(
     let (nq, np) = (q_limbs.clamp(1, ctx.q_count()), ctx.p_count());
     let alpha = ctx.params().digit_size();
     let dnum = nq.div_ceil(alpha);
+    // The target secret over the key's primes: borrowed for a key over the whole chain.
     let s_to = restrict(ctx, s_to, nq);
     let mut kb = Vec::with_capacity(dnum);
     let mut ka = Vec::with_capacity(dnum);
@@ -385,7 +387,7 @@ pub(crate) fn switch_key(
         let mut b = RnsPoly::from_signed(ctx, &e, nq, np);
         b.make_ntt(ctx);
         let mut as_ = a.clone();
-        as_.mul_assign(ctx, &s_to);
+        as_.mul_assign(ctx, s_to.as_ref());
         b.sub_assign(ctx, &as_);
         let (start, end) = (j * alpha, ((j + 1) * alpha).min(nq));
         for i in start..end {
@@ -410,20 +412,20 @@ pub(crate) fn switch_key(
 
 /// A polynomial over all of `Q * P` restricted to `Q_{q_limbs - 1} * P` (its first `q_limbs`
 /// ciphertext limbs and its special limbs).
-fn restrict(ctx: &Context, p: &RnsPoly, q_limbs: usize) -> RnsPoly {
+fn restrict<'a>(ctx: &Context, p: &'a RnsPoly, q_limbs: usize) -> Cow<'a, RnsPoly> {
     let n = ctx.n();
     if q_limbs == p.q_limbs {
-        return p.clone();
+        return Cow::Borrowed(p);
     }
     let mut data = Vec::with_capacity((q_limbs + p.p_limbs) * n);
     data.extend_from_slice(&p.data[..q_limbs * n]);
     data.extend_from_slice(&p.data[p.q_limbs * n..]);
-    RnsPoly {
+    Cow::Owned(RnsPoly {
         data,
         q_limbs,
         p_limbs: p.p_limbs,
         ntt: p.ntt,
-    }
+    })
 }
 
 /// Drops the special limbs of a polynomial over `Q * P`.

@@ -369,21 +369,17 @@ fn bootstrap_keys(
     let cfg = crate::run::bootstrap_config(choice, b);
     let plan = hecc_runtime::ckks::boot::key_plan(1usize << choice.log_n, &cfg)
         .map_err(|e| miette!("bootstrapping keys: {e}"))?;
-    let own: std::collections::BTreeSet<i64> = keys
-        .rotation_steps
-        .iter()
-        .map(|&s| i64::from(s).rem_euclid(1i64 << (choice.log_n - 1)))
-        .collect();
+    // Steps as bootstrapping lists them: modulo the slot count.
+    let slot_step = |s: i32| i64::from(s).rem_euclid(1i64 << (choice.log_n - 1));
+    let own: std::collections::BTreeSet<i64> =
+        keys.rotation_steps.iter().map(|&s| slot_step(s)).collect();
     // The circuit's keys for steps bootstrapping shares are made for the whole chain as
     // bootstrapping needs, not for the circuit's levels only: the difference is counted here.
     let full = keys.relin_key;
     let widened: u64 = keys
         .rotation_levels
         .iter()
-        .filter(|(&s, _)| {
-            plan.rotations
-                .contains(&i64::from(s).rem_euclid(1i64 << (choice.log_n - 1)))
-        })
+        .filter(|(&s, _)| plan.rotations.contains(&slot_step(s)))
         .map(|(_, &l)| full.saturating_sub(report::ksk_file_bytes(choice, l)))
         .sum();
     let extra: Vec<i64> = plan

@@ -129,3 +129,33 @@ fn cli_prints_channel_dumps_and_timings() {
     assert!(stdout.contains("check-scales"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--layout auto` weighs bootstraps: ResNet-20 is too deep for one chain, and its estimate
+/// counts the bootstraps each layout needs (the batch layout one per feature element, the
+/// channel layout one per ciphertext after packing strided stages); CryptoNets needs none.
+#[test]
+fn auto_layout_counts_bootstraps_of_deep_models() {
+    use hecc::compile::pipeline::{choose_layout, estimate_layouts};
+    let load = |name: &str| hecc_ir::front::load_model(&root().join("models").join(name)).unwrap();
+    let (b, c) = estimate_layouts(&load("cryptonets.yaml")).unwrap();
+    assert_eq!((b.bootstraps, c.bootstraps), (0.0, 0.0));
+    let g = load("resnet20.yaml");
+    let (b, c) = estimate_layouts(&g).unwrap();
+    assert!(b.bootstraps > 0.0 && c.bootstraps > 0.0, "{b:?} {c:?}");
+    // 19 ReLUs of 8 levels: in the channel layout over 16 ciphertexts at 32x32 (7 ReLUs), 8 at
+    // 16x16 (4 channels each, 6 ReLUs) and 4 at 8x8 (16 each, 6 ReLUs); convolutions add a little.
+    let per_relu = 8.0 / 10.0;
+    let want_channel = per_relu * (7.0 * 16.0 + 6.0 * 8.0 + 6.0 * 4.0);
+    assert!(
+        c.bootstraps >= want_channel && c.bootstraps < 1.5 * want_channel,
+        "channel {} vs {want_channel}",
+        c.bootstraps
+    );
+    assert!(b.bootstraps > 50.0 * c.bootstraps, "{b:?} {c:?}");
+    // Within 24 GB, a batch-layout feature map (16,384 ciphertexts) does not fit.
+    let mut o = opts(LayoutChoice::Auto);
+    o.memory_budget = Some(24 << 30);
+    let (pick, why) = choose_layout(&g, &o);
+    assert_eq!(pick, PackingLayout::Channel, "{why}");
+    assert!(why.contains("bootstraps per run"), "{why}");
+}

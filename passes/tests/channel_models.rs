@@ -8,7 +8,7 @@ use hecc_ir::he::{verify, Module, Op as HeOp, VerifyOptions};
 use hecc_ir::tensor::eval::eval_batch;
 use hecc_ir::tensor::{Graph, Op, Tensor};
 use hecc_passes::he::{depth_of, manage, RescalePolicy};
-use hecc_passes::lower::channel::{lower_channel, pack_channel, ChannelOptions};
+use hecc_passes::lower::channel::{lower_channel, pack_channel, ChannelOptions, PackChannels};
 use hecc_passes::lower::LowerOptions;
 use std::path::PathBuf;
 
@@ -54,6 +54,16 @@ fn rotations(m: &Module) -> (usize, usize) {
 /// Lowers in the channel layout with `slots` slots and up to `want_images` images, manages,
 /// simulates on random images and compares with the tensor evaluator.
 fn check(g: &Graph, slots: u32, want_images: u32, budget: Option<u64>) -> Checked {
+    check_packed(g, slots, want_images, budget, PackChannels::default())
+}
+
+fn check_packed(
+    g: &Graph,
+    slots: u32,
+    want_images: u32,
+    budget: Option<u64>,
+    pack: PackChannels,
+) -> Checked {
     let Op::Input { shape, .. } = &g.node(g.inputs[0]).unwrap().op else {
         panic!("no input")
     };
@@ -66,6 +76,7 @@ fn check(g: &Graph, slots: u32, want_images: u32, budget: Option<u64>) -> Checke
     if let Some(b) = budget {
         opts.plaintext_budget = b;
     }
+    opts.pack = pack;
     let low = lower_channel(g, &opts).unwrap_or_else(|e| panic!("{}: {e:?}", g.name));
     let images = low.images as usize;
     assert!(images >= 1);
@@ -197,4 +208,170 @@ fn channel_layout_with_images_prints_parses_and_packs() {
     assert_eq!(v[1024 + 2 * 28 + 5], 1000.0 + 61.0);
     assert_eq!(v[3 * 1024], 0.0);
     assert!(pack_channel(&low.input_layout, 2048, &refs, 0).is_none());
+}
+
+/// ResNet-20 (CIFAR-10 shapes, 19 ReLUs, residual additions, stride-2 stages) lowered with and
+/// without channel packing: both circuits, simulated, compute the model with its ReLUs replaced
+/// by the same polynomial; packing puts 4 channels of the 16x16 stage and 16 of the 8x8 stage
+/// in each ciphertext, so the circuit shrinks.
+#[test]
+fn resnet20_channel_packs_the_strided_stages_and_matches_the_approximated_model() {
+    use hecc_passes::approx::{tensor::eval_approx, ActivationApprox, ReluMethod};
+    use hecc_passes::lower::ActivationPolicy;
+    let g = model("resnet20.yaml");
+    let a = ActivationApprox::relu(&ReluMethod::Chebyshev { degree: 7 }, 64.0).unwrap();
+    let (images, per) = (2usize, 3 * 32 * 32);
+    let data = pseudo_random(5, images * per);
+    let x = Tensor::from_shape_vec(vec![images, 3, 32, 32], data.clone()).unwrap();
+    let want = eval_approx(&g, &[x], |_| Some(&a))
+        .unwrap()
+        .outputs
+        .remove(0);
+    let want = want.as_slice().unwrap();
+    let imgs: Vec<&[f64]> = (0..images).map(|b| &data[b * per..(b + 1) * per]).collect();
+    let mut nodes = Vec::new();
+    for pack in [PackChannels::Never, PackChannels::Free] {
+        let mut opts = ChannelOptions::new(LowerOptions {
+            batch: images as u32,
+            slots: 2048,
+            log_scale: 40.0,
+            activations: ActivationPolicy {
+                relu: Some(a.clone()),
+                ..Default::default()
+            },
+        });
+        opts.pack = pack;
+        let low = lower_channel(&g, &opts).unwrap();
+        assert_eq!(low.images, 2);
+        if pack == PackChannels::Free {
+            // 32 channels in 8 ciphertexts and 64 in 4, at every packing point.
+            assert!(low.stats.packed_channels > 0);
+            assert_eq!(
+                low.stats.packed_channels / low.stats.packed_forms,
+                (32 * 8 + 64 * 8) / (8 * 8 + 4 * 8),
+                "{:?}",
+                low.stats
+            );
+        } else {
+            assert_eq!(low.stats.packed_channels, 0);
+        }
+        let m = manage(&low.lowered.module, RescalePolicy::Waterline, None).unwrap();
+        verify(&m, &VerifyOptions::STRUCTURE).unwrap_or_else(|e| panic!("{e:?}"));
+        let outs = interpret(&m, |_, index, layout, n| {
+            pack_channel(layout, n, &imgs, index)
+        })
+        .unwrap();
+        let name = &low.outputs[0].name;
+        let mut worst = 0.0f64;
+        for b in 0..images {
+            let got = low.unpack(&outs, name, b as u32).expect("output elements");
+            assert_eq!(got.len(), 10);
+            for (k, v) in got.iter().enumerate() {
+                let w = want[b * 10 + k];
+                worst = worst.max((v - w).abs() / w.abs().max(1.0));
+            }
+        }
+        eprintln!(
+            "resnet20 channel (pack {pack:?}): {} HE nodes, {:?}, max relative error {worst:e}",
+            m.len(),
+            low.stats
+        );
+        assert!(worst < 1e-6, "pack {pack:?}: relative error {worst}");
+        nodes.push(m.len());
+    }
+    assert!(
+        nodes[1] * 3 < nodes[0] * 2,
+        "packing should shrink the circuit: {nodes:?}"
+    );
+}
+
+/// Packing wherever there is room (masking parts first where their coefficients are uniform:
+/// pooled sums, unpadded convolutions) computes the same models.
+#[test]
+fn reference_models_packed_everywhere_match_the_tensor_model() {
+    for name in ["lenet5.yaml", "squeezenet.yaml", "cryptonets.yaml"] {
+        let g = model(name);
+        let always = check_packed(&g, 2048, 2, None, PackChannels::Always);
+        eprintln!(
+            "{name} packed everywhere: depth {}, max relative error {:e}",
+            always.depth, always.worst
+        );
+        assert!(
+            always.worst < 1e-6,
+            "{name}: relative error {}",
+            always.worst
+        );
+    }
+}
+
+/// A model whose output is a packed feature map (a strided residual block with no head): the
+/// output is split back into one ciphertext per channel, laid out for the client.
+#[test]
+fn a_packed_feature_map_output_is_split_back_into_channels() {
+    use hecc_ir::tensor::{Normalization, Shape};
+    let mut g = Graph::new("strided_block");
+    let x = g.add_node(
+        "x",
+        Op::Input {
+            shape: Shape::from([2, 8, 8]),
+            norm: Normalization::default(),
+        },
+        &[],
+    );
+    let conv = |g: &mut Graph, name: &str, stride: usize, input| {
+        g.add_node(
+            name,
+            Op::Conv2d {
+                out_channels: 4,
+                kernel: [3, 3],
+                stride: [stride, stride],
+                padding: [1, 1, 1, 1],
+                groups: 1,
+                weight: format!("{name}.weight"),
+                bias: Some(format!("{name}.bias")),
+            },
+            &[input],
+        )
+    };
+    let c1 = conv(&mut g, "c1", 2, x);
+    let sq = g.add_node("sq", Op::Square, &[c1]);
+    let c2 = conv(&mut g, "c2", 1, sq);
+    let add = g.add_node("add", Op::Add, &[c2, sq]);
+    g.add_output(add);
+    for (name, c_in, seed) in [("c1", 2, 3), ("c2", 4, 4)] {
+        let w: Vec<f64> = pseudo_random(seed, 4 * c_in * 9)
+            .iter()
+            .map(|v| v - 0.5)
+            .collect();
+        g.add_weight(
+            &format!("{name}.weight"),
+            Tensor::from_shape_vec(vec![4, c_in, 3, 3], w).unwrap(),
+        );
+        g.add_weight(
+            &format!("{name}.bias"),
+            Tensor::from_shape_vec(vec![4], pseudo_random(seed + 10, 4)).unwrap(),
+        );
+    }
+    let c = check(&g, 256, 2, None);
+    assert!(c.worst < 1e-9, "relative error {}", c.worst);
+    let low = lower_channel(
+        &g,
+        &ChannelOptions::new(LowerOptions {
+            batch: 2,
+            slots: 256,
+            log_scale: 40.0,
+            activations: Default::default(),
+        }),
+    )
+    .unwrap();
+    assert_eq!(low.stats.packed_channels, 8, "{:?}", low.stats);
+    // Four output ciphertexts, one channel each, each with a layout the client can read.
+    let outs: Vec<u32> = low.outputs[0].elems.iter().map(|e| e.0).collect();
+    assert_eq!(outs.iter().max(), Some(&3));
+    for i in 0..4 {
+        assert!(
+            low.lowered.module.output_layout("add", i).is_some(),
+            "output {i}"
+        );
+    }
 }

@@ -32,6 +32,21 @@
 //! * over the budget: the masks shared by all output channels are applied once per rotated
 //!   input (`mul_plain`) and the weights by a scalar `mac` (two levels, few plaintexts).
 //!
+//! Packing. Stride and pooling leave a channel on a sparse grid of the image's slots (a quarter
+//! of them after one stride-2 step, a sixteenth after two), so one ciphertext per channel would
+//! waste most of every activation and bootstrap. Before an activation or an addition, the
+//! channels of a grid tensor are packed ([`PackChannels`]): channel by channel, each joins the
+//! open form at the smallest slot shift that keeps its positions in the image and off those
+//! taken (the 4 cells of each 2x2 block, then of each 4x4 one), which only re-indexes the terms
+//! and shifts their rotations. A packed form carries its parts and their shifts in its support;
+//! it materialises by materialising each part alone with a strategy that leaves the other slots
+//! at zero (masks, no shared-vector sums or bare scalar `mac`s), rotating each by its shift and
+//! adding: one ciphertext for up to 16 channels, no extra level wherever a part's coefficients
+//! already vary (padded convolutions). Terms that read a ciphertext in place with one
+//! coefficient (a packed shortcut added in) are added as they are. Consumers read a packed
+//! tensor through its element positions like any other, so convolutions compose their
+//! rotations with the shifts and the next packing point finds the same layout.
+//!
 //! A quadratic first folds `sqrt|a|` (per element) into the coefficients of the form it reads
 //! (free), then completes the square (`add_plain`/`add_scalar` and one `square`), leaving the
 //! per-element leading factor pending; polynomials and ReLU approximations run
@@ -67,14 +82,32 @@ pub struct ChannelOptions {
     pub lower: LowerOptions,
     /// Slot values the constant pool may hold for one-level linear layers.
     pub plaintext_budget: u64,
+    /// When to pack several channels into one ciphertext where their grids leave room (after
+    /// strided convolutions and pooling), before activations and residual additions.
+    pub pack: PackChannels,
+}
+
+/// When the channel lowering packs several channels into one ciphertext.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PackChannels {
+    /// One channel per ciphertext.
+    Never,
+    /// Where it costs no level (the default): every later per-ciphertext cost (activation,
+    /// relinearisation, bootstrap) falls with the number of ciphertexts.
+    #[default]
+    Free,
+    /// Wherever there is room, masking channels first where needed (one level): for circuits
+    /// whose cost is the number of ciphertexts bootstrapped rather than their depth.
+    Always,
 }
 
 impl ChannelOptions {
-    /// Options with the default plaintext budget.
+    /// Options with the default plaintext budget, packing where it is free.
     pub fn new(lower: LowerOptions) -> Self {
         ChannelOptions {
             lower,
             plaintext_budget: DEFAULT_PLAINTEXT_BUDGET,
+            pack: PackChannels::Free,
         }
     }
 }
@@ -157,6 +190,10 @@ pub struct ChannelStats {
     pub shared_mask: u64,
     /// Slot values put in the constant pool.
     pub plaintext_values: u64,
+    /// Channels carried in packed forms (several channels per ciphertext).
+    pub packed_channels: u64,
+    /// Packed forms those channels went into.
+    pub packed_forms: u64,
 }
 
 impl ChannelLowered {
@@ -221,6 +258,46 @@ pub fn pack_channel(
 
 // ----- forms ----------------------------------------------------------------------------------
 
+/// The slot offsets of a form that hold tensor elements (per image, sorted), and the part each
+/// belongs to: a packed form carries several channels, one part each ([`Lowerer::pack`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Support {
+    offs: Vec<u32>,
+    /// Part of each offset; empty when the form carries one part.
+    parts: Vec<u32>,
+    /// Per part, the slot shift its channel was packed at.
+    shifts: Vec<u32>,
+}
+
+impl std::ops::Deref for Support {
+    type Target = Vec<u32>;
+    fn deref(&self) -> &Vec<u32> {
+        &self.offs
+    }
+}
+
+impl From<Vec<u32>> for Support {
+    fn from(offs: Vec<u32>) -> Self {
+        Support {
+            offs,
+            parts: Vec::new(),
+            shifts: Vec::new(),
+        }
+    }
+}
+
+impl Support {
+    /// The number of parts (channels) the form carries.
+    fn part_count(&self) -> u32 {
+        self.parts.iter().max().map_or(1, |m| m + 1)
+    }
+
+    /// The part of support index `j`.
+    fn part(&self, j: usize) -> u32 {
+        self.parts.get(j).copied().unwrap_or(0)
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Term {
     ct: ValueId,
@@ -231,7 +308,7 @@ struct Term {
 /// `sum_t coef_t (.) rot(ct_t, rot_t) + off` on the slots `support` (per-image offsets, sorted).
 #[derive(Clone, Debug)]
 struct Form {
-    support: Rc<Vec<u32>>,
+    support: Rc<Support>,
     terms: Vec<Term>,
     off: Rc<Vec<f64>>,
 }
@@ -239,6 +316,26 @@ struct Form {
 impl Form {
     fn is_plain(&self) -> bool {
         self.terms.len() == 1 && self.terms[0].rot == 0
+    }
+
+    /// Plaintexts a one-level materialisation takes: one per term, or for a packed form one per
+    /// term and part it reaches (its channels are materialised one by one).
+    fn plaintexts(&self) -> u64 {
+        if self.support.part_count() < 2 {
+            return self.terms.len() as u64;
+        }
+        self.terms
+            .iter()
+            .map(|t| {
+                let mut parts: Vec<u32> = (0..t.coef.len())
+                    .filter(|&j| t.coef[j] != 0.0)
+                    .map(|j| self.support.part(j))
+                    .collect();
+                parts.sort_unstable();
+                parts.dedup();
+                parts.len() as u64
+            })
+            .sum()
     }
 
     fn index_of(&self, offset: i64) -> Option<usize> {
@@ -256,6 +353,11 @@ struct CVal {
 }
 
 impl CVal {
+    /// Whether some form carries several channels.
+    fn is_packed(&self) -> bool {
+        self.forms.iter().any(|f| f.support.part_count() > 1)
+    }
+
     fn offset(&self, k: usize) -> Option<(usize, i64)> {
         let (f, j) = *self.pos.get(k)?;
         let off = *self.forms.get(f as usize)?.support.get(j as usize)?;
@@ -265,14 +367,14 @@ impl CVal {
 
 /// Accumulates a new form on a given support.
 struct Acc {
-    support: Rc<Vec<u32>>,
+    support: Rc<Support>,
     index: HashMap<(ValueId, i64), usize>,
     terms: Vec<(ValueId, i64, Vec<f64>)>,
     off: Vec<f64>,
 }
 
 impl Acc {
-    fn new(support: Rc<Vec<u32>>) -> Acc {
+    fn new(support: Rc<Support>) -> Acc {
         let n = support.len();
         Acc {
             support,
@@ -350,6 +452,79 @@ fn same(a: &[f64], b: &[f64]) -> bool {
             .all(|(x, y)| (x - y).abs() <= 1e-12 * x.abs().max(y.abs()))
 }
 
+/// The channels of a packed form, each as the form it was before packing (its positions
+/// shifted back, its terms and offsets restricted to them), in part order.
+fn unpack_parts(f: &Form) -> Vec<Form> {
+    let sup = &f.support;
+    (0..sup.shifts.len())
+        .map(|k| {
+            let d = sup.shifts[k];
+            let idx: Vec<usize> = (0..sup.len())
+                .filter(|&j| sup.part(j) == k as u32)
+                .collect();
+            let support = Rc::new(Support::from(
+                idx.iter().map(|&j| sup[j] - d).collect::<Vec<_>>(),
+            ));
+            let terms = f
+                .terms
+                .iter()
+                .filter_map(|t| {
+                    let coef: Vec<f64> = idx.iter().map(|&j| t.coef[j]).collect();
+                    coef.iter().any(|&c| c != 0.0).then(|| Term {
+                        ct: t.ct,
+                        rot: t.rot + i64::from(d),
+                        coef: Rc::new(coef),
+                    })
+                })
+                .collect();
+            Form {
+                off: Rc::new(idx.iter().map(|&j| f.off[j]).collect()),
+                support,
+                terms,
+            }
+        })
+        .collect()
+}
+
+/// `v` with every packed form split back into one form per channel (rotations only): what a
+/// model output needs, whose ciphertexts the client reads channel by channel.
+fn unpack_val(v: &CVal) -> CVal {
+    let mut forms = Vec::with_capacity(v.forms.len());
+    // Per old form: per support index, (new form, index in it).
+    let mut map: Vec<Vec<(u32, u32)>> = Vec::with_capacity(v.forms.len());
+    for f in &v.forms {
+        if f.support.part_count() < 2 {
+            map.push(
+                (0..f.support.len() as u32)
+                    .map(|j| (forms.len() as u32, j))
+                    .collect(),
+            );
+            forms.push(f.clone());
+            continue;
+        }
+        let first = forms.len() as u32;
+        let mut seen = vec![0u32; f.support.shifts.len()];
+        map.push(
+            (0..f.support.len())
+                .map(|j| {
+                    let k = f.support.part(j) as usize;
+                    seen[k] += 1;
+                    (first + k as u32, seen[k] - 1)
+                })
+                .collect(),
+        );
+        forms.extend(unpack_parts(f));
+    }
+    CVal {
+        forms,
+        pos: v
+            .pos
+            .iter()
+            .map(|&(f, j)| map[f as usize][j as usize])
+            .collect(),
+    }
+}
+
 // ----- the lowerer ----------------------------------------------------------------------------
 
 struct Lowerer<'m> {
@@ -359,6 +534,7 @@ struct Lowerer<'m> {
     images: u32,
     stride: u32,
     budget: u64,
+    pack: PackChannels,
     rot_cache: HashMap<(ValueId, i64), ValueId>,
     stats: ChannelStats,
 }
@@ -476,7 +652,7 @@ impl Lowerer<'_> {
         Ok(self.note(v, d))
     }
 
-    fn plain_form(support: Rc<Vec<u32>>, ct: ValueId, coef: Vec<f64>, off: Rc<Vec<f64>>) -> Form {
+    fn plain_form(support: Rc<Support>, ct: ValueId, coef: Vec<f64>, off: Rc<Vec<f64>>) -> Form {
         Form {
             support,
             terms: vec![Term {
@@ -490,15 +666,114 @@ impl Lowerer<'_> {
 
     /// Materialises every form of `v` (see the module notes for the strategies).
     fn materialize(&mut self, v: &CVal) -> R<CVal> {
+        self.materialize_with(v, false)
+    }
+
+    /// [`Self::materialize`]; with `clean`, every resulting ciphertext is zero off its form's
+    /// support (no strategy that leaves other slots as they come).
+    fn materialize_with(&mut self, v: &CVal, clean: bool) -> R<CVal> {
         let mut forms: Vec<Option<Form>> = vec![None; v.forms.len()];
         let mut pending: Vec<usize> = Vec::new();
+        // Packed forms: their channels are materialised together, each zero off its own
+        // positions, and summed at their shifts (rotations, no level).
+        let packed: Vec<usize> = (0..v.forms.len())
+            .filter(|&i| {
+                let f = &v.forms[i];
+                f.support.part_count() > 1 && !f.terms.is_empty() && !f.is_plain()
+            })
+            .collect();
+        if !packed.is_empty() {
+            // Terms that read a ciphertext in place with one coefficient everywhere (a packed
+            // value added in, e.g. a residual shortcut) are added as they are; the others are
+            // gathered part by part, divided by that coefficient.
+            let mut members = Vec::new();
+            let mut whole: Vec<(Vec<ValueId>, f64)> = Vec::with_capacity(packed.len());
+            for &i in &packed {
+                let f = &v.forms[i];
+                let (mut ins, mut rest): (Vec<&Term>, Vec<&Term>) = f
+                    .terms
+                    .iter()
+                    .partition(|t| t.rot == 0 && uniform(&t.coef).is_some_and(|c| c != 0.0));
+                let c = ins.first().and_then(|t| uniform(&t.coef)).unwrap_or(1.0);
+                if ins.iter().any(|t| uniform(&t.coef) != Some(c)) {
+                    rest.append(&mut ins);
+                }
+                let scaled = Form {
+                    support: Rc::clone(&f.support),
+                    terms: rest
+                        .into_iter()
+                        .map(|t| Term {
+                            ct: t.ct,
+                            rot: t.rot,
+                            coef: Rc::new(t.coef.iter().map(|x| x / c).collect()),
+                        })
+                        .collect(),
+                    off: Rc::clone(&f.off),
+                };
+                members.extend(unpack_parts(&scaled));
+                whole.push((ins.iter().map(|t| t.ct).collect(), c));
+            }
+            let mut was_plain = members
+                .iter()
+                .map(Form::is_plain)
+                .collect::<Vec<_>>()
+                .into_iter();
+            let done = self.materialize_with(
+                &CVal {
+                    forms: members,
+                    pos: Vec::new(),
+                },
+                true,
+            )?;
+            let mut next = done.forms.into_iter();
+            for (&i, (ins, c)) in packed.iter().zip(whole) {
+                let f = &v.forms[i];
+                let mut parts = Vec::with_capacity(f.support.shifts.len() + ins.len());
+                for &d in &f.support.shifts {
+                    // unpack_parts gives one member per shift.
+                    let (Some(m), Some(kept)) = (next.next(), was_plain.next()) else {
+                        break;
+                    };
+                    let Some(t) = m.terms.first() else {
+                        continue;
+                    };
+                    // A part that kept its ciphertext as it came (plain before) may hold
+                    // anything off its positions: it is masked (with its coefficients).
+                    let ct = if kept || t.coef.iter().any(|&c| c != 1.0) {
+                        let full = self.tile(&m.support, &t.coef, 0);
+                        self.mul_plain(t.ct, full)?
+                    } else {
+                        t.ct
+                    };
+                    parts.push(self.rotate(ct, -i64::from(d))?);
+                }
+                for ct in ins {
+                    parts.push(self.em.relin(ct)?);
+                }
+                let s = self.sum(&parts)?;
+                let n = f.support.len();
+                forms[i] = Some(match s {
+                    Some(ct) => {
+                        Self::plain_form(Rc::clone(&f.support), ct, vec![c; n], Rc::clone(&f.off))
+                    }
+                    None => Form {
+                        support: Rc::clone(&f.support),
+                        terms: vec![],
+                        off: Rc::clone(&f.off),
+                    },
+                });
+            }
+        }
         for (i, f) in v.forms.iter().enumerate() {
+            if forms[i].is_some() {
+                continue;
+            }
             if f.terms.is_empty() || f.is_plain() {
                 forms[i] = Some(f.clone());
                 continue;
             }
             // One shared coefficient vector: additions only.
-            if f.terms.iter().all(|t| same(&t.coef, &f.terms[0].coef)) {
+            if !clean && f.terms.iter().all(|t| same(&t.coef, &f.terms[0].coef)) {
                 let mut vs = Vec::with_capacity(f.terms.len());
                 for t in &f.terms {
                     vs.push(self.rotate(t.ct, t.rot)?);
@@ -516,7 +791,7 @@ impl Lowerer<'_> {
             }
             // Uniform coefficients: one scalar mac.
             let scalars: Option<Vec<f64>> = f.terms.iter().map(|t| uniform(&t.coef)).collect();
-            if let Some(cs) = scalars {
+            if let Some(cs) = scalars.filter(|_| !clean) {
                 let mut ts = Vec::with_capacity(cs.len());
                 for (t, c) in f.terms.iter().zip(cs) {
                     ts.push((self.rotate(t.ct, t.rot)?, c));
@@ -540,7 +815,7 @@ impl Lowerer<'_> {
                 .map(|&i| v.forms[i].terms.len() as u64 * u64::from(self.slots))
                 .sum();
             let shared = if self.stats.plaintext_values + need > self.budget {
-                self.shared_masks(v, &pending)?
+                self.shared_masks(v, &pending, clean)?
             } else {
                 None
             };
@@ -653,13 +928,11 @@ impl Lowerer<'_> {
     /// Two levels, few plaintexts: when every term `(ct, r)` has, across the pending forms
     /// (sharing one support), coefficients proportional to one vector `U`, computes
     /// `u = U (.) rot(ct, r)` once and each form as a scalar `mac` of the `u`. `None` when the
-    /// coefficients are not proportional.
-    fn shared_masks(&mut self, v: &CVal, pending: &[usize]) -> R<Option<Vec<Form>>> {
+    /// coefficients are not proportional. With `clean`, every `u` is masked (even a uniform
+    /// one), so the results are zero off the support.
+    fn shared_masks(&mut self, v: &CVal, pending: &[usize], clean: bool) -> R<Option<Vec<Form>>> {
         let support = Rc::clone(&v.forms[pending[0]].support);
-        if pending
-            .iter()
-            .any(|&i| v.forms[i].support.as_slice() != support.as_slice())
-        {
+        if pending.iter().any(|&i| *v.forms[i].support != *support) {
             return Ok(None);
         }
         let mut base: HashMap<(ValueId, i64), Rc<Vec<f64>>> = HashMap::new();
@@ -698,7 +971,7 @@ impl Lowerer<'_> {
         for key in order {
             let u = Rc::clone(&base[&key]);
             let r = self.rotate(key.0, key.1)?;
-            let m = match uniform(&u) {
+            let m = match uniform(&u).filter(|_| !clean) {
                 Some(c) => (r, c),
                 None => {
                     let full = self.tile(&support, &u, 0);
@@ -726,6 +999,110 @@ impl Lowerer<'_> {
             ));
         }
         Ok(Some(out))
+    }
+
+    /// Packs the channels of a `C x H x W` tensor into fewer forms where their elements leave
+    /// room (strided or pooled grids use a quarter of the slots or less): channels in order join
+    /// the open form at the smallest slot shift that keeps their positions inside the image and
+    /// off the ones taken, else open the next. Free (terms are re-indexed, rotations shifted by
+    /// the channel's shift); what it saves is every later per-ciphertext cost (activations,
+    /// bootstraps), since a packed form materialises as one ciphertext. Deterministic in the
+    /// supports, so two operands of an addition laid out alike pack alike. `None` when nothing
+    /// packs (no room, not a channel grid, or already packed) and, unless `force`, when packing
+    /// would cost a level: a channel whose terms all have uniform coefficients materialises
+    /// alone with scalars only, leaving its other slots as they come, so packed it would need a
+    /// mask first.
+    fn pack(&mut self, v: &CVal, shape: &Shape, force: bool) -> Option<CVal> {
+        let gr = grid(v, shape)?;
+        let mut seen = std::collections::HashSet::new();
+        if !gr.form.iter().all(|f| seen.insert(*f)) || gr.form.len() < 2 {
+            return None;
+        }
+        let dear =
+            |f: &Form| !f.terms.is_empty() && f.terms.iter().all(|t| uniform(&t.coef).is_some());
+        if !force && gr.form.iter().any(|&f| dear(&v.forms[f])) {
+            return None;
+        }
+        let stride = self.stride as usize;
+        /// Slots taken, and the members as (form, shift).
+        struct Group {
+            taken: Vec<bool>,
+            members: Vec<(usize, u32)>,
+        }
+        let mut groups: Vec<Group> = Vec::new();
+        for &f in &gr.form {
+            let form = &v.forms[f];
+            if form.support.part_count() > 1 {
+                return None;
+            }
+            let hi = form.support.last().copied().unwrap_or(0) as usize;
+            let shift = groups.last().and_then(|g| {
+                (0..stride.saturating_sub(hi))
+                    .find(|&d| form.support.iter().all(|&o| !g.taken[o as usize + d]))
+            });
+            let d = match shift {
+                Some(d) => d,
+                None => {
+                    groups.push(Group {
+                        taken: vec![false; stride],
+                        members: Vec::new(),
+                    });
+                    0
+                }
+            };
+            let g = groups.last_mut()?;
+            for &o in form.support.iter() {
+                g.taken[o as usize + d] = true;
+            }
+            g.members.push((f, d as u32));
+        }
+        if groups.len() == gr.form.len() {
+            return None;
+        }
+        // Per old form: (new form, shift, old support index -> new support index).
+        let mut map: HashMap<usize, (u32, Vec<u32>)> = HashMap::new();
+        let mut forms = Vec::with_capacity(groups.len());
+        for (g, Group { members, .. }) in groups.iter().enumerate() {
+            let mut offs: Vec<(u32, u32)> = Vec::new();
+            for (k, &(f, d)) in members.iter().enumerate() {
+                offs.extend(v.forms[f].support.iter().map(|&o| (o + d, k as u32)));
+            }
+            offs.sort_unstable();
+            let support = Rc::new(Support {
+                offs: offs.iter().map(|p| p.0).collect(),
+                parts: offs.iter().map(|p| p.1).collect(),
+                shifts: members.iter().map(|m| m.1).collect(),
+            });
+            let mut acc = Acc::new(Rc::clone(&support));
+            for &(f, d) in members {
+                let src = &v.forms[f];
+                let idx: Vec<u32> = src
+                    .support
+                    .iter()
+                    .map(|&o| support.binary_search(&(o + d)).unwrap_or(0) as u32)
+                    .collect();
+                let plan: Vec<(usize, usize)> = idx
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &n)| (n as usize, j))
+                    .collect();
+                // rot(ct, r - d) at o + d reads ct at o + r.
+                acc.gather(src, -i64::from(d), &plan, 1.0);
+                map.insert(f, (g as u32, idx));
+            }
+            forms.push(acc.finish());
+        }
+        self.stats.packed_channels += gr.form.len() as u64;
+        self.stats.packed_forms += forms.len() as u64;
+        let pos = v
+            .pos
+            .iter()
+            .map(|&(f, j)| {
+                let (g, idx) = &map[&(f as usize)];
+                (*g, idx[j as usize])
+            })
+            .collect();
+        Some(CVal { forms, pos })
     }
 
     /// Materialises forms whose terms share one coefficient vector (free: rotations and
@@ -769,7 +1146,7 @@ impl Lowerer<'_> {
         Ok(Some(Lazy { ct: Some(ct), m, o }))
     }
 
-    fn from_lazy(support: &Rc<Vec<u32>>, x: Lazy) -> Form {
+    fn from_lazy(support: &Rc<Support>, x: Lazy) -> Form {
         let n = support.len();
         match x.ct {
             Some(ct) => {
@@ -796,7 +1173,7 @@ impl Lowerer<'_> {
             .forms
             .iter()
             .filter(|f| !f.is_plain() && !f.terms.is_empty())
-            .map(|f| f.terms.len() as u64 * u64::from(self.slots))
+            .map(|f| f.plaintexts() * u64::from(self.slots))
             .sum();
         let fold = self.stats.plaintext_values + need <= self.budget;
         let x = if fold {
@@ -1025,7 +1402,7 @@ fn out_support(
     ys: i64,
     xs: i64,
     stride: u32,
-) -> Option<(Rc<Vec<u32>>, Vec<(usize, i64)>)> {
+) -> Option<(Rc<Support>, Vec<(usize, i64)>)> {
     let mut offs = Vec::with_capacity(oh * ow);
     for y in 0..oh {
         for x in 0..ow {
@@ -1046,7 +1423,7 @@ fn out_support(
         .iter()
         .map(|o| (sorted.binary_search(o).unwrap_or(0), i64::from(*o)))
         .collect();
-    Some((Rc::new(sorted), idx))
+    Some((Rc::new(Support::from(sorted)), idx))
 }
 
 /// The output positions (of `outs`, row-major over `out_hw`) whose window element at offset
@@ -1148,6 +1525,7 @@ pub fn lower_channel_shaped(
         images,
         stride,
         budget: opts.plaintext_budget,
+        pack: opts.pack,
         rot_cache: HashMap::new(),
         stats: ChannelStats::default(),
     };
@@ -1161,6 +1539,47 @@ pub fn lower_channel_shaped(
     };
     for id in order {
         let Some(node) = g.node(id) else { continue };
+        // Channels are packed where an op materialises its operands per form (activations) or
+        // needs both operands laid out alike (additions); a model output is split back into
+        // channels (the client reads them channel by channel).
+        let packs = matches!(
+            node.op,
+            Op::Relu
+                | Op::Add
+                | Op::Square
+                | Op::Quadratic { .. }
+                | Op::Poly { .. }
+                | Op::MaxPool { .. }
+        );
+        if lw.pack != PackChannels::Never && packs {
+            let force = lw.pack == PackChannels::Always;
+            let operands = g.operand_ids(id);
+            for &o in &operands {
+                let packed = match (vals.get(&o), shapes.get(&o)) {
+                    (Some(v), Some(s)) => lw.pack(v, s, force),
+                    _ => None,
+                };
+                if let Some(p) = packed {
+                    vals.insert(o, p);
+                }
+            }
+            // The operands of an addition are packed alike or not at all.
+            if operands.len() > 1
+                && operands
+                    .iter()
+                    .any(|o| vals.get(o).is_some_and(CVal::is_packed))
+            {
+                for &o in &operands {
+                    let packed = match (vals.get(&o), shapes.get(&o)) {
+                        (Some(v), Some(s)) if !v.is_packed() => lw.pack(v, s, true),
+                        _ => None,
+                    };
+                    if let Some(p) = packed {
+                        vals.insert(o, p);
+                    }
+                }
+            }
+        }
         let in_shapes: Vec<Shape> = g
             .operand_ids(id)
             .iter()
@@ -1288,7 +1707,7 @@ pub fn lower_channel_shaped(
             })
         };
         let Some(v) = vals.get(&out) else { continue };
-        let v = lw.materialize(v).map_err(build)?;
+        let v = lw.materialize(&unpack_val(v)).map_err(build)?;
         let mut elems = Vec::with_capacity(v.pos.len());
         for (k, &(f, j)) in v.pos.iter().enumerate() {
             elems.push((f, v.forms[f as usize].support[j as usize]));

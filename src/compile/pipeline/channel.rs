@@ -131,12 +131,25 @@ pub struct LayoutEstimate {
     pub mults: u64,
     /// Most ciphertexts one tensor needs.
     pub ciphertexts: u64,
+    /// Bootstraps per run, when the model is too deep for one chain (0 otherwise).
+    pub bootstraps: f64,
 }
 
+/// Levels the estimate takes a model to fit without bootstrapping (a 128-bit chain at N=2^16
+/// holds about 30 levels of 40 bits beside its special primes).
+const LEVELED_DEPTH: u64 = 30;
+/// Levels between two bootstraps (hecc's bootstrapping leaves 10).
+const LEVELS_PER_BOOTSTRAP: f64 = 10.0;
+/// A bootstrap in key switches of the circuit's (about 110 key switches and hoisted rotations
+/// over the whole chain, each some three times a circuit key switch at its lower level).
+const BOOTSTRAP_KEY_SWITCHES: f64 = 300.0;
+
 impl LayoutEstimate {
-    /// Relative cost of one run: a key switch counts as 20 plaintext multiplications.
+    /// Relative cost of one run: a key switch counts as 20 plaintext multiplications, a
+    /// bootstrap as [`BOOTSTRAP_KEY_SWITCHES`] key switches.
     pub fn run_cost(&self) -> f64 {
-        20.0 * self.key_switches as f64 + self.mults as f64
+        20.0 * (self.key_switches as f64 + BOOTSTRAP_KEY_SWITCHES * self.bootstraps)
+            + self.mults as f64
     }
 
     /// Cost of processing `images` images (whole runs).
@@ -155,6 +168,7 @@ pub fn estimate_layouts(g: &Graph) -> Option<(LayoutEstimate, LayoutEstimate)> {
         key_switches: 0,
         mults: 0,
         ciphertexts: 0,
+        bootstraps: 0.0,
     };
     let mut chan = LayoutEstimate {
         layout: PackingLayout::Channel,
@@ -162,8 +176,19 @@ pub fn estimate_layouts(g: &Graph) -> Option<(LayoutEstimate, LayoutEstimate)> {
         key_switches: 0,
         mults: 0,
         ciphertexts: 0,
+        bootstraps: 0.0,
     };
     let mut image = 1u64;
+    if let Some(Op::Input { shape, .. }) = g.inputs.first().and_then(|&i| g.node(i)).map(|n| &n.op)
+    {
+        let c = shape.0.first().copied().unwrap_or(1).max(1);
+        image = (shape.numel() / c).max(1).next_power_of_two() as u64;
+    }
+    // Per node: levels it consumes and ciphertexts it yields in each layout (the channel
+    // layout packs several channels of a strided grid into one ciphertext before activations),
+    // for the bootstrap estimate.
+    let mut depth = 0u64;
+    let mut live: Vec<(u64, u64, u64)> = Vec::new();
     for id in g.topo_order()? {
         let node = g.node(id)?;
         let out = shapes.get(&id).cloned().unwrap_or_default();
@@ -176,7 +201,27 @@ pub fn estimate_layouts(g: &Graph) -> Option<(LayoutEstimate, LayoutEstimate)> {
         let numel = out.numel() as u64;
         let channels = out.0.first().copied().unwrap_or(1).max(1) as u64;
         batch.ciphertexts = batch.ciphertexts.max(numel);
+        let per_channel = (numel / channels).max(1);
+        let packed = match out.rank() {
+            3 if image >= 2 * per_channel => {
+                let per_ct = (image / per_channel).max(1);
+                let per_ct = 1u64 << (63 - per_ct.leading_zeros());
+                channels.div_ceil(per_ct)
+            }
+            _ => channels,
+        };
         chan.ciphertexts = chan.ciphertexts.max(channels);
+        let levels = match &node.op {
+            Op::Conv2d { .. } | Op::Dense { .. } | Op::Square | Op::Quadratic { .. } => 1,
+            Op::Poly { coeffs } => 64 - (coeffs.len().max(2) as u64 - 1).leading_zeros() as u64,
+            Op::Relu => 8,
+            Op::MaxPool { kernel, .. } => {
+                8 * (64 - ((kernel[0] * kernel[1]).max(2) as u64 - 1).leading_zeros() as u64)
+            }
+            _ => 0,
+        };
+        depth += levels;
+        live.push((levels, numel, packed));
         match &node.op {
             Op::Input { shape, .. } => {
                 let c = shape.0.first().copied().unwrap_or(1).max(1);
@@ -226,6 +271,15 @@ pub fn estimate_layouts(g: &Graph) -> Option<(LayoutEstimate, LayoutEstimate)> {
         }
     }
     chan.images = (slots / image.next_power_of_two()).max(1);
+    // Too deep for one chain: a cut every LEVELS_PER_BOOTSTRAP levels refreshes the
+    // ciphertexts live there, spread over the nodes by the levels each consumes.
+    if depth > LEVELED_DEPTH {
+        for (levels, b, c) in live {
+            let share = levels as f64 / LEVELS_PER_BOOTSTRAP;
+            batch.bootstraps += share * b as f64;
+            chan.bootstraps += share * c as f64;
+        }
+    }
     Some((batch, chan))
 }
 
@@ -265,11 +319,19 @@ pub fn choose_layout(g: &Graph, opts: &CompileOptions) -> (PackingLayout, String
     (
         pick,
         format!(
-            "auto layout: batch {cb:.3e} vs channel {cc:.3e} ({}) -> {pick}",
+            "auto layout: batch {cb:.3e} vs channel {cc:.3e} ({}{}) -> {pick}",
             if opts.batch.is_some() {
                 "cost of the requested images"
             } else {
                 "cost per image"
+            },
+            if b.bootstraps > 0.0 {
+                format!(
+                    "; about {:.0} bootstraps per run of {} images in the batch layout, {:.0} per run of {} in the channel layout",
+                    b.bootstraps, b.images, c.bootstraps, c.images
+                )
+            } else {
+                String::new()
             }
         ),
     )

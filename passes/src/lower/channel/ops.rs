@@ -70,7 +70,7 @@ pub(super) fn input(
 ) -> Result<CVal, ChannelError> {
     let c = shape.0.first().copied().unwrap_or(1).max(1);
     let per_c = shape.numel() / c;
-    let support: Rc<Vec<u32>> = Rc::new((0..per_c as u32).collect());
+    let support: Rc<Support> = Rc::new(Support::from((0..per_c as u32).collect::<Vec<_>>()));
     let pick = |xs: &Vec<f64>, ch: usize, d: f64| {
         if xs.len() == 1 {
             xs[0]
@@ -236,10 +236,12 @@ pub(super) fn global_avg_pool(lw: &mut Lowerer<'_>, cx: &NodeCx<'_>) -> Result<C
     let div = 1.0 / (h * wd) as f64;
     let mut forms = Vec::with_capacity(c);
     let mut pos = Vec::with_capacity(c);
+    // Rotate-and-sum trees by ciphertext: the channels of a packed form share one.
+    let mut trees: HashMap<ValueId, ValueId> = HashMap::new();
     for ch in 0..c {
         let src = &x.forms[gr.form[ch]];
         let b = gr.base[ch];
-        let support = Rc::new(vec![b as u32]);
+        let support = Rc::new(Support::from(vec![b as u32]));
         let idx: Vec<usize> = (0..h * wd)
             .filter_map(|k| src.index_of(b + (k / wd) as i64 * gr.ys + (k % wd) as i64 * gr.xs))
             .collect();
@@ -254,22 +256,29 @@ pub(super) fn global_avg_pool(lw: &mut Lowerer<'_>, cx: &NodeCx<'_>) -> Result<C
             && idx.len() == h * wd;
         if tree {
             // Rotate-and-sum: log2(W) + log2(H) rotations.
-            let mut v = lw.em.relin(src.terms[0].ct).map_err(|e| cx.build(e))?;
-            let mut steps = Vec::new();
-            let mut k = 1;
-            while k < wd {
-                steps.push(k as i64 * gr.xs);
-                k *= 2;
-            }
-            k = 1;
-            while k < h {
-                steps.push(k as i64 * gr.ys);
-                k *= 2;
-            }
-            for s in steps {
-                let r = lw.rotate(v, s).map_err(|e| cx.build(e))?;
-                v = lw.add(v, r).map_err(|e| cx.build(e))?;
-            }
+            let v = match trees.get(&src.terms[0].ct) {
+                Some(&v) => v,
+                None => {
+                    let mut v = lw.em.relin(src.terms[0].ct).map_err(|e| cx.build(e))?;
+                    let mut steps = Vec::new();
+                    let mut k = 1;
+                    while k < wd {
+                        steps.push(k as i64 * gr.xs);
+                        k *= 2;
+                    }
+                    k = 1;
+                    while k < h {
+                        steps.push(k as i64 * gr.ys);
+                        k *= 2;
+                    }
+                    for s in steps {
+                        let r = lw.rotate(v, s).map_err(|e| cx.build(e))?;
+                        v = lw.add(v, r).map_err(|e| cx.build(e))?;
+                    }
+                    trees.insert(src.terms[0].ct, v);
+                    v
+                }
+            };
             let off: f64 = idx.iter().map(|&i| src.off[i]).sum::<f64>() * div;
             forms.push(Lowerer::plain_form(
                 support,
@@ -310,7 +319,7 @@ pub(super) fn dense(
     };
     let n_out = *out_features;
     let n_in = x.pos.len();
-    let support: Rc<Vec<u32>> = Rc::new((0..n_out as u32).collect());
+    let support: Rc<Support> = Rc::new(Support::from((0..n_out as u32).collect::<Vec<_>>()));
     let mut acc = Acc::new(Rc::clone(&support));
     for (k, &(f, j)) in x.pos.iter().enumerate() {
         let form = &x.forms[f as usize];
@@ -478,9 +487,20 @@ pub(super) fn max_pool(
     // max(a, b) = b + relu(a - b), pairwise over the window (depth: log2 of the
     // window size times the approximation's), as in the batch layout.
     let mut layer: Vec<CVal> = Vec::with_capacity(kernel[0] * kernel[1]);
+    // Every window has the same supports, so all pack alike: as the first one does.
+    let mut force = lw.pack == PackChannels::Always;
     for i in 0..kernel[0] {
         for j in 0..kernel[1] {
-            layer.push(window(i, j)?);
+            let w = window(i, j)?;
+            let packed = match lw.pack {
+                PackChannels::Never => None,
+                _ if layer.is_empty() || force => lw.pack(&w, &cx.out_shape, force),
+                _ => None,
+            };
+            if layer.is_empty() && packed.is_some() {
+                force = true;
+            }
+            layer.push(packed.unwrap_or(w));
         }
     }
     let mismatch = || cx.unsupported("window values are laid out differently");

@@ -149,18 +149,41 @@ pub fn check_private(path: &Path, allow_shared: bool) -> Result<()> {
 }
 
 fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_streamed(path, mode, &mut |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] with the content written by `fill` in pieces (through a buffer), for files
+/// too large to build in memory first. `fill` may be called twice (a file system without unnamed
+/// temporary files), so it must write the same bytes each time.
+pub fn write_atomic_with(path: &Path, fill: &mut Fill<'_>) -> Result<()> {
+    write_streamed(path, 0o644, fill)
+}
+
+/// Writes a file's content to the writer it is given.
+pub type Fill<'a> = dyn FnMut(&mut dyn Write) -> std::io::Result<()> + 'a;
+
+fn write_streamed(path: &Path, mode: u32, fill: &mut Fill<'_>) -> Result<()> {
     check_output(path)?;
     let dir = parent_dir(path);
     let name = file_name(path)?;
     remove_stale_temporaries(dir, &name);
-    match write_unnamed(dir, path, &name, bytes, mode) {
+    match write_unnamed(dir, path, &name, fill, mode) {
         Ok(()) => {}
         // No unnamed files on this file system: a named temporary file instead.
-        Err(Unnamed::Unsupported) => write_named(dir, path, &name, bytes, mode)?,
+        Err(Unnamed::Unsupported) => write_named(dir, path, &name, fill, mode)?,
         Err(Unnamed::Failed(e)) => return Err(e),
     }
     sync_dir(dir);
     Ok(())
+}
+
+/// Fills `file` through a buffer and flushes it to disk.
+fn fill_file(file: File, fill: &mut Fill<'_>) -> std::io::Result<File> {
+    let mut w = std::io::BufWriter::with_capacity(1 << 22, file);
+    fill(&mut w)?;
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(file)
 }
 
 enum Unnamed {
@@ -178,7 +201,7 @@ fn write_unnamed(
     dir: &Path,
     path: &Path,
     name: &str,
-    bytes: &[u8],
+    fill: &mut Fill<'_>,
     mode: u32,
 ) -> Result<(), Unnamed> {
     use rustix::fs::{AtFlags, Mode, OFlags, CWD};
@@ -191,10 +214,8 @@ fn write_unnamed(
         Ok(fd) => fd,
         Err(_) => return Err(Unnamed::Unsupported),
     };
-    let mut file = File::from(fd);
     let fail = |e: std::io::Error| Unnamed::Failed(miette!("cannot write {}: {e}", path.display()));
-    file.write_all(bytes).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
+    let file = fill_file(File::from(fd), fill).map_err(fail)?;
     // Give the file a (temporary) name, then move it over the target in one step.
     let tmp = temp_name(dir, name);
     let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
@@ -207,16 +228,15 @@ fn write_unnamed(
     })
 }
 
-fn write_named(dir: &Path, path: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+fn write_named(dir: &Path, path: &Path, name: &str, fill: &mut Fill<'_>, mode: u32) -> Result<()> {
     let tmp = temp_name(dir, name);
     let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        fill_file(f, fill)?;
         std::fs::rename(&tmp, path)
     })();
     result.map_err(|e| {

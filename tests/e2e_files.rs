@@ -386,3 +386,37 @@ fn a_plan_larger_than_the_available_memory_is_refused_up_front() {
     );
     let _ = std::fs::remove_dir_all(&f.dir);
 }
+
+/// `keygen` streams the rotation keys to the file one key at a time: the file is byte for byte
+/// what the in-memory serialization gives, its key id is the one the key set was made with, and
+/// it reads back.
+#[test]
+fn streamed_key_file_equals_the_in_memory_serialization() {
+    let dir = std::env::temp_dir().join(format!("hecc-e2e-stream-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = dir.join("plan.json");
+    let mut o = opts(40, 8);
+    o.layout = hecc::compile::LayoutChoice::Channel;
+    let c = compile(&root().join("models/cryptonets.yaml"), &o).unwrap();
+    write_plan(&c.plan, &plan).unwrap();
+    let s = Session::open_with_security(&plan, true).unwrap();
+    let k = generate_keys(&s).unwrap();
+    assert!(
+        !k.eval.galois.galois_elements().is_empty(),
+        "the channel layout rotates"
+    );
+    write_keys(&s, &k.secret, &k.eval, &dir.join("keys")).unwrap();
+    let file = std::fs::read(dir.join("keys").join(EVAL_KEYS_FILE)).unwrap();
+    assert!(
+        file == eval_keys_bytes(&s, &k.eval),
+        "streamed and in-memory bytes differ"
+    );
+    let back = read_eval_keys(&s, &dir.join("keys").join(EVAL_KEYS_FILE)).unwrap();
+    assert_eq!(back.id, k.eval.id);
+    assert_eq!(
+        back.galois.galois_elements(),
+        k.eval.galois.galois_elements()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -344,11 +344,11 @@ fn a_packed_feature_map_output_is_split_back_into_channels() {
             .map(|v| v - 0.5)
             .collect();
         g.add_weight(
-            &format!("{name}.weight"),
+            format!("{name}.weight"),
             Tensor::from_shape_vec(vec![4, c_in, 3, 3], w).unwrap(),
         );
         g.add_weight(
-            &format!("{name}.bias"),
+            format!("{name}.bias"),
             Tensor::from_shape_vec(vec![4], pseudo_random(seed + 10, 4)).unwrap(),
         );
     }

@@ -380,7 +380,7 @@ pub fn read_inputs(s: &Session, path: &Path) -> Result<EncryptedInputs> {
 /// [`read_inputs`] on the bytes of an inputs file; `what` names them in errors.
 pub fn inputs_from_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<EncryptedInputs> {
     let p = what.to_string();
-    let c = Container::from_bytes(bytes, FileKind::Inputs, &p)?;
+    let c = ContainerRef::from_bytes(bytes, FileKind::Inputs, &p)?;
     c.check_plan(s, &p)?;
     let (meta, cts) = c
         .sections

@@ -183,7 +183,7 @@ pub fn hex(b: &[u8]) -> String {
 
 // ------------------------------------------------------------------ containers
 
-/// A parsed container.
+/// A container: header fields and sections, owned (to write, or to edit in tests and tools).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Container {
     /// Kind.
@@ -198,31 +198,135 @@ pub struct Container {
     pub sections: Vec<Vec<u8>>,
 }
 
+/// A container parsed in place: its sections borrow the bytes it was read from (no copy of a
+/// key file of gigabytes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerRef<'a> {
+    /// Kind.
+    pub kind: FileKind,
+    /// Parameter fingerprint.
+    pub fingerprint: [u8; 32],
+    /// Plan digest.
+    pub plan_digest: [u8; 32],
+    /// Key set identity.
+    pub key_id: KeyId,
+    /// Sections.
+    pub sections: Vec<&'a [u8]>,
+}
+
+/// A container section as the writer sees it: its length up front, then its bytes in pieces,
+/// so a section of gigabytes (the rotation keys) never has to exist as one buffer.
+#[allow(clippy::len_without_is_empty)] // a section's length is all the writer needs
+pub trait Section {
+    /// The section's length in bytes.
+    fn len(&self) -> u64;
+    /// Gives the section's bytes to `sink`, in order, in pieces of any size.
+    fn emit(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()>;
+}
+
+/// A section that is one byte slice.
+pub struct Bytes<'a>(pub &'a [u8]);
+
+impl Section for Bytes<'_> {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn emit(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        sink(self.0)
+    }
+}
+
+/// The header of a container (everything before its sections).
+pub struct ContainerHeader {
+    /// Kind.
+    pub kind: FileKind,
+    /// Parameter fingerprint.
+    pub fingerprint: [u8; 32],
+    /// Plan digest.
+    pub plan_digest: [u8; 32],
+    /// Key set identity.
+    pub key_id: KeyId,
+}
+
+/// Writes a container with `sections` to `w` as [`Container::to_bytes`] lays it out (header,
+/// length-prefixed sections, SHA-256 of all of it), hashing as it goes.
+pub fn write_container(
+    w: &mut dyn std::io::Write,
+    h: &ContainerHeader,
+    sections: &[&dyn Section],
+) -> std::io::Result<()> {
+    let mut sum = Sha256::new();
+    let mut put = |b: &[u8]| -> std::io::Result<()> {
+        sum.update(b);
+        w.write_all(b)
+    };
+    let mut head = Vec::with_capacity(HEADER + 4);
+    head.extend_from_slice(&FILE_MAGIC);
+    head.extend_from_slice(&FILE_VERSION.to_le_bytes());
+    head.push(h.kind as u8);
+    head.push(0);
+    head.extend_from_slice(&[0u8; 4]);
+    head.extend_from_slice(&h.fingerprint);
+    head.extend_from_slice(&h.plan_digest);
+    head.extend_from_slice(&h.key_id);
+    head.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+    put(&head)?;
+    for s in sections {
+        put(&s.len().to_le_bytes())?;
+        let mut written = 0u64;
+        s.emit(&mut |b| {
+            written += b.len() as u64;
+            put(b)
+        })?;
+        if written != s.len() {
+            return Err(std::io::Error::other(format!(
+                "a section announced {} bytes and gave {written}",
+                s.len()
+            )));
+        }
+    }
+    let digest = sum.finalize();
+    w.write_all(&digest)
+}
+
 impl Container {
+    /// Parses and checks a container ([`ContainerRef::from_bytes`]) and copies its sections.
+    pub fn from_bytes(bytes: &[u8], expected: FileKind, path: &str) -> Result<Container, RunError> {
+        let c = ContainerRef::from_bytes(bytes, expected, path)?;
+        Ok(Container {
+            kind: c.kind,
+            fingerprint: c.fingerprint,
+            plan_digest: c.plan_digest,
+            key_id: c.key_id,
+            sections: c.sections.iter().map(|s| s.to_vec()).collect(),
+        })
+    }
+
     /// Serializes (with the trailing checksum).
     pub fn to_bytes(&self) -> Vec<u8> {
         let body: usize = self.sections.iter().map(|s| s.len() + 8).sum();
         let mut out = Vec::with_capacity(HEADER + 4 + body + 32);
-        out.extend_from_slice(&FILE_MAGIC);
-        out.extend_from_slice(&FILE_VERSION.to_le_bytes());
-        out.push(self.kind as u8);
-        out.push(0);
-        out.extend_from_slice(&[0u8; 4]);
-        out.extend_from_slice(&self.fingerprint);
-        out.extend_from_slice(&self.plan_digest);
-        out.extend_from_slice(&self.key_id);
-        out.extend_from_slice(&(self.sections.len() as u32).to_le_bytes());
-        for s in &self.sections {
-            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-            out.extend_from_slice(s);
-        }
-        let sum = Sha256::digest(&out);
-        out.extend_from_slice(&sum);
+        let bytes: Vec<Bytes<'_>> = self.sections.iter().map(|s| Bytes(s)).collect();
+        let sections: Vec<&dyn Section> = bytes.iter().map(|b| b as &dyn Section).collect();
+        let header = ContainerHeader {
+            kind: self.kind,
+            fingerprint: self.fingerprint,
+            plan_digest: self.plan_digest,
+            key_id: self.key_id,
+        };
+        // Writing to a vector cannot fail.
+        let _ = write_container(&mut out, &header, &sections);
         out
     }
+}
 
+impl<'a> ContainerRef<'a> {
     /// Parses and checks magic, version, kind, structure and checksum (not the fingerprints).
-    pub fn from_bytes(bytes: &[u8], expected: FileKind, path: &str) -> Result<Container, RunError> {
+    pub fn from_bytes(
+        bytes: &'a [u8],
+        expected: FileKind,
+        path: &str,
+    ) -> Result<ContainerRef<'a>, RunError> {
         let p = || path.to_string();
         if bytes.len() < 8 || bytes[..8] != FILE_MAGIC {
             return Err(RunError::BadMagic { path: p() });
@@ -277,7 +381,7 @@ impl Container {
             if bytes.len() < end {
                 return Err(trunc(end.saturating_add(32)));
             }
-            sections.push(bytes[pos..end].to_vec());
+            sections.push(&bytes[pos..end]);
             pos = end;
         }
         if bytes.len() < pos + 32 {
@@ -286,7 +390,7 @@ impl Container {
         if bytes.len() > pos + 32 || Sha256::digest(&bytes[..pos])[..] != bytes[pos..pos + 32] {
             return Err(RunError::Corrupt { path: p() });
         }
-        Ok(Container {
+        Ok(ContainerRef {
             kind: expected,
             fingerprint,
             plan_digest,

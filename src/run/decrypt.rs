@@ -72,7 +72,7 @@ pub fn verify_outputs(
     }
     if let Some((rp, bytes)) = request {
         let rp = rp.to_string();
-        let c = Container::from_bytes(bytes, FileKind::Inputs, &rp)?;
+        let c = ContainerRef::from_bytes(bytes, FileKind::Inputs, &rp)?;
         let meta: InputsMeta = parse_meta(
             c.sections
                 .first()

@@ -5,13 +5,38 @@ use super::*;
 /// The key id of the serialized public, relinearization and Galois keys (and, for a plan that
 /// bootstraps, the encapsulation keys).
 pub fn key_id_of(sections: &[&[u8]]) -> KeyId {
+    let bytes: Vec<Bytes<'_>> = sections.iter().map(|s| Bytes(s)).collect();
+    key_id_of_sections(&bytes.iter().map(|b| b as &dyn Section).collect::<Vec<_>>())
+}
+
+/// [`key_id_of`] on sections given in pieces.
+fn key_id_of_sections(sections: &[&dyn Section]) -> KeyId {
     let mut h = Sha256::new();
     h.update(b"hecc key id v2");
     for s in sections {
-        h.update((s.len() as u64).to_le_bytes());
-        h.update(s);
+        h.update(s.len().to_le_bytes());
+        // Hashing cannot fail.
+        let _ = s.emit(&mut |b| {
+            h.update(b);
+            Ok(())
+        });
     }
     h.finalize().into()
+}
+
+/// The rotation keys as a container section, serialized one key at a time.
+struct GaloisSection<'a> {
+    keys: &'a GaloisKeys,
+    ctx: &'a Context,
+}
+
+impl Section for GaloisSection<'_> {
+    fn len(&self) -> u64 {
+        self.keys.serialized_len(self.ctx)
+    }
+    fn emit(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        self.keys.write_pieces(self.ctx, sink)
+    }
 }
 
 /// The client's secret key with its key set's id.
@@ -162,15 +187,20 @@ pub fn generate_keys(s: &Session) -> Result<KeySet> {
         }
         None => (kg.galois_keys_to_levels(&steps, None), None),
     };
-    let mut sections = vec![
-        public.to_bytes(&s.ctx),
-        relin.to_bytes(&s.ctx),
-        galois.to_bytes(&s.ctx),
-    ];
-    if let Some(e) = &encapsulation {
-        sections.push(e.to_bytes(&s.ctx));
+    let public_bytes = public.to_bytes(&s.ctx);
+    let relin_bytes = relin.to_bytes(&s.ctx);
+    let enc_bytes = encapsulation.as_ref().map(|e| e.to_bytes(&s.ctx));
+    let galois_section = GaloisSection {
+        keys: &galois,
+        ctx: &s.ctx,
+    };
+    let (p, r) = (Bytes(&public_bytes), Bytes(&relin_bytes));
+    let e = enc_bytes.as_deref().map(Bytes);
+    let mut sections: Vec<&dyn Section> = vec![&p, &r, &galois_section];
+    if let Some(e) = &e {
+        sections.push(e);
     }
-    let id = key_id_of(&sections.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let id = key_id_of_sections(&sections);
     Ok(KeySet {
         secret: ClientSecret::new(&s.ctx, kg.secret_key().clone(), id),
         eval: EvalKeySet {
@@ -203,6 +233,27 @@ pub fn eval_keys_bytes(s: &Session, k: &EvalKeySet) -> Vec<u8> {
     .to_bytes()
 }
 
+/// Writes the evaluation keys to `path` as [`eval_keys_bytes`] would, streamed: the rotation
+/// keys go to the file one key at a time (a file of gigabytes never exists as one buffer).
+pub fn write_eval_keys(s: &Session, k: &EvalKeySet, path: &Path) -> Result<()> {
+    let ctx = &s.ctx;
+    let public = k.public.to_bytes(ctx);
+    let relin = k.relin.to_bytes(ctx);
+    let enc = k.encapsulation.as_ref().map(|e| e.to_bytes(ctx));
+    let galois = GaloisSection {
+        keys: &k.galois,
+        ctx,
+    };
+    let (p, r) = (Bytes(&public), Bytes(&relin));
+    let e = enc.as_deref().map(Bytes);
+    let mut sections: Vec<&dyn Section> = vec![&p, &r, &galois];
+    if let Some(e) = &e {
+        sections.push(e);
+    }
+    let header = s.container_header(FileKind::EvalKeys, k.id);
+    crate::files::write_atomic_with(path, &mut |w| write_container(w, &header, &sections))
+}
+
 /// Serializes the secret key.
 pub fn secret_key_bytes(s: &Session, sk: &ClientSecret) -> Vec<u8> {
     s.container(FileKind::SecretKey, sk.id, vec![sk.key.to_bytes(&s.ctx)])
@@ -221,7 +272,7 @@ pub fn write_keys(
     let sk = dir.join(SECRET_KEY_FILE);
     let ek = dir.join(EVAL_KEYS_FILE);
     crate::files::write_private(&sk, &secret_key_bytes(s, secret))?;
-    write_atomic(&ek, &eval_keys_bytes(s, eval))?;
+    write_eval_keys(s, eval, &ek)?;
     Ok((sk, ek))
 }
 
@@ -240,7 +291,7 @@ pub fn read_eval_keys(s: &Session, path: &Path) -> Result<EvalKeySet> {
 
 /// [`read_eval_keys`] on the bytes of a key file; `what` names them in errors.
 pub fn eval_keys_from_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<EvalKeySet> {
-    let c = Container::from_bytes(bytes, FileKind::EvalKeys, what)?;
+    let c = ContainerRef::from_bytes(bytes, FileKind::EvalKeys, what)?;
     let p = what.to_string();
     c.check_plan(s, &p)?;
     let (public, relin, galois, encapsulation) = match c.sections.as_slice() {
@@ -250,7 +301,7 @@ pub fn eval_keys_from_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<Eva
     };
     let ctx = &s.ctx;
     let be = backend_err(what);
-    let id = key_id_of(&c.sections.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let id = key_id_of(&c.sections.iter().map(|s| &**s).collect::<Vec<_>>());
     let public = PublicKey::from_bytes(ctx, public).map_err(&be)?;
     if id != c.key_id {
         return Err(RunError::Tampered {
@@ -305,7 +356,7 @@ pub fn secret_key_from_bytes(
     bytes: &[u8],
     what: &str,
 ) -> Result<ClientSecret> {
-    let c = Container::from_bytes(bytes, FileKind::SecretKey, what)?;
+    let c = ContainerRef::from_bytes(bytes, FileKind::SecretKey, what)?;
     let p = what.to_string();
     if &c.fingerprint != ctx.fingerprint() {
         return Err(RunError::ParamsMismatch {

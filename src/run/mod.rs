@@ -20,7 +20,7 @@
 //! count and the outputs' layout before decrypting. A server can still compute something other
 //! than the plan and encrypt it under the public key: CKKS gives no integrity of the values.
 
-use crate::compile::{backend_params, compile_graph, write_atomic, CompileOptions};
+use crate::compile::{backend_params, compile_graph, CompileOptions};
 use crate::files::read_file;
 use hecc_ir::he::{Layout, Module, ValueId};
 use hecc_passes::plan::{Plan, PlanTensor};

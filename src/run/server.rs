@@ -32,11 +32,16 @@ pub fn check_memory(s: &Session, available: Option<u64>, what: &str) -> Result<(
 }
 
 /// Bytes `keygen` holds at its peak: every key in memory (both halves of each key-switching
-/// key), plus the evaluation-key file built from them (its sections, then the container that
-/// joins them).
+/// key), the small sections of the evaluation-key file serialized, and one rotation key's bytes
+/// with the file's write buffer (the rotation keys are streamed to the file one at a time).
 pub fn keygen_bytes(s: &Session) -> u64 {
     let k = &s.plan.report.keys;
-    k.resident_bytes() + 2 * (k.public_key + k.relin_key + k.galois_keys)
+    let steps = k.rotation_steps.len() as u64
+        + k.bootstrap
+            .as_ref()
+            .map_or(0, |b| b.extra_rotation_steps.len() as u64 + 1);
+    let one_key = k.galois_keys / steps.max(1);
+    k.resident_bytes() + k.public_key + k.relin_key + one_key + (4 << 20)
 }
 
 /// Bytes `encrypt` holds at its peak for a full batch: the input ciphertexts in memory plus the
@@ -266,7 +271,7 @@ pub fn read_outputs(path: &Path) -> Result<EncryptedOutputs> {
 
 /// [`read_outputs`] on the bytes of an outputs file; `what` names them in errors.
 pub fn outputs_from_bytes(bytes: &[u8], what: &str) -> Result<EncryptedOutputs> {
-    let c = Container::from_bytes(bytes, FileKind::Outputs, what)?;
+    let c = ContainerRef::from_bytes(bytes, FileKind::Outputs, what)?;
     let p = what.to_string();
     let [params, meta, cts @ ..] = c.sections.as_slice() else {
         return Err(RunError::Corrupt { path: p }.into());

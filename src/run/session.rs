@@ -137,6 +137,16 @@ impl Session {
         }
     }
 
+    /// The header of a container of `kind` for this session's parameters and plan.
+    pub(crate) fn container_header(&self, kind: FileKind, key_id: KeyId) -> ContainerHeader {
+        ContainerHeader {
+            kind,
+            fingerprint: *self.ctx.fingerprint(),
+            plan_digest: self.digest,
+            key_id,
+        }
+    }
+
     /// The model input (plans of one input only).
     pub fn input(&self) -> Result<&PlanTensor> {
         match self.plan.inputs.as_slice() {

@@ -1018,8 +1018,12 @@ impl Lowerer<'_> {
         if !gr.form.iter().all(|f| seen.insert(*f)) || gr.form.len() < 2 {
             return None;
         }
-        let dear =
-            |f: &Form| !f.terms.is_empty() && f.terms.iter().all(|t| uniform(&t.coef).is_some());
+        // A plain form (one ciphertext as it came) needs a mask too; unpacked, its coefficients
+        // would fold into the next product for free.
+        let dear = |f: &Form| {
+            !f.terms.is_empty()
+                && (f.is_plain() || f.terms.iter().all(|t| uniform(&t.coef).is_some()))
+        };
         if !force && gr.form.iter().any(|&f| dear(&v.forms[f])) {
             return None;
         }
@@ -1036,6 +1040,9 @@ impl Lowerer<'_> {
                 return None;
             }
             let hi = form.support.last().copied().unwrap_or(0) as usize;
+            if hi >= stride {
+                return None;
+            }
             let shift = groups.last().and_then(|g| {
                 (0..stride.saturating_sub(hi))
                     .find(|&d| form.support.iter().all(|&o| !g.taken[o as usize + d]))
@@ -1544,12 +1551,7 @@ pub fn lower_channel_shaped(
         // channels (the client reads them channel by channel).
         let packs = matches!(
             node.op,
-            Op::Relu
-                | Op::Add
-                | Op::Square
-                | Op::Quadratic { .. }
-                | Op::Poly { .. }
-                | Op::MaxPool { .. }
+            Op::Relu | Op::Add | Op::Square | Op::Quadratic { .. } | Op::Poly { .. }
         );
         if lw.pack != PackChannels::Never && packs {
             let force = lw.pack == PackChannels::Always;

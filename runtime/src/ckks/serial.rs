@@ -415,6 +415,44 @@ impl GaloisKeys {
         write_galois(&mut out, self);
         out
     }
+    /// The length of [`Self::to_bytes`], without building it.
+    pub fn serialized_len(&self, ctx: &Context) -> u64 {
+        let mut head = Vec::new();
+        write_header(&mut head, ObjectKind::GaloisKeys, ctx.fingerprint());
+        let keys: u64 = self
+            .keys
+            .values()
+            .map(|k| {
+                let digits: u64 =
+                    k.b.iter()
+                        .map(|b| 1 + 4 + 4 + 8 * b.data.len() as u64 + 32)
+                        .sum();
+                8 + 4 + digits
+            })
+            .sum();
+        head.len() as u64 + 4 + keys
+    }
+
+    /// [`Self::to_bytes`]'s bytes given to `sink` one key at a time (a key file of gigabytes
+    /// is written without one buffer of its size).
+    pub fn write_pieces<E>(
+        &self,
+        ctx: &Context,
+        sink: &mut dyn FnMut(&[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let mut out = Vec::new();
+        write_header(&mut out, ObjectKind::GaloisKeys, ctx.fingerprint());
+        out.extend_from_slice(&(self.keys.len() as u32).to_le_bytes());
+        sink(&out)?;
+        for (g, k) in &self.keys {
+            out.clear();
+            out.extend_from_slice(&g.to_le_bytes());
+            write_ksk(&mut out, k);
+            sink(&out)?;
+        }
+        Ok(())
+    }
+
     /// Reads Galois keys made for `ctx`'s parameters.
     pub fn from_bytes(ctx: &Context, bytes: &[u8]) -> Result<Self> {
         let mut r = read_header_ctx(bytes, ObjectKind::GaloisKeys, ctx)?;

@@ -11,11 +11,12 @@
 use super::{CompileContext, Lowering, Packing};
 use crate::compile::CompileOptions;
 use hecc_ir::tensor::verify::Shapes;
-use hecc_ir::tensor::{Graph, Op, Shape};
+use hecc_ir::tensor::{Graph, NodeId, Op, Shape};
 use hecc_passes::layout::PackingLayout;
 use hecc_passes::lower::channel::{lower_channel_shaped, ChannelOptions};
 use hecc_passes::params::{ParamChoice, ParamRequest};
 use miette::{miette, Result};
+use std::collections::HashMap;
 
 /// Slots of the largest ring the parameter table has (N = 2^16).
 const MAX_SLOTS: u64 = 1 << 15;
@@ -187,6 +188,7 @@ pub fn estimate_layouts(g: &Graph) -> Option<(LayoutEstimate, LayoutEstimate)> {
     // Per node: levels it consumes and ciphertexts it yields in each layout (the channel
     // layout packs several channels of a strided grid into one ciphertext before activations),
     // for the bootstrap estimate.
+    let mut depth_of: HashMap<NodeId, u64> = HashMap::new();
     let mut depth = 0u64;
     let mut live: Vec<(u64, u64, u64)> = Vec::new();
     for id in g.topo_order()? {
@@ -203,8 +205,8 @@ pub fn estimate_layouts(g: &Graph) -> Option<(LayoutEstimate, LayoutEstimate)> {
         batch.ciphertexts = batch.ciphertexts.max(numel);
         let per_channel = (numel / channels).max(1);
         let packed = match out.rank() {
-            3 if image >= 2 * per_channel => {
-                let per_ct = (image / per_channel).max(1);
+            3 if image.next_power_of_two() >= 2 * per_channel => {
+                let per_ct = (image.next_power_of_two() / per_channel).max(1);
                 let per_ct = 1u64 << (63 - per_ct.leading_zeros());
                 channels.div_ceil(per_ct)
             }
@@ -213,14 +215,28 @@ pub fn estimate_layouts(g: &Graph) -> Option<(LayoutEstimate, LayoutEstimate)> {
         chan.ciphertexts = chan.ciphertexts.max(channels);
         let levels = match &node.op {
             Op::Conv2d { .. } | Op::Dense { .. } | Op::Square | Op::Quadratic { .. } => 1,
-            Op::Poly { coeffs } => 64 - (coeffs.len().max(2) as u64 - 1).leading_zeros() as u64,
+            Op::Poly { coeffs } => {
+                // Degree at most 2 is lowered as a quadratic (one level).
+                let degree = coeffs.iter().rposition(|c| *c != 0.0).unwrap_or(0).max(2) as u64;
+                64 - degree.leading_zeros() as u64 - u64::from(degree == 2)
+            }
             Op::Relu => 8,
             Op::MaxPool { kernel, .. } => {
                 8 * (64 - ((kernel[0] * kernel[1]).max(2) as u64 - 1).leading_zeros() as u64)
             }
             _ => 0,
         };
-        depth += levels;
+        // Depth along the longest path (parallel branches do not add up).
+        let d = g
+            .operand_ids(id)
+            .iter()
+            .filter_map(|o| depth_of.get(o))
+            .max()
+            .copied()
+            .unwrap_or(0)
+            + levels;
+        depth_of.insert(id, d);
+        depth = depth.max(d);
         live.push((levels, numel, packed));
         match &node.op {
             Op::Input { shape, .. } => {

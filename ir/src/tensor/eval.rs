@@ -147,8 +147,20 @@ fn eval_impl(g: &Graph, inputs: &[Tensor], batched: bool) -> Result<Vec<Tensor>,
         );
     }
     // verify() succeeded, so the order exists and every operand has a value when reached.
+    // Only the nodes the outputs depend on are computed (a staged evaluation asks for one
+    // activation's operand at a time).
+    let mut needed: std::collections::HashSet<NodeId> = std::collections::HashSet::new();
+    let mut stack: Vec<NodeId> = g.outputs.clone();
+    while let Some(id) = stack.pop() {
+        if needed.insert(id) {
+            stack.extend(g.operand_ids(id));
+        }
+    }
     let order = g.topo_order().unwrap_or_default();
     for id in order {
+        if !needed.contains(&id) {
+            continue;
+        }
         let Some(node) = g.node(id) else { continue };
         let Some(out_shape) = shapes.get(&id).cloned() else {
             continue;

@@ -127,3 +127,49 @@ fn torch_resnet_runs_encrypted_at_128_bits_and_keeps_the_frameworks_predictions(
     assert_eq!(n, 256);
     assert!(agree >= 253, "agreement with PyTorch {agree}/256");
 }
+
+/// ResNet-8 trained on Fashion-MNIST with exact ReLU (`train_resnet8_fashion.py`): the spec with
+/// its weights and the PyTorch export both reproduce PyTorch's logits on the 256 bundled test
+/// images, and Lee et al.'s swap (every ReLU replaced by the composite minimax polynomial, ranges
+/// calibrated on the images, no retraining) keeps the predictions.
+#[test]
+fn fashion_resnet8_imports_and_keeps_its_predictions_under_the_minimax_swap() {
+    let images = root().join("models/data/fashion-mnist-t10k-first256-images-idx3-ubyte");
+    let labels = root().join("models/data/fashion-mnist-t10k-first256-labels-idx1-ubyte");
+    let (want, classes) = load_reference(&export("resnet8_fashion_torch.logits.npy")).unwrap();
+    let onnx = ModelArgs {
+        normalize: Some("0.2860/0.3530".to_string()),
+        input_range: None,
+    }
+    .load(&export("resnet8_fashion_torch.onnx"))
+    .unwrap();
+    let spec = hecc_ir::front::load_model(&root().join("models/resnet8_28.yaml")).unwrap();
+    for (what, g) in [("export", onnx), ("spec", spec)] {
+        let r = eval_model(
+            &g,
+            &images,
+            Some(&labels),
+            &["minimax:15,15,27".to_string()],
+            None,
+            &CompileOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        let exact = &r.rows[0];
+        assert_eq!(exact.classes, classes);
+        assert_eq!(r.images, 256, "{what}: images");
+        assert_eq!(exact.logits.len(), want.len(), "{what}: logits");
+        let max_diff = exact
+            .logits
+            .iter()
+            .zip(&want)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(max_diff < 1e-3, "{what}: max |logit difference| {max_diff}");
+        let swapped = &r.rows[1];
+        let agree = swapped.agreement(exact);
+        assert!(
+            agree >= 254,
+            "{what}: minimax keeps {agree}/256 predictions"
+        );
+        assert_eq!(swapped.outside.0, 0, "{what}: inputs outside the ranges");
+    }
+}

@@ -33,6 +33,7 @@ fn pseudo_random(seed: u64, n: usize) -> Vec<f64> {
 
 struct Checked {
     depth: u32,
+    packed: u64,
     worst: f64,
     rotations: usize,
     steps: usize,
@@ -116,6 +117,7 @@ fn check_packed(
     );
     Checked {
         depth: depth_of(&m),
+        packed: low.stats.packed_channels,
         worst,
         rotations,
         steps,
@@ -301,6 +303,9 @@ fn reference_models_packed_everywhere_match_the_tensor_model() {
             "{name}: relative error {}",
             always.worst
         );
+        if name != "cryptonets.yaml" {
+            assert!(always.packed > 0, "{name}: nothing was packed");
+        }
     }
 }
 

@@ -519,8 +519,18 @@ fn keys_made_for_lower_levels_switch_up_to_their_level_only() {
             cap == top || bytes < full,
             "cap {cap}: {bytes} vs {full} bytes"
         );
-        let back = GaloisKeys::from_bytes(&f.ctx, &gk.to_bytes(&f.ctx)).unwrap();
+        let bytes = gk.to_bytes(&f.ctx);
+        let back = GaloisKeys::from_bytes(&f.ctx, &bytes).unwrap();
         assert_eq!(back, gk);
+        // Written in pieces (key files are streamed): the same bytes, of the announced length.
+        let mut pieces = Vec::new();
+        gk.write_pieces(&f.ctx, &mut |b: &[u8]| -> std::result::Result<(), ()> {
+            pieces.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        assert!(pieces == bytes, "cap {cap}: pieces differ from to_bytes");
+        assert_eq!(gk.serialized_len(&f.ctx), bytes.len() as u64);
         for level in 0..=top {
             let c = f.eval.drop_to_level(&cx, level).unwrap();
             match f.eval.rotate(&c, 3, &back) {

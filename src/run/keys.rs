@@ -301,7 +301,7 @@ pub fn eval_keys_from_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<Eva
     };
     let ctx = &s.ctx;
     let be = backend_err(what);
-    let id = key_id_of(&c.sections.iter().map(|s| &**s).collect::<Vec<_>>());
+    let id = key_id_of(&c.sections);
     let public = PublicKey::from_bytes(ctx, public).map_err(&be)?;
     if id != c.key_id {
         return Err(RunError::Tampered {

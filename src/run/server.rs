@@ -34,16 +34,13 @@ pub fn check_memory(s: &Session, available: Option<u64>, what: &str) -> Result<(
 /// Bytes `keygen` holds at its peak: every key in memory (both halves of each key-switching
 /// key) with a quarter more for the allocator and the generator's own state (measured: 525 MB
 /// resident for 375 MiB of CryptoNets' channel-layout keys), the small sections of the
-/// evaluation-key file serialized, and one rotation key's bytes with the file's write buffer
-/// (the rotation keys are streamed to the file one at a time).
+/// evaluation-key file serialized, and one rotation key's bytes (at most the relinearization
+/// key's, made for the whole chain) with the file's write buffer: the rotation keys are streamed
+/// to the file one at a time.
 pub fn keygen_bytes(s: &Session) -> u64 {
     let k = &s.plan.report.keys;
-    let steps = k.rotation_steps.len() as u64
-        + k.bootstrap
-            .as_ref()
-            .map_or(0, |b| b.extra_rotation_steps.len() as u64 + 1);
-    let one_key = k.galois_keys / steps.max(1);
-    k.resident_bytes() * 5 / 4 + k.public_key + k.relin_key + one_key + (64 << 20)
+    let encapsulation = k.bootstrap.as_ref().map_or(0, |b| b.encapsulation_keys);
+    k.resident_bytes() * 5 / 4 + k.public_key + 2 * k.relin_key + encapsulation + (64 << 20)
 }
 
 /// Bytes `encrypt` holds at its peak for a full batch: the input ciphertexts in memory plus the

@@ -101,7 +101,16 @@ fn eval_impl(g: &Graph, inputs: &[Tensor], batched: bool) -> Result<Vec<Tensor>,
         .first()
         .map(|t| t.shape().first().copied().unwrap_or(0));
     let n = n.unwrap_or(1);
-    for (id, s) in &shapes {
+    // Only the nodes the outputs depend on are computed (a staged evaluation asks for one
+    // activation's operand at a time, with every other activation fed as an input).
+    let mut needed: std::collections::HashSet<NodeId> = std::collections::HashSet::new();
+    let mut stack: Vec<NodeId> = g.outputs.clone();
+    while let Some(id) = stack.pop() {
+        if needed.insert(id) {
+            stack.extend(g.operand_ids(id));
+        }
+    }
+    for (id, s) in shapes.iter().filter(|(id, _)| needed.contains(id)) {
         let elements = s.numel().saturating_mul(n);
         if elements > MAX_ELEMENTS {
             return Err(EvalError::TooLarge {
@@ -113,6 +122,9 @@ fn eval_impl(g: &Graph, inputs: &[Tensor], batched: bool) -> Result<Vec<Tensor>,
     }
     let mut vals: HashMap<NodeId, Val> = HashMap::new();
     for (&id, t) in g.inputs.iter().zip(inputs) {
+        if !needed.contains(&id) {
+            continue;
+        }
         let (name, shape) = match g.node(id) {
             Some(node) => (
                 node.name.clone(),
@@ -147,15 +159,6 @@ fn eval_impl(g: &Graph, inputs: &[Tensor], batched: bool) -> Result<Vec<Tensor>,
         );
     }
     // verify() succeeded, so the order exists and every operand has a value when reached.
-    // Only the nodes the outputs depend on are computed (a staged evaluation asks for one
-    // activation's operand at a time).
-    let mut needed: std::collections::HashSet<NodeId> = std::collections::HashSet::new();
-    let mut stack: Vec<NodeId> = g.outputs.clone();
-    while let Some(id) = stack.pop() {
-        if needed.insert(id) {
-            stack.extend(g.operand_ids(id));
-        }
-    }
     let order = g.topo_order().unwrap_or_default();
     for id in order {
         if !needed.contains(&id) {

@@ -12,6 +12,7 @@ use super::{CompileContext, Lowering, Packing};
 use crate::compile::CompileOptions;
 use hecc_ir::tensor::verify::Shapes;
 use hecc_ir::tensor::{Graph, NodeId, Op, Shape};
+use hecc_passes::approx::plan::optimal_depth;
 use hecc_passes::layout::PackingLayout;
 use hecc_passes::lower::channel::{lower_channel_shaped, ChannelOptions};
 use hecc_passes::params::{ParamChoice, ParamRequest};
@@ -217,8 +218,8 @@ pub fn estimate_layouts(g: &Graph) -> Option<(LayoutEstimate, LayoutEstimate)> {
             Op::Conv2d { .. } | Op::Dense { .. } | Op::Square | Op::Quadratic { .. } => 1,
             Op::Poly { coeffs } => {
                 // Degree at most 2 is lowered as a quadratic (one level).
-                let degree = coeffs.iter().rposition(|c| *c != 0.0).unwrap_or(0).max(2) as u64;
-                64 - degree.leading_zeros() as u64 - u64::from(degree == 2)
+                let degree = coeffs.iter().rposition(|c| *c != 0.0).unwrap_or(0).max(2);
+                u64::from(optimal_depth(degree)) - u64::from(degree == 2)
             }
             Op::Relu => 8,
             Op::MaxPool { kernel, .. } => {

@@ -187,20 +187,16 @@ pub fn generate_keys(s: &Session) -> Result<KeySet> {
         }
         None => (kg.galois_keys_to_levels(&steps, None), None),
     };
-    let public_bytes = public.to_bytes(&s.ctx);
-    let relin_bytes = relin.to_bytes(&s.ctx);
-    let enc_bytes = encapsulation.as_ref().map(|e| e.to_bytes(&s.ctx));
-    let galois_section = GaloisSection {
-        keys: &galois,
-        ctx: &s.ctx,
-    };
-    let (p, r) = (Bytes(&public_bytes), Bytes(&relin_bytes));
-    let e = enc_bytes.as_deref().map(Bytes);
-    let mut sections: Vec<&dyn Section> = vec![&p, &r, &galois_section];
-    if let Some(e) = &e {
-        sections.push(e);
-    }
-    let id = key_id_of_sections(&sections);
+    let id = with_eval_sections(
+        &s.ctx,
+        [&public.to_bytes(&s.ctx), &relin.to_bytes(&s.ctx)],
+        &galois,
+        encapsulation
+            .as_ref()
+            .map(|e| e.to_bytes(&s.ctx))
+            .as_deref(),
+        key_id_of_sections,
+    );
     Ok(KeySet {
         secret: ClientSecret::new(&s.ctx, kg.secret_key().clone(), id),
         eval: EvalKeySet {
@@ -237,21 +233,35 @@ pub fn eval_keys_bytes(s: &Session, k: &EvalKeySet) -> Vec<u8> {
 /// keys go to the file one key at a time (a file of gigabytes never exists as one buffer).
 pub fn write_eval_keys(s: &Session, k: &EvalKeySet, path: &Path) -> Result<()> {
     let ctx = &s.ctx;
-    let public = k.public.to_bytes(ctx);
-    let relin = k.relin.to_bytes(ctx);
-    let enc = k.encapsulation.as_ref().map(|e| e.to_bytes(ctx));
-    let galois = GaloisSection {
-        keys: &k.galois,
+    let header = s.container_header(FileKind::EvalKeys, k.id);
+    with_eval_sections(
         ctx,
-    };
-    let (p, r) = (Bytes(&public), Bytes(&relin));
-    let e = enc.as_deref().map(Bytes);
-    let mut sections: Vec<&dyn Section> = vec![&p, &r, &galois];
+        [&k.public.to_bytes(ctx), &k.relin.to_bytes(ctx)],
+        &k.galois,
+        k.encapsulation.as_ref().map(|e| e.to_bytes(ctx)).as_deref(),
+        |sections| {
+            crate::files::write_atomic_with(path, &mut |w| write_container(w, &header, sections))
+        },
+    )
+}
+
+/// Calls `f` with the sections of an evaluation-key file in their order: the public and
+/// relinearization keys serialized, the rotation keys streamed, the encapsulation keys if any.
+fn with_eval_sections<R>(
+    ctx: &Context,
+    [public, relin]: [&[u8]; 2],
+    galois: &GaloisKeys,
+    encapsulation: Option<&[u8]>,
+    f: impl FnOnce(&[&dyn Section]) -> R,
+) -> R {
+    let (p, r) = (Bytes(public), Bytes(relin));
+    let g = GaloisSection { keys: galois, ctx };
+    let e = encapsulation.map(Bytes);
+    let mut sections: Vec<&dyn Section> = vec![&p, &r, &g];
     if let Some(e) = &e {
         sections.push(e);
     }
-    let header = s.container_header(FileKind::EvalKeys, k.id);
-    crate::files::write_atomic_with(path, &mut |w| write_container(w, &header, &sections))
+    f(&sections)
 }
 
 /// Serializes the secret key.

@@ -442,15 +442,8 @@ impl GaloisKeys {
     ) -> std::result::Result<(), E> {
         let mut out = Vec::new();
         write_header(&mut out, ObjectKind::GaloisKeys, ctx.fingerprint());
-        out.extend_from_slice(&(self.keys.len() as u32).to_le_bytes());
         sink(&out)?;
-        for (g, k) in &self.keys {
-            out.clear();
-            out.extend_from_slice(&g.to_le_bytes());
-            write_ksk(&mut out, k);
-            sink(&out)?;
-        }
-        Ok(())
+        galois_pieces(self, sink)
     }
 
     /// Reads Galois keys made for `ctx`'s parameters.
@@ -464,11 +457,26 @@ impl GaloisKeys {
 
 /// A Galois key set: count, then (element, key) pairs in element order.
 fn write_galois(out: &mut Vec<u8>, gk: &GaloisKeys) {
-    out.extend_from_slice(&(gk.keys.len() as u32).to_le_bytes());
+    let _ = galois_pieces(gk, &mut |b: &[u8]| -> std::result::Result<(), ()> {
+        out.extend_from_slice(b);
+        Ok(())
+    });
+}
+
+/// [`write_galois`]'s bytes given to `sink` in pieces: the count, then one piece per key.
+fn galois_pieces<E>(
+    gk: &GaloisKeys,
+    sink: &mut dyn FnMut(&[u8]) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    sink(&(gk.keys.len() as u32).to_le_bytes())?;
+    let mut out = Vec::new();
     for (g, k) in &gk.keys {
+        out.clear();
         out.extend_from_slice(&g.to_le_bytes());
-        write_ksk(out, k);
+        write_ksk(&mut out, k);
+        sink(&out)?;
     }
+    Ok(())
 }
 
 /// Reads [`write_galois`]'s form, refusing invalid or repeated elements.

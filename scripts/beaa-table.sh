@@ -1,41 +1,48 @@
 #!/usr/bin/env bash
-# Regenerates the BEAA accuracy table (issue 7): for each network (LeNet-style `lenet5`,
-# HEMET-style SqueezeNet `squeezenet28`) and data set (MNIST, Fashion-MNIST) it trains
-#   - a ReLU teacher and, distilled from it, a channel-wise student (one `hecc train --kd` run),
-#   - an element-wise student distilled from the same teacher (`--teacher`),
+# Regenerates the BEAA accuracy table: for each network (LeNet-style `lenet5`, HEMET-style
+# SqueezeNet `squeezenet28`), data set (MNIST, Fashion-MNIST) and seed it trains
+#   - the ReLU network (`--relu`), the teacher of the KD rows,
+#   - channel- and element-wise students distilled from it (`--teacher`),
 #   - layer-, channel- and element-wise students without KD,
-# and writes OUT_DIR/table.md with the full-test-set accuracy of every row (the reference
-# evaluator on the exported weights, as `hecc train` reports after reloading them) and the
-# training time of every row. Then (ENCRYPTED=1) the element-wise KD LeNet-style model of each
-# data set runs encrypted (batch layout, 128-bit parameters; the client/server commands, since
-# `hecc infer --verify` keeps every layer's ciphertexts alive and needs more than 20 GB here) on
-# the 256 bundled test images of `models/data/`, and a second table gives the accuracy on that
-# batch, the argmax agreement with the plaintext model (reference evaluator, `predict` example
-# of hecc-train), and the total and amortized time.
-# Logs, weights and specs stay under OUT_DIR/<net>-<data>/.
+# each on the full training set less a validation split (early stopping; the best validation
+# epoch's weights are kept), with its per-epoch history (`--history`). Then
+# `scripts/beaa_report.py` writes OUT_DIR/table.md (mean and standard deviation over the seeds
+# of the full-test-set accuracy, the reference evaluator on the exported weights) and, with
+# FIGURES=DIR, the training curves and coefficient heat maps as SVG.
+# A killed run resumes where it stopped: finished trainings (their log ends with the reload
+# check) are kept, an unfinished one starts again. Then (ENCRYPTED=1) the element-wise KD
+# LeNet-style model of each data set (seed 0) runs encrypted (batch layout; the client/server
+# commands) on the 256 bundled test images of `models/data/`, and a second table gives the
+# accuracy on that batch, the argmax agreement with the plaintext model (reference evaluator,
+# `predict` example of hecc-train), and the total and amortized time.
+# Logs, weights, histories and specs stay under OUT_DIR/<net>-<data>/seed<S>/.
 #
 # Usage: scripts/beaa-table.sh DATA_DIR OUT_DIR
 #   DATA_DIR holds mnist/ and fashion-mnist/ (as made by `scripts/fetch-datasets.sh data`).
 # Environment (defaults in brackets):
 #   HECC      hecc binary built with `--features train` [target/release/hecc]
 #   NETS      networks [lenet5 squeezenet28] (empty: no training)     DATASETS  data sets [mnist fashion-mnist]
-#   EPOCHS_<net>  epochs (teacher and students)  [lenet5: 2, squeezenet28: 2]
-#   LIMIT_<net>   training images used (first N; empty = all 60,000) [lenet5: 30000, squeezenet28: 6000]
-#   LR_<net>      initial learning rate [0.02]
-#   SEED      [0]      TABLE_ONLY=1  only rebuild table.md from existing logs
+#   SEEDS     [0 1 2]
+#   EPOCHS_<net>  most epochs (teacher and students)  [lenet5: 15, squeezenet28: 15]
+#   LIMIT_<net>   training images used (first N; empty = all 60,000) [all]
+#   LR_<net>      initial learning rate of the quadratic students [0.02]
+#   LR_TEACHER_<net>  initial learning rate of the ReLU teacher [0.05]
+#   VALIDATION [5000]  training images held out for validation (the last ones)
+#   PATIENCE   [4]     epochs without a better validation accuracy before stopping
+#   THREADS    [2]     RAYON_NUM_THREADS of every training (they run one after another, nice 19)
+#   FIGURES    directory for the SVG figures [none]
+#   TABLE_ONLY=1  only rebuild table.md (and the figures) from existing histories
 #   ENCRYPTED [1]      0 skips the encrypted runs; INFER_THREADS threads of the runtime [1]
 #   SCALE_BITS [33]    CKKS scale bits of the encrypted run: 33 gives N=2^14 at 128-bit security
 #                      (the default 40 of `hecc compile` needs N=2^15); [40] with TEST_PARAMS=1
 #   TEST_PARAMS [0]    1: compile the encrypted run at INSECURE test parameters (the same modulus
 #                      chain on the smallest ring that holds the batch, N=2^12, no security
 #                      check) with the compile_test_params example (COMPILE_TEST, built by
-#                      `cargo build --release --example compile_test_params`), because the
-#                      128-bit run needs more memory than MEM_LIMIT_GB on a 24 GiB machine
+#                      `cargo build --release --example compile_test_params`)
 #   MEM_LIMIT_GB [12]  memory budget of the encrypted run (compile --memory-budget, and a kill
 #                      switch on the resident memory of every step)
 #   PREDICT   [target/release/examples/predict]  built by
 #             `cargo build --release -p hecc-train --example predict`
-# Trainings run one after another under `nice -n 19` with RAYON_NUM_THREADS=1 (one core).
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
@@ -47,28 +54,35 @@ OUT=$2
 HECC=${HECC:-target/release/hecc}
 NETS=${NETS-lenet5 squeezenet28}
 DATASETS=${DATASETS:-mnist fashion-mnist}
-SEED=${SEED:-0}
-EPOCHS_lenet5=${EPOCHS_lenet5:-2}
-EPOCHS_squeezenet28=${EPOCHS_squeezenet28:-2}
-LIMIT_lenet5=${LIMIT_lenet5-30000}
-LIMIT_squeezenet28=${LIMIT_squeezenet28-6000}
+SEEDS=${SEEDS:-0 1 2}
+EPOCHS_lenet5=${EPOCHS_lenet5:-15}
+EPOCHS_squeezenet28=${EPOCHS_squeezenet28:-15}
+LIMIT_lenet5=${LIMIT_lenet5-}
+LIMIT_squeezenet28=${LIMIT_squeezenet28-}
 LR_lenet5=${LR_lenet5:-0.02}
 LR_squeezenet28=${LR_squeezenet28:-0.02}
+LR_TEACHER_lenet5=${LR_TEACHER_lenet5:-0.05}
+LR_TEACHER_squeezenet28=${LR_TEACHER_squeezenet28:-0.05}
+VALIDATION=${VALIDATION:-5000}
+PATIENCE=${PATIENCE:-4}
+THREADS=${THREADS:-2}
 MODELS=$(dirname "$0")/../models
 mkdir -p "$OUT"
 
-# run NAME ARGS...: one `hecc train` run into $dir/NAME.{safetensors,yaml,log}.
+# run NAME ARGS...: one `hecc train` run into $dir/NAME.{safetensors,yaml,log,history.json}.
 run() {
     local name=$1
     shift
-    if [ -f "$dir/$name.log" ] && grep -q "reloaded through" "$dir/$name.log"; then
+    if [ -f "$dir/$name.log" ] && grep -q "reloaded through" "$dir/$name.log" \
+        && [ -f "$dir/$name.history.json" ]; then
         echo "  $name: done before, kept"
         return 0
     fi
     echo "  $name: $(date -u +%H:%M:%S) start"
-    if RAYON_NUM_THREADS=1 nice -n 19 "$HECC" train "$MODELS/$net.yaml" --data "$DATA/$ds" \
-        --epochs "$epochs" --lr "$lr" --seed "$SEED" ${limit:+--limit "$limit"} \
-        --final-eval-only --quiet -o "$dir/$name.safetensors" "$@" >"$dir/$name.log" 2>&1; then
+    if RAYON_NUM_THREADS=$THREADS nice -n 19 "$HECC" train "$MODELS/$net.yaml" --data "$DATA/$ds" \
+        --epochs "$epochs" --lr "$lr" --seed "$seed" ${limit:+--limit "$limit"} \
+        --validation "$VALIDATION" --patience "$PATIENCE" --history "$dir/$name.history.json" \
+        --quiet -o "$dir/$name.safetensors" "$@" >"$dir/$name.log" 2>&1; then
         echo "  $name: $(date -u +%H:%M:%S) $(grep 'reloaded through' "$dir/$name.log" | tail -1 | sed 's/.*accuracy //')"
     else
         echo "  $name: FAILED (see $dir/$name.log)"
@@ -76,18 +90,21 @@ run() {
 }
 
 if [ "${TABLE_ONLY:-0}" != 1 ]; then
-    for net in $NETS; do
-        for ds in $DATASETS; do
-            dir=$OUT/$net-$ds
-            mkdir -p "$dir"
-            ev=EPOCHS_$net lv=LIMIT_$net rv=LR_$net
-            epochs=${!ev} limit=${!lv} lr=${!rv}
-            echo "$net on $ds: $epochs epochs, ${limit:-all} training images, lr $lr"
-            run channel-kd --granularity channel --kd --teacher-out "$dir/relu.safetensors"
-            run element-kd --granularity element --teacher "$dir/relu.safetensors"
-            run layer --granularity layer
-            run channel --granularity channel
-            run element --granularity element
+    for seed in $SEEDS; do
+        for net in $NETS; do
+            for ds in $DATASETS; do
+                dir=$OUT/$net-$ds/seed$seed
+                mkdir -p "$dir"
+                ev=EPOCHS_$net lv=LIMIT_$net rv=LR_$net tv=LR_TEACHER_$net
+                epochs=${!ev} limit=${!lv} lr=${!rv} tlr=${!tv}
+                echo "$net on $ds, seed $seed: up to $epochs epochs, ${limit:-all} training images, lr $lr (teacher $tlr)"
+                lr=$tlr run relu --relu
+                run channel-kd --granularity channel --teacher "$dir/relu.safetensors"
+                run element-kd --granularity element --teacher "$dir/relu.safetensors"
+                run layer --granularity layer
+                run channel --granularity channel
+                run element --granularity element
+            done
         done
     done
 fi

@@ -36,6 +36,9 @@ enum Cli {
         /// quadratics too).
         #[arg(long)]
         granularity: Option<String>,
+        /// Train the ReLU network (every activation a ReLU): a teacher for --teacher.
+        #[arg(long, conflicts_with_all = ["granularity", "teacher", "kd", "kd_alpha"])]
+        relu: bool,
         /// Trained ReLU-teacher weights to distil from (implies KD).
         #[arg(long)]
         teacher: Option<PathBuf>,
@@ -81,6 +84,16 @@ enum Cli {
         /// Evaluate the test split only after the last epoch (not after every epoch).
         #[arg(long)]
         final_eval_only: bool,
+        /// Hold out the last N training images as a validation split; the weights of the epoch
+        /// with the best validation accuracy are kept.
+        #[arg(long, default_value_t = 0)]
+        validation: usize,
+        /// Stop after N epochs without a better validation accuracy (needs --validation).
+        #[arg(long, value_parser = hecc::cli_values::positive)]
+        patience: Option<usize>,
+        /// Write the per-epoch history (loss, accuracies, times; teacher and student) as JSON.
+        #[arg(long)]
+        history: Option<PathBuf>,
         /// Spec to write when --granularity changes the network (default: <output stem>.yaml).
         #[arg(long)]
         spec_out: Option<PathBuf>,
@@ -1181,6 +1194,7 @@ fn train_cli(cmd: Cli) -> ExitCode {
         data,
         epochs,
         granularity,
+        relu,
         teacher,
         kd,
         kd_temperature,
@@ -1196,6 +1210,9 @@ fn train_cli(cmd: Cli) -> ExitCode {
         clip,
         limit,
         final_eval_only,
+        validation,
+        patience,
+        history,
         spec_out,
         quiet,
         output,
@@ -1225,12 +1242,15 @@ fn train_cli(cmd: Cli) -> ExitCode {
         clip_norm: clip,
         seed,
         granularity,
+        relu,
         kd: use_kd.then_some(KdConfig {
             temperature: kd_temperature,
             alpha: kd_alpha.unwrap_or(0.5),
         }),
         train_limit: limit,
         eval_each_epoch: !final_eval_only,
+        validation,
+        patience,
         ..TrainConfig::default()
     };
     let opts = hecc::train_cmd::TrainOptions {
@@ -1240,6 +1260,7 @@ fn train_cli(cmd: Cli) -> ExitCode {
         spec_out,
         teacher,
         teacher_out,
+        history,
         config,
     };
     let mut bar: Option<indicatif::ProgressBar> = None;
@@ -1281,18 +1302,32 @@ fn train_cli(cmd: Cli) -> ExitCode {
             if let Some(b) = bar.take() {
                 b.finish_and_clear();
             }
-            let test = s
-                .test_accuracy
-                .map(|a| format!(", test {:.2}%", 100.0 * a))
+            let mut test = s
+                .val_accuracy
+                .map(|a| format!(", validation {:.2}%", 100.0 * a))
                 .unwrap_or_default();
+            if let Some(a) = s.test_accuracy {
+                test.push_str(&format!(", test {:.2}%", 100.0 * a));
+            }
             eprintln!(
-                "{} epoch {}: lr {:.4}, loss {:.4}, train {:.2}%{test} ({:.1} s)",
+                "{} epoch {}: lr {:.4}, loss {:.4}, train {:.2}%{test} ({:.1} s; training {:.0} images/s)",
                 s.phase.as_str(),
                 s.epoch,
                 s.lr,
                 s.loss,
                 100.0 * s.train_accuracy,
-                s.seconds
+                s.seconds,
+                s.images as f64 / s.train_seconds.max(1e-9)
+            );
+        }
+        Event::EarlyStop {
+            phase,
+            epoch,
+            best_epoch,
+        } => {
+            eprintln!(
+                "{}: stopped after epoch {epoch}, no better validation accuracy since epoch {best_epoch} (its weights are kept)",
+                phase.as_str()
             );
         }
         Event::TeacherLoaded { test_accuracy } => {

@@ -38,6 +38,8 @@ pub struct TrainOptions {
     pub teacher: Option<PathBuf>,
     /// Where to write the teacher trained here (weights; its spec goes next to them).
     pub teacher_out: Option<PathBuf>,
+    /// Where to write the per-epoch history as JSON.
+    pub history: Option<PathBuf>,
     /// Hyper-parameters.
     pub config: TrainConfig,
 }
@@ -143,6 +145,10 @@ pub fn run(opts: &TrainOptions, on: &mut dyn FnMut(&Event)) -> Result<TrainSumma
         None => None,
     };
     let outcome = train(&spec, &data, teacher_weights.as_ref(), &opts.config, on)?;
+    if let Some(h) = &opts.history {
+        let text = history_json(&spec.name, opts, &outcome.teacher, &outcome.student);
+        write_atomic(h, text.as_bytes())?;
+    }
 
     let mut teacher_written = None;
     let mut teacher_check = None;
@@ -165,15 +171,17 @@ pub fn run(opts: &TrainOptions, on: &mut dyn FnMut(&Event)) -> Result<TrainSumma
     }
 
     let student = &outcome.student;
-    let (spec_written, reload_spec) = if opts.config.granularity.is_some() {
+    let changed = opts.config.granularity.is_some() || opts.config.relu;
+    let (spec_written, reload_spec) = if changed {
         let sp = changed_spec_path(&opts.spec, &opts.output, opts.spec_out.as_deref())?;
+        let acts = match opts.config.granularity {
+            _ if opts.config.relu => "ReLU activations".to_string(),
+            Some(g) => format!("{} quadratic activations", g.as_str()),
+            None => "its activations".to_string(),
+        };
         let desc = format!(
-            "{} with {} quadratic activations, trained by hecc train (test accuracy {:.2}%)",
+            "{} with {acts}, trained by hecc train (test accuracy {:.2}%)",
             spec.name,
-            opts.config
-                .granularity
-                .map(|g| g.as_str())
-                .unwrap_or("spec"),
             100.0 * student.test_accuracy
         );
         write_model(&student.graph, &opts.output, Some((&sp, &desc)))?;
@@ -219,6 +227,60 @@ pub fn run(opts: &TrainOptions, on: &mut dyn FnMut(&Event)) -> Result<TrainSumma
     })
 }
 
+/// The per-epoch history of a run as JSON: settings, then per network the epochs (loss,
+/// training, validation and test accuracy, times), the kept epoch and the final accuracy.
+fn history_json(
+    name: &str,
+    opts: &TrainOptions,
+    teacher: &Option<Trained>,
+    student: &Trained,
+) -> String {
+    let net = |t: &Trained| {
+        let epochs: Vec<serde_json::Value> = t
+            .history
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "epoch": e.epoch,
+                    "lr": e.lr,
+                    "loss": e.loss,
+                    "train_accuracy": e.train_accuracy,
+                    "val_accuracy": e.val_accuracy,
+                    "test_accuracy": e.test_accuracy,
+                    "seconds": e.seconds,
+                    "train_seconds": e.train_seconds,
+                    "images": e.images,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "epochs": epochs,
+            "best_epoch": t.best_epoch,
+            "test_accuracy": t.test_accuracy,
+            "seconds": t.seconds,
+        })
+    };
+    let c = &opts.config;
+    let v = serde_json::json!({
+        "network": name,
+        "spec": opts.spec.display().to_string(),
+        "data": opts.data.display().to_string(),
+        "granularity": c.granularity.map(|g| g.as_str()),
+        "relu": c.relu,
+        "kd": c.kd.map(|k| serde_json::json!({"temperature": k.temperature, "alpha": k.alpha})),
+        "epochs": c.epochs,
+        "batch_size": c.batch_size,
+        "lr": c.lr,
+        "seed": c.seed,
+        "validation": c.validation,
+        "patience": c.patience,
+        "threads": rayon::current_num_threads(),
+        "teacher": teacher.as_ref().map(net),
+        "student": net(student),
+    });
+    format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
+}
+
 /// How many positions of `a` and `b` hold the same prediction.
 fn agreement(a: &[usize], b: &[usize]) -> usize {
     a.iter().zip(b).filter(|(x, y)| x == y).count()
@@ -250,8 +312,13 @@ pub fn render(s: &TrainSummary) -> String {
             100.0 * c.accuracy
         ));
     }
+    let kept = if s.student.history.len() > 1 && s.student.best_epoch != s.student.history.len() {
+        format!(", weights of epoch {}", s.student.best_epoch)
+    } else {
+        String::new()
+    };
     out.push_str(&format!(
-        "student: test accuracy {:.2}% on {} images ({:.1} s)\n",
+        "student: test accuracy {:.2}% on {} images ({:.1} s{kept})\n",
         100.0 * s.student.test_accuracy,
         s.student.predictions.len(),
         s.student.seconds

@@ -12,8 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
-
+use crate::kernels::Real;
 use crate::TrainError;
 
 /// Images (channel-first, scaled to the input range) and their integer labels.
@@ -170,14 +169,9 @@ impl Dataset {
         }
     }
 
-    /// The images at `idx` as a `(B, C, H, W)` tensor of `dtype` and their labels as a `(B,)`
-    /// `u32` tensor. Indices past the end are an error.
-    pub fn batch(
-        &self,
-        idx: &[usize],
-        dtype: DType,
-        device: &Device,
-    ) -> Result<(Tensor, Tensor), TrainError> {
+    /// The images at `idx`, row-major `(B, C, H, W)` in `F`, and their labels. Indices
+    /// past the end are an error.
+    pub fn batch<F: Real>(&self, idx: &[usize]) -> Result<(Vec<F>, Vec<usize>), TrainError> {
         let per = self.per_image();
         let mut buf = Vec::with_capacity(idx.len() * per);
         let mut labels = Vec::with_capacity(idx.len());
@@ -188,13 +182,14 @@ impl Dataset {
                     self.len()
                 )));
             }
-            buf.extend_from_slice(&self.images[i * per..(i + 1) * per]);
-            labels.push(self.labels[i] as u32);
+            buf.extend(
+                self.images[i * per..(i + 1) * per]
+                    .iter()
+                    .map(|&v| F::of(v as f64)),
+            );
+            labels.push(self.labels[i] as usize);
         }
-        let [c, h, w] = self.shape;
-        let x = Tensor::from_vec(buf, (idx.len(), c, h, w), device)?.to_dtype(dtype)?;
-        let y = Tensor::from_vec(labels, idx.len(), device)?;
-        Ok((x, y))
+        Ok((buf, labels))
     }
 
     /// All images as an `f64` array `[N, C, H, W]` (the input of

@@ -1,7 +1,8 @@
 //! hecc-train: trains HE-friendly networks from hecc model specs on the CPU.
 //!
 //! A spec's tensor graph ([`hecc_ir::tensor::Graph`]) becomes a differentiable network
-//! ([`net::Net`], built on `candle-core`): every parameter is stored under exactly the weight
+//! ([`net::Net`], reverse-mode differentiation written per op over im2col + GEMM kernels,
+//! [`kernels`]): every parameter is stored under exactly the weight
 //! name the spec uses, so [`net::Net::export`] gives a weight table that loads back through the
 //! spec and evaluates with [`hecc_ir::tensor::eval`] to the same predictions. Training
 //! ([`trainer::train`]) is Nesterov-momentum SGD with L2 on the activation coefficients (BEAA),
@@ -15,6 +16,7 @@
 
 pub mod data;
 pub mod export;
+pub mod kernels;
 pub mod loss;
 pub mod net;
 pub mod optim;
@@ -23,7 +25,7 @@ pub mod trainer;
 /// Why training, data loading or export failed.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum TrainError {
-    /// A tensor operation of the autodiff backend failed.
+    /// A tensor kernel was given inconsistent sizes (an internal invariant broke).
     #[error("tensor backend error: {0}")]
     #[diagnostic(code(hecc::train::backend))]
     Backend(String),
@@ -78,10 +80,4 @@ pub enum TrainError {
         /// The non-finite loss.
         loss: f64,
     },
-}
-
-impl From<candle_core::Error> for TrainError {
-    fn from(e: candle_core::Error) -> Self {
-        TrainError::Backend(e.to_string())
-    }
 }

@@ -8,15 +8,12 @@
 
 use std::collections::HashMap;
 
-use candle_core::backprop::GradStore;
-use candle_core::Tensor;
-
-use crate::net::Net;
-use crate::TrainError;
+use crate::kernels::Real;
+use crate::net::{Grads, Net};
 
 /// The optimiser state and hyper-parameters.
 #[derive(Debug)]
-pub struct NesterovSgd {
+pub struct NesterovSgd<F> {
     /// Learning rate (changed by the schedule between epochs).
     pub lr: f64,
     /// Momentum `mu`.
@@ -27,10 +24,10 @@ pub struct NesterovSgd {
     pub coeff_l2: f64,
     /// Global gradient-norm clip (0 = none).
     pub clip_norm: f64,
-    velocity: HashMap<String, Tensor>,
+    velocity: HashMap<String, Vec<F>>,
 }
 
-impl NesterovSgd {
+impl<F: Real> NesterovSgd<F> {
     /// A fresh optimiser (zero velocities).
     pub fn new(lr: f64, momentum: f64, weight_decay: f64, coeff_l2: f64, clip_norm: f64) -> Self {
         NesterovSgd {
@@ -45,47 +42,37 @@ impl NesterovSgd {
 
     /// Applies one update to `net`'s parameters from `grads`; returns the gradient norm
     /// before clipping.
-    pub fn step(&mut self, net: &Net, grads: &GradStore) -> Result<f64, TrainError> {
-        let mut sq = 0.0;
-        for v in net.params().values() {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                sq += g
-                    .sqr()?
-                    .sum_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
-            }
-        }
+    pub fn step(&mut self, net: &mut Net<F>, grads: &Grads<F>) -> f64 {
+        let sq: f64 = grads
+            .values()
+            .map(|g| g.iter().map(|v| v.f64() * v.f64()).sum::<f64>())
+            .sum();
         let norm = sq.sqrt();
         let scale = if self.clip_norm > 0.0 && norm > self.clip_norm {
             self.clip_norm / norm
         } else {
             1.0
         };
-        for (name, var) in net.params() {
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            let p = var.as_tensor();
-            let wd = if net.is_coeff(name) {
+        let coeffs: Vec<bool> = net.params().keys().map(|k| net.is_coeff(k)).collect();
+        let (mu, lr, sc) = (F::of(self.momentum), F::of(self.lr), F::of(scale));
+        for ((name, p), is_coeff) in net.params_mut().iter_mut().zip(coeffs) {
+            let Some(g) = grads.get(name) else { continue };
+            let wd = F::of(if is_coeff {
                 self.coeff_l2
             } else {
                 self.weight_decay
-            };
-            // Detached: gradients and velocities must not keep the autodiff graph (of this
-            // and, through the velocity, every earlier step) alive.
-            let mut d = g.detach().affine(scale, 0.0)?;
-            if wd != 0.0 {
-                d = (d + p.affine(wd, 0.0)?)?;
+            });
+            let fresh = !self.velocity.contains_key(name);
+            let v = self
+                .velocity
+                .entry(name.clone())
+                .or_insert_with(|| vec![F::zero(); g.len()]);
+            for ((pv, &gv), vv) in p.data.iter_mut().zip(g).zip(v.iter_mut()) {
+                let d = gv * sc + wd * *pv;
+                *vv = if fresh { d } else { mu * *vv + d };
+                *pv -= lr * (d + mu * *vv);
             }
-            let v = match self.velocity.get(name) {
-                Some(v) => (v.affine(self.momentum, 0.0)? + &d)?,
-                None => d.clone(),
-            };
-            let upd = (d + v.affine(self.momentum, 0.0)?)?;
-            var.set(&(p.detach() - upd.affine(self.lr, 0.0)?)?)?;
-            self.velocity.insert(name.clone(), v.detach());
         }
-        Ok(norm)
+        norm
     }
 }

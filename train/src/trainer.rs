@@ -17,15 +17,15 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
 use hecc_ir::tensor::{Granularity, Graph, Weights};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::{Dataset, Splits};
+use crate::kernels::Real;
 use crate::loss::{cross_entropy, kd_loss};
-use crate::net::{with_granularity, with_relu, Init, Mode, Net};
+use crate::net::{argmax_rows, with_granularity, with_relu, Init, Mode, Net};
 use crate::optim::NesterovSgd;
 use crate::TrainError;
 
@@ -61,16 +61,26 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Override of the quadratic activations' granularity (relus become quadratics too).
     pub granularity: Option<Granularity>,
+    /// Train the ReLU network instead ([`with_relu`]: every activation a ReLU), e.g. a
+    /// teacher to reuse with `teacher_weights` for several students.
+    pub relu: bool,
     /// Knowledge distillation from a ReLU teacher, if set.
     pub kd: Option<KdConfig>,
     /// Initial quadratic coefficients.
     pub quad_init: [f64; 3],
     /// Training precision (`F32` normally, `F64` for exact checks).
-    pub dtype: DType,
+    pub precision: Precision,
     /// Train on only the first this many training images.
     pub train_limit: Option<usize>,
     /// Evaluate the test split after every epoch (otherwise only at the end).
     pub eval_each_epoch: bool,
+    /// Hold out the last this many training images (after [`TrainConfig::train_limit`]) as a
+    /// validation split: evaluated after every epoch, and the weights of the epoch with the
+    /// best validation accuracy are the ones kept (0 = no validation, the last epoch's weights).
+    pub validation: usize,
+    /// Stop when the validation accuracy has not improved for this many epochs (needs
+    /// [`TrainConfig::validation`]).
+    pub patience: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -86,13 +96,25 @@ impl Default for TrainConfig {
             clip_norm: 5.0,
             seed: 0,
             granularity: None,
+            relu: false,
             kd: None,
             quad_init: Init::default().quad,
-            dtype: DType::F32,
+            precision: Precision::F32,
             train_limit: None,
             eval_each_epoch: true,
+            validation: 0,
+            patience: None,
         }
     }
+}
+
+/// The element type training computes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// `f32`: the normal training precision.
+    F32,
+    /// `f64`: exact checks (the final evaluation is always `f64`).
+    F64,
 }
 
 /// Which network is being trained.
@@ -129,8 +151,14 @@ pub struct EpochStats {
     pub train_accuracy: f64,
     /// Test accuracy after the epoch (if evaluated).
     pub test_accuracy: Option<f64>,
+    /// Validation accuracy after the epoch (when a validation split is held out).
+    pub val_accuracy: Option<f64>,
     /// Wall-clock seconds of the epoch (training and evaluation).
     pub seconds: f64,
+    /// Wall-clock seconds of the training steps alone (forward, backward, update).
+    pub train_seconds: f64,
+    /// Training images processed in the epoch.
+    pub images: usize,
 }
 
 /// Progress reported to the caller.
@@ -160,6 +188,15 @@ pub enum Event {
     },
     /// An epoch finished.
     Epoch(EpochStats),
+    /// Training stopped early: no validation improvement since `best_epoch`.
+    EarlyStop {
+        /// Which network.
+        phase: Phase,
+        /// The last epoch run.
+        epoch: usize,
+        /// The epoch whose weights are kept.
+        best_epoch: usize,
+    },
     /// A teacher was loaded instead of trained; its test accuracy.
     TeacherLoaded {
         /// Test accuracy of the loaded teacher.
@@ -180,6 +217,9 @@ pub struct Trained {
     pub history: Vec<EpochStats>,
     /// Wall-clock training seconds.
     pub seconds: f64,
+    /// The epoch whose weights were kept (the best on validation, else the last; 0 for a
+    /// loaded teacher).
+    pub best_epoch: usize,
 }
 
 /// Result of [`train`].
@@ -202,6 +242,12 @@ fn check_config(cfg: &TrainConfig) -> Result<(), TrainError> {
     if !(cfg.lr > 0.0 && cfg.lr.is_finite()) {
         return bad("learning rate must be positive");
     }
+    if cfg.relu && (cfg.granularity.is_some() || cfg.kd.is_some()) {
+        return bad("the ReLU network takes neither a quadratic granularity nor distillation");
+    }
+    if cfg.patience.is_some() && cfg.validation == 0 {
+        return bad("early stopping (patience) needs a validation split");
+    }
     if !(0.0..1.0).contains(&cfg.momentum) {
         return bad("momentum must be in [0, 1)");
     }
@@ -213,25 +259,22 @@ fn check_config(cfg: &TrainConfig) -> Result<(), TrainError> {
             return bad("teacher epochs must be at least 1");
         }
     }
-    if !matches!(cfg.dtype, DType::F32 | DType::F64) {
-        return bad("dtype must be f32 or f64");
-    }
     Ok(())
 }
 
-/// Predicted classes of `net` on `ds` (inference mode).
-pub fn predict(net: &mut Net, ds: &Dataset, batch: usize) -> Result<Vec<usize>, TrainError> {
+/// Predicted classes of `net` on `ds` (inference mode), in batches of `batch` images.
+pub fn predict<F: Real>(
+    net: &mut Net<F>,
+    ds: &Dataset,
+    batch: usize,
+) -> Result<Vec<usize>, TrainError> {
     let mut out = Vec::with_capacity(ds.len());
     let idx: Vec<usize> = (0..ds.len()).collect();
+    let k = net.classes();
     for chunk in idx.chunks(batch.max(1)) {
-        let (x, _) = ds.batch(chunk, net.dtype(), net.device())?;
-        let z = net.forward(&x, Mode::Eval)?;
-        out.extend(
-            z.argmax(1)?
-                .to_vec1::<u32>()?
-                .into_iter()
-                .map(|v| v as usize),
-        );
+        let (x, _) = ds.batch::<F>(chunk)?;
+        let z = net.logits(&x, chunk.len())?;
+        out.extend(argmax_rows(&z, k));
     }
     Ok(out)
 }
@@ -250,14 +293,14 @@ pub fn accuracy(pred: &[usize], labels: &[u8]) -> f64 {
 }
 
 /// Final evaluation: the network in `f64` with its weights as stored (`f32`).
-fn finish(
-    net: &Net,
+fn finish<F: Real>(
+    net: &Net<F>,
     test: &Dataset,
     history: Vec<EpochStats>,
     seconds: f64,
+    best_epoch: usize,
 ) -> Result<Trained, TrainError> {
-    let stored = net.to_dtype(DType::F32)?;
-    let mut n64 = stored.to_dtype(DType::F64)?;
+    let mut n64 = net.to_precision::<f32>().to_precision::<f64>();
     let predictions = predict(&mut n64, test, 500)?;
     Ok(Trained {
         graph: n64.export()?,
@@ -265,21 +308,23 @@ fn finish(
         predictions,
         history,
         seconds,
+        best_epoch,
     })
 }
 
 /// Trains `net` for `epochs` epochs, with `teacher` (if any) as the distillation target.
 #[allow(clippy::too_many_arguments)]
-fn fit(
-    net: &mut Net,
-    mut teacher: Option<&mut Net>,
+fn fit<F: Real>(
+    net: &mut Net<F>,
+    mut teacher: Option<&mut Net<F>>,
     train: &Dataset,
+    val: Option<&Dataset>,
     test: &Dataset,
     cfg: &TrainConfig,
     epochs: usize,
     phase: Phase,
     on: &mut dyn FnMut(&Event),
-) -> Result<Vec<EpochStats>, TrainError> {
+) -> Result<(Vec<EpochStats>, usize), TrainError> {
     let n = train.len();
     if n == 0 {
         return Err(TrainError::Config("the training set is empty".into()));
@@ -295,7 +340,7 @@ fn fit(
         Phase::Student => 0x5707_e417,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ tag);
-    let mut opt = NesterovSgd::new(
+    let mut opt = NesterovSgd::<F>::new(
         cfg.lr,
         cfg.momentum,
         cfg.weight_decay,
@@ -304,6 +349,8 @@ fn fit(
     );
     let mut history = Vec::with_capacity(epochs);
     let mut order: Vec<usize> = (0..n).collect();
+    // Best validation accuracy so far, its epoch and the weights of that epoch.
+    let mut best: Option<(f64, usize, Net<F>)> = None;
     for epoch in 1..=epochs {
         let t0 = Instant::now();
         opt.lr = cfg.lr
@@ -312,16 +359,17 @@ fn fit(
         order.shuffle(&mut rng);
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
         for (bi, chunk) in order.chunks(cfg.batch_size).enumerate() {
-            let (x, y) = train.batch(chunk, net.dtype(), net.device())?;
-            let logits = net.forward(&x, Mode::Train)?;
+            let (x, y) = train.batch::<F>(chunk)?;
+            let tape = net.forward(&x, chunk.len(), Mode::Train)?;
+            let k = tape.classes();
             let loss = match (&mut teacher, cfg.kd) {
                 (Some(t), Some(kd)) => {
-                    let tz = t.forward(&x, Mode::Eval)?.detach();
-                    kd_loss(&logits, &tz, &y, kd.temperature, kd.alpha)?
+                    let tz = t.logits(&x, chunk.len())?;
+                    kd_loss(tape.logits(), &tz, k, &y, kd.temperature, kd.alpha)?
                 }
-                _ => cross_entropy(&logits, &y)?,
+                _ => cross_entropy(tape.logits(), k, &y)?,
             };
-            let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let lv = loss.value;
             if !lv.is_finite() {
                 return Err(TrainError::Diverged {
                     epoch,
@@ -329,11 +377,12 @@ fn fit(
                     loss: lv,
                 });
             }
-            let grads = loss.backward()?;
-            opt.step(net, &grads)?;
-            let pred = logits.argmax(1)?.to_vec1::<u32>()?;
-            let lab = y.to_vec1::<u32>()?;
-            correct += pred.iter().zip(&lab).filter(|(a, b)| a == b).count();
+            let grads = net.backward(&tape, &loss.grad)?;
+            opt.step(net, &grads);
+            let pred = tape.argmax();
+            net.recycle(tape);
+            let lab = &y;
+            correct += pred.iter().zip(lab).filter(|(a, b)| a == b).count();
             seen += chunk.len();
             loss_sum += lv * chunk.len() as f64;
             on(&Event::Batch {
@@ -344,6 +393,11 @@ fn fit(
                 accuracy: correct as f64 / seen as f64,
             });
         }
+        let train_seconds = t0.elapsed().as_secs_f64();
+        let val_accuracy = match val {
+            Some(v) => Some(accuracy(&predict(net, v, 500)?, &v.labels)),
+            None => None,
+        };
         let test_accuracy = if cfg.eval_each_epoch || epoch == epochs {
             let p = predict(net, test, 500)?;
             Some(accuracy(&p, &test.labels))
@@ -357,12 +411,36 @@ fn fit(
             loss: loss_sum / seen.max(1) as f64,
             train_accuracy: correct as f64 / seen.max(1) as f64,
             test_accuracy,
+            val_accuracy,
             seconds: t0.elapsed().as_secs_f64(),
+            train_seconds,
+            images: seen,
         };
         on(&Event::Epoch(stats.clone()));
         history.push(stats);
+        if let Some(acc) = val_accuracy {
+            if best.as_ref().is_none_or(|(b, _, _)| acc > *b) {
+                best = Some((acc, epoch, net.clone()));
+            }
+            let best_epoch = best.as_ref().map_or(epoch, |b| b.1);
+            if cfg.patience.is_some_and(|p| epoch - best_epoch >= p) {
+                on(&Event::EarlyStop {
+                    phase,
+                    epoch,
+                    best_epoch,
+                });
+                break;
+            }
+        }
     }
-    Ok(history)
+    let kept = match best {
+        Some((_, e, b)) => {
+            *net = b;
+            e
+        }
+        None => history.len(),
+    };
+    Ok((history, kept))
 }
 
 /// Trains the spec's network (and its teacher for KD) on `data`.
@@ -379,10 +457,34 @@ pub fn train(
     on: &mut dyn FnMut(&Event),
 ) -> Result<Outcome, TrainError> {
     check_config(cfg)?;
-    let train_set = match cfg.train_limit {
+    match cfg.precision {
+        Precision::F32 => train_in::<f32>(spec, data, teacher_weights, cfg, on),
+        Precision::F64 => train_in::<f64>(spec, data, teacher_weights, cfg, on),
+    }
+}
+
+fn train_in<F: Real>(
+    spec: &Graph,
+    data: &Splits,
+    teacher_weights: Option<&Weights>,
+    cfg: &TrainConfig,
+    on: &mut dyn FnMut(&Event),
+) -> Result<Outcome, TrainError> {
+    let limited = match cfg.train_limit {
         Some(k) => data.train.slice(0, k),
         None => data.train.clone(),
     };
+    if cfg.validation >= limited.len() {
+        return Err(TrainError::Config(format!(
+            "a validation split of {} images leaves nothing to train on ({} training images)",
+            cfg.validation,
+            limited.len()
+        )));
+    }
+    let fit_len = limited.len() - cfg.validation;
+    let train_set = limited.slice(0, fit_len);
+    let val_set = (cfg.validation > 0).then(|| limited.slice(fit_len, cfg.validation));
+    let val = val_set.as_ref();
     let input_shape = spec
         .inputs
         .first()
@@ -398,6 +500,7 @@ pub fn train(
         )));
     }
     let student_graph = match cfg.granularity {
+        _ if cfg.relu => with_relu(spec),
         Some(g) => with_granularity(spec, g),
         None => spec.clone(),
     };
@@ -410,10 +513,10 @@ pub fn train(
     if cfg.kd.is_some() {
         let mut tg = with_relu(spec);
         let t0 = Instant::now();
-        let (mut net, history) = match teacher_weights {
+        let (net, history) = match teacher_weights {
             Some(w) => {
                 tg.weights = w.clone();
-                let net = Net::new(tg, &init, cfg.dtype)?;
+                let net = Net::<F>::new(tg, &init)?;
                 for name in net.export()?.weights.keys() {
                     if !w.contains_key(name) {
                         return Err(TrainError::Weight {
@@ -422,15 +525,16 @@ pub fn train(
                         });
                     }
                 }
-                (net, Vec::new())
+                (net, (Vec::new(), 0))
             }
             None => {
                 tg.weights.clear();
-                let mut net = Net::new(tg, &init, cfg.dtype)?;
+                let mut net = Net::<F>::new(tg, &init)?;
                 let h = fit(
                     &mut net,
                     None,
                     &train_set,
+                    val,
                     &data.test,
                     cfg,
                     cfg.teacher_epochs,
@@ -440,36 +544,46 @@ pub fn train(
                 (net, h)
             }
         };
+        let (history, kept) = history;
         let loaded = history.is_empty();
-        let t = finish(&net, &data.test, history, t0.elapsed().as_secs_f64())?;
+        let t = finish(&net, &data.test, history, t0.elapsed().as_secs_f64(), kept)?;
         if loaded {
             on(&Event::TeacherLoaded {
                 test_accuracy: t.test_accuracy,
             });
         }
-        // Teacher scores come from the same precision as the student's.
-        net = net.to_dtype(cfg.dtype)?;
         teacher = Some(t);
         teacher_net = Some(net);
     }
     let t0 = Instant::now();
-    let mut student = Net::new(student_graph, &init, cfg.dtype)?;
-    let history = fit(
+    let mut student = Net::<F>::new(student_graph, &init)?;
+    let (history, kept) = fit(
         &mut student,
         teacher_net.as_mut(),
         &train_set,
+        val,
         &data.test,
         cfg,
         cfg.epochs,
         Phase::Student,
         on,
     )?;
-    let student = finish(&student, &data.test, history, t0.elapsed().as_secs_f64())?;
+    let student = finish(
+        &student,
+        &data.test,
+        history,
+        t0.elapsed().as_secs_f64(),
+        kept,
+    )?;
     Ok(Outcome { student, teacher })
 }
 
-/// Convenience: `(N, K)` scores of `net` on a batch (inference mode), as `f64` rows.
-pub fn scores(net: &mut Net, x: &Tensor) -> Result<Vec<Vec<f64>>, TrainError> {
-    let z = net.forward(x, Mode::Eval)?.to_dtype(DType::F64)?;
-    Ok(z.to_vec2::<f64>()?)
+/// Convenience: `(N, K)` scores of `net` on a batch of `n` images (inference mode), as `f64`
+/// rows.
+pub fn scores<F: Real>(net: &mut Net<F>, x: &[F], n: usize) -> Result<Vec<Vec<f64>>, TrainError> {
+    let k = net.classes().max(1);
+    let z = net.logits(x, n)?;
+    Ok(z.chunks(k)
+        .map(|r| r.iter().map(|v| v.f64()).collect())
+        .collect())
 }

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
 use hecc_ir::front::yaml::{parse_spec, parse_spec_structure};
 use hecc_ir::tensor::eval::eval_batch;
 use hecc_ir::tensor::{Granularity, Graph};
@@ -11,7 +10,7 @@ use hecc_train::data::{load_dir, read_idx, Dataset, Splits};
 use hecc_train::export::{eval_predictions, spec_yaml, weights_bytes};
 use hecc_train::loss::{cross_entropy, kd_loss, kl_div};
 use hecc_train::net::{with_granularity, with_relu, Init, Mode, Net};
-use hecc_train::trainer::{train, Event, KdConfig, TrainConfig};
+use hecc_train::trainer::{train, Event, KdConfig, Precision, TrainConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -34,6 +33,25 @@ graph:
   - { name: q2, op: quadratic, inputs: [d1], granularity: element }
   - { name: d2, op: dense, inputs: [q2], out_features: 4 }
 outputs: [d2]
+"#;
+
+/// Max pooling, tiling average pooling, batch norm after a dense layer (rank-1 batch norm), relu.
+const MAXPOOL: &str = r#"
+name: small_maxpool
+input: { shape: [1, 8, 8], range: [0.0, 1.0] }
+layers:
+  - { name: conv1, op: conv2d, out_channels: 3, kernel: 3, padding: 1 }
+  - { name: bn1, op: batch_norm }
+  - { name: act1, op: relu }
+  - { name: pool, op: max_pool, kernel: 2, stride: 2 }
+  - { name: conv2, op: conv2d, out_channels: 4, kernel: 1, groups: 1 }
+  - { name: act2, op: quadratic, granularity: element }
+  - { name: ap, op: avg_pool, kernel: 2, stride: 2 }
+  - { name: f, op: flatten }
+  - { name: fc1, op: dense, out_features: 5 }
+  - { name: bn2, op: batch_norm }
+  - { name: act3, op: quadratic, granularity: layer }
+  - { name: fc2, op: dense, out_features: 4 }
 "#;
 
 /// A relu network (teacher-style) whose relus `--granularity` turns into quadratics.
@@ -134,14 +152,15 @@ fn training_is_deterministic_for_a_seed() {
 }
 
 /// Cross-entropy of `net` on a fixed batch, in f64.
-fn loss_of(net: &mut Net, x: &Tensor, y: &Tensor) -> f64 {
-    let z = net.forward(x, Mode::Eval).unwrap();
-    cross_entropy(&z, y).unwrap().to_scalar::<f64>().unwrap()
+fn loss_of(net: &mut Net<f64>, x: &[f64], y: &[usize], mode: Mode) -> f64 {
+    let t = net.forward(x, y.len(), mode).unwrap();
+    cross_entropy(t.logits(), t.classes(), y).unwrap().value
 }
 
-/// Compares autodiff gradients with central finite differences for every parameter entry
-/// listed (all of them for small tensors, a sample for large ones).
-fn check_gradients(src: &str, gr: Option<Granularity>) {
+/// Compares the reverse-mode gradients with central finite differences for every parameter
+/// entry listed (all of them for small tensors, a sample for large ones), with batch norm on
+/// running statistics (`Mode::Eval`) or on batch statistics (`Mode::Train`).
+fn check_gradients(src: &str, gr: Option<Granularity>, mode: Mode) {
     let g = match gr {
         Some(gr) => with_granularity(&graph(src), gr),
         None => graph(src),
@@ -151,71 +170,48 @@ fn check_gradients(src: &str, gr: Option<Granularity>) {
         seed: 3,
         quad: [0.3, -0.7, 0.2],
     };
-    let mut net = Net::new(g, &init, DType::F64).unwrap();
+    let mut net = Net::<f64>::new(g, &init).unwrap();
     let ds = synthetic(6, 5);
-    let (x, y) = ds
-        .batch(&[0, 1, 2, 3, 4, 5], DType::F64, &Device::Cpu)
-        .unwrap();
+    let (x, y) = ds.batch::<f64>(&[0, 1, 2, 3, 4, 5]).unwrap();
     // Give per-element coefficients distinct values so a wrong broadcast would show.
     let names: Vec<String> = net.params().keys().cloned().collect();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let coeff_names: Vec<String> = names.iter().filter(|n| net.is_coeff(n)).cloned().collect();
     for n in &coeff_names {
-        let p = net.params()[n].as_tensor().clone();
-        let noise: Vec<f64> = (0..p.elem_count())
-            .map(|_| rng.gen_range(-0.1..0.1))
+        let p: Vec<f64> = net.params()[n]
+            .data
+            .iter()
+            .map(|v| v + rng.gen_range(-0.1..0.1))
             .collect();
-        let noise = Tensor::from_vec(noise, p.shape(), &Device::Cpu).unwrap();
-        net.set_weight(n, &(p + noise).unwrap()).unwrap();
+        net.set_weight(n, &p).unwrap();
     }
-    let z = net.forward(&x, Mode::Eval).unwrap();
-    let grads = cross_entropy(&z, &y).unwrap().backward().unwrap();
+    let tape = net.forward(&x, y.len(), mode).unwrap();
+    let loss = cross_entropy(tape.logits(), tape.classes(), &y).unwrap();
+    let grads = net.backward(&tape, &loss.grad).unwrap();
     let mut checked_coeffs = 0;
     for name in &names {
-        let var = &net.params()[name];
-        let base = var
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
-        let dims = var.dims().to_vec();
+        let base = net.params()[name].data.clone();
         let grad = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("no gradient for {name}"))
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
+            .get(name)
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        assert_eq!(grad.len(), base.len(), "{name}");
         let step = (base.len() / 7).max(1);
         for i in (0..base.len()).step_by(step) {
             let h = 1e-6;
             let mut plus = base.clone();
             plus[i] += h;
-            net.set_weight(
-                name,
-                &Tensor::from_vec(plus, dims.clone(), &Device::Cpu).unwrap(),
-            )
-            .unwrap();
-            let lp = loss_of(&mut net, &x, &y);
+            net.set_weight(name, &plus).unwrap();
+            let lp = loss_of(&mut net, &x, &y, mode);
             let mut minus = base.clone();
             minus[i] -= h;
-            net.set_weight(
-                name,
-                &Tensor::from_vec(minus, dims.clone(), &Device::Cpu).unwrap(),
-            )
-            .unwrap();
-            let lm = loss_of(&mut net, &x, &y);
-            net.set_weight(
-                name,
-                &Tensor::from_vec(base.clone(), dims.clone(), &Device::Cpu).unwrap(),
-            )
-            .unwrap();
+            net.set_weight(name, &minus).unwrap();
+            let lm = loss_of(&mut net, &x, &y, mode);
+            net.set_weight(name, &base).unwrap();
             let fd = (lp - lm) / (2.0 * h);
             let tol = 1e-6 + 1e-4 * fd.abs().max(grad[i].abs());
             assert!(
                 (fd - grad[i]).abs() <= tol,
-                "{name}[{i}]: autodiff {} vs finite difference {fd} ({gr:?})",
+                "{name}[{i}]: reverse mode {} vs finite difference {fd} ({gr:?}, {mode:?})",
                 grad[i]
             );
             if net.is_coeff(name) {
@@ -231,23 +227,54 @@ fn check_gradients(src: &str, gr: Option<Granularity>) {
 
 #[test]
 fn quadratic_gradients_match_finite_differences_layer() {
-    check_gradients(RELU, Some(Granularity::Layer));
+    check_gradients(RELU, Some(Granularity::Layer), Mode::Eval);
 }
 
 #[test]
 fn quadratic_gradients_match_finite_differences_channel() {
-    check_gradients(RELU, Some(Granularity::Channel));
+    check_gradients(RELU, Some(Granularity::Channel), Mode::Eval);
 }
 
 #[test]
 fn quadratic_gradients_match_finite_differences_element() {
-    check_gradients(RELU, Some(Granularity::Element));
+    check_gradients(RELU, Some(Granularity::Element), Mode::Eval);
 }
 
 #[test]
 fn gradients_of_the_mixed_network_match_finite_differences() {
     // channel and element quadratics, batch norm (running statistics), add, concat, pools.
-    check_gradients(TINY, None);
+    check_gradients(TINY, None, Mode::Eval);
+}
+
+#[test]
+fn gradients_through_batch_statistics_match_finite_differences() {
+    // Batch norm in training mode: the gradient flows through the batch mean and variance.
+    check_gradients(TINY, None, Mode::Train);
+    check_gradients(MAXPOOL, None, Mode::Train);
+}
+
+#[test]
+fn f32_and_f64_training_agree_on_the_first_steps() {
+    // The same seed in both precisions: after one short epoch the weights differ only by
+    // f32 rounding, not by a different computation.
+    let data = splits(48, 16);
+    let run = |precision| {
+        let c = TrainConfig {
+            precision,
+            ..cfg(1)
+        };
+        train(&graph(TINY), &data, None, &c, &mut |_| {}).unwrap()
+    };
+    let (a, b) = (run(Precision::F32), run(Precision::F64));
+    for (name, wa) in &a.student.graph.weights {
+        let wb = &b.student.graph.weights[name];
+        for (x, y) in wa.iter().zip(wb.iter()) {
+            assert!(
+                (x - y).abs() <= 1e-3 * (1.0 + y.abs()),
+                "{name}: {x} vs {y}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -258,19 +285,19 @@ fn kd_loss_matches_a_hand_computed_example() {
     //   KL = sum p_t (log p_t - log p_s) = 0.4729643249573147
     //   CE = ln(e + e^2 + 1) - 2 = 0.4076059644443806
     //   loss = 0.3 * 4 * KL + 0.7 * CE = 0.8528813650598439
-    let dev = Device::Cpu;
-    let s = Tensor::new(&[[1.0f64, 2.0, 0.0]], &dev).unwrap();
-    let t = Tensor::new(&[[0.0f64, 1.0, 3.0]], &dev).unwrap();
-    let y = Tensor::new(&[1u32], &dev).unwrap();
-    let kl = kl_div(&s, &t, 2.0).unwrap().to_scalar::<f64>().unwrap();
-    let ce = cross_entropy(&s, &y).unwrap().to_scalar::<f64>().unwrap();
-    let kd = kd_loss(&s, &t, &y, 2.0, 0.3)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
+    let s = [1.0f64, 2.0, 0.0];
+    let t = [0.0f64, 1.0, 3.0];
+    let y = [1usize];
+    let kl = kl_div(&s, &t, 3, 2.0).unwrap().value;
+    let ce = cross_entropy(&s, 3, &y).unwrap().value;
+    let kd = kd_loss(&s, &t, 3, &y, 2.0, 0.3).unwrap();
     assert!((kl - 0.4729643249573147).abs() < 1e-12, "KL {kl}");
     assert!((ce - 0.4076059644443806).abs() < 1e-12, "CE {ce}");
-    assert!((kd - 0.8528813650598439).abs() < 1e-12, "KD {kd}");
+    assert!(
+        (kd.value - 0.8528813650598439).abs() < 1e-12,
+        "KD {}",
+        kd.value
+    );
     // The closed form again, written out independently.
     let (zt, zs) = (
         (1.0f64 + 0.5f64.exp() + 1.5f64.exp()).ln(),
@@ -281,18 +308,26 @@ fn kd_loss_matches_a_hand_computed_example() {
     let lpt = [-zt, 0.5 - zt, 1.5 - zt];
     let kl2: f64 = (0..3).map(|i| pt[i] * (lpt[i] - lps[i])).sum();
     assert!((kl - kl2).abs() < 1e-12);
-    // No gradient reaches the teacher; the student's gradient is finite and non-zero.
-    let sv = candle_core::Var::from_tensor(&s).unwrap();
-    let g = kd_loss(sv.as_tensor(), &t, &y, 2.0, 0.3)
-        .unwrap()
-        .backward()
-        .unwrap();
-    let gs = g.get(sv.as_tensor()).unwrap().to_vec2::<f64>().unwrap();
-    assert!(gs[0].iter().any(|v| v.abs() > 1e-3));
-    assert!(g.get(&t).is_none());
+    // The gradient with respect to the student's scores matches finite differences.
+    for j in 0..3 {
+        let h = 1e-6;
+        let (mut p, mut m) = (s, s);
+        p[j] += h;
+        m[j] -= h;
+        let fd = (kd_loss(&p, &t, 3, &y, 2.0, 0.3).unwrap().value
+            - kd_loss(&m, &t, 3, &y, 2.0, 0.3).unwrap().value)
+            / (2.0 * h);
+        assert!(
+            (fd - kd.grad[j]).abs() < 1e-8,
+            "d/ds{j}: {} vs {fd}",
+            kd.grad[j]
+        );
+    }
+    assert!(kd.grad.iter().any(|v| v.abs() > 1e-3));
     // Bad configuration is an error, not a panic.
-    assert!(kd_loss(&s, &t, &y, 0.0, 0.3).is_err());
-    assert!(kd_loss(&s, &t, &y, 2.0, 1.5).is_err());
+    assert!(kd_loss(&s, &t, 3, &y, 0.0, 0.3).is_err());
+    assert!(kd_loss(&s, &t, 3, &y, 2.0, 1.5).is_err());
+    assert!(cross_entropy(&s, 3, &[3]).is_err());
 }
 
 /// Logits of a graph from the reference evaluator.
@@ -334,22 +369,10 @@ fn exported_weights_reload_through_the_spec_and_give_the_same_predictions() {
     let pred = eval_predictions(&g, &data.test, 20).unwrap();
     assert_eq!(pred, out.student.predictions);
     // Same scores, not just the same argmax: trainer (f64, stored weights) vs evaluator.
-    let mut net = Net::new(out.student.graph.clone(), &Init::default(), DType::F64).unwrap();
-    let (x, _) = data
-        .test
-        .batch(
-            &(0..data.test.len()).collect::<Vec<_>>(),
-            DType::F64,
-            &Device::Cpu,
-        )
-        .unwrap();
-    let ours: Vec<f64> = net
-        .forward(&x, Mode::Eval)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let mut net = Net::<f64>::new(out.student.graph.clone(), &Init::default()).unwrap();
+    let all: Vec<usize> = (0..data.test.len()).collect();
+    let (x, _) = data.test.batch::<f64>(&all).unwrap();
+    let ours = net.logits(&x, all.len()).unwrap();
     let theirs = eval_logits(&g, &data.test);
     for (a, b) in ours.iter().zip(&theirs) {
         assert!((a - b).abs() <= 1e-9 * (1.0 + b.abs()), "{a} vs {b}");
@@ -486,7 +509,109 @@ layers:
   - { name: d, op: dense, out_features: 4 }
 "#;
     assert!(matches!(
-        Net::new(graph(mp), &Init::default(), DType::F32),
+        Net::<f32>::new(graph(mp), &Init::default()),
         Err(hecc_train::TrainError::Unsupported { .. })
     ));
+}
+
+#[test]
+fn validation_split_keeps_the_best_epoch_and_stops_early() {
+    let data = splits(160, 32);
+    let c = TrainConfig {
+        validation: 32,
+        patience: Some(1),
+        // A rate far too high: validation accuracy soon stops improving.
+        lr: 2.0,
+        clip_norm: 0.0,
+        ..cfg(12)
+    };
+    let mut stopped = None;
+    let mut vals = Vec::new();
+    let res = train(&graph(RELU), &data, None, &c, &mut |e| match e {
+        Event::Epoch(s) => vals.push(s.val_accuracy.unwrap()),
+        Event::EarlyStop { best_epoch, .. } => stopped = Some(*best_epoch),
+        _ => {}
+    });
+    // Either it diverged (an error naming the epoch) or it stopped early on the best epoch.
+    if let Ok(out) = res {
+        let best = out.student.best_epoch;
+        assert!(best >= 1 && best <= vals.len());
+        let top = vals.iter().cloned().fold(f64::MIN, f64::max);
+        assert_eq!(vals[best - 1], top, "kept epoch {best} of {vals:?}");
+        assert!(vals.iter().take(best - 1).all(|&v| v < top));
+        if vals.len() < 12 {
+            assert_eq!(stopped, Some(best));
+            assert_eq!(vals.len(), best + 1);
+        }
+    }
+    // The training split excludes the validation images: 128 images in batches of 16.
+    let mut batches = 0;
+    let c2 = TrainConfig {
+        validation: 32,
+        ..cfg(1)
+    };
+    train(&graph(RELU), &data, None, &c2, &mut |e| {
+        if let Event::Start { batches: b, .. } = e {
+            batches = *b;
+        }
+    })
+    .unwrap();
+    assert_eq!(batches, 8);
+    // Patience without a validation split, or a split as large as the data, are refused.
+    let bad = TrainConfig {
+        patience: Some(2),
+        ..cfg(1)
+    };
+    assert!(train(&graph(RELU), &data, None, &bad, &mut |_| {}).is_err());
+    let bad = TrainConfig {
+        validation: 160,
+        ..cfg(1)
+    };
+    assert!(train(&graph(RELU), &data, None, &bad, &mut |_| {}).is_err());
+}
+
+#[test]
+fn the_relu_network_trains_and_serves_as_a_teacher() {
+    let data = splits(128, 32);
+    let c = TrainConfig {
+        relu: true,
+        ..cfg(2)
+    };
+    let out = train(&graph(TINY), &data, None, &c, &mut |_| {}).unwrap();
+    // Every activation became a ReLU: no coefficient tensors.
+    assert!(out
+        .student
+        .graph
+        .weights
+        .keys()
+        .all(|k| !k.ends_with(".coeffs")));
+    assert!(out.teacher.is_none());
+    // Its weights load as the teacher of a distilled quadratic student.
+    let s = TrainConfig {
+        kd: Some(KdConfig {
+            temperature: 4.0,
+            alpha: 0.5,
+        }),
+        ..cfg(1)
+    };
+    let mut loaded = None;
+    train(
+        &graph(TINY),
+        &data,
+        Some(&out.student.graph.weights),
+        &s,
+        &mut |e| {
+            if let Event::TeacherLoaded { test_accuracy } = e {
+                loaded = Some(*test_accuracy);
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(loaded, Some(out.student.test_accuracy));
+    // ReLU with a granularity or with distillation is a configuration error.
+    let bad = TrainConfig {
+        granularity: Some(Granularity::Element),
+        ..c
+    };
+    assert!(train(&graph(TINY), &data, None, &bad, &mut |_| {}).is_err());
 }

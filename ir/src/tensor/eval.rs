@@ -4,14 +4,15 @@
 //! [`eval_batch`] a batch (tensors of shape `[N, ...per-image shape]`). The graph is verified
 //! first; nothing panics on a bad graph or bad inputs, errors come back as [`EvalError`].
 //! This is the reference semantics the passes and the encrypted runtime are checked against;
-//! see [`Op`] for each op's definition. Kernels are direct loops over contiguous buffers
-//! (CryptoNets-size networks evaluate in well under a millisecond per image).
+//! see [`Op`] for each op's definition. Kernels are direct loops over contiguous buffers, except
+//! convolution: im2col and a matrix product per image, images in parallel (rayon).
 
 use std::collections::HashMap;
 
 use ndarray::IxDyn;
 
 use super::verify::{verify, GraphError};
+use super::window::Window;
 use super::{Granularity, Graph, NodeId, Op, Shape, Tensor};
 
 /// Why evaluation failed.
@@ -46,6 +47,16 @@ pub enum EvalError {
         elements: usize,
         /// The limit ([`MAX_ELEMENTS`]).
         limit: usize,
+    },
+    /// A kernel was given buffers of inconsistent sizes (a bug in the evaluator, not in the
+    /// graph: the graph verified).
+    #[error("internal error evaluating `{node}`: {message}")]
+    #[diagnostic(code(hecc::eval::internal))]
+    Internal {
+        /// Node name.
+        node: String,
+        /// What went wrong.
+        message: String,
     },
     /// An input tensor has the wrong shape.
     #[error("input `{name}` expects shape {expected}, got {found:?}")]
@@ -212,6 +223,7 @@ fn eval_impl(g: &Graph, inputs: &[Tensor], batched: bool) -> Result<Vec<Tensor>,
                 bias,
                 ..
             } => conv2d(
+                &node.name,
                 ops[0],
                 &out_shape,
                 n,
@@ -221,7 +233,7 @@ fn eval_impl(g: &Graph, inputs: &[Tensor], batched: bool) -> Result<Vec<Tensor>,
                 *stride,
                 *padding,
                 *groups,
-            ),
+            )?,
             Op::BatchNorm {
                 gamma,
                 beta,
@@ -358,7 +370,10 @@ fn eval_impl(g: &Graph, inputs: &[Tensor], batched: bool) -> Result<Vec<Tensor>,
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Convolution of a batch: per image (in parallel) and per group, im2col and one matrix
+/// product `W_g (Co/g x K) * col (K x OH*OW)`, then the bias.
 fn conv2d(
+    node: &str,
     x: &Val,
     out_shape: &Shape,
     n: usize,
@@ -368,51 +383,68 @@ fn conv2d(
     stride: [usize; 2],
     pad: [usize; 4],
     groups: usize,
-) -> Vec<f64> {
+) -> Result<Vec<f64>, EvalError> {
+    use ndarray::linalg::general_mat_mul;
+    use ndarray::{ArrayView2, ArrayViewMut2};
+    use rayon::prelude::*;
+
     let (c, h, wd) = (x.shape[0], x.shape[1], x.shape[2]);
     let (oc, oh, ow) = (out_shape[0], out_shape[1], out_shape[2]);
-    let [kh, kw] = kernel;
-    let cin_g = c / groups;
-    let cout_g = oc / groups;
-    let mut out = vec![0.0; n * oc * oh * ow];
-    for img in 0..n {
-        let xin = &x.data[img * c * h * wd..(img + 1) * c * h * wd];
-        let yout = &mut out[img * oc * oh * ow..(img + 1) * oc * oh * ow];
-        for o in 0..oc {
-            let g = o / cout_g;
-            let plane = &mut yout[o * oh * ow..(o + 1) * oh * ow];
-            if let Some(b) = bias {
-                plane.iter_mut().for_each(|v| *v = b[o]);
-            }
-            for ci in 0..cin_g {
-                let ic = g * cin_g + ci;
-                let xp = &xin[ic * h * wd..(ic + 1) * h * wd];
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let wv = w[((o * cin_g + ci) * kh + ky) * kw + kx];
-                        if wv == 0.0 {
-                            continue;
-                        }
-                        for oy in 0..oh {
-                            let iy = (oy * stride[0] + ky) as isize - pad[0] as isize;
-                            if iy < 0 || iy >= h as isize {
-                                continue;
-                            }
-                            let row = &xp[iy as usize * wd..(iy as usize + 1) * wd];
-                            let orow = &mut plane[oy * ow..(oy + 1) * ow];
-                            for (ox, ov) in orow.iter_mut().enumerate() {
-                                let ix = (ox * stride[1] + kx) as isize - pad[1] as isize;
-                                if ix >= 0 && ix < wd as isize {
-                                    *ov += wv * row[ix as usize];
-                                }
-                            }
-                        }
+    let groups = groups.max(1);
+    let (cin_g, cout_g) = (c / groups, oc / groups);
+    let win = Window {
+        h,
+        w: wd,
+        kh: kernel[0],
+        kw: kernel[1],
+        stride,
+        pad,
+        oh,
+        ow,
+    };
+    let (k, p) = (cin_g * kernel[0] * kernel[1], win.positions());
+    let (il, ol) = (c * h * wd, oc * p);
+    let internal = |e: ndarray::ShapeError| EvalError::Internal {
+        node: node.to_string(),
+        message: e.to_string(),
+    };
+    let mut out = vec![0.0; n * ol];
+    if il == 0 || ol == 0 {
+        return Ok(out);
+    }
+    out.par_chunks_mut(ol)
+        .zip(x.data.par_chunks(il))
+        .try_for_each_init(
+            || vec![0.0; if win.is_identity() { 0 } else { k * p }],
+            |col, (yi, xi)| {
+                for g in 0..groups {
+                    let planes = &xi[g * cin_g * h * wd..][..cin_g * h * wd];
+                    let colv = if win.is_identity() {
+                        ArrayView2::from_shape((k, p), planes)
+                    } else {
+                        win.im2col(planes, cin_g, 0.0, col);
+                        ArrayView2::from_shape((k, p), &col[..])
+                    }
+                    .map_err(internal)?;
+                    let wg =
+                        ArrayView2::from_shape((cout_g, k), &w[g * cout_g * k..][..cout_g * k])
+                            .map_err(internal)?;
+                    let mut yv = ArrayViewMut2::from_shape(
+                        (cout_g, p),
+                        &mut yi[g * cout_g * p..][..cout_g * p],
+                    )
+                    .map_err(internal)?;
+                    general_mat_mul(1.0, &wg, &colv, 0.0, &mut yv);
+                }
+                if let Some(b) = bias {
+                    for (plane, &bv) in yi.chunks_mut(p).zip(b) {
+                        plane.iter_mut().for_each(|v| *v += bv);
                     }
                 }
-            }
-        }
-    }
-    out
+                Ok(())
+            },
+        )?;
+    Ok(out)
 }
 
 fn pool(

@@ -35,6 +35,7 @@ pub mod limits;
 pub mod op;
 pub mod shape;
 pub mod verify;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::fmt;

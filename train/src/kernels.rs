@@ -1,0 +1,444 @@
+//! The numerical kernels of the trainer: forward and backward passes of convolution, pooling
+//! and dense layers over batches in `NCHW` order, on plain slices.
+//!
+//! Convolution is lowered per image to im2col and a GEMM (`matrixmultiply` through ndarray's
+//! `general_mat_mul`); a batch is split into one contiguous chunk of images per rayon thread,
+//! and weight gradients are summed over the chunks in chunk order, so a run is deterministic
+//! for a given thread count. 1x1 convolutions with stride 1 and no padding skip im2col.
+
+use std::fmt::Debug;
+use std::ops::{AddAssign, MulAssign, Neg, SubAssign};
+
+use hecc_ir::tensor::window::Window;
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2};
+use rayon::prelude::*;
+
+use crate::TrainError;
+
+/// The element types the trainer computes in: `f32` (training) and `f64` (exact checks and
+/// the final evaluation).
+pub trait Real:
+    ndarray::LinalgScalar
+    + PartialOrd
+    + Default
+    + Debug
+    + Send
+    + Sync
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + Neg<Output = Self>
+{
+    /// Rounds an `f64` to this type.
+    fn of(x: f64) -> Self;
+    /// Widens to `f64`.
+    fn f64(self) -> f64;
+    /// Square root.
+    fn sqrt(self) -> Self;
+}
+
+impl Real for f32 {
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    fn f64(self) -> f64 {
+        self as f64
+    }
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+}
+
+impl Real for f64 {
+    fn of(x: f64) -> Self {
+        x
+    }
+    fn f64(self) -> f64 {
+        self
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+}
+
+fn shape_err(what: &str, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Backend(format!("{what}: {e}"))
+}
+
+fn view<F>(s: &[F], r: usize, c: usize) -> Result<ArrayView2<'_, F>, TrainError> {
+    ArrayView2::from_shape((r, c), s).map_err(|e| shape_err("matrix view", e))
+}
+
+fn view_mut<F>(s: &mut [F], r: usize, c: usize) -> Result<ArrayViewMut2<'_, F>, TrainError> {
+    ArrayViewMut2::from_shape((r, c), s).map_err(|e| shape_err("matrix view", e))
+}
+
+/// Number of images per parallel chunk for a batch of `n`.
+fn chunk_len(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}
+
+/// Geometry of a 2-D convolution (or pooling window) on one image.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv {
+    /// Input channels.
+    pub c: usize,
+    /// Output channels.
+    pub co: usize,
+    /// Groups.
+    pub groups: usize,
+    /// The window: input and output planes, kernel, stride, padding.
+    pub win: Window,
+}
+
+impl Conv {
+    fn cig(&self) -> usize {
+        self.c / self.groups.max(1)
+    }
+    fn cog(&self) -> usize {
+        self.co / self.groups.max(1)
+    }
+    /// Rows of one group's im2col matrix.
+    fn k(&self) -> usize {
+        self.cig() * self.win.kh * self.win.kw
+    }
+    fn ohw(&self) -> usize {
+        self.win.positions()
+    }
+    fn direct(&self) -> bool {
+        self.win.is_identity()
+    }
+    fn plane(&self) -> usize {
+        self.win.h * self.win.w
+    }
+    fn in_len(&self) -> usize {
+        self.c * self.plane()
+    }
+    fn out_len(&self) -> usize {
+        self.co * self.ohw()
+    }
+
+    /// im2col of group `g` of image `x` into `col` (`k() x ohw()`).
+    fn im2col<F: Real>(&self, x: &[F], g: usize, col: &mut [F]) {
+        let span = self.cig() * self.plane();
+        self.win
+            .im2col(&x[g * span..][..span], self.cig(), F::zero(), col);
+    }
+
+    /// Adds the columns of `col` (group `g`) back into image gradient `dx` (col2im).
+    fn col2im<F: Real>(&self, col: &[F], g: usize, dx: &mut [F]) {
+        let span = self.cig() * self.plane();
+        self.win
+            .col2im(col, self.cig(), &mut dx[g * span..][..span]);
+    }
+
+    /// `y = conv(x, w) + b` for a batch of `n` images.
+    pub fn forward<F: Real>(
+        &self,
+        x: &[F],
+        w: &[F],
+        b: Option<&[F]>,
+        y: &mut [F],
+    ) -> Result<(), TrainError> {
+        let (il, ol) = (self.in_len(), self.out_len());
+        let n = x.len() / il.max(1);
+        let per = chunk_len(n);
+        let (cog, k, ohw) = (self.cog(), self.k(), self.ohw());
+        y.par_chunks_mut(per * ol)
+            .zip(x.par_chunks(per * il))
+            .try_for_each(|(ys, xs)| -> Result<(), TrainError> {
+                let mut col = vec![F::zero(); if self.direct() { 0 } else { k * ohw }];
+                for (yi, xi) in ys.chunks_mut(ol).zip(xs.chunks(il)) {
+                    for g in 0..self.groups {
+                        let wg = view(&w[g * cog * k..][..cog * k], cog, k)?;
+                        let colv = if self.direct() {
+                            view(&xi[g * k * ohw..][..k * ohw], k, ohw)?
+                        } else {
+                            self.im2col(xi, g, &mut col);
+                            view(&col, k, ohw)?
+                        };
+                        let mut yv = view_mut(&mut yi[g * cog * ohw..][..cog * ohw], cog, ohw)?;
+                        general_mat_mul(F::one(), &wg, &colv, F::zero(), &mut yv);
+                    }
+                    if let Some(b) = b {
+                        for (o, &bv) in b.iter().enumerate() {
+                            yi[o * ohw..][..ohw].iter_mut().for_each(|v| *v += bv);
+                        }
+                    }
+                }
+                Ok(())
+            })
+    }
+
+    /// Backward pass: returns `(dw, db)` and, if `dx` is given, writes the input gradient.
+    pub fn backward<F: Real>(
+        &self,
+        x: &[F],
+        w: &[F],
+        dy: &[F],
+        dx: Option<&mut [F]>,
+        with_bias: bool,
+    ) -> Result<(Vec<F>, Vec<F>), TrainError> {
+        let (il, ol) = (self.in_len(), self.out_len());
+        let n = x.len() / il.max(1);
+        let per = chunk_len(n);
+        let (cog, k, ohw) = (self.cog(), self.k(), self.ohw());
+        let wlen = self.co * k;
+        let chunk = |xs: &[F], dys: &[F], dxs: Option<&mut [F]>| {
+            let mut dw = vec![F::zero(); wlen];
+            let mut db = vec![F::zero(); if with_bias { self.co } else { 0 }];
+            let mut col = vec![F::zero(); k * ohw];
+            let mut dcol = vec![F::zero(); k * ohw];
+            let mut dxs = dxs;
+            for (i, (xi, dyi)) in xs.chunks(il).zip(dys.chunks(ol)).enumerate() {
+                for g in 0..self.groups {
+                    let dyg = view(&dyi[g * cog * ohw..][..cog * ohw], cog, ohw)?;
+                    let colv = if self.direct() {
+                        view(&xi[g * k * ohw..][..k * ohw], k, ohw)?
+                    } else {
+                        self.im2col(xi, g, &mut col);
+                        view(&col, k, ohw)?
+                    };
+                    let mut dwg = view_mut(&mut dw[g * cog * k..][..cog * k], cog, k)?;
+                    general_mat_mul(F::one(), &dyg, &colv.t(), F::one(), &mut dwg);
+                    if let Some(dxs) = dxs.as_deref_mut() {
+                        let wg = view(&w[g * cog * k..][..cog * k], cog, k)?;
+                        let dxi = &mut dxs[i * il..][..il];
+                        if self.direct() {
+                            let mut dxv = view_mut(&mut dxi[g * k * ohw..][..k * ohw], k, ohw)?;
+                            general_mat_mul(F::one(), &wg.t(), &dyg, F::zero(), &mut dxv);
+                        } else {
+                            let mut dcv = view_mut(&mut dcol, k, ohw)?;
+                            general_mat_mul(F::one(), &wg.t(), &dyg, F::zero(), &mut dcv);
+                            self.col2im(&dcol, g, dxi);
+                        }
+                    }
+                }
+                for (o, d) in db.iter_mut().enumerate() {
+                    for &v in &dyi[o * ohw..][..ohw] {
+                        *d += v;
+                    }
+                }
+            }
+            Ok::<_, TrainError>((dw, db))
+        };
+        let parts: Vec<(Vec<F>, Vec<F>)> = match dx {
+            Some(dx) => {
+                dx.fill(F::zero());
+                dx.par_chunks_mut(per * il)
+                    .zip(x.par_chunks(per * il).zip(dy.par_chunks(per * ol)))
+                    .map(|(dxs, (xs, dys))| chunk(xs, dys, Some(dxs)))
+                    .collect::<Result<_, _>>()?
+            }
+            None => x
+                .par_chunks(per * il)
+                .zip(dy.par_chunks(per * ol))
+                .map(|(xs, dys)| chunk(xs, dys, None))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(sum_parts(parts, wlen, if with_bias { self.co } else { 0 }))
+    }
+}
+
+/// Sums per-chunk `(dw, db)` in chunk order.
+fn sum_parts<F: Real>(parts: Vec<(Vec<F>, Vec<F>)>, wl: usize, bl: usize) -> (Vec<F>, Vec<F>) {
+    let mut dw = vec![F::zero(); wl];
+    let mut db = vec![F::zero(); bl];
+    for (w, b) in parts {
+        dw.iter_mut().zip(w).for_each(|(a, v)| *a += v);
+        db.iter_mut().zip(b).for_each(|(a, v)| *a += v);
+    }
+    (dw, db)
+}
+
+/// `y (n x o) = x (n x i) * w^T + b` with `w` `(o x i)`, into `y`.
+pub fn dense_forward<F: Real>(
+    x: &[F],
+    w: &[F],
+    b: Option<&[F]>,
+    n: usize,
+    i: usize,
+    o: usize,
+    y: &mut [F],
+) -> Result<(), TrainError> {
+    {
+        let mut yv = view_mut(y, n, o)?;
+        general_mat_mul(
+            F::one(),
+            &view(x, n, i)?,
+            &view(w, o, i)?.t(),
+            F::zero(),
+            &mut yv,
+        );
+    }
+    if let Some(b) = b {
+        for row in y.chunks_mut(o) {
+            row.iter_mut().zip(b).for_each(|(v, &bv)| *v += bv);
+        }
+    }
+    Ok(())
+}
+
+/// Dense backward: `(dw, db, dx)`.
+#[allow(clippy::type_complexity)]
+pub fn dense_backward<F: Real>(
+    x: &[F],
+    w: &[F],
+    dy: &[F],
+    n: usize,
+    i: usize,
+    o: usize,
+) -> Result<(Vec<F>, Vec<F>, Vec<F>), TrainError> {
+    let mut dw = vec![F::zero(); o * i];
+    let mut dx = vec![F::zero(); n * i];
+    let dyv = view(dy, n, o)?;
+    general_mat_mul(
+        F::one(),
+        &dyv.t(),
+        &view(x, n, i)?,
+        F::zero(),
+        &mut view_mut(&mut dw, o, i)?,
+    );
+    general_mat_mul(
+        F::one(),
+        &dyv,
+        &view(w, o, i)?,
+        F::zero(),
+        &mut view_mut(&mut dx, n, i)?,
+    );
+    let mut db = vec![F::zero(); o];
+    for row in dy.chunks(o) {
+        db.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+    }
+    Ok((dw, db, dx))
+}
+
+/// True when the windows tile the image exactly (kernel = stride, no padding).
+fn tiles(g: &Conv) -> bool {
+    let v = &g.win;
+    v.stride == [v.kh, v.kw] && v.pad == [0; 4] && v.oh * v.kh <= v.h && v.ow * v.kw <= v.w
+}
+
+/// Average pooling of `(n, c, h, w)` with a `kh x kw` window, stride `s` and zero padding
+/// `[t, l, b, r]` (padded zeros count in the mean); output `(n, c, oh, ow)`.
+pub fn avg_pool_forward<F: Real>(x: &[F], g: &Conv, y: &mut [F]) {
+    let scale = F::of(1.0 / (g.win.kh * g.win.kw) as f64);
+    if tiles(g) {
+        // Non-overlapping windows inside the image: sum rows of each window directly.
+        let (w, kh, kw, ow) = (g.win.w, g.win.kh, g.win.kw, g.win.ow);
+        for (xp, yp) in x.chunks(g.win.h * w).zip(y.chunks_mut(g.win.oh * ow)) {
+            for (oy, yr) in yp.chunks_mut(ow).enumerate() {
+                yr.fill(F::zero());
+                for ky in 0..kh {
+                    let xr = &xp[(oy * kh + ky) * w..][..ow * kw];
+                    for (d, win) in yr.iter_mut().zip(xr.chunks(kw)) {
+                        for &v in win {
+                            *d += v;
+                        }
+                    }
+                }
+                yr.iter_mut().for_each(|d| *d *= scale);
+            }
+        }
+        return;
+    }
+    let (t, l) = (g.win.pad[0] as isize, g.win.pad[1] as isize);
+    for (xp, yp) in x
+        .chunks(g.win.h * g.win.w)
+        .zip(y.chunks_mut(g.win.oh * g.win.ow))
+    {
+        for oy in 0..g.win.oh {
+            for ox in 0..g.win.ow {
+                let mut acc = F::zero();
+                for ky in 0..g.win.kh {
+                    let iy = (oy * g.win.stride[0] + ky) as isize - t;
+                    if iy < 0 || iy >= g.win.h as isize {
+                        continue;
+                    }
+                    for kx in 0..g.win.kw {
+                        let ix = (ox * g.win.stride[0] + kx) as isize - l;
+                        if ix >= 0 && ix < g.win.w as isize {
+                            acc += xp[iy as usize * g.win.w + ix as usize];
+                        }
+                    }
+                }
+                yp[oy * g.win.ow + ox] = acc * scale;
+            }
+        }
+    }
+}
+
+/// Gradient of [`avg_pool_forward`].
+pub fn avg_pool_backward<F: Real>(dy: &[F], g: &Conv, dx: &mut [F]) {
+    let scale = F::of(1.0 / (g.win.kh * g.win.kw) as f64);
+    if tiles(g) {
+        let (w, kh, kw, ow) = (g.win.w, g.win.kh, g.win.kw, g.win.ow);
+        for (dxp, dyp) in dx.chunks_mut(g.win.h * w).zip(dy.chunks(g.win.oh * ow)) {
+            dxp.fill(F::zero());
+            for (oy, dr) in dyp.chunks(ow).enumerate() {
+                for ky in 0..kh {
+                    let xr = &mut dxp[(oy * kh + ky) * w..][..ow * kw];
+                    for (win, &d) in xr.chunks_mut(kw).zip(dr) {
+                        win.fill(d * scale);
+                    }
+                }
+            }
+        }
+        return;
+    }
+    let (t, l) = (g.win.pad[0] as isize, g.win.pad[1] as isize);
+    dx.fill(F::zero());
+    for (dxp, dyp) in dx
+        .chunks_mut(g.win.h * g.win.w)
+        .zip(dy.chunks(g.win.oh * g.win.ow))
+    {
+        for oy in 0..g.win.oh {
+            for ox in 0..g.win.ow {
+                let v = dyp[oy * g.win.ow + ox] * scale;
+                for ky in 0..g.win.kh {
+                    let iy = (oy * g.win.stride[0] + ky) as isize - t;
+                    if iy < 0 || iy >= g.win.h as isize {
+                        continue;
+                    }
+                    for kx in 0..g.win.kw {
+                        let ix = (ox * g.win.stride[0] + kx) as isize - l;
+                        if ix >= 0 && ix < g.win.w as isize {
+                            dxp[iy as usize * g.win.w + ix as usize] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Max pooling with kernel = stride, no padding; returns the flat input index of every
+/// output's maximum (the first one on ties).
+pub fn max_pool_forward<F: Real>(x: &[F], g: &Conv, y: &mut [F]) -> Vec<usize> {
+    let mut arg = vec![0usize; y.len()];
+    let plane = g.win.h * g.win.w;
+    for (p, (xp, yp)) in x
+        .chunks(plane)
+        .zip(y.chunks_mut(g.win.oh * g.win.ow))
+        .enumerate()
+    {
+        for oy in 0..g.win.oh {
+            for ox in 0..g.win.ow {
+                let mut best = oy * g.win.kh * g.win.w + ox * g.win.kw;
+                for ky in 0..g.win.kh {
+                    for kx in 0..g.win.kw {
+                        let i = (oy * g.win.kh + ky) * g.win.w + ox * g.win.kw + kx;
+                        if xp[i] > xp[best] {
+                            best = i;
+                        }
+                    }
+                }
+                let o = oy * g.win.ow + ox;
+                yp[o] = xp[best];
+                arg[p * g.win.oh * g.win.ow + o] = p * plane + best;
+            }
+        }
+    }
+    arg
+}

@@ -65,6 +65,18 @@ pub fn check_dims(dims: &[usize], max_elements: usize, what: &str) -> Result<usi
             describe(MAX_DIM)
         ));
     }
+    // An empty tensor (a zero dimension) still needs its other dimensions to multiply within a
+    // machine word: arrays are laid out with strides from that product.
+    let nonzero = dims
+        .iter()
+        .filter(|&&d| d > 0)
+        .try_fold(1usize, |a, &d| a.checked_mul(d));
+    if nonzero.is_none_or(|p| p > isize::MAX as usize) {
+        return Err(format!(
+            "the non-zero dimensions of {} multiply past a machine word",
+            fmt_dims(dims)
+        ));
+    }
     match checked_numel(dims) {
         Some(n) if n <= max_elements => Ok(n),
         Some(n) => Err(format!(
@@ -213,6 +225,14 @@ fn fmt_dims(dims: &[usize]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_tensors_with_huge_other_dimensions_are_refused() {
+        let d = MAX_DIM;
+        let err = check_dims(&[0, d, d, d, d, d], 1 << 20, "constant").unwrap_err();
+        assert!(err.contains("machine word"), "{err}");
+        assert_eq!(check_dims(&[0, 3, 4], 1 << 20, "constant"), Ok(0));
+    }
 
     #[test]
     fn limits_are_checked_without_overflow() {

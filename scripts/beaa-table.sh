@@ -28,7 +28,7 @@
 #   LR_<net>      initial learning rate of the quadratic students [0.02]
 #   LR_TEACHER_<net>  initial learning rate of the ReLU teacher [0.05]
 #   VALIDATION [5000]  training images held out for validation (the last ones)
-#   PATIENCE   [4]     epochs without a better validation accuracy before stopping
+#   PATIENCE   [5]     epochs without a better validation accuracy before stopping
 #   THREADS    [2]     RAYON_NUM_THREADS of every training (they run one after another, nice 19)
 #   FIGURES    directory for the SVG figures [none]
 #   TABLE_ONLY=1  only rebuild table.md (and the figures) from existing histories
@@ -64,7 +64,7 @@ LR_squeezenet28=${LR_squeezenet28:-0.02}
 LR_TEACHER_lenet5=${LR_TEACHER_lenet5:-0.05}
 LR_TEACHER_squeezenet28=${LR_TEACHER_squeezenet28:-0.05}
 VALIDATION=${VALIDATION:-5000}
-PATIENCE=${PATIENCE:-4}
+PATIENCE=${PATIENCE:-5}
 THREADS=${THREADS:-2}
 MODELS=$(dirname "$0")/../models
 mkdir -p "$OUT"
@@ -137,7 +137,7 @@ guarded() {
 # through the client/server commands (compile, keygen, encrypt, run, decrypt), then the
 # plaintext predictions of the same model (reference evaluator) for the agreement.
 encrypted() {
-    local ds=$1 dir=$OUT/lenet5-$1 enc=$OUT/lenet5-$1/encrypted
+    local ds=$1 dir=$OUT/lenet5-$1/seed0 enc=$OUT/lenet5-$1/encrypted
     local images=$MODELS/data/$ds-t10k-first256-images-idx3-ubyte
     local labels=$MODELS/data/$ds-t10k-first256-labels-idx1-ubyte
     local nice=(env RAYON_NUM_THREADS="${INFER_THREADS:-1}" nice -n 19)
@@ -197,80 +197,20 @@ COMPILE_TEST=${COMPILE_TEST:-target/release/examples/compile_test_params}
 PREDICT=${PREDICT:-target/release/examples/predict}
 if [ "${ENCRYPTED:-1}" = 1 ]; then
     for ds in $DATASETS; do
-        [ -f "$OUT/lenet5-$ds/element-kd.yaml" ] || continue
+        [ -f "$OUT/lenet5-$ds/seed0/element-kd.yaml" ] || continue
         [ -f "$OUT/lenet5-$ds/encrypted/summary" ] && continue
         echo "encrypted run: lenet5 element-wise + KD on $ds: $(date -u +%H:%M:%S) start"
         encrypted "$ds" || true
     done
 fi
 
-# ---- the table -------------------------------------------------------------------------------
-# acc LOG [teacher]: accuracy of the reference evaluator on the reloaded weights.
-acc() {
-    local pat='^reloaded through'
-    [ "${2:-}" = teacher ] && pat='^teacher reloaded through'
-    local a
-    a=$(grep "$pat" "$1" 2>/dev/null | tail -1 | sed 's/.*accuracy \([0-9.]*\)%.*/\1/')
-    if [ -n "$a" ]; then
-        echo "$a"
-    elif grep -q "not trained" "$1" 2>/dev/null; then
-        echo "not run"
-    elif [ -f "$1" ]; then
-        echo "failed"
-    else
-        echo "-"
-    fi
-}
-# secs LOG [teacher]: training seconds of the student (or of the teacher).
-secs() {
-    local pat='^student: test accuracy'
-    [ "${2:-}" = teacher ] && pat='^teacher (ReLU): test accuracy'
-    grep "$pat" "$1" 2>/dev/null | tail -1 | sed 's/.*(\([0-9.]*\) s).*/\1/'
-}
-cell() {
-    local a=$1 s=$2
-    case $a in -|failed|"not run") echo "$a" ;; *) echo "$a% (${s:-?} s)" ;; esac
-}
-
-cols=()
-for net in $NETS; do for ds in $DATASETS; do cols+=("$net-$ds"); done; done
+# ---- the table ------------------------------------------------------------------------------
+# Mean and spread over the seeds, the ordering check and (FIGURES) the figures.
+report_args=(--nets ${NETS:-lenet5 squeezenet28} --datasets $DATASETS)
+[ -n "${FIGURES:-}" ] && report_args+=(--figures "$FIGURES")
+python3 "$(dirname "$0")/beaa_report.py" "$OUT" "${report_args[@]}" >/dev/null
 {
-    echo "Test accuracy on the full 10,000-image test set (reference evaluator on the exported"
-    echo "weights of the exact polynomial network) and, in brackets, the wall-clock training time"
-    echo "reported by \`hecc train\` (one thread: nice 19, RAYON_NUM_THREADS=1; the KD rows exclude"
-    echo "the teacher's time, which is the ReLU row's). Settings per network:"
-    for net in $NETS; do
-        ev=EPOCHS_$net lv=LIMIT_$net rv=LR_$net
-        echo "${net}: ${!ev} epochs, first ${!lv:-60000} training images, lr ${!rv}, seed $SEED."
-    done
-    echo
-    printf '| activation |'
-    for c in "${cols[@]}"; do printf ' %s |' "$c"; done
-    echo
-    printf '|---|'
-    for _ in "${cols[@]}"; do printf -- '---|'; done
-    echo
-    for row in relu layer channel element channel-kd element-kd; do
-        case $row in
-            relu) label="ReLU (teacher)" ;;
-            layer) label="layer-wise" ;;
-            channel) label="channel-wise" ;;
-            element) label="element-wise" ;;
-            channel-kd) label="channel-wise + KD" ;;
-            element-kd) label="element-wise + KD" ;;
-        esac
-        printf '| %s |' "$label"
-        for c in "${cols[@]}"; do
-            if [ $row = relu ]; then
-                log=$OUT/$c/channel-kd.log
-                printf ' %s |' "$(cell "$(acc "$log" teacher)" "$(secs "$log" teacher)")"
-            else
-                log=$OUT/$c/$row.log
-                printf ' %s |' "$(cell "$(acc "$log")" "$(secs "$log")")"
-            fi
-        done
-        echo
-    done
+    cat "$OUT/table.md"
     have=0
     for ds in $DATASETS; do [ -f "$OUT/lenet5-$ds/encrypted/summary" ] && have=1; done
     if [ $have = 1 ]; then
@@ -305,5 +245,5 @@ for net in $NETS; do for ds in $DATASETS; do cols+=("$net-$ds"); done; done
             echo "| $ds | $params | $c/$n | $q/$n | $a/$n | $run s ($cpu CPU-s) | $tot s | $amort s | ${peak:-?} |"
         done
     fi
-} >"$OUT/table.md"
-cat "$OUT/table.md"
+} >"$OUT/table-all.md"
+cat "$OUT/table-all.md"

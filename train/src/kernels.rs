@@ -119,18 +119,21 @@ impl Conv {
         self.co * self.ohw()
     }
 
-    /// im2col of group `g` of image `x` into `col` (`k() x ohw()`).
-    fn im2col<F: Real>(&self, x: &[F], g: usize, col: &mut [F]) {
-        let span = self.cig() * self.plane();
-        self.win
-            .im2col(&x[g * span..][..span], self.cig(), F::zero(), col);
+    /// Images per matrix product: enough for about 512 columns, so that small planes (7x7,
+    /// 14x14) still make products large enough to run at full speed.
+    fn block(&self) -> usize {
+        (512 / self.ohw().max(1)).max(1)
     }
 
-    /// Adds the columns of `col` (group `g`) back into image gradient `dx` (col2im).
-    fn col2im<F: Real>(&self, col: &[F], g: usize, dx: &mut [F]) {
-        let span = self.cig() * self.plane();
-        self.win
-            .col2im(col, self.cig(), &mut dx[g * span..][..span]);
+    /// im2col of group `g` of the `m` images `xs` into `col`: `k()` rows of `m * ohw()`
+    /// columns, image `t`'s columns at `t * ohw()`.
+    fn gather<F: Real>(&self, xs: &[F], g: usize, m: usize, col: &mut [F]) {
+        let (span, ohw, il) = (self.cig() * self.plane(), self.ohw(), self.in_len());
+        for t in 0..m {
+            let planes = &xs[t * il + g * span..][..span];
+            self.win
+                .im2col(planes, self.cig(), F::zero(), &mut col[t * ohw..], m * ohw);
+        }
     }
 
     /// `y = conv(x, w) + b` for a batch of `n` images.
@@ -145,25 +148,42 @@ impl Conv {
         let n = x.len() / il.max(1);
         let per = chunk_len(n);
         let (cog, k, ohw) = (self.cog(), self.k(), self.ohw());
+        let bm = self.block().min(per);
         y.par_chunks_mut(per * ol)
             .zip(x.par_chunks(per * il))
             .try_for_each(|(ys, xs)| -> Result<(), TrainError> {
-                let mut col = vec![F::zero(); if self.direct() { 0 } else { k * ohw }];
-                for (yi, xi) in ys.chunks_mut(ol).zip(xs.chunks(il)) {
+                let mut col = vec![F::zero(); k * ohw * bm];
+                let mut tmp = vec![F::zero(); if bm > 1 { cog * ohw * bm } else { 0 }];
+                for (yb, xb) in ys.chunks_mut(bm * ol).zip(xs.chunks(bm * il)) {
+                    let m = xb.len() / il;
+                    let cols = m * ohw;
                     for g in 0..self.groups {
                         let wg = view(&w[g * cog * k..][..cog * k], cog, k)?;
-                        let colv = if self.direct() {
-                            view(&xi[g * k * ohw..][..k * ohw], k, ohw)?
+                        let colv = if m == 1 && self.direct() {
+                            view(&xb[g * k * ohw..][..k * ohw], k, ohw)?
                         } else {
-                            self.im2col(xi, g, &mut col);
-                            view(&col, k, ohw)?
+                            self.gather(xb, g, m, &mut col);
+                            view(&col[..k * cols], k, cols)?
                         };
-                        let mut yv = view_mut(&mut yi[g * cog * ohw..][..cog * ohw], cog, ohw)?;
-                        general_mat_mul(F::one(), &wg, &colv, F::zero(), &mut yv);
+                        if m == 1 {
+                            let mut yv = view_mut(&mut yb[g * cog * ohw..][..cog * ohw], cog, ohw)?;
+                            general_mat_mul(F::one(), &wg, &colv, F::zero(), &mut yv);
+                            continue;
+                        }
+                        let mut tv = view_mut(&mut tmp[..cog * cols], cog, cols)?;
+                        general_mat_mul(F::one(), &wg, &colv, F::zero(), &mut tv);
+                        for t in 0..m {
+                            for o in 0..cog {
+                                yb[t * ol + (g * cog + o) * ohw..][..ohw]
+                                    .copy_from_slice(&tmp[o * cols + t * ohw..][..ohw]);
+                            }
+                        }
                     }
                     if let Some(b) = b {
-                        for (o, &bv) in b.iter().enumerate() {
-                            yi[o * ohw..][..ohw].iter_mut().for_each(|v| *v += bv);
+                        for yi in yb.chunks_mut(ol) {
+                            for (o, &bv) in b.iter().enumerate() {
+                                yi[o * ohw..][..ohw].iter_mut().for_each(|v| *v += bv);
+                            }
                         }
                     }
                 }
@@ -184,40 +204,59 @@ impl Conv {
         let n = x.len() / il.max(1);
         let per = chunk_len(n);
         let (cog, k, ohw) = (self.cog(), self.k(), self.ohw());
+        let (span, cig) = (self.cig() * self.plane(), self.cig());
         let wlen = self.co * k;
-        let chunk = |xs: &[F], dys: &[F], dxs: Option<&mut [F]>| {
+        let bm = self.block().min(per);
+        let chunk = |xs: &[F], dys: &[F], mut dxs: Option<&mut [F]>| {
             let mut dw = vec![F::zero(); wlen];
             let mut db = vec![F::zero(); if with_bias { self.co } else { 0 }];
-            let mut col = vec![F::zero(); k * ohw];
-            let mut dcol = vec![F::zero(); k * ohw];
-            let mut dxs = dxs;
-            for (i, (xi, dyi)) in xs.chunks(il).zip(dys.chunks(ol)).enumerate() {
+            let mut col = vec![F::zero(); k * ohw * bm];
+            let mut dcol = vec![F::zero(); k * ohw * bm];
+            let mut dyt = vec![F::zero(); if bm > 1 { cog * ohw * bm } else { 0 }];
+            for (bi, (xb, dyb)) in xs.chunks(bm * il).zip(dys.chunks(bm * ol)).enumerate() {
+                let m = xb.len() / il;
+                let cols = m * ohw;
                 for g in 0..self.groups {
-                    let dyg = view(&dyi[g * cog * ohw..][..cog * ohw], cog, ohw)?;
-                    let colv = if self.direct() {
-                        view(&xi[g * k * ohw..][..k * ohw], k, ohw)?
+                    let dyg = if m == 1 {
+                        view(&dyb[g * cog * ohw..][..cog * ohw], cog, ohw)?
                     } else {
-                        self.im2col(xi, g, &mut col);
-                        view(&col, k, ohw)?
+                        for t in 0..m {
+                            for o in 0..cog {
+                                dyt[o * cols + t * ohw..][..ohw]
+                                    .copy_from_slice(&dyb[t * ol + (g * cog + o) * ohw..][..ohw]);
+                            }
+                        }
+                        view(&dyt[..cog * cols], cog, cols)?
+                    };
+                    let colv = if m == 1 && self.direct() {
+                        view(&xb[g * k * ohw..][..k * ohw], k, ohw)?
+                    } else {
+                        self.gather(xb, g, m, &mut col);
+                        view(&col[..k * cols], k, cols)?
                     };
                     let mut dwg = view_mut(&mut dw[g * cog * k..][..cog * k], cog, k)?;
                     general_mat_mul(F::one(), &dyg, &colv.t(), F::one(), &mut dwg);
                     if let Some(dxs) = dxs.as_deref_mut() {
                         let wg = view(&w[g * cog * k..][..cog * k], cog, k)?;
-                        let dxi = &mut dxs[i * il..][..il];
-                        if self.direct() {
-                            let mut dxv = view_mut(&mut dxi[g * k * ohw..][..k * ohw], k, ohw)?;
+                        let dxb = &mut dxs[bi * bm * il..][..m * il];
+                        if m == 1 && self.direct() {
+                            let mut dxv = view_mut(&mut dxb[g * k * ohw..][..k * ohw], k, ohw)?;
                             general_mat_mul(F::one(), &wg.t(), &dyg, F::zero(), &mut dxv);
                         } else {
-                            let mut dcv = view_mut(&mut dcol, k, ohw)?;
+                            let mut dcv = view_mut(&mut dcol[..k * cols], k, cols)?;
                             general_mat_mul(F::one(), &wg.t(), &dyg, F::zero(), &mut dcv);
-                            self.col2im(&dcol, g, dxi);
+                            for t in 0..m {
+                                let planes = &mut dxb[t * il + g * span..][..span];
+                                self.win.col2im(&dcol[t * ohw..], cig, planes, cols);
+                            }
                         }
                     }
                 }
-                for (o, d) in db.iter_mut().enumerate() {
-                    for &v in &dyi[o * ohw..][..ohw] {
-                        *d += v;
+                for dyi in dyb.chunks(ol) {
+                    for (o, d) in db.iter_mut().enumerate() {
+                        for &v in &dyi[o * ohw..][..ohw] {
+                            *d += v;
+                        }
                     }
                 }
             }

@@ -399,7 +399,9 @@ impl<F: Real> Net<F> {
         })
     }
 
-    /// A zeroed buffer of `len` values, reusing the smallest spare one that fits.
+    /// A buffer of `len` values, reusing the smallest spare one that fits. Its contents are
+    /// unspecified (values of an earlier pass): every caller overwrites all of it, except
+    /// where [`Net::take_zeroed`] is used.
     fn take(&self, len: usize) -> Vec<F> {
         let mut pool = self.spare.borrow_mut();
         let best = pool
@@ -412,8 +414,15 @@ impl<F: Real> Net<F> {
             Some(i) => pool.swap_remove(i),
             None => Vec::with_capacity(len),
         };
-        v.clear();
+        v.truncate(len);
         v.resize(len, F::zero());
+        v
+    }
+
+    /// A buffer of `len` zeros.
+    fn take_zeroed(&self, len: usize) -> Vec<F> {
+        let mut v = self.take(len);
+        v.fill(F::zero());
         v
     }
 
@@ -953,7 +962,7 @@ impl<F: Real> Net<F> {
                         )));
                     };
                     if wants(0) {
-                        let mut dx = self.take(xin(0).len());
+                        let mut dx = self.take_zeroed(xin(0).len());
                         for (&i, &d) in arg.iter().zip(&dy) {
                             dx[i] += d;
                         }
@@ -994,15 +1003,15 @@ impl<F: Real> Net<F> {
                 }
                 Op::Relu | Op::Square | Op::Poly { .. } => {
                     if wants(0) {
-                        let dx: Vec<F> = match &st.op {
-                            Op::Relu => dy
-                                .iter()
-                                .zip(xin(0))
-                                .map(|(&d, &v)| if v > F::zero() { d } else { F::zero() })
-                                .collect(),
+                        let mut dx = self.take(dy.len());
+                        let pairs = dx.iter_mut().zip(dy.iter().zip(xin(0)));
+                        match &st.op {
+                            Op::Relu => pairs.for_each(|(o, (&d, &v))| {
+                                *o = if v > F::zero() { d } else { F::zero() };
+                            }),
                             Op::Square => {
                                 let two = F::of(2.0);
-                                dy.iter().zip(xin(0)).map(|(&d, &v)| two * v * d).collect()
+                                pairs.for_each(|(o, (&d, &v))| *o = two * v * d);
                             }
                             Op::Poly { coeffs } => {
                                 let dc: Vec<F> = coeffs
@@ -1011,19 +1020,16 @@ impl<F: Real> Net<F> {
                                     .skip(1)
                                     .map(|(k, &c)| F::of(k as f64 * c))
                                     .collect();
-                                dy.iter()
-                                    .zip(xin(0))
-                                    .map(|(&d, &v)| {
-                                        let mut acc = F::zero();
-                                        for &k in dc.iter().rev() {
-                                            acc = acc * v + k;
-                                        }
-                                        acc * d
-                                    })
-                                    .collect()
+                                pairs.for_each(|(o, (&d, &v))| {
+                                    let mut acc = F::zero();
+                                    for &k in dc.iter().rev() {
+                                        acc = acc * v + k;
+                                    }
+                                    *o = acc * d;
+                                });
                             }
-                            _ => Vec::new(),
-                        };
+                            _ => {}
+                        }
                         add(&mut gv, st.inputs[0], dx);
                     }
                 }

@@ -161,6 +161,12 @@ fn loss_of(net: &mut Net<f64>, x: &[f64], y: &[usize], mode: Mode) -> f64 {
 /// entry listed (all of them for small tensors, a sample for large ones), with batch norm on
 /// running statistics (`Mode::Eval`) or on batch statistics (`Mode::Train`).
 fn check_gradients(src: &str, gr: Option<Granularity>, mode: Mode) {
+    check_gradients_on(src, gr, mode, &[0, 1, 2, 3, 4, 5]);
+}
+
+/// [`check_gradients`] on the images `batch` of the synthetic set (one image exercises the
+/// one-image-per-product convolution path, several the side-by-side one).
+fn check_gradients_on(src: &str, gr: Option<Granularity>, mode: Mode, batch: &[usize]) {
     let g = match gr {
         Some(gr) => with_granularity(&graph(src), gr),
         None => graph(src),
@@ -172,7 +178,7 @@ fn check_gradients(src: &str, gr: Option<Granularity>, mode: Mode) {
     };
     let mut net = Net::<f64>::new(g, &init).unwrap();
     let ds = synthetic(6, 5);
-    let (x, y) = ds.batch::<f64>(&[0, 1, 2, 3, 4, 5]).unwrap();
+    let (x, y) = ds.batch::<f64>(batch).unwrap();
     // Give per-element coefficients distinct values so a wrong broadcast would show.
     let names: Vec<String> = net.params().keys().cloned().collect();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -244,6 +250,7 @@ fn quadratic_gradients_match_finite_differences_element() {
 fn gradients_of_the_mixed_network_match_finite_differences() {
     // channel and element quadratics, batch norm (running statistics), add, concat, pools.
     check_gradients(TINY, None, Mode::Eval);
+    check_gradients_on(TINY, None, Mode::Eval, &[4]);
 }
 
 #[test]

@@ -422,7 +422,7 @@ fn conv2d(
                     let colv = if win.is_identity() {
                         ArrayView2::from_shape((k, p), planes)
                     } else {
-                        win.im2col(planes, cin_g, 0.0, col);
+                        win.im2col(planes, cin_g, 0.0, col, p);
                         ArrayView2::from_shape((k, p), &col[..])
                     }
                     .map_err(internal)?;

@@ -51,15 +51,16 @@ impl Window {
         (ix < self.w).then_some(ix)
     }
 
-    /// Writes the im2col matrix of `planes` (`c` consecutive `h x w` planes) into `col`
-    /// (`c*kh*kw` rows of [`Window::positions`] values).
-    pub fn im2col<T: Copy>(&self, planes: &[T], c: usize, zero: T, col: &mut [T]) {
+    /// Writes the im2col matrix of `planes` (`c` consecutive `h x w` planes) into `col`:
+    /// `c*kh*kw` rows of [`Window::positions`] values, row `r` starting at `col[r * ld]` (`ld`
+    /// at least the positions; larger to place several images' columns side by side).
+    pub fn im2col<T: Copy>(&self, planes: &[T], c: usize, zero: T, col: &mut [T], ld: usize) {
         let (hw, p) = (self.h * self.w, self.positions());
         for ci in 0..c {
             let plane = &planes[ci * hw..][..hw];
             for ky in 0..self.kh {
                 for kx in 0..self.kw {
-                    let row = &mut col[((ci * self.kh + ky) * self.kw + kx) * p..][..p];
+                    let row = &mut col[((ci * self.kh + ky) * self.kw + kx) * ld..][..p];
                     for oy in 0..self.oh {
                         let dst = &mut row[oy * self.ow..][..self.ow];
                         let Some(iy) = self.source(oy, ky) else {
@@ -76,14 +77,15 @@ impl Window {
         }
     }
 
-    /// Adds `col` (as produced by [`Window::im2col`] for `c` planes) back onto `planes`.
-    pub fn col2im<T: Copy + AddAssign>(&self, col: &[T], c: usize, planes: &mut [T]) {
+    /// Adds `col` (laid out as [`Window::im2col`] writes it for `c` planes, row stride `ld`)
+    /// back onto `planes`.
+    pub fn col2im<T: Copy + AddAssign>(&self, col: &[T], c: usize, planes: &mut [T], ld: usize) {
         let (hw, p) = (self.h * self.w, self.positions());
         for ci in 0..c {
             let plane = &mut planes[ci * hw..][..hw];
             for ky in 0..self.kh {
                 for kx in 0..self.kw {
-                    let row = &col[((ci * self.kh + ky) * self.kw + kx) * p..][..p];
+                    let row = &col[((ci * self.kh + ky) * self.kw + kx) * ld..][..p];
                     for oy in 0..self.oh {
                         let Some(iy) = self.source(oy, ky) else {
                             continue;
@@ -125,9 +127,9 @@ mod tests {
             .map(|i| (i as f64 * 0.11).cos())
             .collect();
         let mut col = vec![0.0; y.len()];
-        win.im2col(&x, c, 0.0, &mut col);
+        win.im2col(&x, c, 0.0, &mut col, win.positions());
         let mut back = vec![0.0; x.len()];
-        win.col2im(&y, c, &mut back);
+        win.col2im(&y, c, &mut back, win.positions());
         let lhs: f64 = col.iter().zip(&y).map(|(a, b)| a * b).sum();
         let rhs: f64 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
         assert!((lhs - rhs).abs() < 1e-12, "{lhs} vs {rhs}");
@@ -135,5 +137,18 @@ mod tests {
         assert_eq!(col[0], 0.0);
         // Tap (0, 1, 0) at output (0, 0) reads x[0][0][0].
         assert_eq!(col[2 * win.positions()], x[0]);
+        // With a wider row stride the same values land at the same row starts.
+        let ld = win.positions() + 5;
+        let mut wide = vec![-1.0; rows * ld];
+        win.im2col(&x, c, 0.0, &mut wide, ld);
+        for r in 0..rows {
+            assert_eq!(
+                &wide[r * ld..][..win.positions()],
+                &col[r * win.positions()..][..win.positions()]
+            );
+            assert!(wide[r * ld + win.positions()..][..5]
+                .iter()
+                .all(|&v| v == -1.0));
+        }
     }
 }

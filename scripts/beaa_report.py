@@ -12,10 +12,12 @@ Writes OUT/table.md (and prints it) and, with --figures, SVG files into DIR:
 Only the Python standard library is used (the SVG is written by hand).
 """
 import argparse
+import base64
 import json
 import math
 import struct
 import sys
+import zlib
 from pathlib import Path
 
 ROWS = [
@@ -232,14 +234,23 @@ def read_safetensors(path):
     return out
 
 
-def colour(v, lim):
+def rgb(v, lim):
     """Diverging blue-white-red for v in [-lim, lim]."""
     t = max(-1.0, min(1.0, v / lim)) if lim > 0 else 0.0
     if t >= 0:
-        r, g, b = 255, int(255 * (1 - t)), int(255 * (1 - t))
-    else:
-        r, g, b = int(255 * (1 + t)), int(255 * (1 + t)), 255
-    return f"#{r:02x}{g:02x}{b:02x}"
+        return 255, int(255 * (1 - t)), int(255 * (1 - t))
+    return int(255 * (1 + t)), int(255 * (1 + t)), 255
+
+
+def png(width, rows):
+    """A PNG (8-bit RGB) of `rows`, each a list of (r, g, b) of length `width`."""
+    def chunk(kind, data):
+        c = kind + data
+        return struct.pack(">I", len(data)) + c + struct.pack(">I", zlib.crc32(c) & 0xFFFFFFFF)
+    raw = b"".join(b"\x00" + bytes(v for px in row for v in px) for row in rows)
+    ihdr = struct.pack(">IIBBBBB", width, len(rows), 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 9))
+            + chunk(b"IEND", b""))
 
 
 def coeffs(out, figures, net, ds, row="element-kd"):
@@ -264,7 +275,7 @@ def coeffs(out, figures, net, ds, row="element-kd"):
             c, h, ww = 1, 1, inner[0]
         else:
             c, h, ww = 1, 1, per
-        tiles_w = c * (ww * cell + 4)
+        tiles_w = (c * (ww + 1) - 1) * cell
         width = max(width, tiles_w)
         bands.append((name, c, h, ww, vals, per))
     height = sum(3 * (h * cell + 6) + gap + 18 for _, _, h, _, _, _ in bands) + 40
@@ -279,12 +290,20 @@ def coeffs(out, figures, net, ds, row="element-kd"):
             part = vals[k * per:(k + 1) * per]
             lim = max(abs(v) for v in part) or 1.0
             svg.text(left - 10, y + h * cell / 2 + 4, f"{letter} (±{lim:.2g})", 10, "end")
-            for ch in range(c):
-                for i in range(h):
-                    for j in range(ww):
-                        v = part[(ch * h + i) * ww + j]
-                        svg.rect(left + ch * (ww * cell + 4) + j * cell, y + i * cell, cell, cell,
-                                 colour(v, lim))
+            # One image per row: the C tiles side by side, one blank pixel column apart.
+            pw = c * (ww + 1) - 1
+            rows = []
+            for i in range(h):
+                row = []
+                for ch in range(c):
+                    if ch:
+                        row.append((255, 255, 255))
+                    row.extend(rgb(part[(ch * h + i) * ww + j], lim) for j in range(ww))
+                rows.append(row)
+            data = base64.b64encode(png(pw, rows)).decode()
+            svg.add(f'<image x="{left}" y="{y}" width="{pw * cell}" height="{h * cell}" '
+                    f'style="image-rendering:pixelated" preserveAspectRatio="none" '
+                    f'href="data:image/png;base64,{data}"/>')
             y += h * cell + 6
         y += gap
     p = figures / f"coeffs-{net}-{ds}.svg"

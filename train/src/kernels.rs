@@ -396,7 +396,7 @@ pub fn avg_pool_forward<F: Real>(x: &[F], g: &Conv, y: &mut [F]) {
                         continue;
                     }
                     for kx in 0..g.win.kw {
-                        let ix = (ox * g.win.stride[0] + kx) as isize - l;
+                        let ix = (ox * g.win.stride[1] + kx) as isize - l;
                         if ix >= 0 && ix < g.win.w as isize {
                             acc += xp[iy as usize * g.win.w + ix as usize];
                         }
@@ -441,7 +441,7 @@ pub fn avg_pool_backward<F: Real>(dy: &[F], g: &Conv, dx: &mut [F]) {
                         continue;
                     }
                     for kx in 0..g.win.kw {
-                        let ix = (ox * g.win.stride[0] + kx) as isize - l;
+                        let ix = (ox * g.win.stride[1] + kx) as isize - l;
                         if ix >= 0 && ix < g.win.w as isize {
                             dxp[iy as usize * g.win.w + ix as usize] += v;
                         }

@@ -163,7 +163,7 @@ pub fn argmax_rows<F: Real>(z: &[F], k: usize) -> Vec<usize> {
 }
 
 /// A trainable network: graph structure, parameters and batch-norm buffers.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Net<F> {
     graph: Graph,
     steps: Vec<Step>,
@@ -174,6 +174,22 @@ pub struct Net<F> {
     /// Buffers of earlier passes, reused so that a training step does not page in fresh
     /// memory for every value.
     spare: RefCell<Vec<Vec<F>>>,
+}
+
+impl<F: Clone> Clone for Net<F> {
+    /// A copy of the structure, parameters and statistics; the spare buffers are not copied
+    /// (a best-epoch snapshot must not hold a second pool).
+    fn clone(&self) -> Self {
+        Net {
+            graph: self.graph.clone(),
+            steps: self.steps.clone(),
+            out: self.out,
+            params: self.params.clone(),
+            coeffs: self.coeffs.clone(),
+            running: self.running.clone(),
+            spare: RefCell::new(Vec::new()),
+        }
+    }
 }
 
 fn unsupported(node: &str, op: &Op, message: impl Into<String>) -> TrainError {
@@ -661,6 +677,13 @@ impl<F: Real> Net<F> {
                 let (g, b) = (self.param(gamma)?, self.param(beta)?);
                 let (mu, va): (Vec<f64>, Vec<f64>) = match mode {
                     Mode::Train => {
+                        if n * inner < 2 {
+                            return Err(TrainError::Config(format!(
+                                "batch norm `{}` needs more than one value per channel in training \
+                                 (a batch of {n} image(s) of {inner} value(s) per channel)",
+                                st.name
+                            )));
+                        }
                         let (mu, va) = channel_moments(xin, n, c, inner);
                         let count = (n * inner) as f64;
                         let unbiased = if count > 1.0 {

@@ -245,6 +245,9 @@ fn check_config(cfg: &TrainConfig) -> Result<(), TrainError> {
     if cfg.relu && (cfg.granularity.is_some() || cfg.kd.is_some()) {
         return bad("the ReLU network takes neither a quadratic granularity nor distillation");
     }
+    if cfg.patience == Some(0) {
+        return bad("patience must be at least 1 epoch");
+    }
     if cfg.patience.is_some() && cfg.validation == 0 {
         return bad("early stopping (patience) needs a validation split");
     }
@@ -359,6 +362,11 @@ fn fit<F: Real>(
         order.shuffle(&mut rng);
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
         for (bi, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            // A trailing batch of one image is skipped (it is in other epochs' batches):
+            // batch statistics of one value per channel are undefined.
+            if chunk.len() == 1 && n > 1 {
+                continue;
+            }
             let (x, y) = train.batch::<F>(chunk)?;
             let tape = net.forward(&x, chunk.len(), Mode::Train)?;
             let k = tape.classes();

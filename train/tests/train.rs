@@ -161,7 +161,15 @@ fn loss_of(net: &mut Net<f64>, x: &[f64], y: &[usize], mode: Mode) -> f64 {
 /// entry listed (all of them for small tensors, a sample for large ones), with batch norm on
 /// running statistics (`Mode::Eval`) or on batch statistics (`Mode::Train`).
 fn check_gradients(src: &str, gr: Option<Granularity>, mode: Mode) {
-    check_gradients_on(src, gr, mode, &[0, 1, 2, 3, 4, 5]);
+    // One thread (all six images in one chunk, products over several images) and two (chunks
+    // of three, gradients summed over the chunks).
+    for threads in [1, 2] {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| check_gradients_on(src, gr, mode, &[0, 1, 2, 3, 4, 5]));
+    }
 }
 
 /// [`check_gradients`] on the images `batch` of the synthetic set (one image exercises the

@@ -382,29 +382,11 @@ pub fn avg_pool_forward<F: Real>(x: &[F], g: &Conv, y: &mut [F]) {
         }
         return;
     }
-    let (t, l) = (g.win.pad[0] as isize, g.win.pad[1] as isize);
-    for (xp, yp) in x
-        .chunks(g.win.h * g.win.w)
-        .zip(y.chunks_mut(g.win.oh * g.win.ow))
-    {
-        for oy in 0..g.win.oh {
-            for ox in 0..g.win.ow {
-                let mut acc = F::zero();
-                for ky in 0..g.win.kh {
-                    let iy = (oy * g.win.stride[0] + ky) as isize - t;
-                    if iy < 0 || iy >= g.win.h as isize {
-                        continue;
-                    }
-                    for kx in 0..g.win.kw {
-                        let ix = (ox * g.win.stride[1] + kx) as isize - l;
-                        if ix >= 0 && ix < g.win.w as isize {
-                            acc += xp[iy as usize * g.win.w + ix as usize];
-                        }
-                    }
-                }
-                yp[oy * g.win.ow + ox] = acc * scale;
-            }
-        }
+    let (plane, out) = (g.win.h * g.win.w, g.win.oh * g.win.ow);
+    for (xp, yp) in x.chunks(plane).zip(y.chunks_mut(out)) {
+        yp.fill(F::zero());
+        for_each_tap(&g.win, |o, i| yp[o] += xp[i]);
+        yp.iter_mut().for_each(|v| *v *= scale);
     }
 }
 
@@ -426,25 +408,31 @@ pub fn avg_pool_backward<F: Real>(dy: &[F], g: &Conv, dx: &mut [F]) {
         }
         return;
     }
-    let (t, l) = (g.win.pad[0] as isize, g.win.pad[1] as isize);
-    dx.fill(F::zero());
-    for (dxp, dyp) in dx
-        .chunks_mut(g.win.h * g.win.w)
-        .zip(dy.chunks(g.win.oh * g.win.ow))
-    {
-        for oy in 0..g.win.oh {
-            for ox in 0..g.win.ow {
-                let v = dyp[oy * g.win.ow + ox] * scale;
-                for ky in 0..g.win.kh {
-                    let iy = (oy * g.win.stride[0] + ky) as isize - t;
-                    if iy < 0 || iy >= g.win.h as isize {
+    let (plane, out) = (g.win.h * g.win.w, g.win.oh * g.win.ow);
+    for (dxp, dyp) in dx.chunks_mut(plane).zip(dy.chunks(out)) {
+        dxp.fill(F::zero());
+        for_each_tap(&g.win, |o, i| dxp[i] += dyp[o] * scale);
+    }
+}
+
+/// Calls `f(output, input)` for every output position of one plane and every tap of its window
+/// that lies inside the image (flat indices in the plane), taps in row-major order.
+fn for_each_tap(win: &Window, mut f: impl FnMut(usize, usize)) {
+    for oy in 0..win.oh {
+        for ox in 0..win.ow {
+            for ky in 0..win.kh {
+                let Some(iy) = (oy * win.stride[0] + ky).checked_sub(win.pad[0]) else {
+                    continue;
+                };
+                if iy >= win.h {
+                    continue;
+                }
+                for kx in 0..win.kw {
+                    let Some(ix) = (ox * win.stride[1] + kx).checked_sub(win.pad[1]) else {
                         continue;
-                    }
-                    for kx in 0..g.win.kw {
-                        let ix = (ox * g.win.stride[1] + kx) as isize - l;
-                        if ix >= 0 && ix < g.win.w as isize {
-                            dxp[iy as usize * g.win.w + ix as usize] += v;
-                        }
+                    };
+                    if ix < win.w {
+                        f(oy * win.ow + ox, iy * win.w + ix);
                     }
                 }
             }

@@ -319,7 +319,7 @@ fn finish<F: Real>(
 #[allow(clippy::too_many_arguments)]
 fn fit<F: Real>(
     net: &mut Net<F>,
-    mut teacher: Option<&mut Net<F>>,
+    teacher: Option<&mut Net<F>>,
     train: &Dataset,
     val: Option<&Dataset>,
     test: &Dataset,
@@ -352,6 +352,20 @@ fn fit<F: Real>(
     );
     let mut history = Vec::with_capacity(epochs);
     let mut order: Vec<usize> = (0..n).collect();
+    // The teacher runs in inference mode, so its scores depend on the image alone: computed
+    // once for the whole training set, not once per epoch.
+    let teacher_scores = match (teacher, cfg.kd) {
+        (Some(t), Some(_)) => {
+            let k = t.classes();
+            let mut z = Vec::with_capacity(n * k);
+            for chunk in order.chunks(500) {
+                let (x, _) = train.batch::<F>(chunk)?;
+                z.extend(t.logits(&x, chunk.len())?);
+            }
+            Some((z, k))
+        }
+        _ => None,
+    };
     // Best validation accuracy so far, its epoch and the weights of that epoch.
     let mut best: Option<(f64, usize, Net<F>)> = None;
     for epoch in 1..=epochs {
@@ -370,9 +384,12 @@ fn fit<F: Real>(
             let (x, y) = train.batch::<F>(chunk)?;
             let tape = net.forward(&x, chunk.len(), Mode::Train)?;
             let k = tape.classes();
-            let loss = match (&mut teacher, cfg.kd) {
-                (Some(t), Some(kd)) => {
-                    let tz = t.logits(&x, chunk.len())?;
+            let loss = match (&teacher_scores, cfg.kd) {
+                (Some((z, tk)), Some(kd)) => {
+                    let tz: Vec<F> = chunk
+                        .iter()
+                        .flat_map(|&i| z[i * tk..(i + 1) * tk].iter().copied())
+                        .collect();
                     kd_loss(tape.logits(), &tz, k, &y, kd.temperature, kd.alpha)?
                 }
                 _ => cross_entropy(tape.logits(), k, &y)?,

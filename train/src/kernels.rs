@@ -136,6 +136,23 @@ impl Conv {
         }
     }
 
+    /// The im2col matrix of group `g` of the `m` images `xb` (`k()` rows, `m * ohw()` columns):
+    /// the images themselves for one image under a 1x1 window, else gathered into `col`.
+    fn columns<'a, F: Real>(
+        &self,
+        xb: &'a [F],
+        g: usize,
+        m: usize,
+        col: &'a mut [F],
+    ) -> Result<ArrayView2<'a, F>, TrainError> {
+        let (k, ohw) = (self.k(), self.ohw());
+        if m == 1 && self.direct() {
+            return view(&xb[g * k * ohw..][..k * ohw], k, ohw);
+        }
+        self.gather(xb, g, m, col);
+        view(&col[..k * m * ohw], k, m * ohw)
+    }
+
     /// `y = conv(x, w) + b` for a batch of `n` images.
     pub fn forward<F: Real>(
         &self,
@@ -159,12 +176,7 @@ impl Conv {
                     let cols = m * ohw;
                     for g in 0..self.groups {
                         let wg = view(&w[g * cog * k..][..cog * k], cog, k)?;
-                        let colv = if m == 1 && self.direct() {
-                            view(&xb[g * k * ohw..][..k * ohw], k, ohw)?
-                        } else {
-                            self.gather(xb, g, m, &mut col);
-                            view(&col[..k * cols], k, cols)?
-                        };
+                        let colv = self.columns(xb, g, m, &mut col)?;
                         if m == 1 {
                             let mut yv = view_mut(&mut yb[g * cog * ohw..][..cog * ohw], cog, ohw)?;
                             general_mat_mul(F::one(), &wg, &colv, F::zero(), &mut yv);
@@ -228,12 +240,7 @@ impl Conv {
                         }
                         view(&dyt[..cog * cols], cog, cols)?
                     };
-                    let colv = if m == 1 && self.direct() {
-                        view(&xb[g * k * ohw..][..k * ohw], k, ohw)?
-                    } else {
-                        self.gather(xb, g, m, &mut col);
-                        view(&col[..k * cols], k, cols)?
-                    };
+                    let colv = self.columns(xb, g, m, &mut col)?;
                     let mut dwg = view_mut(&mut dw[g * cog * k..][..cog * k], cog, k)?;
                     general_mat_mul(F::one(), &dyg, &colv.t(), F::one(), &mut dwg);
                     if let Some(dxs) = dxs.as_deref_mut() {
@@ -420,20 +427,9 @@ pub fn avg_pool_backward<F: Real>(dy: &[F], g: &Conv, dx: &mut [F]) {
 fn for_each_tap(win: &Window, mut f: impl FnMut(usize, usize)) {
     for oy in 0..win.oh {
         for ox in 0..win.ow {
-            for ky in 0..win.kh {
-                let Some(iy) = (oy * win.stride[0] + ky).checked_sub(win.pad[0]) else {
-                    continue;
-                };
-                if iy >= win.h {
-                    continue;
-                }
-                for kx in 0..win.kw {
-                    let Some(ix) = (ox * win.stride[1] + kx).checked_sub(win.pad[1]) else {
-                        continue;
-                    };
-                    if ix < win.w {
-                        f(oy * win.ow + ox, iy * win.w + ix);
-                    }
+            for iy in (0..win.kh).filter_map(|ky| win.source(oy, ky)) {
+                for ix in (0..win.kw).filter_map(|kx| win.source_x(ox, kx)) {
+                    f(oy * win.ow + ox, iy * win.w + ix);
                 }
             }
         }

@@ -554,23 +554,11 @@ impl<F: Real> Net<F> {
     }
 
     fn param(&self, name: &str) -> Result<&[F], TrainError> {
-        self.params
-            .get(name)
-            .map(|p| p.data.as_slice())
-            .ok_or_else(|| TrainError::Weight {
-                name: name.into(),
-                message: "missing parameter".into(),
-            })
+        lookup(&self.params, name, "missing parameter")
     }
 
     fn buffer(&self, name: &str) -> Result<&[F], TrainError> {
-        self.running
-            .get(name)
-            .map(|p| p.data.as_slice())
-            .ok_or_else(|| TrainError::Weight {
-                name: name.into(),
-                message: "missing running statistic".into(),
-            })
+        lookup(&self.running, name, "missing running statistic")
     }
 
     /// Runs the graph on a raw input batch (`n` images, row-major `(N, ...input shape)`) and
@@ -1123,6 +1111,20 @@ impl<F: Real> Net<F> {
         }
         Ok(grads)
     }
+}
+
+/// The values of `name` in `map`, or a weight error saying `missing`.
+fn lookup<'a, F>(
+    map: &'a BTreeMap<String, Param<F>>,
+    name: &str,
+    missing: &str,
+) -> Result<&'a [F], TrainError> {
+    map.get(name)
+        .map(|p| p.data.as_slice())
+        .ok_or_else(|| TrainError::Weight {
+            name: name.into(),
+            message: missing.into(),
+        })
 }
 
 /// Per-channel mean and biased variance of `(n, c, inner)` values, in `f64`.

@@ -40,13 +40,14 @@ impl Window {
         self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0; 4]
     }
 
-    /// The input index `(row, column)` tap `(ky, kx)` reads at output `(oy, ox)`, if inside.
-    fn source(&self, oy: usize, ky: usize) -> Option<usize> {
+    /// The input row that kernel row `ky` reads at output row `oy`, if inside the image.
+    pub fn source(&self, oy: usize, ky: usize) -> Option<usize> {
         let iy = (oy * self.stride[0] + ky).checked_sub(self.pad[0])?;
         (iy < self.h).then_some(iy)
     }
 
-    fn source_x(&self, ox: usize, kx: usize) -> Option<usize> {
+    /// The input column that kernel column `kx` reads at output column `ox`, if inside.
+    pub fn source_x(&self, ox: usize, kx: usize) -> Option<usize> {
         let ix = (ox * self.stride[1] + kx).checked_sub(self.pad[1])?;
         (ix < self.w).then_some(ix)
     }

@@ -10,8 +10,12 @@ pub mod compile;
 pub mod eval;
 pub mod files;
 pub mod images;
+#[cfg(feature = "serve")]
+pub mod remote;
 pub mod report_text;
 pub mod run;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod server;
 pub mod survey;
 #[cfg(feature = "train")]

@@ -4,6 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+#[cfg(feature = "serve")]
+mod cli_serve;
+
 /// Acceptance of parameters below 128-bit security.
 #[derive(clap::Args, Debug, Clone, Copy)]
 struct Insecure {
@@ -438,6 +441,15 @@ enum Cli {
         #[arg(long = "method")]
         methods: Vec<String>,
     },
+    /// Host compiled plans over HTTP for many clients: sessions opened with evaluation keys,
+    /// encrypted batches queued as jobs in a database that survives restarts (TLS terminated
+    /// in front of it).
+    #[cfg(feature = "serve")]
+    Serve(cli_serve::ServeArgs),
+    /// Talk to a `hecc serve` server: open a session, submit encrypted inputs, wait, download.
+    #[cfg(feature = "serve")]
+    #[command(subcommand)]
+    Client(cli_serve::ClientCmd),
     /// Print a model's tensor IR in the text form (`--ir`, the default) or as Graphviz DOT
     /// (`--dot`). MODEL is a spec or ONNX file, a `.tir` tensor-IR text or a `.he` HE-IR text.
     Show {
@@ -796,6 +808,10 @@ fn main() -> ExitCode {
         | Cli::Infer { .. }) => client(c),
         #[cfg(feature = "train")]
         c @ Cli::Train { .. } => train_cli(c),
+        #[cfg(feature = "serve")]
+        Cli::Serve(a) => print_result(cli_serve::serve_cmd(a)),
+        #[cfg(feature = "serve")]
+        Cli::Client(c) => print_result(cli_serve::client_cmd(c)),
         Cli::Check { model } => match hecc::check::check_model(&model) {
             Ok(report) => {
                 print!("{report}");
@@ -806,6 +822,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Prints a command's text on stdout, or its error on stderr.
+#[cfg(feature = "serve")]
+fn print_result(r: miette::Result<String>) -> ExitCode {
+    match r {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:?}");
+            ExitCode::FAILURE
+        }
     }
 }
 

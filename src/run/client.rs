@@ -379,6 +379,33 @@ pub fn read_inputs(s: &Session, path: &Path) -> Result<EncryptedInputs> {
 
 /// [`read_inputs`] on the bytes of an inputs file; `what` names them in errors.
 pub fn inputs_from_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<EncryptedInputs> {
+    let (c, meta) = checked_inputs(s, bytes, what)?;
+    let be = backend_err(what);
+    let cts = c.sections[1..]
+        .iter()
+        .map(|b| Ciphertext::from_bytes(&s.ctx, b).map_err(&be))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EncryptedInputs {
+        meta,
+        key_id: c.key_id,
+        file_digest: Some(Sha256::digest(bytes).into()),
+        cts,
+    })
+}
+
+/// Checks the bytes of an inputs file as [`inputs_from_bytes`] does (container, checksum, plan,
+/// request record, input elements) without parsing its ciphertexts: a server's check of an
+/// upload before it acknowledges it. Returns the metadata and the key id it was made for.
+pub fn check_inputs_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<(InputsMeta, KeyId)> {
+    let (c, meta) = checked_inputs(s, bytes, what)?;
+    Ok((meta, c.key_id))
+}
+
+fn checked_inputs<'a>(
+    s: &Session,
+    bytes: &'a [u8],
+    what: &str,
+) -> Result<(ContainerRef<'a>, InputsMeta)> {
     let p = what.to_string();
     let c = ContainerRef::from_bytes(bytes, FileKind::Inputs, &p)?;
     c.check_plan(s, &p)?;
@@ -438,17 +465,7 @@ pub fn inputs_from_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<Encryp
         };
         return Err(tampered(detail).into());
     }
-    let be = backend_err(what);
-    let cts = cts
-        .iter()
-        .map(|b| Ciphertext::from_bytes(&s.ctx, b).map_err(&be))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(EncryptedInputs {
-        meta,
-        key_id: c.key_id,
-        file_digest: Some(Sha256::digest(bytes).into()),
-        cts,
-    })
+    Ok((c, meta))
 }
 
 // ------------------------------------------------------------------ run

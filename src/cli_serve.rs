@@ -167,8 +167,12 @@ pub fn serve_cmd(a: ServeArgs) -> Result<String> {
     };
     let events = std::sync::Arc::new(|e: ServeEvent| match e {
         ServeEvent::Listening { addr, budget } => {
-            // One line on stdout that scripts can wait for.
-            println!("hecc serve: listening on http://{addr}");
+            // One line on stdout that scripts can wait for (they may close the pipe after it,
+            // so a failed write is not an error).
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "hecc serve: listening on http://{addr}");
+            let _ = out.flush();
             eprintln!(
                 "memory budget for running jobs: {:.2} GiB; stop with Ctrl-C or SIGTERM",
                 gib(budget)
@@ -196,7 +200,8 @@ pub fn serve_cmd(a: ServeArgs) -> Result<String> {
         }
     });
     serve(cfg, events)?;
-    Ok("hecc serve: stopped\n".into())
+    eprintln!("hecc serve: stopped");
+    Ok(String::new())
 }
 
 /// An upload progress bar on a terminal; nothing otherwise.

@@ -830,7 +830,9 @@ fn main() -> ExitCode {
 fn print_result(r: miette::Result<String>) -> ExitCode {
     match r {
         Ok(text) => {
-            print!("{text}");
+            if !text.is_empty() {
+                print!("{text}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

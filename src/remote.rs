@@ -14,7 +14,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub use crate::serve::{JobInfo, Opened, PlanInfo};
+pub use crate::serve::{JobInfo, Opened, PlanInfo, SessionInfo};
 
 /// A connection to a server.
 pub struct Remote {
@@ -40,6 +40,37 @@ pub struct RemoteSession {
 
 /// Called with bytes sent so far and in all.
 pub type Progress<'a> = &'a dyn Fn(u64, u64);
+
+/// A request body: a file streamed from disk or bytes in memory.
+struct Upload<'a> {
+    reader: Box<dyn Read + 'a>,
+    len: u64,
+    progress: Progress<'a>,
+}
+
+impl<'a> Upload<'a> {
+    fn file(path: &Path, progress: Progress<'a>) -> Result<Upload<'a>> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| miette!("cannot read {}: {e}", path.display()))?;
+        let len = file
+            .metadata()
+            .map_err(|e| miette!("cannot read {}: {e}", path.display()))?
+            .len();
+        Ok(Upload {
+            reader: Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
+            len,
+            progress,
+        })
+    }
+
+    fn bytes(bytes: &'a [u8], progress: Progress<'a>) -> Upload<'a> {
+        Upload {
+            reader: Box::new(bytes),
+            len: bytes.len() as u64,
+            progress,
+        }
+    }
+}
 
 struct Counting<'a, R> {
     inner: R,
@@ -103,30 +134,20 @@ impl Remote {
         &self.base
     }
 
-    fn call(
-        &self,
-        req: ureq::Request,
-        body: Option<(&Path, Progress<'_>)>,
-    ) -> Result<ureq::Response> {
+    fn call(&self, req: ureq::Request, body: Option<Upload<'_>>) -> Result<ureq::Response> {
         let what = format!("{} {}", req.method(), req.url());
+        let uploading = body.is_some();
         let sent = match body {
             None => req.call(),
-            Some((path, progress)) => {
-                let file = std::fs::File::open(path)
-                    .map_err(|e| miette!("cannot read {}: {e}", path.display()))?;
-                let total = file
-                    .metadata()
-                    .map_err(|e| miette!("cannot read {}: {e}", path.display()))?
-                    .len();
-                req.set("Content-Type", "application/octet-stream")
-                    .set("Content-Length", &total.to_string())
-                    .send(Counting {
-                        inner: std::io::BufReader::with_capacity(1 << 20, file),
-                        done: 0,
-                        total,
-                        progress: Some(progress),
-                    })
-            }
+            Some(u) => req
+                .set("Content-Type", "application/octet-stream")
+                .set("Content-Length", &u.len.to_string())
+                .send(Counting {
+                    inner: u.reader,
+                    done: 0,
+                    total: u.len,
+                    progress: Some(u.progress),
+                }),
         };
         match sent {
             Ok(r) => Ok(r),
@@ -142,6 +163,11 @@ impl Remote {
                     Err(_) => Err(miette!("the server refused {what} ({code}): {text}")),
                 }
             }
+            Err(e) if uploading => Err(miette!(
+                help = "the server closes the connection when it refuses an upload before \
+                        reading it: check the session (hecc client status) and the file",
+                "the upload of {what} broke off: {e}"
+            )),
             Err(e) => Err(miette!("cannot reach the server for {what}: {e}")),
         }
     }
@@ -176,16 +202,41 @@ impl Remote {
         eval_keys: &Path,
         progress: Progress<'_>,
     ) -> Result<RemoteSession> {
-        let info = self
-            .plans()?
+        let info = self.plan(plan)?;
+        check_size(
+            file_len(eval_keys)?,
+            eval_keys,
+            info.max_key_bytes,
+            "evaluation keys",
+        )?;
+        self.open_with(plan, Upload::file(eval_keys, progress)?)
+    }
+
+    /// [`Remote::open_session`] with the bytes of an evaluation-key file.
+    pub fn open_session_bytes(&self, plan: &str, eval_keys: &[u8]) -> Result<RemoteSession> {
+        let info = self.plan(plan)?;
+        let shown = Path::new("the evaluation keys");
+        check_size(
+            eval_keys.len() as u64,
+            shown,
+            info.max_key_bytes,
+            "evaluation keys",
+        )?;
+        self.open_with(plan, Upload::bytes(eval_keys, &|_, _| {}))
+    }
+
+    fn plan(&self, plan: &str) -> Result<PlanInfo> {
+        self.plans()?
             .into_iter()
             .find(|p| p.name == plan)
-            .ok_or_else(|| miette!("the server at {} hosts no plan named {plan:?}", self.base))?;
-        check_size(eval_keys, info.max_key_bytes, "evaluation keys")?;
+            .ok_or_else(|| miette!("the server at {} hosts no plan named {plan:?}", self.base))
+    }
+
+    fn open_with(&self, plan: &str, body: Upload<'_>) -> Result<RemoteSession> {
         let r = self.call(
             self.agent
                 .post(&format!("{}/v1/plans/{plan}/sessions", self.base)),
-            Some((eval_keys, progress)),
+            Some(body),
         )?;
         let o: Opened = Self::json(r)?;
         Ok(RemoteSession {
@@ -198,10 +249,13 @@ impl Remote {
     }
 }
 
-fn check_size(path: &Path, max: u64, what: &str) -> Result<()> {
-    let len = std::fs::metadata(path)
+fn file_len(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
         .map_err(|e| miette!("cannot read {}: {e}", path.display()))?
-        .len();
+        .len())
+}
+
+fn check_size(len: u64, path: &Path, max: u64, what: &str) -> Result<()> {
     if len > max {
         return Err(miette!(
             help = "check that the file was made for this plan",
@@ -245,15 +299,34 @@ impl RemoteSession {
 
     /// Submits an inputs file written by `hecc encrypt`; answers the queued job.
     pub fn submit(&self, inputs: &Path, progress: Progress<'_>) -> Result<JobInfo> {
+        let len = file_len(inputs)?;
+        self.submit_with(len, inputs, Upload::file(inputs, progress)?)
+    }
+
+    /// [`RemoteSession::submit`] with the bytes of an inputs file.
+    pub fn submit_bytes(&self, inputs: &[u8]) -> Result<JobInfo> {
+        let upload = Upload::bytes(inputs, &|_, _| {});
+        self.submit_with(
+            inputs.len() as u64,
+            Path::new("the encrypted inputs"),
+            upload,
+        )
+    }
+
+    fn submit_with(&self, len: u64, shown: &Path, body: Upload<'_>) -> Result<JobInfo> {
+        // The session and the size are checked before the upload: a server refuses a request
+        // without reading its body, which a client still sending sees as a broken connection.
+        let info = self.info()?;
+        check_size(len, shown, info.max_input_bytes, "encrypted inputs")?;
         let r = self.remote()?;
-        if let Some(info) = r.plans()?.into_iter().find(|p| p.name == self.plan) {
-            check_size(inputs, info.max_input_bytes, "encrypted inputs")?;
-        }
-        let resp = r.call(
-            self.authed(r.agent.post(&self.url("/jobs"))),
-            Some((inputs, progress)),
-        )?;
+        let resp = r.call(self.authed(r.agent.post(&self.url("/jobs"))), Some(body))?;
         Remote::json(resp)
+    }
+
+    /// The session as the server sees it (refused when it was closed or the token is wrong).
+    pub fn info(&self) -> Result<SessionInfo> {
+        let r = self.remote()?;
+        Remote::json(r.call(self.authed(r.agent.get(&self.url(""))), None)?)
     }
 
     /// A job's state, waiting up to `wait_s` seconds for it to finish.
@@ -312,6 +385,14 @@ impl RemoteSession {
     /// Downloads a done job's encrypted outputs to `out` (written atomically), after checking
     /// that they are an outputs file made for this session's keys. Returns the bytes written.
     pub fn fetch(&self, job: &str, out: &Path) -> Result<u64> {
+        let bytes = self.fetch_bytes(job)?;
+        write_atomic(out, &bytes)?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// A done job's encrypted outputs, checked to be an outputs file made for this session's
+    /// keys.
+    pub fn fetch_bytes(&self, job: &str) -> Result<Vec<u8>> {
         let r = self.remote()?;
         let resp = r.call(
             self.authed(r.agent.get(&self.url(&format!("/jobs/{job}/result")))),
@@ -325,11 +406,10 @@ impl RemoteSession {
         let c = ContainerRef::from_bytes(&bytes, FileKind::Outputs, &what)?;
         if full_hex(&c.key_id) != self.key_id {
             return Err(miette!(
-                "{what} was made for other keys than this session's; it was not written"
+                "{what} was made for other keys than this session's; it was not kept"
             ));
         }
-        write_atomic(out, &bytes)?;
-        Ok(bytes.len() as u64)
+        Ok(bytes)
     }
 
     /// Closes the session: the server removes its keys, jobs and results.

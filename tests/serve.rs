@@ -398,6 +398,18 @@ fn acknowledged_jobs_survive_sigkill_and_restart() {
     if !finished_before {
         assert!(log.contains("queued again"), "{log}");
     }
+    // Graceful shutdown: SIGTERM ends the server with success.
+    let mut server = server;
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(&server.stderr).unwrap();
+    assert!(log.contains("shutting down"), "{log}");
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

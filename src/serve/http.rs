@@ -6,6 +6,7 @@
 //! | `GET /metrics`                                | Prometheus text: queue, jobs, memory     |
 //! | `GET /v1/plans`                               | hosted plans, their limits and needs     |
 //! | `POST /v1/plans/{plan}/sessions`              | body: evaluation keys; answers id, token |
+//! | `GET /v1/sessions/{id}`                       | the session: plan, key id, upload limit  |
 //! | `DELETE /v1/sessions/{id}`                    | closes a session, removes its files      |
 //! | `POST /v1/sessions/{id}/jobs`                 | body: encrypted inputs; answers a job    |
 //! | `GET /v1/sessions/{id}/jobs`                  | the session's jobs                       |
@@ -89,7 +90,10 @@ pub(crate) async fn run(shared: Arc<Shared>) -> miette::Result<()> {
         .route("/metrics", get(metrics))
         .route("/v1/plans", get(plans))
         .route("/v1/plans/{plan}/sessions", post(open_session))
-        .route("/v1/sessions/{sid}", axum::routing::delete(close_session))
+        .route(
+            "/v1/sessions/{sid}",
+            get(session_info).delete(close_session),
+        )
         .route("/v1/sessions/{sid}/jobs", post(submit).get(list_jobs))
         .route("/v1/sessions/{sid}/jobs/{job}", get(job_status))
         .route("/v1/sessions/{sid}/jobs/{job}/result", get(result))
@@ -435,6 +439,45 @@ fn authorize(sh: &Shared, headers: &HeaderMap, sid: &str) -> ApiResult<SessionRo
     }
 }
 
+/// The answer to `GET /v1/sessions/{id}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Session id.
+    pub session: String,
+    /// Plan name.
+    pub plan: String,
+    /// Evaluation keys' id (hex).
+    pub key_id: String,
+    /// Largest inputs upload, bytes.
+    pub max_input_bytes: u64,
+    /// Jobs of the session.
+    pub jobs: usize,
+}
+
+async fn session_info(
+    State(sh): St,
+    UrlPath(sid): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<SessionInfo>> {
+    let row = authorize(&sh, &headers, &sid)?;
+    let jobs = sh
+        .store()
+        .jobs_of(&row.id)
+        .map_err(|e| ApiError::internal(&e))?
+        .len();
+    let max_input_bytes = sh
+        .plans
+        .get(&row.plan)
+        .map_or(0, |h| limit(&sh, h.input_limit));
+    Ok(Json(SessionInfo {
+        session: row.id,
+        plan: row.plan,
+        key_id: row.key_id,
+        max_input_bytes,
+        jobs,
+    }))
+}
+
 async fn close_session(
     State(sh): St,
     UrlPath(sid): UrlPath<String>,
@@ -494,7 +537,7 @@ pub struct JobInfo {
 
 fn job_info(sh: &Shared, j: &JobRow) -> JobInfo {
     let ahead = if j.state == JobState::Queued {
-        sh.store().counts().ok().map(|c| c.queued.saturating_sub(1))
+        sh.store().queued_before(j.seq).ok()
     } else {
         None
     };

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use store::{JobRow, Store};
 
-pub use http::{JobInfo, Opened, PlanInfo};
+pub use http::{JobInfo, Opened, PlanInfo, SessionInfo};
 pub use store::{JobCounts, JobState};
 
 /// How `hecc serve` runs.

@@ -320,6 +320,16 @@ impl Store {
             .optional())
     }
 
+    /// Queued jobs submitted before the job of sequence number `seq`.
+    pub fn queued_before(&self, seq: i64) -> Result<u64> {
+        let n: i64 = db(self.conn.query_row(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq < ?1",
+            [seq],
+            |r| r.get(0),
+        ))?;
+        Ok(n.max(0) as u64)
+    }
+
     /// Marks a job running (one more attempt).
     pub fn set_running(&self, id: &str) -> Result<()> {
         db(self.conn.execute(
@@ -408,6 +418,7 @@ mod tests {
             let b = st.insert_job("b", &session("s1"), 8, 100).unwrap();
             assert!(a.seq < b.seq);
             assert_eq!(st.next_queued().unwrap().unwrap().id, "a");
+            assert_eq!(st.queued_before(b.seq).unwrap(), 1);
             st.set_running("a").unwrap();
             assert_eq!(st.next_queued().unwrap().unwrap().id, "b");
             st.set_running("b").unwrap();

@@ -373,8 +373,63 @@ pub fn inputs_bytes(s: &Session, x: &EncryptedInputs) -> Result<Vec<u8>> {
 /// Reads encrypted inputs of this plan and checks their metadata against the plan: the
 /// request record names this plan and key set, the image count fits the plan's batch, and the
 /// ciphertexts are exactly the plan's input elements.
+///
+/// The file is read section by section: each ciphertext is parsed as it arrives, so the run
+/// never holds the file's bytes beside the ciphertexts made from them. The checksum is
+/// checked at the end; a file that fails it is refused as corrupt even when an earlier check
+/// failed first (what a damaged file says is not to be trusted).
 pub fn read_inputs(s: &Session, path: &Path) -> Result<EncryptedInputs> {
-    inputs_from_bytes(s, &read_file(path)?, &path.display().to_string())
+    stream_inputs(s, path, true).map(|(x, _)| x)
+}
+
+/// Checks an inputs file as [`read_inputs`] does, reading it in pieces without parsing its
+/// ciphertexts (constant memory): a server's check of an upload before it acknowledges it.
+/// Returns the metadata and the key id it was made for.
+pub fn check_inputs_file(s: &Session, path: &Path) -> Result<(InputsMeta, KeyId)> {
+    let (x, key_id) = stream_inputs(s, path, false)?;
+    Ok((x.meta, key_id))
+}
+
+fn stream_inputs(s: &Session, path: &Path, parse: bool) -> Result<(EncryptedInputs, KeyId)> {
+    let p = path.display().to_string();
+    let mut st = ContainerStream::open(path, FileKind::Inputs)?;
+    let key_id = st.head.key_id;
+    let mut buf = Vec::new();
+    let mut read = || -> Result<(InputsMeta, Vec<Ciphertext>)> {
+        st.head.check_plan(s, &p)?;
+        let n = (st.left() as usize)
+            .checked_sub(1)
+            .ok_or_else(|| RunError::Corrupt { path: p.clone() })?;
+        st.next_section(&mut buf)?;
+        let meta = check_inputs_meta(s, &key_id, &buf, n, &p)?;
+        let be = backend_err(&p);
+        let mut cts = Vec::with_capacity(if parse { n } else { 0 });
+        while parse && st.left() > 0 {
+            st.next_section(&mut buf)?;
+            cts.push(Ciphertext::from_bytes(&s.ctx, &buf).map_err(&be)?);
+        }
+        Ok((meta, cts))
+    };
+    let got = read();
+    let digest = st.finish();
+    // A damaged file is reported as such, whatever an earlier check said about its contents.
+    let ((meta, cts), file_digest) = match (got, digest) {
+        (_, Err(e @ (RunError::Corrupt { .. } | RunError::Truncated { .. }))) => {
+            return Err(e.into())
+        }
+        (Err(e), _) => return Err(e),
+        (_, Err(e)) => return Err(e.into()),
+        (Ok(x), Ok(d)) => (x, Some(d)),
+    };
+    Ok((
+        EncryptedInputs {
+            meta,
+            key_id,
+            file_digest,
+            cts,
+        },
+        key_id,
+    ))
 }
 
 /// [`read_inputs`] on the bytes of an inputs file; `what` names them in errors.
@@ -394,8 +449,8 @@ pub fn inputs_from_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<Encryp
 }
 
 /// Checks the bytes of an inputs file as [`inputs_from_bytes`] does (container, checksum, plan,
-/// request record, input elements) without parsing its ciphertexts: a server's check of an
-/// upload before it acknowledges it. Returns the metadata and the key id it was made for.
+/// request record, input elements) without parsing its ciphertexts. Returns the metadata and
+/// the key id it was made for.
 pub fn check_inputs_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<(InputsMeta, KeyId)> {
     let (c, meta) = checked_inputs(s, bytes, what)?;
     Ok((meta, c.key_id))
@@ -413,15 +468,29 @@ fn checked_inputs<'a>(
         .sections
         .split_first()
         .ok_or_else(|| RunError::Corrupt { path: p.clone() })?;
+    let meta = check_inputs_meta(s, &c.key_id, meta, cts.len(), &p)?;
+    Ok((c, meta))
+}
+
+/// The metadata section of an inputs file made for `key_id` with `n` ciphertexts, checked
+/// against the plan: request record, image count, input elements in the plan's order.
+fn check_inputs_meta(
+    s: &Session,
+    key_id: &KeyId,
+    meta: &[u8],
+    n: usize,
+    p: &str,
+) -> Result<InputsMeta> {
+    let p = p.to_string();
     let meta: InputsMeta = parse_meta(meta, &p)?;
-    if meta.elements.len() != cts.len() {
+    if meta.elements.len() != n {
         return Err(RunError::Corrupt { path: p }.into());
     }
     let tampered = |detail: String| RunError::Tampered {
         path: p.clone(),
         detail,
     };
-    if meta.request.key != full_hex(&c.key_id) || meta.request.plan != full_hex(&s.digest) {
+    if meta.request.key != full_hex(key_id) || meta.request.plan != full_hex(&s.digest) {
         return Err(tampered("its request record names another key set or plan".into()).into());
     }
     if meta.images == 0 || meta.images != meta.request.images {
@@ -465,7 +534,7 @@ fn checked_inputs<'a>(
         };
         return Err(tampered(detail).into());
     }
-    Ok((c, meta))
+    Ok(meta)
 }
 
 // ------------------------------------------------------------------ run

@@ -7,7 +7,7 @@ use super::*;
 pub const FILE_MAGIC: [u8; 8] = *b"HECCFILE";
 /// Container format version.
 pub const FILE_VERSION: u16 = 2;
-const HEADER: usize = 8 + 2 + 1 + 1 + 4 + 32 + 32 + 32;
+pub(crate) const HEADER: usize = 8 + 2 + 1 + 1 + 4 + 32 + 32 + 32;
 
 /// What a container holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +129,15 @@ pub enum RunError {
         /// Digest prefix found.
         found: String,
     },
+    /// The file could not be read.
+    #[error("cannot read {path}: {detail}")]
+    #[diagnostic(code(hecc::run::io))]
+    Io {
+        /// The file.
+        path: String,
+        /// What the system said.
+        detail: String,
+    },
     /// The file belongs to another key set (another `hecc keygen`).
     #[error("{path}: made with other keys (key id {found}, expected {expected})")]
     #[diagnostic(
@@ -237,6 +246,7 @@ impl Section for Bytes<'_> {
 }
 
 /// The header of a container (everything before its sections).
+#[derive(Clone, Debug, PartialEq)]
 pub struct ContainerHeader {
     /// Kind.
     pub kind: FileKind,
@@ -246,6 +256,96 @@ pub struct ContainerHeader {
     pub plan_digest: [u8; 32],
     /// Key set identity.
     pub key_id: KeyId,
+}
+
+impl ContainerHeader {
+    /// Checks that the container belongs to `session`'s parameters and plan.
+    pub fn check_plan(&self, session: &Session, path: &str) -> Result<(), RunError> {
+        check_fingerprints(&self.fingerprint, &self.plan_digest, session, path)
+    }
+}
+
+/// The header fields of a container whose first bytes are `head` (at most [`HEADER`] + 4 of
+/// them) and whose whole length is `len`, checked (magic, version, kind, reserved bytes), and
+/// its section count.
+pub(crate) fn parse_header(
+    head: &[u8],
+    len: usize,
+    expected: FileKind,
+    path: &str,
+) -> Result<(ContainerHeader, u32), RunError> {
+    let p = || path.to_string();
+    if head.len() < 8 || head[..8] != FILE_MAGIC {
+        return Err(RunError::BadMagic { path: p() });
+    }
+    if head.len() < HEADER + 4 || len < HEADER + 4 {
+        return Err(RunError::Truncated {
+            path: p(),
+            len,
+            needed: HEADER + 4 + 32,
+        });
+    }
+    let version = u16::from_le_bytes([head[8], head[9]]);
+    if version != FILE_VERSION {
+        return Err(RunError::Version {
+            path: p(),
+            found: version,
+        });
+    }
+    let kind = FileKind::from_u8(head[10]);
+    if kind != Some(expected) {
+        return Err(RunError::WrongKind {
+            path: p(),
+            expected: expected.name(),
+            found: kind.map_or_else(
+                || format!("unknown kind {}", head[10]),
+                |k| k.name().to_string(),
+            ),
+        });
+    }
+    if head[11..16].iter().any(|&b| b != 0) {
+        return Err(RunError::Reserved { path: p() });
+    }
+    let mut fingerprint = [0u8; 32];
+    fingerprint.copy_from_slice(&head[16..48]);
+    let mut plan_digest = [0u8; 32];
+    plan_digest.copy_from_slice(&head[48..80]);
+    let mut key_id = [0u8; 32];
+    key_id.copy_from_slice(&head[80..112]);
+    let count = u32::from_le_bytes([head[112], head[113], head[114], head[115]]);
+    Ok((
+        ContainerHeader {
+            kind: expected,
+            fingerprint,
+            plan_digest,
+            key_id,
+        },
+        count,
+    ))
+}
+
+fn check_fingerprints(
+    fingerprint: &[u8; 32],
+    plan_digest: &[u8; 32],
+    session: &Session,
+    path: &str,
+) -> Result<(), RunError> {
+    let fp = session.ctx.fingerprint();
+    if fingerprint != fp {
+        return Err(RunError::ParamsMismatch {
+            path: path.to_string(),
+            expected: hex(fp),
+            found: hex(fingerprint),
+        });
+    }
+    if plan_digest != &session.digest {
+        return Err(RunError::PlanMismatch {
+            path: path.to_string(),
+            expected: hex(&session.digest),
+            found: hex(plan_digest),
+        });
+    }
+    Ok(())
 }
 
 /// Writes a container with `sections` to `w` as [`Container::to_bytes`] lays it out (header,
@@ -328,45 +428,18 @@ impl<'a> ContainerRef<'a> {
         path: &str,
     ) -> Result<ContainerRef<'a>, RunError> {
         let p = || path.to_string();
-        if bytes.len() < 8 || bytes[..8] != FILE_MAGIC {
-            return Err(RunError::BadMagic { path: p() });
-        }
+        let (h, count) = parse_header(
+            &bytes[..bytes.len().min(HEADER + 4)],
+            bytes.len(),
+            expected,
+            path,
+        )?;
         let trunc = |needed: usize| RunError::Truncated {
             path: p(),
             len: bytes.len(),
             needed,
         };
-        if bytes.len() < HEADER + 4 {
-            return Err(trunc(HEADER + 4 + 32));
-        }
-        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if version != FILE_VERSION {
-            return Err(RunError::Version {
-                path: p(),
-                found: version,
-            });
-        }
-        let kind = FileKind::from_u8(bytes[10]);
-        if kind != Some(expected) {
-            return Err(RunError::WrongKind {
-                path: p(),
-                expected: expected.name(),
-                found: kind.map_or_else(
-                    || format!("unknown kind {}", bytes[10]),
-                    |k| k.name().to_string(),
-                ),
-            });
-        }
-        if bytes[11..16].iter().any(|&b| b != 0) {
-            return Err(RunError::Reserved { path: p() });
-        }
-        let mut fingerprint = [0u8; 32];
-        fingerprint.copy_from_slice(&bytes[16..48]);
-        let mut plan_digest = [0u8; 32];
-        plan_digest.copy_from_slice(&bytes[48..80]);
-        let mut key_id = [0u8; 32];
-        key_id.copy_from_slice(&bytes[80..112]);
-        let count = u32::from_le_bytes([bytes[112], bytes[113], bytes[114], bytes[115]]) as usize;
+        let count = count as usize;
         let mut pos = HEADER + 4;
         let mut sections = Vec::with_capacity(count.min(1 << 20));
         for _ in 0..count {
@@ -392,31 +465,16 @@ impl<'a> ContainerRef<'a> {
         }
         Ok(ContainerRef {
             kind: expected,
-            fingerprint,
-            plan_digest,
-            key_id,
+            fingerprint: h.fingerprint,
+            plan_digest: h.plan_digest,
+            key_id: h.key_id,
             sections,
         })
     }
 
     /// Checks that the container belongs to `session`'s parameters and plan.
     pub fn check_plan(&self, session: &Session, path: &str) -> Result<(), RunError> {
-        let fp = session.ctx.fingerprint();
-        if &self.fingerprint != fp {
-            return Err(RunError::ParamsMismatch {
-                path: path.to_string(),
-                expected: hex(fp),
-                found: hex(&self.fingerprint),
-            });
-        }
-        if self.plan_digest != session.digest {
-            return Err(RunError::PlanMismatch {
-                path: path.to_string(),
-                expected: hex(&session.digest),
-                found: hex(&self.plan_digest),
-            });
-        }
-        Ok(())
+        check_fingerprints(&self.fingerprint, &self.plan_digest, session, path)
     }
 
     /// Checks that the container belongs to the key set `id`.

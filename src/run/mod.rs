@@ -48,6 +48,7 @@ mod keys;
 mod render;
 mod server;
 mod session;
+mod stream;
 
 pub use crate::images::*;
 pub use client::*;
@@ -58,6 +59,7 @@ pub use keys::*;
 pub use render::*;
 pub use server::*;
 pub use session::*;
+pub use stream::*;
 
 #[cfg(test)]
 mod tests {

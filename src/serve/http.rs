@@ -17,7 +17,7 @@
 
 use super::store::{now, JobRow, JobState, SessionRow};
 use super::{random_hex, resident, shown, Hosted, Shared, INPUTS_FILE, OUTPUTS_FILE};
-use crate::run::{check_inputs_bytes, eval_keys_from_bytes, full_hex, EVAL_KEYS_FILE};
+use crate::run::{check_inputs_file, eval_keys_from_bytes, full_hex, EVAL_KEYS_FILE};
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -578,10 +578,9 @@ async fn submit(
     let tmp = receive(&sh, &headers, body, limit(&sh, hosted.input_limit)).await?;
     let sh2 = sh.clone();
     let info = blocking(move || {
-        let bytes = std::fs::read(&tmp.path).map_err(|e| io_error("cannot read the upload", e))?;
-        let (meta, key_id) = check_inputs_bytes(&hosted.session, &bytes, "the uploaded inputs")
+        // Read in pieces: the check holds one section at a time, not the upload.
+        let (meta, key_id) = check_inputs_file(&hosted.session, &tmp.path)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, error_text(&e)))?;
-        drop(bytes);
         if full_hex(&key_id) != row.key_id {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,

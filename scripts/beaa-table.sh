@@ -30,6 +30,7 @@
 #   VALIDATION [5000]  training images held out for validation (the last ones)
 #   PATIENCE   [5]     epochs without a better validation accuracy before stopping
 #   THREADS    [2]     RAYON_NUM_THREADS of every training (they run one after another, nice 19)
+#   STUDENT_ARGS       extra `hecc train` arguments of the quadratic rows (e.g. "--coeff-l2 0")
 #   FIGURES    directory for the SVG figures [none]
 #   TABLE_ONLY=1  only rebuild table.md (and the figures) from existing histories
 #   ENCRYPTED [1]      0 skips the encrypted runs; INFER_THREADS threads of the runtime [1]
@@ -66,6 +67,7 @@ LR_TEACHER_squeezenet28=${LR_TEACHER_squeezenet28:-0.05}
 VALIDATION=${VALIDATION:-5000}
 PATIENCE=${PATIENCE:-5}
 THREADS=${THREADS:-2}
+STUDENT_ARGS=${STUDENT_ARGS:-}
 MODELS=$(dirname "$0")/../models
 mkdir -p "$OUT"
 
@@ -99,11 +101,12 @@ if [ "${TABLE_ONLY:-0}" != 1 ]; then
                 epochs=${!ev} limit=${!lv} lr=${!rv} tlr=${!tv}
                 echo "$net on $ds, seed $seed: up to $epochs epochs, ${limit:-all} training images, lr $lr (teacher $tlr)"
                 lr=$tlr run relu --relu
-                run channel-kd --granularity channel --teacher "$dir/relu.safetensors"
-                run element-kd --granularity element --teacher "$dir/relu.safetensors"
-                run layer --granularity layer
-                run channel --granularity channel
-                run element --granularity element
+                # shellcheck disable=SC2086  # STUDENT_ARGS is a list of arguments
+                run channel-kd --granularity channel --teacher "$dir/relu.safetensors" $STUDENT_ARGS
+                run element-kd --granularity element --teacher "$dir/relu.safetensors" $STUDENT_ARGS
+                run layer --granularity layer $STUDENT_ARGS
+                run channel --granularity channel $STUDENT_ARGS
+                run element --granularity element $STUDENT_ARGS
             done
         done
     done

@@ -189,6 +189,12 @@ impl Client {
         crate::run::encrypt_images(&self.session, images, &mut self.enc)
     }
 
+    /// Writes the inputs file for encrypted inputs to `path` (atomically, one ciphertext at a
+    /// time); returns its length.
+    pub fn write_inputs(&self, inputs: &EncryptedInputs, path: &Path) -> Result<u64> {
+        crate::run::write_inputs(&self.session, inputs, path)
+    }
+
     /// The bytes of an inputs file for encrypted inputs.
     pub fn inputs_bytes(&self, inputs: &EncryptedInputs) -> Result<Vec<u8>> {
         inputs_bytes(&self.session, inputs)

@@ -1041,13 +1041,12 @@ fn client(cmd: Cli) -> ExitCode {
                     );
                 }
                 let cts = client.encrypt(&images)?;
-                let bytes = client.inputs_bytes(&cts)?;
-                hecc::compile::write_atomic(&output, &bytes)?;
+                let written = client.write_inputs(&cts, &output)?;
                 Ok(format!(
                     "{} images encrypted into {} ciphertexts ({:.1} MiB) in {:.2} s; written to {}\n",
                     images.count,
                     cts.cts.len(),
-                    bytes.len() as f64 / (1u64 << 20) as f64,
+                    written as f64 / (1u64 << 20) as f64,
                     t.elapsed().as_secs_f64(),
                     output.display()
                 ))

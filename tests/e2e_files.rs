@@ -420,3 +420,22 @@ fn streamed_key_file_equals_the_in_memory_serialization() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn inputs_written_in_pieces_equal_the_serialized_file() {
+    let f = fixture("stream");
+    let s = Session::open_with_security(&f.plan, true).unwrap();
+    let x = read_inputs(&s, &f.cts).unwrap();
+    let streamed = f.dir.join("streamed.ct");
+    let n = write_inputs(&s, &x, &streamed).unwrap();
+    let whole = inputs_bytes(&s, &x).unwrap();
+    assert_eq!(n, whole.len() as u64);
+    assert_eq!(std::fs::read(&streamed).unwrap(), whole);
+    // Read back in pieces: the same ciphertexts and the digest of the whole file.
+    let again = read_inputs(&s, &streamed).unwrap();
+    assert_eq!(again.meta, x.meta);
+    assert_eq!(again.file_digest, x.file_digest);
+    let (meta, key) = check_inputs_file(&s, &streamed).unwrap();
+    assert_eq!((meta, key), (x.meta.clone(), x.key_id));
+    let _ = std::fs::remove_dir_all(&f.dir);
+}

@@ -363,6 +363,35 @@ pub fn encrypt_images(
     })
 }
 
+/// Writes encrypted inputs to `path` (atomically), one ciphertext's bytes at a time: the file
+/// never exists in memory beside the ciphertexts. Returns its length.
+pub fn write_inputs(s: &Session, x: &EncryptedInputs, path: &Path) -> Result<u64> {
+    struct CtSection<'a> {
+        ct: &'a Ciphertext,
+        ctx: &'a Context,
+    }
+    impl Section for CtSection<'_> {
+        fn len(&self) -> u64 {
+            self.ct.to_bytes(self.ctx).len() as u64
+        }
+        fn emit(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+            sink(&self.ct.to_bytes(self.ctx))
+        }
+    }
+    let meta = serde_json::to_vec(&x.meta).into_diagnostic()?;
+    let meta = Bytes(&meta);
+    let cts: Vec<CtSection<'_>> = x
+        .cts
+        .iter()
+        .map(|ct| CtSection { ct, ctx: &s.ctx })
+        .collect();
+    let mut sections: Vec<&dyn Section> = vec![&meta];
+    sections.extend(cts.iter().map(|c| c as &dyn Section));
+    let header = s.container_header(FileKind::Inputs, x.key_id);
+    crate::files::write_atomic_with(path, &mut |w| write_container(w, &header, &sections))?;
+    Ok(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0))
+}
+
 /// Serializes encrypted inputs.
 pub fn inputs_bytes(s: &Session, x: &EncryptedInputs) -> Result<Vec<u8>> {
     let mut sections = vec![serde_json::to_vec(&x.meta).into_diagnostic()?];

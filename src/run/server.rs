@@ -43,18 +43,22 @@ pub fn keygen_bytes(s: &Session) -> u64 {
     k.resident_bytes() * 5 / 4 + k.public_key + 2 * k.relin_key + encapsulation + (64 << 20)
 }
 
-/// Bytes `encrypt` holds at its peak for a full batch: the input ciphertexts in memory plus the
-/// inputs file built from them (seeded halves: its sections, then the container).
-pub fn encrypt_bytes(s: &Session) -> u64 {
+/// Bytes the input ciphertexts of a full batch take in memory (their file, with seeded halves,
+/// is about half of that).
+pub fn input_ciphertext_bytes(s: &Session) -> u64 {
     let log_n = s.plan.params.log_n;
     let m = s.module();
-    let cts: u64 = m
-        .inputs()
+    m.inputs()
         .iter()
         .filter_map(|(v, _, _)| m.ty(*v))
         .map(|t| t.bytes(log_n))
-        .sum();
-    2 * cts
+        .sum()
+}
+
+/// Bytes `encrypt` holds at its peak for a full batch: the input ciphertexts in memory, and
+/// one ciphertext's serialization at a time as the file is written.
+pub fn encrypt_bytes(s: &Session) -> u64 {
+    input_ciphertext_bytes(s) + (64 << 20)
 }
 
 /// Refuses a step that needs `need` bytes when the process can get only `available`

@@ -24,7 +24,7 @@ mod http;
 pub mod store;
 
 use crate::run::{
-    available_memory, encrypt_bytes, full_hex, outputs_bytes, read_eval_keys, read_inputs,
+    available_memory, full_hex, input_ciphertext_bytes, outputs_bytes, read_eval_keys, read_inputs,
     run_inputs, EvalKeySet, RunOptions, Session,
 };
 use hecc_runtime::exec::{ProgressEvent, ProgressSink};
@@ -259,7 +259,7 @@ fn host_plans(cfg: &ServeConfig) -> Result<HashMap<String, Arc<Hosted>>> {
             digest: full_hex(&session.digest),
             need,
             key_limit: slack(key_file),
-            input_limit: slack(encrypt_bytes(&session) / 2),
+            input_limit: slack(input_ciphertext_bytes(&session) / 2),
             session: Arc::new(session),
         };
         if out.insert(name.clone(), Arc::new(hosted)).is_some() {

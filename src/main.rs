@@ -503,6 +503,7 @@ fn show(model: &Path, dot: bool) -> Result<String, miette::Report> {
 }
 
 fn main() -> ExitCode {
+    hecc_runtime::exec::limit_allocator_arenas();
     match Cli::parse() {
         Cli::Show { model, ir: _, dot } => match show(&model, dot) {
             Ok(text) => {

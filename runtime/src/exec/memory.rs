@@ -189,6 +189,25 @@ pub fn retain_freed_memory() {
     }
 }
 
+/// Makes glibc's allocator serve every thread from one arena unless `MALLOC_ARENA_MAX` is set
+/// in the environment (then glibc's own reading of it stands). By default each thread that
+/// allocates gets its own arena, up to eight per core; a ciphertext freed by one worker then
+/// sits in that worker's arena while another worker's arena grows for the next one, and the
+/// resident size drifts far above the live values. Measured on CryptoNets' 8192-image batch
+/// (`hecc run`, 2 cores, 1.37 GiB of live values): 2.86 GB resident by default, 2.07 GB with
+/// two arenas, 1.74 GB with one, at the same speed (5.6-6.0 s); a fixed 512 KiB mmap threshold
+/// gave 1.47 GB but ran 33 % slower, mimalloc 2.19 GB and 12 % slower. A no-op on other
+/// platforms. Call it before the first allocation of other threads (at the start of `main`).
+pub fn limit_allocator_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes glibc's allocator settings; any value is valid.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
 /// User plus system CPU seconds of the process so far (`/proc/self/stat`, assuming the usual
 /// 100 clock ticks per second), when the platform exposes them.
 pub fn read_cpu_seconds() -> Option<f64> {

@@ -34,7 +34,8 @@ mod memory;
 mod progress;
 
 pub use memory::{
-    available_memory, read_cpu_seconds, read_memory_status, retain_freed_memory, MemoryStatus,
+    available_memory, limit_allocator_arenas, read_cpu_seconds, read_memory_status,
+    retain_freed_memory, MemoryStatus,
 };
 use progress::Progress;
 pub use progress::{ProgressEvent, ProgressSink};

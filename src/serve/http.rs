@@ -171,6 +171,12 @@ async fn metrics(State(sh): St) -> ApiResult<Response> {
         format!("{:.3}", c.done_seconds),
     );
     put(
+        "job_seconds_count",
+        "counter",
+        "Finished jobs counted in hecc_job_seconds_sum.",
+        c.done.to_string(),
+    );
+    put(
         "memory_budget_bytes",
         "gauge",
         "Memory the running jobs may need.",

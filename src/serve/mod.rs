@@ -191,18 +191,23 @@ impl Shared {
                 return Ok(keys);
             }
         }
+        // Keys of sessions with no running job beyond the last `concurrency` used are dropped
+        // before the new ones are read, so that a job's keys never sit beside an idle set
+        // that would push the process past the plan's estimate.
+        {
+            let mut cache = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            while cache.len() >= self.cfg.concurrency.max(1) {
+                match cache.iter().position(|(_, k)| Arc::strong_count(k) == 1) {
+                    Some(i) => {
+                        cache.remove(i);
+                    }
+                    None => break,
+                }
+            }
+        }
         let path = self.session_dir(session).join(crate::run::EVAL_KEYS_FILE);
         let keys = Arc::new(read_eval_keys(&hosted.session, &path)?);
         let mut cache = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        // Keys of sessions with no running job beyond the last `concurrency` used are dropped.
-        while cache.len() >= self.cfg.concurrency.max(1) {
-            match cache.iter().position(|(_, k)| Arc::strong_count(k) == 1) {
-                Some(i) => {
-                    cache.remove(i);
-                }
-                None => break,
-            }
-        }
         cache.push((session.to_string(), keys.clone()));
         Ok(keys)
     }

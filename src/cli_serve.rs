@@ -93,15 +93,8 @@ pub enum ClientCmd {
         session: PathBuf,
         /// The job id.
         job: String,
-        /// Where to write the encrypted outputs.
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Give up after this many seconds.
-        #[arg(long)]
-        timeout: Option<f64>,
-        /// No progress.
-        #[arg(long)]
-        quiet: bool,
+        #[command(flatten)]
+        fetch: Fetch,
     },
     /// Submit, wait and download in one step.
     Run {
@@ -109,21 +102,28 @@ pub enum ClientCmd {
         session: PathBuf,
         /// The encrypted inputs.
         inputs: PathBuf,
-        /// Where to write the encrypted outputs.
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Give up waiting after this many seconds.
-        #[arg(long)]
-        timeout: Option<f64>,
-        /// No progress.
-        #[arg(long)]
-        quiet: bool,
+        #[command(flatten)]
+        fetch: Fetch,
     },
     /// Close the session: the server deletes its keys, jobs and results.
     Close {
         /// The session file.
         session: PathBuf,
     },
+}
+
+/// How `wait` and `run` wait for a job and where its result goes.
+#[derive(clap::Args, Debug)]
+pub struct Fetch {
+    /// Where to write the encrypted outputs.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Give up waiting after this many seconds.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// No progress.
+    #[arg(long)]
+    quiet: bool,
 }
 
 /// The plan name of a `NAME=PATH` or `PATH` argument.
@@ -244,13 +244,8 @@ fn show_job(j: &JobInfo) -> String {
     s
 }
 
-fn wait_and_fetch(
-    rs: &RemoteSession,
-    job: &str,
-    output: &Path,
-    timeout: Option<f64>,
-    quiet: bool,
-) -> Result<String> {
+fn wait_and_fetch(rs: &RemoteSession, job: &str, f: &Fetch) -> Result<String> {
+    let (output, timeout, quiet) = (f.output.as_path(), f.timeout, f.quiet);
     hecc::files::check_output(output)?;
     let timeout = match timeout {
         Some(t) if !(t.is_finite() && t > 0.0) => {
@@ -363,27 +358,23 @@ pub fn client_cmd(c: ClientCmd) -> Result<String> {
         ClientCmd::Wait {
             session,
             job,
-            output,
-            timeout,
-            quiet,
+            fetch,
         } => {
             let rs = RemoteSession::load(&session)?;
-            wait_and_fetch(&rs, &job, &output, timeout, quiet)
+            wait_and_fetch(&rs, &job, &fetch)
         }
         ClientCmd::Run {
             session,
             inputs,
-            output,
-            timeout,
-            quiet,
+            fetch,
         } => {
-            hecc::files::check_output_distinct(&output, &[&inputs, &session])?;
+            hecc::files::check_output_distinct(&fetch.output, &[&inputs, &session])?;
             let rs = RemoteSession::load(&session)?;
-            let job = submit(&rs, &inputs, quiet)?;
-            if !quiet {
+            let job = submit(&rs, &inputs, fetch.quiet)?;
+            if !fetch.quiet {
                 eprintln!("submitted job {}", job.job);
             }
-            wait_and_fetch(&rs, &job.job, &output, timeout, quiet)
+            wait_and_fetch(&rs, &job.job, &fetch)
         }
         ClientCmd::Close { session } => {
             let rs = RemoteSession::load(&session)?;

@@ -280,3 +280,19 @@ pub fn render(r: &Report) -> String {
     }
     s
 }
+
+/// An error's message, its causes and its help, on one line: for answers that cannot carry a
+/// rendered diagnostic (an HTTP error body, a Python exception).
+pub fn error_line(e: &miette::Report) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    if let Some(h) = e.help() {
+        s.push_str(&format!(" ({h})"));
+    }
+    s
+}

@@ -23,17 +23,7 @@ create_exception!(
 
 /// hecc's message, its causes and its help, as one line.
 fn err(e: miette::Report) -> PyErr {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    if let Some(h) = e.help() {
-        s.push_str(&format!(" ({h})"));
-    }
-    HeccError::new_err(s)
+    HeccError::new_err(hecc::report_text::error_line(&e))
 }
 
 fn json_to_py(py: Python<'_>, text: &str) -> PyResult<PyObject> {

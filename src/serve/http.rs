@@ -67,20 +67,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A report's message with its help, on one line.
-pub(crate) fn error_text(e: &miette::Report) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    if let Some(h) = e.help() {
-        s.push_str(&format!(" ({h})"));
-    }
-    s
-}
+pub(crate) use crate::report_text::error_line as error_text;
 
 type ApiResult<T> = Result<T, ApiError>;
 

@@ -33,6 +33,13 @@ pub struct ServeArgs {
     /// can need, plus a quarter).
     #[arg(long, value_parser = parse_size)]
     max_upload: Option<u64>,
+    /// Most sessions open at once (opening one needs no token, so this bounds what anyone who
+    /// reaches the server can make it store).
+    #[arg(long, default_value_t = 256)]
+    max_sessions: usize,
+    /// Uploads received and checked at once (the others wait their turn).
+    #[arg(long, default_value_t = 2)]
+    max_uploads: usize,
     /// Host plans below 128-bit security (tests only; warns).
     #[arg(long)]
     insecure: bool,
@@ -164,6 +171,8 @@ pub fn serve_cmd(a: ServeArgs) -> Result<String> {
         memory_budget: a.memory_budget,
         max_upload: a.max_upload,
         insecure_ok: a.insecure,
+        max_sessions: a.max_sessions,
+        max_uploads: a.max_uploads,
     };
     let events = std::sync::Arc::new(|e: ServeEvent| match e {
         ServeEvent::Listening { addr, budget } => {
@@ -360,6 +369,7 @@ pub fn client_cmd(c: ClientCmd) -> Result<String> {
             job,
             fetch,
         } => {
+            hecc::files::check_output_distinct(&fetch.output, &[&session])?;
             let rs = RemoteSession::load(&session)?;
             wait_and_fetch(&rs, &job, &fetch)
         }

@@ -435,7 +435,7 @@ fn inputs_written_in_pieces_equal_the_serialized_file() {
     let again = read_inputs(&s, &streamed).unwrap();
     assert_eq!(again.meta, x.meta);
     assert_eq!(again.file_digest, x.file_digest);
-    let (meta, key) = check_inputs_file(&s, &streamed).unwrap();
+    let (meta, key) = check_inputs_file(&s, &streamed, "the upload").unwrap();
     assert_eq!((meta, key), (x.meta.clone(), x.key_id));
     let _ = std::fs::remove_dir_all(&f.dir);
 }

@@ -317,7 +317,10 @@ fn two_clients_isolated_and_bad_uploads_refused() {
     remote.health().unwrap();
     let (code, metrics) = raw(&server.url, "GET", "/metrics", &[], b"");
     assert_eq!(code, 200);
-    assert!(metrics.contains("hecc_jobs_done 2"), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l == "hecc_jobs_done 2"),
+        "{metrics}"
+    );
     assert!(metrics.contains("hecc_resident_bytes"), "{metrics}");
     let job = sa.submit(&a.inputs, &none).unwrap();
     sa.wait(&job.job, Some(Duration::from_secs(300)), &mut |_| {})
@@ -344,12 +347,31 @@ fn acknowledged_jobs_survive_sigkill_and_restart() {
     let plan = plan(&dir);
     let a = party(&plan, &dir, "a", 16);
     let state = dir.join("state");
-    let server = start_server(&plan, &state, &["--concurrency", "1"]);
+    let server = start_server(
+        &plan,
+        &state,
+        &["--concurrency", "1", "--max-sessions", "1"],
+    );
     let none = |_: u64, _: u64| {};
-    let s = Remote::new(&server.url)
-        .unwrap()
-        .open_session("cn", &a.eval_keys, &none)
+    let remote = Remote::new(&server.url).unwrap();
+    let s = remote.open_session("cn", &a.eval_keys, &none).unwrap();
+    // One session at most: a second is refused, the first keeps working.
+    let e = format!(
+        "{:?}",
+        remote.open_session("cn", &a.eval_keys, &none).unwrap_err()
+    );
+    assert!(e.contains("503") && e.contains("most sessions"), "{e}");
+    // A second server on the same state refuses to start, and changes nothing.
+    let second = Command::new(env!("CARGO_BIN_EXE_hecc"))
+        .arg("serve")
+        .arg(format!("cn={}", plan.display()))
+        .args(["--listen", "127.0.0.1:0", "--insecure", "--state"])
+        .arg(&state)
+        .output()
         .unwrap();
+    assert!(!second.status.success());
+    let msg = String::from_utf8_lossy(&second.stderr);
+    assert!(msg.contains("another hecc serve"), "{msg}");
     let jobs: Vec<String> = (0..3)
         .map(|_| s.submit(&a.inputs, &none).unwrap().job)
         .collect();

@@ -259,9 +259,14 @@ impl Client {
     fn open(plan: &Plan, key_dir: PathBuf, insecure: bool) -> PyResult<Client> {
         let s = Session::with_security(plan.plan.clone(), insecure).map_err(err)?;
         let (client, _) = hecc::client::Client::open_key_dir(s, &key_dir, false).map_err(err)?;
-        let eval =
-            hecc::run::read_eval_keys(client.session(), &key_dir.join(hecc::run::EVAL_KEYS_FILE))
-                .ok();
+        // A key directory may hold the secret key alone; evaluation keys that are there must
+        // read back.
+        let ek = key_dir.join(hecc::run::EVAL_KEYS_FILE);
+        let eval = if ek.exists() {
+            Some(hecc::run::read_eval_keys(client.session(), &ek).map_err(err)?)
+        } else {
+            None
+        };
         Ok(Client { client, eval })
     }
 
@@ -447,6 +452,11 @@ impl RemoteSession {
     /// A job's state as a dict, after waiting up to `wait` seconds for it to finish.
     #[pyo3(signature = (job, wait = 0.0))]
     fn job(&self, py: Python<'_>, job: &str, wait: f64) -> PyResult<PyObject> {
+        if !(wait.is_finite() && wait >= 0.0) {
+            return Err(HeccError::new_err(format!(
+                "wait must be a number of seconds, not {wait}"
+            )));
+        }
         let s = &self.s;
         let info = py.allow_threads(|| s.job(job, wait)).map_err(err)?;
         let text = serde_json::to_string(&info).map_err(|e| HeccError::new_err(e.to_string()))?;
@@ -462,10 +472,18 @@ impl RemoteSession {
         job: &str,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        let timeout = match timeout {
+            Some(t) if !(t.is_finite() && t >= 0.0 && t < 1e9) => {
+                return Err(HeccError::new_err(format!(
+                    "timeout must be a number of seconds, not {t}"
+                )))
+            }
+            t => t.map(Duration::from_secs_f64),
+        };
         let s = &self.s;
         let bytes = py
             .allow_threads(|| {
-                s.wait(job, timeout.map(Duration::from_secs_f64), &mut |_| {})?;
+                s.wait(job, timeout, &mut |_| {})?;
                 s.fetch_bytes(job)
             })
             .map_err(err)?;

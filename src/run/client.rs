@@ -408,20 +408,26 @@ pub fn inputs_bytes(s: &Session, x: &EncryptedInputs) -> Result<Vec<u8>> {
 /// checked at the end; a file that fails it is refused as corrupt even when an earlier check
 /// failed first (what a damaged file says is not to be trusted).
 pub fn read_inputs(s: &Session, path: &Path) -> Result<EncryptedInputs> {
-    stream_inputs(s, path, true).map(|(x, _)| x)
+    stream_inputs(s, path, &path.display().to_string(), true).map(|(x, _)| x)
 }
 
 /// Checks an inputs file as [`read_inputs`] does, reading it in pieces without parsing its
 /// ciphertexts (constant memory): a server's check of an upload before it acknowledges it.
 /// Returns the metadata and the key id it was made for.
-pub fn check_inputs_file(s: &Session, path: &Path) -> Result<(InputsMeta, KeyId)> {
-    let (x, key_id) = stream_inputs(s, path, false)?;
+/// `what` names the file in errors.
+pub fn check_inputs_file(s: &Session, path: &Path, what: &str) -> Result<(InputsMeta, KeyId)> {
+    let (x, key_id) = stream_inputs(s, path, what, false)?;
     Ok((x.meta, key_id))
 }
 
-fn stream_inputs(s: &Session, path: &Path, parse: bool) -> Result<(EncryptedInputs, KeyId)> {
-    let p = path.display().to_string();
-    let mut st = ContainerStream::open(path, FileKind::Inputs)?;
+fn stream_inputs(
+    s: &Session,
+    path: &Path,
+    what: &str,
+    parse: bool,
+) -> Result<(EncryptedInputs, KeyId)> {
+    let p = what.to_string();
+    let mut st = ContainerStream::open_as(path, FileKind::Inputs, what)?;
     let key_id = st.head.key_id;
     let mut buf = Vec::new();
     let mut read = || -> Result<(InputsMeta, Vec<Ciphertext>)> {

@@ -50,14 +50,18 @@ fn fill(r: &mut impl Read, buf: &mut [u8], path: &str) -> Result<usize, RunError
 impl ContainerStream<std::io::BufReader<std::fs::File>> {
     /// Opens the container file at `path`.
     pub fn open(path: &Path, expected: FileKind) -> Result<Self, RunError> {
-        let shown = path.display().to_string();
-        let f = std::fs::File::open(path).map_err(|e| io(&shown, e))?;
-        let len = f.metadata().map_err(|e| io(&shown, e))?.len();
+        Self::open_as(path, expected, &path.display().to_string())
+    }
+
+    /// [`ContainerStream::open`], naming the file `shown` in errors.
+    pub fn open_as(path: &Path, expected: FileKind, shown: &str) -> Result<Self, RunError> {
+        let f = std::fs::File::open(path).map_err(|e| io(shown, e))?;
+        let len = f.metadata().map_err(|e| io(shown, e))?.len();
         ContainerStream::new(
             std::io::BufReader::with_capacity(1 << 20, f),
             len,
             expected,
-            &shown,
+            shown,
         )
     }
 }

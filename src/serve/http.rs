@@ -96,8 +96,15 @@ pub(crate) async fn run(shared: Arc<Shared>) -> miette::Result<()> {
         addr,
         budget: shared.budget,
     });
+    let shared = shared.clone();
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // No job starts and no upload is taken from here on, while axum drains the
+            // requests in flight.
+            shared.stopping.store(true, Ordering::SeqCst);
+            shared.notify();
+        })
         .await
         .map_err(|e| miette::miette!("the server stopped: {e}"))
 }
@@ -153,13 +160,13 @@ async fn metrics(State(sh): St) -> ApiResult<Response> {
     );
     put(
         "job_seconds_sum",
-        "counter",
+        "gauge",
         "Run seconds of the finished jobs.",
         format!("{:.3}", c.done_seconds),
     );
     put(
         "job_seconds_count",
-        "counter",
+        "gauge",
         "Finished jobs counted in hecc_job_seconds_sum.",
         c.done.to_string(),
     );
@@ -256,8 +263,18 @@ async fn receive(sh: &Shared, headers: &HeaderMap, body: Body, max: u64) -> ApiR
             "the server is shutting down",
         ));
     }
+    let permit = sh.uploads.clone().acquire_owned().await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
+    })?;
     let path = sh.dir("tmp").join(random_hex(16));
-    let mut tmp = TmpFile { path, len: 0 };
+    let mut tmp = TmpFile {
+        path,
+        len: 0,
+        _permit: permit,
+    };
     let mut file = tokio::fs::File::create(&tmp.path)
         .await
         .map_err(|e| io_error("cannot store the upload", e))?;
@@ -287,10 +304,12 @@ async fn receive(sh: &Shared, headers: &HeaderMap, body: Body, max: u64) -> ApiR
     Ok(tmp)
 }
 
-/// A file under `tmp/`, removed when dropped unless moved into place.
+/// A file under `tmp/`, removed when dropped unless moved into place; it holds an upload
+/// permit until its check is done.
 struct TmpFile {
     path: PathBuf,
     len: u64,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl TmpFile {
@@ -356,6 +375,22 @@ async fn open_session(
             format!("this server hosts no plan named {plan:?}"),
         )
     })?;
+    let full = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this server holds its most sessions ({}); try again when one is closed",
+                sh.cfg.max_sessions
+            ),
+        )
+    };
+    let open = sh
+        .store()
+        .session_count()
+        .map_err(|e| ApiError::internal(&e))?;
+    if open >= sh.cfg.max_sessions as u64 {
+        return Err(full());
+    }
     let tmp = receive(&sh, &headers, body, limit(&sh, hosted.key_limit)).await?;
     let sh2 = sh.clone();
     let opened = blocking(move || {
@@ -378,9 +413,22 @@ async fn open_session(
             key_id: full_hex(&keys.id),
             created: now(),
         };
-        sh2.store()
-            .insert_session(&row)
-            .map_err(|e| ApiError::internal(&e))?;
+        {
+            // Counted again under the lock: uploads may have raced past the first check.
+            let store = sh2.store();
+            let open = store.session_count().map_err(|e| ApiError::internal(&e))?;
+            if open >= sh2.cfg.max_sessions as u64 {
+                drop(store);
+                let _ = std::fs::remove_dir_all(sh2.session_dir(&id));
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this server holds its most sessions; try again when one is closed",
+                ));
+            }
+            store
+                .insert_session(&row)
+                .map_err(|e| ApiError::internal(&e))?;
+        }
         Ok(Opened {
             session: id,
             token,
@@ -572,7 +620,7 @@ async fn submit(
     let sh2 = sh.clone();
     let info = blocking(move || {
         // Read in pieces: the check holds one section at a time, not the upload.
-        let (meta, key_id) = check_inputs_file(&hosted.session, &tmp.path)
+        let (meta, key_id) = check_inputs_file(&hosted.session, &tmp.path, "the uploaded inputs")
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, error_text(&e)))?;
         if full_hex(&key_id) != row.key_id {
             return Err(ApiError::new(
@@ -633,7 +681,14 @@ async fn job_status(
     headers: HeaderMap,
 ) -> ApiResult<Json<JobInfo>> {
     let row = authorize(&sh, &headers, &sid)?;
-    let wait = q.wait.unwrap_or(0.0).clamp(0.0, 300.0);
+    let wait = q.wait.unwrap_or(0.0);
+    if !wait.is_finite() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "wait must be a number of seconds",
+        ));
+    }
+    let wait = wait.clamp(0.0, 300.0);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs_f64(wait);
     let mut changed = sh.changed.subscribe();
     loop {

@@ -57,6 +57,11 @@ pub struct ServeConfig {
     pub max_upload: Option<u64>,
     /// Host plans below 128-bit security (tests only).
     pub insecure_ok: bool,
+    /// Most sessions open at once (opening one needs no token: this bounds what anyone who
+    /// reaches the server can store).
+    pub max_sessions: usize,
+    /// Uploads received and checked at once (the others wait).
+    pub max_uploads: usize,
 }
 
 /// What the server reports as it runs (the CLI prints these).
@@ -137,9 +142,12 @@ pub(crate) struct Shared {
     wake: Condvar,
     /// Bumped on every job state change (waiters re-read the job).
     pub changed: tokio::sync::watch::Sender<u64>,
-    keys: Mutex<Vec<(String, Arc<EvalKeySet>)>>,
+    /// Evaluation keys of recent sessions, with the bytes they hold.
+    keys: Mutex<Vec<(String, Arc<EvalKeySet>, u64)>>,
     pub stopping: AtomicBool,
     pub events: EventSink,
+    /// Permits for uploads in progress.
+    pub uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -180,24 +188,32 @@ impl Shared {
         (s.running, s.running_bytes)
     }
 
-    /// The cached evaluation keys of `session`, or loads them.
+    /// The cached evaluation keys of `session`, or loads them. Idle key sets (no running job
+    /// holds them) are dropped first, down to fewer than `concurrency` sets and to what the
+    /// memory budget leaves beside the running jobs: the budget counts a job's own keys in its
+    /// plan's estimate, not the idle sets kept for the next jobs.
     fn keys_of(&self, session: &str, hosted: &Hosted) -> Result<Arc<EvalKeySet>> {
         {
             let mut cache = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(i) = cache.iter().position(|(s, _)| s == session) {
+            if let Some(i) = cache.iter().position(|(s, _, _)| s == session) {
                 let entry = cache.remove(i);
                 let keys = entry.1.clone();
                 cache.push(entry);
                 return Ok(keys);
             }
-        }
-        // Keys of sessions with no running job beyond the last `concurrency` used are dropped
-        // before the new ones are read, so that a job's keys never sit beside an idle set
-        // that would push the process past the plan's estimate.
-        {
-            let mut cache = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-            while cache.len() >= self.cfg.concurrency.max(1) {
-                match cache.iter().position(|(_, k)| Arc::strong_count(k) == 1) {
+            let (_, running_bytes) = self.running();
+            loop {
+                let idle: u64 = cache
+                    .iter()
+                    .filter(|(_, k, _)| Arc::strong_count(k) == 1)
+                    .map(|(_, _, b)| *b)
+                    .sum();
+                let over_count = cache.len() >= self.cfg.concurrency.max(1);
+                let over_budget = running_bytes.saturating_add(idle) > self.budget;
+                if !(over_count || over_budget) {
+                    break;
+                }
+                match cache.iter().position(|(_, k, _)| Arc::strong_count(k) == 1) {
                     Some(i) => {
                         cache.remove(i);
                     }
@@ -207,15 +223,18 @@ impl Shared {
         }
         let path = self.session_dir(session).join(crate::run::EVAL_KEYS_FILE);
         let keys = Arc::new(read_eval_keys(&hosted.session, &path)?);
+        let bytes = hosted.session.plan.report.keys.resident_bytes();
         let mut cache = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        cache.push((session.to_string(), keys.clone()));
+        if !cache.iter().any(|(s, _, _)| s == session) {
+            cache.push((session.to_string(), keys.clone(), bytes));
+        }
         Ok(keys)
     }
 
     /// Forgets the cached keys of a closed session.
     pub fn drop_keys(&self, session: &str) {
         let mut cache = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        cache.retain(|(s, _)| s != session);
+        cache.retain(|(s, _, _)| s != session);
     }
 }
 
@@ -264,7 +283,8 @@ fn host_plans(cfg: &ServeConfig) -> Result<HashMap<String, Arc<Hosted>>> {
             digest: full_hex(&session.digest),
             need,
             key_limit: slack(key_file),
-            input_limit: slack(input_ciphertext_bytes(&session) / 2),
+            // Full-size ciphertexts: inputs encrypted under the public key (no seeded halves).
+            input_limit: slack(input_ciphertext_bytes(&session)),
             session: Arc::new(session),
         };
         if out.insert(name.clone(), Arc::new(hosted)).is_some() {
@@ -278,7 +298,26 @@ fn host_plans(cfg: &ServeConfig) -> Result<HashMap<String, Arc<Hosted>>> {
 /// the running jobs to finish.
 pub fn serve(cfg: ServeConfig, events: EventSink) -> Result<()> {
     let plans = host_plans(&cfg)?;
-    for d in ["", "sessions", "jobs", "tmp"] {
+    crate::files::create_private_dir(&cfg.state)?;
+    // One server per state directory: a second one would requeue the first one's running jobs
+    // and delete its uploads in progress. The lock goes with the process.
+    let lock_path = cfg.state.join("LOCK");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| miette!("cannot open {}: {e}", lock_path.display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |_| {
+            miette!(
+                help = "stop the other server, or give this one another --state",
+                "{}: another hecc serve is using this state directory",
+                cfg.state.display()
+            )
+        },
+    )?;
+    for d in ["sessions", "jobs", "tmp"] {
         crate::files::create_private_dir(&cfg.state.join(d))?;
     }
     // Uploads cut short by a crash.
@@ -318,6 +357,7 @@ pub fn serve(cfg: ServeConfig, events: EventSink) -> Result<()> {
         keys: Mutex::new(Vec::new()),
         stopping: AtomicBool::new(false),
         events,
+        uploads: Arc::new(tokio::sync::Semaphore::new(cfg.max_uploads.max(1))),
         cfg,
     });
     let dispatcher = {
@@ -349,6 +389,7 @@ pub fn serve(cfg: ServeConfig, events: EventSink) -> Result<()> {
             .wake
             .wait_timeout(guard, std::time::Duration::from_millis(200));
     }
+    drop(lock);
     served
 }
 

@@ -110,6 +110,9 @@ pub struct JobCounts {
     pub done_seconds: f64,
 }
 
+/// Starts of a job cut short by a server stop before it is given up.
+pub const MAX_ATTEMPTS: i64 = 3;
+
 /// The database.
 pub struct Store {
     conn: Connection,
@@ -202,7 +205,23 @@ impl Store {
 
     /// After a restart: jobs that were running when the server stopped are queued again
     /// (their partial run is lost; the inputs are still on disk). Returns how many.
+    ///
+    /// A job already started [`MAX_ATTEMPTS`] times is marked failed instead: a job that kills
+    /// the server (memory, a crash) would otherwise take it down at every restart and hold up
+    /// the queue behind it.
     pub fn requeue_running(&self) -> Result<usize> {
+        db(self.conn.execute(
+            "UPDATE jobs SET state = 'failed', finished = ?1, error = ?2 \
+             WHERE state = 'running' AND attempts >= ?3",
+            params![
+                now(),
+                format!(
+                    "the server stopped during each of its {MAX_ATTEMPTS} runs (killed, out of \
+                     memory or crashed); not run again"
+                ),
+                MAX_ATTEMPTS
+            ],
+        ))?;
         db(self.conn.execute(
             "UPDATE jobs SET state = 'queued', started = NULL WHERE state = 'running'",
             [],
@@ -255,6 +274,14 @@ impl Store {
             .prepare("SELECT id, plan, plan_digest, token_sha256, key_id, created FROM sessions"))?;
         let rows = db(q.query_map([], session_row))?;
         db(rows.collect())
+    }
+
+    /// Sessions open.
+    pub fn session_count(&self) -> Result<u64> {
+        let n: i64 = db(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0)))?;
+        Ok(n.max(0) as u64)
     }
 
     /// Removes a session and its jobs.
@@ -431,6 +458,13 @@ mod tests {
         assert_eq!(st.requeue_running().unwrap(), 1);
         let a = st.next_queued().unwrap().unwrap();
         assert_eq!((a.id.as_str(), a.attempts), ("a", 1));
+        // Cut short three times: given up at the next start.
+        st.set_running("a").unwrap();
+        st.set_running("a").unwrap();
+        assert_eq!(st.requeue_running().unwrap(), 0);
+        let a = st.job("a").unwrap().unwrap();
+        assert_eq!((a.state, a.attempts), (JobState::Failed, 3));
+        assert!(a.error.unwrap().contains("not run again"));
         st.set_failed("a", "boom").unwrap();
         assert_eq!(st.job("a").unwrap().unwrap().error.as_deref(), Some("boom"));
         assert_eq!(st.jobs_of("s1").unwrap().len(), 2);

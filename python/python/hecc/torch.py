@@ -12,19 +12,23 @@ def export_onnx(module, example_input, *, opset=13):
     as hecc's ONNX front end reads them."""
     import torch  # noqa: F401  (a clear ImportError when torch is missing)
 
+    import inspect
+
+    options = dict(
+        opset_version=opset,
+        input_names=["input"],
+        output_names=["output"],
+        do_constant_folding=True,
+    )
+    # Newer torch releases default to the dynamo exporter; keep the TorchScript one, whose
+    # graphs (folded constants, the opset asked for) are what hecc's front end reads.
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        options["dynamo"] = False
     was_training = module.training
     module.eval()
     buf = io.BytesIO()
     try:
-        torch.onnx.export(
-            module,
-            example_input,
-            buf,
-            opset_version=opset,
-            input_names=["input"],
-            output_names=["output"],
-            do_constant_folding=True,
-        )
+        torch.onnx.export(module, example_input, buf, **options)
     finally:
         module.train(was_training)
     return buf.getvalue()

@@ -473,7 +473,7 @@ impl RemoteSession {
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let timeout = match timeout {
-            Some(t) if !(t.is_finite() && t >= 0.0 && t < 1e9) => {
+            Some(t) if !(0.0..1e9).contains(&t) => {
                 return Err(HeccError::new_err(format!(
                     "timeout must be a number of seconds, not {t}"
                 )))

@@ -20,7 +20,7 @@
 # Usage: scripts/beaa-table.sh DATA_DIR OUT_DIR
 #   DATA_DIR holds mnist/ and fashion-mnist/ (as made by `scripts/fetch-datasets.sh data`).
 # Environment (defaults in brackets):
-#   HECC      hecc binary built with `--features train` [target/release/hecc]
+#   HECC      hecc binary (the default build has `hecc train`) [target/release/hecc]
 #   NETS      networks [lenet5 squeezenet28] (empty: no training)     DATASETS  data sets [mnist fashion-mnist]
 #   SEEDS     [0 1 2]
 #   EPOCHS_<net>  most epochs (teacher and students)  [lenet5: 15, squeezenet28: 15]

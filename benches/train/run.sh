@@ -5,7 +5,7 @@
 #
 # Usage: benches/train/run.sh DATA_DIR [THREADS]
 #   DATA_DIR/mnist holds the MNIST IDX files (scripts/fetch-datasets.sh).
-# Environment: HECC [target/release/hecc, built with --features train], PYTHON [/usr/bin/python3,
+# Environment: HECC [target/release/hecc], PYTHON [/usr/bin/python3,
 #   with torch, numpy and yaml], IMAGES_lenet5 [12000], IMAGES_squeezenet28 [4000].
 set -euo pipefail
 DATA=${1:?usage: $0 DATA_DIR [THREADS]}

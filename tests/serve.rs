@@ -1,5 +1,5 @@
 //! `hecc serve` end to end, against the real binary on 127.0.0.1: two clients with their own
-//! keys run jobs concurrently and each decrypts its own correct result; neither can reach the
+//! keys submit at the same time (server concurrency 2) and each decrypts its own correct result; neither can reach the
 //! other's session; malformed and oversized uploads are refused while the server keeps
 //! serving; a server killed with SIGKILL mid-job and restarted finishes every acknowledged job.
 //! Run with `cargo test --release --test serve`.
@@ -309,6 +309,30 @@ fn two_clients_isolated_and_bad_uploads_refused() {
     let (code, body) = raw(&server.url, "POST", &a_jobs, &huge, &[0u8; 16]);
     assert_eq!(code, 413, "{body}");
     assert!(body.contains("at most"), "{body}");
+    // Without a declared length (chunked), refused once the body passes the limit.
+    let max = plans[0].max_input_bytes as usize;
+    let addr = server.url.strip_prefix("http://").unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST {a_jobs} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n",
+        sa.token
+    );
+    tcp.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..=max / chunk.len() + 1 {
+        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+        if tcp.write_all(&framed).is_err() {
+            break; // the server answered and closed
+        }
+    }
+    let _ = tcp.write_all(b"0\r\n\r\n");
+    let mut resp = String::new();
+    let _ = tcp.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     // Nothing of the refused uploads is left behind.
     let tmp: Vec<_> = std::fs::read_dir(dir.join("state/tmp")).unwrap().collect();
     assert!(tmp.is_empty(), "{tmp:?}");

@@ -85,6 +85,7 @@ fn one(model: &str, layout: &str, batch: &str, insecure: bool) -> Result<String,
         &RunOptions {
             progress: None,
             memory_limit: None,
+            ..Default::default()
         },
     )
     .map_err(|e| format!("{e:?}"))?;

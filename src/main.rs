@@ -307,6 +307,19 @@ enum Cli {
         /// starts).
         #[arg(long)]
         no_memory_check: bool,
+        /// Keep live values within a budget (--spill-budget) by moving those needed last to
+        /// files in this directory, and write checkpoints there: the same command started again
+        /// after a kill, a crash or Ctrl-C resumes from the last checkpoint. One run per
+        /// directory; a finished run removes its files.
+        #[arg(long)]
+        spill_dir: Option<PathBuf>,
+        /// Bytes of live values to keep in memory with --spill-dir, e.g. 8GiB. Default: nine
+        /// tenths of what this process can get, less the evaluation keys.
+        #[arg(long, requires = "spill_dir", value_parser = hecc::run::parse_size)]
+        spill_budget: Option<u64>,
+        /// Seconds between checkpoints with --spill-dir (0: no checkpoints).
+        #[arg(long, requires = "spill_dir", default_value_t = 300.0)]
+        checkpoint_every: f64,
         #[command(flatten)]
         insecure: Insecure,
     },
@@ -864,9 +877,11 @@ fn progress_bar(quiet: bool) -> Option<hecc_runtime::exec::ProgressSink> {
         bar.set_style(style.progress_chars("=> "));
     }
     Some(ProgressSink::new(move |e: &ProgressEvent<'_>| match e {
-        ProgressEvent::Start { nodes } => {
+        ProgressEvent::Start { nodes, resumed } => {
             bar.reset();
             bar.set_length(*nodes);
+            bar.set_position(*resumed);
+            bar.reset_eta();
         }
         ProgressEvent::Stage { name } => bar.set_message(name.to_string()),
         ProgressEvent::Nodes { done, .. } => bar.set_position(*done),
@@ -883,11 +898,13 @@ fn progress_lines(every: std::time::Duration) -> hecc_runtime::exec::ProgressSin
         start: Instant,
         last: Instant,
         stage: String,
+        resumed: u64,
     }
     let state = std::sync::Mutex::new(State {
         start: Instant::now(),
         last: Instant::now(),
         stage: String::new(),
+        resumed: 0,
     });
     let hms = |d: std::time::Duration| {
         let s = d.as_secs();
@@ -896,17 +913,24 @@ fn progress_lines(every: std::time::Duration) -> hecc_runtime::exec::ProgressSin
     ProgressSink::new(move |e: &ProgressEvent<'_>| {
         let Ok(mut st) = state.lock() else { return };
         match e {
-            ProgressEvent::Start { .. } => {
+            ProgressEvent::Start { resumed, .. } => {
                 st.start = Instant::now();
                 st.last = st.start;
+                st.resumed = *resumed;
+                if *resumed > 0 {
+                    eprintln!("progress: resuming from a checkpoint with {resumed} nodes done");
+                }
             }
             ProgressEvent::Stage { name } => st.stage = name.to_string(),
             ProgressEvent::Nodes { done, total } if st.last.elapsed() >= every => {
                 st.last = Instant::now();
                 let elapsed = st.start.elapsed();
                 let share = *done as f64 / (*total).max(1) as f64;
-                let left = if share > 0.0 {
-                    hms(elapsed.mul_f64((1.0 - share) / share))
+                // The rate of this run only: nodes a resumed checkpoint had done cost nothing.
+                let run_share = done.saturating_sub(st.resumed) as f64
+                    / total.saturating_sub(st.resumed).max(1) as f64;
+                let left = if run_share > 0.0 {
+                    hms(elapsed.mul_f64((1.0 - run_share) / run_share))
                 } else {
                     "?".into()
                 };
@@ -1060,23 +1084,67 @@ fn client(cmd: Cli) -> ExitCode {
                 quiet,
                 memory_limit,
                 no_memory_check,
+                spill_dir,
+                spill_budget,
+                checkpoint_every,
                 insecure,
             } => {
                 hecc::files::check_output_distinct(&output, &[&plan, &ciphertexts, &eval_keys])?;
                 let s = open(&plan, insecure)?;
+                let spill = spill_dir.map(|dir| r::SpillSettings {
+                    dir,
+                    budget: Some(spill_budget.unwrap_or_else(|| r::default_spill_budget(&s))),
+                    checkpoint_every: (checkpoint_every > 0.0)
+                        .then(|| std::time::Duration::try_from_secs_f64(checkpoint_every).ok())
+                        .flatten(),
+                });
                 if !no_memory_check {
-                    r::check_memory(&s, r::available_memory(), "run")?;
+                    match spill.as_ref().and_then(|sp| sp.budget) {
+                        Some(b) => r::check_memory_spilling(&s, b, r::available_memory(), "run")?,
+                        None => r::check_memory(&s, r::available_memory(), "run")?,
+                    }
+                }
+                // Ctrl-C or SIGTERM stops the run after its current step; with --spill-dir a
+                // checkpoint is written first, so the same command resumes.
+                let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                // A second signal ends the process at once.
+                for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                    let on = |r: std::io::Result<signal_hook::SigId>| {
+                        miette::IntoDiagnostic::into_diagnostic(r).map(|_| ())
+                    };
+                    on(signal_hook::flag::register_conditional_shutdown(
+                        sig,
+                        130,
+                        cancel.clone(),
+                    ))?;
+                    on(signal_hook::flag::register(sig, cancel.clone()))?;
                 }
                 let server = hecc::server::Server::open(s, &eval_keys)?;
                 let inputs = server.read_inputs(&ciphertexts)?;
                 let images = inputs.meta.images;
-                let (outs, report) = server.run(
-                    inputs,
-                    &r::RunOptions {
-                        progress: progress_bar(quiet),
-                        memory_limit,
-                    },
-                )?;
+                let resumable = spill
+                    .as_ref()
+                    .is_some_and(|sp| sp.checkpoint_every.is_some());
+                let (outs, report) = server
+                    .run(
+                        inputs,
+                        &r::RunOptions {
+                            progress: progress_bar(quiet),
+                            memory_limit,
+                            spill,
+                            cancel: Some(cancel),
+                        },
+                    )
+                    .map_err(|e| {
+                        let stopped = e
+                            .chain()
+                            .any(|c| c.to_string().contains("stopped before it finished"));
+                        if stopped && resumable {
+                            e.wrap_err("stopped by a signal after a checkpoint: run the same command again to resume")
+                        } else {
+                            e
+                        }
+                    })?;
                 hecc::compile::write_atomic(&output, &server.outputs_bytes(&outs)?)?;
                 Ok(format!(
                     "{}encrypted outputs written to {}\n",

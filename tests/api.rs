@@ -64,6 +64,7 @@ fn a_client_and_a_server_exchange_bytes_and_agree_with_the_plaintext_model() {
             }
         })),
         memory_limit: None,
+        ..Default::default()
     };
     let (outputs, report) = server.run(received, &opts).unwrap();
     assert!(report.nodes > 0);

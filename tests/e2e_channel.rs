@@ -97,6 +97,7 @@ fn run_in_groups(opts: &CompileOptions, count: usize) -> (usize, f64, f64) {
             &RunOptions {
                 progress: None,
                 memory_limit: None,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -205,6 +206,7 @@ fn cryptonets_channel_client_server_files() {
         &RunOptions {
             progress: None,
             memory_limit: None,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -91,6 +91,7 @@ fn server_runs_from_evaluation_keys_alone_and_client_decrypts() {
         &RunOptions {
             progress: None,
             memory_limit: None,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -437,5 +438,99 @@ fn inputs_written_in_pieces_equal_the_serialized_file() {
     assert_eq!(again.file_digest, x.file_digest);
     let (meta, key) = check_inputs_file(&s, &streamed, "the upload").unwrap();
     assert_eq!((meta, key), (x.meta.clone(), x.key_id));
+    let _ = std::fs::remove_dir_all(&f.dir);
+}
+
+#[test]
+fn a_spilling_run_matches_and_a_killed_one_resumes_from_its_checkpoint() {
+    let f = fixture("spill");
+    let a = |s: &str| std::ffi::OsString::from(s);
+    let keys = f.server.join(EVAL_KEYS_FILE).into_os_string();
+    let run = |out: &Path, extra: &[&str]| -> Vec<std::ffi::OsString> {
+        let mut v = vec![
+            a("run"),
+            f.plan.clone().into_os_string(),
+            f.cts.clone().into_os_string(),
+            a("--eval-keys"),
+            keys.clone(),
+            a("-o"),
+            out.as_os_str().to_owned(),
+            a("--quiet"),
+            a("--insecure"),
+        ];
+        v.extend(extra.iter().map(|s| a(s)));
+        v
+    };
+    let call =
+        |args: &[std::ffi::OsString]| hecc(&args.iter().map(|s| s.as_os_str()).collect::<Vec<_>>());
+    let reference = f.dir.join("y0.ct");
+    call(&run(&reference, &[]));
+    let want = std::fs::read(&reference).unwrap();
+
+    // Under a budget far below the live set (inputs alone take about 300 MiB).
+    let sp1 = f.dir.join("spill1");
+    let y1 = f.dir.join("y1.ct");
+    let text = call(&run(
+        &y1,
+        &[
+            "--spill-dir",
+            sp1.to_str().unwrap(),
+            "--spill-budget",
+            "64MiB",
+        ],
+    ));
+    // "spill: budget 64 MiB, 1679 values written (473 MiB), ..."
+    let written: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("spill: budget 64 MiB, "))
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no spill line in:\n{text}"));
+    assert!(written > 100, "{text}");
+    assert_eq!(std::fs::read(&y1).unwrap(), want, "same ciphertexts");
+    assert!(!sp1.exists(), "a finished run removes its spill directory");
+
+    // Killed (SIGKILL) after its first checkpoint, then the same command again.
+    let sp2 = f.dir.join("spill2");
+    let y2 = f.dir.join("y2.ct");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hecc"))
+        .args(run(
+            &y2,
+            &[
+                "--spill-dir",
+                sp2.to_str().unwrap(),
+                "--spill-budget",
+                "1",
+                "--checkpoint-every",
+                "0.2",
+            ],
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !sp2.join("checkpoint").exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first checkpoint"
+        );
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "no checkpoint after 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!y2.exists(), "a killed run writes no outputs");
+    let text = call(&run(&y2, &["--spill-dir", sp2.to_str().unwrap()]));
+    assert!(text.contains("resumed with"), "{text}");
+    assert_eq!(
+        std::fs::read(&y2).unwrap(),
+        want,
+        "same ciphertexts after resuming"
+    );
     let _ = std::fs::remove_dir_all(&f.dir);
 }

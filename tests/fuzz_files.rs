@@ -81,6 +81,7 @@ fn corpus() -> &'static Corpus {
             &RunOptions {
                 progress: None,
                 memory_limit: None,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -161,7 +161,7 @@ fn recording() -> (ExecOptions, Arc<Mutex<Vec<String>>>) {
     let opts = ExecOptions {
         progress: Some(ProgressSink::new(move |e: &ProgressEvent<'_>| {
             let line = match e {
-                ProgressEvent::Start { nodes } => format!("start {nodes}"),
+                ProgressEvent::Start { nodes, .. } => format!("start {nodes}"),
                 ProgressEvent::Stage { name } => format!("stage {name}"),
                 ProgressEvent::Nodes { done, total } => format!("nodes {done}/{total}"),
                 ProgressEvent::Finish => "finish".to_string(),

@@ -299,6 +299,7 @@ pub fn infer_graph(
         &RunOptions {
             progress: opts.progress.clone(),
             memory_limit: opts.memory_limit,
+            ..Default::default()
         },
     )?;
     let eval = Evaluator::new(&s.ctx);

@@ -30,7 +30,8 @@ use hecc_runtime::ckks::{
     RelinKey, SecretKey, SymmetricEncryptor,
 };
 use hecc_runtime::exec::{
-    execute, level_stages, BootEval, EvalKeys, ExecOptions, ProgressSink, RunReport, StageMap,
+    execute, level_stages, BootEval, EvalKeys, ExecOptions, ProgressSink, RunReport, SpillOptions,
+    StageMap,
 };
 use miette::{miette, IntoDiagnostic, Result};
 use serde::{Deserialize, Serialize};

@@ -48,6 +48,30 @@ pub fn render_run(r: &RunReport, images: usize) -> String {
         mib(Some(r.peak_live_bytes)),
         r.hoisted_rotations
     );
+    if let Some(sp) = &r.spill {
+        let budget = if sp.budget == u64::MAX {
+            "none".to_string()
+        } else {
+            mib(Some(sp.budget))
+        };
+        let _ = writeln!(
+            out,
+            "spill: budget {budget}, {} values written ({}), {} read back ({}), at most {} on \
+             disk, {:.2} s of file work, {} checkpoints{}",
+            sp.values_written,
+            mib(Some(sp.bytes_written)),
+            sp.values_read,
+            mib(Some(sp.bytes_read)),
+            mib(Some(sp.peak_disk_bytes)),
+            sp.io_seconds,
+            sp.checkpoints,
+            if sp.resumed_nodes > 0 {
+                format!(", resumed with {} nodes done", sp.resumed_nodes)
+            } else {
+                String::new()
+            }
+        );
+    }
     out
 }
 

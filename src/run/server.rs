@@ -10,6 +10,59 @@ pub struct RunOptions {
     pub progress: Option<ProgressSink>,
     /// Limit on the bytes of live values during the run (see [`MemoryLimit`]).
     pub memory_limit: Option<MemoryLimit>,
+    /// Move live values to disk above a budget and write checkpoints (see [`SpillSettings`]).
+    pub spill: Option<SpillSettings>,
+    /// Set to stop the run after its current step (with a checkpoint when it spills).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// The spill store and checkpoints of a server run: live values beyond the budget go to files
+/// in `dir`, checkpoints are written there, and a run of the same plan on the same inputs file
+/// started on the same directory resumes from its last checkpoint.
+#[derive(Clone, Debug)]
+pub struct SpillSettings {
+    /// The directory (one run at a time).
+    pub dir: std::path::PathBuf,
+    /// Bytes of live values kept in memory; `None`: [`default_spill_budget`].
+    pub budget: Option<u64>,
+    /// Time between checkpoints; `None`: none (a stopped or killed run starts over).
+    pub checkpoint_every: Option<std::time::Duration>,
+}
+
+/// The live-value budget of a spilling run when none is given: nine tenths of what this process
+/// can get (free memory, cgroup, ulimit) less the evaluation keys held in memory; no budget
+/// (nothing spills) when the available memory cannot be read.
+pub fn default_spill_budget(s: &Session) -> u64 {
+    match available_memory() {
+        Some(have) => (have / 10 * 9)
+            .saturating_sub(s.plan.report.keys.resident_bytes())
+            .max(1 << 26),
+        None => u64::MAX,
+    }
+}
+
+/// [`check_memory`] for a run that spills: the keys plus at most `budget` of live values
+/// (the plan's own peak when it is lower).
+pub fn check_memory_spilling(
+    s: &Session,
+    budget: u64,
+    available: Option<u64>,
+    what: &str,
+) -> Result<()> {
+    let keys = s.plan.report.keys.resident_bytes();
+    let live = s
+        .plan
+        .report
+        .schedule
+        .as_ref()
+        .map_or(budget, |x| x.peak.bytes.min(budget));
+    check_need(
+        keys.saturating_add(live),
+        available,
+        what,
+        "evaluation keys plus the live values kept in memory",
+        "give a smaller --spill-budget, or run it on a machine with more memory",
+    )
 }
 
 pub use hecc_runtime::exec::available_memory;
@@ -179,6 +232,13 @@ impl Session {
             schedule: self.schedule(),
             memory_limit: opts.memory_limit.map(|l| l.bytes(self)).transpose()?,
             release_memory: true,
+            spill: opts.spill.as_ref().map(|sp| SpillOptions {
+                dir: sp.dir.clone(),
+                budget: sp.budget.unwrap_or_else(|| default_spill_budget(self)),
+                checkpoint_every: sp.checkpoint_every,
+                run_id: String::new(),
+            }),
+            cancel: opts.cancel.clone(),
             ..Default::default()
         })
     }
@@ -223,7 +283,25 @@ pub fn run_inputs(
         inputs.meta.elements.into_iter().zip(inputs.cts).collect();
     let eval = Evaluator::new(&s.ctx);
     let encoder = Encoder::new(&s.ctx);
-    let eo = s.exec_options(s.stages(), opts)?;
+    let mut eo = s.exec_options(s.stages(), opts)?;
+    if let Some(sp) = eo.spill.as_mut() {
+        // A checkpoint resumes only for the same plan, keys and inputs.
+        let inputs_id = match &inputs_digest {
+            Some(d) => d.clone(),
+            None => {
+                let mut h = Sha256::new();
+                for c in map.values() {
+                    h.update(c.to_bytes(&s.ctx));
+                }
+                full_hex(&<[u8; 32]>::from(h.finalize()))
+            }
+        };
+        sp.run_id = format!(
+            "plan {} keys {} inputs {inputs_id}",
+            full_hex(&s.digest),
+            full_hex(&key_id)
+        );
+    }
     let res = execute(s.module(), &eval, &encoder, keys.as_exec(s)?, map, &eo)?;
     let mut elements = Vec::with_capacity(res.outputs.len());
     let mut cts = Vec::with_capacity(res.outputs.len());

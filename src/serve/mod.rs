@@ -527,7 +527,7 @@ fn run_job(shared: &Arc<Shared>, job: &JobRow) -> Result<f64> {
             let mut s = shared.sched();
             let entry = s.progress.entry(id.clone()).or_insert((0, 0));
             match e {
-                ProgressEvent::Start { nodes } => *entry = (0, *nodes),
+                ProgressEvent::Start { nodes, resumed } => *entry = (*resumed, *nodes),
                 ProgressEvent::Nodes { done, .. } => entry.0 = *done,
                 ProgressEvent::Stage { .. } | ProgressEvent::Finish => {}
             }
@@ -539,7 +539,7 @@ fn run_job(shared: &Arc<Shared>, job: &JobRow) -> Result<f64> {
         &keys,
         &RunOptions {
             progress: Some(progress),
-            memory_limit: None,
+            ..Default::default()
         },
     )?;
     crate::files::write_atomic(&dir.join(OUTPUTS_FILE), &outputs_bytes(&outs)?)?;

@@ -32,6 +32,7 @@ mod fused;
 mod headroom;
 mod memory;
 mod progress;
+mod spill;
 
 pub use memory::{
     available_memory, limit_allocator_arenas, read_cpu_seconds, read_memory_status,
@@ -39,6 +40,7 @@ pub use memory::{
 };
 use progress::Progress;
 pub use progress::{ProgressEvent, ProgressSink};
+pub use spill::{SpillOptions, SpillReport};
 
 use crate::ckks::{
     Bootstrapper, Ciphertext, CkksError, EncapsulationKeys, Encoder, Evaluator, GaloisKeys,
@@ -47,8 +49,10 @@ use crate::ckks::{
 use hecc_ir::he::{verify, Module, Op, Type, ValueId, VerifyOptions};
 use rayon::prelude::*;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Why a run failed.
@@ -168,6 +172,23 @@ pub enum ExecError {
         #[source]
         source: CkksError,
     },
+    /// The spill store or a checkpoint failed (a file that cannot be written or read, or was
+    /// changed).
+    #[error("spill store {path}: {detail}")]
+    #[diagnostic(
+        code(hecc::exec::spill),
+        help("the spill directory must stay as the run left it; remove it to start the run over")
+    )]
+    Spill {
+        /// The file or directory.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The run was stopped through [`ExecOptions::cancel`] (after a checkpoint when it spills).
+    #[error("the run was stopped before it finished")]
+    #[diagnostic(code(hecc::exec::cancelled))]
+    Cancelled,
 }
 
 /// The evaluation keys a run may use (never a secret key).
@@ -236,6 +257,12 @@ pub struct ExecOptions {
     /// order). `None`: the schedule's own peak plus [`MEMORY_SLACK`], so a run holds what the
     /// plan estimated; `Some(u64::MAX)`: no limit (full parallelism within the lookahead).
     pub memory_limit: Option<u64>,
+    /// Keep live values near a budget by moving them to disk, and write checkpoints that a later
+    /// run resumes from (see [`SpillOptions`]). `None`: everything stays in memory.
+    pub spill: Option<SpillOptions>,
+    /// Set to stop the run after the current wavefront (with a final checkpoint when it spills);
+    /// the run then returns [`ExecError::Cancelled`].
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// The share above the schedule's peak that a run without an explicit memory limit may hold.
@@ -252,6 +279,8 @@ impl Default for ExecOptions {
             stages: None,
             release_memory: false,
             memory_limit: None,
+            spill: None,
+            cancel: None,
         }
     }
 }
@@ -309,6 +338,8 @@ pub struct RunReport {
     /// The peak of the order the run followed, as the memory model counts it (the plan's
     /// estimate when the run followed the plan's schedule).
     pub schedule_peak_bytes: u64,
+    /// What the spill store did, when the run had one.
+    pub spill: Option<SpillReport>,
 }
 
 /// One output element.
@@ -1170,7 +1201,6 @@ pub fn execute(
     if opts.release_memory {
         memory::release_free_memory();
     }
-    let progress = Progress::start(opts.progress.as_ref(), total_nodes as u64);
     let mut store: Vec<Option<Value>> = (0..max_id).map(|_| None).collect();
     let mut outputs: Vec<OutputCt> = Vec::new();
     let mut report = RunReport::default();
@@ -1196,6 +1226,12 @@ pub fn execute(
     );
     report.schedule_peak_bytes = headroom.peak();
     let lookahead = opts.lookahead.max(wave_cap) as u64;
+    // A spilling run admits results within its budget as well.
+    let admit_limit = opts.memory_limit.or(opts
+        .spill
+        .as_ref()
+        .map(|s| s.budget)
+        .filter(|&b| b != u64::MAX));
     // Schedule positions already run (positions that no node holds count as run).
     let mut pos_done = vec![true; sched_len];
     for v in m.ids() {
@@ -1207,14 +1243,118 @@ pub fn execute(
         }
     }
     let mut frontier = 0usize;
+    let ckks = eval.context();
+    let mut inputs = inputs;
+    // The input node of each input element.
+    let input_node: HashMap<(String, u32), ValueId> = m
+        .inputs()
+        .into_iter()
+        .map(|(v, name, index)| ((name.to_string(), index), v))
+        .collect();
+    let mut done = vec![false; max_id];
+    // Results with a file in the spill directory, inputs moved there (by input node), stored
+    // results in memory.
+    let mut on_disk = vec![false; max_id];
+    let mut input_spilled: HashMap<ValueId, (String, u32)> = HashMap::new();
+    let mut resident: HashSet<u32> = HashSet::new();
+    let mut spill = match &opts.spill {
+        Some(o) => Some(spill::SpillDir::open(o)?),
+        None => None,
+    };
+    let mut resumed = 0u64;
+    if let (Some(sd), Some(o)) = (spill.as_mut(), &opts.spill) {
+        match sd.manifest()? {
+            Some(man) if man.run_id == o.run_id => {
+                let r = resume(m, &man, sd, ckks, &mut done, &mut on_disk)?;
+                for v in m.ids() {
+                    if !done[v.0 as usize] {
+                        continue;
+                    }
+                    done_nodes += 1;
+                    let (p, sub) = priority[v.0 as usize];
+                    if sub == 0 {
+                        if let Some(d) = pos_done.get_mut(p as usize) {
+                            *d = true;
+                        }
+                    }
+                    for u in m.users(v) {
+                        let p = &mut pending[u.0 as usize];
+                        *p = p.saturating_sub(1);
+                    }
+                    for op in m.operands(v) {
+                        let r = &mut remaining[op.0 as usize];
+                        *r = r.saturating_sub(1);
+                    }
+                }
+                // Every result still needed must be in the checkpoint.
+                for v in m.ids() {
+                    let i = v.0 as usize;
+                    if done[i] && remaining[i] > 0 && !on_disk[i] {
+                        return Err(ExecError::Spill {
+                            path: sd.dir.display().to_string(),
+                            detail: format!(
+                                "the checkpoint does not hold node {v}, which is still needed"
+                            ),
+                        });
+                    }
+                }
+                for o in r {
+                    output_bytes += ct_bytes(&o.ct);
+                    outputs.push(o);
+                }
+                inputs.retain(|key, _| input_node.get(key).is_none_or(|v| !done[v.0 as usize]));
+                input_bytes = inputs.values().map(ct_bytes).sum();
+                resumed = done_nodes as u64;
+            }
+            Some(_) => {
+                return Err(ExecError::Spill {
+                    path: sd.dir.display().to_string(),
+                    detail: "the directory holds the checkpoint of another run (another plan or \
+                             other inputs)"
+                        .into(),
+                })
+            }
+            None => sd.clear(&HashSet::new()),
+        }
+    }
     // Nodes whose operands are all done, most urgent first.
     let mut ready: BinaryHeap<Reverse<((u32, u32), ValueId)>> = BinaryHeap::new();
     for v in m.ids() {
-        if pending[v.0 as usize] == 0 {
+        if pending[v.0 as usize] == 0 && !done[v.0 as usize] {
             ready.push(Reverse((priority[v.0 as usize], v)));
         }
     }
+    let mut last_checkpoint = Instant::now();
     let inputs = Mutex::new(inputs);
+    // Inputs beyond the budget wait on disk from the start.
+    if let (Some(sd), Some(so)) = (spill.as_mut(), &opts.spill) {
+        let held = live_bytes + input_bytes + output_bytes;
+        if held > so.budget {
+            let t = Instant::now();
+            let mut s = Spilled {
+                store: &mut store,
+                on_disk: &mut on_disk,
+                resident: &mut resident,
+                live_bytes: &mut live_bytes,
+                live: &mut live,
+            };
+            let freed = evict(
+                m,
+                sd,
+                ckks,
+                &mut s,
+                &done,
+                &priority,
+                &input_node,
+                &inputs,
+                &mut input_spilled,
+                held - so.budget / 10 * 8,
+            )?;
+            input_bytes = input_bytes.saturating_sub(freed);
+            sd.report.io_seconds += t.elapsed().as_secs_f64();
+        }
+    }
+    let progress = Progress::start(opts.progress.as_ref(), total_nodes as u64, resumed);
     let names: Vec<String> = if stages.names.is_empty() {
         vec!["all".to_string()]
     } else {
@@ -1242,7 +1382,7 @@ pub fn execute(
                 frontier,
                 window_end: limit,
                 wave_cap,
-                memory_limit: opts.memory_limit,
+                memory_limit: admit_limit,
                 live: live_bytes + input_bytes + output_bytes,
                 log_n,
             },
@@ -1251,6 +1391,64 @@ pub fn execute(
             break;
         }
         let tw = Instant::now();
+        // Bring back what this wavefront reads from the spill directory.
+        if let Some(sd) = spill.as_mut() {
+            let t = Instant::now();
+            let mut want: Vec<ValueId> = front
+                .iter()
+                .flat_map(|&v| m.operands(v))
+                .filter(|o| {
+                    let i = o.0 as usize;
+                    on_disk.get(i).copied().unwrap_or(false) && store[i].is_none()
+                })
+                .collect();
+            want.sort_unstable();
+            want.dedup();
+            let want_in: Vec<ValueId> = front
+                .iter()
+                .copied()
+                .filter(|v| input_spilled.contains_key(v))
+                .collect();
+            let sd_ref = &*sd;
+            let read: Vec<Result<(ValueId, bool, Value, u64), ExecError>> = want
+                .par_iter()
+                .map(|&o| (o, false))
+                .chain(want_in.par_iter().map(|&v| (v, true)))
+                .map(|(v, is_input)| {
+                    let name = spill::file_name(if is_input { 'i' } else { 'v' }, v.0);
+                    sd_ref
+                        .read(ckks, &name)
+                        .map(|(val, b)| (v, is_input, val, b))
+                })
+                .collect();
+            for r in read {
+                let (v, is_input, val, b) = r?;
+                sd.read_back(b);
+                if is_input {
+                    let Value::Ct(ct) = val else {
+                        return Err(ExecError::Spill {
+                            path: sd.path(&spill::file_name('i', v.0)).display().to_string(),
+                            detail: "an input's file holds a plaintext".into(),
+                        });
+                    };
+                    if let Some(key) = input_spilled.remove(&v) {
+                        input_bytes += ct_bytes(&ct);
+                        if let Ok(mut map) = inputs.lock() {
+                            map.insert(key, ct);
+                        }
+                    }
+                    sd.discard(&spill::file_name('i', v.0));
+                } else {
+                    live_bytes += val.bytes();
+                    if val.ct().is_some() {
+                        live += 1;
+                    }
+                    resident.insert(v.0);
+                    store[v.0 as usize] = Some(val);
+                }
+            }
+            sd.report.io_seconds += t.elapsed().as_secs_f64();
+        }
         let cpu_w = read_cpu_seconds();
         if let Some(&v0) = front.first() {
             let s0 = stage_of(v0);
@@ -1271,6 +1469,7 @@ pub fn execute(
                     let o = ops[0];
                     if remaining[o.0 as usize] == 1 {
                         if let Some(val) = store[o.0 as usize].take() {
+                            resident.remove(&o.0);
                             if val.ct().is_some() {
                                 live = live.saturating_sub(1);
                             }
@@ -1326,17 +1525,26 @@ pub fn execute(
                 let r = &mut remaining[o.0 as usize];
                 *r = r.saturating_sub(1);
                 if *r == 0 {
-                    if let Some(x) = store[o.0 as usize].take() {
-                        headroom.freed(priority[o.0 as usize]);
+                    let i = o.0 as usize;
+                    if let Some(x) = store[i].take() {
+                        resident.remove(&o.0);
+                        headroom.freed(priority[i]);
                         live_bytes = live_bytes.saturating_sub(x.bytes());
                         if x.ct().is_some() {
                             live = live.saturating_sub(1);
+                        }
+                    }
+                    if on_disk[i] {
+                        on_disk[i] = false;
+                        if let Some(sd) = spill.as_mut() {
+                            sd.discard(&spill::value_file(o));
                         }
                     }
                 }
             }
         }
         for (v, val) in finished {
+            done[v.0 as usize] = true;
             *wave_counts.entry(stage_of(v)).or_default() += 1;
             let (p, sub) = priority[v.0 as usize];
             if sub == 0 {
@@ -1375,12 +1583,64 @@ pub fn execute(
                         }
                         live_bytes += val.bytes();
                         headroom.made(frontier, priority[v.0 as usize], type_bytes(m, v, log_n));
+                        resident.insert(v.0);
                         store[v.0 as usize] = Some(val);
                     }
                 }
             }
         }
         report.peak_live_ciphertexts = report.peak_live_ciphertexts.max(live);
+        let cancelled = opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed));
+        if let (Some(sd), Some(so)) = (spill.as_mut(), &opts.spill) {
+            let t = Instant::now();
+            let held = live_bytes + input_bytes + output_bytes;
+            if held > so.budget {
+                let mut s = Spilled {
+                    store: &mut store,
+                    on_disk: &mut on_disk,
+                    resident: &mut resident,
+                    live_bytes: &mut live_bytes,
+                    live: &mut live,
+                };
+                let freed_inputs = evict(
+                    m,
+                    sd,
+                    ckks,
+                    &mut s,
+                    &done,
+                    &priority,
+                    &input_node,
+                    &inputs,
+                    &mut input_spilled,
+                    held - so.budget / 10 * 8,
+                )?;
+                input_bytes = input_bytes.saturating_sub(freed_inputs);
+            }
+            let due = so
+                .checkpoint_every
+                .is_some_and(|every| last_checkpoint.elapsed() >= every);
+            if due || cancelled {
+                checkpoint(
+                    m,
+                    sd,
+                    ckks,
+                    &so.run_id,
+                    &store,
+                    &mut on_disk,
+                    &done,
+                    &remaining,
+                    &outputs,
+                )?;
+                last_checkpoint = Instant::now();
+            }
+            sd.report.io_seconds += t.elapsed().as_secs_f64();
+        }
+        if cancelled {
+            return Err(ExecError::Cancelled);
+        }
         progress.nodes(done_nodes as u64, total_nodes as u64);
         // Share the wavefront's time among the stages of its nodes; snapshot memory when a
         // stage's last node has run.
@@ -1430,7 +1690,265 @@ pub fn execute(
     report.nodes = done_nodes;
     report.seconds = t0.elapsed().as_secs_f64();
     report.peak_rss_bytes = read_memory_status().map(|m| m.peak_rss_bytes);
+    if let Some(sd) = spill {
+        report.spill = Some(SpillReport {
+            resumed_nodes: resumed,
+            ..sd.report.clone()
+        });
+        sd.finish();
+    }
     Ok(RunResult { outputs, report })
+}
+
+/// Applies checkpoint `man` to a fresh run's state: marks the nodes done and the results on
+/// disk (checking their files are there), reads the outputs back, and clears the directory of
+/// files the checkpoint does not name.
+fn resume(
+    m: &Module,
+    man: &spill::Manifest,
+    sd: &mut spill::SpillDir,
+    ckks: &crate::ckks::Context,
+    done: &mut [bool],
+    on_disk: &mut [bool],
+) -> Result<Vec<OutputCt>, ExecError> {
+    let dir = sd.dir.display().to_string();
+    let bad = |detail: String| ExecError::Spill {
+        path: dir.clone(),
+        detail,
+    };
+    if man.nodes != done.len() {
+        return Err(bad(format!(
+            "the checkpoint is of a circuit with {} node ids; this one has {}",
+            man.nodes,
+            done.len()
+        )));
+    }
+    for v in m.ids() {
+        let i = v.0 as usize;
+        done[i] = man.done[i];
+    }
+    for &v in &man.values {
+        let i = v as usize;
+        if !done.get(i).copied().unwrap_or(false) {
+            return Err(bad(format!(
+                "the checkpoint holds node {v}, which it does not list as done"
+            )));
+        }
+        let name = spill::file_name('v', v);
+        if !sd.path(&name).is_file() {
+            return Err(bad(format!("the checkpoint's file {name} is missing")));
+        }
+        on_disk[i] = true;
+    }
+    let mut outputs = Vec::with_capacity(man.outputs.len());
+    for (k, (name, index)) in man.outputs.iter().enumerate() {
+        let file = spill::file_name('o', k as u32);
+        let (val, b) = sd.read(ckks, &file)?;
+        sd.read_back(b);
+        let Value::Ct(ct) = val else {
+            return Err(bad(format!("output file {file} holds a plaintext")));
+        };
+        outputs.push(OutputCt {
+            name: name.clone(),
+            index: *index,
+            ct,
+        });
+    }
+    sd.outputs_saved = outputs.len();
+    sd.clear(&man.files());
+    Ok(outputs)
+}
+
+/// The executor's stored results, as eviction changes them.
+struct Spilled<'a> {
+    store: &'a mut [Option<Value>],
+    on_disk: &'a mut [bool],
+    resident: &'a mut HashSet<u32>,
+    live_bytes: &'a mut u64,
+    live: &'a mut usize,
+}
+
+/// Moves at least `need` bytes of live values to the spill directory, those whose next use in
+/// the schedule lies furthest ahead first (stored results, by their first user not yet run, and
+/// unread inputs, by their input node); a result already on disk is only dropped. Returns the
+/// bytes of inputs moved out of the input map.
+#[allow(clippy::too_many_arguments)]
+fn evict(
+    m: &Module,
+    sd: &mut spill::SpillDir,
+    ckks: &crate::ckks::Context,
+    s: &mut Spilled<'_>,
+    done: &[bool],
+    priority: &[(u32, u32)],
+    input_node: &HashMap<(String, u32), ValueId>,
+    inputs: &Mutex<HashMap<(String, u32), Ciphertext>>,
+    input_spilled: &mut HashMap<ValueId, (String, u32)>,
+    need: u64,
+) -> Result<u64, ExecError> {
+    let next_use = |v: ValueId| {
+        m.users(v)
+            .iter()
+            .filter(|u| !done.get(u.0 as usize).copied().unwrap_or(true))
+            .filter_map(|u| priority.get(u.0 as usize).map(|p| p.0))
+            .min()
+            .unwrap_or(u32::MAX)
+    };
+    let mut map = inputs
+        .lock()
+        .map_err(|_| ExecError::Invalid("the input map was poisoned".into()))?;
+    // (next use, is an input, node, bytes)
+    let mut cands: Vec<(u32, bool, ValueId, u64)> = s
+        .resident
+        .iter()
+        .filter_map(|&i| {
+            let val = s.store.get(i as usize)?.as_ref()?;
+            Some((next_use(ValueId(i)), false, ValueId(i), val.bytes()))
+        })
+        .collect();
+    for (key, ct) in map.iter() {
+        if let Some(&v) = input_node.get(key) {
+            let p = priority.get(v.0 as usize).map_or(u32::MAX, |p| p.0);
+            cands.push((p, true, v, ct_bytes(ct)));
+        }
+    }
+    cands.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.2.cmp(&b.2)));
+    let mut chosen = 0u64;
+    let picked: Vec<(bool, ValueId)> = cands
+        .into_iter()
+        .take_while(|c| {
+            let more = chosen < need;
+            chosen += c.3;
+            more
+        })
+        .map(|c| (c.1, c.2))
+        .collect();
+    // Inputs leave the map first, so every write below borrows only.
+    let mut moved_inputs: Vec<(ValueId, (String, u32), Value)> = Vec::new();
+    for &(is_input, v) in &picked {
+        if !is_input {
+            continue;
+        }
+        let key = map
+            .iter()
+            .find(|(k, _)| input_node.get(*k) == Some(&v))
+            .map(|(k, _)| k.clone());
+        if let Some(key) = key {
+            if let Some(ct) = map.remove(&key) {
+                moved_inputs.push((v, key, Value::Ct(ct)));
+            }
+        }
+    }
+    drop(map);
+    let store = &*s.store;
+    let on_disk = &*s.on_disk;
+    let sd_ref = &*sd;
+    let writes: Vec<Result<(PathBuf, u64), ExecError>> = picked
+        .par_iter()
+        .filter(|(is_input, v)| !is_input && !on_disk[v.0 as usize])
+        .filter_map(|&(_, v)| {
+            let val = store[v.0 as usize].as_ref()?;
+            Some(sd_ref.write(ckks, &spill::value_file(v), val))
+        })
+        .chain(
+            moved_inputs
+                .par_iter()
+                .map(|(v, _, val)| sd_ref.write(ckks, &spill::file_name('i', v.0), val)),
+        )
+        .collect();
+    for w in writes {
+        let (path, bytes) = w?;
+        sd.wrote(path, bytes);
+    }
+    let mut freed_inputs = 0u64;
+    for (v, key, val) in moved_inputs {
+        freed_inputs += val.bytes();
+        input_spilled.insert(v, key);
+    }
+    for (is_input, v) in picked {
+        if is_input {
+            continue;
+        }
+        let i = v.0 as usize;
+        s.on_disk[i] = true;
+        if let Some(val) = s.store[i].take() {
+            s.resident.remove(&v.0);
+            *s.live_bytes = s.live_bytes.saturating_sub(val.bytes());
+            if val.ct().is_some() {
+                *s.live = s.live.saturating_sub(1);
+            }
+        }
+    }
+    Ok(freed_inputs)
+}
+
+/// Writes a checkpoint: every stored result not yet on disk, the outputs not yet in files, and
+/// the manifest of the nodes done and the results alive.
+#[allow(clippy::too_many_arguments)]
+fn checkpoint(
+    m: &Module,
+    sd: &mut spill::SpillDir,
+    ckks: &crate::ckks::Context,
+    run_id: &str,
+    store: &[Option<Value>],
+    on_disk: &mut [bool],
+    done: &[bool],
+    remaining: &[usize],
+    outputs: &[OutputCt],
+) -> Result<(), ExecError> {
+    let sd_ref = &*sd;
+    let disk = &*on_disk;
+    let writes: Vec<Result<(usize, PathBuf, u64), ExecError>> = store
+        .par_iter()
+        .enumerate()
+        .filter(|(i, v)| v.is_some() && !disk[*i])
+        .filter_map(|(i, v)| {
+            let val = v.as_ref()?;
+            Some(
+                sd_ref
+                    .write(ckks, &spill::file_name('v', i as u32), val)
+                    .map(|(p, b)| (i, p, b)),
+            )
+        })
+        .chain(
+            outputs
+                .par_iter()
+                .enumerate()
+                .skip(sd_ref.outputs_saved)
+                .map(|(k, o)| {
+                    sd_ref
+                        .write_ct(ckks, &spill::file_name('o', k as u32), &o.ct)
+                        .map(|(p, b)| (usize::MAX, p, b))
+                }),
+        )
+        .collect();
+    for w in writes {
+        let (i, path, bytes) = w?;
+        if i != usize::MAX {
+            on_disk[i] = true;
+        }
+        sd.wrote(path, bytes);
+    }
+    sd.outputs_saved = outputs.len();
+    let mut values = Vec::new();
+    for v in m.ids() {
+        let i = v.0 as usize;
+        if done[i] && remaining[i] > 0 {
+            if !on_disk[i] {
+                return Err(ExecError::Invalid(format!(
+                    "checkpoint: node {v} is alive but neither stored nor on disk"
+                )));
+            }
+            values.push(v.0);
+        }
+    }
+    let manifest = spill::Manifest {
+        run_id: run_id.to_string(),
+        nodes: done.len(),
+        done: done.to_vec(),
+        values,
+        outputs: outputs.iter().map(|o| (o.name.clone(), o.index)).collect(),
+    };
+    sd.commit(&manifest)
 }
 
 enum HeNodeRef {

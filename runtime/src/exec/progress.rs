@@ -18,6 +18,8 @@ pub enum ProgressEvent<'a> {
     Start {
         /// Nodes in the circuit.
         nodes: u64,
+        /// Nodes already done by the checkpoint the run resumes (0 for a fresh run).
+        resumed: u64,
     },
     /// The running nodes now belong to this stage (a layer, or a level).
     Stage {
@@ -64,10 +66,10 @@ pub(crate) struct Progress<'a> {
 }
 
 impl<'a> Progress<'a> {
-    /// Starts reporting a run of `nodes` nodes.
-    pub(crate) fn start(sink: Option<&'a ProgressSink>, nodes: u64) -> Progress<'a> {
+    /// Starts reporting a run of `nodes` nodes, `resumed` of them done by a checkpoint.
+    pub(crate) fn start(sink: Option<&'a ProgressSink>, nodes: u64, resumed: u64) -> Progress<'a> {
         if let Some(s) = sink {
-            s.emit(&ProgressEvent::Start { nodes });
+            s.emit(&ProgressEvent::Start { nodes, resumed });
         }
         Progress { sink }
     }

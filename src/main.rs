@@ -148,6 +148,11 @@ enum Cli {
         /// schedule, plus the evaluation keys) exceeds this size (bytes, or e.g. 6GiB, 512M).
         #[arg(long, value_parser = hecc::run::parse_size)]
         memory_budget: Option<u64>,
+        /// Estimate a run that keeps at most this many bytes of live values in memory and
+        /// moves the rest to disk (`hecc run --spill-dir D --spill-budget SIZE`): the report
+        /// states what it holds, writes and reads.
+        #[arg(long, value_parser = hecc::run::parse_size)]
+        spill_budget: Option<u64>,
         #[command(flatten)]
         insecure: Insecure,
         /// A cost table written by `hecc calibrate`, for time estimates.
@@ -538,6 +543,7 @@ fn main() -> ExitCode {
             ranges,
             scale_bits,
             memory_budget,
+            spill_budget,
             costs,
             passes,
             dump_after,
@@ -571,6 +577,7 @@ fn main() -> ExitCode {
                         .transpose()?,
                     scale_bits,
                     memory_budget,
+                    spill_budget,
                     costs,
                     passes,
                     dump_after,

@@ -217,6 +217,21 @@ pub fn render(r: &Report) -> String {
                 m.topological.values,
                 bytes(m.topological.bytes),
             );
+            if let Some(sp) = &m.spill {
+                let _ = writeln!(
+                    s,
+                    "spill: with live values kept within {} (hecc run --spill-budget) the run holds \
+                     at most {} of them ({} with keys), writes {} values ({}) and reads back {}; \
+                     its largest step alone needs {}",
+                    bytes(sp.budget),
+                    bytes(sp.held_bytes),
+                    bytes(sp.held_bytes + m.key_bytes),
+                    sp.values_written,
+                    bytes(sp.written_bytes),
+                    bytes(sp.read_bytes),
+                    bytes(sp.floor_bytes),
+                );
+            }
         }
         None => {
             let _ = writeln!(

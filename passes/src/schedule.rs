@@ -67,6 +67,42 @@ pub struct ScheduleSummary {
     pub total_bytes: u64,
     /// The budget that was checked, if any.
     pub budget: Option<u64>,
+    /// A run of this schedule that keeps its live values within a budget (`hecc run
+    /// --spill-budget`): what it holds and moves to disk, when such a budget was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spill: Option<SpillSummary>,
+}
+
+/// The spill traffic of a schedule run within a budget of live values
+/// ([`hecc_ir::he::spill_profile`], the model the executor's spill store follows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpillSummary {
+    /// Bytes of live values the run may keep in memory.
+    pub budget: u64,
+    /// Most bytes of live values it holds (one step's operands and result always are).
+    pub held_bytes: u64,
+    /// Bytes it writes to disk, and how many values.
+    pub written_bytes: u64,
+    /// Values written.
+    pub values_written: u64,
+    /// Bytes it reads back.
+    pub read_bytes: u64,
+    /// The largest single step's need: no budget holds less.
+    pub floor_bytes: u64,
+}
+
+/// The spill traffic of running `order` with at most `budget` bytes of live values in memory.
+pub fn spill_summary(m: &Module, order: &[ValueId], log_n: u32, budget: u64) -> SpillSummary {
+    let ids: Vec<u32> = order.iter().map(|v| v.0).collect();
+    let p = hecc_ir::he::spill_profile(m, &ids, log_n, budget);
+    SpillSummary {
+        budget,
+        held_bytes: p.held_bytes,
+        written_bytes: p.written_bytes,
+        values_written: p.values_written,
+        read_bytes: p.read_bytes,
+        floor_bytes: p.floor_bytes,
+    }
 }
 
 /// A schedule: node order and its summary.
@@ -385,6 +421,7 @@ pub fn schedule(
             key_bytes,
             total_bytes: total,
             budget,
+            spill: None,
         },
     })
 }

@@ -321,3 +321,29 @@ fn damaged_checkpoints_are_refused_with_the_file_named() {
     assert!(err.contains("missing"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_memory_models_spill_estimate_matches_a_sequential_run() {
+    let f = fixture();
+    let dir = temp_dir("model");
+    let budget = 6 * 3 * 4096 * 8; // six ciphertexts at level 2
+    let run = f
+        .run(ExecOptions {
+            max_wavefront: 1,
+            lookahead: 1,
+            spill: spill(&dir, budget, None, "model"),
+            ..Default::default()
+        })
+        .unwrap();
+    let s = run.report.spill.unwrap();
+    let model = hecc_ir::he::spill_profile(&f.m, &f.order, 12, budget);
+    assert!(s.values_written > 0, "{s:?}");
+    assert_eq!(model.values_written, s.values_written, "{model:?} vs {s:?}");
+    assert!(model.held_bytes >= model.floor_bytes);
+    assert!(
+        run.report.peak_live_bytes <= model.held_bytes,
+        "run held {} > model {}",
+        run.report.peak_live_bytes,
+        model.held_bytes
+    );
+}

@@ -123,6 +123,9 @@ pub struct CompileOptions {
     /// Memory budget in bytes: live ciphertexts and plaintexts at the peak of the chosen
     /// schedule, plus the evaluation keys.
     pub memory_budget: Option<u64>,
+    /// Estimate a run that keeps its live values within this many bytes (`hecc run
+    /// --spill-budget`): the report states what it holds and spills.
+    pub spill_budget: Option<u64>,
     /// Cost table for time estimates.
     pub costs: Option<CostTable>,
     /// Comma-separated pass list (`--passes`); `None` runs the default pipeline for `rescale`.
@@ -174,6 +177,7 @@ impl Default for CompileOptions {
             security: Security::Bits128,
             min_log_n: 12,
             memory_budget: None,
+            spill_budget: None,
             costs: None,
             passes: None,
             dump_after: Vec::new(),

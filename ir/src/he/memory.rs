@@ -64,3 +64,181 @@ pub fn live_profile(m: &Module, order: &[u32], log_n: u32) -> Vec<Live> {
     }
     profile
 }
+
+/// What a run of an order that keeps its live values within a budget moves to disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpillProfile {
+    /// Most bytes of live values in memory at once (a step's operands and result always are).
+    pub held_bytes: u64,
+    /// Bytes written to disk (each value at most once).
+    pub written_bytes: u64,
+    /// Values written.
+    pub values_written: u64,
+    /// Bytes read back.
+    pub read_bytes: u64,
+    /// The largest step's own need (its operands and its result): no budget holds less.
+    pub floor_bytes: u64,
+}
+
+/// The spill traffic of running `order` one step at a time with at most `budget` bytes of live
+/// values in memory, as the executor's spill store does it: before a step its operands are read
+/// back; after it, when more than `budget` is held, the values whose next use lies furthest
+/// ahead go to disk (written only the first time) until four fifths of the budget remain.
+/// Inputs start in memory and are evicted the same way. Sizes are [`super::Type::bytes`].
+pub fn spill_profile(m: &Module, order: &[u32], log_n: u32, budget: u64) -> SpillProfile {
+    // A dense layer's multiply-accumulates over one operand list run fused, as the executor
+    // runs them: all members at the first one's step, with no eviction between them.
+    let dense = |id: u32| match m.node(ValueId(id)).map(|x| &x.op) {
+        Some(Op::Mac(a)) if a.coeffs.len() >= 16 => {
+            Some((m.operands(ValueId(id)), a.log_scale.0.to_bits()))
+        }
+        _ => None,
+    };
+    let mut groups: std::collections::HashMap<(Vec<ValueId>, u64), Vec<u32>> =
+        std::collections::HashMap::new();
+    for &id in order {
+        if let Some(key) = dense(id) {
+            groups.entry(key).or_default().push(id);
+        }
+    }
+    let mut fused_order: Vec<u32> = Vec::with_capacity(order.len());
+    for &id in order {
+        match dense(id).and_then(|key| groups.remove(&key)) {
+            Some(members) => fused_order.extend(members),
+            None if dense(id).is_some() => {}
+            None => fused_order.push(id),
+        }
+    }
+    let order = &fused_order;
+    let n = m.ids().map(|v| v.0 as usize + 1).max().unwrap_or(0);
+    let mut remaining = vec![0usize; n];
+    let mut bytes = vec![0u64; n];
+    // Positions (in `order`) of each value's users, ascending; `next[k]` indexes the first
+    // user not yet run.
+    let mut uses: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for (i, &id) in order.iter().enumerate() {
+        if (id as usize) < n && m.node(ValueId(id)).is_some() {
+            for o in m.operands(ValueId(id)) {
+                if let Some(u) = uses.get_mut(o.0 as usize) {
+                    u.push(i as u32);
+                }
+            }
+        }
+    }
+    let mut next = vec![0usize; n];
+    let mut resident = vec![false; n];
+    let mut on_disk = vec![false; n];
+    let mut held = 0u64;
+    let mut p = SpillProfile::default();
+    let mut in_memory: Vec<u32> = Vec::new();
+    for v in m.ids() {
+        let k = v.0 as usize;
+        remaining[k] = m.users(v).len();
+        bytes[k] = m.ty(v).map_or(0, |t| t.bytes(log_n));
+        if matches!(m.node(v).map(|x| &x.op), Some(Op::Input { .. })) && remaining[k] > 0 {
+            resident[k] = true;
+            held += bytes[k];
+            in_memory.push(v.0);
+        }
+    }
+    let evict = |held: &mut u64,
+                 in_memory: &mut Vec<u32>,
+                 resident: &mut [bool],
+                 on_disk: &mut [bool],
+                 next: &[usize],
+                 p: &mut SpillProfile| {
+        in_memory.retain(|&k| resident[k as usize]);
+        let next_use = |k: u32| {
+            uses[k as usize]
+                .get(next[k as usize])
+                .copied()
+                .unwrap_or(u32::MAX)
+        };
+        in_memory.sort_unstable_by_key(|&k| (std::cmp::Reverse(next_use(k)), k));
+        let target = budget / 10 * 8;
+        let mut kept = Vec::new();
+        for &k in in_memory.iter() {
+            let i = k as usize;
+            if *held > target {
+                resident[i] = false;
+                *held -= bytes[i];
+                if !on_disk[i] {
+                    on_disk[i] = true;
+                    p.written_bytes += bytes[i];
+                    p.values_written += 1;
+                }
+            } else {
+                kept.push(k);
+            }
+        }
+        *in_memory = kept;
+    };
+    if held > budget {
+        evict(
+            &mut held,
+            &mut in_memory,
+            &mut resident,
+            &mut on_disk,
+            &next,
+            &mut p,
+        );
+    }
+    let mut prev_dense = order.first().and_then(|&id| dense(id));
+    for (pos, &id) in order.iter().enumerate() {
+        let k = id as usize;
+        let v = ValueId(id);
+        if k >= n || m.node(v).is_none() {
+            continue;
+        }
+        let next_dense = order.get(pos + 1).and_then(|&id| dense(id));
+        let fused_with_next = next_dense.is_some() && next_dense == prev_dense;
+        prev_dense = next_dense;
+        let ops = m.operands(v);
+        let mut own = 0u64;
+        for o in &ops {
+            let j = o.0 as usize;
+            own += bytes[j];
+            if !resident[j] && remaining[j] > 0 {
+                resident[j] = true;
+                held += bytes[j];
+                p.read_bytes += bytes[j];
+                in_memory.push(o.0);
+            }
+        }
+        let mut made = 0;
+        if remaining[k] > 0 && !resident[k] {
+            made = bytes[k];
+            resident[k] = true;
+            in_memory.push(id);
+        }
+        own += bytes[k];
+        p.floor_bytes = p.floor_bytes.max(own);
+        held += made;
+        p.held_bytes = p.held_bytes.max(held);
+        for o in &ops {
+            let j = o.0 as usize;
+            next[j] += 1;
+            if let Some(r) = remaining.get_mut(j).filter(|r| **r > 0) {
+                *r -= 1;
+                if *r == 0 {
+                    if resident[j] {
+                        held -= bytes[j];
+                        resident[j] = false;
+                    }
+                    on_disk[j] = false;
+                }
+            }
+        }
+        if held > budget && !fused_with_next {
+            evict(
+                &mut held,
+                &mut in_memory,
+                &mut resident,
+                &mut on_disk,
+                &next,
+                &mut p,
+            );
+        }
+    }
+    p
+}

@@ -1256,6 +1256,9 @@ pub fn execute(
     // results in memory.
     let mut on_disk = vec![false; max_id];
     let mut input_spilled: HashMap<ValueId, (String, u32)> = HashMap::new();
+    // Input nodes whose ciphertext has a file (kept until the node has run, so an input read
+    // back and evicted again is not written twice).
+    let mut input_files: HashSet<ValueId> = HashSet::new();
     let mut resident: HashSet<u32> = HashSet::new();
     let mut spill = match &opts.spill {
         Some(o) => Some(spill::SpillDir::open(o)?),
@@ -1348,6 +1351,7 @@ pub fn execute(
                 &input_node,
                 &inputs,
                 &mut input_spilled,
+                &mut input_files,
                 held - so.budget / 10 * 8,
             )?;
             input_bytes = input_bytes.saturating_sub(freed);
@@ -1374,7 +1378,7 @@ pub fn execute(
             u64::MAX
         };
         headroom.advance(frontier);
-        let front = take_front(
+        let mut front = take_front(
             m,
             &mut ready,
             &headroom,
@@ -1391,6 +1395,45 @@ pub fn execute(
             break;
         }
         let tw = Instant::now();
+        // An input whose ciphertext waits on disk becomes its node's value there: the file is
+        // renamed, not read (it is read, and its scale checked, when a user needs it).
+        let mut on_disk_inputs: Vec<ValueId> = Vec::new();
+        if let Some(sd) = spill.as_mut() {
+            front.retain(|v| {
+                let waiting = input_spilled.contains_key(v);
+                if waiting {
+                    on_disk_inputs.push(*v);
+                }
+                !waiting
+            });
+            for &v in &on_disk_inputs {
+                input_spilled.remove(&v);
+                input_files.remove(&v);
+                let i = v.0 as usize;
+                let (from, to) = (spill::file_name('i', v.0), spill::value_file(v));
+                if remaining[i] > 0 {
+                    sd.rename(&from, &to)?;
+                    on_disk[i] = true;
+                } else {
+                    sd.discard(&from);
+                }
+                done[i] = true;
+                done_nodes += 1;
+                let (p, sub) = priority[i];
+                if sub == 0 {
+                    if let Some(d) = pos_done.get_mut(p as usize) {
+                        *d = true;
+                    }
+                }
+                for u in m.users(v) {
+                    let p = &mut pending[u.0 as usize];
+                    *p = p.saturating_sub(1);
+                    if *p == 0 {
+                        ready.push(Reverse((priority[u.0 as usize], u)));
+                    }
+                }
+            }
+        }
         // Bring back what this wavefront reads from the spill directory.
         if let Some(sd) = spill.as_mut() {
             let t = Instant::now();
@@ -1404,48 +1447,31 @@ pub fn execute(
                 .collect();
             want.sort_unstable();
             want.dedup();
-            let want_in: Vec<ValueId> = front
-                .iter()
-                .copied()
-                .filter(|v| input_spilled.contains_key(v))
-                .collect();
             let sd_ref = &*sd;
-            let read: Vec<Result<(ValueId, bool, Value, u64), ExecError>> = want
+            let ctx_ref = &ctx;
+            // Read back and checked against the node's type (level, scale; the scale set
+            // exactly, as when the value was made).
+            let read: Vec<Result<(ValueId, Value, u64), ExecError>> = want
                 .par_iter()
-                .map(|&o| (o, false))
-                .chain(want_in.par_iter().map(|&v| (v, true)))
-                .map(|(v, is_input)| {
-                    let name = spill::file_name(if is_input { 'i' } else { 'v' }, v.0);
-                    sd_ref
-                        .read(ckks, &name)
-                        .map(|(val, b)| (v, is_input, val, b))
+                .map(|&v| {
+                    let (mut val, b) = sd_ref.read(ckks, &spill::value_file(v))?;
+                    let ty = m.ty(v).ok_or(ExecError::MissingOperand {
+                        node: v,
+                        operand: v,
+                    })?;
+                    ctx_ref.check(v, &ty, &mut val)?;
+                    Ok((v, val, b))
                 })
                 .collect();
             for r in read {
-                let (v, is_input, val, b) = r?;
+                let (v, val, b) = r?;
                 sd.read_back(b);
-                if is_input {
-                    let Value::Ct(ct) = val else {
-                        return Err(ExecError::Spill {
-                            path: sd.path(&spill::file_name('i', v.0)).display().to_string(),
-                            detail: "an input's file holds a plaintext".into(),
-                        });
-                    };
-                    if let Some(key) = input_spilled.remove(&v) {
-                        input_bytes += ct_bytes(&ct);
-                        if let Ok(mut map) = inputs.lock() {
-                            map.insert(key, ct);
-                        }
-                    }
-                    sd.discard(&spill::file_name('i', v.0));
-                } else {
-                    live_bytes += val.bytes();
-                    if val.ct().is_some() {
-                        live += 1;
-                    }
-                    resident.insert(v.0);
-                    store[v.0 as usize] = Some(val);
+                live_bytes += val.bytes();
+                if val.ct().is_some() {
+                    live += 1;
                 }
+                resident.insert(v.0);
+                store[v.0 as usize] = Some(val);
             }
             sd.report.io_seconds += t.elapsed().as_secs_f64();
         }
@@ -1458,6 +1484,9 @@ pub fn execute(
             }
         }
         let mut wave_counts: BTreeMap<usize, usize> = BTreeMap::new();
+        for &v in &on_disk_inputs {
+            *wave_counts.entry(stage_of(v)).or_default() += 1;
+        }
         let tasks = group_tasks(m, &front, &store, &mut report.hoisted_rotations);
         // Unary nodes that are their operand's last user take it and work in place.
         let mut owned: HashMap<ValueId, Value> = HashMap::new();
@@ -1512,6 +1541,11 @@ pub fn execute(
         for (v, val) in &finished {
             if matches!(m.node(*v).map(|n| &n.op), Some(Op::Input { .. })) {
                 input_bytes = input_bytes.saturating_sub(val.bytes());
+                if input_files.remove(v) {
+                    if let Some(sd) = spill.as_mut() {
+                        sd.discard(&spill::file_name('i', v.0));
+                    }
+                }
             }
         }
         finished.iter_mut().for_each(|(_, val)| val.compact());
@@ -1615,6 +1649,7 @@ pub fn execute(
                     &input_node,
                     &inputs,
                     &mut input_spilled,
+                    &mut input_files,
                     held - so.budget / 10 * 8,
                 )?;
                 input_bytes = input_bytes.saturating_sub(freed_inputs);
@@ -1783,6 +1818,7 @@ fn evict(
     input_node: &HashMap<(String, u32), ValueId>,
     inputs: &Mutex<HashMap<(String, u32), Ciphertext>>,
     input_spilled: &mut HashMap<ValueId, (String, u32)>,
+    input_files: &mut HashSet<ValueId>,
     need: u64,
 ) -> Result<u64, ExecError> {
     let next_use = |v: ValueId| {
@@ -1807,8 +1843,7 @@ fn evict(
         .collect();
     for (key, ct) in map.iter() {
         if let Some(&v) = input_node.get(key) {
-            let p = priority.get(v.0 as usize).map_or(u32::MAX, |p| p.0);
-            cands.push((p, true, v, ct_bytes(ct)));
+            cands.push((next_use(v), true, v, ct_bytes(ct)));
         }
     }
     cands.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.2.cmp(&b.2)));
@@ -1852,6 +1887,7 @@ fn evict(
         .chain(
             moved_inputs
                 .par_iter()
+                .filter(|(v, _, _)| !input_files.contains(v))
                 .map(|(v, _, val)| sd_ref.write(ckks, &spill::file_name('i', v.0), val)),
         )
         .collect();
@@ -1863,6 +1899,7 @@ fn evict(
     for (v, key, val) in moved_inputs {
         freed_inputs += val.bytes();
         input_spilled.insert(v, key);
+        input_files.insert(v);
     }
     for (is_input, v) in picked {
         if is_input {

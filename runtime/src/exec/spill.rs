@@ -215,6 +215,15 @@ impl SpillDir {
         Ok((value, bytes.len() as u64))
     }
 
+    /// Renames file `from` to `to` (an input's ciphertext becoming its node's value).
+    pub(crate) fn rename(&mut self, from: &str, to: &str) -> Result<(), ExecError> {
+        let (a, b) = (self.path(from), self.path(to));
+        fs::rename(&a, &b).map_err(|e| spill_err(&a, format!("cannot rename: {e}")))?;
+        // Not durable until the next checkpoint syncs the directory with the manifest.
+        self.unsynced.push(b);
+        Ok(())
+    }
+
     /// Counts a written file.
     pub(crate) fn wrote(&mut self, path: PathBuf, bytes: u64) {
         self.unsynced.push(path);

@@ -320,12 +320,20 @@ pub fn compile_with(
     });
     let t0 = Instant::now();
     let key_bytes = rep.keys.resident_bytes();
-    let sched = hecc_passes::schedule::schedule(
+    let mut sched = hecc_passes::schedule::schedule(
         &managed.module,
         choice.log_n,
         key_bytes,
         opts.memory_budget,
     )?;
+    if let Some(b) = opts.spill_budget {
+        sched.summary.spill = Some(hecc_passes::schedule::spill_summary(
+            &managed.module,
+            &sched.order,
+            choice.log_n,
+            b,
+        ));
+    }
     if opts.time_passes {
         log.timings.push(PassTiming {
             pass: "(schedule)".into(),

@@ -789,6 +789,30 @@ struct Admission {
     log_n: u32,
 }
 
+/// Operands a spilling run would have to read back for a wavefront: those on disk and not in
+/// memory, each counted once.
+struct Reload<'a> {
+    on_disk: &'a [bool],
+    store: &'a [Option<Value>],
+    counted: HashSet<ValueId>,
+}
+
+impl Reload<'_> {
+    /// Bytes that running `v` adds to the wavefront's reads (operands not yet counted).
+    fn bytes(&mut self, m: &Module, v: ValueId, log_n: u32) -> u64 {
+        let mut b = 0;
+        for o in m.operands(v) {
+            let i = o.0 as usize;
+            let away = self.on_disk.get(i).copied().unwrap_or(false)
+                && self.store.get(i).is_some_and(Option::is_none);
+            if away && self.counted.insert(o) {
+                b += type_bytes(m, o, log_n);
+            }
+        }
+        b
+    }
+}
+
 /// The next wavefront: the most urgent ready nodes inside the lookahead window, up to the
 /// wavefront cap, the explicit memory limit and the schedule's memory headroom (always at least
 /// one, so a schedule that is not a topological order or a tight limit cannot stall the run).
@@ -800,9 +824,12 @@ fn take_front(
     ready: &mut BinaryHeap<Reverse<((u32, u32), ValueId)>>,
     headroom: &headroom::Headroom,
     a: Admission,
+    mut reload: Option<Reload<'_>>,
 ) -> Vec<ValueId> {
     let mut front: Vec<ValueId> = Vec::with_capacity(a.wave_cap);
     let mut projected = a.live;
+    // Bytes a spilling run reads back for the nodes admitted.
+    let mut loads = 0u64;
     // Results admitted ahead of the frontier in this wavefront.
     let mut pending_ahead = 0u64;
     let cost = |v: ValueId| type_bytes(m, v, a.log_n);
@@ -811,13 +838,18 @@ fn take_front(
         match ready.peek() {
             Some(&Reverse((p, v))) if front.is_empty() || u64::from(p.0) < a.window_end => {
                 let add = cost(v);
+                // A spilling run also holds the operands it reads back.
+                let load = reload.as_mut().map_or(0, |r| r.bytes(m, v, a.log_n));
                 if !front.is_empty()
-                    && (a.memory_limit.is_some_and(|cap| projected + add > cap)
+                    && (a
+                        .memory_limit
+                        .is_some_and(|cap| projected + loads + add + load > cap)
                         || !headroom.allows(a.frontier, p, pending_ahead + add))
                 {
                     break;
                 }
                 projected += add;
+                loads += load;
                 if ahead_of(p) {
                     pending_ahead += add;
                 }
@@ -842,6 +874,7 @@ fn take_front(
         entries.sort_by_key(|&Reverse(key)| key);
         for entry in entries {
             let Reverse((p, v)) = entry;
+            // Members share the operands the group's first member reads.
             let add = cost(v);
             let fits = a.memory_limit.is_none_or(|cap| projected + add <= cap)
                 && headroom.allows(a.frontier, p, pending_ahead + add);
@@ -1390,6 +1423,11 @@ pub fn execute(
                 live: live_bytes + input_bytes + output_bytes,
                 log_n,
             },
+            spill.as_ref().map(|_| Reload {
+                on_disk: &on_disk,
+                store: &store,
+                counted: HashSet::new(),
+            }),
         );
         if front.is_empty() {
             break;

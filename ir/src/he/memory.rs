@@ -101,12 +101,35 @@ pub fn spill_profile(m: &Module, order: &[u32], log_n: u32, budget: u64) -> Spil
             groups.entry(key).or_default().push(id);
         }
     }
+    // Wide groups (at least 128 terms, more than one member) stream their operands: those on
+    // disk are read for the group's pass (counted at its first member) and not kept, one
+    // chunk of an eighth of the budget at a time.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Step {
+        Plain,
+        StreamFirst,
+        StreamMember,
+    }
+    let mut steps: Vec<Step> = Vec::with_capacity(order.len());
     let mut fused_order: Vec<u32> = Vec::with_capacity(order.len());
     for &id in order {
         match dense(id).and_then(|key| groups.remove(&key)) {
-            Some(members) => fused_order.extend(members),
+            Some(members) => {
+                let wide = members.len() > 1 && m.operands(ValueId(id)).len() >= 128;
+                for (i, &member) in members.iter().enumerate() {
+                    fused_order.push(member);
+                    steps.push(match (wide, i) {
+                        (false, _) => Step::Plain,
+                        (true, 0) => Step::StreamFirst,
+                        (true, _) => Step::StreamMember,
+                    });
+                }
+            }
             None if dense(id).is_some() => {}
-            None => fused_order.push(id),
+            None => {
+                fused_order.push(id);
+                steps.push(Step::Plain);
+            }
         }
     }
     let order = &fused_order;
@@ -194,16 +217,26 @@ pub fn spill_profile(m: &Module, order: &[u32], log_n: u32, budget: u64) -> Spil
         let fused_with_next = next_dense.is_some() && next_dense == prev_dense;
         prev_dense = next_dense;
         let ops = m.operands(v);
+        let step = steps.get(pos).copied().unwrap_or(Step::Plain);
         let mut own = 0u64;
         for o in &ops {
             let j = o.0 as usize;
             own += bytes[j];
             if !resident[j] && remaining[j] > 0 {
-                resident[j] = true;
-                held += bytes[j];
-                p.read_bytes += bytes[j];
-                in_memory.push(o.0);
+                match step {
+                    Step::Plain => {
+                        resident[j] = true;
+                        held += bytes[j];
+                        p.read_bytes += bytes[j];
+                        in_memory.push(o.0);
+                    }
+                    Step::StreamFirst => p.read_bytes += bytes[j],
+                    Step::StreamMember => {}
+                }
             }
+        }
+        if step != Step::Plain {
+            own = own.min(budget / 8);
         }
         let mut made = 0;
         if remaining[k] > 0 && !resident[k] {

@@ -660,12 +660,17 @@ impl Ctx<'_> {
         &self,
         macs: &[ValueId],
         store: &[Option<Value>],
+        stream: Option<&Stream<'_>>,
     ) -> Result<Vec<(ValueId, Value)>, ExecError> {
         let m = self.m;
         let first = *macs
             .first()
             .ok_or_else(|| ExecError::Invalid("empty fused group".into()))?;
         let ops = m.operands(first);
+        let away = |o: &ValueId| store.get(o.0 as usize).is_none_or(Option::is_none);
+        if let Some(st) = stream.filter(|_| ops.iter().any(away)) {
+            return self.run_fused_streamed(macs, store, st);
+        }
         let cts = ops
             .iter()
             .map(|&o| stored_ct(store, first, o))
@@ -683,6 +688,95 @@ impl Ctx<'_> {
         }
         let outs = fused::multi_mac(self.eval, &cts, &rows, log_scale.exp2())
             .map_err(backend(first, "mac"))?;
+        self.finish_macs(macs, outs)
+    }
+
+    /// [`Ctx::run_fused`] with operands on disk: the operand list in chunks of at most
+    /// `chunk_bytes`, each chunk's missing operands read (and checked) for it alone, the
+    /// chunks' partial sums added. Modular sums are exact, so the result is the same.
+    fn run_fused_streamed(
+        &self,
+        macs: &[ValueId],
+        store: &[Option<Value>],
+        st: &Stream<'_>,
+    ) -> Result<Vec<(ValueId, Value)>, ExecError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = self.m;
+        let first = macs[0];
+        let ops = m.operands(first);
+        let mut rows: Vec<&[f64]> = Vec::with_capacity(macs.len());
+        let mut log_scale = 0.0;
+        for &v in macs {
+            match m.node(v).map(|n| &n.op) {
+                Some(Op::Mac(a)) => {
+                    rows.push(&a.coeffs);
+                    log_scale = a.log_scale.0;
+                }
+                _ => return Err(ExecError::Invalid(format!("{v} is not a mac"))),
+            }
+        }
+        let per_operand = ops
+            .first()
+            .map_or(1, |&o| type_bytes(m, o, st.log_n).max(1));
+        let per = ((st.chunk_bytes / per_operand) as usize).max(1);
+        let mut acc: Option<Vec<Ciphertext>> = None;
+        for (k, chunk) in ops.chunks(per).enumerate() {
+            let loaded: Vec<Option<Ciphertext>> = chunk
+                .par_iter()
+                .map(|&o| {
+                    let i = o.0 as usize;
+                    if store.get(i).is_some_and(Option::is_some) {
+                        return Ok(None);
+                    }
+                    if !st.on_disk.get(i).copied().unwrap_or(false) {
+                        return Err(ExecError::MissingOperand {
+                            node: first,
+                            operand: o,
+                        });
+                    }
+                    let (mut val, b) = st.dir.read(self.eval.context(), &spill::value_file(o))?;
+                    let ty = m.ty(o).ok_or(ExecError::MissingOperand {
+                        node: first,
+                        operand: o,
+                    })?;
+                    self.check(o, &ty, &mut val)?;
+                    st.reads.fetch_add(1, Relaxed);
+                    st.read_bytes.fetch_add(b, Relaxed);
+                    match val {
+                        Value::Ct(c) => Ok(Some(c)),
+                        Value::Pt(_) => Err(ExecError::MissingOperand {
+                            node: first,
+                            operand: o,
+                        }),
+                    }
+                })
+                .collect::<Result<_, _>>()?;
+            let cts = chunk
+                .iter()
+                .zip(&loaded)
+                .map(|(&o, l)| match l {
+                    Some(c) => Ok(c),
+                    None => stored_ct(store, first, o),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let start = k * per;
+            let sub: Vec<&[f64]> = rows
+                .iter()
+                .map(|r| r.get(start..start + chunk.len()).unwrap_or(&[]))
+                .collect();
+            let part = fused::multi_mac(self.eval, &cts, &sub, log_scale.exp2())
+                .map_err(backend(first, "mac"))?;
+            acc = Some(match acc {
+                None => part,
+                Some(mut a) => {
+                    for (x, p) in a.iter_mut().zip(&part) {
+                        self.eval.add_assign(x, p).map_err(backend(first, "mac"))?;
+                    }
+                    a
+                }
+            });
+        }
+        let outs = acc.ok_or_else(|| ExecError::Invalid("empty operand list".into()))?;
         self.finish_macs(macs, outs)
     }
 
@@ -774,7 +868,7 @@ impl Ctx<'_> {
 }
 
 /// What bounds one wavefront.
-struct Admission {
+struct Admission<'a> {
     /// The first schedule position not yet run.
     frontier: usize,
     /// Positions from here on wait (the lookahead's end).
@@ -787,11 +881,54 @@ struct Admission {
     live: u64,
     /// Ring degree (log2), for result sizes.
     log_n: u32,
+    /// A spilling run: every ready member of a streamed dense layer joins the wavefront
+    /// whatever the limits (its operands are read once per wavefront, and its results are
+    /// small against them; eviction follows).
+    join_streamed: Option<&'a [bool]>,
+}
+
+/// Terms from which a spilling run streams a fused multiply-accumulate's operands instead of
+/// reading them all back first.
+const STREAMED_TERMS: usize = 128;
+
+/// The multiply-accumulates that a spilling run streams, by node id: wide dense layers, at
+/// least [`STREAMED_TERMS`] terms over an operand list that another one shares (the groups
+/// the executor fuses).
+fn dense_macs(m: &Module, max_id: usize) -> Vec<bool> {
+    let mut count: HashMap<Vec<ValueId>, usize> = HashMap::new();
+    let key = |v: ValueId| match m.node(v).map(|n| &n.op) {
+        Some(Op::Mac(a)) if a.coeffs.len() >= STREAMED_TERMS => Some(m.operands(v)),
+        _ => None,
+    };
+    for v in m.ids() {
+        if let Some(k) = key(v) {
+            *count.entry(k).or_default() += 1;
+        }
+    }
+    let mut dense = vec![false; max_id];
+    for v in m.ids() {
+        if let Some(k) = key(v) {
+            dense[v.0 as usize] = count.get(&k).is_some_and(|&c| c > 1);
+        }
+    }
+    dense
+}
+
+/// What a fused multiply-accumulate of a spilling run reads its operands from.
+struct Stream<'a> {
+    dir: &'a spill::SpillDir,
+    on_disk: &'a [bool],
+    /// Most operand bytes one chunk holds.
+    chunk_bytes: u64,
+    log_n: u32,
+    reads: std::sync::atomic::AtomicU64,
+    read_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// Operands a spilling run would have to read back for a wavefront: those on disk and not in
-/// memory, each counted once.
+/// memory, each counted once (a dense layer's are streamed by its fused task instead).
 struct Reload<'a> {
+    dense: &'a [bool],
     on_disk: &'a [bool],
     store: &'a [Option<Value>],
     counted: HashSet<ValueId>,
@@ -800,6 +937,9 @@ struct Reload<'a> {
 impl Reload<'_> {
     /// Bytes that running `v` adds to the wavefront's reads (operands not yet counted).
     fn bytes(&mut self, m: &Module, v: ValueId, log_n: u32) -> u64 {
+        if self.dense.get(v.0 as usize).copied().unwrap_or(false) {
+            return 0;
+        }
         let mut b = 0;
         for o in m.operands(v) {
             let i = o.0 as usize;
@@ -876,8 +1016,12 @@ fn take_front(
             let Reverse((p, v)) = entry;
             // Members share the operands the group's first member reads.
             let add = cost(v);
-            let fits = a.memory_limit.is_none_or(|cap| projected + add <= cap)
-                && headroom.allows(a.frontier, p, pending_ahead + add);
+            let streamed = a
+                .join_streamed
+                .is_some_and(|d| d.get(v.0 as usize).copied().unwrap_or(false));
+            let fits = streamed
+                || a.memory_limit.is_none_or(|cap| projected + add <= cap)
+                    && headroom.allows(a.frontier, p, pending_ahead + add);
             if fits && dense_key(v).is_some_and(|k| groups.contains(&k)) {
                 projected += add;
                 if ahead_of(p) {
@@ -902,6 +1046,7 @@ fn group_tasks(
     front: &[ValueId],
     store: &[Option<Value>],
     hoisted: &mut usize,
+    stream_dense: Option<&[bool]>,
 ) -> Vec<Task> {
     // Group rotations of one source.
     let mut rot_groups: BTreeMap<ValueId, Vec<(ValueId, i64)>> = BTreeMap::new();
@@ -936,7 +1081,10 @@ fn group_tasks(
     });
     let mut lone_macs: Vec<ValueId> = Vec::new();
     for (_, group) in mac_groups {
-        if group.len() > 1 {
+        // A spilling run streams a dense layer's operands from disk, which only the fused path
+        // does: there even a lone member runs fused (the same result by contract).
+        let dense = |v: &ValueId| stream_dense.is_some_and(|d| d[v.0 as usize]);
+        if group.len() > 1 || group.first().is_some_and(dense) {
             tasks.push(Task::FusedMac(group));
         } else {
             lone_macs.extend(group);
@@ -1292,6 +1440,11 @@ pub fn execute(
     // Input nodes whose ciphertext has a file (kept until the node has run, so an input read
     // back and evicted again is not written twice).
     let mut input_files: HashSet<ValueId> = HashSet::new();
+    let dense = if opts.spill.is_some() {
+        dense_macs(m, max_id)
+    } else {
+        Vec::new()
+    };
     let mut resident: HashSet<u32> = HashSet::new();
     let mut spill = match &opts.spill {
         Some(o) => Some(spill::SpillDir::open(o)?),
@@ -1420,10 +1573,12 @@ pub fn execute(
                 window_end: limit,
                 wave_cap,
                 memory_limit: admit_limit,
+                join_streamed: spill.is_some().then_some(dense.as_slice()),
                 live: live_bytes + input_bytes + output_bytes,
                 log_n,
             },
             spill.as_ref().map(|_| Reload {
+                dense: &dense,
                 on_disk: &on_disk,
                 store: &store,
                 counted: HashSet::new(),
@@ -1477,6 +1632,7 @@ pub fn execute(
             let t = Instant::now();
             let mut want: Vec<ValueId> = front
                 .iter()
+                .filter(|&&v| !dense[v.0 as usize])
                 .flat_map(|&v| m.operands(v))
                 .filter(|o| {
                     let i = o.0 as usize;
@@ -1525,7 +1681,13 @@ pub fn execute(
         for &v in &on_disk_inputs {
             *wave_counts.entry(stage_of(v)).or_default() += 1;
         }
-        let tasks = group_tasks(m, &front, &store, &mut report.hoisted_rotations);
+        let tasks = group_tasks(
+            m,
+            &front,
+            &store,
+            &mut report.hoisted_rotations,
+            spill.is_some().then_some(dense.as_slice()),
+        );
         // Unary nodes that are their operand's last user take it and work in place.
         let mut owned: HashMap<ValueId, Value> = HashMap::new();
         for t in &tasks {
@@ -1557,6 +1719,17 @@ pub fn execute(
             .collect();
         let store_ref = &store;
         let inputs_ref = &inputs;
+        let stream = match (spill.as_ref(), &opts.spill) {
+            (Some(sd), Some(so)) => Some(Stream {
+                dir: sd,
+                on_disk: &on_disk,
+                chunk_bytes: (so.budget / 8).max(1),
+                log_n,
+                reads: std::sync::atomic::AtomicU64::new(0),
+                read_bytes: std::sync::atomic::AtomicU64::new(0),
+            }),
+            _ => None,
+        };
         let results: Vec<Result<Vec<(ValueId, Value)>, ExecError>> = tasks
             .par_iter()
             .zip(owned_cells.into_par_iter())
@@ -1565,10 +1738,15 @@ pub fn execute(
                     .run_node(*v, store_ref, own, inputs_ref)
                     .map(|val| vec![(*v, val)]),
                 Task::Hoisted(src, rots) => ctx.run_hoisted(*src, rots, store_ref),
-                Task::FusedMac(macs) => ctx.run_fused(macs, store_ref),
+                Task::FusedMac(macs) => ctx.run_fused(macs, store_ref, stream.as_ref()),
                 Task::SparseMac(macs) => ctx.run_sparse(macs, store_ref),
             })
             .collect();
+        let streamed = stream.map(|st| (st.reads.into_inner(), st.read_bytes.into_inner()));
+        if let (Some((n, b)), Some(sd)) = (streamed, spill.as_mut()) {
+            sd.report.values_read += n;
+            sd.report.bytes_read += b;
+        }
         let mut finished: Vec<(ValueId, Value)> = Vec::with_capacity(front.len());
         for r in results {
             finished.extend(r?);

@@ -1127,21 +1127,24 @@ fn client(cmd: Cli) -> ExitCode {
                     on(signal_hook::flag::register(sig, cancel.clone()))?;
                 }
                 let server = hecc::server::Server::open(s, &eval_keys)?;
-                let inputs = server.read_inputs(&ciphertexts)?;
-                let images = inputs.meta.images;
                 let resumable = spill
                     .as_ref()
                     .is_some_and(|sp| sp.checkpoint_every.is_some());
-                let (outs, report) = server
-                    .run(
-                        inputs,
-                        &r::RunOptions {
-                            progress: progress_bar(quiet),
-                            memory_limit,
-                            spill,
-                            cancel: Some(cancel),
-                        },
-                    )
+                let spilling = spill.is_some();
+                let run_opts = r::RunOptions {
+                    progress: progress_bar(quiet),
+                    memory_limit,
+                    spill,
+                    cancel: Some(cancel),
+                };
+                // A spilling run reads each input ciphertext from the file when it is needed.
+                let (outs, report) = if spilling {
+                    server.run_file(&ciphertexts, &run_opts)
+                } else {
+                    server
+                        .read_inputs(&ciphertexts)
+                        .and_then(|inputs| server.run(inputs, &run_opts))
+                }
                     .map_err(|e| {
                         let stopped = e
                             .chain()
@@ -1155,7 +1158,7 @@ fn client(cmd: Cli) -> ExitCode {
                 hecc::compile::write_atomic(&output, &server.outputs_bytes(&outs)?)?;
                 Ok(format!(
                     "{}encrypted outputs written to {}\n",
-                    r::render_run(&report, images),
+                    r::render_run(&report, outs.meta.images),
                     output.display()
                 ))
             }

@@ -74,6 +74,16 @@ impl Server {
         run_inputs(&self.session, inputs, &self.keys, opts)
     }
 
+    /// Runs the plan on the inputs file at `path`, reading each ciphertext when its input node
+    /// runs ([`crate::run::run_inputs_file`]); the file is checked whole first.
+    pub fn run_file(
+        &self,
+        path: &std::path::Path,
+        opts: &RunOptions,
+    ) -> Result<(EncryptedOutputs, RunReport)> {
+        crate::run::run_inputs_file(&self.session, path, &self.keys, opts)
+    }
+
     /// The bytes of an outputs file (they carry the parameters, so the client decrypts
     /// without the plan).
     pub fn outputs_bytes(&self, outputs: &EncryptedOutputs) -> Result<Vec<u8>> {

@@ -467,6 +467,99 @@ fn stream_inputs(
     ))
 }
 
+/// An inputs file checked as [`read_inputs`] checks it (every ciphertext parsed, the checksum),
+/// without keeping its ciphertexts: the run reads each one from the file when its input node
+/// runs, checking that its bytes still have the SHA-256 they had here. Returns the inputs with
+/// no ciphertexts and the reader. Memory: one ciphertext at a time.
+pub fn lazy_inputs(
+    s: &Session,
+    path: &Path,
+) -> Result<(EncryptedInputs, hecc_runtime::exec::LazyInputs)> {
+    use std::os::unix::fs::FileExt;
+    let p = path.display().to_string();
+    let mut st = ContainerStream::open_as(path, FileKind::Inputs, &p)?;
+    let key_id = st.head.key_id;
+    let mut buf = Vec::new();
+    // (offset, length, SHA-256) of each ciphertext's section.
+    let mut sections: Vec<(u64, u64, [u8; 32])> = Vec::new();
+    let mut read = || -> Result<InputsMeta> {
+        st.head.check_plan(s, &p)?;
+        let n = (st.left() as usize)
+            .checked_sub(1)
+            .ok_or_else(|| RunError::Corrupt { path: p.clone() })?;
+        st.next_section(&mut buf)?;
+        let meta = check_inputs_meta(s, &key_id, &buf, n, &p)?;
+        let be = backend_err(&p);
+        while st.left() > 0 {
+            st.next_section(&mut buf)?;
+            Ciphertext::from_bytes(&s.ctx, &buf).map_err(&be)?;
+            let end = st.position();
+            sections.push((
+                end - buf.len() as u64,
+                buf.len() as u64,
+                Sha256::digest(&buf).into(),
+            ));
+        }
+        Ok(meta)
+    };
+    let got = read();
+    let digest = st.finish();
+    let (meta, digest) = match (got, digest) {
+        (_, Err(e @ (RunError::Corrupt { .. } | RunError::Truncated { .. }))) => {
+            return Err(e.into())
+        }
+        (Err(e), _) => return Err(e),
+        (_, Err(e)) => return Err(e.into()),
+        (Ok(x), Ok(d)) => (x, d),
+    };
+    let m = s.module();
+    let log_n = s.plan.params.log_n;
+    let type_bytes: HashMap<(String, u32), u64> = m
+        .inputs()
+        .into_iter()
+        .map(|(v, name, index)| {
+            let b = m.ty(v).map_or(0, |t| t.bytes(log_n));
+            ((name.to_string(), index), b)
+        })
+        .collect();
+    let elements: Vec<((String, u32), u64)> = meta
+        .elements
+        .iter()
+        .map(|k| (k.clone(), type_bytes.get(k).copied().unwrap_or(0)))
+        .collect();
+    let index: HashMap<(String, u32), (u64, u64, [u8; 32])> =
+        meta.elements.iter().cloned().zip(sections).collect();
+    let file = std::fs::File::open(path).map_err(|e| RunError::Io {
+        path: p.clone(),
+        detail: e.to_string(),
+    })?;
+    let ctx = s.ctx.clone();
+    let load = move |name: &str, i: u32| -> std::result::Result<Ciphertext, String> {
+        let &(offset, len, sum) = index
+            .get(&(name.to_string(), i))
+            .ok_or_else(|| "not in the inputs file".to_string())?;
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact_at(&mut bytes, offset)
+            .map_err(|e| format!("reading the inputs file: {e}"))?;
+        if <[u8; 32]>::from(Sha256::digest(&bytes)) != sum {
+            return Err("the inputs file changed while the run was reading it".into());
+        }
+        Ciphertext::from_bytes(&ctx, &bytes).map_err(|e| e.to_string())
+    };
+    Ok((
+        EncryptedInputs {
+            meta,
+            key_id,
+            file_digest: Some(digest),
+            cts: Vec::new(),
+        },
+        hecc_runtime::exec::LazyInputs {
+            elements,
+            load: std::sync::Arc::new(load),
+        },
+    ))
+}
+
 /// [`read_inputs`] on the bytes of an inputs file; `what` names them in errors.
 pub fn inputs_from_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<EncryptedInputs> {
     let (c, meta) = checked_inputs(s, bytes, what)?;

@@ -263,6 +263,28 @@ pub fn run_inputs(
     keys: &EvalKeySet,
     opts: &RunOptions,
 ) -> Result<(EncryptedOutputs, RunReport)> {
+    run_inputs_with(s, inputs, None, keys, opts)
+}
+
+/// [`run_inputs`] on an inputs file whose ciphertexts are read when their input nodes run
+/// ([`lazy_inputs`]): the run never holds the whole batch, which a run that spills needs.
+pub fn run_inputs_file(
+    s: &Session,
+    path: &Path,
+    keys: &EvalKeySet,
+    opts: &RunOptions,
+) -> Result<(EncryptedOutputs, RunReport)> {
+    let (inputs, lazy) = lazy_inputs(s, path)?;
+    run_inputs_with(s, inputs, Some(lazy), keys, opts)
+}
+
+fn run_inputs_with(
+    s: &Session,
+    inputs: EncryptedInputs,
+    lazy: Option<hecc_runtime::exec::LazyInputs>,
+    keys: &EvalKeySet,
+    opts: &RunOptions,
+) -> Result<(EncryptedOutputs, RunReport)> {
     if inputs.key_id != keys.id {
         return Err(RunError::KeyMismatch {
             path: "the encrypted inputs".into(),
@@ -284,6 +306,7 @@ pub fn run_inputs(
     let eval = Evaluator::new(&s.ctx);
     let encoder = Encoder::new(&s.ctx);
     let mut eo = s.exec_options(s.stages(), opts)?;
+    eo.lazy_inputs = lazy;
     if let Some(sp) = eo.spill.as_mut() {
         // A checkpoint resumes only for the same plan, keys and inputs.
         let inputs_id = match &inputs_digest {

@@ -93,6 +93,12 @@ impl<R: Read> ContainerStream<R> {
         self.left
     }
 
+    /// Bytes of the file consumed so far (after [`Self::next_section`], the end of that
+    /// section's contents).
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
     fn truncated(&self, needed: u64) -> RunError {
         RunError::Truncated {
             path: self.path.clone(),

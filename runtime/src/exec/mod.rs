@@ -185,6 +185,17 @@ pub enum ExecError {
         /// What went wrong.
         detail: String,
     },
+    /// A lazily read input could not be read.
+    #[error("input `{name}`[{index}] could not be read: {detail}")]
+    #[diagnostic(code(hecc::exec::input_read))]
+    InputRead {
+        /// Input name.
+        name: String,
+        /// Element index.
+        index: u32,
+        /// Why.
+        detail: String,
+    },
     /// The run was stopped through [`ExecOptions::cancel`] (after a checkpoint when it spills).
     #[error("the run was stopped before it finished")]
     #[diagnostic(code(hecc::exec::cancelled))]
@@ -263,6 +274,27 @@ pub struct ExecOptions {
     /// Set to stop the run after the current wavefront (with a final checkpoint when it spills);
     /// the run then returns [`ExecError::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Inputs read when their input node runs instead of before the run (e.g. from the inputs
+    /// file, section by section), in addition to those passed to [`execute`].
+    pub lazy_inputs: Option<LazyInputs>,
+}
+
+/// Input ciphertexts read on demand.
+#[derive(Clone)]
+pub struct LazyInputs {
+    /// The elements, each with the bytes its ciphertext takes in memory.
+    pub elements: Vec<((String, u32), u64)>,
+    /// Reads one element's ciphertext (called from worker threads).
+    #[allow(clippy::type_complexity)]
+    pub load: Arc<dyn Fn(&str, u32) -> Result<Ciphertext, String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for LazyInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyInputs")
+            .field("elements", &self.elements.len())
+            .finish()
+    }
 }
 
 /// The share above the schedule's peak that a run without an explicit memory limit may hold.
@@ -281,6 +313,7 @@ impl Default for ExecOptions {
             memory_limit: None,
             spill: None,
             cancel: None,
+            lazy_inputs: None,
         }
     }
 }
@@ -1506,6 +1539,22 @@ pub fn execute(
             None => sd.clear(&HashSet::new()),
         }
     }
+    // Inputs to read when their node runs.
+    let mut lazy: HashMap<ValueId, (String, u32)> = HashMap::new();
+    if let Some(li) = &opts.lazy_inputs {
+        for ((name, index), _) in &li.elements {
+            let key = (name.clone(), *index);
+            let Some(&v) = input_node.get(&key) else {
+                return Err(ExecError::UnknownInput {
+                    name: name.clone(),
+                    index: *index,
+                });
+            };
+            if !done[v.0 as usize] && !inputs.contains_key(&key) {
+                lazy.insert(v, key);
+            }
+        }
+    }
     // Nodes whose operands are all done, most urgent first.
     let mut ready: BinaryHeap<Reverse<((u32, u32), ValueId)>> = BinaryHeap::new();
     for v in m.ids() {
@@ -1624,6 +1673,34 @@ pub fn execute(
                     if *p == 0 {
                         ready.push(Reverse((priority[u.0 as usize], u)));
                     }
+                }
+            }
+        }
+        // Inputs read on demand, for the input nodes of this wavefront.
+        if let Some(li) = &opts.lazy_inputs {
+            let want: Vec<(ValueId, (String, u32))> = front
+                .iter()
+                .filter_map(|v| lazy.remove(v).map(|k| (*v, k)))
+                .collect();
+            if !want.is_empty() {
+                let got: Vec<Result<((String, u32), Ciphertext), ExecError>> = want
+                    .into_par_iter()
+                    .map(|(_, (name, index))| match (li.load)(&name, index) {
+                        Ok(ct) => Ok(((name, index), ct)),
+                        Err(detail) => Err(ExecError::InputRead {
+                            name,
+                            index,
+                            detail,
+                        }),
+                    })
+                    .collect();
+                let mut map = inputs
+                    .lock()
+                    .map_err(|_| ExecError::Invalid("the input map was poisoned".into()))?;
+                for g in got {
+                    let (key, ct) = g?;
+                    input_bytes += ct_bytes(&ct);
+                    map.insert(key, ct);
                 }
             }
         }

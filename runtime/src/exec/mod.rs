@@ -1683,7 +1683,8 @@ pub fn execute(
                 .filter_map(|v| lazy.remove(v).map(|k| (*v, k)))
                 .collect();
             if !want.is_empty() {
-                let got: Vec<Result<((String, u32), Ciphertext), ExecError>> = want
+                type Read = Result<((String, u32), Ciphertext), ExecError>;
+                let got: Vec<Read> = want
                     .into_par_iter()
                     .map(|(_, (name, index))| match (li.load)(&name, index) {
                         Ok(ct) => Ok(((name, index), ct)),

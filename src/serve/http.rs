@@ -240,6 +240,18 @@ async fn plans(State(sh): St) -> Json<Vec<PlanInfo>> {
 
 /// Streams a request body into a new file under the state's `tmp/`, refusing it (413) when
 /// its declared or actual length passes `max`. Returns the file and its length.
+/// Reads and discards a request body, at most `max` bytes of it.
+async fn drain(body: Body, max: u64) {
+    let mut body = body;
+    let mut seen = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if seen > max {
+            break;
+        }
+    }
+}
+
 async fn receive(sh: &Shared, headers: &HeaderMap, body: Body, max: u64) -> ApiResult<TmpFile> {
     let too_big = |n: u64| {
         ApiError::new(
@@ -389,6 +401,9 @@ async fn open_session(
         .session_count()
         .map_err(|e| ApiError::internal(&e))?;
     if open >= sh.cfg.max_sessions as u64 {
+        // Read (and drop) what the client is sending, so it gets the answer rather than a
+        // broken pipe.
+        drain(body, limit(&sh, hosted.key_limit)).await;
         return Err(full());
     }
     let tmp = receive(&sh, &headers, body, limit(&sh, hosted.key_limit)).await?;

@@ -426,45 +426,59 @@ fn stream_inputs(
     what: &str,
     parse: bool,
 ) -> Result<(EncryptedInputs, KeyId)> {
+    let mut cts = Vec::new();
+    let be = backend_err(what);
+    let (meta, key_id, digest) = stream_sections(s, path, what, parse, |bytes, _| {
+        cts.push(Ciphertext::from_bytes(&s.ctx, bytes).map_err(&be)?);
+        Ok(())
+    })?;
+    Ok((
+        EncryptedInputs {
+            meta,
+            key_id,
+            file_digest: Some(digest),
+            cts,
+        },
+        key_id,
+    ))
+}
+
+/// Reads an inputs file in pieces: header, plan and metadata checked, then (with `sections`)
+/// each ciphertext's bytes handed to `each` with the file offset where they end, then the
+/// checksum. A damaged file is reported as such, whatever an earlier check said about its
+/// contents. Returns the metadata, the key id and the file's SHA-256.
+fn stream_sections(
+    s: &Session,
+    path: &Path,
+    what: &str,
+    sections: bool,
+    mut each: impl FnMut(&[u8], u64) -> Result<()>,
+) -> Result<(InputsMeta, KeyId, [u8; 32])> {
     let p = what.to_string();
     let mut st = ContainerStream::open_as(path, FileKind::Inputs, what)?;
     let key_id = st.head.key_id;
     let mut buf = Vec::new();
-    let mut read = || -> Result<(InputsMeta, Vec<Ciphertext>)> {
+    let mut read = || -> Result<InputsMeta> {
         st.head.check_plan(s, &p)?;
         let n = (st.left() as usize)
             .checked_sub(1)
             .ok_or_else(|| RunError::Corrupt { path: p.clone() })?;
         st.next_section(&mut buf)?;
         let meta = check_inputs_meta(s, &key_id, &buf, n, &p)?;
-        let be = backend_err(&p);
-        let mut cts = Vec::with_capacity(if parse { n } else { 0 });
-        while parse && st.left() > 0 {
+        while sections && st.left() > 0 {
             st.next_section(&mut buf)?;
-            cts.push(Ciphertext::from_bytes(&s.ctx, &buf).map_err(&be)?);
+            each(&buf, st.position())?;
         }
-        Ok((meta, cts))
+        Ok(meta)
     };
     let got = read();
     let digest = st.finish();
-    // A damaged file is reported as such, whatever an earlier check said about its contents.
-    let ((meta, cts), file_digest) = match (got, digest) {
-        (_, Err(e @ (RunError::Corrupt { .. } | RunError::Truncated { .. }))) => {
-            return Err(e.into())
-        }
-        (Err(e), _) => return Err(e),
-        (_, Err(e)) => return Err(e.into()),
-        (Ok(x), Ok(d)) => (x, Some(d)),
-    };
-    Ok((
-        EncryptedInputs {
-            meta,
-            key_id,
-            file_digest,
-            cts,
-        },
-        key_id,
-    ))
+    match (got, digest) {
+        (_, Err(e @ (RunError::Corrupt { .. } | RunError::Truncated { .. }))) => Err(e.into()),
+        (Err(e), _) => Err(e),
+        (_, Err(e)) => Err(e.into()),
+        (Ok(meta), Ok(d)) => Ok((meta, key_id, d)),
+    }
 }
 
 /// An inputs file checked as [`read_inputs`] checks it (every ciphertext parsed, the checksum),
@@ -477,41 +491,15 @@ pub fn lazy_inputs(
 ) -> Result<(EncryptedInputs, hecc_runtime::exec::LazyInputs)> {
     use std::os::unix::fs::FileExt;
     let p = path.display().to_string();
-    let mut st = ContainerStream::open_as(path, FileKind::Inputs, &p)?;
-    let key_id = st.head.key_id;
-    let mut buf = Vec::new();
+    let be = backend_err(&p);
     // (offset, length, SHA-256) of each ciphertext's section.
     let mut sections: Vec<(u64, u64, [u8; 32])> = Vec::new();
-    let mut read = || -> Result<InputsMeta> {
-        st.head.check_plan(s, &p)?;
-        let n = (st.left() as usize)
-            .checked_sub(1)
-            .ok_or_else(|| RunError::Corrupt { path: p.clone() })?;
-        st.next_section(&mut buf)?;
-        let meta = check_inputs_meta(s, &key_id, &buf, n, &p)?;
-        let be = backend_err(&p);
-        while st.left() > 0 {
-            st.next_section(&mut buf)?;
-            Ciphertext::from_bytes(&s.ctx, &buf).map_err(&be)?;
-            let end = st.position();
-            sections.push((
-                end - buf.len() as u64,
-                buf.len() as u64,
-                Sha256::digest(&buf).into(),
-            ));
-        }
-        Ok(meta)
-    };
-    let got = read();
-    let digest = st.finish();
-    let (meta, digest) = match (got, digest) {
-        (_, Err(e @ (RunError::Corrupt { .. } | RunError::Truncated { .. }))) => {
-            return Err(e.into())
-        }
-        (Err(e), _) => return Err(e),
-        (_, Err(e)) => return Err(e.into()),
-        (Ok(x), Ok(d)) => (x, d),
-    };
+    let (meta, key_id, digest) = stream_sections(s, path, &p, true, |bytes, end| {
+        Ciphertext::from_bytes(&s.ctx, bytes).map_err(&be)?;
+        let len = bytes.len() as u64;
+        sections.push((end - len, len, Sha256::digest(bytes).into()));
+        Ok(())
+    })?;
     let m = s.module();
     let log_n = s.plan.params.log_n;
     let type_bytes: HashMap<(String, u32), u64> = m

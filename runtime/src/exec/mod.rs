@@ -2135,9 +2135,12 @@ fn evict(
             Some((next_use(ValueId(i)), false, ValueId(i), val.bytes()))
         })
         .collect();
+    // The key of each input candidate, so a chosen one leaves the map without a search.
+    let mut input_keys: HashMap<ValueId, (String, u32)> = HashMap::new();
     for (key, ct) in map.iter() {
         if let Some(&v) = input_node.get(key) {
             cands.push((next_use(v), true, v, ct_bytes(ct)));
+            input_keys.insert(v, key.clone());
         }
     }
     cands.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.2.cmp(&b.2)));
@@ -2157,11 +2160,7 @@ fn evict(
         if !is_input {
             continue;
         }
-        let key = map
-            .iter()
-            .find(|(k, _)| input_node.get(*k) == Some(&v))
-            .map(|(k, _)| k.clone());
-        if let Some(key) = key {
+        if let Some(key) = input_keys.remove(&v) {
             if let Some(ct) = map.remove(&key) {
                 moved_inputs.push((v, key, Value::Ct(ct)));
             }

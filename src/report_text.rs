@@ -217,17 +217,26 @@ pub fn render(r: &Report) -> String {
                 m.topological.values,
                 bytes(m.topological.bytes),
             );
+            if let Some(sp) = &m.split {
+                let _ = writeln!(
+                    s,
+                    "memory: {} dense-layer macs split into partial sums of at most {} operands \
+                     ({} nodes added; the same ciphertexts, fewer operands alive at once)",
+                    sp.macs, sp.chunk, sp.added,
+                );
+            }
             if let Some(sp) = &m.spill {
                 let _ = writeln!(
                     s,
                     "spill: with live values kept within {} (hecc run --spill-budget) the run holds \
-                     at most {} of them ({} with keys), writes {} values ({}) and reads back {}; \
-                     its largest step alone needs {}",
+                     at most {} of them ({} with keys), writes {} values ({}, at most {} on disk at \
+                     once) and reads back {}; its largest step alone needs {}",
                     bytes(sp.budget),
                     bytes(sp.held_bytes),
                     bytes(sp.held_bytes + m.key_bytes),
                     sp.values_written,
                     bytes(sp.written_bytes),
+                    bytes(sp.disk_bytes),
                     bytes(sp.read_bytes),
                     bytes(sp.floor_bytes),
                 );

@@ -37,8 +37,15 @@ fn both_layouts_record_dumps_and_timings_through_the_manager() {
         );
         // The tensor dump is the fused graph; the HE dump is the managed circuit of the plan.
         assert!(c.log.dumps[0].text.contains("quadratic"), "{layout}");
-        let he = hecc_ir::text::parse_module(&c.log.dumps[1].text)
+        let mut he = hecc_ir::text::parse_module(&c.log.dumps[1].text)
             .unwrap_or_else(|e| panic!("{layout}: the HE dump parses: {e}"));
+        // Dense layers split for memory after the passes: the plan's circuit is the dump's,
+        // split the same way.
+        let sched = c.plan.report.schedule.as_ref().expect("schedule");
+        if let Some(sp) = &sched.split {
+            let st = hecc_passes::he::split_wide_macs(&mut he, sp.chunk as usize).unwrap();
+            assert_eq!(st.macs as u64, sp.macs, "{layout}");
+        }
         assert_eq!(
             he.to_string(),
             c.plan.circuit.to_string(),

@@ -15,7 +15,7 @@
 //!   output-driven depth-first order. It keeps the one with the lowest peak and refuses, with
 //!   [`ScheduleError::OverBudget`], when even that exceeds the budget.
 
-use hecc_ir::he::{live_profile, Module, Op, ValueId};
+use hecc_ir::he::{live_profile, InputResidency, Module, Op, ValueId};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -30,6 +30,11 @@ pub enum Strategy {
     Greedy,
     /// Depth-first from each output in turn (operands before users, outputs in order).
     DepthFirst,
+    /// Depth-first, and after each step every user that became ready runs at once when that
+    /// does not add live bytes; the `mac`s of a dense layer (one operand list) run together
+    /// when together they free at least what they make. A layer split into chunks
+    /// ([`crate::he::split_wide_macs`]) then holds one chunk of operands and its partial sums.
+    Eager,
 }
 
 impl Strategy {
@@ -39,6 +44,7 @@ impl Strategy {
             Strategy::Topological => "topological",
             Strategy::Greedy => "greedy",
             Strategy::DepthFirst => "depth-first",
+            Strategy::Eager => "eager depth-first",
         }
     }
 }
@@ -71,6 +77,20 @@ pub struct ScheduleSummary {
     /// --spill-budget`): what it holds and moves to disk, when such a budget was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spill: Option<SpillSummary>,
+    /// Dense layers split into partial sums for this order, when that lowered the peak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitSummary>,
+}
+
+/// Dense layers split into chunks ([`crate::he::split_wide_macs`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitSummary {
+    /// Operands per partial `mac`.
+    pub chunk: u64,
+    /// `mac` nodes split.
+    pub macs: u64,
+    /// Nodes added (partial `mac`s and additions).
+    pub added: u64,
 }
 
 /// The spill traffic of a schedule run within a budget of live values
@@ -87,20 +107,25 @@ pub struct SpillSummary {
     pub values_written: u64,
     /// Bytes it reads back.
     pub read_bytes: u64,
+    /// Most bytes in spill files at once: the disk the run needs beside its inputs.
+    #[serde(default)]
+    pub disk_bytes: u64,
     /// The largest single step's need: no budget holds less.
     pub floor_bytes: u64,
 }
 
-/// The spill traffic of running `order` with at most `budget` bytes of live values in memory.
+/// The spill traffic of running `order` with at most `budget` bytes of live values in memory,
+/// its inputs read from their file on demand (as `hecc run --spill-dir` reads them).
 pub fn spill_summary(m: &Module, order: &[ValueId], log_n: u32, budget: u64) -> SpillSummary {
     let ids: Vec<u32> = order.iter().map(|v| v.0).collect();
-    let p = hecc_ir::he::spill_profile(m, &ids, log_n, budget);
+    let p = hecc_ir::he::spill_profile(m, &ids, log_n, budget, InputResidency::OnDemand);
     SpillSummary {
         budget,
         held_bytes: p.held_bytes,
         written_bytes: p.written_bytes,
         values_written: p.values_written,
         read_bytes: p.read_bytes,
+        disk_bytes: p.disk_bytes,
         floor_bytes: p.floor_bytes,
     }
 }
@@ -162,6 +187,10 @@ struct Dag {
     bytes: Vec<u64>,
     /// Whether the node is an `output`.
     is_output: Vec<bool>,
+    /// Dense group of each `mac` sharing its operand list with another (`u32::MAX`: none).
+    group: Vec<u32>,
+    /// Members of each dense group.
+    members: Vec<Vec<u32>>,
 }
 
 impl Dag {
@@ -175,6 +204,8 @@ impl Dag {
             users: vec![Vec::new(); n],
             bytes: vec![0; n],
             is_output: vec![false; n],
+            group: vec![u32::MAX; n],
+            members: Vec::new(),
         };
         for &i in &d.ids {
             let v = ValueId(i);
@@ -184,6 +215,20 @@ impl Dag {
             d.bytes[k] = value_bytes(m, v, log_n);
             d.is_output[k] = matches!(m.node(v).map(|n| &n.op), Some(Op::Output { .. }));
         }
+        let mut lists: HashMap<&[u32], Vec<u32>> = HashMap::new();
+        for &i in &d.ids {
+            if matches!(m.node(ValueId(i)).map(|x| &x.op), Some(Op::Mac(_))) {
+                lists.entry(&d.ops[i as usize]).or_default().push(i);
+            }
+        }
+        let mut members: Vec<Vec<u32>> = lists.into_values().filter(|g| g.len() > 1).collect();
+        members.sort_unstable();
+        for (g, ms) in members.iter().enumerate() {
+            for &v in ms {
+                d.group[v as usize] = g as u32;
+            }
+        }
+        d.members = members;
         for &i in &d.ids {
             for j in 0..d.ops[i as usize].len() {
                 let o = d.ops[i as usize][j] as usize;
@@ -278,6 +323,126 @@ impl Dag {
         }
         if order.len() != self.ids.len() {
             return Err(ScheduleError::Cycle);
+        }
+        Ok(order)
+    }
+
+    /// Bytes a dense group frees net of what it makes, if all its members ran now.
+    fn group_gain(&self, g: usize, remaining: &[usize]) -> i64 {
+        let ms = &self.members[g];
+        let ops = &self.ops[ms[0] as usize];
+        let mut uses: HashMap<u32, usize> = HashMap::with_capacity(ops.len());
+        for &o in ops {
+            *uses.entry(o).or_default() += ms.len();
+        }
+        let freed: i64 = uses
+            .iter()
+            .filter(|&(&o, &k)| remaining[o as usize] == k)
+            .map(|(&o, _)| self.bytes[o as usize] as i64)
+            .sum();
+        let made: i64 = ms
+            .iter()
+            .filter(|&&v| !self.users[v as usize].is_empty())
+            .map(|&v| self.bytes[v as usize] as i64)
+            .sum();
+        freed - made
+    }
+
+    fn eager(&self) -> Result<Vec<u32>, ScheduleError> {
+        let topo = self.topological()?;
+        let n = self.present.len();
+        let mut placed = vec![false; n];
+        let mut remaining: Vec<usize> = self.users.iter().map(Vec::len).collect();
+        let mut missing: Vec<usize> = self.ops.iter().map(Vec::len).collect();
+        let mut order = Vec::with_capacity(self.ids.len());
+        let mut scratch = Vec::new();
+        let mut ready: Vec<u32> = Vec::new();
+        let place = |v: u32,
+                     placed: &mut [bool],
+                     remaining: &mut [usize],
+                     missing: &mut [usize],
+                     order: &mut Vec<u32>,
+                     ready: &mut Vec<u32>| {
+            placed[v as usize] = true;
+            order.push(v);
+            for &o in &self.ops[v as usize] {
+                remaining[o as usize] -= 1;
+            }
+            for &u in &self.users[v as usize] {
+                missing[u as usize] -= 1;
+                if missing[u as usize] == 0 {
+                    ready.push(u);
+                }
+            }
+        };
+        let roots = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|&v| self.is_output[v as usize])
+            .chain(topo.iter().copied());
+        let mut stack: Vec<(u32, bool)> = Vec::new();
+        for root in roots {
+            if placed[root as usize] {
+                continue;
+            }
+            stack.push((root, false));
+            while let Some((v, expanded)) = stack.pop() {
+                if placed[v as usize] {
+                    continue;
+                }
+                if !expanded {
+                    stack.push((v, true));
+                    for &o in self.ops[v as usize].iter().rev() {
+                        if !placed[o as usize] {
+                            stack.push((o, false));
+                        }
+                    }
+                    continue;
+                }
+                place(
+                    v,
+                    &mut placed,
+                    &mut remaining,
+                    &mut missing,
+                    &mut order,
+                    &mut ready,
+                );
+                // Users that became ready run now if that adds no live bytes.
+                while let Some(u) = ready.pop() {
+                    if placed[u as usize] {
+                        continue;
+                    }
+                    let g = self.group[u as usize];
+                    if g != u32::MAX {
+                        let ms = &self.members[g as usize];
+                        if ms.iter().all(|&w| missing[w as usize] == 0)
+                            && ms.iter().all(|&w| !placed[w as usize])
+                            && self.group_gain(g as usize, &remaining) >= 0
+                        {
+                            for &w in ms {
+                                place(
+                                    w,
+                                    &mut placed,
+                                    &mut remaining,
+                                    &mut missing,
+                                    &mut order,
+                                    &mut ready,
+                                );
+                            }
+                        }
+                    } else if self.gain(u, &remaining, &mut scratch) >= 0 {
+                        place(
+                            u,
+                            &mut placed,
+                            &mut remaining,
+                            &mut missing,
+                            &mut order,
+                            &mut ready,
+                        );
+                    }
+                }
+            }
         }
         Ok(order)
     }
@@ -378,6 +543,11 @@ pub fn depth_first(m: &Module) -> Result<Vec<ValueId>, ScheduleError> {
     Dag::new(m, 0).depth_first().map(ids)
 }
 
+/// Depth-first order with ready users run eagerly ([`Strategy::Eager`]).
+pub fn eager(m: &Module, log_n: u32) -> Result<Vec<ValueId>, ScheduleError> {
+    Dag::new(m, log_n).eager().map(ids)
+}
+
 /// Chooses the order with the lowest peak bytes among the strategies and checks it against
 /// `budget` (bytes of live values plus `key_bytes`).
 pub fn schedule(
@@ -393,6 +563,7 @@ pub fn schedule(
     for (s, order) in [
         (Strategy::Greedy, dag.greedy()?),
         (Strategy::DepthFirst, dag.depth_first()?),
+        (Strategy::Eager, dag.eager()?),
     ] {
         let p = peak(m, &order, log_n);
         if p.bytes < best.2.bytes {
@@ -422,6 +593,34 @@ pub fn schedule(
             total_bytes: total,
             budget,
             spill: None,
+            split: None,
         },
     })
+}
+
+/// Checks a schedule's peak (values and keys) against `budget`, as [`schedule`] does.
+pub fn check_budget(s: &ScheduleSummary, budget: u64) -> Result<(), ScheduleError> {
+    if s.total_bytes > budget {
+        return Err(ScheduleError::OverBudget {
+            strategy: strategy_name(&s.strategy),
+            needed: s.total_bytes,
+            values: s.peak.values,
+            keys: s.key_bytes,
+            budget,
+        });
+    }
+    Ok(())
+}
+
+fn strategy_name(s: &str) -> &'static str {
+    [
+        Strategy::Topological,
+        Strategy::Greedy,
+        Strategy::DepthFirst,
+        Strategy::Eager,
+    ]
+    .into_iter()
+    .map(Strategy::name)
+    .find(|n| *n == s)
+    .unwrap_or("schedule")
 }

@@ -10,6 +10,8 @@
 //! last user it is are released: the step's own peak.
 
 use super::{Module, Op, ValueId};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 /// Values alive after one step of an order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -18,6 +20,16 @@ pub struct Live {
     pub values: u64,
     /// Their bytes.
     pub bytes: u64,
+}
+
+/// When the input ciphertexts are in memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InputResidency {
+    /// All of them from the start (a run handed its inputs in memory).
+    #[default]
+    AtStart,
+    /// Each from its own step in the order (a run that reads them from their file on demand).
+    OnDemand,
 }
 
 /// The live values after each step of `order` (node ids; a valid order lists each node after
@@ -74,6 +86,8 @@ pub struct SpillProfile {
     pub written_bytes: u64,
     /// Values written.
     pub values_written: u64,
+    /// Most bytes in spill files at once (inputs read from their own file not counted).
+    pub disk_bytes: u64,
     /// Bytes read back.
     pub read_bytes: u64,
     /// The largest step's own need (its operands and its result): no budget holds less.
@@ -84,8 +98,17 @@ pub struct SpillProfile {
 /// values in memory, as the executor's spill store does it: before a step its operands are read
 /// back; after it, when more than `budget` is held, the values whose next use lies furthest
 /// ahead go to disk (written only the first time) until four fifths of the budget remain.
-/// Inputs start in memory and are evicted the same way. Sizes are [`super::Type::bytes`].
-pub fn spill_profile(m: &Module, order: &[u32], log_n: u32, budget: u64) -> SpillProfile {
+/// With [`InputResidency::AtStart`] the inputs start in memory and are evicted (written) the
+/// same way; with [`InputResidency::OnDemand`] each is read from the inputs file when its own
+/// node runs and from then on is held and spilled like a computed value. Sizes are [`super::Type::bytes`]. Eviction
+/// keeps a heap keyed by next use, so a step costs a logarithm of the values held, not a sort.
+pub fn spill_profile(
+    m: &Module,
+    order: &[u32],
+    log_n: u32,
+    budget: u64,
+    inputs: InputResidency,
+) -> SpillProfile {
     // A dense layer's multiply-accumulates over one operand list run fused, as the executor
     // runs them: all members at the first one's step, with no eviction between them.
     let dense = |id: u32| match m.node(ValueId(id)).map(|x| &x.op) {
@@ -153,53 +176,61 @@ pub fn spill_profile(m: &Module, order: &[u32], log_n: u32, budget: u64) -> Spil
     let mut on_disk = vec![false; n];
     let mut held = 0u64;
     let mut p = SpillProfile::default();
-    let mut in_memory: Vec<u32> = Vec::new();
+    // Resident values keyed by next use (largest first, ties to the lowest id); entries go
+    // stale when a value leaves memory or its next use moves, and are skipped when popped.
+    let mut heap: BinaryHeap<(u32, Reverse<u32>)> = BinaryHeap::new();
+    // Bytes in spill files now.
+    let mut disk = 0u64;
+    let next_use = |k: usize, next: &[usize]| uses[k].get(next[k]).copied().unwrap_or(u32::MAX);
     for v in m.ids() {
         let k = v.0 as usize;
         remaining[k] = m.users(v).len();
         bytes[k] = m.ty(v).map_or(0, |t| t.bytes(log_n));
         if matches!(m.node(v).map(|x| &x.op), Some(Op::Input { .. })) && remaining[k] > 0 {
-            resident[k] = true;
-            held += bytes[k];
-            in_memory.push(v.0);
+            match inputs {
+                InputResidency::AtStart => {
+                    resident[k] = true;
+                    held += bytes[k];
+                    heap.push((next_use(k, &next), Reverse(v.0)));
+                }
+                // Read from the inputs file when its node runs, then held (and spilled) like
+                // any computed value.
+                InputResidency::OnDemand => {}
+            }
         }
     }
     let evict = |held: &mut u64,
-                 in_memory: &mut Vec<u32>,
+                 disk: &mut u64,
+                 heap: &mut BinaryHeap<(u32, Reverse<u32>)>,
                  resident: &mut [bool],
                  on_disk: &mut [bool],
                  next: &[usize],
                  p: &mut SpillProfile| {
-        in_memory.retain(|&k| resident[k as usize]);
-        let next_use = |k: u32| {
-            uses[k as usize]
-                .get(next[k as usize])
-                .copied()
-                .unwrap_or(u32::MAX)
-        };
-        in_memory.sort_unstable_by_key(|&k| (std::cmp::Reverse(next_use(k)), k));
         let target = budget / 10 * 8;
-        let mut kept = Vec::new();
-        for &k in in_memory.iter() {
+        while *held > target {
+            let Some((at, Reverse(k))) = heap.pop() else {
+                break;
+            };
             let i = k as usize;
-            if *held > target {
-                resident[i] = false;
-                *held -= bytes[i];
-                if !on_disk[i] {
-                    on_disk[i] = true;
-                    p.written_bytes += bytes[i];
-                    p.values_written += 1;
-                }
-            } else {
-                kept.push(k);
+            if !resident[i] || at != next_use(i, next) {
+                continue;
+            }
+            resident[i] = false;
+            *held -= bytes[i];
+            if !on_disk[i] {
+                on_disk[i] = true;
+                p.written_bytes += bytes[i];
+                p.values_written += 1;
+                *disk += bytes[i];
+                p.disk_bytes = p.disk_bytes.max(*disk);
             }
         }
-        *in_memory = kept;
     };
     if held > budget {
         evict(
             &mut held,
-            &mut in_memory,
+            &mut disk,
+            &mut heap,
             &mut resident,
             &mut on_disk,
             &next,
@@ -228,7 +259,6 @@ pub fn spill_profile(m: &Module, order: &[u32], log_n: u32, budget: u64) -> Spil
                         resident[j] = true;
                         held += bytes[j];
                         p.read_bytes += bytes[j];
-                        in_memory.push(o.0);
                     }
                     Step::StreamFirst => p.read_bytes += bytes[j],
                     Step::StreamMember => {}
@@ -242,7 +272,7 @@ pub fn spill_profile(m: &Module, order: &[u32], log_n: u32, budget: u64) -> Spil
         if remaining[k] > 0 && !resident[k] {
             made = bytes[k];
             resident[k] = true;
-            in_memory.push(id);
+            heap.push((next_use(k, &next), Reverse(id)));
         }
         own += bytes[k];
         p.floor_bytes = p.floor_bytes.max(own);
@@ -258,14 +288,20 @@ pub fn spill_profile(m: &Module, order: &[u32], log_n: u32, budget: u64) -> Spil
                         held -= bytes[j];
                         resident[j] = false;
                     }
+                    if on_disk[j] {
+                        disk -= bytes[j];
+                    }
                     on_disk[j] = false;
+                } else if resident[j] {
+                    heap.push((next_use(j, &next), Reverse(o.0)));
                 }
             }
         }
         if held > budget && !fused_with_next {
             evict(
                 &mut held,
-                &mut in_memory,
+                &mut disk,
+                &mut heap,
                 &mut resident,
                 &mut on_disk,
                 &next,

@@ -78,7 +78,7 @@ pub mod types;
 pub mod verify;
 
 pub use error::{HeError, NodeErrorKind, Site, VerifyErrors};
-pub use memory::{live_profile, spill_profile, Live, SpillProfile};
+pub use memory::{live_profile, spill_profile, InputResidency, Live, SpillProfile};
 pub use module::{is_ident, BootInfo, Constant, HeNode, Meta, Module, Operand, Params, ValueId};
 pub use op::{Arity, ConstId, LevelCost, MacAttrs, NameId, Op, OpInfo, Opcode};
 pub use types::{Kind, Layout, LayoutId, Level, LogScale, Type};

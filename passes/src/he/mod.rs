@@ -2,8 +2,10 @@
 //! subexpression elimination, and the analyses the reports use.
 
 pub mod manage;
+pub mod split;
 
 pub use manage::{depth_of, manage, manage_traced, ManageError, Managed, Placement, RescalePolicy};
+pub use split::{split_wide_macs, SplitStats};
 
 use hecc_ir::he::{Module, Op, ValueId};
 use std::collections::HashMap;

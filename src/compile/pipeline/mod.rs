@@ -320,12 +320,30 @@ pub fn compile_with(
     });
     let t0 = Instant::now();
     let key_bytes = rep.keys.resident_bytes();
-    let mut sched = hecc_passes::schedule::schedule(
-        &managed.module,
-        choice.log_n,
-        key_bytes,
-        opts.memory_budget,
-    )?;
+    let mut managed = managed;
+    let mut sched =
+        hecc_passes::schedule::schedule(&managed.module, choice.log_n, key_bytes, None)?;
+    // Dense layers split into chunks (bit-identical results) when some order of the split
+    // circuit holds less.
+    let mut split = managed.module.clone();
+    let st = hecc_passes::he::split_wide_macs(&mut split, SPLIT_CHUNK)
+        .map_err(|e| miette!("splitting dense layers: {e}"))?;
+    if st.macs > 0 {
+        let s = hecc_passes::schedule::schedule(&split, choice.log_n, key_bytes, None)?;
+        if s.summary.peak.bytes < sched.summary.peak.bytes {
+            managed.module = split;
+            sched = s;
+            sched.summary.split = Some(hecc_passes::schedule::SplitSummary {
+                chunk: SPLIT_CHUNK as u64,
+                macs: st.macs as u64,
+                added: st.added as u64,
+            });
+        }
+    }
+    if let Some(b) = opts.memory_budget {
+        hecc_passes::schedule::check_budget(&sched.summary, b)?;
+    }
+    sched.summary.budget = opts.memory_budget;
     if let Some(b) = opts.spill_budget {
         sched.summary.spill = Some(hecc_passes::schedule::spill_summary(
             &managed.module,
@@ -363,6 +381,10 @@ pub fn compile_with(
     };
     Ok(Compiled { plan, log })
 }
+
+/// Operands per partial `mac` when dense layers are split
+/// ([`hecc_passes::he::split_wide_macs`]).
+const SPLIT_CHUNK: usize = 128;
 
 /// The keys bootstrapping adds to a plan's (`None` without bootstrapping): the bootstrap's
 /// rotations that the circuit does not use, conjugation, and the encapsulation keys, at the

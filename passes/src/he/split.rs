@@ -16,6 +16,7 @@
 //! than the chunk are split.
 
 use hecc_ir::he::{HeError, Module, Op, ValueId};
+use petgraph::visit::EdgeRef;
 use std::collections::HashMap;
 
 /// What [`split_wide_macs`] did.
@@ -48,11 +49,17 @@ pub fn split_wide_macs(m: &mut Module, chunk: usize) -> Result<SplitStats, HeErr
     let mut groups: Vec<(Vec<ValueId>, Vec<ValueId>)> =
         groups.into_iter().filter(|(_, g)| g.len() > 1).collect();
     groups.sort_by_key(|(_, g)| g[0]);
-    let mut stats = SplitStats::default();
-    for (_, members) in groups {
-        stats.groups += 1;
-        for v in members {
-            let Some(Op::Mac(a)) = m.node(v).map(|n| n.op.clone()) else {
+    // Each member's terms in operand id order (the same chunks for every member).
+    type Work = (
+        ValueId,
+        Vec<(ValueId, f64)>,
+        Option<f64>,
+        hecc_ir::he::LogScale,
+    );
+    let mut work: Vec<Work> = Vec::new();
+    for (_, members) in &groups {
+        for &v in members {
+            let Some(Op::Mac(a)) = m.node(v).map(|n| &n.op) else {
                 continue;
             };
             let mut terms: Vec<(ValueId, f64)> = m
@@ -61,24 +68,46 @@ pub fn split_wide_macs(m: &mut Module, chunk: usize) -> Result<SplitStats, HeErr
                 .zip(a.coeffs.iter().copied())
                 .collect();
             terms.sort_by_key(|t| t.0);
-            let mut acc: Option<ValueId> = None;
-            for (i, part) in terms.chunks(chunk).enumerate() {
-                let bias = if i == 0 { a.bias } else { None };
-                let p = m.mac(part, bias, a.log_scale)?;
-                stats.added += 1;
-                acc = Some(match acc {
-                    None => p,
-                    Some(s) => {
-                        stats.added += 1;
-                        m.add(s, p)?
-                    }
-                });
-            }
-            if let Some(sum) = acc {
-                m.replace_uses(v, sum)?;
-                m.remove(v);
-                stats.macs += 1;
-            }
+            work.push((v, terms, a.bias, a.log_scale));
+        }
+    }
+    let mut stats = SplitStats {
+        groups: groups.len(),
+        ..SplitStats::default()
+    };
+    // The members' operand edges go first, newest member first: each is then at the head of
+    // its operand's list of uses, so unlinking it is cheap (removing a node with a thousand
+    // operands, each with a thousand uses, walks those lists otherwise).
+    let mut by_id: Vec<ValueId> = work.iter().map(|w| w.0).collect();
+    by_id.sort_unstable();
+    for &v in by_id.iter().rev() {
+        let g = m.graph_mut();
+        while let Some(e) = g
+            .edges_directed(v.node(), petgraph::Direction::Incoming)
+            .next()
+            .map(|e| e.id())
+        {
+            g.remove_edge(e);
+        }
+    }
+    for (v, terms, bias0, log_scale) in work {
+        let mut acc: Option<ValueId> = None;
+        for (i, part) in terms.chunks(chunk).enumerate() {
+            let bias = if i == 0 { bias0 } else { None };
+            let p = m.mac(part, bias, log_scale)?;
+            stats.added += 1;
+            acc = Some(match acc {
+                None => p,
+                Some(s) => {
+                    stats.added += 1;
+                    m.add(s, p)?
+                }
+            });
+        }
+        if let Some(sum) = acc {
+            m.replace_uses(v, sum)?;
+            m.remove(v);
+            stats.macs += 1;
         }
     }
     Ok(stats)

@@ -324,13 +324,14 @@ pub fn compile_with(
     let mut sched =
         hecc_passes::schedule::schedule(&managed.module, choice.log_n, key_bytes, None)?;
     // Dense layers split into chunks (bit-identical results) when some order of the split
-    // circuit holds less.
+    // circuit holds at least a tenth less (the additions it brings cost time, and a
+    // spilling run of the split circuit can move more).
     let mut split = managed.module.clone();
     let st = hecc_passes::he::split_wide_macs(&mut split, SPLIT_CHUNK)
         .map_err(|e| miette!("splitting dense layers: {e}"))?;
     if st.macs > 0 {
         let s = hecc_passes::schedule::schedule(&split, choice.log_n, key_bytes, None)?;
-        if s.summary.peak.bytes < sched.summary.peak.bytes {
+        if s.summary.peak.bytes <= sched.summary.peak.bytes / 10 * 9 {
             managed.module = split;
             sched = s;
             sched.summary.split = Some(hecc_passes::schedule::SplitSummary {

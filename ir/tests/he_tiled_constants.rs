@@ -23,7 +23,7 @@ fn module_with(values: Vec<f64>) -> Module {
 
 fn values_of(m: &Module) -> Vec<u64> {
     m.constants()
-        .flat_map(|(_, c)| c.values.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+        .flat_map(|(_, c)| c.values().iter().map(|x| x.to_bits()).collect::<Vec<_>>())
         .collect()
 }
 
@@ -50,6 +50,14 @@ fn tiled_masks_print_compactly_and_round_trip() {
     let back = parse_module(&text).unwrap();
     assert_eq!(back.to_string(), text);
     assert_eq!(values_of(&back), values_of(&m));
+    // Held compact in memory, in the module built and in the one read back, and expanded to
+    // the same bits (the negative zero included).
+    for mm in [&m, &back] {
+        let (_, c) = mm.constants().next().unwrap();
+        assert!(c.is_compact());
+        assert_eq!(c.len(), 2048);
+        assert_eq!(c.values()[200].to_bits(), (-0.0f64).to_bits());
+    }
 }
 
 #[test]
@@ -62,6 +70,10 @@ fn dense_and_short_vectors_stay_plain_lists() {
     assert_eq!(values_of(&back), values_of(&m));
     let short = module_with(vec![0.0; 16]);
     assert!(!short.to_string().contains("tile("));
+    // A vector without runs is held as it is.
+    let (_, c) = m.constants().next().unwrap();
+    assert!(!c.is_compact());
+    assert_eq!(c.values().len(), 100);
 }
 
 #[test]

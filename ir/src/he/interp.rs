@@ -175,7 +175,7 @@ where
             }
             Op::Encode { constant } => module
                 .constant(*constant)
-                .map(|c| c.values.clone())
+                .map(|c| c.values().into_owned())
                 .unwrap_or_default(),
             Op::Add | Op::AddPlain => binary(&|x, y| x + y),
             Op::Sub | Op::SubPlain => binary(&|x, y| x - y),

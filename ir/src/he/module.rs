@@ -119,11 +119,69 @@ impl Default for Meta {
     }
 }
 
-/// A plaintext vector of the constant pool.
-#[derive(Clone, Debug, PartialEq)]
+/// A plaintext vector of the constant pool. Held in the compact form of
+/// [`super::compact::Tiled`] when that is much smaller than the vector (the channel layout's
+/// masks and coefficient vectors are a few runs per image: LeNet-5's channel plan has 1.2 GiB of
+/// them written out), and expanded when read.
+#[derive(Clone, Debug)]
 pub struct Constant {
+    repr: ConstRepr,
+}
+
+#[derive(Clone, Debug)]
+enum ConstRepr {
+    Dense(Vec<f64>),
+    Tiled(super::compact::Tiled),
+}
+
+impl Constant {
+    /// The constant `values`, compact when its tiled form gives back exactly the same bits and
+    /// writes at most an eighth of the slots.
+    pub fn new(values: Vec<f64>) -> Constant {
+        let t = super::compact::Tiled::of(&values);
+        let compact = t.written().saturating_mul(8) <= values.len()
+            && t.expand().is_some_and(|e| same_bits(&e, &values));
+        Constant {
+            repr: if compact {
+                ConstRepr::Tiled(t)
+            } else {
+                ConstRepr::Dense(values)
+            },
+        }
+    }
+
     /// The slot values.
-    pub values: Vec<f64>,
+    pub fn values(&self) -> std::borrow::Cow<'_, [f64]> {
+        match &self.repr {
+            ConstRepr::Dense(v) => std::borrow::Cow::Borrowed(v),
+            // Checked to expand when it was made.
+            ConstRepr::Tiled(t) => std::borrow::Cow::Owned(t.expand().unwrap_or_default()),
+        }
+    }
+
+    /// Slots.
+    pub fn len(&self) -> usize {
+        match &self.repr {
+            ConstRepr::Dense(v) => v.len(),
+            ConstRepr::Tiled(t) => t.len,
+        }
+    }
+
+    /// Whether it has no slots.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether it is held in the compact form.
+    pub fn is_compact(&self) -> bool {
+        matches!(self.repr, ConstRepr::Tiled(_))
+    }
+}
+
+impl PartialEq for Constant {
+    fn eq(&self, other: &Constant) -> bool {
+        self.values() == other.values()
+    }
 }
 
 /// An HE circuit.
@@ -260,7 +318,7 @@ impl Module {
         let h = hash_values(&values);
         if let Some(ids) = self.const_index.get(&h) {
             for id in ids {
-                if same_bits(&self.constants[id.0 as usize].values, &values) {
+                if same_bits(&self.constants[id.0 as usize].values(), &values) {
                     return *id;
                 }
             }
@@ -273,7 +331,17 @@ impl Module {
     pub fn push_constant(&mut self, values: Vec<f64>) -> ConstId {
         let id = ConstId(self.constants.len() as u32);
         let h = hash_values(&values);
-        self.constants.push(Constant { values });
+        self.constants.push(Constant::new(values));
+        self.const_index.entry(h).or_default().push(id);
+        id
+    }
+
+    /// Appends a copy of another module's constant without deduplication, in the form it is
+    /// held in.
+    pub fn push_constant_copy(&mut self, c: &Constant) -> ConstId {
+        let id = ConstId(self.constants.len() as u32);
+        let h = hash_values(&c.values());
+        self.constants.push(c.clone());
         self.const_index.entry(h).or_default().push(id);
         id
     }
@@ -702,7 +770,6 @@ impl Module {
                 site,
                 kind: NodeErrorKind::UnknownConst(constant),
             })?
-            .values
             .len();
         let slots = u32::try_from(len).map_err(|_| HeError::Node {
             site,

@@ -202,13 +202,11 @@ fn check_node(
         }
         Op::Encode { constant } => match module.constant(*constant) {
             None => push(NodeErrorKind::UnknownConst(*constant)),
-            Some(c) if c.values.len() != node.ty.slots() as usize => {
-                push(NodeErrorKind::ConstLength {
-                    id: *constant,
-                    len: c.values.len(),
-                    slots: node.ty.slots(),
-                })
-            }
+            Some(c) if c.len() != node.ty.slots() as usize => push(NodeErrorKind::ConstLength {
+                id: *constant,
+                len: c.len(),
+                slots: node.ty.slots(),
+            }),
             Some(_) => {}
         },
         _ => {}

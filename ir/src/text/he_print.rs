@@ -186,11 +186,14 @@ fn write_module<W: Write>(w: &mut W, module: &Module, opts: &PrintOptions) -> fm
     for (id, c) in module.constants() {
         write!(w, "const {id} = ")?;
         match opts.elide_constants {
-            Some(limit) if c.values.len() > limit => write!(w, "elided({})", c.values.len())?,
-            _ => match compact_form(&c.values) {
-                Some(t) => write_tiled(w, &t)?,
-                None => write_list(w, &c.values, |w, x| w.write_str(&fmt_f64(*x)))?,
-            },
+            Some(limit) if c.len() > limit => write!(w, "elided({})", c.len())?,
+            _ => {
+                let values = c.values();
+                match compact_form(&values) {
+                    Some(t) => write_tiled(w, &t)?,
+                    None => write_list(w, &values, |w, x| w.write_str(&fmt_f64(*x)))?,
+                }
+            }
         }
         writeln!(w)?;
     }

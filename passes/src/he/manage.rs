@@ -771,7 +771,7 @@ fn rebuild<'a>(
             })?;
     }
     for (_, c) in src.constants() {
-        out.push_constant(c.values.clone());
+        out.push_constant_copy(c);
     }
     let waterline = waterline(src);
     let mut r = Rebuild {

@@ -582,7 +582,7 @@ impl Ctx<'_> {
                 let scale = node.ty.log_scale().0.exp2();
                 Value::Pt(
                     self.encoder
-                        .encode(&c.values, node.ty.level().0 as usize, scale)
+                        .encode(&c.values(), node.ty.level().0 as usize, scale)
                         .map_err(be)?,
                 )
             }

@@ -348,33 +348,19 @@ impl Dag {
         freed - made
     }
 
-    fn eager(&self) -> Result<Vec<u32>, ScheduleError> {
+    /// The depth-first walk from the outputs (then anything not reached, in topological order):
+    /// operands in slot order before their user. With `eager`, after each step the users that
+    /// became ready run at once when that adds no live bytes, a dense group's members together.
+    fn walk(&self, eager: bool) -> Result<Vec<u32>, ScheduleError> {
         let topo = self.topological()?;
-        let n = self.present.len();
-        let mut placed = vec![false; n];
-        let mut remaining: Vec<usize> = self.users.iter().map(Vec::len).collect();
-        let mut missing: Vec<usize> = self.ops.iter().map(Vec::len).collect();
-        let mut order = Vec::with_capacity(self.ids.len());
-        let mut scratch = Vec::new();
-        let mut ready: Vec<u32> = Vec::new();
-        let place = |v: u32,
-                     placed: &mut [bool],
-                     remaining: &mut [usize],
-                     missing: &mut [usize],
-                     order: &mut Vec<u32>,
-                     ready: &mut Vec<u32>| {
-            placed[v as usize] = true;
-            order.push(v);
-            for &o in &self.ops[v as usize] {
-                remaining[o as usize] -= 1;
-            }
-            for &u in &self.users[v as usize] {
-                missing[u as usize] -= 1;
-                if missing[u as usize] == 0 {
-                    ready.push(u);
-                }
-            }
+        let mut w = Walk {
+            placed: vec![false; self.present.len()],
+            remaining: self.users.iter().map(Vec::len).collect(),
+            missing: self.ops.iter().map(Vec::len).collect(),
+            order: Vec::with_capacity(self.ids.len()),
+            ready: Vec::new(),
         };
+        let mut scratch = Vec::new();
         let roots = self
             .ids
             .iter()
@@ -383,105 +369,80 @@ impl Dag {
             .chain(topo.iter().copied());
         let mut stack: Vec<(u32, bool)> = Vec::new();
         for root in roots {
-            if placed[root as usize] {
-                continue;
-            }
-            stack.push((root, false));
-            while let Some((v, expanded)) = stack.pop() {
-                if placed[v as usize] {
-                    continue;
-                }
-                if !expanded {
-                    stack.push((v, true));
-                    for &o in self.ops[v as usize].iter().rev() {
-                        if !placed[o as usize] {
-                            stack.push((o, false));
-                        }
-                    }
-                    continue;
-                }
-                place(
-                    v,
-                    &mut placed,
-                    &mut remaining,
-                    &mut missing,
-                    &mut order,
-                    &mut ready,
-                );
-                // Users that became ready run now if that adds no live bytes.
-                while let Some(u) = ready.pop() {
-                    if placed[u as usize] {
-                        continue;
-                    }
-                    let g = self.group[u as usize];
-                    if g != u32::MAX {
-                        let ms = &self.members[g as usize];
-                        if ms.iter().all(|&w| missing[w as usize] == 0)
-                            && ms.iter().all(|&w| !placed[w as usize])
-                            && self.group_gain(g as usize, &remaining) >= 0
-                        {
-                            for &w in ms {
-                                place(
-                                    w,
-                                    &mut placed,
-                                    &mut remaining,
-                                    &mut missing,
-                                    &mut order,
-                                    &mut ready,
-                                );
-                            }
-                        }
-                    } else if self.gain(u, &remaining, &mut scratch) >= 0 {
-                        place(
-                            u,
-                            &mut placed,
-                            &mut remaining,
-                            &mut missing,
-                            &mut order,
-                            &mut ready,
-                        );
-                    }
-                }
-            }
-        }
-        Ok(order)
-    }
-
-    fn depth_first(&self) -> Result<Vec<u32>, ScheduleError> {
-        let topo = self.topological()?;
-        let mut placed = vec![false; self.present.len()];
-        let mut order = Vec::with_capacity(self.ids.len());
-        let roots = self
-            .ids
-            .iter()
-            .copied()
-            .filter(|&v| self.is_output[v as usize])
-            .chain(topo.iter().copied());
-        let mut stack: Vec<(u32, bool)> = Vec::new();
-        for root in roots {
-            if placed[root as usize] {
+            if w.placed[root as usize] {
                 continue;
             }
             // Iterative post-order (acyclic: `topological` succeeded).
             stack.push((root, false));
             while let Some((v, expanded)) = stack.pop() {
-                if placed[v as usize] {
+                if w.placed[v as usize] {
                     continue;
                 }
-                if expanded {
-                    placed[v as usize] = true;
-                    order.push(v);
-                } else {
+                if !expanded {
                     stack.push((v, true));
                     for &o in self.ops[v as usize].iter().rev() {
-                        if !placed[o as usize] {
+                        if !w.placed[o as usize] {
                             stack.push((o, false));
                         }
+                    }
+                    continue;
+                }
+                w.place(self, v);
+                if !eager {
+                    w.ready.clear();
+                    continue;
+                }
+                while let Some(u) = w.ready.pop() {
+                    if w.placed[u as usize] {
+                        continue;
+                    }
+                    let g = self.group[u as usize];
+                    if g != u32::MAX {
+                        let ms = &self.members[g as usize];
+                        if ms
+                            .iter()
+                            .all(|&m| w.missing[m as usize] == 0 && !w.placed[m as usize])
+                            && self.group_gain(g as usize, &w.remaining) >= 0
+                        {
+                            for &m in ms {
+                                w.place(self, m);
+                            }
+                        }
+                    } else if self.gain(u, &w.remaining, &mut scratch) >= 0 {
+                        w.place(self, u);
                     }
                 }
             }
         }
-        Ok(order)
+        Ok(w.order)
+    }
+}
+
+/// The state of [`Dag::walk`].
+struct Walk {
+    placed: Vec<bool>,
+    /// Users not placed yet, per value.
+    remaining: Vec<usize>,
+    /// Operands not placed yet, per node.
+    missing: Vec<usize>,
+    order: Vec<u32>,
+    /// Nodes whose operands all became placed.
+    ready: Vec<u32>,
+}
+
+impl Walk {
+    fn place(&mut self, d: &Dag, v: u32) {
+        self.placed[v as usize] = true;
+        self.order.push(v);
+        for &o in &d.ops[v as usize] {
+            self.remaining[o as usize] -= 1;
+        }
+        for &u in &d.users[v as usize] {
+            self.missing[u as usize] -= 1;
+            if self.missing[u as usize] == 0 {
+                self.ready.push(u);
+            }
+        }
     }
 }
 
@@ -540,12 +501,12 @@ pub fn greedy(m: &Module, log_n: u32) -> Result<Vec<ValueId>, ScheduleError> {
 /// Depth-first order: for each `output` node in id order, its operands (recursively, in slot
 /// order) before it; then anything not reached, in topological order.
 pub fn depth_first(m: &Module) -> Result<Vec<ValueId>, ScheduleError> {
-    Dag::new(m, 0).depth_first().map(ids)
+    Dag::new(m, 0).walk(false).map(ids)
 }
 
 /// Depth-first order with ready users run eagerly ([`Strategy::Eager`]).
 pub fn eager(m: &Module, log_n: u32) -> Result<Vec<ValueId>, ScheduleError> {
-    Dag::new(m, log_n).eager().map(ids)
+    Dag::new(m, log_n).walk(true).map(ids)
 }
 
 /// Chooses the order with the lowest peak bytes among the strategies and checks it against
@@ -562,8 +523,8 @@ pub fn schedule(
     let mut best = (Strategy::Topological, topo, topo_peak);
     for (s, order) in [
         (Strategy::Greedy, dag.greedy()?),
-        (Strategy::DepthFirst, dag.depth_first()?),
-        (Strategy::Eager, dag.eager()?),
+        (Strategy::DepthFirst, dag.walk(false)?),
+        (Strategy::Eager, dag.walk(true)?),
     ] {
         let p = peak(m, &order, log_n);
         if p.bytes < best.2.bytes {

@@ -156,7 +156,7 @@ pub enum ScheduleError {
     )]
     OverBudget {
         /// Strategy of the best order.
-        strategy: &'static str,
+        strategy: String,
         /// Bytes needed (values + keys).
         needed: u64,
         /// Live values at the peak.
@@ -532,30 +532,22 @@ pub fn schedule(
         }
     }
     let (strategy, order, peak) = best;
-    let total = peak.bytes + key_bytes;
+    let summary = ScheduleSummary {
+        strategy: strategy.name().into(),
+        peak,
+        topological: topo_peak,
+        key_bytes,
+        total_bytes: peak.bytes + key_bytes,
+        budget,
+        spill: None,
+        split: None,
+    };
     if let Some(b) = budget {
-        if total > b {
-            return Err(ScheduleError::OverBudget {
-                strategy: strategy.name(),
-                needed: total,
-                values: peak.values,
-                keys: key_bytes,
-                budget: b,
-            });
-        }
+        check_budget(&summary, b)?;
     }
     Ok(Schedule {
         order: ids(order),
-        summary: ScheduleSummary {
-            strategy: strategy.name().into(),
-            peak,
-            topological: topo_peak,
-            key_bytes,
-            total_bytes: total,
-            budget,
-            spill: None,
-            split: None,
-        },
+        summary,
     })
 }
 
@@ -563,7 +555,7 @@ pub fn schedule(
 pub fn check_budget(s: &ScheduleSummary, budget: u64) -> Result<(), ScheduleError> {
     if s.total_bytes > budget {
         return Err(ScheduleError::OverBudget {
-            strategy: strategy_name(&s.strategy),
+            strategy: s.strategy.clone(),
             needed: s.total_bytes,
             values: s.peak.values,
             keys: s.key_bytes,
@@ -571,17 +563,4 @@ pub fn check_budget(s: &ScheduleSummary, budget: u64) -> Result<(), ScheduleErro
         });
     }
     Ok(())
-}
-
-fn strategy_name(s: &str) -> &'static str {
-    [
-        Strategy::Topological,
-        Strategy::Greedy,
-        Strategy::DepthFirst,
-        Strategy::Eager,
-    ]
-    .into_iter()
-    .map(Strategy::name)
-    .find(|n| *n == s)
-    .unwrap_or("schedule")
 }

@@ -5,7 +5,7 @@ pub mod manage;
 pub mod split;
 
 pub use manage::{depth_of, manage, manage_traced, ManageError, Managed, Placement, RescalePolicy};
-pub use split::{split_wide_macs, SplitStats};
+pub use split::{split_wide_macs, split_wide_macs_copy, SplitStats};
 
 use hecc_ir::he::{Module, Op, ValueId};
 use std::collections::HashMap;

@@ -34,8 +34,30 @@ pub struct SplitStats {
 /// into partial `mac`s of at most `chunk` operands, summed in order.
 pub fn split_wide_macs(m: &mut Module, chunk: usize) -> Result<SplitStats, HeError> {
     let chunk = chunk.max(1);
-    // Grouped by operand set: members may list the same operands in different orders, and
-    // their terms are chunked in operand id order so every member's chunks are the same.
+    let groups = wide_groups(m, chunk);
+    split_groups(m, &groups, chunk)
+}
+
+/// [`split_wide_macs`] on a copy of `m`, made only when there is something to split (`None`
+/// otherwise): the compiler compares both circuits without copying ones that never change.
+pub fn split_wide_macs_copy(
+    m: &Module,
+    chunk: usize,
+) -> Result<Option<(Module, SplitStats)>, HeError> {
+    let chunk = chunk.max(1);
+    let groups = wide_groups(m, chunk);
+    if groups.is_empty() {
+        return Ok(None);
+    }
+    let mut out = m.clone();
+    let st = split_groups(&mut out, &groups, chunk)?;
+    Ok(Some((out, st)))
+}
+
+/// The groups of at least two `mac`s over one operand set longer than `chunk`, in order of
+/// their first member. Members may list the same operands in different orders; their terms
+/// are chunked in operand id order so every member's chunks are the same.
+fn wide_groups(m: &Module, chunk: usize) -> Vec<Vec<ValueId>> {
     let mut groups: HashMap<Vec<ValueId>, Vec<ValueId>> = HashMap::new();
     for v in m.ids() {
         if let Some(Op::Mac(_)) = m.node(v).map(|n| &n.op) {
@@ -46,9 +68,16 @@ pub fn split_wide_macs(m: &mut Module, chunk: usize) -> Result<SplitStats, HeErr
             }
         }
     }
-    let mut groups: Vec<(Vec<ValueId>, Vec<ValueId>)> =
-        groups.into_iter().filter(|(_, g)| g.len() > 1).collect();
-    groups.sort_by_key(|(_, g)| g[0]);
+    let mut groups: Vec<Vec<ValueId>> = groups.into_values().filter(|g| g.len() > 1).collect();
+    groups.sort_by_key(|g| g[0]);
+    groups
+}
+
+fn split_groups(
+    m: &mut Module,
+    groups: &[Vec<ValueId>],
+    chunk: usize,
+) -> Result<SplitStats, HeError> {
     // Each member's terms in operand id order (the same chunks for every member).
     type Work = (
         ValueId,
@@ -57,7 +86,7 @@ pub fn split_wide_macs(m: &mut Module, chunk: usize) -> Result<SplitStats, HeErr
         hecc_ir::he::LogScale,
     );
     let mut work: Vec<Work> = Vec::new();
-    for (_, members) in &groups {
+    for members in groups {
         for &v in members {
             let Some(Op::Mac(a)) = m.node(v).map(|n| &n.op) else {
                 continue;

@@ -326,10 +326,9 @@ pub fn compile_with(
     // Dense layers split into chunks (bit-identical results) when some order of the split
     // circuit holds at least a tenth less (the additions it brings cost time, and a
     // spilling run of the split circuit can move more).
-    let mut split = managed.module.clone();
-    let st = hecc_passes::he::split_wide_macs(&mut split, SPLIT_CHUNK)
+    let split = hecc_passes::he::split_wide_macs_copy(&managed.module, SPLIT_CHUNK)
         .map_err(|e| miette!("splitting dense layers: {e}"))?;
-    if st.macs > 0 {
+    if let Some((split, st)) = split.filter(|(_, st)| st.macs > 0) {
         let s = hecc_passes::schedule::schedule(&split, choice.log_n, key_bytes, None)?;
         if s.summary.peak.bytes <= sched.summary.peak.bytes / 10 * 9 {
             managed.module = split;

@@ -178,6 +178,11 @@ enum Cli {
         /// bootstraps at a 40-bit scale); `never` refuses such a model.
         #[arg(long, value_enum, default_value_t = hecc::compile::BootstrapMode::Auto)]
         bootstrap: hecc::compile::BootstrapMode,
+        /// Bootstrap every slot even when the requested --batch uses few of them (by default
+        /// such a plan bootstraps only the slots the batch spans, repeated across the ring by
+        /// the client: cheaper and more precise).
+        #[arg(long)]
+        full_slot_bootstraps: bool,
         /// Where to write the plan (JSON).
         #[arg(short, long)]
         output: PathBuf,
@@ -406,6 +411,9 @@ enum Cli {
         /// starts).
         #[arg(long)]
         no_memory_check: bool,
+        /// Bootstrap every slot even when the batch uses few of them (see `compile`).
+        #[arg(long)]
+        full_slot_bootstraps: bool,
     },
     /// Evaluate a model in plaintext on many images: logits, accuracy, and how far each
     /// activation approximation moves the predictions from the exact model's.
@@ -550,6 +558,7 @@ fn main() -> ExitCode {
             time_passes,
             no_fuse,
             bootstrap,
+            full_slot_bootstraps,
             output,
             insecure,
         } => {
@@ -584,6 +593,7 @@ fn main() -> ExitCode {
                     time_passes,
                     no_fuse,
                     bootstrap,
+                    sparse_bootstraps: !full_slot_bootstraps,
                     security: if insecure.insecure {
                         hecc_passes::params::Security::InsecureNone
                     } else {
@@ -1227,9 +1237,11 @@ fn client(cmd: Cli) -> ExitCode {
                 quiet,
                 memory_limit,
                 no_memory_check,
+                full_slot_bootstraps,
             } => {
                 let mut opts = r::InferOptions {
                     compile: hecc::compile::CompileOptions {
+                        sparse_bootstraps: !full_slot_bootstraps,
                         activation: activation
                             .as_deref()
                             .map(hecc::compile::ActivationChoice::parse)

@@ -439,3 +439,76 @@ fn a_two_relu_network_compiles_with_bootstraps_and_runs_encrypted() {
 fn a_three_relu_network_compiles_with_bootstraps_and_runs_encrypted() {
     bootstrapped_network_matches_its_reference(&mlp(3));
 }
+
+#[test]
+fn a_batch_that_spans_few_slots_bootstraps_only_those() {
+    // At N = 2^12 (2,048 slots) four images in the batch layout span 4 slots and one image in
+    // the channel layout 1,024 (a 28x28 channel on a 32-wide grid): the plans bootstrap 8 and
+    // 1,024 slots, repeated across the ring by the client, and run as the full-slot plans do.
+    let g = mlp_of_width(2, 2);
+    let (images, labels) = mnist();
+    for (layout, batch, period) in [("batch", 4usize, 8usize), ("channel", 1, 1024)] {
+        let mut opts = network_options(&g, layout);
+        opts.batch = Some(batch as u32);
+        let sparse = compile_graph(&g, &opts).unwrap().plan;
+        let slots = 1usize << (sparse.params.log_n - 1);
+        assert_eq!(slots, 2048, "{layout}");
+        assert_eq!(sparse.slot_period(), Some(period), "{layout}");
+        assert_eq!(
+            sparse.circuit.boot.as_ref().map(|b| b.slots as usize),
+            Some(period)
+        );
+        assert_eq!(sparse.batch as usize, batch);
+        // The sparse bootstraps' keys: the SubSum rotations by period, 2 period, .., N/4.
+        let keys = sparse
+            .report
+            .keys
+            .bootstrap
+            .as_ref()
+            .expect("bootstrap keys");
+        let mut step = period;
+        while step < slots {
+            let s = step as i64;
+            assert!(
+                keys.extra_rotation_steps.contains(&s)
+                    || sparse.rotation_steps.iter().any(|&r| i64::from(r) == s),
+                "{layout}: no key for the SubSum step {step}"
+            );
+            step *= 2;
+        }
+        opts.sparse_bootstraps = false;
+        let full = compile_graph(&g, &opts).unwrap().plan;
+        assert_eq!(full.slot_period(), None);
+        assert_eq!(
+            full.params.bootstrap.as_ref().map(|b| b.slots as usize),
+            Some(slots)
+        );
+        assert_eq!(
+            bootstraps(&full.circuit),
+            bootstraps(&sparse.circuit),
+            "{layout}: the period changes what a bootstrap costs, not where they are"
+        );
+        opts.sparse_bootstraps = true;
+        let run = InferOptions {
+            compile: opts,
+            batch: Some(batch),
+            verify: true,
+            progress: None,
+            memory_limit: None,
+            no_memory_check: false,
+        };
+        let rep = infer_graph(&g, &images, Some(&labels), &run).unwrap();
+        let v = rep.verification.as_ref().unwrap();
+        let scale = v.output.max_abs_value.max(1.0);
+        let err = v.output.max_abs_error;
+        eprintln!(
+            "{layout}: {period} of {slots} slots bootstrapped, output error {err:.3e} (values up to {scale:.2}), argmax {}/{batch}",
+            v.argmax_agree
+        );
+        assert!(
+            err.is_finite() && err < 1e-2 * scale,
+            "{layout}: error {err}"
+        );
+        assert_eq!(v.argmax_agree, batch, "{layout}");
+    }
+}

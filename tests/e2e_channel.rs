@@ -312,6 +312,20 @@ fn inputs_pack_by_layout() {
     // The batch layout: element k of image i in slot i.
     let v = pack_input(&Layout::BATCH, 5, &images, 4).unwrap();
     assert_eq!(v, vec![5.0, 13.0, 0.0, 0.0]);
+    // A plan with sparse-slot bootstraps repeats the packed slots with its period; values
+    // beyond the first period, or a period that does not divide the slots, are refused.
+    let mut v = pack_input(&Layout::BATCH, 5, &images, 8).unwrap();
+    repeat_slots(&mut v, 2).unwrap();
+    assert_eq!(v, vec![5.0, 13.0, 5.0, 13.0, 5.0, 13.0, 5.0, 13.0]);
+    let mut v = pack_input(&Layout::BATCH, 5, &images, 8).unwrap();
+    assert!(matches!(
+        repeat_slots(&mut v, 1),
+        Err(PackError::OutsidePeriod { slot: 1, period: 1 })
+    ));
+    assert!(matches!(
+        repeat_slots(&mut v, 3),
+        Err(PackError::Period { .. })
+    ));
 }
 
 #[test]

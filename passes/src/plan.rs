@@ -108,6 +108,15 @@ pub enum PlanError {
 }
 
 impl Plan {
+    /// The period of a plan whose bootstraps refresh fewer than `N/2` slots (sparse-slot
+    /// bootstrapping): every input's packed slots are repeated with it across the ring, so
+    /// every value of the circuit repeats too. `None` when the plan's slots are used as packed.
+    pub fn slot_period(&self) -> Option<usize> {
+        let b = self.params.bootstrap.as_ref()?;
+        let full = 1u64 << self.params.log_n.saturating_sub(1);
+        (u64::from(b.slots) < full).then_some(b.slots as usize)
+    }
+
     /// Serializes to pretty JSON with its integrity digest (fails only on non-finite numbers).
     pub fn to_json(&self) -> Result<String, PlanError> {
         // One serialization (the circuit is printed once) serves the digest and the file.

@@ -141,6 +141,10 @@ pub struct CompileOptions {
     pub compare_fusion: bool,
     /// When the compiler may place bootstraps (`--bootstrap`).
     pub bootstrap: BootstrapMode,
+    /// Let a bootstrapped plan whose requested batch leaves most slots unused bootstrap only
+    /// the slots it uses (the client repeats them across the ring); `--full-slot-bootstraps`
+    /// clears it.
+    pub sparse_bootstraps: bool,
 }
 
 impl CompileOptions {
@@ -185,6 +189,7 @@ impl Default for CompileOptions {
             no_fuse: false,
             compare_fusion: true,
             bootstrap: BootstrapMode::Auto,
+            sparse_bootstraps: true,
         }
     }
 }

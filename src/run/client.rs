@@ -186,6 +186,22 @@ pub enum PackError {
         /// Image.
         image: usize,
     },
+    /// A repetition period that does not divide the slots.
+    #[error("a repetition period of {period} slots does not divide {slots} slots")]
+    Period {
+        /// The period.
+        period: usize,
+        /// The slots.
+        slots: usize,
+    },
+    /// A packed value beyond the first period of a plan whose slots repeat.
+    #[error("slot {slot} holds a value, but this plan repeats its first {period} slots")]
+    OutsidePeriod {
+        /// The slot.
+        slot: usize,
+        /// The period.
+        period: usize,
+    },
 }
 
 /// Packs `images` into the slot vector of the input value with element index `index` and
@@ -234,6 +250,29 @@ pub fn pack_input(
         }
     }
     Ok(vals)
+}
+
+/// Repeats the first `period` slots of `vals` across all of them, as a plan with sparse-slot
+/// bootstraps ([`Plan::slot_period`](hecc_passes::plan::Plan::slot_period)) expects its inputs:
+/// the packed images must lie in the first period.
+pub fn repeat_slots(vals: &mut [f64], period: usize) -> Result<(), PackError> {
+    if period == 0 || period > vals.len() || vals.len() % period != 0 {
+        return Err(PackError::Period {
+            period,
+            slots: vals.len(),
+        });
+    }
+    if let Some(at) = vals[period..].iter().position(|&x| x != 0.0) {
+        return Err(PackError::OutsidePeriod {
+            slot: period + at,
+            period,
+        });
+    }
+    let (head, rest) = vals.split_at_mut(period);
+    for chunk in rest.chunks_mut(period) {
+        chunk.copy_from_slice(head);
+    }
+    Ok(())
 }
 
 /// Reads decrypted outputs back per image: `outputs` are the output values' `(name, index,
@@ -314,12 +353,15 @@ pub fn encrypt_images(
             .module()
             .layout(ty.layout())
             .ok_or_else(|| miette!("input node {v} has no layout"))?;
-        let vals = pack_input(layout, index, images, slots).map_err(|e| {
+        let mut vals = pack_input(layout, index, images, slots).map_err(|e| {
             miette!(
                 help = "recompile with a larger --batch, or pass fewer images",
                 "input `{name}`: {e}"
             )
         })?;
+        if let Some(period) = s.plan.slot_period() {
+            repeat_slots(&mut vals, period).map_err(|e| miette!("input `{name}`: {e}"))?;
+        }
         jobs.push((name.to_string(), index, vals, ty));
     }
     // Each input is encoded and encrypted in parallel by its own encryptor, forked in order

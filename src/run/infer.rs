@@ -510,7 +510,11 @@ fn check_circuit(
 ) -> Result<CircuitCheck> {
     let n = images.count;
     let reference = hecc_ir::he::interp::interpret(module, |_, index, layout, slots| {
-        pack_input(layout, index, images, slots as usize).ok()
+        let mut v = pack_input(layout, index, images, slots as usize).ok()?;
+        if let Some(period) = s.plan.slot_period() {
+            repeat_slots(&mut v, period).ok()?;
+        }
+        Some(v)
     })
     .map_err(|e| miette!("reference interpretation failed: {e}"))?;
     let reference: HashMap<(String, u32), Vec<f64>> = reference

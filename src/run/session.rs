@@ -64,6 +64,13 @@ impl Session {
                 "the plan's circuit was compiled for other primes than its parameters'; recompile the plan"
             ));
         }
+        let circuit_slots = plan.circuit.boot.as_ref().map(|b| b.slots);
+        let plan_slots = plan.params.bootstrap.as_ref().map(|b| b.slots);
+        if circuit_slots != plan_slots {
+            return Err(miette!(
+                "the plan's circuit bootstraps {circuit_slots:?} slots and its parameters {plan_slots:?}; recompile the plan"
+            ));
+        }
         let ctx = Context::new(params).into_diagnostic()?;
         let digest = plan.digest()?;
         Ok(Session {

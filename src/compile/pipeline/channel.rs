@@ -86,6 +86,11 @@ impl Packing for ChannelPacking {
         choice.ok_or_else(|| miette!("no parameters for the channel layout"))
     }
 
+    fn tiles_per_image(&self) -> bool {
+        // Masks and coefficient vectors repeat once per image lowered for.
+        true
+    }
+
     fn probes_at_final_slots(&self) -> bool {
         // The ring grows until the depth fits: the last probe is at the chosen ring.
         true

@@ -81,6 +81,9 @@ pub struct CompileContext<'a> {
     pub ranges: Vec<ActivationRange>,
     /// The options.
     pub opts: &'a CompileOptions,
+    /// Lower for every image position the ring holds whatever the requested batch (the
+    /// final lowering of a plan with sparse-slot bootstraps, [`sparse_slots`]).
+    pub fill_batch: bool,
 }
 
 impl CompileContext<'_> {
@@ -123,7 +126,10 @@ impl CompileContext<'_> {
     /// was asked for), the scale and the activation replacements.
     pub fn lower_options(&self, slots: u32) -> LowerOptions {
         LowerOptions {
-            batch: self.opts.batch.unwrap_or(slots),
+            batch: match self.opts.batch {
+                Some(b) if !self.fill_batch => b,
+                _ => slots,
+            },
             slots,
             log_scale: f64::from(self.opts.scale_bits),
             activations: self.activations.clone(),
@@ -168,6 +174,13 @@ pub trait Packing {
 
     /// Checks the final lowering against the request (a batch that must fit).
     fn check(&self, cx: &CompileContext<'_>, low: &Lowering, choice: &ParamChoice) -> Result<()>;
+
+    /// Whether the circuit's constants depend on the number of images lowered for (per-image
+    /// tiles): a run whose slots repeat with a period then needs the lowering for every image
+    /// position ([`sparse_slots`]).
+    fn tiles_per_image(&self) -> bool {
+        false
+    }
 }
 
 /// Compiles the model at `path`.
@@ -232,13 +245,14 @@ pub fn compile_with(
     })?;
     // 2. Activation replacements (ranges calibrated on the graph that is lowered).
     let (activations, ranges) = activation_policy(&graph, opts)?;
-    let cx = CompileContext {
+    let mut cx = CompileContext {
         graph,
         shapes,
         original: g,
         activations,
         ranges,
         opts,
+        fill_batch: false,
     };
     // 3. Parameters, from probe lowerings managed quietly. The last probe is kept: when it
     //    was lowered at the final slot count it is the final lowering.
@@ -280,6 +294,12 @@ pub fn compile_with(
         ),
     };
     packing.check(&cx, &low, &choice)?;
+    let images = low.images;
+    let mut choice = choice;
+    let (low, period) = sparse_slots(packing, &mut cx, low, &choice)?;
+    if let (Some(n), Some(b)) = (period, choice.bootstrap.as_mut()) {
+        b.slots = n;
+    }
     if opts.time_passes {
         log.timings.push(PassTiming {
             pass: if reused {
@@ -291,7 +311,6 @@ pub fn compile_with(
             changed: Changed::Yes,
         });
     }
-    let images = low.images;
     let mut low = low;
     low.lowered.module.boot = choice
         .bootstrap
@@ -380,6 +399,86 @@ pub fn compile_with(
         integrity: String::new(),
     };
     Ok(Compiled { plan, log })
+}
+
+/// Fewest slots a sparse bootstrap refreshes: its transforms take `log2 n` stages, grouped into
+/// the chain's three CoeffsToSlots and three SlotsToCoeffs levels.
+const MIN_SPARSE_SLOTS: u64 = 8;
+
+/// Sparse-slot bootstrapping. When a bootstrapped plan's requested batch spans at most half
+/// the ring's slots, the client repeats the slots it spans (rounded up to a power of two `n`)
+/// across the ring. Every operation of a circuit is slot-wise or a cyclic rotation, so as long
+/// as the constants repeat with period `n` too, every value does, and each bootstrap refreshes
+/// `n` slots instead of `N/2`: smaller CoeffsToSlots and SlotsToCoeffs transforms and a few
+/// bits more precision, at the cost of `log2(N / 2n)` rotations and their keys. A layout whose
+/// constants are tiled per image is lowered again for every image position the ring holds
+/// (the requested batch stays the plan's). Returns the lowering to use and `n`, or the
+/// lowering unchanged and `None` when the batch fills the ring, the plan does not bootstrap,
+/// or a constant does not repeat.
+fn sparse_slots(
+    packing: &dyn Packing,
+    cx: &mut CompileContext<'_>,
+    low: Lowering,
+    choice: &ParamChoice,
+) -> Result<(Lowering, Option<u32>)> {
+    let (Some(batch), Some(_)) = (cx.opts.batch, choice.bootstrap.as_ref()) else {
+        return Ok((low, None));
+    };
+    if !cx.opts.sparse_bootstraps {
+        return Ok((low, None));
+    }
+    let images = batch.min(low.images);
+    let spans = |m: &hecc_ir::he::Module| -> Option<u64> {
+        m.layouts()
+            .map(|(_, _, l)| span_of(l, images))
+            .try_fold(1u64, |a, s| Some(a.max(s?)))
+    };
+    let Some(span) = spans(&low.lowered.module) else {
+        return Ok((low, None));
+    };
+    let n = span.next_power_of_two().max(MIN_SPARSE_SLOTS);
+    if n >= u64::from(low.slots) {
+        return Ok((low, None));
+    }
+    let filled = if packing.tiles_per_image()
+        && u64::from(low.images) * u64::from(low.image_stride) < u64::from(low.slots)
+    {
+        cx.fill_batch = true;
+        let relowered = packing.lower(cx, &cx.graph, &cx.shapes, low.slots, low.fold);
+        cx.fill_batch = false;
+        relowered?
+    } else {
+        low.clone()
+    };
+    let m = &filled.lowered.module;
+    let periodic = spans(m).is_some_and(|s| s <= n)
+        && m.constants().all(|(_, c)| {
+            let v = c.values();
+            v.len() == low.slots as usize
+                && v.iter()
+                    .enumerate()
+                    .all(|(i, x)| x.to_bits() == v[i % n as usize].to_bits())
+        });
+    if !periodic {
+        return Ok((low, None));
+    }
+    Ok((filled, Some(n as u32)))
+}
+
+/// The slots `layout` spans for the first `images` images.
+fn span_of(layout: &hecc_ir::he::Layout, images: u32) -> Option<u64> {
+    match *layout {
+        hecc_ir::he::Layout::Channel {
+            images: lowered, ..
+        } => {
+            let mut l = layout.clone();
+            if let hecc_ir::he::Layout::Channel { images: i, .. } = &mut l {
+                *i = images.min(lowered);
+            }
+            l.span(images)
+        }
+        hecc_ir::he::Layout::Batch { .. } => layout.span(images),
+    }
 }
 
 /// Operands per partial `mac` when dense layers are split

@@ -87,6 +87,20 @@ fn round_trips_of_every_object() {
     let gk2 = GaloisKeys::from_bytes(&ctx, &gkb).unwrap();
     assert_eq!(gk2, gk);
     assert_eq!(gk2.galois_elements().len(), 3);
+    // The same keys read from a stream, one polynomial at a time; a stream that ends early
+    // or a length beyond the keys is refused.
+    let mut r = &gkb[..];
+    let gk3 = GaloisKeys::read_from(&ctx, &mut r, gkb.len() as u64).unwrap();
+    assert_eq!(gk3, gk);
+    assert!(r.is_empty());
+    let mut short = &gkb[..gkb.len() - 10];
+    assert!(matches!(
+        GaloisKeys::read_from(&ctx, &mut short, gkb.len() as u64),
+        Err(CkksError::Truncated { .. })
+    ));
+    let mut longer = gkb.clone();
+    longer.extend_from_slice(&[0u8; 8]);
+    assert!(GaloisKeys::read_from(&ctx, &mut &longer[..], longer.len() as u64).is_err());
     // plaintext
     let x: Vec<f64> = (0..100).map(|i| i as f64 / 100.0).collect();
     let pt = s.enc.encode(&x, 1, SCALE).unwrap();

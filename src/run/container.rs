@@ -324,7 +324,7 @@ pub(crate) fn parse_header(
     ))
 }
 
-fn check_fingerprints(
+pub(crate) fn check_fingerprints(
     fingerprint: &[u8; 32],
     plan_digest: &[u8; 32],
     session: &Session,

@@ -9,10 +9,13 @@ pub fn key_id_of(sections: &[&[u8]]) -> KeyId {
     key_id_of_sections(&bytes.iter().map(|b| b as &dyn Section).collect::<Vec<_>>())
 }
 
+/// What a key id's hash starts with.
+const KEY_ID_DOMAIN: &[u8] = b"hecc key id v2";
+
 /// [`key_id_of`] on sections given in pieces.
 fn key_id_of_sections(sections: &[&dyn Section]) -> KeyId {
     let mut h = Sha256::new();
-    h.update(b"hecc key id v2");
+    h.update(KEY_ID_DOMAIN);
     for s in sections {
         h.update(s.len().to_le_bytes());
         // Hashing cannot fail.
@@ -295,8 +298,82 @@ pub(crate) fn backend_err(what: &str) -> impl Fn(CkksError) -> RunError + '_ {
 
 /// Reads evaluation keys and checks they belong to the plan, carry their own key id and cover
 /// the plan's rotations.
+/// The file is read as it is parsed: the rotation keys one polynomial at a time, never the
+/// whole file into one buffer beside the keys made from it (which had doubled the resident
+/// peak of a run whose keys outweigh its ciphertexts). Nothing read is used unless the file's
+/// checksum holds.
 pub fn read_eval_keys(s: &Session, path: &Path) -> Result<EvalKeySet> {
-    eval_keys_from_bytes(s, &read_file(path)?, &path.display().to_string())
+    let what = path.display().to_string();
+    let mut st = ContainerStream::open(path, FileKind::EvalKeys)?;
+    let count = st.left();
+    let mut id = Sha256::new();
+    id.update(KEY_ID_DOMAIN);
+    let ctx = &s.ctx;
+    let small = |st: &mut ContainerStream<_>, id: &mut Sha256| -> Result<Vec<u8>, RunError> {
+        st.next_section_parsed(Some(id), |r, len| {
+            let mut v = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 30));
+            r.read_to_end(&mut v).map(|_| v)
+        })?
+        .map_err(|e| RunError::Io {
+            path: what.clone(),
+            detail: e.to_string(),
+        })
+    };
+    let parsed = if (3..=4).contains(&count) {
+        let public = small(&mut st, &mut id)?;
+        let relin = small(&mut st, &mut id)?;
+        let galois =
+            st.next_section_parsed(Some(&mut id), |r, len| GaloisKeys::read_from(ctx, r, len))?;
+        let encapsulation = if count == 4 {
+            Some(small(&mut st, &mut id)?)
+        } else {
+            None
+        };
+        Some((public, relin, galois, encapsulation))
+    } else {
+        None
+    };
+    // The checksum first: a damaged file is reported as such, whatever its parts gave.
+    let head = st.head.clone();
+    st.finish()?;
+    let Some((public, relin, galois, encapsulation)) = parsed else {
+        return Err(RunError::Corrupt { path: what }.into());
+    };
+    check_fingerprints(&head.fingerprint, &head.plan_digest, s, &what)?;
+    let be = backend_err(&what);
+    let public = PublicKey::from_bytes(ctx, &public).map_err(&be)?;
+    let id: KeyId = id.finalize().into();
+    if id != head.key_id {
+        return Err(RunError::Tampered {
+            path: what.clone(),
+            detail: format!(
+                "the key id in the header ({}) is not that of the keys it holds ({})",
+                hex(&head.key_id),
+                hex(&id)
+            ),
+        }
+        .into());
+    }
+    let encapsulation = match (encapsulation, s.bootstrapper()?) {
+        (Some(bytes), Some(bt)) => Some(bt.encapsulation_keys_from_bytes(&bytes).map_err(&be)?),
+        (Some(_), None) => {
+            return Err(RunError::Mismatch {
+                what: what.clone(),
+                detail: "the keys hold bootstrapping keys but the plan does not bootstrap".into(),
+            }
+            .into())
+        }
+        (None, _) => None,
+    };
+    let keys = EvalKeySet {
+        public,
+        relin: RelinKey::from_bytes(ctx, &relin).map_err(&be)?,
+        galois: galois.map_err(&be)?,
+        encapsulation,
+        id,
+    };
+    keys.check_covers(s, &what)?;
+    Ok(keys)
 }
 
 /// [`read_eval_keys`] on the bytes of a key file; `what` names them in errors.

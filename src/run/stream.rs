@@ -143,6 +143,61 @@ impl<R: Read> ContainerStream<R> {
         Ok(())
     }
 
+    /// Reads the next section's length and hands `parse` a reader of exactly its bytes (and
+    /// the length), so a large section is parsed as it streams in; what `parse` leaves unread
+    /// is read and dropped. Every byte is hashed for the checksum, and into `observe` (after the
+    /// section's length, as [`key_id_of`] hashes sections) when given. Act on the result only
+    /// after [`Self::finish`] succeeds.
+    pub fn next_section_parsed<T>(
+        &mut self,
+        mut observe: Option<&mut Sha256>,
+        parse: impl FnOnce(&mut dyn Read, u64) -> T,
+    ) -> Result<T, RunError> {
+        if self.left == 0 {
+            return Err(RunError::Corrupt {
+                path: self.path.clone(),
+            });
+        }
+        if self.pos + 8 + 32 > self.len {
+            return Err(self.truncated(self.pos + 8 + 32));
+        }
+        let mut l = [0u8; 8];
+        self.take(&mut l)?;
+        let n = u64::from_le_bytes(l);
+        let end = self.pos.saturating_add(n).saturating_add(32);
+        if end > self.len {
+            return Err(self.truncated(end));
+        }
+        if let Some(h) = observe.as_deref_mut() {
+            h.update(n.to_le_bytes());
+        }
+        let mut section = SectionRead {
+            r: &mut self.r,
+            left: n,
+            sum: &mut self.sum,
+            whole: &mut self.whole,
+            observe,
+            error: None,
+        };
+        let out = parse(&mut section, n);
+        // The rest of the section, for the checksum.
+        let mut sink = vec![0u8; 1 << 16];
+        while section.left > 0 && section.error.is_none() {
+            if section.read(&mut sink).unwrap_or(0) == 0 {
+                break;
+            }
+        }
+        if let Some(e) = section.error.take() {
+            return Err(io(&self.path, e));
+        }
+        if section.left > 0 {
+            return Err(self.truncated(end));
+        }
+        self.pos += n;
+        self.left -= 1;
+        Ok(out)
+    }
+
     /// Skips the sections left, then checks the checksum and that nothing follows it. Returns
     /// the SHA-256 of the whole file.
     pub fn finish(mut self) -> Result<[u8; 32], RunError> {
@@ -165,6 +220,46 @@ impl<R: Read> ContainerStream<R> {
         }
         self.whole.update(trailer);
         Ok(self.whole.finalize().into())
+    }
+}
+
+/// The bytes of one section, hashed as they are read.
+struct SectionRead<'a, R> {
+    r: &'a mut R,
+    left: u64,
+    sum: &'a mut Sha256,
+    whole: &'a mut Sha256,
+    observe: Option<&'a mut Sha256>,
+    /// A failure of the file itself (not the end of the section), reported by the stream.
+    error: Option<std::io::Error>,
+}
+
+impl<R: Read> Read for SectionRead<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let got = loop {
+            match self.r.read(&mut buf[..want]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.error = Some(std::io::Error::new(e.kind(), e.to_string()));
+                    return Err(e);
+                }
+                Ok(n) => break n,
+            }
+        };
+        let b = &buf[..got];
+        self.sum.update(b);
+        self.whole.update(b);
+        if let Some(h) = self.observe.as_deref_mut() {
+            h.update(b);
+        }
+        self.left -= got as u64;
+        Ok(got)
     }
 }
 
@@ -265,5 +360,54 @@ mod tests {
         }
         .to_bytes();
         assert!(matches!(stream(&keys), Err(RunError::WrongKind { .. })));
+    }
+
+    #[test]
+    fn a_section_parsed_as_it_streams_is_hashed_whole() {
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let b = container(&[b"meta", &big, b"tail"]);
+        let mut st = stream(&b).unwrap();
+        let mut id = Sha256::new();
+        id.update(b"x");
+        // The parser reads only part of the section; the rest is read for the checksum.
+        let first = st
+            .next_section_parsed(Some(&mut id), |r, len| {
+                assert_eq!(len, 4);
+                let mut v = Vec::new();
+                r.read_to_end(&mut v).map(|_| v)
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(first, b"meta");
+        let head = st
+            .next_section_parsed(Some(&mut id), |r, len| {
+                assert_eq!(len, big.len() as u64);
+                let mut v = vec![0u8; 10];
+                r.read_exact(&mut v).map(|_| v)
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(head, &big[..10]);
+        assert_eq!(st.position(), (b.len() - 32 - 4 - 8) as u64);
+        assert_eq!(st.finish().unwrap()[..], Sha256::digest(&b)[..]);
+        // `observe` saw each section's length and bytes, as a key id hashes them.
+        let mut want = Sha256::new();
+        want.update(b"x");
+        for s in [&b"meta"[..], &big[..]] {
+            want.update((s.len() as u64).to_le_bytes());
+            want.update(s);
+        }
+        assert_eq!(id.finalize(), want.finalize());
+        // A flipped byte inside the streamed section: the parse may succeed, finish refuses.
+        let mut bad = b.clone();
+        let at = b.len() / 2;
+        bad[at] ^= 1;
+        let mut st = stream(&bad).unwrap();
+        for _ in 0..2 {
+            st.next_section_parsed(None, |r, _| std::io::copy(r, &mut std::io::sink()))
+                .unwrap()
+                .unwrap();
+        }
+        assert!(matches!(st.finish(), Err(RunError::Corrupt { .. })));
     }
 }

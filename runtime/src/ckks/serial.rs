@@ -88,23 +88,70 @@ fn write_header(out: &mut Vec<u8>, kind: ObjectKind, fingerprint: &[u8; 32]) {
     out.extend_from_slice(fingerprint);
 }
 
+/// Where a [`Reader`] takes its bytes from: a slice held whole, or a stream of known length
+/// read piece by piece into one buffer (a key file of gigabytes is read without a buffer of
+/// its size).
+enum Source<'a> {
+    Slice(&'a [u8]),
+    Stream {
+        read: &'a mut dyn std::io::Read,
+        len: usize,
+        buf: Vec<u8>,
+    },
+}
+
 struct Reader<'a> {
-    buf: &'a [u8],
+    src: Source<'a>,
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let avail = self.buf.len() - self.pos;
+    fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader {
+            src: Source::Slice(bytes),
+            pos: 0,
+        }
+    }
+    fn stream(read: &'a mut dyn std::io::Read, len: usize) -> Reader<'a> {
+        Reader {
+            src: Source::Stream {
+                read,
+                len,
+                buf: Vec::new(),
+            },
+            pos: 0,
+        }
+    }
+    fn len(&self) -> usize {
+        match &self.src {
+            Source::Slice(b) => b.len(),
+            Source::Stream { len, .. } => *len,
+        }
+    }
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        let avail = self.len() - self.pos;
         if avail < n {
             return Err(CkksError::Truncated {
                 offset: self.pos,
                 needed: n - avail,
             });
         }
-        let s = &self.buf[self.pos..self.pos + n];
+        let at = self.pos;
         self.pos += n;
-        Ok(s)
+        match &mut self.src {
+            Source::Slice(b) => Ok(&b[at..at + n]),
+            Source::Stream { read, buf, .. } => {
+                buf.resize(n, 0);
+                read.read_exact(buf).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => CkksError::Truncated {
+                        offset: at,
+                        needed: n,
+                    },
+                    _ => CkksError::Malformed(format!("reading at byte {at}: {e}")),
+                })?;
+                Ok(&buf[..])
+            }
+        }
     }
     fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
@@ -125,10 +172,10 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
     fn finish(&self) -> Result<()> {
-        if self.pos != self.buf.len() {
+        if self.pos != self.len() {
             return Err(CkksError::Malformed(format!(
                 "{} trailing bytes",
-                self.buf.len() - self.pos
+                self.len() - self.pos
             )));
         }
         Ok(())
@@ -138,7 +185,13 @@ impl<'a> Reader<'a> {
 /// Reads and checks a header; returns a reader positioned after it and the
 /// fingerprint found.
 fn read_header(bytes: &[u8], kind: ObjectKind) -> Result<(Reader<'_>, [u8; 32])> {
-    let mut r = Reader { buf: bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
+    let fp = read_header_from(&mut r, kind)?;
+    Ok((r, fp))
+}
+
+/// Reads and checks a header from `r`; returns the fingerprint found.
+fn read_header_from(r: &mut Reader<'_>, kind: ObjectKind) -> Result<[u8; 32]> {
     let magic = r.take(8)?;
     if magic != MAGIC {
         return Err(CkksError::BadMagic);
@@ -162,19 +215,25 @@ fn read_header(bytes: &[u8], kind: ObjectKind) -> Result<(Reader<'_>, [u8; 32])>
     if reserved.iter().any(|&b| b != 0) {
         return Err(CkksError::Malformed("nonzero reserved header bytes".into()));
     }
-    let fp = r.seed()?;
-    Ok((r, fp))
+    r.seed()
 }
 
 fn read_header_ctx<'a>(bytes: &'a [u8], kind: ObjectKind, ctx: &Context) -> Result<Reader<'a>> {
-    let (r, fp) = read_header(bytes, kind)?;
+    let mut r = Reader::new(bytes);
+    check_header_ctx(&mut r, kind, ctx)?;
+    Ok(r)
+}
+
+/// Reads a header from `r` and checks its kind and that it was made for `ctx`'s parameters.
+fn check_header_ctx(r: &mut Reader<'_>, kind: ObjectKind, ctx: &Context) -> Result<()> {
+    let fp = read_header_from(r, kind)?;
     if &fp != ctx.fingerprint() {
         return Err(CkksError::FingerprintMismatch {
             expected: hex8(ctx.fingerprint()),
             found: hex8(&fp),
         });
     }
-    Ok(r)
+    Ok(())
 }
 
 fn write_poly(out: &mut Vec<u8>, p: &RnsPoly) {
@@ -449,6 +508,19 @@ impl GaloisKeys {
     /// Reads Galois keys made for `ctx`'s parameters.
     pub fn from_bytes(ctx: &Context, bytes: &[u8]) -> Result<Self> {
         let mut r = read_header_ctx(bytes, ObjectKind::GaloisKeys, ctx)?;
+        let keys = read_galois(&mut r, ctx)?;
+        r.finish()?;
+        Ok(keys)
+    }
+
+    /// [`Self::from_bytes`] on the next `len` bytes of `read`, taken one polynomial at a time
+    /// (the largest buffer is one polynomial, not the serialized keys). Reads exactly `len`
+    /// bytes unless an error stops it.
+    pub fn read_from(ctx: &Context, read: &mut dyn std::io::Read, len: u64) -> Result<Self> {
+        let len = usize::try_from(len)
+            .map_err(|_| CkksError::Malformed(format!("{len} bytes of Galois keys")))?;
+        let mut r = Reader::stream(read, len);
+        check_header_ctx(&mut r, ObjectKind::GaloisKeys, ctx)?;
         let keys = read_galois(&mut r, ctx)?;
         r.finish()?;
         Ok(keys)

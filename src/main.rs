@@ -414,6 +414,15 @@ enum Cli {
         /// Bootstrap every slot even when the batch uses few of them (see `compile`).
         #[arg(long)]
         full_slot_bootstraps: bool,
+        /// Keep each run's live values within a budget (--spill-budget) by moving those needed
+        /// last to files in this directory (no checkpoints: the keys of `infer` live only in its
+        /// process). A finished run removes its files.
+        #[arg(long)]
+        spill_dir: Option<PathBuf>,
+        /// Bytes of live values to keep in memory with --spill-dir, e.g. 8GiB. Default: nine
+        /// tenths of what this process can get, less the evaluation keys.
+        #[arg(long, requires = "spill_dir", value_parser = hecc::run::parse_size)]
+        spill_budget: Option<u64>,
     },
     /// Evaluate a model in plaintext on many images: logits, accuracy, and how far each
     /// activation approximation moves the predictions from the exact model's.
@@ -1238,6 +1247,8 @@ fn client(cmd: Cli) -> ExitCode {
                 memory_limit,
                 no_memory_check,
                 full_slot_bootstraps,
+                spill_dir,
+                spill_budget,
             } => {
                 let mut opts = r::InferOptions {
                     compile: hecc::compile::CompileOptions {
@@ -1255,6 +1266,11 @@ fn client(cmd: Cli) -> ExitCode {
                     progress: progress_bar(quiet),
                     memory_limit,
                     no_memory_check,
+                    spill: spill_dir.map(|dir| r::SpillSettings {
+                        dir,
+                        budget: spill_budget,
+                        checkpoint_every: None,
+                    }),
                 };
                 let g = model_args.load(&model)?;
                 ranges.apply(&g, &mut opts.compile)?;

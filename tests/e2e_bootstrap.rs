@@ -413,6 +413,7 @@ fn bootstrapped_network_matches_its_reference(g: &hecc_ir::tensor::Graph) {
         progress: None,
         memory_limit: None,
         no_memory_check: false,
+        spill: None,
     };
     let (images, labels) = mnist();
     let rep = infer_graph(g, &images, Some(&labels), &run).unwrap();
@@ -496,6 +497,7 @@ fn a_batch_that_spans_few_slots_bootstraps_only_those() {
             progress: None,
             memory_limit: None,
             no_memory_check: false,
+            spill: None,
         };
         let rep = infer_graph(&g, &images, Some(&labels), &run).unwrap();
         let v = rep.verification.as_ref().unwrap();

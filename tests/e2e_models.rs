@@ -30,6 +30,7 @@ fn check(model: &str, images: &Path, labels: Option<&Path>, batch: usize, compil
         progress: None,
         memory_limit: None,
         no_memory_check: false,
+        spill: None,
     };
     let rep = infer(&root().join("models").join(model), images, labels, &opts)
         .unwrap_or_else(|e| panic!("{model}: {e:?}"));
@@ -51,6 +52,49 @@ fn lenet5_encrypted_matches_plaintext_on_mnist() {
     // About 20 s on 2 cores (N=2^12, depth 9, 41,676 nodes).
     let (images, labels) = mnist();
     check("lenet5.yaml", &images, Some(&labels), 8, insecure());
+}
+
+#[test]
+fn an_infer_that_spills_matches_the_plaintext_model() {
+    // CryptoNets with its live values held to half its plan's peak: two runs of 4 images, each
+    // writing values to the directory and reading them back.
+    let (images, labels) = mnist();
+    let model = root().join("models").join("cryptonets.yaml");
+    let mut compile = insecure();
+    compile.batch = Some(4);
+    let plan = hecc::compile::compile(&model, &compile).unwrap().plan;
+    let peak = plan.report.schedule.as_ref().unwrap().peak.bytes;
+    let budget = peak / 2;
+    let dir = std::env::temp_dir().join(format!("hecc-e2e-infer-spill-{}", std::process::id()));
+    let opts = InferOptions {
+        compile,
+        batch: Some(8),
+        verify: true,
+        progress: None,
+        memory_limit: None,
+        no_memory_check: false,
+        spill: Some(hecc::run::SpillSettings {
+            dir: dir.clone(),
+            budget: Some(budget),
+            checkpoint_every: None,
+        }),
+    };
+    let rep = infer(&model, &images, Some(&labels), &opts).unwrap();
+    let v = rep.verification.as_ref().expect("verification requested");
+    assert_eq!(rep.images, 8);
+    assert_eq!(rep.runs, 2);
+    common::assert_matches_plaintext("cryptonets.yaml", v, 8, 1e-3);
+    let sp = rep.run.spill.as_ref().expect("a spill report");
+    eprintln!(
+        "plan peak {peak} bytes, budget {budget}: spilled {} values ({} bytes), read back {} ({} bytes), at most {} bytes on disk",
+        sp.values_written, sp.bytes_written, sp.values_read, sp.bytes_read, sp.peak_disk_bytes
+    );
+    assert_eq!(sp.budget, budget);
+    assert!(sp.values_written > 0 && sp.values_read >= sp.values_written);
+    // A finished run leaves nothing behind.
+    let left = std::fs::read_dir(&dir).map_or(0, |d| d.count());
+    assert_eq!(left, 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

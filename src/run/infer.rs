@@ -18,6 +18,10 @@ pub struct InferOptions {
     pub memory_limit: Option<MemoryLimit>,
     /// Run even when the plan's estimate exceeds the available memory ([`check_memory`]).
     pub no_memory_check: bool,
+    /// Keep each run's live values within a budget by moving some to files in a directory
+    /// ([`SpillSettings`]; checkpoints are not written: the keys of an `infer` exist only in
+    /// its process, so a killed one cannot resume).
+    pub spill: Option<SpillSettings>,
 }
 
 /// Per-stage comparison with the plaintext reference.
@@ -267,8 +271,16 @@ pub fn infer_graph(
         compiled.plan,
         copts.security == hecc_passes::params::Security::InsecureNone,
     )?;
+    let spill = opts.spill.as_ref().map(|sp| SpillSettings {
+        dir: sp.dir.clone(),
+        budget: Some(sp.budget.unwrap_or_else(|| default_spill_budget(&s))),
+        checkpoint_every: None,
+    });
     if !opts.no_memory_check {
-        check_memory(&s, available_memory(), "infer")?;
+        match spill.as_ref().and_then(|sp| sp.budget) {
+            Some(b) => check_memory_spilling(&s, b, available_memory(), "infer")?,
+            None => check_memory(&s, available_memory(), "infer")?,
+        }
     }
     let mut images = all.take(want);
     check_input_range(&mut images, s.input()?, false)?;
@@ -299,6 +311,7 @@ pub fn infer_graph(
         &RunOptions {
             progress: opts.progress.clone(),
             memory_limit: opts.memory_limit,
+            spill,
             ..Default::default()
         },
     )?;
@@ -465,6 +478,19 @@ fn merge_run_reports(mut acc: RunReport, r: RunReport) -> RunReport {
     acc.peak_live_ciphertexts = acc.peak_live_ciphertexts.max(r.peak_live_ciphertexts);
     acc.peak_live_bytes = acc.peak_live_bytes.max(r.peak_live_bytes);
     acc.schedule_peak_bytes = acc.schedule_peak_bytes.max(r.schedule_peak_bytes);
+    acc.spill = match (acc.spill, r.spill) {
+        (Some(mut a), Some(b)) => {
+            a.values_written += b.values_written;
+            a.bytes_written += b.bytes_written;
+            a.values_read += b.values_read;
+            a.bytes_read += b.bytes_read;
+            a.peak_disk_bytes = a.peak_disk_bytes.max(b.peak_disk_bytes);
+            a.io_seconds += b.io_seconds;
+            a.checkpoints += b.checkpoints;
+            Some(a)
+        }
+        (a, b) => a.or(b),
+    };
     acc
 }
 

@@ -256,7 +256,7 @@ pub fn pack_input(
 /// bootstraps ([`Plan::slot_period`](hecc_passes::plan::Plan::slot_period)) expects its inputs:
 /// the packed images must lie in the first period.
 pub fn repeat_slots(vals: &mut [f64], period: usize) -> Result<(), PackError> {
-    if period == 0 || period > vals.len() || vals.len() % period != 0 {
+    if period == 0 || period > vals.len() || !vals.len().is_multiple_of(period) {
         return Err(PackError::Period {
             period,
             slots: vals.len(),

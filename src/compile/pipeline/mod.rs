@@ -467,18 +467,14 @@ fn sparse_slots(
 
 /// The slots `layout` spans for the first `images` images.
 fn span_of(layout: &hecc_ir::he::Layout, images: u32) -> Option<u64> {
-    match *layout {
-        hecc_ir::he::Layout::Channel {
-            images: lowered, ..
-        } => {
-            let mut l = layout.clone();
-            if let hecc_ir::he::Layout::Channel { images: i, .. } = &mut l {
-                *i = images.min(lowered);
-            }
-            l.span(images)
-        }
-        hecc_ir::he::Layout::Batch { .. } => layout.span(images),
+    let mut l = layout.clone();
+    if let hecc_ir::he::Layout::Channel {
+        images: lowered, ..
+    } = &mut l
+    {
+        *lowered = images.min(*lowered);
     }
+    l.span(images)
 }
 
 /// Operands per partial `mac` when dense layers are split

@@ -298,6 +298,7 @@ pub(crate) fn backend_err(what: &str) -> impl Fn(CkksError) -> RunError + '_ {
 
 /// Reads evaluation keys and checks they belong to the plan, carry their own key id and cover
 /// the plan's rotations.
+///
 /// The file is read as it is parsed: the rotation keys one polynomial at a time, never the
 /// whole file into one buffer beside the keys made from it (which had doubled the resident
 /// peak of a run whose keys outweigh its ciphertexts). Nothing read is used unless the file's
@@ -340,87 +341,88 @@ pub fn read_eval_keys(s: &Session, path: &Path) -> Result<EvalKeySet> {
         return Err(RunError::Corrupt { path: what }.into());
     };
     check_fingerprints(&head.fingerprint, &head.plan_digest, s, &what)?;
-    let be = backend_err(&what);
-    let public = PublicKey::from_bytes(ctx, &public).map_err(&be)?;
-    let id: KeyId = id.finalize().into();
-    if id != head.key_id {
-        return Err(RunError::Tampered {
-            path: what.clone(),
-            detail: format!(
-                "the key id in the header ({}) is not that of the keys it holds ({})",
-                hex(&head.key_id),
-                hex(&id)
-            ),
-        }
-        .into());
-    }
-    let encapsulation = match (encapsulation, s.bootstrapper()?) {
-        (Some(bytes), Some(bt)) => Some(bt.encapsulation_keys_from_bytes(&bytes).map_err(&be)?),
-        (Some(_), None) => {
-            return Err(RunError::Mismatch {
-                what: what.clone(),
-                detail: "the keys hold bootstrapping keys but the plan does not bootstrap".into(),
-            }
-            .into())
-        }
-        (None, _) => None,
+    let parts = KeyParts {
+        claimed: head.key_id,
+        id: id.finalize().into(),
+        public: &public,
+        relin: &relin,
+        galois,
+        encapsulation: encapsulation.as_deref(),
     };
-    let keys = EvalKeySet {
-        public,
-        relin: RelinKey::from_bytes(ctx, &relin).map_err(&be)?,
-        galois: galois.map_err(&be)?,
-        encapsulation,
-        id,
-    };
-    keys.check_covers(s, &what)?;
-    Ok(keys)
+    parts.check(s, &what)
 }
 
 /// [`read_eval_keys`] on the bytes of a key file; `what` names them in errors.
 pub fn eval_keys_from_bytes(s: &Session, bytes: &[u8], what: &str) -> Result<EvalKeySet> {
     let c = ContainerRef::from_bytes(bytes, FileKind::EvalKeys, what)?;
-    let p = what.to_string();
-    c.check_plan(s, &p)?;
+    c.check_plan(s, what)?;
     let (public, relin, galois, encapsulation) = match c.sections.as_slice() {
         [public, relin, galois] => (public, relin, galois, None),
-        [public, relin, galois, enc] => (public, relin, galois, Some(enc)),
-        _ => return Err(RunError::Corrupt { path: p }.into()),
+        [public, relin, galois, enc] => (public, relin, galois, Some(*enc)),
+        _ => return Err(RunError::Corrupt { path: what.into() }.into()),
     };
-    let ctx = &s.ctx;
-    let be = backend_err(what);
-    let id = key_id_of(&c.sections);
-    let public = PublicKey::from_bytes(ctx, public).map_err(&be)?;
-    if id != c.key_id {
-        return Err(RunError::Tampered {
-            path: p,
-            detail: format!(
-                "the key id in the header ({}) is not that of the keys it holds ({})",
-                hex(&c.key_id),
-                hex(&id)
-            ),
-        }
-        .into());
-    }
-    let encapsulation = match (encapsulation, s.bootstrapper()?) {
-        (Some(bytes), Some(bt)) => Some(bt.encapsulation_keys_from_bytes(bytes).map_err(&be)?),
-        (Some(_), None) => {
-            return Err(RunError::Mismatch {
-                what: p,
-                detail: "the keys hold bootstrapping keys but the plan does not bootstrap".into(),
-            }
-            .into())
-        }
-        (None, _) => None,
-    };
-    let keys = EvalKeySet {
+    let parts = KeyParts {
+        claimed: c.key_id,
+        id: key_id_of(&c.sections),
         public,
-        relin: RelinKey::from_bytes(ctx, relin).map_err(&be)?,
-        galois: GaloisKeys::from_bytes(ctx, galois).map_err(&be)?,
+        relin,
+        galois: GaloisKeys::from_bytes(&s.ctx, galois),
         encapsulation,
-        id,
     };
-    keys.check_covers(s, &p)?;
-    Ok(keys)
+    parts.check(s, what)
+}
+
+/// The sections of an evaluation-key file, read, with the key id its header claims and the
+/// one its sections hash to.
+struct KeyParts<'a> {
+    claimed: KeyId,
+    id: KeyId,
+    public: &'a [u8],
+    relin: &'a [u8],
+    galois: std::result::Result<GaloisKeys, CkksError>,
+    encapsulation: Option<&'a [u8]>,
+}
+
+impl KeyParts<'_> {
+    /// Parses the keys and checks the key id, that bootstrapping keys come only with a plan
+    /// that bootstraps, and that the keys cover the plan's rotations.
+    fn check(self, s: &Session, what: &str) -> Result<EvalKeySet> {
+        let ctx = &s.ctx;
+        let be = backend_err(what);
+        let public = PublicKey::from_bytes(ctx, self.public).map_err(&be)?;
+        if self.id != self.claimed {
+            return Err(RunError::Tampered {
+                path: what.to_string(),
+                detail: format!(
+                    "the key id in the header ({}) is not that of the keys it holds ({})",
+                    hex(&self.claimed),
+                    hex(&self.id)
+                ),
+            }
+            .into());
+        }
+        let encapsulation = match (self.encapsulation, s.bootstrapper()?) {
+            (Some(bytes), Some(bt)) => Some(bt.encapsulation_keys_from_bytes(bytes).map_err(&be)?),
+            (Some(_), None) => {
+                return Err(RunError::Mismatch {
+                    what: what.to_string(),
+                    detail: "the keys hold bootstrapping keys but the plan does not bootstrap"
+                        .into(),
+                }
+                .into())
+            }
+            (None, _) => None,
+        };
+        let keys = EvalKeySet {
+            public,
+            relin: RelinKey::from_bytes(ctx, self.relin).map_err(&be)?,
+            galois: self.galois.map_err(&be)?,
+            encapsulation,
+            id: self.id,
+        };
+        keys.check_covers(s, what)?;
+        Ok(keys)
+    }
 }
 
 /// Reads a secret key and checks it belongs to the parameters `ctx` and plan `digest`. A key

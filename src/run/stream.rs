@@ -119,8 +119,8 @@ impl<R: Read> ContainerStream<R> {
         Ok(())
     }
 
-    /// Reads the next section into `buf` (replacing its contents).
-    pub fn next_section(&mut self, buf: &mut Vec<u8>) -> Result<(), RunError> {
+    /// Reads the next section's length, checked against what the file can still hold.
+    fn section_len(&mut self) -> Result<u64, RunError> {
         if self.left == 0 {
             return Err(RunError::Corrupt {
                 path: self.path.clone(),
@@ -136,6 +136,12 @@ impl<R: Read> ContainerStream<R> {
         if end > self.len {
             return Err(self.truncated(end));
         }
+        Ok(n)
+    }
+
+    /// Reads the next section into `buf` (replacing its contents).
+    pub fn next_section(&mut self, buf: &mut Vec<u8>) -> Result<(), RunError> {
+        let n = self.section_len()?;
         buf.clear();
         buf.resize(n as usize, 0);
         self.take(buf)?;
@@ -153,21 +159,8 @@ impl<R: Read> ContainerStream<R> {
         mut observe: Option<&mut Sha256>,
         parse: impl FnOnce(&mut dyn Read, u64) -> T,
     ) -> Result<T, RunError> {
-        if self.left == 0 {
-            return Err(RunError::Corrupt {
-                path: self.path.clone(),
-            });
-        }
-        if self.pos + 8 + 32 > self.len {
-            return Err(self.truncated(self.pos + 8 + 32));
-        }
-        let mut l = [0u8; 8];
-        self.take(&mut l)?;
-        let n = u64::from_le_bytes(l);
-        let end = self.pos.saturating_add(n).saturating_add(32);
-        if end > self.len {
-            return Err(self.truncated(end));
-        }
+        let n = self.section_len()?;
+        let end = self.pos + n + 32;
         if let Some(h) = observe.as_deref_mut() {
             h.update(n.to_le_bytes());
         }

@@ -147,7 +147,7 @@ fn minimax_relu_runs_encrypted_and_out_of_range_inputs_are_reported() {
         progress: None,
         memory_limit: None,
         no_memory_check: false,
-        spill: None,
+        ..Default::default()
     };
     let path = root().join("models/survey_relu.yaml");
     let rep = infer(&path, &images(), Some(&labels()), &opts).unwrap();

@@ -100,7 +100,7 @@ fn run(g: &Graph, layout: &str, policy: &str) -> f64 {
         progress: None,
         memory_limit: None,
         no_memory_check: false,
-        spill: None,
+        ..Default::default()
     };
     let (images, labels) = mnist();
     let rep =

@@ -413,7 +413,7 @@ fn bootstrapped_network_matches_its_reference(g: &hecc_ir::tensor::Graph) {
         progress: None,
         memory_limit: None,
         no_memory_check: false,
-        spill: None,
+        ..Default::default()
     };
     let (images, labels) = mnist();
     let rep = infer_graph(g, &images, Some(&labels), &run).unwrap();
@@ -494,10 +494,7 @@ fn a_batch_that_spans_few_slots_bootstraps_only_those() {
             compile: opts,
             batch: Some(batch),
             verify: true,
-            progress: None,
-            memory_limit: None,
-            no_memory_check: false,
-            spill: None,
+            ..Default::default()
         };
         let rep = infer_graph(&g, &images, Some(&labels), &run).unwrap();
         let v = rep.verification.as_ref().unwrap();

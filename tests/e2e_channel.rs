@@ -34,7 +34,7 @@ fn check_infer(model: &str, images: &Path, labels: &Path, batch: usize, runs: us
         progress: None,
         memory_limit: None,
         no_memory_check: false,
-        spill: None,
+        ..Default::default()
     };
     let rep = infer(
         &root().join("models").join(model),

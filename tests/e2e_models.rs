@@ -30,7 +30,7 @@ fn check(model: &str, images: &Path, labels: Option<&Path>, batch: usize, compil
         progress: None,
         memory_limit: None,
         no_memory_check: false,
-        spill: None,
+        ..Default::default()
     };
     let rep = infer(&root().join("models").join(model), images, labels, &opts)
         .unwrap_or_else(|e| panic!("{model}: {e:?}"));
@@ -70,14 +70,12 @@ fn an_infer_that_spills_matches_the_plaintext_model() {
         compile,
         batch: Some(8),
         verify: true,
-        progress: None,
-        memory_limit: None,
-        no_memory_check: false,
         spill: Some(hecc::run::SpillSettings {
             dir: dir.clone(),
             budget: Some(budget),
             checkpoint_every: None,
         }),
+        ..Default::default()
     };
     let rep = infer(&model, &images, Some(&labels), &opts).unwrap();
     let v = rep.verification.as_ref().expect("verification requested");

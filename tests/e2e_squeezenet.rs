@@ -42,7 +42,7 @@ fn squeezenet_channel_infer_matches_plaintext() {
         progress: None,
         memory_limit: None,
         no_memory_check: false,
-        spill: None,
+        ..Default::default()
     };
     let model = root().join("models/squeezenet.yaml");
     let rep = infer(&model, &images, Some(&labels), &opts)

@@ -104,7 +104,7 @@ fn infer_export(name: &str, layout: &str, activation: &str) -> (usize, usize) {
         progress: None,
         memory_limit: None,
         no_memory_check: false,
-        spill: None,
+        ..Default::default()
     };
     let rep =
         infer_graph(&g, &images, Some(&labels), &opts).unwrap_or_else(|e| panic!("{name}: {e:?}"));

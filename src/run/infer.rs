@@ -4,7 +4,7 @@
 use super::*;
 
 /// Options of `hecc infer`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct InferOptions {
     /// Compile options (the batch is set from the images unless given).
     pub compile: CompileOptions,

@@ -34,6 +34,7 @@ limit (--mem-limit, GiB) so that absurd allocations abort instead of exhausting 
 """
 
 import argparse
+import base64
 import hashlib
 import json
 import os
@@ -1347,17 +1348,15 @@ def tiny_plan_cases(ctx):
     edit("schedule duplicated entries", lambda p: p.__setitem__("schedule", p["schedule"] * 2))
     edit("schedule truncated", lambda p: p.__setitem__("schedule", p["schedule"][:3]))
     edit("circuit scalar 2.0 -> 3.0",
-         lambda p: p.__setitem__("circuit", p["circuit"].replace("%4 = mul_scalar %3, 2.0",
-                                                                "%4 = mul_scalar %3, 3.0", 1)),
+         circuit_edit(lambda b: b.replace(struct.pack("<d", 2.0), struct.pack("<d", 3.0), 1)),
          note="changes the circuit digest: keys and inputs no longer match; keygen and report "
               "must refuse the edited plan too")
-    edit("circuit output line removed",
-         lambda p: p.__setitem__("circuit", "\n".join(
-             ln for ln in p["circuit"].split("\n") if not ln.startswith("%6 = output"))))
-    edit("circuit truncated", lambda p: p.__setitem__("circuit", p["circuit"][:200]))
+    edit("circuit last node cut off", circuit_edit(lambda b: b[:-3]))
+    edit("circuit truncated", circuit_edit(lambda b: b[:200]))
     edit("circuit empty", setp("circuit", ""))
-    edit("circuit level l=2 -> l=9",
-         lambda p: p.__setitem__("circuit", p["circuit"].replace("l=2", "l=9")))
+    edit("circuit not base64", setp("circuit", "%%% not base64 %%%"))
+    edit("circuit byte in the middle flipped",
+         circuit_edit(lambda b: b[:len(b) // 2] + bytes([b[len(b) // 2] ^ 0xff]) + b[len(b) // 2 + 1:]))
     edit("key `circuit` removed", lambda p: p.pop("circuit"))
     edit("not JSON", lambda p: b"{ this is not json")
     edit("JSON nested 100000 deep", lambda p: b"[" * 100000 + b"]" * 100000, cmds=("report",))
@@ -1381,6 +1380,15 @@ def tiny_plan_cases(ctx):
                     follow=[ctx.cmd("decrypt y.ct --secret-key {B}/tk/secret.key -o l.npy")],
                     verify=v_pred(TINY_PRED)))
     return out
+
+
+def circuit_edit(fn):
+    """An edit of the plan's circuit (the HE IR's binary form, base64 in the JSON): `fn` maps
+    the decoded bytes to the edited ones."""
+    def f(p):
+        b = base64.b64decode(p["circuit"])
+        p["circuit"] = base64.b64encode(fn(b)).decode()
+    return f
 
 
 def mem_to_one(p):
@@ -1427,8 +1435,9 @@ def cases_plan_fields(ctx, rng):
     edit("batch=2^40", lambda p: p.__setitem__("batch", 2**40))
     edit("memory estimates set to 1", mem_to_one)
     edit("primes[0]+=2", lambda p: p["primes"].__setitem__(0, p["primes"][0] + 2))
-    edit("circuit constant changed",
-         lambda p: p.__setitem__("circuit", re.sub(r"(\* )-?\d+\.\d+", r"\g<1>9.0", p["circuit"], 1)))
+    edit("circuit byte at three quarters changed",
+         circuit_edit(lambda b: b[:3 * len(b) // 4] + bytes([b[3 * len(b) // 4] ^ 0x55])
+                      + b[3 * len(b) // 4 + 1:]))
     edit("schedule shuffled", lambda p: random.Random(1).shuffle(p["schedule"]))
     edit("rotation_steps removed", lambda p: p.__setitem__("rotation_steps", []), "planc.json",
          cmds=("report",))

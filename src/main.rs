@@ -233,6 +233,10 @@ enum Cli {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Print the plan's circuit in the HE IR's text form instead of the report (plan files
+        /// hold it in a binary form).
+        #[arg(long, conflicts_with = "json")]
+        circuit: bool,
         #[command(flatten)]
         insecure: Insecure,
     },
@@ -816,6 +820,7 @@ fn main() -> ExitCode {
         Cli::Report {
             plan,
             json,
+            circuit,
             insecure,
         } => match hecc::run::Session::open_with_security(&plan, insecure.insecure) {
             Ok(s) => {
@@ -823,7 +828,16 @@ fn main() -> ExitCode {
                     eprintln!("{INSECURE_WARNING}");
                 }
                 let p = s.plan;
-                if json {
+                if circuit {
+                    use std::io::Write;
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    if write!(out, "{}", p.circuit)
+                        .and_then(|()| out.flush())
+                        .is_err()
+                    {
+                        return ExitCode::FAILURE;
+                    }
+                } else if json {
                     match serde_json::to_string_pretty(&p.report) {
                         Ok(t) => println!("{t}"),
                         Err(e) => {

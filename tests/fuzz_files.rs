@@ -299,6 +299,33 @@ proptest! {
         }
     }
 
+    /// Byte edits of the plan's circuit in its binary form, resealed with a valid digest: the
+    /// decoder and, for what still decodes, the session's checks. Never a panic.
+    #[test]
+    fn resealed_circuit_byte_edits_never_panic(
+        edits in prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..4),
+    ) {
+        let plan = &corpus().session.plan;
+        let mut bytes = hecc_ir::he::binary::encode(&plan.circuit);
+        for (at, b, kind) in edits {
+            let i = at % bytes.len().max(1);
+            match kind {
+                0 if !bytes.is_empty() => bytes[i] ^= b | 1,
+                1 if !bytes.is_empty() => { bytes.remove(i); }
+                _ => bytes.insert(i.min(bytes.len()), b),
+            }
+        }
+        if let Ok(m) = hecc_ir::he::binary::decode(&bytes) {
+            let mut p = plan.clone();
+            p.circuit = m;
+            if let Ok(text) = p.to_json() {
+                if let Ok(p) = Plan::from_json(&text) {
+                    let _ = Session::with_security(p, true);
+                }
+            }
+        }
+    }
+
     /// Structured edits of a plan's fields, resealed with a valid digest: they reach the
     /// security, limit, circuit and prime checks. Never a panic.
     #[test]

@@ -495,9 +495,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Reads a plan file.
 pub fn read_plan(path: &Path) -> Result<Plan> {
+    read_plan_with_digest(path).map(|(p, _)| p)
+}
+
+/// Reads a plan file; also returns the digest its integrity field was checked against.
+pub fn read_plan_with_digest(path: &Path) -> Result<(Plan, [u8; 32])> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| miette!("cannot read plan {}: {e}", path.display()))?;
-    Ok(Plan::from_json(&text)?)
+    Ok(Plan::from_json_with_digest(&text)?)
 }
 
 /// How the model's input is normalised, declared on the command line (for ONNX files, whose

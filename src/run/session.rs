@@ -51,6 +51,12 @@ impl Session {
     /// [`Session::new`], accepting parameters below 128-bit security when `insecure_ok`
     /// (then [`Session::insecure`] says whether they are).
     pub fn with_security(plan: Plan, insecure_ok: bool) -> Result<Session> {
+        let digest = plan.digest()?;
+        Session::with_digest(plan, digest, insecure_ok)
+    }
+
+    /// [`Session::with_security`] for a plan whose digest is known (checked when it was read).
+    fn with_digest(plan: Plan, digest: [u8; 32], insecure_ok: bool) -> Result<Session> {
         let insecure = check_plan_security(&plan, insecure_ok)?;
         check_plan_limits(&plan)?;
         let params: CkksParameters = backend_params(&plan.params, insecure)?;
@@ -72,7 +78,6 @@ impl Session {
             ));
         }
         let ctx = Context::new(params).into_diagnostic()?;
-        let digest = plan.digest()?;
         Ok(Session {
             plan,
             ctx,
@@ -121,7 +126,8 @@ impl Session {
 
     /// Reads a plan file and prepares it ([`Session::with_security`]).
     pub fn open_with_security(path: &Path, insecure_ok: bool) -> Result<Session> {
-        Session::with_security(crate::compile::read_plan(path)?, insecure_ok)
+        let (plan, digest) = crate::compile::read_plan_with_digest(path)?;
+        Session::with_digest(plan, digest, insecure_ok)
     }
 
     /// Reads a plan file and prepares it ([`Session::new`]).

@@ -67,6 +67,7 @@
 //! [`verify()`] returns every problem at once: see [`VerifyOptions`] for the
 //! level/scale invariants of a managed circuit.
 
+pub mod binary;
 pub mod compact;
 pub mod error;
 pub mod gen;

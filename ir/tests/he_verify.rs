@@ -385,3 +385,29 @@ fn topological_order_and_cycles() {
     let back = hecc_ir::text::parse_module(&text).unwrap();
     assert_eq!(back.to_string(), text);
 }
+
+/// The id order is taken as the topological order only when every operand precedes its user;
+/// an acyclic module whose uses were redirected to a later node is ordered by its edges.
+#[test]
+fn ids_out_of_order_are_still_ordered_by_their_edges() {
+    let (mut m, b) = module();
+    let x = m.input("x", 0, Level(1), LogScale(30.0), 4, b).unwrap();
+    let n1 = m.add(x, x).unwrap();
+    let n2 = m.negate(n1).unwrap();
+    assert!(m.ids_are_topological());
+    // `n1`'s second operand becomes `late`, a node made after it.
+    let late = m.negate(x).unwrap();
+    let e = m
+        .graph()
+        .edges_connecting(x.node(), n1.node())
+        .find(|e| *e.weight() == Operand(1))
+        .map(|e| petgraph::visit::EdgeRef::id(&e))
+        .unwrap();
+    m.graph_mut().remove_edge(e);
+    m.graph_mut().add_edge(late.node(), n1.node(), Operand(1));
+    assert!(!m.ids_are_topological());
+    let order = m.topo_order().unwrap();
+    let pos = |v| order.iter().position(|&o| o == v).unwrap();
+    assert!(pos(late) < pos(n1) && pos(n1) < pos(n2), "{order:?}");
+    verify(&m, &VerifyOptions::STRUCTURE).unwrap();
+}

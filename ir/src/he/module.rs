@@ -441,12 +441,26 @@ impl Module {
         }
     }
 
+    /// Whether every operand has a smaller id than its user: then the id order is a
+    /// topological order and the graph has no cycle. One pass over the edges in storage order.
+    pub fn ids_are_topological(&self) -> bool {
+        use petgraph::visit::IntoEdgeReferences;
+        (&self.graph)
+            .edge_references()
+            .all(|e| e.source().index() < e.target().index())
+    }
+
     /// Kahn's algorithm with ties broken by smaller id: the nodes it can order,
     /// and the others (on or downstream of a cycle) in id order.
     pub fn topo_partition(&self) -> (Vec<ValueId>, Vec<ValueId>) {
         use petgraph::visit::NodeIndexable;
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
+        // With topological ids the smallest ready id is always the next id, so Kahn's order is
+        // the id order; skip the heap and the per-node edge walks.
+        if self.ids_are_topological() {
+            return (self.ids().collect(), Vec::new());
+        }
         let g = &self.graph;
         let mut indeg = vec![0usize; g.node_bound()];
         for n in g.node_indices() {

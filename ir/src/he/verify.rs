@@ -62,7 +62,14 @@ pub fn verify(module: &Module, opts: &VerifyOptions) -> Result<(), VerifyErrors>
     for v in module.ids() {
         check_node(module, v, opts, &needs, &mut errors);
     }
-    for scc in tarjan_scc(module.graph()) {
+    // A module whose every operand has a smaller id than its user (what building and
+    // rebuilding produce) has no cycle; the components are searched only otherwise.
+    let sccs = if module.ids_are_topological() {
+        Vec::new()
+    } else {
+        tarjan_scc(module.graph())
+    };
+    for scc in sccs {
         let cyclic = scc.len() > 1
             || scc
                 .first()

@@ -88,6 +88,17 @@ impl Writer {
         self.u(s.len() as u64);
         self.out.extend_from_slice(s.as_bytes());
     }
+
+    /// A count of lists, each its length and its items (see `Reader::lists`).
+    fn lists<T>(&mut self, lists: &[Vec<T>], mut item: impl FnMut(&mut Self, &T)) {
+        self.u(lists.len() as u64);
+        for list in lists {
+            self.u(list.len() as u64);
+            for x in list {
+                item(self, x);
+            }
+        }
+    }
 }
 
 /// An interning table: each distinct key gets the next index.
@@ -377,20 +388,8 @@ pub fn encode(m: &Module) -> Vec<u8> {
             }
         }
     }
-    w.u(coeffs.items.len() as u64);
-    for list in &coeffs.items {
-        w.u(list.len() as u64);
-        for &b in list {
-            w.out.extend_from_slice(&b.to_le_bytes());
-        }
-    }
-    w.u(patterns.items.len() as u64);
-    for p in &patterns.items {
-        w.u(p.len() as u64);
-        for &d in p {
-            w.i(d);
-        }
-    }
+    w.lists(&coeffs.items, |w, &b| w.f(f64::from_bits(b)));
+    w.lists(&patterns.items, |w, &d| w.i(d));
     w.out.extend_from_slice(&n.out);
     w.out
 }
@@ -475,6 +474,22 @@ impl<'a> Reader<'a> {
             }
             None => self.err(format!("the data ends inside {what}")),
         }
+    }
+
+    /// A count of lists, each a length and that many items of at least `min_bytes` each.
+    fn lists<T>(
+        &mut self,
+        what: &str,
+        min_bytes: usize,
+        mut item: impl FnMut(&mut Self) -> R<T>,
+    ) -> R<Vec<Vec<T>>> {
+        let n = self.count(&format!("the {what} count"), 1)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = self.count(&format!("a {what}'s length"), min_bytes)?;
+            out.push((0..len).map(|_| item(self)).collect::<R<Vec<_>>>()?);
+        }
+        Ok(out)
     }
 
     fn s(&mut self, what: &str) -> R<String> {
@@ -647,24 +662,10 @@ pub fn decode(bytes: &[u8]) -> Result<Module, BinaryError> {
     let types = (0..ntypes)
         .map(|_| read_type(&mut r, nlayouts))
         .collect::<R<Vec<_>>>()?;
-    let ncoeffs = r.count("the coefficient-list count", 1)?;
-    let mut coeffs = Vec::with_capacity(ncoeffs);
-    for _ in 0..ncoeffs {
-        let len = r.count("a coefficient list's length", 8)?;
-        let list = (0..len)
-            .map(|_| r.f("a coefficient"))
-            .collect::<R<Vec<_>>>()?;
-        coeffs.push(list);
-    }
-    let npatterns = r.count("the operand-pattern count", 1)?;
-    let mut patterns = Vec::with_capacity(npatterns);
-    for _ in 0..npatterns {
-        let len = r.count("an operand pattern's length", 1)?;
-        let p = (0..len)
-            .map(|_| r.i("an operand difference"))
-            .collect::<R<Vec<_>>>()?;
-        patterns.push(p);
-    }
+    let coeffs = r.lists("coefficient list", 8, |r| r.f("a coefficient"))?;
+    let ncoeffs = coeffs.len();
+    let patterns = r.lists("operand pattern", 1, |r| r.i("an operand difference"))?;
+    let npatterns = patterns.len();
 
     let slots = r.count("the node count", 1)?;
     if slots > u32::MAX as usize {

@@ -126,7 +126,8 @@ impl<K: std::hash::Hash + Eq + Clone> Table<K> {
     }
 }
 
-/// Type as a hashable key (scales by their bits).
+/// Type as a hashable key and as written: kind (0 ciphertext, 1 plaintext), level, scale bits,
+/// slots, layout, size (ciphertexts only).
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct TypeKey(u8, u32, u64, u32, u32, u8);
 
@@ -300,7 +301,6 @@ pub fn encode(m: &Module) -> Vec<u8> {
     // The node section is written to its own buffer first, filling the tables it refers to.
     let slots = m.ids().map(|v| v.0 as usize + 1).max().unwrap_or(0);
     let mut types: Table<TypeKey> = Table::new();
-    let mut type_vals: Vec<Type> = Vec::new();
     let mut coeffs: Table<Vec<u64>> = Table::new();
     let mut patterns: Table<Vec<i64>> = Table::new();
     let mut n = Writer { out: Vec::new() };
@@ -312,11 +312,7 @@ pub fn encode(m: &Module) -> Vec<u8> {
             continue;
         };
         n.byte(op_tag(&node.op));
-        let k = types.get(type_key(&node.ty));
-        if k as usize == type_vals.len() {
-            type_vals.push(node.ty);
-        }
-        n.u(k);
+        n.u(types.get(type_key(&node.ty)));
         let ops = m.operands(v);
         n.u(ops.len() as u64);
         let rel = |a: ValueId, b: ValueId| i64::from(a.0) - i64::from(b.0);
@@ -357,35 +353,15 @@ pub fn encode(m: &Module) -> Vec<u8> {
             _ => {}
         }
     }
-    w.u(type_vals.len() as u64);
-    for t in &type_vals {
-        match *t {
-            Type::Cipher {
-                level,
-                log_scale,
-                slots,
-                layout,
-                size,
-            } => {
-                w.byte(0);
-                w.u(level.0.into());
-                w.f(log_scale.0);
-                w.u(slots.into());
-                w.u(layout.0.into());
-                w.byte(size);
-            }
-            Type::Plain {
-                level,
-                log_scale,
-                slots,
-                layout,
-            } => {
-                w.byte(1);
-                w.u(level.0.into());
-                w.f(log_scale.0);
-                w.u(slots.into());
-                w.u(layout.0.into());
-            }
+    w.u(types.items.len() as u64);
+    for &TypeKey(kind, level, scale, slots, layout, size) in &types.items {
+        w.byte(kind);
+        w.u(level.into());
+        w.f(f64::from_bits(scale));
+        w.u(slots.into());
+        w.u(layout.into());
+        if kind == 0 {
+            w.byte(size);
         }
     }
     w.lists(&coeffs.items, |w, &b| w.f(f64::from_bits(b)));

@@ -21,13 +21,17 @@
 //! types:      count (0 level scale slots layout size | 1 level scale slots layout)...
 //! coeffs:     count (len value...)...          coefficient lists of `mac`s, each written once
 //! patterns:   count (len delta...)...          operand patterns of `mac`s, each written once
-//! nodes:      count (0 | 1 + op) type operands payload...   in id order, 0 = an unused id
+//! nodes:      count (0 | tag type #operands first-operand rest)...   in id order, 0 = an unused id
+//!             rest of a mac:   pattern coeffs (0 | 1 bias) scale
+//!             rest of others:  further operands, then the op's attributes
 //! ```
 //!
 //! Operands are relative: the first as `id - operand`, the rest as the difference to the
-//! previous operand. A `mac`'s differences after its first operand are an interned pattern,
-//! so the members of a convolution (the same window over shifted positions) and their
-//! coefficient lists (one per output channel) are written once; a node costs a few bytes.
+//! previous operand. A `mac`'s differences after its first operand are an interned pattern, so
+//! the members of a convolution (the same window over shifted positions) share one; its
+//! coefficients are an interned list too, shared where the lowering leaves them equal (not in
+//! the batch layout, where per-element factors are folded into every `mac`: there they are
+//! most of the bytes).
 
 use super::compact::{Run, Tiled};
 use super::{

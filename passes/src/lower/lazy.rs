@@ -78,7 +78,9 @@ pub struct Emitter<'m> {
     pub fold_affine: bool,
 }
 
-fn close(a: f64, b: f64) -> bool {
+/// Equal up to rounding (a relative difference of at most `1e-12`): pending factors this close
+/// are treated as one, the difference being far below any ciphertext's precision.
+pub(crate) fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-12 * a.abs().max(b.abs())
 }
 

@@ -599,8 +599,13 @@ fn sum_scaled(em: &mut Emitter<'_>, terms: &[&Elem], div: f64) -> Result<Elem, H
         })
         .collect();
     if let Some(ls) = lazies {
+        // Up to rounding: a quadratic leaves a factor of +-1 only to within an ulp or two,
+        // and an exact comparison would turn most poolings into multiply-accumulates folded
+        // into the next layer (four times its terms after a 2x2 pooling).
         let m0 = ls.iter().find(|l| l.ct.is_some()).map(|l| l.m.abs());
-        let same = ls.iter().all(|l| l.ct.is_none() || Some(l.m.abs()) == m0);
+        let same = ls
+            .iter()
+            .all(|l| l.ct.is_none() || m0.is_some_and(|m| lazy::close(l.m.abs(), m)));
         if same {
             let mut acc = Lazy::constant(0.0);
             for l in ls {

@@ -21,8 +21,8 @@
 
 use crate::run::{
     check_input_range, eval_keys_bytes, generate_keys, inputs_bytes, load_images, overflow_note,
-    peek_key_id, read_eval_keys, read_secret_key, secret_key_bytes, verify_outputs, write_keys,
-    ClientEncryptor, ClientSecret, EncryptedInputs, EncryptedOutputs, FileKind, Images, Session,
+    peek_key_id, read_eval_keys, read_secret_key, secret_key_bytes, write_keys, ClientEncryptor,
+    ClientSecret, EncryptedInputs, EncryptedOutputs, FileKind, Images, InputsMeta, Session,
     EVAL_KEYS_FILE, SECRET_KEY_FILE,
 };
 use miette::{miette, Result};
@@ -189,6 +189,13 @@ impl Client {
         crate::run::encrypt_images(&self.session, images, &mut self.enc)
     }
 
+    /// Packs and encrypts one batch straight into the inputs file at `path` (atomically), a
+    /// few ciphertexts per thread at a time, so a batch larger than memory can be encrypted;
+    /// returns the file's metadata and length.
+    pub fn encrypt_to_file(&mut self, images: &Images, path: &Path) -> Result<(InputsMeta, u64)> {
+        crate::run::encrypt_images_to_file(&self.session, images, &mut self.enc, path)
+    }
+
     /// Writes the inputs file for encrypted inputs to `path` (atomically, one ciphertext at a
     /// time); returns its length.
     pub fn write_inputs(&self, inputs: &EncryptedInputs, path: &Path) -> Result<u64> {
@@ -211,7 +218,7 @@ impl Client {
 }
 
 /// Checks a result against the secret key and the request it claims to answer
-/// ([`verify_outputs`]; with `request`, the name and bytes of the inputs file sent), decrypts
+/// ([`crate::run::verify_outputs`]; with `request`, the name and bytes of the inputs file sent), decrypts
 /// and unpacks it, and refuses values beyond what the parameters can hold (a result that
 /// wrapped around the modulus is noise, not logits). `what` names the outputs in errors.
 pub fn decrypt(
@@ -220,7 +227,20 @@ pub fn decrypt(
     what: &str,
     request: Option<(&str, &[u8])>,
 ) -> Result<Decrypted> {
-    let authenticity = verify_outputs(outputs, secret, what, request)?;
+    let record = request
+        .map(|(name, bytes)| crate::run::RequestRecord::from_bytes(name, bytes))
+        .transpose()?;
+    decrypt_against(outputs, secret, what, record.as_ref())
+}
+
+/// [`decrypt`] against a request record read beforehand.
+fn decrypt_against(
+    outputs: &EncryptedOutputs,
+    secret: &ClientSecret,
+    what: &str,
+    request: Option<&crate::run::RequestRecord>,
+) -> Result<Decrypted> {
+    let authenticity = crate::run::verify_outputs_against(outputs, secret, what, request)?;
     let logits = crate::run::decrypt_verified(outputs, secret)?;
     if let Some(note) = overflow_note(&logits, crate::run::outputs_wrap_bound(outputs)) {
         return Err(miette!(
@@ -246,14 +266,9 @@ pub fn decrypt_with_key_file(
     allow_shared: bool,
 ) -> Result<Decrypted> {
     let sk = read_secret_key(&outputs.ctx, &outputs.digest, secret_key, allow_shared)?;
-    let req = match request {
-        Some(p) => Some((p.display().to_string(), crate::files::read_file(p)?)),
-        None => None,
-    };
-    decrypt(
-        outputs,
-        &sk,
-        what,
-        req.as_ref().map(|(n, b)| (n.as_str(), b.as_slice())),
-    )
+    // The inputs file is read in pieces: it can be far larger than memory.
+    let req = request
+        .map(crate::run::RequestRecord::from_file)
+        .transpose()?;
+    decrypt_against(outputs, &sk, what, req.as_ref())
 }

@@ -1068,10 +1068,10 @@ fn client(cmd: Cli) -> ExitCode {
                 let s = open(&plan, insecure)?;
                 if !no_memory_check {
                     r::check_need(
-                        r::encrypt_bytes(&s),
+                        r::streamed_encrypt_bytes(&s),
                         r::available_memory(),
                         "encrypt",
-                        "a full batch of input ciphertexts and their file",
+                        "a few input ciphertexts per thread, written as they are made",
                         "run it on a machine with more memory, compile for fewer images per run \
                          (--batch), or pass --no-memory-check to try anyway",
                     )?;
@@ -1105,12 +1105,11 @@ fn client(cmd: Cli) -> ExitCode {
                         keys.display()
                     );
                 }
-                let cts = client.encrypt(&images)?;
-                let written = client.write_inputs(&cts, &output)?;
+                let (meta, written) = client.encrypt_to_file(&images, &output)?;
                 Ok(format!(
                     "{} images encrypted into {} ciphertexts ({:.1} MiB) in {:.2} s; written to {}\n",
                     images.count,
-                    cts.cts.len(),
+                    meta.elements.len(),
                     written as f64 / (1u64 << 20) as f64,
                     t.elapsed().as_secs_f64(),
                     output.display()

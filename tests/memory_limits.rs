@@ -92,3 +92,110 @@ fn steps_that_exceed_the_process_limit_refuse_before_starting() {
     assert!(ok, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `encrypt` writes the inputs file as the ciphertexts are made: a batch whose ciphertexts
+/// exceed the process's limit is encrypted under it, and the server runs the file.
+#[test]
+fn encrypt_streams_a_batch_larger_than_its_limit() {
+    let dir = std::env::temp_dir().join(format!("hecc-encstream-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // CryptoNets in the batch layout at 128-bit (N=2^14): 784 input ciphertexts of 1.5 MiB,
+    // 1.15 GiB in memory (the file holds their seeded halves).
+    let opts = CompileOptions {
+        layout: LayoutChoice::Batch,
+        batch: Some(256),
+        ..Default::default()
+    };
+    let plan = dir.join("plan.json");
+    let c = compile(&root().join("models/cryptonets.yaml"), &opts).unwrap();
+    write_plan(&c.plan, &plan).unwrap();
+    let keys = dir.join("keys");
+    let (ok, err) = hecc_limited(
+        64 << 20,
+        &[
+            "keygen",
+            plan.to_str().unwrap(),
+            "-o",
+            keys.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let images = root().join("models/data/mnist-t10k-first256-images-idx3-ubyte");
+    let x = dir.join("x.ct");
+    let limit_kib = 700 * 1024;
+    let (ok, err) = hecc_limited(
+        limit_kib,
+        &[
+            "encrypt",
+            plan.to_str().unwrap(),
+            "--keys",
+            keys.to_str().unwrap(),
+            "--input",
+            images.to_str().unwrap(),
+            "-o",
+            x.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "encrypt under a 700 MiB limit: {err}");
+    let file = std::fs::metadata(&x).unwrap().len();
+    assert!(file > 500 << 20, "the inputs file holds {file} bytes");
+    // The server reads and runs it; the client decrypts the result it answers.
+    let y = dir.join("y.ct");
+    let (ok, err) = hecc_limited(
+        64 << 20,
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            x.to_str().unwrap(),
+            "--eval-keys",
+            keys.join("eval.keys").to_str().unwrap(),
+            "-o",
+            y.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    assert!(ok, "{err}");
+    let logits = dir.join("logits.npy");
+    let out = Command::new(env!("CARGO_BIN_EXE_hecc"))
+        .args([
+            "decrypt",
+            y.to_str().unwrap(),
+            "--secret-key",
+            keys.join("secret.key").to_str().unwrap(),
+            "--request",
+            x.to_str().unwrap(),
+            "-o",
+            logits.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The predictions of the bundled images: CryptoNets classifies nearly all of them right.
+    let labels =
+        std::fs::read(root().join("models/data/mnist-t10k-first256-labels-idx1-ubyte")).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let preds: Vec<u8> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("predictions"))
+        .and_then(|p| p.split_once(':'))
+        .map(|(_, p)| {
+            p.split(|c: char| !c.is_ascii_digit())
+                .filter(|t| !t.is_empty())
+                .map(|t| t.parse().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(preds.len(), 256, "{stdout}");
+    let right = preds
+        .iter()
+        .zip(&labels[8..])
+        .filter(|(p, l)| p == l)
+        .count();
+    assert!(right >= 240, "{right}/256 correct");
+    let _ = std::fs::remove_dir_all(&dir);
+}

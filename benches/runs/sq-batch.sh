@@ -17,7 +17,7 @@ M=models/squeezenet.yaml
 T="/usr/bin/time -f wall_%e_s_max_rss_%M_KB"
 [ -f $D/plan.hecc ] || $T $H compile $M --layout batch --spill-budget $BUDGET --time-passes -o $D/plan.hecc > $D/compile.txt 2>&1
 if [ ! -f $D/images-idx4-ubyte ]; then
-    D=$D IMAGES=$IMAGES /usr/bin/python3 - <<'PY'
+    D=$D IMAGES=$IMAGES ${PYTHON:-python3} - <<'PY'
 import os
 import numpy as np
 d = os.environ["D"] + "/"; n = int(os.environ["IMAGES"])
@@ -39,7 +39,7 @@ IMG=$D/images-idx4-ubyte
     --spill-dir $D/spill --spill-budget $BUDGET --checkpoint-every 600 >> $D/run.txt 2>&1
 $H decrypt $D/y.ct --secret-key $D/keys/secret.key -o $D/logits.npy --request $D/x.ct 2>&1 | grep -v "^predictions" > $D/decrypt.txt
 [ -f $D/plain.npy ] || $T $H eval $M --input $IMG -o $D/plain.npy > $D/eval.txt 2>&1
-D=$D /usr/bin/python3 - <<'PY' > $D/compare.txt
+D=$D ${PYTHON:-python3} - <<'PY' > $D/compare.txt
 import os
 import numpy as np
 d = os.environ["D"] + "/"

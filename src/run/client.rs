@@ -314,15 +314,16 @@ pub fn unpack_outputs(
     })
 }
 
-/// Packs and encrypts images per the plan's input layouts ([`pack_input`]): in the batch layout
-/// the ciphertext of input element `k` holds element `k` of image `i` in slot
-/// `offset + i * stride`; in the channel layout the ciphertext of input channel `c` holds that
-/// channel of every image, side by side.
-pub fn encrypt_images(
-    s: &Session,
-    images: &Images,
-    enc: &mut ClientEncryptor,
-) -> Result<EncryptedInputs> {
+/// One input ciphertext to make: the input's name, its element index, and its value type.
+struct InputJob {
+    name: String,
+    index: u32,
+    ty: hecc_ir::he::Type,
+}
+
+/// The plan's input ciphertexts for `images`, in file order, after checking that the images
+/// fit the plan (values per image, batch size).
+fn input_jobs(s: &Session, images: &Images) -> Result<Vec<InputJob>> {
     let input = s.input()?;
     let per: usize = input.shape.iter().product::<usize>().max(1);
     if images.per_image != per {
@@ -340,47 +341,67 @@ pub fn encrypt_images(
             s.plan.batch
         ));
     }
-    let encoder = Encoder::new(&s.ctx);
-    let slots = s.ctx.n() / 2;
-    let nodes = s.module().inputs();
-    let mut jobs = Vec::with_capacity(nodes.len());
-    for (v, name, index) in nodes {
-        let ty = s
-            .module()
-            .ty(v)
-            .ok_or_else(|| miette!("input node {v} has no type"))?;
-        let layout = s
-            .module()
-            .layout(ty.layout())
-            .ok_or_else(|| miette!("input node {v} has no layout"))?;
-        let mut vals = pack_input(layout, index, images, slots).map_err(|e| {
-            miette!(
-                help = "recompile with a larger --batch, or pass fewer images",
-                "input `{name}`: {e}"
-            )
-        })?;
-        if let Some(period) = s.plan.slot_period() {
-            repeat_slots(&mut vals, period).map_err(|e| miette!("input `{name}`: {e}"))?;
-        }
-        jobs.push((name.to_string(), index, vals, ty));
-    }
-    // Each input is encoded and encrypted in parallel by its own encryptor, forked in order
-    // from the client's (so the result does not depend on the thread count); a plaintext is
-    // dropped as soon as it is encrypted.
-    use rayon::prelude::*;
-    let children: Vec<Enc> = jobs.iter().map(|_| enc.fork()).collect();
-    let cts = jobs
-        .par_iter()
-        .zip(children)
-        .map(|((_, _, vals, ty), mut child)| {
-            let pt = encoder.encode(vals, ty.level().0 as usize, ty.log_scale().0.exp2())?;
-            match &mut child {
-                Enc::Secret(e) => e.encrypt(&pt),
-                Enc::Public(e) => e.encrypt(&pt),
-            }
+    s.module()
+        .inputs()
+        .into_iter()
+        .map(|(v, name, index)| {
+            let ty = s
+                .module()
+                .ty(v)
+                .ok_or_else(|| miette!("input node {v} has no type"))?;
+            Ok(InputJob {
+                name: name.to_string(),
+                index,
+                ty: ty.clone(),
+            })
         })
-        .collect::<Result<Vec<_>, _>>()
+        .collect()
+}
+
+/// Packs input job `job`'s values from `images` and encrypts them with `child`.
+fn encrypt_job(
+    s: &Session,
+    encoder: &Encoder,
+    images: &Images,
+    job: &InputJob,
+    child: &mut Enc,
+) -> Result<Ciphertext> {
+    let layout = s
+        .module()
+        .layout(job.ty.layout())
+        .ok_or_else(|| miette!("input `{}` has no layout", job.name))?;
+    let mut vals = pack_input(layout, job.index, images, s.ctx.n() / 2).map_err(|e| {
+        miette!(
+            help = "recompile with a larger --batch, or pass fewer images",
+            "input `{}`: {e}",
+            job.name
+        )
+    })?;
+    if let Some(period) = s.plan.slot_period() {
+        repeat_slots(&mut vals, period).map_err(|e| miette!("input `{}`: {e}", job.name))?;
+    }
+    let pt = encoder
+        .encode(
+            &vals,
+            job.ty.level().0 as usize,
+            job.ty.log_scale().0.exp2(),
+        )
         .into_diagnostic()?;
+    match child {
+        Enc::Secret(e) => e.encrypt(&pt),
+        Enc::Public(e) => e.encrypt(&pt),
+    }
+    .into_diagnostic()
+}
+
+/// The metadata of a batch of `images` encrypted as `jobs`: a fresh random request id, tagged
+/// when the encryptor has the secret key.
+fn inputs_meta(
+    s: &Session,
+    images: &Images,
+    jobs: &[InputJob],
+    enc: &ClientEncryptor,
+) -> Result<InputsMeta> {
     let mut id = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
     let mut request = Request {
@@ -393,16 +414,115 @@ pub fn encrypt_images(
         tag: None,
     };
     request.tag = enc.tag_key.map(|k| request.tag_with(&k));
+    Ok(InputsMeta {
+        images: images.count,
+        elements: jobs.iter().map(|j| (j.name.clone(), j.index)).collect(),
+        request,
+    })
+}
+
+/// Packs and encrypts images per the plan's input layouts ([`pack_input`]): in the batch layout
+/// the ciphertext of input element `k` holds element `k` of image `i` in slot
+/// `offset + i * stride`; in the channel layout the ciphertext of input channel `c` holds that
+/// channel of every image, side by side.
+pub fn encrypt_images(
+    s: &Session,
+    images: &Images,
+    enc: &mut ClientEncryptor,
+) -> Result<EncryptedInputs> {
+    let jobs = input_jobs(s, images)?;
+    let encoder = Encoder::new(&s.ctx);
+    // Each input is encoded and encrypted in parallel by its own encryptor, forked in order
+    // from the client's (so the result does not depend on the thread count); a plaintext is
+    // dropped as soon as it is encrypted.
+    use rayon::prelude::*;
+    let children: Vec<Enc> = jobs.iter().map(|_| enc.fork()).collect();
+    let cts = jobs
+        .par_iter()
+        .zip(children)
+        .map(|(job, mut child)| encrypt_job(s, &encoder, images, job, &mut child))
+        .collect::<Result<Vec<_>>>()?;
     Ok(EncryptedInputs {
-        meta: InputsMeta {
-            images: images.count,
-            elements: jobs.into_iter().map(|(n, i, _, _)| (n, i)).collect(),
-            request,
-        },
+        meta: inputs_meta(s, images, &jobs, enc)?,
         key_id: enc.key_id,
         file_digest: None,
         cts,
     })
+}
+
+/// Input ciphertexts [`encrypt_images_to_file`] makes at once (per thread).
+const ENCRYPT_CHUNK_PER_THREAD: usize = 4;
+
+/// Bytes [`encrypt_images_to_file`] holds at its peak: one chunk of input ciphertexts (the
+/// largest of the plan's), each beside its serialization and its packed values.
+pub fn streamed_encrypt_bytes(s: &Session) -> u64 {
+    let log_n = s.plan.params.log_n;
+    let m = s.module();
+    let largest = m
+        .inputs()
+        .iter()
+        .filter_map(|(v, _, _)| m.ty(*v))
+        .map(|t| t.bytes(log_n))
+        .max()
+        .unwrap_or(0);
+    let chunk = (ENCRYPT_CHUNK_PER_THREAD * rayon::current_num_threads()) as u64;
+    // Ciphertext, serialization (at most its size), packed slots and the encoding's buffers.
+    chunk * (2 * largest + (s.ctx.n() as u64) * 8 * 2) + (64 << 20)
+}
+
+/// Encrypts images as [`encrypt_images`] does and writes the inputs file to `path`
+/// (atomically) as the ciphertexts are made, a chunk of a few per thread at a time: memory
+/// holds one chunk, never the batch. The file is the one [`write_inputs`] writes for the same
+/// encryptor (the same ciphertexts, in the same order). Returns the metadata and the file's
+/// length.
+pub fn encrypt_images_to_file(
+    s: &Session,
+    images: &Images,
+    enc: &mut ClientEncryptor,
+    path: &Path,
+) -> Result<(InputsMeta, u64)> {
+    use rayon::prelude::*;
+    let jobs = input_jobs(s, images)?;
+    let meta = inputs_meta(s, images, &jobs, enc)?;
+    let meta_bytes = serde_json::to_vec(&meta).into_diagnostic()?;
+    let encoder = Encoder::new(&s.ctx);
+    let header = s.container_header(FileKind::Inputs, enc.key_id);
+    let chunk = ENCRYPT_CHUNK_PER_THREAD * rayon::current_num_threads().max(1);
+    // The first encryption failure, reported as itself rather than as a failed write.
+    let mut failure: Option<miette::Report> = None;
+    let written = crate::files::write_atomic_with(path, &mut |w| {
+        let mut out = ContainerWriter::start(w, &header, 1 + jobs.len() as u32)?;
+        out.section(&Bytes(&meta_bytes))?;
+        for part in jobs.chunks(chunk) {
+            let children: Vec<Enc> = part.iter().map(|_| enc.fork()).collect();
+            let made = part
+                .par_iter()
+                .zip(children)
+                .map(|(job, mut child)| {
+                    encrypt_job(s, &encoder, images, job, &mut child).map(|ct| ct.to_bytes(&s.ctx))
+                })
+                .collect::<Result<Vec<_>>>();
+            match made {
+                Ok(bytes) => {
+                    for b in &bytes {
+                        out.section(&Bytes(b))?;
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    failure = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+        out.finish()
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    written?;
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    Ok((meta, len))
 }
 
 /// Writes encrypted inputs to `path` (atomically), one ciphertext's bytes at a time: the file

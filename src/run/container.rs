@@ -355,28 +355,68 @@ pub fn write_container(
     h: &ContainerHeader,
     sections: &[&dyn Section],
 ) -> std::io::Result<()> {
-    let mut sum = Sha256::new();
-    let mut put = |b: &[u8]| -> std::io::Result<()> {
-        sum.update(b);
-        w.write_all(b)
-    };
-    let mut head = Vec::with_capacity(HEADER + 4);
-    head.extend_from_slice(&FILE_MAGIC);
-    head.extend_from_slice(&FILE_VERSION.to_le_bytes());
-    head.push(h.kind as u8);
-    head.push(0);
-    head.extend_from_slice(&[0u8; 4]);
-    head.extend_from_slice(&h.fingerprint);
-    head.extend_from_slice(&h.plan_digest);
-    head.extend_from_slice(&h.key_id);
-    head.extend_from_slice(&(sections.len() as u32).to_le_bytes());
-    put(&head)?;
+    let mut out = ContainerWriter::start(w, h, sections.len() as u32)?;
     for s in sections {
-        put(&s.len().to_le_bytes())?;
+        out.section(*s)?;
+    }
+    out.finish()
+}
+
+/// A container written one section at a time, for sections made as the file is written:
+/// [`ContainerWriter::start`] with the number of sections, [`ContainerWriter::section`] for each
+/// in order, then [`ContainerWriter::finish`] (the checksum). The bytes are those of
+/// [`write_container`] over the same sections.
+pub struct ContainerWriter<'w> {
+    w: &'w mut dyn std::io::Write,
+    sum: Sha256,
+    left: u32,
+}
+
+impl<'w> ContainerWriter<'w> {
+    /// Writes the header of a container of `sections` sections.
+    pub fn start(
+        w: &'w mut dyn std::io::Write,
+        h: &ContainerHeader,
+        sections: u32,
+    ) -> std::io::Result<Self> {
+        let mut head = Vec::with_capacity(HEADER + 4);
+        head.extend_from_slice(&FILE_MAGIC);
+        head.extend_from_slice(&FILE_VERSION.to_le_bytes());
+        head.push(h.kind as u8);
+        head.push(0);
+        head.extend_from_slice(&[0u8; 4]);
+        head.extend_from_slice(&h.fingerprint);
+        head.extend_from_slice(&h.plan_digest);
+        head.extend_from_slice(&h.key_id);
+        head.extend_from_slice(&sections.to_le_bytes());
+        let mut out = ContainerWriter {
+            w,
+            sum: Sha256::new(),
+            left: sections,
+        };
+        out.put(&head)?;
+        Ok(out)
+    }
+
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.sum.update(b);
+        self.w.write_all(b)
+    }
+
+    /// Writes the next section.
+    pub fn section(&mut self, s: &dyn Section) -> std::io::Result<()> {
+        if self.left == 0 {
+            return Err(std::io::Error::other(
+                "more sections than the container announced",
+            ));
+        }
+        self.left -= 1;
+        self.put(&s.len().to_le_bytes())?;
         let mut written = 0u64;
         s.emit(&mut |b| {
             written += b.len() as u64;
-            put(b)
+            self.sum.update(b);
+            self.w.write_all(b)
         })?;
         if written != s.len() {
             return Err(std::io::Error::other(format!(
@@ -384,9 +424,20 @@ pub fn write_container(
                 s.len()
             )));
         }
+        Ok(())
     }
-    let digest = sum.finalize();
-    w.write_all(&digest)
+
+    /// Writes the checksum; every announced section must have been written.
+    pub fn finish(self) -> std::io::Result<()> {
+        if self.left != 0 {
+            return Err(std::io::Error::other(format!(
+                "{} of the container's sections were not written",
+                self.left
+            )));
+        }
+        let digest = self.sum.finalize();
+        self.w.write_all(&digest)
+    }
 }
 
 impl Container {

@@ -24,6 +24,68 @@ pub fn verify_outputs(
     path: &str,
     request: Option<(&str, &[u8])>,
 ) -> Result<Authenticity> {
+    let record = request
+        .map(|(name, bytes)| RequestRecord::from_bytes(name, bytes))
+        .transpose()?;
+    verify_outputs_against(o, sk, path, record.as_ref())
+}
+
+/// What a result is checked against: the metadata of the inputs file the client sent (its
+/// request record) and the file's SHA-256, which the server copies into the outputs.
+#[derive(Clone, Debug)]
+pub struct RequestRecord {
+    /// The file's name in errors.
+    pub name: String,
+    /// The inputs file's metadata.
+    pub meta: InputsMeta,
+    /// SHA-256 of the whole inputs file.
+    pub digest: [u8; 32],
+}
+
+impl RequestRecord {
+    /// The record of an inputs file held in memory (`name` names it in errors).
+    pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<RequestRecord, RunError> {
+        let c = ContainerRef::from_bytes(bytes, FileKind::Inputs, name)?;
+        let first = c.sections.first().ok_or(RunError::Corrupt {
+            path: name.to_string(),
+        })?;
+        Ok(RequestRecord {
+            name: name.to_string(),
+            meta: parse_meta(first, name)?,
+            digest: Sha256::digest(bytes).into(),
+        })
+    }
+
+    /// The record of an inputs file, read in pieces (its metadata kept, its ciphertexts only
+    /// hashed): memory holds one section at a time whatever the batch.
+    pub fn from_file(path: &Path) -> Result<RequestRecord, RunError> {
+        let name = path.display().to_string();
+        let mut st = ContainerStream::open(path, FileKind::Inputs)?;
+        let mut buf = Vec::new();
+        let meta = if st.left() > 0 {
+            st.next_section(&mut buf)
+                .and_then(|()| parse_meta::<InputsMeta>(&buf, &name))
+        } else {
+            Err(RunError::Corrupt { path: name.clone() })
+        };
+        // The checksum first: what a damaged file says is not to be trusted.
+        let digest = st.finish()?;
+        Ok(RequestRecord {
+            name,
+            meta: meta?,
+            digest,
+        })
+    }
+}
+
+/// [`verify_outputs`] against a request record read beforehand ([`RequestRecord::from_file`]
+/// streams a large inputs file).
+pub fn verify_outputs_against(
+    o: &EncryptedOutputs,
+    sk: &ClientSecret,
+    path: &str,
+    request: Option<&RequestRecord>,
+) -> Result<Authenticity> {
     let tampered = |detail: String| RunError::Tampered {
         path: path.to_string(),
         detail,
@@ -70,18 +132,10 @@ pub fn verify_outputs(
         )
         .into());
     }
-    if let Some((rp, bytes)) = request {
-        let rp = rp.to_string();
-        let c = ContainerRef::from_bytes(bytes, FileKind::Inputs, &rp)?;
-        let meta: InputsMeta = parse_meta(
-            c.sections
-                .first()
-                .ok_or(RunError::Corrupt { path: rp.clone() })?,
-            &rp,
-        )?;
-        let digest = full_hex(&Sha256::digest(bytes));
-        if meta.request.id != r.id || o.meta.inputs.as_deref() != Some(digest.as_str()) {
-            return Err(tampered(format!("it does not answer the request in {rp}")).into());
+    if let Some(req) = request {
+        let digest = full_hex(&req.digest);
+        if req.meta.request.id != r.id || o.meta.inputs.as_deref() != Some(digest.as_str()) {
+            return Err(tampered(format!("it does not answer the request in {}", req.name)).into());
         }
     }
     Ok(auth)

@@ -352,7 +352,7 @@ fn input_jobs(s: &Session, images: &Images) -> Result<Vec<InputJob>> {
             Ok(InputJob {
                 name: name.to_string(),
                 index,
-                ty: ty.clone(),
+                ty,
             })
         })
         .collect()

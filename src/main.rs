@@ -1068,7 +1068,7 @@ fn client(cmd: Cli) -> ExitCode {
                 let s = open(&plan, insecure)?;
                 if !no_memory_check {
                     r::check_need(
-                        r::streamed_encrypt_bytes(&s),
+                        r::encrypt_bytes(&s),
                         r::available_memory(),
                         "encrypt",
                         "a few input ciphertexts per thread, written as they are made",

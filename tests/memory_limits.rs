@@ -31,6 +31,20 @@ fn hecc_limited(kib: u64, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// CryptoNets compiled at 128-bit with `layout` and `batch` images per run, written to
+/// `dir/plan.json`.
+fn cryptonets_plan(dir: &std::path::Path, layout: LayoutChoice, batch: u32) -> PathBuf {
+    let opts = CompileOptions {
+        layout,
+        batch: Some(batch),
+        ..Default::default()
+    };
+    let plan = dir.join("plan.json");
+    let c = compile(&root().join("models/cryptonets.yaml"), &opts).unwrap();
+    write_plan(&c.plan, &plan).unwrap();
+    plan
+}
+
 #[test]
 fn steps_that_exceed_the_process_limit_refuse_before_starting() {
     let dir = std::env::temp_dir().join(format!("hecc-memlimit-{}", std::process::id()));
@@ -38,14 +52,7 @@ fn steps_that_exceed_the_process_limit_refuse_before_starting() {
     std::fs::create_dir_all(&dir).unwrap();
     // CryptoNets in the channel layout at 128-bit: about 0.4 GiB of keys in memory (keygen holds
     // 0.5 GB resident at its peak).
-    let opts = CompileOptions {
-        layout: LayoutChoice::Channel,
-        batch: Some(8),
-        ..Default::default()
-    };
-    let plan = dir.join("plan.json");
-    let c = compile(&root().join("models/cryptonets.yaml"), &opts).unwrap();
-    write_plan(&c.plan, &plan).unwrap();
+    let plan = cryptonets_plan(&dir, LayoutChoice::Channel, 8);
     let limit_kib = 300 * 1024;
     let keys = dir.join("keys");
     let (ok, err) = hecc_limited(
@@ -102,14 +109,7 @@ fn encrypt_streams_a_batch_larger_than_its_limit() {
     std::fs::create_dir_all(&dir).unwrap();
     // CryptoNets in the batch layout at 128-bit (N=2^14): 784 input ciphertexts of 1.5 MiB,
     // 1.15 GiB in memory (the file holds their seeded halves).
-    let opts = CompileOptions {
-        layout: LayoutChoice::Batch,
-        batch: Some(256),
-        ..Default::default()
-    };
-    let plan = dir.join("plan.json");
-    let c = compile(&root().join("models/cryptonets.yaml"), &opts).unwrap();
-    write_plan(&c.plan, &plan).unwrap();
+    let plan = cryptonets_plan(&dir, LayoutChoice::Batch, 256);
     let keys = dir.join("keys");
     let (ok, err) = hecc_limited(
         64 << 20,

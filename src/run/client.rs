@@ -451,24 +451,7 @@ pub fn encrypt_images(
 }
 
 /// Input ciphertexts [`encrypt_images_to_file`] makes at once (per thread).
-const ENCRYPT_CHUNK_PER_THREAD: usize = 4;
-
-/// Bytes [`encrypt_images_to_file`] holds at its peak: one chunk of input ciphertexts (the
-/// largest of the plan's), each beside its serialization and its packed values.
-pub fn streamed_encrypt_bytes(s: &Session) -> u64 {
-    let log_n = s.plan.params.log_n;
-    let m = s.module();
-    let largest = m
-        .inputs()
-        .iter()
-        .filter_map(|(v, _, _)| m.ty(*v))
-        .map(|t| t.bytes(log_n))
-        .max()
-        .unwrap_or(0);
-    let chunk = (ENCRYPT_CHUNK_PER_THREAD * rayon::current_num_threads()) as u64;
-    // Ciphertext, serialization (at most its size), packed slots and the encoding's buffers.
-    chunk * (2 * largest + (s.ctx.n() as u64) * 8 * 2) + (64 << 20)
-}
+pub(crate) const ENCRYPT_CHUNK_PER_THREAD: usize = 4;
 
 /// Encrypts images as [`encrypt_images`] does and writes the inputs file to `path`
 /// (atomically) as the ciphertexts are made, a chunk of a few per thread at a time: memory

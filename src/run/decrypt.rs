@@ -62,12 +62,9 @@ impl RequestRecord {
         let name = path.display().to_string();
         let mut st = ContainerStream::open(path, FileKind::Inputs)?;
         let mut buf = Vec::new();
-        let meta = if st.left() > 0 {
-            st.next_section(&mut buf)
-                .and_then(|()| parse_meta::<InputsMeta>(&buf, &name))
-        } else {
-            Err(RunError::Corrupt { path: name.clone() })
-        };
+        let meta = st
+            .next_section(&mut buf)
+            .and_then(|()| parse_meta::<InputsMeta>(&buf, &name));
         // The checksum first: what a damaged file says is not to be trusted.
         let digest = st.finish()?;
         Ok(RequestRecord {

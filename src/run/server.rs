@@ -108,10 +108,22 @@ pub fn input_ciphertext_bytes(s: &Session) -> u64 {
         .sum()
 }
 
-/// Bytes `encrypt` holds at its peak for a full batch: the input ciphertexts in memory, and
-/// one ciphertext's serialization at a time as the file is written.
+/// Bytes `encrypt` ([`encrypt_images_to_file`]) holds at its peak: one chunk of input
+/// ciphertexts (the largest of the plan's), each beside its serialization and its packed
+/// values, whatever the batch.
 pub fn encrypt_bytes(s: &Session) -> u64 {
-    input_ciphertext_bytes(s) + (64 << 20)
+    let log_n = s.plan.params.log_n;
+    let m = s.module();
+    let largest = m
+        .inputs()
+        .iter()
+        .filter_map(|(v, _, _)| m.ty(*v))
+        .map(|t| t.bytes(log_n))
+        .max()
+        .unwrap_or(0);
+    let chunk = (ENCRYPT_CHUNK_PER_THREAD * rayon::current_num_threads().max(1)) as u64;
+    // Ciphertext, serialization (at most its size), packed slots and the encoding's buffers.
+    chunk * (2 * largest + (s.ctx.n() as u64) * 8 * 2) + (64 << 20)
 }
 
 /// Refuses a step that needs `need` bytes when the process can get only `available`

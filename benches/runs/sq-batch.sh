@@ -7,12 +7,14 @@
 # $D/spill; it checkpoints every 10 minutes, and the same command started again resumes it.
 # Needs about 35 GB of free disk (13.5 GB of input ciphertexts, up to about 20 GB of spill).
 # Run from the repository root after `cargo build --release` and `bash scripts/fetch-datasets.sh`;
-# results go to $OUT (default beaa-out/sq-batch). IMAGES=N encrypts only the first N images (the
-# run's cost is the same: one ciphertext per input element whatever the batch fill).
+# results go to $OUT (default beaa-out/sq-batch-$IMAGES). IMAGES=N encrypts only the first N images
+# (the run's work is the same: one ciphertext per input element whatever the batch fill); the
+# batch-size curve is `scripts/batch_curve.py curve.svg DIR...` over runs with IMAGES=1024, 4096
+# and 16384.
 set -euo pipefail
-D=${OUT:-beaa-out/sq-batch}; mkdir -p "$D"; H=target/release/hecc
 BUDGET=${BUDGET:-14GiB}
 IMAGES=${IMAGES:-16384}
+D=${OUT:-beaa-out/sq-batch-$IMAGES}; mkdir -p "$D"; H=target/release/hecc
 M=models/squeezenet.yaml
 T="/usr/bin/time -f wall_%e_s_max_rss_%M_KB"
 [ -f $D/plan.hecc ] || $T $H compile $M --layout batch --spill-budget $BUDGET --time-passes -o $D/plan.hecc > $D/compile.txt 2>&1

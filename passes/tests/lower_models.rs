@@ -100,6 +100,35 @@ fn squeezenet_batch_matches_the_tensor_model() {
     eprintln!("squeezenet: depth {depth}, max relative error {err:e}");
 }
 
+/// A 2x2 average pooling over a quadratic's outputs is three additions per element: every
+/// element carries the pending factor +-1 (up to rounding), so nothing is left for the next
+/// layer to fold in. Folded, `conv2` would read the 6x6 window of the unpooled maps (4,608
+/// terms per output instead of 1,152) and the plan would hold 40 million `mac` terms, not 17.
+#[test]
+fn squeezenet_batch_poolings_are_sums() {
+    let g = model("squeezenet.yaml");
+    let opts = LowerOptions {
+        batch: 2,
+        slots: 2,
+        log_scale: 40.0,
+        activations: Default::default(),
+    };
+    let m = lower_batch(&g, &opts).unwrap().module;
+    let (mut widest, mut terms) = (0usize, 0usize);
+    for v in m.ids() {
+        if let Some(hecc_ir::he::Op::Mac(a)) = m.node(v).map(|n| &n.op) {
+            widest = widest.max(a.coeffs.len());
+            terms += a.coeffs.len();
+        }
+    }
+    assert_eq!(
+        widest,
+        128 * 9,
+        "the widest mac is conv2's 3x3 window over 128 channels"
+    );
+    assert!(terms < 17_000_000, "{terms} mac terms");
+}
+
 #[test]
 #[ignore]
 fn time_squeezenet_phases() {

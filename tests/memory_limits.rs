@@ -31,6 +31,19 @@ fn hecc_limited(kib: u64, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `hecc keygen PLAN -o KEYS` under an address-space limit of `kib` KiB ([`hecc_limited`]).
+fn keygen_limited(kib: u64, plan: &std::path::Path, keys: &std::path::Path) -> (bool, String) {
+    hecc_limited(
+        kib,
+        &[
+            "keygen",
+            plan.to_str().unwrap(),
+            "-o",
+            keys.to_str().unwrap(),
+        ],
+    )
+}
+
 /// CryptoNets compiled at 128-bit with `layout` and `batch` images per run, written to
 /// `dir/plan.json`.
 fn cryptonets_plan(dir: &std::path::Path, layout: LayoutChoice, batch: u32) -> PathBuf {
@@ -55,15 +68,7 @@ fn steps_that_exceed_the_process_limit_refuse_before_starting() {
     let plan = cryptonets_plan(&dir, LayoutChoice::Channel, 8);
     let limit_kib = 300 * 1024;
     let keys = dir.join("keys");
-    let (ok, err) = hecc_limited(
-        limit_kib,
-        &[
-            "keygen",
-            plan.to_str().unwrap(),
-            "-o",
-            keys.to_str().unwrap(),
-        ],
-    );
+    let (ok, err) = keygen_limited(limit_kib, &plan, &keys);
     assert!(!ok, "keygen ran under a 300 MiB limit: {err}");
     assert!(
         err.contains("keygen: the plan needs at least") && err.contains("this process can get"),
@@ -87,15 +92,7 @@ fn steps_that_exceed_the_process_limit_refuse_before_starting() {
     assert!(!ok, "infer ran under a 300 MiB limit: {err}");
     assert!(err.contains("this process can get"), "{err}");
     // Without the limit the same keygen succeeds.
-    let (ok, err) = hecc_limited(
-        64 << 20,
-        &[
-            "keygen",
-            plan.to_str().unwrap(),
-            "-o",
-            keys.to_str().unwrap(),
-        ],
-    );
+    let (ok, err) = keygen_limited(64 << 20, &plan, &keys);
     assert!(ok, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -111,15 +108,7 @@ fn encrypt_streams_a_batch_larger_than_its_limit() {
     // 1.15 GiB in memory (the file holds their seeded halves).
     let plan = cryptonets_plan(&dir, LayoutChoice::Batch, 256);
     let keys = dir.join("keys");
-    let (ok, err) = hecc_limited(
-        64 << 20,
-        &[
-            "keygen",
-            plan.to_str().unwrap(),
-            "-o",
-            keys.to_str().unwrap(),
-        ],
-    );
+    let (ok, err) = keygen_limited(64 << 20, &plan, &keys);
     assert!(ok, "{err}");
     let images = root().join("models/data/mnist-t10k-first256-images-idx3-ubyte");
     let x = dir.join("x.ct");

@@ -29,6 +29,16 @@ fn pseudo_random(seed: u64, n: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Batch lowering of `batch` images in as many slots, 40-bit scales, no activation policy.
+fn lower_options(batch: u32) -> LowerOptions {
+    LowerOptions {
+        batch,
+        slots: batch,
+        log_scale: 40.0,
+        activations: Default::default(),
+    }
+}
+
 /// Lowers, manages with `policy`, simulates on `batch` random images and compares.
 fn check(g: &Graph, batch: usize, policy: RescalePolicy) -> (u32, f64) {
     let Op::Input { shape, .. } = &g.node(g.inputs[0]).unwrap().op else {
@@ -41,13 +51,7 @@ fn check(g: &Graph, batch: usize, policy: RescalePolicy) -> (u32, f64) {
     let x = Tensor::from_shape_vec(dims, data.clone()).unwrap();
     let want = eval_batch(g, &[x]).unwrap();
 
-    let opts = LowerOptions {
-        batch: batch as u32,
-        slots: batch as u32,
-        log_scale: 40.0,
-        activations: Default::default(),
-    };
-    let raw = lower_batch(g, &opts).unwrap().module;
+    let raw = lower_batch(g, &lower_options(batch as u32)).unwrap().module;
     let m = manage(&raw, policy, None).unwrap();
     verify(&m, &VerifyOptions::STRICT).unwrap_or_else(|e| panic!("{policy:?}: {e:?}"));
     let outs = interpret(&m, |_, index, _, _| {
@@ -107,12 +111,7 @@ fn squeezenet_batch_matches_the_tensor_model() {
 #[test]
 fn squeezenet_batch_poolings_are_sums() {
     let g = model("squeezenet.yaml");
-    let opts = LowerOptions {
-        batch: 2,
-        slots: 2,
-        log_scale: 40.0,
-        activations: Default::default(),
-    };
+    let opts = lower_options(2);
     let m = lower_batch(&g, &opts).unwrap().module;
     let (mut widest, mut terms) = (0usize, 0usize);
     for v in m.ids() {
@@ -134,12 +133,7 @@ fn squeezenet_batch_poolings_are_sums() {
 fn time_squeezenet_phases() {
     let g = model("squeezenet.yaml");
     let t = std::time::Instant::now();
-    let opts = LowerOptions {
-        batch: 2,
-        slots: 2,
-        log_scale: 40.0,
-        activations: Default::default(),
-    };
+    let opts = lower_options(2);
     let raw = lower_batch(&g, &opts).unwrap().module;
     eprintln!("lower: {:?}, {} nodes", t.elapsed(), raw.len());
     let t = std::time::Instant::now();

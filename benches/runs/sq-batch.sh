@@ -10,14 +10,17 @@
 # results go to $OUT (default beaa-out/sq-batch-$IMAGES). IMAGES=N encrypts only the first N images
 # (the run's work is the same: one ciphertext per input element whatever the batch fill); the
 # batch-size curve is `scripts/batch_curve.py curve.svg DIR...` over runs with IMAGES=1024, 4096
-# and 16384.
+# and 16384. VERIFY=1 runs the same work in one process with `hecc infer --verify` instead, which
+# also gives the precision of every stage (the client/server flow's server holds no secret key).
 set -euo pipefail
 BUDGET=${BUDGET:-14GiB}
 IMAGES=${IMAGES:-16384}
-D=${OUT:-beaa-out/sq-batch-$IMAGES}; mkdir -p "$D"; H=target/release/hecc
+VERIFY=${VERIFY:-0}
+if [ "$VERIFY" = 1 ]; then D=${OUT:-beaa-out/sq-batch-verify-$IMAGES}; else D=${OUT:-beaa-out/sq-batch-$IMAGES}; fi
+mkdir -p "$D"; H=target/release/hecc
 M=models/squeezenet.yaml
 T="/usr/bin/time -f wall_%e_s_max_rss_%M_KB"
-[ -f $D/plan.hecc ] || $T $H compile $M --layout batch --spill-budget $BUDGET --time-passes -o $D/plan.hecc > $D/compile.txt 2>&1
+[ "$VERIFY" = 1 ] || [ -f $D/plan.hecc ] || $T $H compile $M --layout batch --spill-budget $BUDGET --time-passes -o $D/plan.hecc > $D/compile.txt 2>&1
 if [ ! -f $D/images-idx4-ubyte ]; then
     D=$D IMAGES=$IMAGES ${PYTHON:-python3} - <<'PY'
 import os
@@ -35,6 +38,15 @@ with open(d + "images-idx4-ubyte", "wb") as f:
 PY
 fi
 IMG=$D/images-idx4-ubyte
+if [ "$VERIFY" = 1 ]; then
+    # One process (`hecc infer --verify`): the same spilling run, with probe outputs on up to
+    # eight ciphertexts leaving each stage, decrypted and compared with the plaintext circuit
+    # (precision per stage), and the logits with the plaintext model. No checkpoints.
+    $T $H infer $M $IMG --layout batch --verify --spill-dir $D/spill --spill-budget $BUDGET \
+        > $D/infer.txt 2>&1
+    grep -v "^predictions" $D/infer.txt
+    exit 0
+fi
 [ -f $D/keys/eval.keys ] || $T $H keygen $D/plan.hecc -o $D/keys > $D/keygen.txt 2>&1
 [ -f $D/x.ct ] || $T $H encrypt $D/plan.hecc --keys $D/keys --input $IMG -o $D/x.ct > $D/encrypt.txt 2>&1
 [ -f $D/y.ct ] || $T $H run $D/plan.hecc $D/x.ct --eval-keys $D/keys/eval.keys -o $D/y.ct \

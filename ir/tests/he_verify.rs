@@ -1,7 +1,7 @@
 //! Builders, verifier and reference semantics of the HE IR.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test and example code may fail loudly
 
-use hecc_ir::he::interp::interpret;
+use hecc_ir::he::interp::{interpret, interpret_scheduled};
 use hecc_ir::he::{
     verify, HeError, Kind, Layout, Level, LogScale, Meta, Module, NodeErrorKind, Op, Opcode,
     Operand, Params, Site, Type, ValueId, VerifyOptions,
@@ -264,6 +264,41 @@ fn interpreter_follows_the_documented_semantics() {
     // Missing inputs are reported, not panicked on.
     assert!(interpret(&m, |_, _, _, _| None).is_err());
     assert!(interpret(&m, |_, _, _, _| Some(vec![0.0; 3])).is_err());
+}
+
+#[test]
+fn scheduled_interpretation_gives_the_same_outputs() {
+    // Two independent chains: x -> x*x -> +1 and y -> 2y -> rotate, each ending in an output.
+    let (mut m, b) = module();
+    let x = m.input("x", 0, Level(3), LogScale(30.0), 4, b).unwrap();
+    let y = m.input("x", 1, Level(3), LogScale(30.0), 4, b).unwrap();
+    let sq = m.mul(x, x).unwrap();
+    let one = m.add_constant(vec![1.0; 4]);
+    let p = m.encode(one, Level(3), LogScale(60.0), b).unwrap();
+    let a = m.add_plain(sq, p).unwrap();
+    let d = m.mul_integer(y, 2).unwrap();
+    let r = m.rotate(d, 1).unwrap();
+    m.output(a, "a", 0).unwrap();
+    m.output(r, "r", 0).unwrap();
+    let xs = [1.0, -1.0, 0.5, 2.0];
+    let ys = [2.0, 3.0, -1.0, 0.25];
+    let feed = |_: &str, idx: u32, _: &Layout, _: u32| {
+        Some(if idx == 0 { xs.to_vec() } else { ys.to_vec() })
+    };
+    let plain = interpret(&m, feed).unwrap();
+    // The y chain first, the x chain second; the encode and the outputs are left out (they
+    // run as soon as their operands have), and an id the module lacks is ignored.
+    let order: Vec<u32> = [y, d, r, x, sq, a]
+        .iter()
+        .map(|v| v.0)
+        .chain([9_999])
+        .collect();
+    let scheduled = interpret_scheduled(&m, &order, feed).unwrap();
+    assert_eq!(plain, scheduled);
+    assert_eq!(scheduled[0].slots, vec![2.0, 2.0, 1.25, 5.0]);
+    assert_eq!(scheduled[1].slots, vec![6.0, -2.0, 0.5, 4.0]);
+    // A schedule that names nothing still evaluates everything.
+    assert_eq!(interpret_scheduled(&m, &[], feed).unwrap(), plain);
 }
 
 #[test]

@@ -475,6 +475,7 @@ fn merge_run_reports(mut acc: RunReport, r: RunReport) -> RunReport {
     acc.peak_rss_bytes = max_opt(acc.peak_rss_bytes, r.peak_rss_bytes);
     acc.nodes += r.nodes;
     acc.hoisted_rotations += r.hoisted_rotations;
+    acc.memory_trims += r.memory_trims;
     acc.peak_live_ciphertexts = acc.peak_live_ciphertexts.max(r.peak_live_ciphertexts);
     acc.peak_live_bytes = acc.peak_live_bytes.max(r.peak_live_bytes);
     acc.schedule_peak_bytes = acc.schedule_peak_bytes.max(r.schedule_peak_bytes);
@@ -535,13 +536,18 @@ fn check_circuit(
     decrypted: &HashMap<(String, u32), Vec<f64>>,
 ) -> Result<CircuitCheck> {
     let n = images.count;
-    let reference = hecc_ir::he::interp::interpret(module, |_, index, layout, slots| {
+    let pack = |_: &str, index: u32, layout: &Layout, slots: u32| {
         let mut v = pack_input(layout, index, images, slots as usize).ok()?;
         if let Some(period) = s.plan.slot_period() {
             repeat_slots(&mut v, period).ok()?;
         }
         Some(v)
-    })
+    };
+    // In the plan's schedule, so the reference holds no more values at once than the run did.
+    let reference = match s.schedule() {
+        Some(order) => hecc_ir::he::interp::interpret_scheduled(module, &order, pack),
+        None => hecc_ir::he::interp::interpret(module, pack),
+    }
     .map_err(|e| miette!("reference interpretation failed: {e}"))?;
     let reference: HashMap<(String, u32), Vec<f64>> = reference
         .into_iter()

@@ -40,13 +40,14 @@ pub fn render_run(r: &RunReport, images: usize) -> String {
     let _ = writeln!(
         out,
         "run: {} nodes in {:.2} s ({per:.3} ms per image over {images} images), peak memory {}, \
-         at most {} live ciphertexts ({}), {} hoisted rotations",
+         at most {} live ciphertexts ({}), {} hoisted rotations, {} allocator trims",
         r.nodes,
         r.seconds,
         mib(r.peak_rss_bytes),
         r.peak_live_ciphertexts,
         mib(Some(r.peak_live_bytes)),
-        r.hoisted_rotations
+        r.hoisted_rotations,
+        r.memory_trims
     );
     if let Some(sp) = &r.spill {
         let budget = if sp.budget == u64::MAX {

@@ -172,6 +172,38 @@ pub fn release_free_memory() {
     }
 }
 
+/// Bytes the allocator keeps in free chunks below the top of its heaps (glibc's `mallinfo2`:
+/// free bytes less the releasable top chunk): memory the process holds that no value uses,
+/// typically buffers of a size no later allocation asks for. `None` on other platforms.
+pub fn free_heap_bytes() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads glibc's allocator statistics.
+        let mi = unsafe { libc::mallinfo2() };
+        Some(mi.fordblks.saturating_sub(mi.keepcost) as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
+/// [`release_free_memory`] when the allocator keeps more than `slack` bytes free inside its
+/// heaps ([`free_heap_bytes`]); returns whether it did. Within a stage, ciphertexts of one
+/// level are freed while those of the next are made, and glibc keeps the freed buffers (or
+/// the remainders of the ones it split) for requests of their own size; returning them once
+/// they pass `slack` keeps the resident size near the live values at the cost of faulting
+/// the pages in again when the heap grows into them.
+pub fn release_free_memory_over(slack: u64) -> bool {
+    match free_heap_bytes() {
+        Some(free) if free > slack => {
+            release_free_memory();
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Tunes glibc's allocator for long computations on large, short-lived
 /// buffers (bootstrapping, deep circuits): freed memory stays in the heap for
 /// reuse instead of being returned to the operating system and faulted in

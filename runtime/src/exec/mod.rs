@@ -35,8 +35,8 @@ mod progress;
 mod spill;
 
 pub use memory::{
-    available_memory, limit_allocator_arenas, read_cpu_seconds, read_memory_status,
-    retain_freed_memory, MemoryStatus,
+    available_memory, free_heap_bytes, limit_allocator_arenas, read_cpu_seconds,
+    read_memory_status, release_free_memory_over, retain_freed_memory, MemoryStatus,
 };
 use progress::Progress;
 pub use progress::{ProgressEvent, ProgressSink};
@@ -300,6 +300,17 @@ impl std::fmt::Debug for LazyInputs {
 /// The share above the schedule's peak that a run without an explicit memory limit may hold.
 pub const MEMORY_SLACK: f64 = 0.05;
 
+/// Share of the run's memory bound (the explicit limit or spill budget, else the schedule's
+/// peak) that the resident size may exceed the bound by (beyond what the process held besides
+/// its values when the run started) before a run that releases memory hands the allocator's
+/// free chunks back, when they are more than this share too (at least [`TRIM_SLACK_MIN`]
+/// bytes). Trims cost page faults when the heap grows back, so they happen only near the peak.
+pub const TRIM_SLACK: f64 = 0.04;
+
+/// The least free memory worth a trim: below it, the page faults of growing back cost more
+/// than the memory is worth.
+pub const TRIM_SLACK_MIN: u64 = 48 << 20;
+
 impl Default for ExecOptions {
     fn default() -> Self {
         ExecOptions {
@@ -373,6 +384,9 @@ pub struct RunReport {
     pub schedule_peak_bytes: u64,
     /// What the spill store did, when the run had one.
     pub spill: Option<SpillReport>,
+    /// Times the allocator's free memory went back to the system in the middle of a stage
+    /// (after a wavefront, the resident size above its high-water mark, see [`TRIM_SLACK`]).
+    pub memory_trims: usize,
 }
 
 /// One output element.
@@ -1446,6 +1460,18 @@ pub fn execute(
         .as_ref()
         .map(|s| s.budget)
         .filter(|&b| b != u64::MAX));
+    // Mid-stage trims: only while the process holds more than what it held besides its values
+    // when the run started (keys, plan, code) plus the memory bound and a slack; then only
+    // when the allocator keeps more than that slack in free chunks.
+    let bound = admit_limit
+        .filter(|&b| b != u64::MAX)
+        .unwrap_or(report.schedule_peak_bytes);
+    let trim_slack = ((bound as f64 * TRIM_SLACK) as u64).max(TRIM_SLACK_MIN);
+    let high_water = opts
+        .release_memory
+        .then(read_memory_status)
+        .flatten()
+        .map(|s| s.rss_bytes.saturating_sub(input_bytes) + bound.saturating_add(trim_slack));
     // Schedule positions already run (positions that no node holds count as run).
     let mut pos_done = vec![true; sched_len];
     for v in m.ids() {
@@ -1966,6 +1992,11 @@ pub fn execute(
                 last_checkpoint = Instant::now();
             }
             sd.report.io_seconds += t.elapsed().as_secs_f64();
+        }
+        let over =
+            high_water.is_some_and(|hw| read_memory_status().is_some_and(|s| s.rss_bytes > hw));
+        if over && memory::release_free_memory_over(trim_slack) {
+            report.memory_trims += 1;
         }
         if cancelled {
             return Err(ExecError::Cancelled);

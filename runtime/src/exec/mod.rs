@@ -1462,16 +1462,26 @@ pub fn execute(
         .filter(|&b| b != u64::MAX));
     // Mid-stage trims: only while the process holds more than what it held besides its values
     // when the run started (keys, plan, code) plus the memory bound and a slack; then only
-    // when the allocator keeps more than that slack in free chunks.
-    let bound = admit_limit
-        .filter(|&b| b != u64::MAX)
-        .unwrap_or(report.schedule_peak_bytes);
-    let trim_slack = ((bound as f64 * TRIM_SLACK) as u64).max(TRIM_SLACK_MIN);
-    let high_water = opts
-        .release_memory
-        .then(read_memory_status)
-        .flatten()
-        .map(|s| s.rss_bytes.saturating_sub(input_bytes) + bound.saturating_add(trim_slack));
+    // when the allocator keeps more than that slack in free chunks. The bound is the explicit
+    // limit, else the spill budget, else the schedule's peak; an explicit `none` without a
+    // budget asks for speed, and gets no trims.
+    let budget = opts
+        .spill
+        .as_ref()
+        .map(|s| s.budget)
+        .filter(|&b| b != u64::MAX);
+    let bound = match opts.memory_limit {
+        Some(u64::MAX) => budget,
+        Some(limit) => Some(limit),
+        None => budget.or(Some(report.schedule_peak_bytes)),
+    };
+    let trim_slack = bound.map_or(TRIM_SLACK_MIN, |b| {
+        ((b as f64 * TRIM_SLACK) as u64).max(TRIM_SLACK_MIN)
+    });
+    let high_water = bound
+        .filter(|_| opts.release_memory)
+        .zip(read_memory_status())
+        .map(|(b, s)| s.rss_bytes.saturating_sub(input_bytes) + b.saturating_add(trim_slack));
     // Schedule positions already run (positions that no node holds count as run).
     let mut pos_done = vec![true; sched_len];
     for v in m.ids() {

@@ -109,8 +109,8 @@ where
 /// [`interpret`] in the order of `schedule` (value ids, as a plan records them): a node the
 /// schedule misses runs as soon as its operands have. The values held at once then follow the
 /// schedule's live set, which the compiler kept small, rather than that of an arbitrary
-/// topological order (on a network of a million nodes, the difference between a few gigabytes
-/// and more than the machine has). Ids the module does not hold are ignored.
+/// topological order (SqueezeNet's batch plan, 16,384 slots per value: 97 MiB of values at the
+/// peak against 425 MiB). Ids the module does not hold are ignored.
 pub fn interpret_scheduled<F>(
     module: &Module,
     schedule: &[u32],

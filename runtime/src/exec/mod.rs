@@ -1454,22 +1454,18 @@ pub fn execute(
     );
     report.schedule_peak_bytes = headroom.peak();
     let lookahead = opts.lookahead.max(wave_cap) as u64;
-    // A spilling run admits results within its budget as well.
-    let admit_limit = opts.memory_limit.or(opts
-        .spill
-        .as_ref()
-        .map(|s| s.budget)
-        .filter(|&b| b != u64::MAX));
-    // Mid-stage trims: only while the process holds more than what it held besides its values
-    // when the run started (keys, plan, code) plus the memory bound and a slack; then only
-    // when the allocator keeps more than that slack in free chunks. The bound is the explicit
-    // limit, else the spill budget, else the schedule's peak; an explicit `none` without a
-    // budget asks for speed, and gets no trims.
     let budget = opts
         .spill
         .as_ref()
         .map(|s| s.budget)
         .filter(|&b| b != u64::MAX);
+    // A spilling run admits results within its budget as well.
+    let admit_limit = opts.memory_limit.or(budget);
+    // Mid-stage trims: only while the process holds more than what it held besides its values
+    // when the run started (keys, plan, code) plus the memory bound and a slack; then only
+    // when the allocator keeps more than that slack in free chunks. The bound is the explicit
+    // limit, else the spill budget, else the schedule's peak; an explicit `none` without a
+    // budget asks for speed, and gets no trims.
     let bound = match opts.memory_limit {
         Some(u64::MAX) => budget,
         Some(limit) => Some(limit),

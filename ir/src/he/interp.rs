@@ -143,8 +143,8 @@ where
     let mut order = Vec::with_capacity(waiting.len() + ready.len());
     while let Some(Reverse((p, v))) = ready.pop() {
         order.push(v);
+        // Sorted already; a user that reads `v` twice is listed twice.
         let mut users = module.users(v);
-        users.sort_unstable();
         users.dedup();
         for u in users {
             if let Some(w) = waiting.get_mut(&u) {
